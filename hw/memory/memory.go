@@ -1,0 +1,173 @@
+// Package memory owns guest physical RAM: one anonymous mmap'ed host region per slot,
+// and the guest-physical view of it (translation of a guest physical address to host
+// bytes, DMA-style reads and writes for devices).
+//
+// It is shared by every accelerator (KVM registers the same host regions as memory
+// slots; TCG's softmmu TLB points straight into them) and by every target. It must not
+// know about devices, MMIO or which accelerator runs the guest.
+package memory
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sort"
+
+	"golang.org/x/sys/unix"
+)
+
+// Slot is one contiguous range of guest RAM backed by one host mapping.
+type Slot struct {
+	Index int    // slot number, stable for the life of the guest (KVM memory slot id)
+	GPA   uint64 // guest physical base
+	Mem   []byte // host mapping; len(Mem) is the slot size
+	Name  string
+}
+
+// End is the first guest physical address past the slot.
+func (s *Slot) End() uint64 { return s.GPA + uint64(len(s.Mem)) }
+
+// RAM is the set of RAM slots of one guest, sorted by GPA.
+type RAM struct {
+	slots []*Slot
+}
+
+// ErrOverlap is returned when a new slot overlaps an existing one.
+var ErrOverlap = errors.New("memory: slot overlaps an existing slot")
+
+// New returns an empty RAM.
+func New() *RAM { return &RAM{} }
+
+// Add maps size bytes of anonymous, zeroed host memory at guest physical address gpa.
+// size must be a multiple of the host page size. The mapping is MAP_NORESERVE so an
+// untouched guest costs no host memory.
+func (r *RAM) Add(name string, gpa, size uint64) (*Slot, error) {
+	if size == 0 || size%uint64(unix.Getpagesize()) != 0 {
+		return nil, fmt.Errorf("memory: slot %q size %#x is not a positive multiple of the page size", name, size)
+	}
+	if gpa+size < gpa {
+		return nil, fmt.Errorf("memory: slot %q wraps the address space", name)
+	}
+	for _, s := range r.slots {
+		if gpa < s.End() && s.GPA < gpa+size {
+			return nil, fmt.Errorf("%w: %q [%#x,%#x) and %q", ErrOverlap, name, gpa, gpa+size, s.Name)
+		}
+	}
+	mem, err := unix.Mmap(-1, 0, int(size), unix.PROT_READ|unix.PROT_WRITE,
+		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+	if err != nil {
+		return nil, fmt.Errorf("memory: cannot map %d MiB of guest RAM for %q: %w", size>>20, name, err)
+	}
+	s := &Slot{Index: len(r.slots), GPA: gpa, Mem: mem, Name: name}
+	r.slots = append(r.slots, s)
+	sort.Slice(r.slots, func(i, j int) bool { return r.slots[i].GPA < r.slots[j].GPA })
+	return s, nil
+}
+
+// Slots returns the slots sorted by guest physical address. The slice must not be modified.
+func (r *RAM) Slots() []*Slot { return r.slots }
+
+// Close unmaps every slot. The RAM must not be used afterwards.
+func (r *RAM) Close() error {
+	var first error
+	for _, s := range r.slots {
+		if err := unix.Munmap(s.Mem); err != nil && first == nil {
+			first = err
+		}
+		s.Mem = nil
+	}
+	r.slots = nil
+	return first
+}
+
+// Find returns the slot holding gpa, or nil.
+func (r *RAM) Find(gpa uint64) *Slot {
+	i := sort.Search(len(r.slots), func(i int) bool { return r.slots[i].End() > gpa })
+	if i < len(r.slots) && r.slots[i].GPA <= gpa {
+		return r.slots[i]
+	}
+	return nil
+}
+
+// Slice returns the host bytes for [gpa, gpa+n) if the whole range lies in one slot.
+// The returned slice aliases guest memory.
+func (r *RAM) Slice(gpa, n uint64) ([]byte, bool) {
+	s := r.Find(gpa)
+	if s == nil {
+		return nil, false
+	}
+	off := gpa - s.GPA
+	if n > uint64(len(s.Mem))-off {
+		return nil, false
+	}
+	return s.Mem[off : off+n : off+n], true
+}
+
+// ErrNotRAM is returned by ReadAt/WriteAt when part of the range is not guest RAM.
+var ErrNotRAM = errors.New("memory: guest physical range is not RAM")
+
+// ReadAt copies guest RAM at gpa into p; the range may span adjacent slots.
+func (r *RAM) ReadAt(p []byte, gpa uint64) error {
+	for len(p) > 0 {
+		s := r.Find(gpa)
+		if s == nil {
+			return fmt.Errorf("%w: %#x", ErrNotRAM, gpa)
+		}
+		n := copy(p, s.Mem[gpa-s.GPA:])
+		p = p[n:]
+		gpa += uint64(n)
+	}
+	return nil
+}
+
+// WriteAt copies p into guest RAM at gpa; the range may span adjacent slots.
+func (r *RAM) WriteAt(p []byte, gpa uint64) error {
+	for len(p) > 0 {
+		s := r.Find(gpa)
+		if s == nil {
+			return fmt.Errorf("%w: %#x", ErrNotRAM, gpa)
+		}
+		n := copy(s.Mem[gpa-s.GPA:], p)
+		p = p[n:]
+		gpa += uint64(n)
+	}
+	return nil
+}
+
+// Little-endian helpers for loaders and device DMA.
+
+func (r *RAM) Read16(gpa uint64) (uint16, error) {
+	var b [2]byte
+	err := r.ReadAt(b[:], gpa)
+	return binary.LittleEndian.Uint16(b[:]), err
+}
+
+func (r *RAM) Read32(gpa uint64) (uint32, error) {
+	var b [4]byte
+	err := r.ReadAt(b[:], gpa)
+	return binary.LittleEndian.Uint32(b[:]), err
+}
+
+func (r *RAM) Read64(gpa uint64) (uint64, error) {
+	var b [8]byte
+	err := r.ReadAt(b[:], gpa)
+	return binary.LittleEndian.Uint64(b[:]), err
+}
+
+func (r *RAM) Write16(gpa uint64, v uint16) error {
+	var b [2]byte
+	binary.LittleEndian.PutUint16(b[:], v)
+	return r.WriteAt(b[:], gpa)
+}
+
+func (r *RAM) Write32(gpa uint64, v uint32) error {
+	var b [4]byte
+	binary.LittleEndian.PutUint32(b[:], v)
+	return r.WriteAt(b[:], gpa)
+}
+
+func (r *RAM) Write64(gpa uint64, v uint64) error {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], v)
+	return r.WriteAt(b[:], gpa)
+}

@@ -1,0 +1,117 @@
+// Package x86 owns the x86 CPU state shared by everything that starts or runs an x86
+// guest: the register-state types a machine's loader fills in for the boot CPU and an
+// accelerator (KVM now, the TCG frontend later) loads into a vCPU. Later it also holds
+// the x86 TCG frontend (decoder, MMU, exceptions).
+//
+// It must not know about devices, machines or which accelerator runs the guest.
+package x86
+
+// Segment is one segment register in its cached (descriptor) form, as the CPU holds it
+// after a segment load. The fields mirror the bits of a GDT descriptor so a loader can
+// describe "flat 64-bit code" without a GDT in memory, though a guest that reloads its
+// segments needs a matching GDT anyway.
+type Segment struct {
+	Base     uint64
+	Limit    uint32 // byte-granular limit (already scaled if G is set: 4 GiB-1 is 0xffffffff)
+	Selector uint16
+	Type     uint8 // descriptor type nibble: 0xb = execute/read accessed code, 0x3 = read/write accessed data, 0xb = busy 64-bit TSS
+	Present  bool
+	DPL      uint8
+	DB       bool // default operation size (32-bit) / big
+	S        bool // code or data segment (false for system segments: TSS, LDT)
+	L        bool // 64-bit code segment
+	G        bool // granularity (4 KiB)
+	AVL      bool
+	Unusable bool // null selector loaded; KVM and VMX need this on unused data segments
+}
+
+// DTable is a descriptor-table register (GDTR or IDTR).
+type DTable struct {
+	Base  uint64
+	Limit uint16
+}
+
+// Regs holds the general-purpose registers, RIP and RFLAGS.
+type Regs struct {
+	RAX, RBX, RCX, RDX, RSI, RDI, RSP, RBP uint64
+	R8, R9, R10, R11, R12, R13, R14, R15   uint64
+	RIP, RFLAGS                            uint64
+}
+
+// SRegs holds the segment, descriptor-table and control registers.
+type SRegs struct {
+	CS, DS, ES, FS, GS, SS, TR, LDT Segment
+	GDT, IDT                        DTable
+	CR0, CR2, CR3, CR4, CR8         uint64
+	EFER                            uint64
+	APICBase                        uint64 // 0 keeps the accelerator's reset value (0xfee00900 on the BSP)
+}
+
+// BootState is what a loader sets on the boot CPU before the first instruction: the
+// complete register file. An accelerator loads it verbatim onto vCPU 0; other vCPUs
+// stay in their reset/wait-for-SIPI state.
+type BootState struct {
+	Regs  Regs
+	SRegs SRegs
+}
+
+// Control-register, EFER and RFLAGS bits loaders commonly need.
+const (
+	CR0_PE = 1 << 0
+	CR0_MP = 1 << 1
+	CR0_ET = 1 << 4
+	CR0_NE = 1 << 5
+	CR0_WP = 1 << 16
+	CR0_PG = 1 << 31
+
+	CR4_PAE    = 1 << 5
+	CR4_OSFXSR = 1 << 9
+
+	EFER_SCE = 1 << 0
+	EFER_LME = 1 << 8
+	EFER_LMA = 1 << 10
+	EFER_NXE = 1 << 11
+
+	RFLAGS_RESERVED = 1 << 1 // bit 1 always reads as 1
+	RFLAGS_IF       = 1 << 9
+)
+
+// RealModeSegment returns the cached form of a real-mode segment with the given selector
+// (base = selector*16, 64 KiB limit).
+func RealModeSegment(sel uint16, code bool) Segment {
+	t := uint8(0x3)
+	if code {
+		t = 0xb
+	}
+	return Segment{Base: uint64(sel) << 4, Limit: 0xffff, Selector: sel, Type: t, Present: true, S: true}
+}
+
+// FlatSegment returns a flat 4 GiB code or data segment with the given selector.
+// long selects a 64-bit code segment (L=1, D=0); otherwise code and data are 32-bit.
+func FlatSegment(sel uint16, code, long bool) Segment {
+	s := Segment{Base: 0, Limit: 0xffffffff, Selector: sel, Type: 0x3, Present: true, S: true, G: true, DB: true}
+	if code {
+		s.Type = 0xb
+		if long {
+			s.L, s.DB = true, false
+		}
+	}
+	return s
+}
+
+// ResetState returns the architectural state of an x86 CPU after RESET/INIT, in the
+// real-mode form where the first instruction is fetched at CS:IP = seg:0 with CS base
+// seg*16 (a loader that does not run firmware starts real-mode code anywhere this way).
+func ResetState(seg uint16) BootState {
+	var b BootState
+	b.Regs.RFLAGS = RFLAGS_RESERVED
+	s := &b.SRegs
+	s.CS = RealModeSegment(seg, true)
+	s.DS, s.ES, s.FS, s.GS, s.SS = RealModeSegment(0, false), RealModeSegment(0, false),
+		RealModeSegment(0, false), RealModeSegment(0, false), RealModeSegment(0, false)
+	s.TR = Segment{Limit: 0xffff, Type: 0xb, Present: true}
+	s.LDT = Segment{Limit: 0xffff, Type: 0x2, Present: true}
+	s.GDT.Limit, s.IDT.Limit = 0xffff, 0xffff
+	s.CR0 = CR0_ET | 1<<30 | 1<<29 // CD, NW set as at reset
+	return b
+}

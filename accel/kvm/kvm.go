@@ -1,0 +1,377 @@
+// Package kvm owns running guests on the host's /dev/kvm: the VM and its in-kernel
+// interrupt controllers and PIT, memory slots, one locked OS thread per vCPU, and the
+// translation of KVM exits into MMIO/port-I/O accesses on the machine's buses and into
+// accel exit reasons. It implements accel.X86VM for x86-64 hosts.
+//
+// It must not know about TCG, devices or boards: a machine hands it RAM slots, buses
+// and the boot CPU's register state, and nothing more.
+package kvm
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"gemu/accel"
+	"gemu/hw/bus"
+	"gemu/hw/memory"
+	x86 "gemu/target-x86"
+)
+
+// Device is the KVM device node.
+const Device = "/dev/kvm"
+
+// Guest-physical pages KVM itself needs on Intel hosts without unrestricted guest
+// support (the real-mode identity page table and the 3-page TSS for vm86 emulation of
+// real mode). They sit where QEMU puts them, just below the 4 GiB BIOS area, and must
+// not overlap RAM or MMIO: a machine reserves [ReservedBase, ReservedBase+ReservedSize)
+// in its e820 map.
+const (
+	ReservedBase = 0xfeffc000
+	ReservedSize = 0x4000
+	identityMap  = ReservedBase
+	tssAddr      = ReservedBase + 0x1000
+)
+
+// MaxCPUs is the most vCPUs a VM may have: xAPIC ids are 8 bits and 0xff is broadcast.
+const MaxCPUs = 254
+
+// required lists the capabilities gemu cannot run without, with why.
+var required = []struct {
+	cap  uintptr
+	name string
+}{
+	{capUserMemory, "KVM_CAP_USER_MEMORY"},
+	{capIRQChip, "KVM_CAP_IRQCHIP"},
+	{capPIT2, "KVM_CAP_PIT2"},
+	{capIRQRouting, "KVM_CAP_IRQ_ROUTING"},
+	{capSetTSSAddr, "KVM_CAP_SET_TSS_ADDR"},
+	{capSetIdentityMapAddr, "KVM_CAP_SET_IDENTITY_MAP_ADDR"},
+	{capExtCPUID, "KVM_CAP_EXT_CPUID"},
+	{capImmediateExit, "KVM_CAP_IMMEDIATE_EXIT"},
+}
+
+func ioctl(fd int, req, arg uintptr) (uintptr, error) {
+	for {
+		r, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, arg)
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			return r, e
+		}
+		return r, nil
+	}
+}
+
+// open opens /dev/kvm and checks the API version and every required capability.
+func open() (int, error) {
+	fd, err := unix.Open(Device, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		switch {
+		case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENXIO), errors.Is(err, unix.ENODEV):
+			return -1, fmt.Errorf("kvm: %s does not exist: the host kernel has no KVM (or it is not passed into this container)", Device)
+		case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
+			return -1, fmt.Errorf("kvm: permission denied opening %s (add the user to the kvm group)", Device)
+		}
+		return -1, fmt.Errorf("kvm: open %s: %w", Device, err)
+	}
+	v, err := ioctl(fd, kvmGetAPIVersion, 0)
+	if err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("kvm: KVM_GET_API_VERSION: %w", err)
+	}
+	if v != 12 {
+		unix.Close(fd)
+		return -1, fmt.Errorf("kvm: %s speaks KVM API version %d, gemu needs 12", Device, v)
+	}
+	for _, c := range required {
+		if r, err := ioctl(fd, kvmCheckExtension, c.cap); err != nil || r == 0 {
+			unix.Close(fd)
+			return -1, fmt.Errorf("kvm: the host's KVM lacks %s", c.name)
+		}
+	}
+	return fd, nil
+}
+
+// Available returns nil if /dev/kvm can run gemu's guests, or a one-line reason: the
+// device is missing, not permitted, speaks another API version, or lacks a capability.
+func Available() error {
+	fd, err := open()
+	if err != nil {
+		return err
+	}
+	unix.Close(fd)
+	return nil
+}
+
+// Emulated reports whether the host's KVM is not hardware-assisted virtualization but a
+// software or paravirtual implementation, which runs guests correctly but slowly (about
+// a microsecond per guest instruction for kvm_pvm): the CLI's default accelerator must
+// prefer TCG over it.
+//
+// Detection: such implementations are separate vendor modules of the kvm core, as the
+// hardware ones (kvm_intel, kvm_amd) are; today the only one is kvm_pvm
+// ("pagetable-based virtual machine"), seen as /sys/module/kvm_pvm. /sys/module lists
+// built-in modules with parameters too, so this holds for a built-in kvm_pvm as well.
+func Emulated() bool {
+	_, err := os.Stat("/sys/module/kvm_pvm")
+	return err == nil
+}
+
+// Accel is the "kvm" accelerator for the CLI's -accel choice.
+var Accel accel.Accelerator = accelerator{}
+
+type accelerator struct{}
+
+func (accelerator) Name() string     { return "kvm" }
+func (accelerator) Available() error { return Available() }
+func (accelerator) NewX86(cfg accel.Config) (accel.X86VM, error) {
+	vm, err := New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return vm, nil
+}
+
+// VM is one KVM virtual machine with its vCPUs. It implements accel.X86VM.
+type VM struct {
+	kvmFD, vmFD int
+	vcpus       []*vcpu
+
+	stopping atomic.Bool
+	mu       sync.Mutex // guards reason, err
+	reason   accel.ExitReason
+	err      error
+	ran      atomic.Bool
+}
+
+var _ accel.X86VM = (*VM)(nil)
+
+// New creates a VM with cfg.CPUs vCPUs, the in-kernel PIC/IOAPIC/LAPICs and PIT, the
+// PC's interrupt routing, and each vCPU's CPUID, MSRs and FPU set to their boot values.
+// vCPU 0 is the boot CPU; the others wait for INIT/SIPI from the guest.
+func New(cfg accel.Config) (*VM, error) {
+	if cfg.CPUs < 1 || cfg.CPUs > MaxCPUs {
+		return nil, fmt.Errorf("kvm: %d vCPUs requested; gemu supports 1 to %d", cfg.CPUs, MaxCPUs)
+	}
+	kfd, err := open()
+	if err != nil {
+		return nil, err
+	}
+	v := &VM{kvmFD: kfd, vmFD: -1}
+	if err := v.init(cfg); err != nil {
+		v.Close()
+		return nil, err
+	}
+	return v, nil
+}
+
+func (v *VM) init(cfg accel.Config) error {
+	max, _ := ioctl(v.kvmFD, kvmCheckExtension, capMaxVCPUs)
+	if max == 0 {
+		max, _ = ioctl(v.kvmFD, kvmCheckExtension, capNrVCPUs)
+	}
+	if max != 0 && uintptr(cfg.CPUs) > max {
+		return fmt.Errorf("kvm: %d vCPUs requested; the host's KVM allows at most %d", cfg.CPUs, max)
+	}
+	fd, err := ioctl(v.kvmFD, kvmCreateVM, 0)
+	if err != nil {
+		return fmt.Errorf("kvm: KVM_CREATE_VM: %w", err)
+	}
+	v.vmFD = int(fd)
+	unix.CloseOnExec(v.vmFD)
+
+	ident := uint64(identityMap)
+	if _, err := ioctl(v.vmFD, kvmSetIdentityMapAddr, uintptr(unsafe.Pointer(&ident))); err != nil {
+		return fmt.Errorf("kvm: KVM_SET_IDENTITY_MAP_ADDR: %w", err)
+	}
+	if _, err := ioctl(v.vmFD, kvmSetTSSAddr, tssAddr); err != nil {
+		return fmt.Errorf("kvm: KVM_SET_TSS_ADDR: %w", err)
+	}
+	if _, err := ioctl(v.vmFD, kvmCreateIRQChip, 0); err != nil {
+		return fmt.Errorf("kvm: KVM_CREATE_IRQCHIP: %w", err)
+	}
+	if err := v.setRouting(); err != nil {
+		return err
+	}
+	// KVM_PIT_SPEAKER_DUMMY makes the kernel answer port 0x61 (NMI status and control /
+	// PC speaker gate) with the PIT channel 2 gate and output, which is all Linux reads
+	// it for (PIT-based TSC calibration). QEMU instead emulates the speaker in user space
+	// and fetches channel 2 state with KVM_GET_PIT2 on each access; with no sound to
+	// produce the in-kernel dummy is equivalent and saves the exits.
+	pc := pitConfig{Flags: pitSpeakerDummy}
+	if _, err := ioctl(v.vmFD, kvmCreatePIT2, uintptr(unsafe.Pointer(&pc))); err != nil {
+		return fmt.Errorf("kvm: KVM_CREATE_PIT2: %w", err)
+	}
+
+	supported, err := supportedCPUID(v.kvmFD)
+	if err != nil {
+		return err
+	}
+	runSize, err := ioctl(v.kvmFD, kvmGetVCPUMmapSize, 0)
+	if err != nil {
+		return fmt.Errorf("kvm: KVM_GET_VCPU_MMAP_SIZE: %w", err)
+	}
+	for i := 0; i < cfg.CPUs; i++ {
+		c, err := newVCPU(v, i, int(runSize))
+		if err != nil {
+			return err
+		}
+		v.vcpus = append(v.vcpus, c)
+		if err := c.setup(patchCPUID(supported, i, cfg.CPUs)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setRouting installs the PC's GSI routing, as QEMU does: ISA IRQs 0-15 reach both the
+// 8259 pair and the IOAPIC, except that the PIT's IRQ 0 reaches IOAPIC pin 2 (and GSI 2,
+// the PIC cascade, no IOAPIC pin), matching the "IRQ0 → GSI 2" interrupt source
+// override every PC MADT carries. With KVM's default routing (GSI 0 → IOAPIC pin 0)
+// Linux, following the MADT, would program pin 2 for the timer, see no ticks and panic
+// with "IO-APIC + timer doesn't work". GSIs 16-23 are IOAPIC-only (PCI).
+func (v *VM) setRouting() error {
+	var es []irqRoutingEntry
+	add := func(gsi, chip, pin uint32) {
+		es = append(es, irqRoutingEntry{GSI: gsi, Type: irqRoutingIRQChip, IRQChip: chip, Pin: pin})
+	}
+	for i := uint32(0); i < 16; i++ {
+		if i < 8 {
+			add(i, irqchipPICMaster, i)
+		} else {
+			add(i, irqchipPICSlave, i-8)
+		}
+	}
+	for i := uint32(0); i < 24; i++ {
+		switch i {
+		case 0:
+			add(0, irqchipIOAPIC, 2)
+		case 2:
+		default:
+			add(i, irqchipIOAPIC, i)
+		}
+	}
+	hdr := unsafe.Sizeof(irqRoutingHeader{})
+	buf := make([]byte, hdr+uintptr(len(es))*unsafe.Sizeof(irqRoutingEntry{}))
+	*(*irqRoutingHeader)(unsafe.Pointer(&buf[0])) = irqRoutingHeader{Nr: uint32(len(es))}
+	copy(unsafe.Slice((*irqRoutingEntry)(unsafe.Pointer(&buf[hdr])), len(es)), es)
+	if _, err := ioctl(v.vmFD, kvmSetGSIRouting, uintptr(unsafe.Pointer(&buf[0]))); err != nil {
+		return fmt.Errorf("kvm: KVM_SET_GSI_ROUTING: %w", err)
+	}
+	return nil
+}
+
+// AddRAM registers a RAM slot as KVM memory slot s.Index.
+func (v *VM) AddRAM(s *memory.Slot) error {
+	if len(s.Mem) == 0 {
+		return fmt.Errorf("kvm: RAM slot %q is empty", s.Name)
+	}
+	r := userspaceMemoryRegion{
+		Slot:          uint32(s.Index),
+		GuestPhysAddr: s.GPA,
+		MemorySize:    uint64(len(s.Mem)),
+		UserspaceAddr: uint64(uintptr(unsafe.Pointer(&s.Mem[0]))),
+	}
+	if _, err := ioctl(v.vmFD, kvmSetUserMemoryRegion, uintptr(unsafe.Pointer(&r))); err != nil {
+		return fmt.Errorf("kvm: KVM_SET_USER_MEMORY_REGION %q at %#x (%d MiB): %w", s.Name, s.GPA, len(s.Mem)>>20, err)
+	}
+	return nil
+}
+
+// IRQ returns the line for GSI gsi: Set drives it with KVM_IRQ_LINE, through the
+// routing described at setRouting (ISA IRQ n is GSI n; PCI INTx are GSIs 16-23).
+func (v *VM) IRQ(gsi uint32) bus.IRQ {
+	return bus.IRQFunc(func(level bool) {
+		l := irqLevel{IRQ: gsi}
+		if level {
+			l.Level = 1
+		}
+		// KVM_IRQ_LINE only fails for an unrouted GSI or a closed VM; a device
+		// cannot do anything useful about either.
+		ioctl(v.vmFD, kvmIRQLine, uintptr(unsafe.Pointer(&l)))
+	})
+}
+
+// NumCPUs returns the number of vCPUs.
+func (v *VM) NumCPUs() int { return len(v.vcpus) }
+
+// SetBootState loads bs into vCPU 0. SRegs.APICBase 0 keeps KVM's reset value.
+func (v *VM) SetBootState(bs *x86.BootState) error {
+	return v.vcpus[0].setState(bs)
+}
+
+// Stop ends the run with reason (the first reason wins) and kicks every vCPU out of
+// the guest: it sets kvm_run.immediate_exit, so a vCPU about to enter the guest
+// returns at once, and signals the vCPU's thread, so one inside the guest (or halted in
+// the kernel, or waiting for SIPI) exits with EINTR.
+func (v *VM) Stop(reason accel.ExitReason) {
+	v.mu.Lock()
+	if v.reason == 0 {
+		v.reason = reason
+	}
+	v.mu.Unlock()
+	v.stopping.Store(true)
+	for _, c := range v.vcpus {
+		c.kick()
+	}
+}
+
+// fail records err as the reason the run ended and stops every vCPU.
+func (v *VM) fail(err error) {
+	v.mu.Lock()
+	if v.reason == 0 {
+		v.reason, v.err = accel.Error, err
+	}
+	v.mu.Unlock()
+	v.Stop(accel.Error)
+}
+
+// Run runs every vCPU on its own locked OS thread until a vCPU exit or Stop ends the
+// run, and returns the reason. MMIO exits go to mmio, port I/O to pio.
+func (v *VM) Run(mmio, pio *bus.Bus) (accel.ExitReason, error) {
+	if v.ran.Swap(true) {
+		return accel.Error, errors.New("kvm: Run called twice on one VM")
+	}
+	if mmio == nil {
+		mmio = bus.New()
+	}
+	if pio == nil {
+		pio = bus.New()
+	}
+	var wg sync.WaitGroup
+	for _, c := range v.vcpus {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.loop(mmio, pio)
+		}()
+	}
+	wg.Wait()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.reason, v.err
+}
+
+// Close releases the vCPUs and the VM. It must not be called during Run.
+func (v *VM) Close() error {
+	for _, c := range v.vcpus {
+		c.close()
+	}
+	v.vcpus = nil
+	if v.vmFD >= 0 {
+		unix.Close(v.vmFD)
+		v.vmFD = -1
+	}
+	if v.kvmFD >= 0 {
+		unix.Close(v.kvmFD)
+		v.kvmFD = -1
+	}
+	return nil
+}

@@ -114,3 +114,11 @@ func Formats() []string {
 	sort.Strings(n)
 	return n
 }
+
+// Emptier drops every cluster of this layer so reads fall through to the backing file
+// (qemu's bdrv_make_empty), used by commit after the data reached the base. It must be
+// safe against a crash at any point: each range either keeps this layer's data or
+// falls through to a backing file that already holds the same bytes.
+type Emptier interface {
+	MakeEmpty() error
+}

@@ -23,6 +23,9 @@ fmt-check:
 test: build vet fmt-check assets
 	$(GO) test -timeout 80m -count=1 ./...
 
+# Side-by-side benchmarks against QEMU and qemu-img; fragments add their targets.
+bench:
+
 # Quick unit tests only (no guest boots, no oracle downloads).
 unit:
 	$(GO) test -short -count=1 ./...

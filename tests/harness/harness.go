@@ -123,7 +123,10 @@ func Run(ctx context.Context, o Options) (string, error) {
 		cmd.Stdin = o.Stdin
 	}
 	w := io.Writer(&out)
-	if o.Stdout != nil {
+	switch {
+	case o.Stdin != nil && o.Stdout != nil:
+		w = o.Stdout // interactive: the outer QEMU talks to the terminal itself
+	case o.Stdout != nil:
 		w = io.MultiWriter(&out, o.Stdout)
 	}
 	cmd.Stdout, cmd.Stderr = w, w
@@ -168,8 +171,13 @@ func addQEMU(im *initramfs.Image) error {
 }
 
 // InnerArgs is the common inner-guest command line for gemu or QEMU: Debian's kernel and
-// the busybox initramfs, the given memory and CPUs, and /init running script.
+// the busybox initramfs, the given memory and CPUs, and /init running script (or an
+// interactive shell when script is empty).
 func InnerArgs(memMiB, cpus int, script string) string {
-	return fmt.Sprintf("-m %d -smp %d -kernel %s -initrd %s -append 'console=ttyS0 quiet panic=-1 %s'",
-		memMiB, cpus, InnerKernel, InnerInitrd, assets.CmdArg(script))
+	appendArg := "console=ttyS0 quiet panic=-1"
+	if script != "" {
+		appendArg += " " + assets.CmdArg(script)
+	}
+	return fmt.Sprintf("-m %d -smp %d -kernel %s -initrd %s -append '%s'",
+		memMiB, cpus, InnerKernel, InnerInitrd, appendArg)
 }

@@ -1,0 +1,249 @@
+package vmdk
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"gemu/block"
+)
+
+// splitBytes is the extent size of the twoGbMaxExtent subformats.
+const splitBytes = 2 << 30
+
+type createParams struct {
+	subformat, adapter, hw, tools, prealloc string
+	zeroed                                  bool
+}
+
+func parseCreate(opts block.CreateOptions) (createParams, error) {
+	p := createParams{subformat: "monolithicSparse", adapter: "ide", hw: "4", tools: "2147483647", prealloc: "off"}
+	compat6, hwSet := false, false
+	for k, v := range opts.Options {
+		if !validOption[k] {
+			return p, fmt.Errorf("Invalid parameter '%s'", k)
+		}
+		var err error
+		switch k {
+		case "subformat":
+			switch v {
+			case "monolithicSparse", "monolithicFlat", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat", "streamOptimized":
+				p.subformat = v
+			default:
+				return p, fmt.Errorf("Unknown subformat: %s", v)
+			}
+		case "adapter_type":
+			switch v {
+			case "ide", "buslogic", "lsilogic", "legacyESX":
+				p.adapter = v
+			default:
+				return p, fmt.Errorf("Unknown adapter type: '%s'", v)
+			}
+		case "hwversion":
+			if v != "undefined" {
+				p.hw, hwSet = v, true
+			}
+		case "toolsversion":
+			p.tools = v
+		case "compat6":
+			compat6, err = parseBool(k, v)
+		case "zeroed_grain":
+			p.zeroed, err = parseBool(k, v)
+		case "preallocation":
+			p.prealloc = v
+		case "backing_file", "backing_fmt":
+			if v != "" {
+				return p, fmt.Errorf("vmdk: backing files are not supported")
+			}
+		}
+		if err != nil {
+			return p, err
+		}
+	}
+	if opts.Backing != "" {
+		return p, fmt.Errorf("vmdk: backing files are not supported")
+	}
+	if compat6 && hwSet {
+		return p, fmt.Errorf("compat6 cannot be enabled with hwversion set")
+	}
+	if compat6 {
+		p.hw = "6"
+	}
+	flat := strings.HasSuffix(p.subformat, "Flat")
+	switch p.prealloc {
+	case "off", "":
+	case "falloc", "full":
+		if !flat {
+			return p, fmt.Errorf("vmdk: preallocation=%s is supported for flat subformats only", p.prealloc)
+		}
+	default:
+		return p, fmt.Errorf("Invalid preallocation mode: '%s'", p.prealloc)
+	}
+	if p.adapter == "legacyESX" && !flat {
+		return p, fmt.Errorf("vmdk: adapter type legacyESX requires a flat subformat")
+	}
+	return p, nil
+}
+
+// Create writes a new image. Extent files are written before the descriptor that
+// names them. The CID is derived from the name, size and subformat rather than drawn
+// at random so that converting the same input twice gives byte-identical images.
+func (vmdkFormat) Create(filename string, opts block.CreateOptions) error {
+	p, err := parseCreate(opts)
+	if err != nil {
+		return err
+	}
+	if opts.Size < 0 || opts.Size > 1<<53 {
+		return fmt.Errorf("vmdk: invalid image size %d", opts.Size)
+	}
+	size := (opts.Size + sectorSize - 1) &^ (sectorSize - 1)
+	sectors := size / sectorSize
+	cid := crc32.ChecksumIEEE(fmt.Appendf(nil, "%s:%d:%s", filepath.Base(filename), size, p.subformat))
+	dir := filepath.Dir(filename)
+	base := filepath.Base(filename)
+	stem, ext := base, ""
+	if i := strings.LastIndexByte(base, '.'); i > 0 {
+		stem, ext = base[:i], base[i:]
+	}
+	var lines []extentLine
+	switch p.subformat {
+	case "monolithicSparse", "streamOptimized":
+		lines = []extentLine{{Sectors: sectors, Kind: kindSparse, Type: "SPARSE", Name: base}}
+		desc := formatDescriptor(cid, 0xffffffff, p.subformat, lines, p.hw, p.adapter, p.tools, sectors)
+		return writeSparseFile(filename, sectors, p.subformat == "streamOptimized", p.zeroed, desc)
+	case "monolithicFlat":
+		name := stem + "-flat" + ext
+		lines = []extentLine{{Sectors: sectors, Kind: kindFlat, Type: "FLAT", Name: name}}
+		if err := writeFlatFile(filepath.Join(dir, name), size, p.prealloc); err != nil {
+			return err
+		}
+	default: // twoGbMaxExtent*
+		flat := p.subformat == "twoGbMaxExtentFlat"
+		for i, left := 1, size; left > 0 || i == 1; i++ {
+			n := min(left, splitBytes)
+			var l extentLine
+			if flat {
+				l = extentLine{Sectors: n / sectorSize, Kind: kindFlat, Type: "FLAT", Name: fmt.Sprintf("%s-f%03d%s", stem, i, ext)}
+				err = writeFlatFile(filepath.Join(dir, l.Name), n, p.prealloc)
+			} else {
+				l = extentLine{Sectors: n / sectorSize, Kind: kindSparse, Type: "SPARSE", Name: fmt.Sprintf("%s-s%03d%s", stem, i, ext)}
+				err = writeSparseFile(filepath.Join(dir, l.Name), n/sectorSize, false, p.zeroed, "")
+			}
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				lines = append(lines, l)
+			}
+			left -= n
+		}
+	}
+	desc := formatDescriptor(cid, 0xffffffff, p.subformat, lines, p.hw, p.adapter, p.tools, sectors)
+	return os.WriteFile(filename, []byte(desc), 0o644)
+}
+
+func writeFlatFile(path string, size int64, prealloc string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("Could not create '%s': %v", path, unwrapPathErr(err))
+	}
+	defer f.Close()
+	switch prealloc {
+	case "falloc":
+		if err := unix.Fallocate(int(f.Fd()), 0, 0, size); err != nil {
+			return fmt.Errorf("vmdk: preallocating '%s': %v", path, err)
+		}
+	case "full":
+		for off := int64(0); off < size; {
+			n := min(size-off, int64(len(zeroGrainBuf)))
+			if _, err := f.WriteAt(zeroGrainBuf[:n], off); err != nil {
+				return err
+			}
+			off += n
+		}
+	}
+	if err := f.Truncate(size); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+// writeSparseFile lays out a hosted sparse extent as qemu-img does: header, 20-sector
+// descriptor area, redundant directory and its tables, directory and its tables,
+// grains from the next 64 KiB boundary. A stream extent instead gets VMware's
+// layout: header saying GD_AT_END, descriptor, then (empty) directory, footer and
+// end-of-stream marker, so the empty image is already valid.
+func writeSparseFile(path string, sectors int64, compress, zeroed bool, desc string) error {
+	const grain = 128
+	const per = 512
+	h := header{Version: 1, Flags: flagNLDetect | flagRGD, Capacity: uint64(sectors), GrainSize: grain,
+		NumGTEsPerGT: per, DescOffset: 1, DescSize: 20}
+	if zeroed {
+		h.Version = 2
+		h.Flags |= flagZeroGrain
+	}
+	gtCount := (sectors + grain*per - 1) / (grain * per)
+	gdSectors := (gtCount*4 + sectorSize - 1) / sectorSize
+	gtSectors := int64(per * 4 / sectorSize)
+	if len(desc) > int(h.DescSize)*sectorSize {
+		return fmt.Errorf("vmdk: descriptor too long")
+	}
+	var img []byte
+	if compress {
+		h.Version = 3
+		h.Flags = flagNLDetect | flagCompress | flagMarkers
+		if zeroed {
+			h.Flags |= flagZeroGrain
+		}
+		h.CompressAlgo = compressDeflate
+		h.GDOffset = gdAtEnd
+		h.OverHead = grain
+		img = make([]byte, h.OverHead*sectorSize)
+		h.marshal(img)
+		copy(img[sectorSize:], desc)
+		// GD marker and an all-zero directory, footer marker and footer, EOS.
+		gdAt := int64(len(img))/sectorSize + 1
+		m := make([]byte, sectorSize)
+		putMetaMarker(m, uint64(gdSectors), markerGD)
+		img = append(img, m...)
+		img = append(img, make([]byte, gdSectors*sectorSize)...)
+		putMetaMarker(m, 1, markerFooter)
+		img = append(img, m...)
+		footer := h
+		footer.GDOffset = uint64(gdAt)
+		fb := make([]byte, sectorSize)
+		footer.marshal(fb)
+		img = append(img, fb...)
+		img = append(img, make([]byte, sectorSize)...)
+	} else {
+		h.RGDOffset = h.DescOffset + h.DescSize
+		h.GDOffset = h.RGDOffset + uint64(gdSectors+gtSectors*gtCount)
+		h.OverHead = (h.GDOffset + uint64(gdSectors+gtSectors*gtCount) + grain - 1) / grain * grain
+		img = make([]byte, h.OverHead*sectorSize)
+		h.marshal(img)
+		copy(img[sectorSize:], desc)
+		for _, gd := range []uint64{h.RGDOffset, h.GDOffset} {
+			for i := int64(0); i < gtCount; i++ {
+				gt := uint32(int64(gd) + gdSectors + i*gtSectors)
+				binary.LittleEndian.PutUint32(img[int64(gd)*sectorSize+4*i:], gt)
+			}
+		}
+	}
+	if int64(len(img)) > 1<<30 {
+		return fmt.Errorf("vmdk: image too large for a single sparse extent")
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("Could not create '%s': %v", path, unwrapPathErr(err))
+	}
+	defer f.Close()
+	if _, err := f.Write(img); err != nil {
+		return err
+	}
+	return f.Sync()
+}

@@ -55,8 +55,8 @@ type E820Entry struct {
 
 // Layout is the RAM split of a guest with a given memory size.
 type Layout struct {
-	MemSize uint64 // total guest RAM
-	LowSize uint64 // RAM at [0, LowSize)
+	MemSize  uint64 // total guest RAM
+	LowSize  uint64 // RAM at [0, LowSize)
 	HighSize uint64 // RAM at [HighRAMBase, HighRAMBase+HighSize)
 }
 

@@ -1,0 +1,11 @@
+// Package arm owns gemu's AArch64 CPU for TCG: a Cortex-A57-class ARMv8.0 vCPU (EL0 and
+// EL1, AArch64 only) with its architectural state, the A64 decoder/frontend that turns
+// guest instructions into tcg backend code, the stage-1 MMU and softmmu slow paths,
+// exceptions and the vector table, system registers, the exclusive monitor and the
+// generic timer. FP/AdvSIMD data processing lives in fpsimd*.go (decodeFPSIMD).
+//
+// It must not know about devices or machines: physical accesses that miss RAM go to the
+// machine's MMIO bus, the GIC CPU interface and IMPLEMENTATION DEFINED system registers
+// go to Config.SysRegs, HVC/SMC (PSCI) to Config.HVC/SMC, timer outputs to
+// Config.TimerIRQ.
+package arm

@@ -1,0 +1,125 @@
+package arm
+
+import (
+	"fmt"
+	"unsafe"
+
+	"golang.org/x/arch/arm64/arm64asm"
+
+	"gemu/tcg"
+)
+
+// maxBlockInsns bounds a translation block so interrupts are checked often enough.
+const maxBlockInsns = 128
+
+// findTB finds or translates the block at c.PC. It returns nil (and no error) when the
+// instruction fetch raised an exception.
+func (c *CPU) findTB() (*tb, error) {
+	pc := c.PC
+	if pc&3 != 0 {
+		c.takeException(excSync, ecPCAlign<<26|1<<25, pc, true, pc)
+		return nil, nil
+	}
+	e := c.mmu.Entry(pc)
+	var pa uint64
+	var host unsafe.Pointer
+	if e.Exec == pc&tcg.PageMask {
+		pa, host = e.Phys|pc&0xfff, e.Host
+	} else {
+		var ok bool
+		pa, host, ok = c.fill(pc, accExec, int(c.el))
+		if !ok {
+			return nil, nil
+		}
+		if host == nil {
+			c.abort(pc, accExec, fscExtAbort)
+			return nil, nil
+		}
+	}
+	k := tcg.Key{PC: pc, Phys: pa, Flags: c.flags}
+	t := c.sys.cache.Lookup(k)
+	if t == nil {
+		t = c.translateBlock(k, host)
+	}
+	c.jc.Set(t)
+	return t, nil
+}
+
+// translateBlock decodes guest code from host page memory (the page holding k.Phys)
+// into a new TB.
+func (c *CPU) translateBlock(k tcg.Key, host unsafe.Pointer) *tb {
+	ops := make([]op, 0, 16)
+	pc := k.PC
+	for off := k.Phys & 0xfff; off < 0x1000 && len(ops) < maxBlockInsns; off += 4 {
+		insn := *(*uint32)(unsafe.Add(host, off))
+		if c.tflag&TraceInAsm != 0 {
+			c.traceInsn(pc, insn)
+		}
+		o, end := c.decode(insn, pc, k.Flags)
+		ops = append(ops, o)
+		pc += 4
+		if end {
+			break
+		}
+	}
+	if c.tflag&TraceInAsm != 0 {
+		fmt.Fprintln(c.trace)
+	}
+	return c.sys.cache.Insert(k, ops, pc)
+}
+
+func (c *CPU) traceInsn(pc uint64, insn uint32) {
+	text := "unknown"
+	if in, err := arm64asm.Decode(binaryLE(insn)); err == nil {
+		text = arm64asm.GNUSyntax(in)
+	}
+	fmt.Fprintf(c.trace, "0x%016x:  %08x      %s\n", pc, insn, text)
+}
+
+func binaryLE(insn uint32) []byte {
+	return []byte{byte(insn), byte(insn >> 8), byte(insn >> 16), byte(insn >> 24)}
+}
+
+// decode translates one instruction at pc. end reports that the block must end after
+// it (control transfer or mode change).
+func (c *CPU) decode(insn uint32, pc uint64, flags uint64) (op, bool) {
+	switch {
+	case insn>>26&7 == 4: // 100x: data processing, immediate
+		return decodeDPImm(insn, pc)
+	case insn>>26&7 == 5: // 101x: branches, exception generation, system
+		return c.decodeBranchSys(insn, pc)
+	case insn>>25&5 == 4: // x1x0: loads and stores
+		return decodeLdSt(insn, pc, flags)
+	case insn>>25&7 == 5: // x101: data processing, register
+		return decodeDPReg(insn, pc)
+	case insn>>25&7 == 7: // x111: SIMD&FP data processing
+		if flags&2 == 0 {
+			return fpTrap(pc), true
+		}
+		if f := decodeFPSIMD(insn); f != nil {
+			return func(c *CPU) bool { f(&c.State); return true }, false
+		}
+	}
+	return undefOp(pc), true
+}
+
+func undefOp(pc uint64) op { return func(c *CPU) bool { return c.undef(pc) } }
+
+func fpTrap(pc uint64) op {
+	return func(c *CPU) bool {
+		c.PC = pc
+		c.syncException(ecFPAccess, 0)
+		return false
+	}
+}
+
+// fpEnabled reports whether CPACR_EL1.FPEN lets the current EL use FP/SIMD.
+func (c *CPU) fpEnabled() bool {
+	switch c.sr.cpacr >> 20 & 3 {
+	case 1:
+		return c.el == 1
+	case 3:
+		return true
+	}
+	return false
+}

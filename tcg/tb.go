@@ -1,0 +1,189 @@
+package tcg
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"gemu/hw/memory"
+)
+
+// PageBits is the log2 of the guest page size tcg tracks code and TLB entries in.
+const PageBits = 12
+
+// PageSize is the guest page size tcg works with (targets with larger pages still see
+// 4 KiB granularity here).
+const PageSize = 1 << PageBits
+
+// PageMask selects the page number bits of an address.
+const PageMask = ^uint64(PageSize - 1)
+
+// Key identifies a translation: guest virtual PC (PC-relative ops bake it in), guest
+// physical PC (what code invalidation works on), and the target's mode flags that change
+// what the code means (exception level, MMU regime bits...).
+type Key struct {
+	PC    uint64
+	Phys  uint64
+	Flags uint64
+}
+
+// TB is one translation block: straight-line guest code from Key.PC up to and including
+// the first control transfer, never crossing a guest page. Op is the backend's code type.
+type TB[Op any] struct {
+	Key
+	// Ops holds the backend code, one element per guest instruction for the closure
+	// backend.
+	Ops []Op
+	// End is the guest virtual PC just past the block's last instruction.
+	End uint64
+	dead atomic.Bool
+}
+
+// Valid reports whether the TB has not been invalidated.
+func (tb *TB[Op]) Valid() bool { return !tb.dead.Load() }
+
+// Cache is the block cache shared by all vCPUs of one guest.
+type Cache[Op any] struct {
+	mu    sync.Mutex
+	m     map[Key]*TB[Op]
+	pages map[uint64][]*TB[Op] // physical page → blocks translated from it
+	Code  *CodePages
+	// Gen increases every time blocks are invalidated, so vCPUs can tell that their
+	// jump caches may hold dead blocks (they also check Valid on every hit).
+	Gen atomic.Uint64
+}
+
+// NewCache returns an empty cache for a guest whose RAM is ram.
+func NewCache[Op any](ram *memory.RAM) *Cache[Op] {
+	return &Cache[Op]{m: make(map[Key]*TB[Op]), pages: make(map[uint64][]*TB[Op]), Code: NewCodePages(ram)}
+}
+
+// Lookup returns the valid TB for k, or nil.
+func (c *Cache[Op]) Lookup(k Key) *TB[Op] {
+	c.mu.Lock()
+	tb := c.m[k]
+	c.mu.Unlock()
+	return tb
+}
+
+// Insert records a new TB translated from guest physical memory at k.Phys, marks its page
+// as holding code (so stores to it take the slow path and invalidate) and returns the TB
+// now in the cache for k (an earlier one if another vCPU won the race).
+func (c *Cache[Op]) Insert(k Key, ops []Op, end uint64) *TB[Op] {
+	page := k.Phys & PageMask
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if tb := c.m[k]; tb != nil {
+		return tb
+	}
+	tb := &TB[Op]{Key: k, Ops: ops, End: end}
+	c.m[k] = tb
+	c.pages[page] = append(c.pages[page], tb)
+	c.Code.set(page)
+	return tb
+}
+
+// InvalidatePage drops every TB translated from the guest physical page holding phys
+// and clears the page's code flag. It reports whether any TB was dropped. Safe to call
+// from any vCPU; vCPUs executing a dropped TB finish it (the write that caused the
+// invalidation becomes visible to the next block).
+func (c *Cache[Op]) InvalidatePage(phys uint64) bool {
+	page := phys & PageMask
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.Code.clear(page)
+	tbs := c.pages[page]
+	if len(tbs) == 0 {
+		return false
+	}
+	for _, tb := range tbs {
+		tb.dead.Store(true)
+		delete(c.m, tb.Key)
+	}
+	delete(c.pages, page)
+	c.Gen.Add(1)
+	return true
+}
+
+// InvalidateRange drops the TBs whose guest code overlaps the physical range
+// [phys, phys+n) (a store of n bytes, not crossing a page), keeping the page's other
+// blocks; the page's code flag is cleared when no block is left on it. It reports
+// whether any TB was dropped.
+func (c *Cache[Op]) InvalidateRange(phys, n uint64) bool {
+	page := phys & PageMask
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	tbs := c.pages[page]
+	kept := tbs[:0]
+	dropped := false
+	for _, tb := range tbs {
+		start := tb.Phys
+		end := start + (tb.End - tb.PC)
+		if phys < end && start < phys+n {
+			tb.dead.Store(true)
+			delete(c.m, tb.Key)
+			dropped = true
+			continue
+		}
+		kept = append(kept, tb)
+	}
+	clear(tbs[len(kept):])
+	if len(kept) == 0 {
+		delete(c.pages, page)
+		c.Code.clear(page)
+	} else {
+		c.pages[page] = kept
+	}
+	if dropped {
+		c.Gen.Add(1)
+	}
+	return dropped
+}
+
+// InvalidateAll drops every TB (guest-wide instruction cache invalidation).
+func (c *Cache[Op]) InvalidateAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for page, tbs := range c.pages {
+		for _, tb := range tbs {
+			tb.dead.Store(true)
+		}
+		c.Code.clear(page)
+	}
+	c.m = make(map[Key]*TB[Op])
+	c.pages = make(map[uint64][]*TB[Op])
+	c.Gen.Add(1)
+}
+
+// Len returns the number of cached TBs.
+func (c *Cache[Op]) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.m)
+}
+
+// JumpCacheBits is log2 of the number of jump-cache entries per vCPU.
+const JumpCacheBits = 12
+
+// JumpCache is a per-vCPU direct-mapped cache from guest virtual PC to TB, consulted
+// before the shared Cache. The owner must Flush it whenever its virtual→physical mapping
+// may have changed (any TLB flush), since entries are keyed by virtual PC only.
+type JumpCache[Op any] struct {
+	e [1 << JumpCacheBits]*TB[Op]
+}
+
+func jcIndex(pc uint64) uint64 { return (pc >> 2) & (1<<JumpCacheBits - 1) }
+
+// Lookup returns a valid TB for virtual pc and flags, or nil.
+func (j *JumpCache[Op]) Lookup(pc, flags uint64) *TB[Op] {
+	tb := j.e[jcIndex(pc)]
+	if tb != nil && tb.PC == pc && tb.Flags == flags && !tb.dead.Load() {
+		return tb
+	}
+	return nil
+}
+
+// Set records tb for its virtual PC.
+func (j *JumpCache[Op]) Set(tb *TB[Op]) { j.e[jcIndex(tb.PC)] = tb }
+
+// Flush empties the jump cache.
+func (j *JumpCache[Op]) Flush() { clear(j.e[:]) }

@@ -178,11 +178,15 @@ func confinedPath(dir, name string) (string, error) {
 		}
 	}
 	p := filepath.Join(dir, name)
-	realDir, err := filepath.EvalSymlinks(dir)
+	absDir, err := filepath.Abs(dir)
 	if err != nil {
 		return "", fmt.Errorf("vmdk: %v", err)
 	}
-	realP, err := filepath.EvalSymlinks(p)
+	realDir, err := filepath.EvalSymlinks(absDir)
+	if err != nil {
+		return "", fmt.Errorf("vmdk: %v", err)
+	}
+	realP, err := filepath.EvalSymlinks(filepath.Join(absDir, name))
 	if err != nil {
 		return "", fmt.Errorf("vmdk: could not open extent '%s': %v", name, unwrapPathErr(err))
 	}

@@ -1,0 +1,131 @@
+package virt
+
+import (
+	"crypto/rand"
+	"fmt"
+
+	"gemu/hw/fdt"
+)
+
+// Phandles, numbered like QEMU's (from 0x8000) so dumps compare easily.
+const (
+	phClock = 0x8000
+	phIntc  = 0x8001
+)
+
+// GIC interrupt specifier cells: type, number, flags.
+const (
+	dtSPI       = 0
+	dtPPI       = 1
+	dtEdgeRise  = 1
+	dtLevelHigh = 4
+)
+
+// PSCI function IDs named in the psci node (SMC64 CPU_SUSPEND/CPU_ON/MIGRATE).
+const (
+	dtPSCISuspend = 0xc4000001
+	dtPSCIOff     = 0x84000002
+	dtPSCIOn      = 0xc4000003
+	dtPSCIMigrate = 0xc4000005
+)
+
+// deviceTree builds the board's tree: what QEMU 7.2's virt describes for the devices gemu
+// has (no flash, fw-cfg, PCIe, RTC, GPIO, PMU or MSI frame).
+func (m *Machine) deviceTree() *fdt.Node {
+	r := fdt.NewRoot()
+	r.SetU32("interrupt-parent", phIntc)
+	r.SetString("model", "linux,dummy-virt")
+	r.SetU32("#size-cells", 2)
+	r.SetU32("#address-cells", 2)
+	r.SetString("compatible", "linux,dummy-virt")
+
+	psci := r.Child("psci")
+	psci.SetU32("migrate", dtPSCIMigrate)
+	psci.SetU32("cpu_on", dtPSCIOn)
+	psci.SetU32("cpu_off", dtPSCIOff)
+	psci.SetU32("cpu_suspend", dtPSCISuspend)
+	psci.SetString("method", "hvc")
+	psci.SetString("compatible", "arm,psci-1.0", "arm,psci-0.2", "arm,psci")
+
+	mem := r.Child(fmt.Sprintf("memory@%x", RAMBase))
+	mem.SetU64("reg", RAMBase, m.cfg.RAMSize)
+	mem.SetString("device_type", "memory")
+
+	for n := range VirtioSlots {
+		base := uint64(VirtioBase + VirtioStride*n)
+		v := r.Child(fmt.Sprintf("virtio_mmio@%x", base))
+		v.SetEmpty("dma-coherent")
+		v.SetU32("interrupts", dtSPI, uint32(VirtioSPI+n), dtEdgeRise)
+		v.SetU64("reg", base, VirtioStride)
+		v.SetString("compatible", "virtio,mmio")
+	}
+
+	uart := r.Child(fmt.Sprintf("pl011@%x", UARTBase))
+	uart.SetString("clock-names", "uartclk", "apb_pclk")
+	uart.SetU32("clocks", phClock, phClock)
+	uart.SetU32("interrupts", dtSPI, UARTSPI, dtLevelHigh)
+	uart.SetU64("reg", UARTBase, UARTSize)
+	uart.SetString("compatible", "arm,pl011", "arm,primecell")
+
+	intc := r.Child(fmt.Sprintf("intc@%x", GICDistBase))
+	intc.SetU32("phandle", phIntc)
+	if m.cfg.GICVersion == 3 {
+		intc.SetU64("reg", GICDistBase, GICDistSize, GICRedistBase, uint64(m.cfg.SMP)*redistStride)
+		intc.SetU32("#redistributor-regions", 1)
+		intc.SetString("compatible", "arm,gic-v3")
+	} else {
+		intc.SetU64("reg", GICDistBase, GICDistSize, GICCPUBase, GICCPUSize)
+		intc.SetString("compatible", "arm,cortex-a15-gic")
+	}
+	intc.SetEmpty("interrupt-controller")
+	intc.SetU32("#interrupt-cells", 3)
+
+	cpus := r.Child("cpus")
+	cpus.SetU32("#size-cells", 0)
+	cpus.SetU32("#address-cells", 1)
+	for i := range m.cfg.SMP {
+		c := cpus.Child(fmt.Sprintf("cpu@%d", i))
+		c.SetU32("reg", uint32(i))
+		c.SetString("enable-method", "psci")
+		c.SetString("compatible", "arm,cortex-a57")
+		c.SetString("device_type", "cpu")
+	}
+
+	// Timer PPIs: secure and non-secure EL1 physical, virtual, EL2 physical. GICv2
+	// specifiers carry the CPU mask in bits 15:8.
+	flags := uint32(dtLevelHigh)
+	if m.cfg.GICVersion == 2 {
+		flags |= (1<<m.cfg.SMP - 1) << 8
+	}
+	timer := r.Child("timer")
+	timer.SetU32("interrupts", dtPPI, 13, flags, dtPPI, 14, flags, dtPPI, 11, flags, dtPPI, 10, flags)
+	timer.SetEmpty("always-on")
+	timer.SetString("compatible", "arm,armv8-timer", "arm,armv7-timer")
+
+	clk := r.Child("apb-pclk")
+	clk.SetU32("phandle", phClock)
+	clk.SetString("clock-output-names", "clk24mhz")
+	clk.SetU32("clock-frequency", 24000000)
+	clk.SetU32("#clock-cells", 0)
+	clk.SetString("compatible", "fixed-clock")
+
+	chosen := r.Child("chosen")
+	chosen.SetString("stdout-path", fmt.Sprintf("/pl011@%x", UARTBase))
+	seed := make([]byte, 32)
+	rand.Read(seed)
+	chosen.Set("rng-seed", seed)
+	return r
+}
+
+// setChosen records the boot parameters in /chosen (of the generated tree or a user's
+// -dtb).
+func setChosen(root *fdt.Node, bootargs string, initrdStart, initrdEnd uint64) {
+	c := root.Child("chosen")
+	if bootargs != "" {
+		c.SetString("bootargs", bootargs)
+	}
+	if initrdEnd > initrdStart {
+		c.SetU64("linux,initrd-start", initrdStart)
+		c.SetU64("linux,initrd-end", initrdEnd)
+	}
+}

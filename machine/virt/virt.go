@@ -1,0 +1,324 @@
+// Package virt owns the aarch64 `virt` board, laid out like QEMU 7.2's: the memory map,
+// the GIC (v2 or v3) and its wiring to the vCPUs' IRQ lines and generic-timer PPIs, the
+// PL011 console, empty virtio-mmio slots, PSCI over HVC, the generated flattened device
+// tree and the arm64 Image loader.
+//
+// It must not know instruction semantics (target-arm), translation (tcg) or host
+// terminal handling (hw/chardev): it wires them.
+package virt
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"gemu/hw/bus"
+	"gemu/hw/chardev"
+	"gemu/hw/fdt"
+	"gemu/hw/intc"
+	"gemu/hw/memory"
+	"gemu/hw/serial"
+	arm "gemu/target-arm"
+)
+
+// QEMU 7.2 virt memory map (hw/arm/virt.c base_memmap) and interrupt numbers.
+const (
+	GICDistBase   = 0x0800_0000
+	GICDistSize   = 0x1_0000
+	GICCPUBase    = 0x0801_0000
+	GICCPUSize    = 0x1_0000
+	GICRedistBase = 0x080a_0000
+	redistStride  = intc.RedistStride
+	UARTBase      = 0x0900_0000
+	UARTSize      = 0x1000
+	UARTSPI       = 1
+	VirtioBase    = 0x0a00_0000
+	VirtioStride  = 0x200
+	VirtioSlots   = 32
+	VirtioSPI     = 16
+	RAMBase       = 0x4000_0000
+
+	// MaxRAM keeps RAM below the 256 GiB high-memory region QEMU places PCIe at.
+	MaxRAM = 255 << 30
+	// ppi* are the generic timers' INTIDs (timer index 0, 1, 2 of arm.Config.TimerIRQ).
+	ppiPhys, ppiVirt, ppiHyp = 30, 27, 26
+)
+
+// Config is what the command line selects.
+type Config struct {
+	RAMSize    uint64
+	SMP        int
+	GICVersion int // 2 or 3
+	Kernel     string
+	Initrd     string
+	Append     string
+	DTB        string // user device tree; nil means generate
+	Serial     chardev.Backend
+	Trace      io.Writer
+	TraceFlags arm.TraceFlags
+}
+
+// Exit is why Run returned.
+type Exit int
+
+const (
+	exitNone     Exit = iota // a vCPU failed (Run's error says why)
+	ExitPowerOff             // PSCI SYSTEM_OFF
+	ExitReset                // PSCI SYSTEM_RESET
+	ExitStopped              // Stop was called
+)
+
+// Machine is one built board.
+type Machine struct {
+	cfg  Config
+	ram  *memory.RAM
+	cpus []*arm.CPU
+	gic  *intc.GIC
+	dtb  []byte
+
+	entry, dtbAddr uint64
+
+	mu   sync.Mutex
+	done chan struct{}
+	exit Exit
+	err  error
+}
+
+// Validate checks a configuration's sizes without building anything.
+func (c *Config) Validate() error {
+	switch {
+	case c.RAMSize == 0:
+		return errors.New("invalid RAM size 0")
+	case c.RAMSize%(2<<20) != 0:
+		return fmt.Errorf("RAM size %d is not a multiple of 2 MiB", c.RAMSize)
+	case c.RAMSize > MaxRAM:
+		return fmt.Errorf("RAM size %d MiB exceeds the virt board's %d GiB", c.RAMSize>>20, MaxRAM>>30)
+	case c.SMP < 1:
+		return fmt.Errorf("invalid number of CPUs %d", c.SMP)
+	case c.GICVersion != 2 && c.GICVersion != 3:
+		return fmt.Errorf("invalid GIC version %d (want 2 or 3)", c.GICVersion)
+	case c.GICVersion == 2 && c.SMP > 8:
+		return fmt.Errorf("GICv2 supports at most 8 CPUs, -smp %d given (use gic-version=3)", c.SMP)
+	case c.SMP > 16:
+		return fmt.Errorf("at most 16 CPUs are supported, -smp %d given", c.SMP)
+	}
+	return nil
+}
+
+// New builds the board and, if cfg.Kernel is set, loads the kernel, initrd and device
+// tree into RAM with CPU 0 at the kernel entry.
+func New(cfg Config) (*Machine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Serial == nil {
+		cfg.Serial = chardev.Null{}
+	}
+	m := &Machine{cfg: cfg, ram: memory.New(), done: make(chan struct{})}
+	if _, err := m.ram.Add("ram", RAMBase, cfg.RAMSize); err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			m.ram.Close()
+		}
+	}()
+
+	var sysregs arm.SysRegHandler
+	var v2 *intc.GICv2
+	var v3 *intc.GICv3
+	if cfg.GICVersion == 3 {
+		aff := make([]uint64, cfg.SMP)
+		for i := range aff {
+			aff[i] = uint64(i)
+		}
+		v3 = intc.NewV3(aff)
+		m.gic, sysregs = v3.GIC, v3
+	} else {
+		v2 = intc.NewV2(cfg.SMP)
+		m.gic = v2.GIC
+	}
+	uart := serial.NewPL011(cfg.Serial, m.gic.SPI(UARTSPI))
+
+	for i := range cfg.SMP {
+		// Each vCPU has its own bus: the GICv2's distributor and CPU interface are
+		// banked per CPU, so they are inserted as that CPU's views.
+		b := bus.New()
+		ins := func(d bus.Device, name string, base, size uint64) {
+			if err := b.Insert(d, name, base, size); err != nil {
+				panic(err) // the fixed map cannot overlap
+			}
+		}
+		ins(uart, "pl011", UARTBase, UARTSize)
+		if v3 != nil {
+			ins(v3.Distributor(), "gicd", GICDistBase, GICDistSize)
+			ins(v3.Redistributors(), "gicr", GICRedistBase, uint64(cfg.SMP)*redistStride)
+		} else {
+			ins(v2.Distributor(i), "gicd", GICDistBase, GICDistSize)
+			ins(v2.CPUInterface(i), "gicc", GICCPUBase, GICCPUSize)
+		}
+		for n := range VirtioSlots {
+			ins(emptyVirtio{}, fmt.Sprintf("virtio-mmio%d", n), VirtioBase+uint64(n)*VirtioStride, VirtioStride)
+		}
+		timers := [3]bus.IRQ{m.gic.PPI(i, ppiPhys), m.gic.PPI(i, ppiVirt), m.gic.PPI(i, ppiHyp)}
+		c := arm.New(arm.Config{
+			ID:      i,
+			RAM:     m.ram,
+			MMIO:    b,
+			SysRegs: sysregs,
+			GICv3:   v3 != nil,
+			HVC:     m.hvc,
+			TimerIRQ: func(_ int, t int, level bool) {
+				if t >= 0 && t < len(timers) {
+					timers[t].Set(level)
+				}
+			},
+			Trace:      cfg.Trace,
+			TraceFlags: cfg.TraceFlags,
+		})
+		m.gic.Connect(i, c)
+		m.cpus = append(m.cpus, c)
+	}
+	if err := m.load(); err != nil {
+		return nil, err
+	}
+	ok = true
+	return m, nil
+}
+
+// DTB returns the device tree blob given to the guest (built even without a kernel,
+// for -machine dumpdtb).
+func (m *Machine) DTB() []byte { return m.dtb }
+
+// load places the kernel, initrd and device tree: the kernel at RAM base + text_offset
+// (the base is 2 MiB aligned, as the boot protocol wants), the DTB at the next 2 MiB
+// boundary after the kernel's image_size (a DTB may not cross one), the initrd 2 MiB
+// after that.
+func (m *Machine) load() error {
+	ramEnd := RAMBase + m.cfg.RAMSize
+	var root *fdt.Node
+	var blob *fdt.Blob
+	if m.cfg.DTB != "" {
+		raw, err := readBounded(m.cfg.DTB, "device tree", 2<<20)
+		if err != nil {
+			return err
+		}
+		if blob, err = fdt.Parse(raw); err != nil {
+			return fmt.Errorf("device tree %q: %w", m.cfg.DTB, err)
+		}
+		root = blob.Root
+	} else {
+		root = m.deviceTree()
+		blob = &fdt.Blob{Root: root}
+	}
+	if m.cfg.Kernel == "" {
+		if m.cfg.Initrd != "" || m.cfg.Append != "" {
+			return errors.New("-initrd and -append need -kernel")
+		}
+		m.dtb = blob.Marshal()
+		return nil
+	}
+	raw, err := readBounded(m.cfg.Kernel, "kernel", m.cfg.RAMSize)
+	if err != nil {
+		return err
+	}
+	k, err := parseImage(raw, m.cfg.RAMSize)
+	if err != nil {
+		return fmt.Errorf("kernel %q: %w", m.cfg.Kernel, err)
+	}
+	m.entry = RAMBase + k.textOffset
+	m.dtbAddr = alignUp(m.entry+k.size, 2<<20)
+	initrdAddr := m.dtbAddr + 2<<20
+	if initrdAddr > ramEnd {
+		return fmt.Errorf("kernel %q (%d MiB in memory) does not fit in %d MiB of RAM", m.cfg.Kernel, k.size>>20, m.cfg.RAMSize>>20)
+	}
+	var initrd []byte
+	if m.cfg.Initrd != "" {
+		if initrd, err = readBounded(m.cfg.Initrd, "initrd", ramEnd-initrdAddr); err != nil {
+			return err
+		}
+	}
+	setChosen(root, m.cfg.Append, initrdAddr, initrdAddr+uint64(len(initrd)))
+	m.dtb = blob.Marshal()
+	if len(m.dtb) > 2<<20 {
+		return fmt.Errorf("device tree is %d bytes, over the 2 MiB the boot protocol allows", len(m.dtb))
+	}
+	for _, w := range []struct {
+		data []byte
+		at   uint64
+	}{{k.data, m.entry}, {m.dtb, m.dtbAddr}, {initrd, initrdAddr}} {
+		if err := m.ram.WriteAt(w.data, w.at); err != nil {
+			return err
+		}
+	}
+	m.cpus[0].Reset(m.entry, m.dtbAddr)
+	return nil
+}
+
+func alignUp(v, a uint64) uint64 { return (v + a - 1) &^ (a - 1) }
+
+// finish records the first reason to stop and wakes Run.
+func (m *Machine) finish(e Exit, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	select {
+	case <-m.done:
+		return
+	default:
+	}
+	m.exit, m.err = e, err
+	close(m.done)
+}
+
+// Stop makes Run return ExitStopped (the user quit). Safe from any goroutine.
+func (m *Machine) Stop() { m.finish(ExitStopped, nil) }
+
+// Run runs the vCPUs until the guest powers off or resets, Stop is called or a vCPU
+// fails, then stops them all and releases guest RAM. The Machine cannot be run again.
+func (m *Machine) Run() (Exit, error) {
+	if m.cfg.Kernel == "" {
+		m.ram.Close()
+		return exitNone, errors.New("no -kernel given: the virt board has no firmware to boot")
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, c := range m.cpus {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := c.Run(stop); err != nil {
+				m.finish(exitNone, fmt.Errorf("cpu %d: %w", i, err))
+			}
+		}()
+	}
+	<-m.done
+	close(stop)
+	wg.Wait()
+	m.ram.Close()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.exit, m.err
+}
+
+// emptyVirtio is a virtio-mmio transport with no device behind it (DeviceID 0), as
+// QEMU presents unused slots: the guest's virtio-mmio driver probes and skips it.
+type emptyVirtio struct{}
+
+func (emptyVirtio) Read(off uint64, data []byte) {
+	var v uint32
+	switch off {
+	case 0x000:
+		v = 0x74726976 // "virt"
+	case 0x004:
+		v = 2 // modern (virtio 1.0) register layout
+	case 0x00c:
+		v = 0x554d4551 // vendor "QEMU"
+	}
+	for i := range data {
+		data[i] = byte(v >> (8 * i))
+	}
+}
+
+func (emptyVirtio) Write(uint64, []byte) {}

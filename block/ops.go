@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 
 	"os"
 )
@@ -54,7 +55,10 @@ func Compare(a, b Driver, strict bool, progress func(done, total int64)) (*Compa
 				if err != nil {
 					return nil, err
 				}
-				if st.Allocated != st2.Allocated || st.Zero != st2.Zero || st.Data != st2.Data {
+				// qemu compares the raw status words, which include BDRV_BLOCK_EOF: a run
+				// reaching the end of one image but not the other is a mismatch too.
+				eof1, eof2 := st.Offset+st.Length >= sa, st2.Offset+st2.Length >= sb
+				if st.Allocated != st2.Allocated || st.Zero != st2.Zero || st.Data != st2.Data || eof1 != eof2 {
 					res.Message = fmt.Sprintf("Strict mode: Offset %d block status mismatch!", off)
 					return res, nil
 				}
@@ -317,16 +321,28 @@ func Rebase(top Driver, newBacking Driver, newName, newFormat string, o RebaseOp
 	return top.Flush()
 }
 
-// DD copies count blocks of bs bytes from in (starting skip blocks in) to out at 0
-// (count < 0: to the end of in), as qemu-img dd does.
-func DD(in, out Driver, bs, count, skip int64) error {
-	start := skip * bs
-	if skip > 0 && start/skip != bs {
-		return errors.New("skip too large")
+// DDRange returns the input range qemu-img dd copies: from skip blocks in up to
+// count blocks from the *start* of the input (qemu-img counts skipped blocks against
+// count), clipped to the input size. The output is end-start bytes.
+func DDRange(inSize, bs, count, skip int64) (start, end int64, err error) {
+	if bs <= 0 || skip < 0 {
+		return 0, 0, errors.New("invalid block size or skip")
 	}
-	end := in.Size()
-	if count >= 0 && count <= (end-start)/bs+1 {
-		end = min(end, start+count*bs)
+	end = inSize
+	if count >= 0 && count <= math.MaxInt64/bs && count*bs < end {
+		end = count * bs
+	}
+	if skip > math.MaxInt64/bs || skip*bs > end {
+		return end, end, nil
+	}
+	return skip * bs, end, nil
+}
+
+// DD copies in[start:end) (see DDRange) to out at offset 0, bs bytes at a time.
+func DD(in, out Driver, bs, count, skip int64) error {
+	start, end, err := DDRange(in.Size(), bs, count, skip)
+	if err != nil {
+		return err
 	}
 	buf := make([]byte, bs)
 	for off := start; off < end; off += bs {

@@ -36,7 +36,9 @@ func (rawFormat) Open(filename string, opts OpenOptions) (Driver, error) {
 		return nil, fmt.Errorf("Could not open '%s': %s", filename, errnoText(err))
 	}
 	d := &rawDriver{f: f, name: filename, ro: opts.ReadOnly}
-	d.size.Store(size)
+	// Like QEMU, the disk is a whole number of sectors; the tail of a partial last
+	// sector reads as zeroes.
+	d.size.Store((size + 511) &^ 511)
 	return d, nil
 }
 
@@ -64,6 +66,7 @@ func (rawFormat) Create(filename string, opts CreateOptions) error {
 	if opts.Size < 0 {
 		return fmt.Errorf("Image size must be less than 8 EiB!")
 	}
+	opts.Size = (opts.Size + 511) &^ 511 // whole sectors, as qemu-img creates them
 	f, err := os.OpenFile(filename, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return fmt.Errorf("Could not create '%s': %s", filename, errnoText(err))

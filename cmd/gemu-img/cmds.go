@@ -15,11 +15,13 @@ import (
 	"gemu/block"
 )
 
+const invalidSize = "Invalid image size specified. You may use k, M, G, T, P or E suffixes for " +
+	"kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes."
+
 func parseImageSize(s string) (int64, error) {
 	v, err := block.ParseSize(s, 1)
 	if err != nil || v < 0 {
-		return 0, fail("Invalid image size specified. You may use k, M, G, T, P or E suffixes for\n" +
-			"gemu-img: kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+		return 0, fail(invalidSize)
 	}
 	return v, nil
 }
@@ -420,8 +422,7 @@ func cmdResize(c *cli.Context) error {
 	}
 	n, err := block.ParseSize(sz, 1)
 	if err != nil {
-		return fail("Invalid image size specified. You may use k, M, G, T, P or E suffixes for\n" +
-			"gemu-img: kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+		return fail(invalidSize)
 	}
 	prealloc := c.String("preallocation")
 	switch prealloc {
@@ -443,8 +444,7 @@ func cmdResize(c *cli.Context) error {
 		return fail("New image size must be positive")
 	}
 	if newSize < cur && !c.Bool("shrink") {
-		fmt.Fprintf(stderr, "gemu-img: Use the --shrink option to perform a shrink operation.\n")
-		return fail("warning: Shrinking an image will delete all data beyond the shrunken image's end. Before performing such an operation, make sure there is no important data there.")
+		return fail("Use the --shrink option to perform a shrink operation.")
 	}
 	if err := d.Resize(newSize, block.ResizeOptions{Shrink: c.Bool("shrink"), Preallocation: prealloc}); err != nil {
 		return fail("%s", oneLine(err.Error()))
@@ -481,12 +481,12 @@ func cmdMap(c *cli.Context) error {
 	start, length := int64(0), int64(-1)
 	if s := c.String("start-offset"); s != "" {
 		if start, err = block.ParseSize(s, 1); err != nil {
-			return fail("Invalid start offset specified! You may use k, M, G, T, P or E suffixes for ")
+			return fail("Invalid start offset specified")
 		}
 	}
 	if s := c.String("max-length"); s != "" {
 		if length, err = block.ParseSize(s, 1); err != nil {
-			return fail("Invalid length specified! You may use k, M, G, T, P or E suffixes for ")
+			return fail("Invalid length specified")
 		}
 	}
 	d, err := openImage(name, c.String("f"), true, false)
@@ -565,8 +565,7 @@ func cmdMeasure(c *cli.Context) error {
 	size := int64(0)
 	if sizeStr != "" {
 		if size, err = block.ParseSize(sizeStr, 1); err != nil || size < 0 {
-			return fail("Invalid image size specified. You may use k, M, G, T, P or E suffixes for\n" +
-				"gemu-img: kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+			return fail(invalidSize)
 		}
 	} else {
 		if src, err = openImage(c.Args().First(), c.String("f"), true, false); err != nil {
@@ -891,16 +890,11 @@ func cmdDD(c *cli.Context) error {
 	if err != nil {
 		return fail("%s", err)
 	}
-	if skip > 0 && skip*bs/skip != bs {
-		return fail("invalid number: '%d'", skip)
+	start, end, err := block.DDRange(src.Size(), bs, count, skip)
+	if err != nil {
+		return fail("%s", err)
 	}
-	size := src.Size() - skip*bs
-	if size < 0 {
-		size = 0
-	}
-	if count >= 0 && count <= size/bs+1 && count*bs < size {
-		size = count * bs
-	}
+	size := end - start
 	if err := f.Create(out, block.CreateOptions{Size: size, Options: map[string]string{}}); err != nil {
 		return fail("%s: error while creating output image: %s", out, oneLine(err.Error()))
 	}

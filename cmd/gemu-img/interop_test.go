@@ -1,0 +1,460 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// qemuSources makes a matrix of images with qemu-img from one patterned raw file and
+// returns name → (path, format). Formats gemu-img lacks are left out.
+func qemuSources(t *testing.T, dir string) map[string][2]string {
+	t.Helper()
+	pat := makePattern(t, dir, "pattern.raw", 8<<20+64<<10, 1)
+	out := map[string][2]string{"raw": {pat, "raw"}}
+	add := func(name, fmt string, args ...string) {
+		p := filepath.Join(dir, name)
+		ok(t, qemu(t, dir, append(append([]string{"convert", "-f", "raw", "-O", fmt}, args...), pat, p)...), "qemu-img convert "+name)
+		out[name] = [2]string{p, fmt}
+	}
+	if haveFormat(t, "qcow2") {
+		add("v3.qcow2", "qcow2")
+		add("v2.qcow2", "qcow2", "-o", "compat=0.10")
+		add("c512.qcow2", "qcow2", "-o", "cluster_size=512")
+		add("c2m.qcow2", "qcow2", "-o", "cluster_size=2M")
+		add("rc1.qcow2", "qcow2", "-o", "refcount_bits=1")
+		add("rc64.qcow2", "qcow2", "-o", "refcount_bits=64")
+		add("l2ext.qcow2", "qcow2", "-o", "extended_l2=on")
+		add("zlib.qcow2", "qcow2", "-c")
+		add("zstd.qcow2", "qcow2", "-c", "-o", "compression_type=zstd")
+		add("prealloc.qcow2", "qcow2", "-o", "preallocation=metadata")
+		// A backing chain: top overlays part of the pattern.
+		top := filepath.Join(dir, "top.qcow2")
+		ok(t, qemu(t, dir, "create", "-f", "qcow2", "-b", "v3.qcow2", "-F", "qcow2", top), "create top")
+		ok(t, runQemuIO(t, dir, "-f", "qcow2", "-c", "write -P 0x5a 1M 200k", "-c", "write -z 3M 64k", top), "qemu-io top")
+		out["top.qcow2"] = [2]string{top, "qcow2"}
+	}
+	if haveFormat(t, "vmdk") {
+		add("sparse.vmdk", "vmdk")
+		add("stream.vmdk", "vmdk", "-o", "subformat=streamOptimized")
+		add("flat.vmdk", "vmdk", "-o", "subformat=monolithicFlat")
+		add("2gb.vmdk", "vmdk", "-o", "subformat=twoGbMaxExtentSparse")
+	}
+	return out
+}
+
+func runQemuIO(t *testing.T, dir string, args ...string) result {
+	t.Helper()
+	return runIn(t, dir, nil, "qemu-io", args...)
+}
+
+func TestConvertToRawMatchesQemu(t *testing.T) {
+	needQemu(t)
+	dir := t.TempDir()
+	for name, src := range qemuSources(t, dir) {
+		t.Run(name, func(t *testing.T) {
+			g := filepath.Join(dir, name+".g.raw")
+			q := filepath.Join(dir, name+".q.raw")
+			ok(t, gemu(t, dir, "convert", "-f", src[1], "-O", "raw", src[0], g), "gemu-img convert")
+			ok(t, qemu(t, dir, "convert", "-f", src[1], "-O", "raw", src[0], q), "qemu-img convert")
+			sameBytes(t, g, q)
+			// Probing picks the same format as the explicit -f.
+			g2 := filepath.Join(dir, name+".g2.raw")
+			ok(t, gemu(t, dir, "convert", "-O", "raw", src[0], g2), "gemu-img convert (probed)")
+			sameBytes(t, g, g2)
+		})
+	}
+}
+
+func TestInfoMatchesQemu(t *testing.T) {
+	needQemu(t)
+	dir := t.TempDir()
+	shared := []string{"virtual-size", "filename", "format", "cluster-size", "dirty-flag",
+		"backing-filename", "full-backing-filename", "backing-filename-format", "format-specific"}
+	for name, src := range qemuSources(t, dir) {
+		t.Run(name, func(t *testing.T) {
+			for _, args := range [][]string{{"info", "--output=json", src[0]}, {"info", src[0], "--output", "json", "-f", src[1]}} {
+				g := jsonOf(t, ok(t, gemu(t, dir, args...), "gemu-img info").stdout).(map[string]any)
+				q := jsonOf(t, ok(t, qemu(t, dir, args...), "qemu-img info").stdout).(map[string]any)
+				for _, k := range shared {
+					if !reflect.DeepEqual(g[k], q[k]) {
+						t.Errorf("%v: field %q: gemu-img %v, qemu-img %v", args, k, g[k], q[k])
+					}
+				}
+			}
+			// Human output: every line qemu-img prints except disk size.
+			g := ok(t, gemu(t, dir, "info", src[0]), "gemu-img info").stdout
+			q := ok(t, qemu(t, dir, "info", src[0]), "qemu-img info").stdout
+			if dropLines(g, "disk size:") != dropLines(q, "disk size:") {
+				t.Errorf("human info differs:\n--- gemu-img\n%s--- qemu-img\n%s", g, q)
+			}
+		})
+	}
+}
+
+func dropLines(s, prefix string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if !strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+func TestInfoHumanSizes(t *testing.T) {
+	needQemu(t)
+	dir := t.TempDir()
+	for _, size := range []int64{0, 512, 1000, 1023 * 1024, 1 << 20, 1536 << 20, 1000 << 30, 5<<40 + 3} {
+		p := filepath.Join(dir, fmt.Sprintf("s%d.raw", size))
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(p, size); err != nil {
+			t.Fatal(err)
+		}
+		g := ok(t, gemu(t, dir, "info", "-f", "raw", p), "gemu-img info").stdout
+		q := ok(t, qemu(t, dir, "info", "-f", "raw", p), "qemu-img info").stdout
+		if g != q {
+			t.Errorf("size %d:\n--- gemu-img\n%s--- qemu-img\n%s", size, g, q)
+		}
+	}
+}
+
+func TestMapMatchesQemu(t *testing.T) {
+	needQemu(t)
+	dir := t.TempDir()
+	for name, src := range qemuSources(t, dir) {
+		if strings.HasSuffix(name, ".vmdk") {
+			continue // qemu-img's vmdk map offsets are driver-specific: compared by content elsewhere
+		}
+		t.Run(name, func(t *testing.T) {
+			g := jsonOf(t, ok(t, gemu(t, dir, "map", "--output=json", "-f", src[1], src[0]), "gemu-img map").stdout)
+			q := jsonOf(t, ok(t, qemu(t, dir, "map", "--output=json", "-f", src[1], src[0]), "qemu-img map").stdout)
+			if !reflect.DeepEqual(g, q) {
+				t.Errorf("map differs:\ngemu-img %v\nqemu-img %v", g, q)
+			}
+			gh := ok(t, gemu(t, dir, "map", "-f", src[1], src[0]), "gemu-img map").stdout
+			qh := ok(t, qemu(t, dir, "map", "-f", src[1], src[0]), "qemu-img map").stdout
+			if gh != qh {
+				t.Errorf("human map differs:\n--- gemu-img\n%s--- qemu-img\n%s", gh, qh)
+			}
+		})
+	}
+}
+
+// Images gemu-img writes are read back by qemu-img as identical to their source and
+// pass qemu-img check.
+func TestGemuOutputAcceptedByQemu(t *testing.T) {
+	needQemu(t)
+	dir := t.TempDir()
+	pat := makePattern(t, dir, "p.raw", 8<<20+64<<10, 2)
+	type tc struct {
+		name, fmt string
+		args      []string
+	}
+	cases := []tc{{"out.raw", "raw", nil}, {"full.raw", "raw", []string{"-S", "0"}}}
+	if haveFormat(t, "qcow2") {
+		cases = append(cases,
+			tc{"out.qcow2", "qcow2", nil},
+			tc{"v2.qcow2", "qcow2", []string{"-o", "compat=0.10"}},
+			tc{"c4k.qcow2", "qcow2", []string{"-o", "cluster_size=4k,refcount_bits=8"}},
+			tc{"l2ext.qcow2", "qcow2", []string{"-o", "extended_l2=on"}},
+			tc{"zlib.qcow2", "qcow2", []string{"-c"}},
+			tc{"zstd.qcow2", "qcow2", []string{"-c", "-o", "compression_type=zstd"}},
+			tc{"zstd-m1.qcow2", "qcow2", []string{"-c", "-m", "1", "-o", "compression_type=zstd"}},
+		)
+	}
+	if haveFormat(t, "vmdk") {
+		cases = append(cases,
+			tc{"sparse.vmdk", "vmdk", nil},
+			tc{"stream.vmdk", "vmdk", []string{"-o", "subformat=streamOptimized"}},
+			tc{"flat.vmdk", "vmdk", []string{"-o", "subformat=monolithicFlat"}},
+		)
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			out := filepath.Join(dir, c.name)
+			args := append([]string{"convert", "-f", "raw", "-O", c.fmt}, c.args...)
+			ok(t, gemu(t, dir, append(args, pat, out)...), "gemu-img convert")
+			r := qemu(t, dir, "compare", "-f", "raw", "-F", c.fmt, pat, out)
+			if r.code != 0 || strings.TrimSpace(r.stdout) != "Images are identical." {
+				t.Fatalf("qemu-img compare: exit %d %s %s", r.code, r.stdout, r.stderr)
+			}
+			if c.fmt == "qcow2" {
+				r := qemu(t, dir, "check", "--output=json", out)
+				if r.code != 0 {
+					t.Fatalf("qemu-img check: exit %d %s %s", r.code, r.stdout, r.stderr)
+				}
+			}
+			if c.fmt == "raw" {
+				ok(t, qemu(t, dir, append(append([]string{"convert", "-f", "raw", "-O", "raw"}, c.args...), pat, out+".q")...), "qemu-img convert")
+				sameBytes(t, out, out+".q")
+			}
+		})
+	}
+}
+
+// convert output does not depend on -m or -W, and repeated runs give the same bytes.
+func TestConvertDeterministic(t *testing.T) {
+	dir := t.TempDir()
+	pat := makePattern(t, dir, "p.raw", 6<<20, 3)
+	fmts := [][]string{{"raw"}}
+	if haveFormat(t, "qcow2") {
+		fmts = append(fmts, []string{"qcow2"}, []string{"qcow2", "-c"}, []string{"qcow2", "-c", "-o", "compression_type=zstd"})
+	}
+	if haveFormat(t, "vmdk") {
+		fmts = append(fmts, []string{"vmdk", "-o", "subformat=streamOptimized"})
+	}
+	for _, f := range fmts {
+		var first string
+		for i, extra := range [][]string{{"-m", "1"}, {"-m", "16", "-W"}, {"-m", "4"}, {"-W"}} {
+			out := filepath.Join(dir, fmt.Sprintf("o%d.%s", i, f[0]))
+			args := append([]string{"convert", "-f", "raw", "-O"}, f...)
+			args = append(append(args, extra...), pat, out)
+			ok(t, gemu(t, dir, args...), strings.Join(args, " "))
+			if first == "" {
+				first = out
+			} else {
+				sameBytes(t, first, out)
+			}
+		}
+	}
+}
+
+func TestCompareMatchesQemu(t *testing.T) {
+	needQemu(t)
+	dir := t.TempDir()
+	a := makePattern(t, dir, "a.raw", 4<<20, 4)
+	write := func(name string, off int64, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, readFile(t, a), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		f, _ := os.OpenFile(p, os.O_RDWR, 0)
+		defer f.Close()
+		if b != nil {
+			f.WriteAt(b, off)
+		}
+		return p
+	}
+	same := write("same.raw", 0, nil)
+	diff := write("diff.raw", 70000, []byte{0xff})
+	diff2 := write("diff2.raw", 3<<20+5000, []byte("x"))
+	big := filepath.Join(dir, "big.raw")
+	os.WriteFile(big, readFile(t, a), 0o644)
+	os.Truncate(big, 5<<20)
+	bigDirty := filepath.Join(dir, "bigdirty.raw")
+	os.WriteFile(bigDirty, readFile(t, big), 0o644)
+	f, _ := os.OpenFile(bigDirty, os.O_RDWR, 0)
+	f.WriteAt([]byte("tail"), 4<<20+777)
+	f.Close()
+	pairs := [][]string{{a, same}, {a, diff}, {diff, a}, {a, diff2}, {a, big}, {big, a}, {a, bigDirty}, {"-s", a, big}, {"-s", a, same}}
+	if haveFormat(t, "qcow2") {
+		q := filepath.Join(dir, "a.qcow2")
+		ok(t, qemu(t, dir, "convert", "-f", "raw", "-O", "qcow2", diff, q), "qemu-img convert")
+		pairs = append(pairs, []string{a, q}, []string{diff, q}, []string{"-f", "raw", "-F", "qcow2", diff2, q})
+	}
+	for _, p := range pairs {
+		g := gemu(t, dir, append([]string{"compare"}, p...)...)
+		q := qemu(t, dir, append([]string{"compare"}, p...)...)
+		if g.code != q.code || g.stdout != q.stdout {
+			t.Errorf("compare %v: gemu-img exit %d %q, qemu-img exit %d %q", p, g.code, g.stdout, q.code, q.stdout)
+		}
+	}
+	r := gemu(t, dir, "compare", a, filepath.Join(dir, "missing"))
+	if r.code != 2 {
+		t.Errorf("compare with a missing file: exit %d, want 2", r.code)
+	}
+	errLine(t, r, "compare missing")
+}
+
+func TestMeasureMatchesQemu(t *testing.T) {
+	needQemu(t)
+	dir := t.TempDir()
+	pat := makePattern(t, dir, "p.raw", 8<<20, 5)
+	cases := [][]string{{"-O", "raw", "--size", "1G"}, {"-O", "raw", pat}, {"-O", "raw", "--size", "1000"}}
+	if haveFormat(t, "qcow2") {
+		cases = append(cases, []string{"-O", "qcow2", "--size", "10G"}, []string{"-O", "qcow2", pat},
+			[]string{"-O", "qcow2", "-o", "cluster_size=4k", pat}, []string{"-O", "qcow2", "-o", "preallocation=full", "--size", "3G"})
+	}
+	for _, c := range cases {
+		for _, o := range []string{"--output=json", "--output=human"} {
+			args := append([]string{"measure", o}, c...)
+			g := ok(t, gemu(t, dir, args...), "gemu-img measure")
+			q := ok(t, qemu(t, dir, args...), "qemu-img measure")
+			if o == "--output=json" {
+				if !reflect.DeepEqual(jsonOf(t, g.stdout), jsonOf(t, q.stdout)) {
+					t.Errorf("%v: gemu-img %s qemu-img %s", args, g.stdout, q.stdout)
+				}
+			} else if g.stdout != q.stdout {
+				t.Errorf("%v: gemu-img %q qemu-img %q", args, g.stdout, q.stdout)
+			}
+		}
+	}
+}
+
+func TestResizeMatchesQemu(t *testing.T) {
+	needQemu(t)
+	dir := t.TempDir()
+	pat := makePattern(t, dir, "p.raw", 4<<20, 6)
+	for i, c := range [][]string{{"+1M"}, {"--shrink", "-1M"}, {"6M"}, {"--shrink", "1000k"}, {"--preallocation=falloc", "+512k"}, {"--preallocation=full", "5M"}} {
+		g := filepath.Join(dir, fmt.Sprintf("g%d.raw", i))
+		q := filepath.Join(dir, fmt.Sprintf("q%d.raw", i))
+		os.WriteFile(g, readFile(t, pat), 0o644)
+		os.WriteFile(q, readFile(t, pat), 0o644)
+		rg := ok(t, gemu(t, dir, append([]string{"resize", "-f", "raw", g}, c...)...), "gemu-img resize")
+		rq := ok(t, qemu(t, dir, append([]string{"resize", "-f", "raw", q}, c...)...), "qemu-img resize")
+		if rg.stdout != rq.stdout {
+			t.Errorf("resize %v: stdout %q vs %q", c, rg.stdout, rq.stdout)
+		}
+		sameBytes(t, g, q)
+	}
+	g := filepath.Join(dir, "shrink.raw")
+	os.WriteFile(g, readFile(t, pat), 0o644)
+	r := gemu(t, dir, "resize", "-f", "raw", g, "-1M")
+	errLine(t, r, "shrink without --shrink")
+	if st, _ := os.Stat(g); st.Size() != 4<<20 {
+		t.Errorf("refused shrink changed the size to %d", st.Size())
+	}
+	if haveFormat(t, "qcow2") {
+		q := filepath.Join(dir, "r.qcow2")
+		ok(t, gemu(t, dir, "convert", "-O", "qcow2", "-f", "raw", pat, q), "convert")
+		ok(t, gemu(t, dir, "resize", q, "+3M"), "resize qcow2")
+		ok(t, gemu(t, dir, "resize", "--shrink", q, "5M"), "shrink qcow2")
+		r := qemu(t, dir, "check", q)
+		if r.code != 0 {
+			t.Errorf("qemu-img check after resize: %d %s %s", r.code, r.stdout, r.stderr)
+		}
+		info := jsonOf(t, ok(t, qemu(t, dir, "info", "--output=json", q), "info").stdout).(map[string]any)
+		if info["virtual-size"].(float64) != 5<<20 {
+			t.Errorf("qcow2 resized to %v, want %d", info["virtual-size"], 5<<20)
+		}
+	}
+}
+
+func TestDDMatchesQemu(t *testing.T) {
+	needQemu(t)
+	dir := t.TempDir()
+	pat := makePattern(t, dir, "p.raw", 4<<20, 7)
+	for i, c := range [][]string{{}, {"bs=4k", "count=10"}, {"bs=1M", "skip=1"}, {"bs=3000", "count=7", "skip=5"}, {"bs=64k", "count=1000"}} {
+		g := filepath.Join(dir, fmt.Sprintf("g%d.raw", i))
+		q := filepath.Join(dir, fmt.Sprintf("q%d.raw", i))
+		ok(t, gemu(t, dir, append([]string{"dd", "-f", "raw", "-O", "raw", "if=" + pat, "of=" + g}, c...)...), "gemu-img dd")
+		ok(t, qemu(t, dir, append([]string{"dd", "-f", "raw", "-O", "raw", "if=" + pat, "of=" + q}, c...)...), "qemu-img dd")
+		sameBytes(t, g, q)
+	}
+}
+
+func TestCreateMatchesQemu(t *testing.T) {
+	needQemu(t)
+	dir := t.TempDir()
+	cases := [][]string{{"-f", "raw", "X", "1536k"}, {"-f", "raw", "-o", "preallocation=full", "X", "1M"}, {"-f", "raw", "-o", "preallocation=falloc", "X", "2M"}}
+	if haveFormat(t, "qcow2") {
+		cases = append(cases, []string{"-f", "qcow2", "X", "1G"}, []string{"-f", "qcow2", "-o", "cluster_size=4k,lazy_refcounts=on", "X", "100M"},
+			[]string{"-f", "qcow2", "-o", "compat=0.10", "X", "1G"}, []string{"-f", "qcow2", "-o", "preallocation=metadata", "X", "16M"})
+	}
+	for i, c := range cases {
+		g := filepath.Join(dir, fmt.Sprintf("g%d", i))
+		q := filepath.Join(dir, fmt.Sprintf("q%d", i))
+		ga := append([]string{"create"}, c...)
+		qa := append([]string{"create"}, c...)
+		ga[len(ga)-2], qa[len(qa)-2] = g, q
+		ok(t, gemu(t, dir, ga...), "gemu-img create")
+		ok(t, qemu(t, dir, qa...), "qemu-img create")
+		gi := jsonOf(t, ok(t, qemu(t, dir, "info", "--output=json", g), "info").stdout).(map[string]any)
+		qi := jsonOf(t, ok(t, qemu(t, dir, "info", "--output=json", q), "info").stdout).(map[string]any)
+		for _, k := range []string{"virtual-size", "format", "cluster-size", "format-specific"} {
+			if !reflect.DeepEqual(gi[k], qi[k]) {
+				t.Errorf("create %v: %s: %v vs %v", c, k, gi[k], qi[k])
+			}
+		}
+		r := qemu(t, dir, "compare", g, q)
+		if r.code != 0 {
+			t.Errorf("create %v: contents differ: %s", c, r.stdout)
+		}
+	}
+}
+
+func TestBadArguments(t *testing.T) {
+	dir := t.TempDir()
+	pat := makePattern(t, dir, "p.raw", 1<<20, 8)
+	for _, args := range [][]string{
+		{"frobnicate"},
+		{"info", "--frob", pat},
+		{"info", "-z", pat},
+		{"info", filepath.Join(dir, "missing.img")},
+		{"info"},
+		{"info", "--output=xml", pat},
+		{"info", "-f", "nosuchfmt", pat},
+		{"convert", "-O", "raw", filepath.Join(dir, "missing"), filepath.Join(dir, "o.raw")},
+		{"convert", "-m", "0", pat, filepath.Join(dir, "o.raw")},
+		{"convert", "-S", "100", pat, filepath.Join(dir, "o.raw")},
+		{"convert", "-c", "-O", "raw", pat, filepath.Join(dir, "o.raw")},
+		{"convert", pat},
+		{"create", "-f", "raw", filepath.Join(dir, "x.raw"), "12Q"},
+		{"create", "-f", "raw", filepath.Join(dir, "x.raw")},
+		{"create", "-f", "raw", "-o", "cluster_size=4k", filepath.Join(dir, "x.raw"), "1M"},
+		{"resize", pat},
+		{"resize", pat, "bogus"},
+		{"check", "-r", "sometimes", pat},
+		{"commit", "-f", "raw", pat},
+		{"amend", "-f", "raw", "-o", "compat=0.10", pat},
+		{"dd", "if=" + pat},
+		{"dd", "bogus", "if=" + pat, "of=" + filepath.Join(dir, "o")},
+		{"map", "--start-offset=zz", pat},
+		{"measure", "-O", "raw"},
+		{"snapshot", "-l", "-c", "x", pat},
+		{"bench", "-c", "-5", pat},
+		{"rebase", "-f", "raw", pat},
+		{"info", "json:{\"file.filename\":\"" + pat + "\"}"},
+	} {
+		r := gemu(t, dir, args...)
+		errLine(t, r, strings.Join(args, " "))
+	}
+	r := gemu(t, dir, "check", "-f", "raw", pat)
+	if r.code != 63 {
+		t.Errorf("check on raw: exit %d, want 63 as qemu-img", r.code)
+	}
+	if r := gemu(t, dir, "--version"); r.code != 0 || !strings.Contains(r.stdout, "version") {
+		t.Errorf("--version: %d %q", r.code, r.stdout)
+	}
+	if r := gemu(t, dir, "--help"); r.code != 0 || !strings.Contains(r.stdout, "convert") {
+		t.Errorf("--help: %d %q", r.code, r.stdout)
+	}
+}
+
+// Options may follow operands, short options cluster and carry attached values.
+func TestArgumentSyntax(t *testing.T) {
+	dir := t.TempDir()
+	pat := makePattern(t, dir, "p.raw", 2<<20, 9)
+	a := ok(t, gemu(t, dir, "info", "--output=json", "-f", "raw", pat), "info").stdout
+	for _, args := range [][]string{{"info", pat, "--output=json", "-f", "raw"}, {"info", pat, "--output", "json", "-fraw"}, {"info", "-fraw", "--output", "json", "--", pat}} {
+		if b := ok(t, gemu(t, dir, args...), "info").stdout; b != a {
+			t.Errorf("%v: %q, want %q", args, b, a)
+		}
+	}
+	out := filepath.Join(dir, "o.raw")
+	r := ok(t, gemu(t, dir, "convert", pat, out, "-qpO", "raw", "-fraw"), "clustered options")
+	if r.stdout != "" {
+		t.Errorf("-q still printed %q", r.stdout)
+	}
+	sameBytes(t, pat, out)
+	// A probed raw target warns as qemu-img does.
+	r = ok(t, gemu(t, dir, "resize", out, "+1M"), "resize probed")
+	if !strings.Contains(r.stderr, "WARNING: Image format was not specified for '"+out+"' and probing guessed raw.") {
+		t.Errorf("no probing warning: %q", r.stderr)
+	}
+}
+
+func TestProgress(t *testing.T) {
+	dir := t.TempDir()
+	pat := makePattern(t, dir, "p.raw", 8<<20, 10)
+	r := ok(t, gemu(t, dir, "convert", "-p", "-f", "raw", "-O", "raw", pat, filepath.Join(dir, "o.raw")), "convert -p")
+	if !strings.HasPrefix(r.stdout, "    (0.00/100%)\r") || !strings.HasSuffix(r.stdout, "    (100.00/100%)\r\n") {
+		t.Errorf("progress output %q", r.stdout)
+	}
+}

@@ -211,6 +211,10 @@ func (c *CPU) SetX(n int, v uint64) {
 	}
 }
 
+// ExceptionInfo returns ESR_EL1, FAR_EL1 and ELR_EL1, for HVC/SMC hooks and test
+// harnesses that handle exceptions on the guest's behalf.
+func (c *CPU) ExceptionInfo() (esr, far, elr uint64) { return c.sr.esr, c.sr.far, c.sr.elr }
+
 // EL returns the current exception level.
 func (c *CPU) EL() int { return int(c.el) }
 

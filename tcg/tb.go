@@ -34,7 +34,7 @@ type TB[Op any] struct {
 	// backend.
 	Ops []Op
 	// End is the guest virtual PC just past the block's last instruction.
-	End uint64
+	End  uint64
 	dead atomic.Bool
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"gemu/block"
+	_ "gemu/block/vmdk"
 )
 
 const version = "7.2.0"

@@ -190,7 +190,7 @@ func (fakeFormat) Probe(b []byte, _ string) int {
 	return 0
 }
 func (fakeFormat) Open(string, OpenOptions) (Driver, error) { return nil, fmt.Errorf("fake opened") }
-func (fakeFormat) Create(string, CreateOptions) error     { return nil }
+func (fakeFormat) Create(string, CreateOptions) error       { return nil }
 
 var registerFake sync.Once
 

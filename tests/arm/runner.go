@@ -152,7 +152,7 @@ func Build(t testing.TB, dir, body string) string {
 	if err := os.WriteFile(src, []byte(Program(body)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(gcc, "-static", "-nostdlib", "-no-pie", "-o", bin, src).CombinedOutput()
+	out, err := exec.Command(gcc, "-static", "-nostdlib", "-no-pie", "-march=armv8-a+crc+crypto", "-o", bin, src).CombinedOutput()
 	if err != nil {
 		t.Fatalf("assembling snippet: %v\n%s", err, out)
 	}

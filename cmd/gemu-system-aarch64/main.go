@@ -188,10 +188,12 @@ func parse(args []string) (o options, done bool, err error) {
 			fmt.Println(version)
 			return o, true, nil
 		case "nographic", "no-reboot", "enable-kvm", "S":
-		default:
+		case "M", "machine", "cpu", "m", "smp", "kernel", "initrd", "append", "dtb", "serial", "accel", "d", "D", "display", "monitor":
 			if v, err = val(); err != nil {
 				return o, false, err
 			}
+		default:
+			return o, false, fmt.Errorf("unknown option %q (see -help)", a)
 		}
 		switch name {
 		case "nographic":
@@ -239,8 +241,6 @@ func parse(args []string) (o options, done bool, err error) {
 			if v != "none" {
 				err = fmt.Errorf("-%s %s is not supported (only none)", name, v)
 			}
-		default:
-			err = fmt.Errorf("unknown option %q (see -help)", a)
 		}
 		if err != nil {
 			return o, false, err

@@ -519,7 +519,12 @@ func cmdMap(c *cli.Context) error {
 	} else {
 		fmt.Fprintf(&buf, "%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File")
 		for _, e := range ents {
-			if e.Data && e.Offset >= 0 {
+			if e.Data && e.Offset < 0 {
+				// Compressed (or otherwise unmappable) data has no host offset to show.
+				stdout.Write(buf.Bytes())
+				return fail("File contains external, encrypted or compressed clusters.")
+			}
+			if e.Data && !e.Zero {
 				fmt.Fprintf(&buf, "%-16s%-16s%-16s%s\n", hex0(e.Start), hex0(e.Length), hex0(e.Offset), e.File)
 			}
 		}

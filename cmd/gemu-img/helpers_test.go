@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"gemu/block"
 	"math/rand"
 	"os"
 	"os/exec"
@@ -196,4 +197,41 @@ func errLine(t *testing.T, r result, what string) {
 	if len(lines) != 1 || !strings.HasPrefix(lines[0], "gemu-img: ") {
 		t.Fatalf("%s: want one 'gemu-img: ...' line on stderr, got %q", what, r.stderr)
 	}
+}
+
+// driverHas reports whether format's driver (linked into gemu-img, and into this test
+// binary through main's imports) offers a capability, by opening a fresh image.
+func driverHas(t *testing.T, format string, has func(block.Driver) bool) bool {
+	t.Helper()
+	if !haveFormat(t, format) {
+		return false
+	}
+	p := filepath.Join(t.TempDir(), "cap."+format)
+	ok(t, qemu(t, ".", "create", "-q", "-f", format, p, "1M"), "qemu-img create")
+	d, err := block.Open(p, block.OpenOptions{Format: format})
+	if err != nil {
+		t.Fatalf("opening a fresh %s: %v", format, err)
+	}
+	defer d.Close()
+	return has(d)
+}
+
+func canCompress(d block.Driver) bool { _, ok := d.(block.ClusterCompressor); return ok }
+
+// needCap skips a sub-case whose capability the format's driver does not offer yet,
+// naming it, so the gap shows in -v output rather than as a false failure.
+func needCap(t *testing.T, format, what string, has func(block.Driver) bool) {
+	t.Helper()
+	if !driverHas(t, format, has) {
+		t.Skipf("%s driver does not implement %s yet", format, what)
+	}
+}
+
+func formatIsMeasurer(name string) bool {
+	f, err := block.Lookup(name)
+	if err != nil {
+		return false
+	}
+	_, ok := f.(block.Measurer)
+	return ok
 }

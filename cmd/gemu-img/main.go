@@ -16,6 +16,7 @@ import (
 
 	"gemu/block"
 	_ "gemu/block/vmdk"
+	_ "gemu/qcow2"
 )
 
 const version = "7.2.0"

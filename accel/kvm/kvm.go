@@ -148,7 +148,10 @@ type VM struct {
 	mu       sync.Mutex // guards reason, err
 	reason   accel.ExitReason
 	err      error
-	ran      atomic.Bool
+	life     sync.Mutex // orders Run's start against Close
+	ran      bool
+	closed   bool
+	threads  sync.WaitGroup // vCPU goroutines of a Run in progress
 }
 
 var _ accel.X86VM = (*VM)(nil)
@@ -336,31 +339,47 @@ func (v *VM) fail(err error) {
 // Run runs every vCPU on its own locked OS thread until a vCPU exit or Stop ends the
 // run, and returns the reason. MMIO exits go to mmio, port I/O to pio.
 func (v *VM) Run(mmio, pio *bus.Bus) (accel.ExitReason, error) {
-	if v.ran.Swap(true) {
-		return accel.Error, errors.New("kvm: Run called twice on one VM")
+	v.life.Lock()
+	if v.ran || v.closed {
+		v.life.Unlock()
+		return accel.Error, errors.New("kvm: Run called twice on one VM, or after Close")
 	}
+	v.ran = true
+	v.threads.Add(len(v.vcpus))
+	v.life.Unlock()
 	if mmio == nil {
 		mmio = bus.New()
 	}
 	if pio == nil {
 		pio = bus.New()
 	}
-	var wg sync.WaitGroup
 	for _, c := range v.vcpus {
-		wg.Add(1)
 		go func() {
-			defer wg.Done()
+			defer v.threads.Done()
 			c.loop(mmio, pio)
 		}()
 	}
-	wg.Wait()
+	v.threads.Wait()
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.reason, v.err
 }
 
-// Close releases the vCPUs and the VM. It must not be called during Run.
+// Close releases the vCPUs and the VM. A Run in progress is stopped (reason Stopped
+// unless one was already given) and waited for first.
 func (v *VM) Close() error {
+	v.life.Lock()
+	if v.closed {
+		v.life.Unlock()
+		return nil
+	}
+	v.closed = true
+	ran := v.ran
+	v.life.Unlock()
+	if ran {
+		v.Stop(accel.Stopped)
+		v.threads.Wait()
+	}
 	for _, c := range v.vcpus {
 		c.close()
 	}

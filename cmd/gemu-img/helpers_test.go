@@ -216,7 +216,10 @@ func driverHas(t *testing.T, format string, has func(block.Driver) bool) bool {
 	return has(d)
 }
 
-func canCompress(d block.Driver) bool { _, ok := d.(block.ClusterCompressor); return ok }
+func canCompress(d block.Driver) bool   { _, ok := d.(block.ClusterCompressor); return ok }
+func canEmpty(d block.Driver) bool      { _, ok := d.(block.Emptier); return ok }
+func canSetBacking(d block.Driver) bool { _, ok := d.(block.BackingSetter); return ok }
+func canAmend(d block.Driver) bool      { _, ok := d.(block.Amender); return ok }
 
 // needCap skips a sub-case whose capability the format's driver does not offer yet,
 // naming it, so the gap shows in -v output rather than as a false failure.

@@ -168,28 +168,22 @@ func (img *Image) checkLocked(mode block.RepairMode) (*block.CheckResult, error)
 			res.Leaks++
 		}
 	}
-	// Refcounts stored past the computed range are leaks too.
-	for ti, e := range img.rc.table {
-		if e&refTableMask == 0 || e&(uint64(cs)-1) != 0 || int64(e&refTableMask)>>img.clusterBits >= img.endCluster() {
-			continue
-		}
-		startK := int64(ti) * img.rc.perBlock
-		for k := max(startK, n); k < startK+img.rc.perBlock; k++ {
-			if r1 := stored(k); r1 > 0 {
-				highest = max(highest, k)
-				if mode != block.RepairNone {
-					res.LeaksFixed++
-					c.msg("Repairing cluster %d refcount=%d reference=0", k, r1)
-					fixes = append(fixes, fix{k, -int64(r1)})
-				} else {
-					c.msg("Leaked cluster %d refcount=%d reference=0", k, r1)
-					res.Leaks++
+	if mode == block.RepairAll && rebuild {
+		c.msg("Rebuilding refcount structure")
+		// The old table and blocks are replaced: stop counting them.
+		dec := func(off, n int64) {
+			for k := off >> img.clusterBits; k <= (off+n-1)>>img.clusterBits && k < int64(len(c.ref)); k++ {
+				if c.ref[k] > 0 {
+					c.ref[k]--
 				}
 			}
 		}
-	}
-	if mode == block.RepairAll && rebuild {
-		c.msg("Rebuilding refcount structure")
+		dec(int64(img.hdr.refTableOffset), int64(img.hdr.refTableClusters)*cs)
+		for _, e := range img.rc.table {
+			if off := int64(e & refTableMask); off != 0 && off&(cs-1) == 0 && off>>img.clusterBits < int64(len(c.ref)) {
+				dec(off, cs)
+			}
+		}
 		if err := img.rebuildRefcounts(c.ref); err != nil {
 			return nil, err
 		}

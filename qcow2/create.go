@@ -254,7 +254,10 @@ func (format) Create(filename string, o block.CreateOptions) error {
 		return err
 	}
 	if c.dataFile != "" {
-		p, _ := resolveChild(filename, c.dataFile)
+		p, err := dataFilePath(c.dataFile)
+		if err != nil {
+			return err
+		}
 		df, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 		if err != nil {
 			return err

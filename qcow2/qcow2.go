@@ -63,6 +63,7 @@ type Image struct {
 	size     int64
 	closed   bool
 	metaPre  int // 0 unknown, 1 metadata preallocated, 2 not
+	freeByte int64 // where the next compressed cluster may go (0: a new cluster)
 	dataSync bool
 
 	// wmu serialises writers (allocation, COW).
@@ -156,7 +157,7 @@ func openFile(f *os.File, filename string, opts block.OpenOptions) (*Image, erro
 	if h.hasDataFile {
 		img.external = true
 		img.dataRaw = h.autoclear&autoclearRaw != 0
-		p, err := resolveChild(filename, h.dataFile)
+		p, err := dataFilePath(h.dataFile)
 		if err != nil {
 			return nil, fmt.Errorf("qcow2: data file: %v", err)
 		}
@@ -198,6 +199,15 @@ func cacheBudget(cs int64) int {
 // refusing the JSON and protocol forms QEMU would interpret specially.
 func resolveChild(image, name string) (string, error) {
 	return block.ResolveBacking(image, name)
+}
+
+// dataFilePath checks an external data file name. QEMU 7.2 opens it as given
+// (relative to the working directory, not the image), so we do the same.
+func dataFilePath(name string) (string, error) {
+	if name == "" || block.HasProtocol(name) {
+		return "", fmt.Errorf("refusing data file name %q", name)
+	}
+	return name, nil
 }
 
 func (img *Image) openBacking(opts block.OpenOptions) error {

@@ -305,6 +305,9 @@ func (img *Image) BlockStatus(off, n int64) (block.Status, error) {
 		bs := img.backing.Size()
 		if off >= bs {
 			st.Zero = true
+			if ext.host >= 0 {
+				st.HostOffset, st.HostFile = ext.host, img.data.Name()
+			}
 			return st, nil
 		}
 		bst, err := img.backing.BlockStatus(off, min(ext.length, bs-off))

@@ -126,8 +126,11 @@ func (rc *refcounts) add(c int64, delta int64) error {
 	}
 	rc.setEntry(t.b, i, nv)
 	t.dirty = true
-	if nv == 0 && c < rc.freeHint {
-		rc.freeHint = c
+	if nv == 0 {
+		rc.freeHint = min(rc.freeHint, c)
+		if fb := rc.img.freeByte; fb != 0 && fb>>rc.img.clusterBits == c {
+			rc.img.freeByte = 0
+		}
 	}
 	return nil
 }

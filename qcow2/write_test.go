@@ -1,0 +1,358 @@
+package qcow2
+
+import (
+	"bytes"
+	"encoding/json"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"gemu/block"
+)
+
+// model applies the same operations to the image and to a byte slice.
+type model struct {
+	t   *testing.T
+	d   block.Driver
+	ref []byte
+}
+
+func (m *model) write(off int64, n int, seed byte) {
+	m.t.Helper()
+	p := make([]byte, n)
+	for i := range p {
+		p[i] = seed + byte(i*7/512)
+	}
+	if _, err := m.d.WriteAt(p, off); err != nil {
+		m.t.Fatalf("WriteAt(%d, %d): %v", off, n, err)
+	}
+	copy(m.ref[off:], p)
+}
+
+func (m *model) zero(off, n int64, flags block.ZeroFlags) {
+	m.t.Helper()
+	if err := m.d.WriteZeroes(off, n, flags); err != nil {
+		m.t.Fatalf("WriteZeroes(%d, %d): %v", off, n, err)
+	}
+	clear(m.ref[off : off+n])
+}
+
+func (m *model) compressed(off int64, seed byte) {
+	m.t.Helper()
+	cc := m.d.(block.ClusterCompressor)
+	unit := cc.CompressionUnit()
+	p := bytes.Repeat([]byte{seed, seed + 1, 'x', 'y'}, int(unit/4))
+	if off+unit > m.d.Size() {
+		p = p[:m.d.Size()-off]
+	}
+	c, err := cc.CompressCluster(p)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	if c == nil {
+		m.t.Fatalf("compressible cluster did not compress")
+	}
+	if err := cc.WriteCompressed(off, c, p); err != nil {
+		m.t.Fatal(err)
+	}
+	copy(m.ref[off:], p)
+}
+
+func (m *model) verify(path string) {
+	m.t.Helper()
+	got := make([]byte, len(m.ref))
+	if _, err := m.d.ReadAt(got, 0); err != nil {
+		m.t.Fatal(err)
+	}
+	if !bytes.Equal(got, m.ref) {
+		m.t.Fatalf("%s: driver read-back differs from model at %d", path, firstDiff(got, m.ref))
+	}
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range a {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return -1
+}
+
+// qemuRaw returns the guest content as qemu-img sees it.
+func qemuRaw(t *testing.T, path string) []byte {
+	raw := filepath.Join(t.TempDir(), "out.raw")
+	run(t, "qemu-img", "convert", "-O", "raw", path, raw)
+	b, err := os.ReadFile(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func create(t *testing.T, path string, size int64, opts map[string]string, backing, bfmt string) block.Driver {
+	t.Helper()
+	f, _ := block.Lookup("qcow2")
+	if err := f.Create(path, block.CreateOptions{Size: size, Options: opts, Backing: backing, BackingFormat: bfmt}); err != nil {
+		t.Fatalf("Create %v: %v", opts, err)
+	}
+	qemuCheckClean(t, path)
+	d, err := block.Open(path, block.OpenOptions{Format: "qcow2"})
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	return d
+}
+
+// exercise runs a fixed pseudo-random workload.
+func exercise(m *model, cluster int64, compress bool) {
+	size := int64(len(m.ref))
+	r := rand.New(rand.NewSource(int64(cluster)))
+	m.write(0, int(2*cluster), 1)
+	m.write(cluster/2, 1000, 2)
+	m.write(size-cluster-100, int(cluster)+100, 3)
+	for i := 0; i < 40; i++ {
+		off := r.Int63n(size - 1)
+		n := 1 + r.Int63n(min(size-off, 3*cluster))
+		switch r.Intn(5) {
+		case 0, 1, 2:
+			m.write(off, int(n), byte(i+10))
+		case 3:
+			m.zero(off, n, block.ZeroMayUnmap)
+		case 4:
+			m.zero(off, n, 0)
+		}
+	}
+	// Big aligned write: the fast path.
+	m.write(4*cluster, int(8*cluster), 0x70)
+	m.zero(5*cluster, 2*cluster, 0)
+	if compress {
+		m.compressed(10*cluster, 'a')
+		m.compressed(11*cluster, 'c')
+		m.compressed(12*cluster, 'e')
+		// Overwrite part of a compressed cluster: copy-on-write through decompression.
+		m.write(11*cluster+17, 100, 0x55)
+	}
+}
+
+func TestWriteMatrix(t *testing.T) {
+	needQemu(t)
+	dir := t.TempDir()
+	cases := []struct {
+		name string
+		opts map[string]string
+		size int64
+	}{
+		{"v3", nil, 8 << 20},
+		{"v2", map[string]string{"compat": "0.10"}, 8 << 20},
+		{"c512", map[string]string{"cluster_size": "512"}, 1 << 20},
+		{"c4k_rc1", map[string]string{"cluster_size": "4k", "refcount_bits": "1"}, 2 << 20},
+		{"c2m", map[string]string{"cluster_size": "2M"}, 40 << 20},
+		{"rc2", map[string]string{"refcount_bits": "2"}, 4<<20 + 512},
+		{"rc64", map[string]string{"refcount_bits": "64"}, 4 << 20},
+		{"l2ext", map[string]string{"extended_l2": "on"}, 4 << 20},
+		{"l2ext16k", map[string]string{"extended_l2": "on", "cluster_size": "16k"}, 4 << 20},
+		{"lazy", map[string]string{"lazy_refcounts": "on"}, 4 << 20},
+		{"zstd", map[string]string{"compression_type": "zstd"}, 4 << 20},
+		{"meta", map[string]string{"preallocation": "metadata"}, 4 << 20},
+		{"falloc", map[string]string{"preallocation": "falloc", "cluster_size": "4k"}, 2 << 20},
+		{"full", map[string]string{"preallocation": "full"}, 2 << 20},
+		{"datafile", map[string]string{"data_file": "df.raw"}, 4 << 20},
+		{"datafile_raw", map[string]string{"data_file": "dfr.raw", "data_file_raw": "on"}, 4 << 20},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := filepath.Join(dir, c.name+".qcow2")
+			if df, ok := c.opts["data_file"]; ok {
+				c.opts["data_file"] = filepath.Join(dir, df)
+			}
+			d := create(t, p, c.size, c.opts, "", "")
+			info, _ := d.(block.Infoer).Info()
+			m := &model{t: t, d: d, ref: make([]byte, c.size)}
+			exercise(m, info.ClusterSize, c.opts["data_file"] == "")
+			m.verify(p)
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+			qemuCheckClean(t, p)
+			if got := qemuRaw(t, p); !bytes.Equal(got, m.ref) {
+				t.Fatalf("qemu-img reads different data at %d", firstDiff(got, m.ref))
+			}
+			checkMap(t, p)
+			checkInfo(t, p)
+			d2 := openRO(t, p)
+			r, err := d2.(block.Checker).Check(block.RepairNone)
+			d2.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			compareCheck(t, p, r)
+		})
+	}
+}
+
+func TestWriteBackingCOW(t *testing.T) {
+	needQemu(t)
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.qcow2")
+	run(t, "qemu-img", "create", "-q", "-f", "qcow2", base, "3M")
+	qemuIO(t, base, "write -P 0x31 0 3M")
+	for _, ext := range []string{"off", "on"} {
+		p := filepath.Join(dir, "top"+ext+".qcow2")
+		d := create(t, p, 4<<20, map[string]string{"extended_l2": ext}, "base.qcow2", "qcow2")
+		ref := make([]byte, 4<<20)
+		copy(ref, bytes.Repeat([]byte{0x31}, 3<<20))
+		m := &model{t: t, d: d, ref: ref}
+		m.write(100, 10, 9)
+		m.write(70000, 5000, 8)
+		m.write(3<<20-10, 20, 7)
+		m.zero(1<<20, 64<<10, 0)
+		m.zero(2<<20, 64<<10, block.ZeroMayUnmap)
+		m.verify(p)
+		d.Close()
+		qemuCheckClean(t, p)
+		if got := qemuRaw(t, p); !bytes.Equal(got, m.ref) {
+			t.Fatalf("qemu-img reads different data at %d", firstDiff(got, m.ref))
+		}
+		checkMap(t, p)
+		checkInfo(t, p)
+	}
+}
+
+func TestSnapshotsWrite(t *testing.T) {
+	needQemu(t)
+	p := filepath.Join(t.TempDir(), "s.qcow2")
+	d := create(t, p, 4<<20, nil, "", "")
+	m := &model{t: t, d: d, ref: make([]byte, 4<<20)}
+	m.write(0, 1<<20, 1)
+	m.compressed(2<<20, 'q')
+	s := d.(block.Snapshotter)
+	if err := s.CreateSnapshot("first"); err != nil {
+		t.Fatal(err)
+	}
+	snap1 := append([]byte(nil), m.ref...)
+	m.write(512<<10, 1<<20, 2)
+	m.write(5, 5, 3)
+	if err := s.CreateSnapshot("second"); err != nil {
+		t.Fatal(err)
+	}
+	m.write(3<<20, 4096, 4)
+	m.verify(p)
+	d.Close()
+	qemuCheckClean(t, p)
+	checkInfo(t, p)
+	out := string(run(t, "qemu-img", "snapshot", "-l", p))
+	if !strings.Contains(out, "first") || !strings.Contains(out, "second") {
+		t.Fatalf("qemu-img snapshot -l: %s", out)
+	}
+	if got := qemuRaw(t, p); !bytes.Equal(got, m.ref) {
+		t.Fatalf("active state differs at %d", firstDiff(got, m.ref))
+	}
+	// Apply the first snapshot and delete the second.
+	d, err := block.Open(p, block.OpenOptions{Format: "qcow2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = d.(block.Snapshotter)
+	if err := s.ApplySnapshot("first"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteSnapshot("2"); err != nil {
+		t.Fatal(err)
+	}
+	m = &model{t: t, d: d, ref: append([]byte(nil), snap1...)}
+	m.verify(p)
+	m.write(4096, 4096, 5)
+	d.Close()
+	qemuCheckClean(t, p)
+	if got := qemuRaw(t, p); !bytes.Equal(got, m.ref) {
+		t.Fatalf("after apply: differs at %d", firstDiff(got, m.ref))
+	}
+	checkInfo(t, p)
+	// qemu-img agrees about the snapshot content.
+	run(t, "qemu-img", "snapshot", "-a", "first", p)
+	if got := qemuRaw(t, p); !bytes.Equal(got, snap1) {
+		t.Fatalf("qemu-img apply: differs at %d", firstDiff(got, snap1))
+	}
+	d, _ = block.Open(p, block.OpenOptions{Format: "qcow2"})
+	if err := d.(block.Snapshotter).DeleteSnapshot("first"); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	qemuCheckClean(t, p)
+	var info map[string]any
+	json.Unmarshal(run(t, "qemu-img", "info", "--output=json", p), &info)
+	if info["snapshots"] != nil {
+		t.Fatalf("snapshots left: %v", info["snapshots"])
+	}
+}
+
+// TestCheckAgainstQemu damages images (leaks and corruptions made by editing bytes)
+// and compares the check result and repair with qemu-img.
+func TestCheckAgainstQemu(t *testing.T) {
+	needQemu(t)
+	dir := t.TempDir()
+	mk := func(name string) string {
+		p := filepath.Join(dir, name)
+		run(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "4M")
+		qemuIO(t, p, "write -P 1 0 256k", "write -P 2 1M 64k")
+		return p
+	}
+	// Leak: bump the refcount of a cluster past the end, and of the header.
+	leak := mk("leak.qcow2")
+	f, _ := os.OpenFile(leak, os.O_RDWR, 0)
+	rb := make([]byte, 8)
+	f.ReadAt(rb, 48)
+	rtOff := int64(be.Uint64(rb))
+	f.ReadAt(rb, rtOff)
+	rbOff := int64(be.Uint64(rb))
+	f.WriteAt([]byte{0, 1}, rbOff+2*40) // cluster 40: unreferenced, refcount 1
+	f.WriteAt([]byte{0, 2}, rbOff)      // header refcount 2
+	f.Close()
+	// Corruption: drop the refcount of a data cluster to zero... and of the L1 one too low.
+	corrupt := mk("corrupt.qcow2")
+	f, _ = os.OpenFile(corrupt, os.O_RDWR, 0)
+	f.WriteAt([]byte{0, 0}, rbOff+2*5)
+	f.Close()
+	for _, p := range []string{leak, corrupt} {
+		d := openRO(t, p)
+		r, err := d.(block.Checker).Check(block.RepairNone)
+		d.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		compareCheck(t, p, r)
+		// Compare the message lines with qemu-img's stderr.
+		cmd := exec.Command("qemu-img", "check", p)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		cmd.Run()
+		for _, line := range r.Messages {
+			if !strings.Contains(stderr.String(), line) {
+				t.Errorf("%s: message %q not in qemu-img output:\n%s", p, line, stderr.String())
+			}
+		}
+		// Repair with our driver; qemu-img must then find it clean.
+		cp := p + ".fixed"
+		b, _ := os.ReadFile(p)
+		os.WriteFile(cp, b, 0o644)
+		d, err = block.Open(cp, block.OpenOptions{Format: "qcow2"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err = d.(block.Checker).Check(block.RepairAll)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.LeaksFixed+r.CorruptionsFixed == 0 {
+			t.Errorf("%s: nothing repaired: %+v", p, r)
+		}
+		d.Close()
+		qemuCheckClean(t, cp)
+		if !bytes.Equal(qemuRaw(t, cp), qemuRaw(t, p)) {
+			t.Errorf("%s: repair changed the data", p)
+		}
+	}
+}

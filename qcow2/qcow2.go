@@ -62,7 +62,7 @@ type Image struct {
 	rc       *refcounts
 	size     int64
 	closed   bool
-	metaPre  int // 0 unknown, 1 metadata preallocated, 2 not
+	metaPre  int   // 0 unknown, 1 metadata preallocated, 2 not
 	freeByte int64 // where the next compressed cluster may go (0: a new cluster)
 	dataSync bool
 

@@ -798,7 +798,7 @@ func (img *Image) WriteCompressed(off int64, compressed []byte, raw []byte) erro
 	es := img.entrySize()
 	idx := (ci & (int64(1)<<img.l2Bits - 1)) * es
 	img.freeEntry(be.Uint64(t.b[idx:]))
-	nsec := uint64(((coff+size-1)>>9)-(coff>>9))
+	nsec := uint64(((coff + size - 1) >> 9) - (coff >> 9))
 	be.PutUint64(t.b[idx:], flagCompressed|uint64(coff)|nsec<<img.csizeShift)
 	if img.extL2 {
 		be.PutUint64(t.b[idx+8:], 0)

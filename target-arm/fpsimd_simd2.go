@@ -135,6 +135,22 @@ func fpMiscOp(opc, u, a uint32, sz int) unFn {
 		return fpUnOp(sz, func(x, fpcr uint64, fl *uint64) uint64 { return fpRecipEstimate(sz, x, fpcr, fl) })
 	case 0b11101_1_1:
 		return fpUnOp(sz, func(x, fpcr uint64, fl *uint64) uint64 { return fpRSqrtEstimate(sz, x, fpcr, fl) })
+	case 0b11111_1_0: // FRECPX
+		fb := fmtFbits[sz]
+		emask := uint64(1)<<fmtEbits[sz] - 1
+		return func(x uint64, s *State) uint64 {
+			t, _, _ := fpUnpack(sz, x, s.FPCR, &s.FPSR)
+			if t >= fpQNaN {
+				return fpProcessNaN(sz, t, x, s.FPCR, &s.FPSR)
+			}
+			exp := x >> fb & emask
+			if exp == 0 {
+				exp = emask - 1
+			} else {
+				exp = ^exp & emask
+			}
+			return x&sb | exp<<fb
+		}
 	case 0b11111_1_1:
 		return fpUnOp(sz, func(x, fpcr uint64, fl *uint64) uint64 { return fpSqrt(sz, x, fpcr, fl) })
 	}
@@ -229,8 +245,12 @@ func decodeTwoMisc(insn uint32, scalar bool) func(*State) {
 			case 0b11000, 0b11001, 0b01111: // FRINT*, FABS/FNEG, FSQRT have no scalar AdvSIMD form
 				return nil
 			case 0b11111:
-				return nil
+				if u == 1 {
+					return nil
+				}
 			}
+		} else if opc == 0b11111 && u == 0 {
+			return nil // FRECPX is scalar only
 		}
 		f := fpMiscOp(opc, u, uint32(size>>1), fpS+int(sz))
 		if f == nil {
@@ -519,6 +539,12 @@ func decodeThreeDiff(insn uint32) func(*State) {
 			}
 		}
 	}
+	if opc == 0b1001 || opc == 0b1011 || opc == 0b1101 { // SQDMLAL, SQDMLSL, SQDMULL
+		if u != 0 || size == 0 {
+			return nil
+		}
+		return sqdmlOp(d, n, m, -1, off, elems, size, opc)
+	}
 	var f func(x, y, acc uint64) uint64
 	wide := false
 	switch opc {
@@ -561,6 +587,42 @@ func decodeThreeDiff(insn uint32) func(*State) {
 				x = eget(&a, off+i, size)
 			}
 			eset(&r, i, size+1, f(x, eget(&b, off+i, size), eget(&old, i, size+1))&wm)
+		}
+		s.V[d] = r
+	}
+}
+
+// sqdmull is the saturating doubling long multiply of two size-bit elements.
+func sqdmull(a, b uint64, size uint, s *State) uint64 {
+	x, y := sext(a, size), sext(b, size)
+	minv := -int64(1) << ((8 << size) - 1)
+	if x == minv && y == minv {
+		s.FPSR |= fpQC
+		return emask(size+1) >> 1
+	}
+	return uint64(2*x*y) & emask(size+1)
+}
+
+// sqdmlOp runs SQDMULL, SQDMLAL or SQDMLSL (opc 1101, 1001, 1011) over elems
+// elements starting at element off of Vn and Vm (or element idx of Vm when
+// idx >= 0).
+func sqdmlOp(d, n, m, idx, off, elems int, size uint, opc uint32) func(*State) {
+	return func(s *State) {
+		a, b, old := s.V[n], s.V[m], s.V[d]
+		var r [2]uint64
+		for i := 0; i < elems; i++ {
+			j := off + i
+			if idx >= 0 {
+				j = idx
+			}
+			p := sqdmull(eget(&a, off+i, size), eget(&b, j, size), size, s)
+			switch opc & 0b0110 {
+			case 0b0000: // SQDMLAL
+				p = sqadd(eget(&old, i, size+1), p, size+1, s)
+			case 0b0010: // SQDMLSL
+				p = sqsub(eget(&old, i, size+1), p, size+1, s)
+			}
+			eset(&r, i, size+1, p)
 		}
 		s.V[d] = r
 	}
@@ -678,12 +740,18 @@ func decodeShiftImm(insn uint32, scalar bool) func(*State) {
 					s.FPSR |= fpQC
 					return 0
 				}
+				if toU {
+					r := uint64(v) << shl
+					if r>>shl != uint64(v) || r > m {
+						s.FPSR |= fpQC
+						return m
+					}
+					return r
+				}
 				r := v << shl
-				if r>>shl != v || (toU && uint64(r) > m) || (!toU && sext(uint64(r)&m, size) != r) {
+				if r>>shl != v || sext(uint64(r)&m, size) != r {
 					s.FPSR |= fpQC
 					switch {
-					case toU:
-						return m
 					case v < 0:
 						return (m >> 1) + 1
 					}
@@ -790,6 +858,15 @@ func decodeIndexed(insn uint32, scalar bool) func(*State) {
 		}
 		return byElement(d, n, m, idx, elems, size, func(a, b, _ uint64, s *State) uint64 { return sqdmulh(a, b, size, rnd, s) })
 	}
+	if (opc == 0b0011 || opc == 0b0111 || opc == 0b1011) && u == 0 { // SQDMLAL, SQDMLSL, SQDMULL (by element)
+		elems := 64 >> (size + 3)
+		off := int(q) * elems
+		if scalar {
+			elems, off = 1, 0
+		}
+		// Map to the three-different opcodes SQDMLAL 1001, SQDMLSL 1011, SQDMULL 1101.
+		return sqdmlOp(d, n, m, idx, off, elems, size, 0b1001+2*(opc>>2))
+	}
 	if scalar {
 		return nil
 	}
@@ -867,6 +944,13 @@ func decodeSIMDScalar(insn uint32) func(*State) {
 			return decodeTwoMisc(insn, true)
 		case fld(insn, 10, 2) == 0b10 && fld(insn, 17, 4) == 0b1000:
 			return decodeScalarPair(insn, d, n)
+		case fld(insn, 10, 2) == 0: // SQDMLAL, SQDMLSL, SQDMULL (scalar)
+			size := uint(fld(insn, 22, 2))
+			opc := fld(insn, 12, 4)
+			if insn>>29&1 != 0 || size == 0 || size == 3 || (opc != 0b1001 && opc != 0b1011 && opc != 0b1101) {
+				return nil
+			}
+			return sqdmlOp(d, n, int(fld(insn, 16, 5)), -1, 0, 1, size, opc)
 		}
 		return nil
 	}

@@ -50,6 +50,7 @@ const (
 	capIRQRouting         = 25
 	capSetIdentityMapAddr = 37
 	capMaxVCPUs           = 66
+	capTSCDeadlineTimer   = 72
 	capImmediateExit      = 136
 )
 

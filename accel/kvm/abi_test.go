@@ -1,8 +1,11 @@
 package kvm
 
 import (
+	"strings"
 	"testing"
 	"unsafe"
+
+	"gemu/accel"
 )
 
 // Sizes of the C structs in <linux/kvm.h> and <asm/kvm.h> on x86-64, from the kernel's
@@ -91,6 +94,31 @@ func TestIoctlNumbers(t *testing.T) {
 	} {
 		if c.got != c.want {
 			t.Errorf("%s = %#x, want %#x", c.name, c.got, c.want)
+		}
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	for _, c := range []struct{ path, want string }{
+		{"/nonexistent/kvm", "/nonexistent/kvm does not exist"},
+		{"/dev/null", "/dev/null is not a KVM device"},
+	} {
+		fd, err := openDevice(c.path)
+		if err == nil {
+			t.Errorf("openDevice(%s) succeeded (fd %d)", c.path, fd)
+			continue
+		}
+		if !strings.Contains(err.Error(), c.want) {
+			t.Errorf("openDevice(%s) = %q, want it to say %q", c.path, err, c.want)
+		}
+	}
+}
+
+func TestNewRejectsCPUCount(t *testing.T) {
+	for _, n := range []int{0, -1, MaxCPUs + 1} {
+		if vm, err := New(accel.Config{CPUs: n}); err == nil {
+			vm.Close()
+			t.Errorf("New with %d CPUs succeeded", n)
 		}
 	}
 }

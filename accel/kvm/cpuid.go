@@ -45,7 +45,11 @@ func setCPUID(fd int, es []cpuidEntry) error {
 // the hypervisor bit set and the topology rewritten to one package of ncpu cores with
 // one thread each, whose APIC ids are 0..ncpu-1 (vCPU i has APIC id i). Linux builds
 // its CPU topology from these leaves; host values would claim the host's core count.
-func patchCPUID(supported []cpuidEntry, id, ncpu int) []cpuidEntry {
+//
+// tscDeadline sets CPUID.1:ECX.TSC_DEADLINE: KVM emulates the LAPIC timer's TSC-deadline
+// mode (KVM_CAP_TSC_DEADLINE_TIMER) but does not list it in KVM_GET_SUPPORTED_CPUID,
+// because it is a property of the in-kernel LAPIC rather than of the host CPU.
+func patchCPUID(supported []cpuidEntry, id, ncpu int, tscDeadline bool) []cpuidEntry {
 	apic := uint32(id)
 	n := uint32(ncpu)
 	coreBits := uint32(bits.Len32(n - 1)) // APIC id bits needed for the core number
@@ -59,6 +63,9 @@ func patchCPUID(supported []cpuidEntry, id, ncpu int) []cpuidEntry {
 			// EBX[31:24] initial APIC id, [23:16] logical processors per package.
 			e.EBX = e.EBX&0xffff | apic<<24 | (n&0xff)<<16
 			e.ECX |= 1 << 31 // hypervisor present
+			if tscDeadline {
+				e.ECX |= 1 << 24
+			}
 			if n > 1 {
 				e.EDX |= 1 << 28 // HTT: the package has more than one logical processor
 			} else {

@@ -24,6 +24,7 @@ const (
 	portAP    = 0xe1  // logs bytes written (AP marker, string output)
 	portIn    = 0xe2  // reads return 0x10, 0x11, 0x12, …
 	portWide  = 0x1e0 // logs 16/32-bit writes; reads return 0x5a5a5a5a
+	portWide2 = 0x1e4 // a second such port (for a second vCPU)
 	portDone  = 0xf0  // any write stops the run with PowerOff
 	portReady = 0xf1  // any write signals the test (guest is about to halt/spin)
 	mmioBase  = 0xe0000
@@ -153,8 +154,10 @@ func newGuest(t *testing.T, ncpu int) *guest {
 			t.Fatal(err)
 		}
 	}
-	if err := g.pio.Insert(pioDev{d, portWide}, "wide", portWide, 4); err != nil {
-		t.Fatal(err)
+	for _, p := range []uint64{portWide, portWide2} {
+		if err := g.pio.Insert(pioDev{d, p}, "wide", p, 4); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := g.mmio.Insert(mmioDev{d}, "testmmio", mmioBase, 0x1000); err != nil {
 		t.Fatal(err)
@@ -504,6 +507,7 @@ func TestSMPStartup(t *testing.T) {
 		return cat([]byte{0xc7, 0x05}, binary.LittleEndian.AppendUint32(nil, addr), binary.LittleEndian.AppendUint32(nil, v))
 	}
 	bsp := newAsm().
+		op(cpuidReport(false, portWide)...).
 		op(mov32(0xfee000f0, 0x1ff)...).  // spurious vector register: APIC software-enabled
 		op(mov32(0xfee00310, 1<<24)...).  // ICR high: destination APIC id 1
 		op(mov32(0xfee00300, 0x4500)...). // ICR low: INIT, assert
@@ -514,24 +518,13 @@ func TestSMPStartup(t *testing.T) {
 		op(0xb0, 0x01, 0xe6, portOut8).               // mov al,1; out 0xe0,al
 		op(0xe6, portDone, 0xf4)                      // out 0xf0,al; hlt
 	ap := newAsm().
-		op(0xb0, 0xa5, 0xe6, portAP).                  // mov al,0xa5; out 0xe1,al
+		op(0xb0, 0xa5, 0xe6, portAP). // mov al,0xa5; out 0xe1,al
+		op(cpuidReport(true, portWide2)...).
 		op(0x31, 0xc0, 0x8e, 0xd8).                    // xor ax,ax; mov ds,ax
 		op(0xc6, 0x06, 0x00, 0x90, 0x5a).              // mov byte [0x9000],0x5a
 		label("halt").op(0xfa, 0xf4).jcc(0xeb, "halt") // cli; hlt; jmp halt
 	g.load(0x8000, ap.bytes())
-	g.load(0x10000, bsp.bytes())
-	var bs x86.BootState
-	bs.Regs = x86.Regs{RIP: 0x10000, RSP: 0x7000, RFLAGS: x86.RFLAGS_RESERVED}
-	s := &bs.SRegs
-	s.CS = x86.FlatSegment(0x08, true, false)
-	s.DS = x86.FlatSegment(0x10, false, false)
-	s.ES, s.FS, s.GS, s.SS = s.DS, s.DS, s.DS, s.DS
-	s.TR = x86.Segment{Limit: 0x67, Type: 0xb, Present: true}
-	s.LDT = x86.Segment{Type: 0x2, Present: true, Unusable: true}
-	s.CR0 = x86.CR0_PE | x86.CR0_ET
-	if err := g.vm.SetBootState(&bs); err != nil {
-		t.Fatal(err)
-	}
+	g.protectedMode(bsp.bytes(), 0)
 	g.expect(accel.PowerOff)
 	if got := g.dev.bytes[portAP]; !bytes.Equal(got, []byte{0xa5}) {
 		t.Errorf("AP reported % x, want a5", got)
@@ -539,6 +532,68 @@ func TestSMPStartup(t *testing.T) {
 	if got := g.dev.bytes[portOut8]; !bytes.Equal(got, []byte{1}) {
 		t.Errorf("BSP reported % x, want 01", got)
 	}
+	// CPUID as each vCPU sees it: APIC id = vCPU index, 2 logical processors in the
+	// package, hypervisor bit, and (where leaf 0xB exists) 2 cores at the core level
+	// with the x2APIC id again.
+	for cpu, port := range []uint64{portWide, portWide2} {
+		b := g.dev.bytes[port]
+		if len(b) != 20 {
+			t.Errorf("vCPU %d CPUID report is %d bytes, want 20", cpu, len(b))
+			continue
+		}
+		r := func(i int) uint32 { return binary.LittleEndian.Uint32(b[4*i:]) }
+		maxLeaf, ebx1, ecx1, ebxB1, edxB1 := r(0), r(1), r(2), r(3), r(4)
+		if id := ebx1 >> 24; id != uint32(cpu) {
+			t.Errorf("vCPU %d: CPUID.1 initial APIC id %d", cpu, id)
+		}
+		if n := ebx1 >> 16 & 0xff; n != 2 {
+			t.Errorf("vCPU %d: CPUID.1 logical processor count %d, want 2", cpu, n)
+		}
+		if ecx1>>31 == 0 {
+			t.Errorf("vCPU %d: CPUID.1 hypervisor bit clear", cpu)
+		}
+		if maxLeaf >= 0xb && (ebxB1&0xffff != 2 || edxB1 != uint32(cpu)) {
+			t.Errorf("vCPU %d: CPUID.0xB.1 EBX=%#x EDX=%#x, want 2 cores, x2APIC id %d", cpu, ebxB1, edxB1, cpu)
+		}
+	}
+}
+
+// cpuidReport assembles code that writes five dwords to port: CPUID.0 EAX,
+// CPUID.1 EBX and ECX, CPUID.0xB.1 EBX and EDX. real selects 16-bit code (32-bit
+// operands need the 0x66 prefix there).
+func cpuidReport(real bool, port uint32) []byte {
+	var b []byte
+	o := func(op ...byte) { // an instruction with 32-bit operands
+		if real {
+			b = append(b, 0x66)
+		}
+		b = append(b, op...)
+	}
+	imm := func(op byte, v uint32) { o(append([]byte{op}, binary.LittleEndian.AppendUint32(nil, v)...)...) }
+	cpuid := func(leaf, sub uint32) {
+		imm(0xb8, leaf) // mov eax,leaf
+		imm(0xb9, sub)  // mov ecx,sub
+		b = append(b, 0x0f, 0xa2)
+	}
+	out := func() { o(0xef) } // out dx,eax
+	cpuid(0, 0)
+	imm(0xba, port) // mov edx,port
+	out()
+	cpuid(1, 0)
+	o(0x89, 0xcf) // mov edi,ecx
+	imm(0xba, port)
+	o(0x89, 0xd8) // mov eax,ebx
+	out()
+	o(0x89, 0xf8) // mov eax,edi
+	out()
+	cpuid(0xb, 1)
+	o(0x89, 0xd6) // mov esi,edx
+	imm(0xba, port)
+	o(0x89, 0xd8) // mov eax,ebx
+	out()
+	o(0x89, 0xf0) // mov eax,esi
+	out()
+	return b
 }
 
 // protectedMode starts vCPU 0 in flat 32-bit protected mode at 0x10000 with a GDT at

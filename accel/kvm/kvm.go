@@ -70,30 +70,32 @@ func ioctl(fd int, req, arg uintptr) (uintptr, error) {
 }
 
 // open opens /dev/kvm and checks the API version and every required capability.
-func open() (int, error) {
-	fd, err := unix.Open(Device, unix.O_RDWR|unix.O_CLOEXEC, 0)
+func open() (int, error) { return openDevice(Device) }
+
+func openDevice(path string) (int, error) {
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		switch {
 		case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENXIO), errors.Is(err, unix.ENODEV):
-			return -1, fmt.Errorf("kvm: %s does not exist: the host kernel has no KVM (or it is not passed into this container)", Device)
+			return -1, fmt.Errorf("kvm: %s does not exist: the host kernel has no KVM (or it is not passed into this container)", path)
 		case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
-			return -1, fmt.Errorf("kvm: permission denied opening %s (add the user to the kvm group)", Device)
+			return -1, fmt.Errorf("kvm: permission denied opening %s (add the user to the kvm group)", path)
 		}
-		return -1, fmt.Errorf("kvm: open %s: %w", Device, err)
+		return -1, fmt.Errorf("kvm: open %s: %w", path, err)
 	}
 	v, err := ioctl(fd, kvmGetAPIVersion, 0)
 	if err != nil {
 		unix.Close(fd)
-		return -1, fmt.Errorf("kvm: KVM_GET_API_VERSION: %w", err)
+		return -1, fmt.Errorf("kvm: %s is not a KVM device (KVM_GET_API_VERSION: %v)", path, err)
 	}
 	if v != 12 {
 		unix.Close(fd)
-		return -1, fmt.Errorf("kvm: %s speaks KVM API version %d, gemu needs 12", Device, v)
+		return -1, fmt.Errorf("kvm: %s speaks KVM API version %d, gemu needs 12", path, v)
 	}
 	for _, c := range required {
 		if r, err := ioctl(fd, kvmCheckExtension, c.cap); err != nil || r == 0 {
 			unix.Close(fd)
-			return -1, fmt.Errorf("kvm: the host's KVM lacks %s", c.name)
+			return -1, fmt.Errorf("kvm: the host's KVM (%s) lacks %s", path, c.name)
 		}
 	}
 	return fd, nil
@@ -142,6 +144,7 @@ func (accelerator) NewX86(cfg accel.Config) (accel.X86VM, error) {
 // VM is one KVM virtual machine with its vCPUs. It implements accel.X86VM.
 type VM struct {
 	kvmFD, vmFD int
+	irqFD       atomic.Int64 // vmFD for IRQ lines, -1 once closed (devices may outlive the VM)
 	vcpus       []*vcpu
 
 	stopping atomic.Bool
@@ -168,6 +171,7 @@ func New(cfg accel.Config) (*VM, error) {
 		return nil, err
 	}
 	v := &VM{kvmFD: kfd, vmFD: -1}
+	v.irqFD.Store(-1)
 	if err := v.init(cfg); err != nil {
 		v.Close()
 		return nil, err
@@ -188,6 +192,7 @@ func (v *VM) init(cfg accel.Config) error {
 		return fmt.Errorf("kvm: KVM_CREATE_VM: %w", err)
 	}
 	v.vmFD = int(fd)
+	v.irqFD.Store(int64(fd))
 	unix.CloseOnExec(v.vmFD)
 
 	ident := uint64(identityMap)
@@ -217,6 +222,7 @@ func (v *VM) init(cfg accel.Config) error {
 	if err != nil {
 		return err
 	}
+	tscDeadline, _ := ioctl(v.kvmFD, kvmCheckExtension, capTSCDeadlineTimer)
 	runSize, err := ioctl(v.kvmFD, kvmGetVCPUMmapSize, 0)
 	if err != nil {
 		return fmt.Errorf("kvm: KVM_GET_VCPU_MMAP_SIZE: %w", err)
@@ -227,7 +233,7 @@ func (v *VM) init(cfg accel.Config) error {
 			return err
 		}
 		v.vcpus = append(v.vcpus, c)
-		if err := c.setup(patchCPUID(supported, i, cfg.CPUs)); err != nil {
+		if err := c.setup(patchCPUID(supported, i, cfg.CPUs, tscDeadline != 0)); err != nil {
 			return err
 		}
 	}
@@ -296,9 +302,11 @@ func (v *VM) IRQ(gsi uint32) bus.IRQ {
 		if level {
 			l.Level = 1
 		}
-		// KVM_IRQ_LINE only fails for an unrouted GSI or a closed VM; a device
-		// cannot do anything useful about either.
-		ioctl(v.vmFD, kvmIRQLine, uintptr(unsafe.Pointer(&l)))
+		// KVM_IRQ_LINE only fails for an unrouted GSI; a device cannot do anything
+		// useful about it. After Close the line is dead.
+		if fd := v.irqFD.Load(); fd >= 0 {
+			ioctl(int(fd), kvmIRQLine, uintptr(unsafe.Pointer(&l)))
+		}
 	})
 }
 
@@ -384,6 +392,7 @@ func (v *VM) Close() error {
 		c.close()
 	}
 	v.vcpus = nil
+	v.irqFD.Store(-1)
 	if v.vmFD >= 0 {
 		unix.Close(v.vmFD)
 		v.vmFD = -1

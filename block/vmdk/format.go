@@ -66,7 +66,24 @@ func (vmdkFormat) Open(filename string, opts block.OpenOptions) (block.Driver, e
 	if len(m.extents) == 1 && m.extents[0].sp != nil && m.extents[0].sp.compressed && m.descFile == nil {
 		return &streamImage{m}, nil
 	}
+	if m.allSparse() {
+		return &sparseImage{m}, nil
+	}
 	return m, nil
+}
+
+// allSparse reports whether every extent is an uncompressed sparse extent with the
+// first one's grain size.
+func (m *image) allSparse() bool {
+	if len(m.extents) == 0 {
+		return false
+	}
+	for _, e := range m.extents {
+		if e.sp == nil || e.sp.compressed || e.sp.grainBytes != m.extents[0].sp.grainBytes {
+			return false
+		}
+	}
+	return true
 }
 
 func (m *image) open(f *os.File, flag int) error {

@@ -38,9 +38,38 @@ type image struct {
 	closeOnce  sync.Once
 }
 
-// streamImage is an image whose only extent is streamOptimized; it alone offers
-// block.ClusterCompressor, so the convert pipeline compresses grains in parallel.
+// streamImage is an image whose only extent is streamOptimized: its
+// block.ClusterCompressor deflates grains (on every core in the convert pipeline).
 type streamImage struct{ *image }
+
+// CompressionRequired tells the convert pipeline that every grain of this image is
+// stored compressed, so it should use the ClusterCompressor path even without -c
+// (qemu-img convert compresses streamOptimized output without -c too).
+func (m *streamImage) CompressionRequired() bool { return true }
+
+// sparseImage is an image made only of uncompressed sparse extents of one grain
+// size. Like qemu-img, convert -c to it succeeds and stores grains uncompressed:
+// its CompressCluster returns nil ("store uncompressed").
+type sparseImage struct{ *image }
+
+func (m *sparseImage) CompressionUnit() int64 { return m.extents[0].sp.grainBytes }
+
+func (m *sparseImage) CompressCluster([]byte) ([]byte, error) { return nil, nil }
+
+func (m *sparseImage) WriteCompressed(off int64, compressed []byte, raw []byte) error {
+	if compressed != nil {
+		return fmt.Errorf("vmdk: this subformat stores grains uncompressed")
+	}
+	if off < 0 || off >= m.size {
+		return fmt.Errorf("vmdk: compressed write at %d beyond the end of the disk", off)
+	}
+	raw = raw[:min(int64(len(raw)), m.size-off)]
+	if isZero(raw) {
+		return nil
+	}
+	_, err := m.WriteAt(raw, off)
+	return err
+}
 
 func (m *image) Format() string   { return "vmdk" }
 func (m *image) Filename() string { return m.filename }
@@ -277,9 +306,13 @@ func seekDataHole(f *os.File, off int64) (data, hole int64) {
 }
 
 // Resize is not supported: qemu-img 7.2 cannot resize vmdk images either.
-func (m *image) Resize(int64, block.ResizeOptions) error {
-	return fmt.Errorf("vmdk: %w: image format does not support resize", block.ErrUnsupported)
-}
+func (m *image) Resize(int64, block.ResizeOptions) error { return errNoResize{} }
+
+// errNoResize carries qemu-img's message and matches block.ErrUnsupported.
+type errNoResize struct{}
+
+func (errNoResize) Error() string { return "Image format driver does not support resize" }
+func (errNoResize) Unwrap() error { return block.ErrUnsupported }
 
 func (m *image) Close() error {
 	var err error

@@ -2,6 +2,7 @@ package vmdk
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -334,5 +335,43 @@ func TestWriteAcrossExtents(t *testing.T) {
 				t.Errorf("map differs:\nqemu:\n%s\nours:\n%s", a, b)
 			}
 		})
+	}
+}
+
+// TestConvertCompressedToSparse: like qemu-img convert -c, a monolithicSparse target
+// takes the ClusterCompressor path and stores grains uncompressed.
+func TestConvertCompressedToSparse(t *testing.T) {
+	needQemu(t)
+	chdirTemp(t)
+	const size = 3<<20 + 512
+	src := patterned(size, 30)
+	writeFile(t, "src.raw", src)
+	if err := vmdkFormatT(t).Create("s.vmdk", block.CreateOptions{Size: size}); err != nil {
+		t.Fatal(err)
+	}
+	d := openT(t, "s.vmdk", false)
+	cc, ok := d.(block.ClusterCompressor)
+	if !ok {
+		t.Fatal("monolithicSparse image is not a ClusterCompressor")
+	}
+	u := cc.CompressionUnit()
+	for off := int64(0); off < size; off += u {
+		p := make([]byte, u) // padded last grain, as the pipeline passes it
+		copy(p, src[off:])
+		c, err := cc.CompressCluster(p)
+		if err != nil || c != nil {
+			t.Fatalf("CompressCluster = %v, %v; want nil (store uncompressed)", c, err)
+		}
+		if err := cc.WriteCompressed(off, nil, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "qemu-img", "compare", "-f", "raw", "-F", "vmdk", "src.raw", "s.vmdk")
+	run(t, "qemu-img", "check", "s.vmdk")
+	if err := d.Resize(size*2, block.ResizeOptions{}); !errors.Is(err, block.ErrUnsupported) {
+		t.Errorf("Resize: %v, want ErrUnsupported", err)
 	}
 }

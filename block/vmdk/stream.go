@@ -29,9 +29,12 @@ type streamWriter struct {
 	gt     []uint32
 	gtUsed bool
 	next   int64 // lowest grain index that may still be written
-	pend   []byte
-	pendGI int64
-	err    error // sticky: after a failure the image cannot be finished
+	// written marks grains that got a record, so zeroing a grain already passed is
+	// refused only when it holds data (one bit per grain).
+	written []uint64
+	pend    []byte
+	pendGI  int64
+	err     error // sticky: after a failure the image cannot be finished
 }
 
 // startStream switches an empty compressed extent to append mode, dropping any
@@ -121,10 +124,10 @@ func (w *streamWriter) writeZeroes(off, n int64) error {
 		switch {
 		case gi == w.pendGI:
 			clear(w.pend[in : in+k])
-		case gi < w.next:
+		case gi < w.next && w.hasRecord(gi):
 			return fmt.Errorf("vmdk: streamOptimized images are written in order: grain %d was already written", gi)
 		}
-		// Grains not yet written stay unallocated, which reads as zeroes.
+		// Grains without a record stay unallocated, which reads as zeroes.
 		off, n = off+k, n-k
 	}
 	return nil
@@ -167,12 +170,21 @@ func (w *streamWriter) appendGrain(gi int64, rec []byte) error {
 	}
 	w.gt[gi%per] = uint32(sector)
 	w.gtUsed = true
+	if i := int(gi / 64); i >= len(w.written) {
+		w.written = append(w.written, make([]uint64, i+1-len(w.written))...)
+	}
+	w.written[gi/64] |= 1 << (gi % 64)
 	w.out = append(w.out, rec...)
 	w.next = gi + 1
 	if len(w.out) >= streamFlushBytes {
 		return w.flushOut()
 	}
 	return nil
+}
+
+func (w *streamWriter) hasRecord(gi int64) bool {
+	i := int(gi / 64)
+	return i < len(w.written) && w.written[i]&(1<<(gi%64)) != 0
 }
 
 func (w *streamWriter) flushOut() error {

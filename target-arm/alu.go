@@ -33,6 +33,27 @@ func (c *CPU) wsp(n uint32, v uint64) {
 	}
 }
 
+// add64 and add32 are addWithCarry for a known width, small enough to inline into ops.
+func add64(x, y, carry uint64) (uint64, uint64) {
+	r, cout := bits.Add64(x, y, carry)
+	f := (r>>63)<<31 | cout<<29 | (((x^r)&(y^r))>>63)<<28
+	if r == 0 {
+		f |= 1 << 30
+	}
+	return r, f
+}
+
+func add32(x, y, carry uint64) (uint64, uint64) {
+	x32, y32 := uint32(x), uint32(y)
+	s := uint64(x32) + uint64(y32) + carry
+	r := uint32(s)
+	f := uint64(r>>31)<<31 | (s>>32)<<29 | uint64(((x32^r)&(y32^r))>>31)<<28
+	if r == 0 {
+		f |= 1 << 30
+	}
+	return uint64(r), f
+}
+
 // addWithCarry returns x+y+carry truncated to 32 or 64 bits and the resulting NZCV
 // (bits 31:28).
 func addWithCarry(sf bool, x, y, carry uint64) (uint64, uint64) {

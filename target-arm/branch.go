@@ -282,9 +282,16 @@ func (c *CPU) decodeSys(insn uint32, pc uint64, op1, crn, crm, op2, rt uint32) (
 	case crn == 7: // DC (clean/invalidate by VA or set/way): no caches to maintain
 		el0ok = op1 == 3
 		f = func(c *CPU) bool { return true }
-	case crn == 8 && op1 == 0: // TLBI
+	case crn == 8 && op1 == 0 && (crm == 3 || crm == 7): // TLBI
+		// The softmmu TLB is not ASID-tagged: by-ASID invalidations flush everything
+		// and by-VA ones flush the page for every ASID.
+		broadcast := crm == 3
+		byVA := op2&1 == 1
 		f = func(c *CPU) bool {
-			if crm == 3 { // inner-shareable forms
+			if byVA {
+				va := signExt((c.r(rt)&(1<<44-1))<<12, 56)
+				c.flushTLBPage(va, broadcast)
+			} else if broadcast {
 				c.broadcastTLBFlush()
 			} else {
 				c.flushTLB()

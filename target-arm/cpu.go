@@ -136,6 +136,7 @@ type CPU struct {
 	jc     tcg.JumpCache[op]
 	fence  atomic.Uint32
 	excl   monitor
+	tlbReq tlbRequests
 	timers [2]genTimer
 
 	exitReq  atomic.Uint32
@@ -297,7 +298,7 @@ func (c *CPU) Run(stop <-chan struct{}) error {
 				continue
 			}
 		}
-		t := c.jc.Lookup(c.PC, c.flags)
+		t := c.lookupTB()
 		if t == nil {
 			var err error
 			t, err = c.findTB()
@@ -341,7 +342,7 @@ func (c *CPU) service() bool {
 			return true
 		}
 		if req&reqTLB != 0 {
-			c.flushTLB()
+			c.applyTLBRequests()
 		}
 		if req&reqTimer != 0 || req&reqPower != 0 {
 			c.updateTimers()
@@ -399,11 +400,11 @@ func (c *CPU) modeChanged() {
 	c.flags = c.tbFlags()
 }
 
-// flushTLB drops this vCPU's softmmu TLBs and jump cache.
+// flushTLB drops this vCPU's softmmu TLBs. The jump cache survives: its hits are
+// checked against the instruction TLB (see lookupTB).
 func (c *CPU) flushTLB() {
 	c.tlb[0].Flush()
 	c.tlb[1].Flush()
-	c.jc.Flush()
 }
 
 // broadcastTLBFlush flushes every vCPU's TLB (TLBI ... IS): this one at once, the others
@@ -413,9 +414,63 @@ func (c *CPU) broadcastTLBFlush() {
 	c.sys.mu.Lock()
 	for _, o := range c.sys.cpus {
 		if o != c {
+			o.tlbReq.Lock()
+			o.tlbReq.all = true
+			o.tlbReq.Unlock()
 			o.exitReq.Or(reqTLB)
-			o.kick()
 		}
 	}
 	c.sys.mu.Unlock()
+}
+
+// maxPendingPages bounds the per-vCPU queue of by-VA invalidations from other vCPUs;
+// beyond it the whole TLB is flushed.
+const maxPendingPages = 64
+
+// tlbRequests are invalidations other vCPUs asked for, applied at the next block
+// boundary.
+type tlbRequests struct {
+	sync.Mutex
+	all   bool
+	pages []uint64
+}
+
+// flushTLBPage drops the translations of the page holding va, on every vCPU when
+// broadcast (TLBI VAE1IS and friends).
+func (c *CPU) flushTLBPage(va uint64, broadcast bool) {
+	c.tlb[0].FlushPage(va)
+	c.tlb[1].FlushPage(va)
+	if !broadcast {
+		return
+	}
+	c.sys.mu.Lock()
+	for _, o := range c.sys.cpus {
+		if o != c {
+			o.tlbReq.Lock()
+			if len(o.tlbReq.pages) < maxPendingPages {
+				o.tlbReq.pages = append(o.tlbReq.pages, va)
+			} else {
+				o.tlbReq.all = true
+			}
+			o.tlbReq.Unlock()
+			o.exitReq.Or(reqTLB)
+		}
+	}
+	c.sys.mu.Unlock()
+}
+
+// applyTLBRequests performs the invalidations other vCPUs queued for this one.
+func (c *CPU) applyTLBRequests() {
+	c.tlbReq.Lock()
+	all, pages := c.tlbReq.all, c.tlbReq.pages
+	c.tlbReq.all, c.tlbReq.pages = false, c.tlbReq.pages[:0]
+	if all {
+		c.flushTLB()
+	} else {
+		for _, va := range pages {
+			c.tlb[0].FlushPage(va)
+			c.tlb[1].FlushPage(va)
+		}
+	}
+	c.tlbReq.Unlock()
 }

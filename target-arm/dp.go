@@ -39,8 +39,16 @@ func decodeDPImm(insn uint32, pc uint64) (op, bool) {
 			if sub {
 				y, carry = ^imm, 1
 			}
+			if sf {
+				return func(c *CPU) bool {
+					r, f := add64(c.rsp(rn), y, carry)
+					c.NZCV = f
+					c.w(rd, r)
+					return true
+				}, false
+			}
 			return func(c *CPU) bool {
-				r, f := addWithCarry(sf, c.rsp(rn), y, carry)
+				r, f := add32(c.rsp(rn), y, carry)
 				c.NZCV = f
 				c.w(rd, r)
 				return true
@@ -237,6 +245,26 @@ func decodeDPReg(insn uint32, pc uint64) (op, bool) {
 					return func(c *CPU) bool { c.w(rd, (c.r(rn)-aluShift(sf, c.r(rm), typ, amt))&mask); return true }, false
 				}
 				return func(c *CPU) bool { c.w(rd, (c.r(rn)+aluShift(sf, c.r(rm), typ, amt))&mask); return true }, false
+			}
+			if sf && amt == 0 {
+				carry := uint64(0)
+				if sub {
+					carry = 1
+				}
+				if sub {
+					return func(c *CPU) bool {
+						r, f := add64(c.r(rn), ^c.r(rm), carry)
+						c.NZCV = f
+						c.w(rd, r)
+						return true
+					}, false
+				}
+				return func(c *CPU) bool {
+					r, f := add64(c.r(rn), c.r(rm), carry)
+					c.NZCV = f
+					c.w(rd, r)
+					return true
+				}, false
 			}
 			return func(c *CPU) bool {
 				b, carry := aluShift(sf, c.r(rm), typ, amt), uint64(0)

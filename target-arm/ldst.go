@@ -219,10 +219,72 @@ func decodeLdStReg(insn uint32, pc uint64) (op, bool) {
 		return func(c *CPU) bool { return true }, false
 	}
 	sbits := uint(8 * bytes)
-	// Fast, common forms: 64/32-bit load/store with immediate offset and no write-back.
+	// Fast, common forms: 64/32/8-bit load/store with immediate offset and no
+	// write-back, 64-bit ones with write-back or a register offset.
+	if m.regOff && bytes == 8 && (kind == 0 || kind == 1) {
+		rn, rm, option, shift := m.rn, m.rm, m.option, m.shift
+		if kind == 1 {
+			return func(c *CPU) bool {
+				c.PC = pc
+				v, ok := c.ld64(c.rsp(rn) + aluExtend(c.r(rm), option, shift))
+				if ok {
+					c.w(rt, v)
+				}
+				return ok
+			}, false
+		}
+		return func(c *CPU) bool {
+			c.PC = pc
+			return c.st64(c.rsp(rn)+aluExtend(c.r(rm), option, shift), c.r(rt))
+		}, false
+	}
+	if m.wback && bytes == 8 && (kind == 0 || kind == 1) {
+		rn, off, post := m.rn, m.off, m.post
+		if kind == 1 {
+			return func(c *CPU) bool {
+				c.PC = pc
+				base := c.rsp(rn)
+				va := base + off
+				if post {
+					va = base
+				}
+				v, ok := c.ld64(va)
+				if !ok {
+					return false
+				}
+				c.wsp(rn, base+off)
+				c.w(rt, v)
+				return true
+			}, false
+		}
+		return func(c *CPU) bool {
+			c.PC = pc
+			base := c.rsp(rn)
+			va := base + off
+			if post {
+				va = base
+			}
+			if !c.st64(va, c.r(rt)) {
+				return false
+			}
+			c.wsp(rn, base+off)
+			return true
+		}, false
+	}
 	if !m.wback && !m.regOff && !unpriv {
 		rn, off := m.rn, m.off
 		switch {
+		case kind == 1 && bytes == 1:
+			return func(c *CPU) bool {
+				c.PC = pc
+				v, ok := c.ld8(c.rsp(rn) + off)
+				if ok {
+					c.w(rt, v)
+				}
+				return ok
+			}, false
+		case kind == 0 && bytes == 1:
+			return func(c *CPU) bool { c.PC = pc; return c.st8(c.rsp(rn)+off, c.r(rt)) }, false
 		case kind == 1 && bytes == 8:
 			return func(c *CPU) bool {
 				c.PC = pc
@@ -343,6 +405,52 @@ func decodeLdStPair(insn uint32, pc uint64) (op, bool) {
 				c.wsp(m.rn, wb)
 			}
 			return true
+		}, false
+	}
+	if bytes == 8 && m.wback {
+		rn, off, post := m.rn, m.off, m.post
+		if load {
+			return func(c *CPU) bool {
+				c.PC = pc
+				base := c.rsp(rn)
+				va := base + off
+				if post {
+					va = base
+				}
+				a, ok := c.ld64(va)
+				if !ok {
+					return false
+				}
+				b, ok := c.ld64(va + 8)
+				if !ok {
+					return false
+				}
+				c.wsp(rn, base+off)
+				c.w(rt, a)
+				c.w(rt2, b)
+				return true
+			}, false
+		}
+		return func(c *CPU) bool {
+			c.PC = pc
+			base := c.rsp(rn)
+			va := base + off
+			if post {
+				va = base
+			}
+			if !c.st64(va, c.r(rt)) || !c.st64(va+8, c.r(rt2)) {
+				return false
+			}
+			c.wsp(rn, base+off)
+			return true
+		}, false
+	}
+	if bytes == 8 && !load {
+		rn, off := m.rn, m.off
+		return func(c *CPU) bool {
+			c.PC = pc
+			va := c.rsp(rn) + off
+			return c.st64(va, c.r(rt)) && c.st64(va+8, c.r(rt2))
 		}, false
 	}
 	if load {

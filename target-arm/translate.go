@@ -12,6 +12,21 @@ import (
 // maxBlockInsns bounds a translation block so interrupts are checked often enough.
 const maxBlockInsns = 128
 
+// lookupTB returns the block at c.PC from the jump cache if the instruction TLB still
+// maps c.PC, executable, to the physical page the block was translated from.
+func (c *CPU) lookupTB() *tb {
+	pc := c.PC
+	e := c.mmu.Entry(pc)
+	if e.Exec != pc&tcg.PageMask {
+		return nil
+	}
+	t := c.jc.Lookup(pc, c.flags)
+	if t == nil || t.Phys&tcg.PageMask != e.Phys {
+		return nil
+	}
+	return t
+}
+
 // findTB finds or translates the block at c.PC. It returns nil (and no error) when the
 // instruction fetch raised an exception.
 func (c *CPU) findTB() (*tb, error) {
@@ -35,6 +50,9 @@ func (c *CPU) findTB() (*tb, error) {
 			c.abort(pc, accExec, fscExtAbort)
 			return nil, nil
 		}
+	}
+	if t := c.jc.Lookup(pc, c.flags); t != nil && t.Phys == pa {
+		return t, nil
 	}
 	k := tcg.Key{PC: pc, Phys: pa, Flags: c.flags}
 	t := c.sys.cache.Lookup(k)

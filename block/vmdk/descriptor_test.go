@@ -80,6 +80,12 @@ func TestDescriptorReadByQemu(t *testing.T) {
 	writeFile(t, "want.raw", data)
 	run(t, "qemu-img", "compare", "-f", "raw", "-F", "vmdk", "want.raw", "d.vmdk")
 	run(t, "qemu-img", "check", "s.vmdk")
+	d = openT(t, "d.vmdk", true)
+	defer d.Close()
+	checkInfo(t, d, "d.vmdk")
+	if a, b := mapString(qemuMap(t, "d.vmdk")), mapString(ourMap(t, d)); a != b {
+		t.Errorf("map differs:\nqemu:\n%s\nours:\n%s", a, b)
+	}
 }
 
 // TestExtentPathConfinement: extent names cannot leave the descriptor's folder.

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -248,3 +249,32 @@ func TestHostileTextDescriptorTooLarge(t *testing.T) {
 }
 
 var openRO = block.OpenOptions{ReadOnly: true}
+
+// TestCheckAgainstQemu: Check reports what qemu-img check reports on clean images and
+// on a grain pointing past the end of the file.
+func TestCheckAgainstQemu(t *testing.T) {
+	needQemu(t)
+	for _, name := range []string{"grain-past-eof.vmdk", "overlapping-grains.vmdk", "stream-bad-lba.vmdk"} {
+		path := filepath.Join(hostileDir, name)
+		out, qerr := exec.Command("qemu-img", "check", "-f", "vmdk", path).CombinedOutput()
+		d, err := vmdkFormat{}.Open(path, openRO)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, cerr := d.(block.Checker).Check(block.RepairNone)
+		d.Close()
+		if (qerr != nil) != (cerr != nil) {
+			t.Errorf("%s: qemu-img check %v, ours %v", name, qerr, cerr)
+			continue
+		}
+		if cerr != nil {
+			want := strings.SplitN(string(out), "\n", 2)[0]
+			if len(res.Messages) != 1 || res.Messages[0] != want || res.Corruptions != 1 {
+				t.Errorf("%s: messages %q, want %q", name, res.Messages, want)
+			}
+			if !strings.Contains(string(out), "Check failed: "+cerr.Error()) {
+				t.Errorf("%s: qemu-img says %q, we fail with %q", name, out, cerr)
+			}
+		}
+	}
+}

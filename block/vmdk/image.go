@@ -384,12 +384,10 @@ func (m *image) Info() (*block.ImageInfo, error) {
 			if e.sp.compressed {
 				x["compressed"] = true
 			}
-			if info.ClusterSize == 0 {
-				info.ClusterSize = e.sp.grainBytes
-			}
 		}
 		exts = append(exts, x)
 	}
+	info.ClusterSize = m.clusterSize()
 	info.FormatSpecific = map[string]any{
 		"type": "vmdk",
 		"data": map[string]any{
@@ -400,6 +398,21 @@ func (m *image) Info() (*block.ImageInfo, error) {
 		},
 	}
 	return info, nil
+}
+
+// clusterSize is the image's cluster size as qemu-img reports it: the grain size when
+// every extent is sparse with the same grain size and compression, else none.
+func (m *image) clusterSize() int64 {
+	first := m.extents[0].sp
+	if first == nil {
+		return 0
+	}
+	for _, e := range m.extents[1:] {
+		if e.sp == nil || e.sp.compressed != first.compressed || e.sp.grainBytes != first.grainBytes {
+			return 0
+		}
+	}
+	return first.grainBytes
 }
 
 // extentInfoFormat is the extent type as qemu-img prints it: empty for the extent of

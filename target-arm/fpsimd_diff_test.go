@@ -157,7 +157,24 @@ func diffValue(r *rand.Rand) uint64 {
 		// random normal-ish single around 1
 		return uint32(0x3c000000+r.Intn(0x7000000)) | uint32(r.Intn(2))<<31
 	}
-	switch r.Intn(8) {
+	sparse := func(bits uint) uint64 {
+		// a few set bits, so that exact results and ties are common
+		var m uint64
+		for i := r.Intn(4); i > 0; i-- {
+			m |= 1 << uint(r.Intn(int(bits)))
+		}
+		if r.Intn(4) == 0 {
+			m |= 1<<bits - 1<<uint(r.Intn(int(bits)))
+		}
+		return m & (1<<bits - 1)
+	}
+	switch r.Intn(10) {
+	case 8: // double with any exponent
+		return uint64(r.Intn(2))<<63 | uint64(r.Intn(2048))<<52 | sparse(52)
+	case 9: // singles with any exponent
+		a := uint64(r.Intn(2))<<31 | uint64(r.Intn(256))<<23 | sparse(23)
+		b := uint64(r.Intn(2))<<31 | uint64(r.Intn(256))<<23 | sparse(23)
+		return a | b<<32
 	case 0:
 		return d64[r.Intn(len(d64))]
 	case 1, 2:

@@ -802,9 +802,53 @@ func decodeThreeSame(insn uint32, scalar bool) func(*State) {
 		mask := emask(size)
 		return vecPairOp(d, n, m, elems, size, func(a, b, _ uint64, _ *State) uint64 { return (a + b) & mask })
 	}
+	if g := swarSameOp(opc, u, size); g != nil {
+		return vec64Op(d, n, m, q, g)
+	}
 	f := intSameOp(opc, u, size)
 	if f == nil {
 		return nil
 	}
 	return vecOp(d, n, m, elems, size, f)
+}
+
+// vec64Op applies g to each 64-bit half (the upper one only when q = 1);
+// g works on all lanes of a half at once.
+func vec64Op(d, n, m int, q uint32, g func(a, b uint64) uint64) func(*State) {
+	if q == 0 {
+		return func(s *State) { s.V[d] = [2]uint64{g(s.V[n][0], s.V[m][0]), 0} }
+	}
+	return func(s *State) {
+		a, b := s.V[n], s.V[m]
+		s.V[d] = [2]uint64{g(a[0], b[0]), g(a[1], b[1])}
+	}
+}
+
+// laneHigh has the top bit of every lane of the given size set.
+func laneHigh(size uint) uint64 {
+	return [4]uint64{0x8080808080808080, 0x8000800080008000, 0x8000000080000000, 0x8000000000000000}[size]
+}
+
+// swarZeroLanes returns all-ones lanes where the lane of x is zero.
+func swarZeroLanes(x uint64, size uint) uint64 {
+	h := laneHigh(size)
+	nz := ((x &^ h) + ^h | x) & h // lane top bit set iff lane nonzero
+	return (^nz & h) >> ((8 << size) - 1) * emask(size)
+}
+
+// swarSameOp returns whole-half (SIMD within a register) versions of the
+// most frequent integer three-same operations: ADD, SUB, CMEQ, CMTST.
+func swarSameOp(opc, u uint32, size uint) func(a, b uint64) uint64 {
+	h := laneHigh(size)
+	switch opc<<1 | u {
+	case 0b10000_0:
+		return func(a, b uint64) uint64 { return (a&^h + b&^h) ^ (a^b)&h }
+	case 0b10000_1:
+		return func(a, b uint64) uint64 { return (a | h - b&^h) ^ (a^^b)&h }
+	case 0b10001_1:
+		return func(a, b uint64) uint64 { return swarZeroLanes(a^b, size) }
+	case 0b10001_0:
+		return func(a, b uint64) uint64 { return ^swarZeroLanes(a&b, size) }
+	}
+	return nil
 }

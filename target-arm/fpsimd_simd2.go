@@ -402,8 +402,11 @@ func decodeTwoMisc(insn uint32, scalar bool) func(*State) {
 		return vecUn(d, n, elems, size, func(a uint64, _ *State) uint64 { return boolMask(sext(a, size) > 0) })
 	case 0b01000_1:
 		return vecUn(d, n, elems, size, func(a uint64, _ *State) uint64 { return boolMask(sext(a, size) >= 0) })
-	case 0b01001_0:
-		return vecUn(d, n, elems, size, func(a uint64, _ *State) uint64 { return boolMask(a == 0) })
+	case 0b01001_0: // CMEQ #0
+		if scalar {
+			return func(s *State) { s.V[d] = [2]uint64{swarZeroLanes(s.V[n][0], 3), 0} }
+		}
+		return vec64Op(d, n, n, q, func(a, _ uint64) uint64 { return swarZeroLanes(a, size) })
 	case 0b01001_1:
 		return vecUn(d, n, elems, size, func(a uint64, _ *State) uint64 { return boolMask(sext(a, size) <= 0) })
 	case 0b01010_0:

@@ -1,0 +1,198 @@
+// Command bench compares gemu-img with qemu-img on the conversions people run most,
+// on a 2 GiB raw image holding 768 MiB of mixed data (compressible text and random
+// bytes) with holes between. Runs alternate between the two tools; medians, ratios
+// and gemu-img's peak RSS are printed. It is run by `make bench-img`, not by tests.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	gemu := flag.String("gemu", "bin/gemu-img", "gemu-img binary")
+	qemu := flag.String("qemu", "qemu-img", "qemu-img binary")
+	runs := flag.Int("runs", 3, "runs per tool and case")
+	dir := flag.String("dir", "", "work folder (default: a new temporary one)")
+	only := flag.String("only", "", "run only cases whose name contains this")
+	flag.Parse()
+	if err := run(*gemu, *qemu, *runs, *dir, *only); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+const (
+	imageSize = 2 << 30
+	extent    = 4 << 20
+)
+
+// makeSource writes the 2 GiB sparse raw: of every 8 extents of 4 MiB, 3 hold data
+// (768 MiB in all), each extent alternating 64 KiB of text and 64 KiB of random bytes.
+func makeSource(p string) error {
+	f, err := os.Create(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Truncate(imageSize); err != nil {
+		return err
+	}
+	r := rand.New(rand.NewSource(1))
+	line := "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor %08d\n"
+	buf := make([]byte, extent)
+	n := 0
+	for i := 0; i < imageSize/extent; i++ {
+		if m := i % 8; m != 0 && m != 3 && m != 5 {
+			continue
+		}
+		for o := 0; o < extent; o += 128 << 10 {
+			var sb strings.Builder
+			for sb.Len() < 64<<10 {
+				fmt.Fprintf(&sb, line, n)
+				n++
+			}
+			copy(buf[o:o+64<<10], sb.String())
+			r.Read(buf[o+64<<10 : o+128<<10])
+		}
+		if _, err := f.WriteAt(buf, int64(i)*extent); err != nil {
+			return err
+		}
+	}
+	return f.Sync()
+}
+
+type tcase struct {
+	name string
+	in   string   // input file (made before timing)
+	gemu []string // arguments after "convert"
+	qemu [][]string
+	out  string
+}
+
+func run(gemu, qemu string, runs int, dir, only string) error {
+	if dir == "" {
+		d, err := os.MkdirTemp("", "gemu-bench-img")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	if _, err := exec.LookPath(qemu); err != nil {
+		return fmt.Errorf("qemu-img not found: %v", err)
+	}
+	src := filepath.Join(dir, "src.raw")
+	fmt.Printf("building %s (2 GiB, 768 MiB data)...\n", src)
+	if err := makeSource(src); err != nil {
+		return err
+	}
+	// Inputs for the reading cases, made by qemu-img so both tools read the same file.
+	inputs := map[string][]string{
+		"in.qcow2":      {"convert", "-f", "raw", "-O", "qcow2", src},
+		"in-zlib.qcow2": {"convert", "-f", "raw", "-O", "qcow2", "-c", "-o", "compression_type=zlib", src},
+		"in-zstd.qcow2": {"convert", "-f", "raw", "-O", "qcow2", "-c", "-o", "compression_type=zstd", src},
+		"in.vmdk":       {"convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", src},
+	}
+	out := func(n string) string { return filepath.Join(dir, n) }
+	cases := []tcase{
+		{name: "raw->qcow2", gemu: []string{"-f", "raw", "-O", "qcow2", src}, out: "o.qcow2"},
+		{name: "qcow2->raw", in: "in.qcow2", gemu: []string{"-f", "qcow2", "-O", "raw", out("in.qcow2")}, out: "o.raw"},
+		{name: "raw->qcow2 -c zlib", gemu: []string{"-f", "raw", "-O", "qcow2", "-c", "-o", "compression_type=zlib", src}, out: "o.qcow2",
+			qemu: [][]string{nil, {"-W"}}},
+		{name: "raw->qcow2 -c zstd", gemu: []string{"-f", "raw", "-O", "qcow2", "-c", "-o", "compression_type=zstd", src}, out: "o.qcow2",
+			qemu: [][]string{nil, {"-W"}}},
+		{name: "zlib qcow2->raw", in: "in-zlib.qcow2", gemu: []string{"-f", "qcow2", "-O", "raw", out("in-zlib.qcow2")}, out: "o.raw"},
+		{name: "zstd qcow2->raw", in: "in-zstd.qcow2", gemu: []string{"-f", "qcow2", "-O", "raw", out("in-zstd.qcow2")}, out: "o.raw"},
+		{name: "raw->vmdk stream", gemu: []string{"-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", src}, out: "o.vmdk"},
+		{name: "vmdk->raw", in: "in.vmdk", gemu: []string{"-f", "vmdk", "-O", "raw", out("in.vmdk")}, out: "o.raw"},
+	}
+	made := map[string]bool{}
+	fmt.Printf("%-22s %12s %14s %8s %10s\n", "case", "gemu-img", "qemu-img", "speedup", "gemu RSS")
+	for _, c := range cases {
+		if only != "" && !strings.Contains(c.name, only) {
+			continue
+		}
+		if c.in != "" && !made[c.in] {
+			args := append(append([]string{}, inputs[c.in]...), out(c.in))
+			if _, _, err := timeRun(qemu, args); err != nil {
+				return fmt.Errorf("making %s: %v", c.in, err)
+			}
+			made[c.in] = true
+		}
+		variants := c.qemu
+		if variants == nil {
+			variants = [][]string{nil}
+		}
+		var gt []time.Duration
+		var rss int64
+		qt := make([][]time.Duration, len(variants))
+		for i := 0; i < runs; i++ {
+			os.Remove(out(c.out))
+			d, r, err := timeRun(gemu, append(append([]string{"convert"}, c.gemu...), out(c.out)))
+			if err != nil {
+				// Report and go on: one unsupported case should not hide the others.
+				fmt.Printf("%-32s gemu-img failed: %.200s\n", c.name, strings.TrimSpace(err.Error()))
+				gt = nil
+				break
+			}
+			gt = append(gt, d)
+			rss = max(rss, r)
+			for v, extra := range variants {
+				os.Remove(out(c.out))
+				args := append(append(append([]string{"convert"}, extra...), c.gemu...), out(c.out))
+				d, _, err := timeRun(qemu, args)
+				if err != nil {
+					return fmt.Errorf("%s: qemu-img: %v", c.name, err)
+				}
+				qt[v] = append(qt[v], d)
+			}
+		}
+		os.Remove(out(c.out))
+		if gt == nil {
+			continue
+		}
+		g := median(gt)
+		for v, extra := range variants {
+			q := median(qt[v])
+			name := c.name
+			if len(extra) > 0 {
+				name += " (qemu " + strings.Join(extra, " ") + ")"
+			}
+			fmt.Printf("%-32s %8.2fs %8.2fs %7.2fx %7d MiB\n", name, g.Seconds(), q.Seconds(), q.Seconds()/g.Seconds(), rss/1024)
+		}
+	}
+	return nil
+}
+
+// timeRun runs a command and returns its wall time and peak RSS (KiB).
+func timeRun(bin string, args []string) (time.Duration, int64, error) {
+	cmd := exec.Command(bin, args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	t0 := time.Now()
+	err := cmd.Run()
+	d := time.Since(t0)
+	if err != nil {
+		return 0, 0, fmt.Errorf("%s %s: %v: %s", bin, strings.Join(args, " "), err, stderr.String())
+	}
+	var rss int64
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		rss = ru.Maxrss
+	}
+	return d, rss, nil
+}
+
+func median(d []time.Duration) time.Duration {
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
+}

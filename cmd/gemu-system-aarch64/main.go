@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,6 +47,7 @@ const usage = `usage: gemu-system-aarch64 [options]
   -h, -help              this help
   -version               version
 On the stdio console, Ctrl-A x quits and Ctrl-A h lists the escapes.
+GEMU_CPUPROFILE=FILE in the environment writes a Go CPU profile of the run.
 `
 
 type options struct {
@@ -58,7 +60,14 @@ type options struct {
 }
 
 func main() {
+	// GEMU_CPUPROFILE=FILE writes a Go CPU profile of the whole run (for go tool pprof).
+	if p := os.Getenv("GEMU_CPUPROFILE"); p != "" {
+		if f, err := os.Create(p); err == nil {
+			pprof.StartCPUProfile(f)
+		}
+	}
 	code, err := run(os.Args[1:])
+	pprof.StopCPUProfile()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", prog, err)
 	}

@@ -98,7 +98,7 @@ func boot(t *testing.T, gic string, smp int, extra ...string) (*exec.Cmd, *conso
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	t.Cleanup(cancel)
 	args := []string{"-M", "virt,gic-version=" + gic, "-cpu", "cortex-a57", "-m", "512", "-smp", fmt.Sprint(smp),
-		"-kernel", assets.Kernel("arm64"), "-initrd", assets.Initrd("arm64"), "-nographic", "-no-reboot"}
+		"-kernel", assets.Kernel("arm64"), "-initrd", assets.Initrd("arm64"), "-nographic"}
 	cmd := exec.CommandContext(ctx, binary(t), append(args, extra...)...)
 	in, err := cmd.StdinPipe()
 	if err != nil {
@@ -123,7 +123,7 @@ func TestBootSMP2(t *testing.T) {
 	for _, gic := range []string{"2", "3"} {
 		t.Run("gic-version="+gic, func(t *testing.T) {
 			script := "cat /sys/devices/system/cpu/online\ngrep -c ^processor /proc/cpuinfo\n"
-			cmd, con, in := boot(t, gic, 2, "-append", "console=ttyAMA0 "+assets.CmdArg(script))
+			cmd, con, in := boot(t, gic, 2, "-no-reboot", "-append", "console=ttyAMA0 "+assets.CmdArg(script))
 			in.Close()
 			marker := con.waitFor(assets.Marker)
 			online := con.waitFor("0-1")
@@ -148,7 +148,7 @@ func TestBootSMP2(t *testing.T) {
 // TestInteractiveShell types into the busybox shell on the PL011 console.
 func TestInteractiveShell(t *testing.T) {
 	needAssets(t)
-	cmd, con, in := boot(t, "3", 1, "-append", "console=ttyAMA0 quiet")
+	cmd, con, in := boot(t, "3", 1, "-no-reboot", "-append", "console=ttyAMA0 quiet")
 	if con.waitFor("busybox shell") == "" {
 		t.Fatalf("no shell prompt; console:\n%s", con)
 	}
@@ -161,4 +161,29 @@ func TestInteractiveShell(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("exit after poweroff: %v", err)
 	}
+}
+
+// TestReboot: a guest reset (PSCI SYSTEM_RESET) boots the board again, or ends the
+// emulator with status 0 under -no-reboot, as QEMU does.
+func TestReboot(t *testing.T) {
+	needAssets(t)
+	app := "console=ttyAMA0 quiet " + assets.CmdArg("reboot -f\n")
+	cmd, con, in := boot(t, "2", 1, "-no-reboot", "-append", app)
+	in.Close()
+	if con.waitFor(assets.Marker) == "" {
+		t.Fatalf("no marker; console:\n%s", con)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("-no-reboot: exit after guest reset: %v", err)
+	}
+
+	cmd, con, in = boot(t, "2", 1, "-append", app)
+	defer in.Close()
+	for i := range 2 {
+		if con.waitFor(assets.Marker) == "" {
+			t.Fatalf("boot %d: no marker; console:\n%s", i+1, con)
+		}
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
 }

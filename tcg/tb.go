@@ -47,9 +47,6 @@ type Cache[Op any] struct {
 	m     map[Key]*TB[Op]
 	pages map[uint64][]*TB[Op] // physical page → blocks translated from it
 	Code  *CodePages
-	// Gen increases every time blocks are invalidated, so vCPUs can tell that their
-	// jump caches may hold dead blocks (they also check Valid on every hit).
-	Gen atomic.Uint64
 }
 
 // NewCache returns an empty cache for a guest whose RAM is ram.
@@ -100,7 +97,6 @@ func (c *Cache[Op]) InvalidatePage(phys uint64) bool {
 		delete(c.m, tb.Key)
 	}
 	delete(c.pages, page)
-	c.Gen.Add(1)
 	return true
 }
 
@@ -133,9 +129,6 @@ func (c *Cache[Op]) InvalidateRange(phys, n uint64) bool {
 	} else {
 		c.pages[page] = kept
 	}
-	if dropped {
-		c.Gen.Add(1)
-	}
 	return dropped
 }
 
@@ -151,7 +144,6 @@ func (c *Cache[Op]) InvalidateAll() {
 	}
 	c.m = make(map[Key]*TB[Op])
 	c.pages = make(map[uint64][]*TB[Op])
-	c.Gen.Add(1)
 }
 
 // Len returns the number of cached TBs.

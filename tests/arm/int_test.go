@@ -308,3 +308,39 @@ func TestSIMDLoadStore(t *testing.T) {
 	ldr q0, [x19, x22, lsl #4]
 `)
 }
+
+// TestSelfModifyingCode patches an instruction that has already been translated and
+// runs it again, with the cache maintenance Linux uses; code and data share pages
+// (-N), so ordinary stores also exercise the code-page write path.
+func TestSelfModifyingCode(t *testing.T) {
+	Check(t, `
+	bl 5f
+	mov x4, x2
+	adr x0, 5f
+	ldr w1, =0xd2800542
+	str w1, [x0]
+	dc cvau, x0
+	dsb ish
+	ic ivau, x0
+	dsb ish
+	isb
+	bl 5f
+	mov x5, x2
+	adr x0, 4f
+	mov x6, #0
+3:	ldr w1, [x0]
+	add w1, w1, #0x400 // imm12 += 1
+	str w1, [x0]
+	ic ivau, x0
+	isb
+4:	add x6, x6, #0
+	cmp x6, #5
+	b.lt 3b
+	mov x30, #0
+	b 6f
+	.ltorg
+5:	mov x2, #7
+	ret
+6:
+`, "-Wl,-N")
+}

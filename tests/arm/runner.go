@@ -141,7 +141,7 @@ stack_top:
 
 // Build assembles and links the program for body into dir and returns the executable's
 // path. It skips the test when the cross toolchain is missing.
-func Build(t testing.TB, dir, body string) string {
+func Build(t testing.TB, dir, body string, ldflags ...string) string {
 	t.Helper()
 	gcc, err := exec.LookPath("aarch64-linux-gnu-gcc")
 	if err != nil {
@@ -152,7 +152,8 @@ func Build(t testing.TB, dir, body string) string {
 	if err := os.WriteFile(src, []byte(Program(body)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(gcc, "-static", "-nostdlib", "-no-pie", "-march=armv8-a+crc+crypto", "-o", bin, src).CombinedOutput()
+	args := append([]string{"-static", "-nostdlib", "-no-pie", "-march=armv8-a+crc+crypto", "-o", bin, src}, ldflags...)
+	out, err := exec.Command(gcc, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("assembling snippet: %v\n%s", err, out)
 	}
@@ -339,10 +340,11 @@ func Parse(out []byte) (*Result, error) {
 	return r, nil
 }
 
-// RunBoth builds the snippet and runs it under gemu and qemu-aarch64.
-func RunBoth(t testing.TB, body string) (gemu, qemu *Result) {
+// RunBoth builds the snippet (ldflags are extra linker arguments, such as "-Wl,-N" for
+// writable code) and runs it under gemu and qemu-aarch64.
+func RunBoth(t testing.TB, body string, ldflags ...string) (gemu, qemu *Result) {
 	t.Helper()
-	bin := Build(t, t.TempDir(), body)
+	bin := Build(t, t.TempDir(), body, ldflags...)
 	q, err := Parse(RunQEMU(t, bin))
 	if err != nil {
 		t.Fatalf("qemu output: %v", err)
@@ -391,9 +393,9 @@ func Diff(g, q *Result) []string {
 }
 
 // Check runs the snippet under both engines and fails the test on any difference.
-func Check(t testing.TB, body string) {
+func Check(t testing.TB, body string, ldflags ...string) {
 	t.Helper()
-	g, q := RunBoth(t, body)
+	g, q := RunBoth(t, body, ldflags...)
 	if d := Diff(g, q); len(d) > 0 {
 		t.Errorf("gemu and qemu-aarch64 disagree:\n  %s\nsnippet:\n%s", strings.Join(d, "\n  "), body)
 	}

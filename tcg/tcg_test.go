@@ -1,0 +1,167 @@
+package tcg
+
+import (
+	"testing"
+	"unsafe"
+
+	"gemu/hw/memory"
+)
+
+func newRAM(t *testing.T) *memory.RAM {
+	t.Helper()
+	ram := memory.New()
+	if _, err := ram.Add("ram", 0x40000000, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ram.Close() })
+	return ram
+}
+
+func TestCacheInsertLookup(t *testing.T) {
+	c := NewCache[int](newRAM(t))
+	k := Key{PC: 0xffff000000001000, Phys: 0x40001000, Flags: 1}
+	if c.Lookup(k) != nil {
+		t.Fatal("empty cache returned a block")
+	}
+	tb := c.Insert(k, []int{1, 2, 3}, k.PC+12)
+	if got := c.Lookup(k); got != tb {
+		t.Fatalf("Lookup = %p, want %p", got, tb)
+	}
+	if again := c.Insert(k, []int{9}, k.PC+4); again != tb {
+		t.Fatal("second Insert for the same key did not return the first block")
+	}
+	k2 := k
+	k2.Flags = 0
+	if c.Lookup(k2) != nil {
+		t.Fatal("lookup with other mode flags hit")
+	}
+	if !c.Code.IsCode(0x40001abc) || c.Code.IsCode(0x40002000) {
+		t.Fatal("code flag not set exactly on the block's page")
+	}
+	if c.Code.Flag(0x1000) != nil {
+		t.Fatal("code flag for non-RAM address")
+	}
+}
+
+func TestInvalidatePage(t *testing.T) {
+	c := NewCache[int](newRAM(t))
+	a := c.Insert(Key{PC: 0x1000, Phys: 0x40001000}, []int{0}, 0x1004)
+	b := c.Insert(Key{PC: 0x1800, Phys: 0x40001800}, []int{0}, 0x1804)
+	o := c.Insert(Key{PC: 0x2000, Phys: 0x40002000}, []int{0}, 0x2004)
+	if !c.InvalidatePage(0x40001ffc) {
+		t.Fatal("InvalidatePage reported nothing dropped")
+	}
+	if a.Valid() || b.Valid() || !o.Valid() {
+		t.Fatalf("valid after page invalidation: a=%v b=%v other=%v", a.Valid(), b.Valid(), o.Valid())
+	}
+	if c.Lookup(a.Key) != nil || c.Code.IsCode(0x40001000) || !c.Code.IsCode(0x40002000) {
+		t.Fatal("invalidated page still cached or flagged")
+	}
+	if c.InvalidatePage(0x40001000) {
+		t.Fatal("second invalidation of an empty page reported a drop")
+	}
+}
+
+func TestInvalidateRange(t *testing.T) {
+	c := NewCache[int](newRAM(t))
+	a := c.Insert(Key{PC: 0x1000, Phys: 0x40001000}, []int{0, 0, 0, 0}, 0x1010) // [0x000,0x010)
+	b := c.Insert(Key{PC: 0x1100, Phys: 0x40001100}, []int{0, 0}, 0x1108)       // [0x100,0x108)
+	// A store just past a and before b drops neither.
+	if c.InvalidateRange(0x40001010, 8) || !a.Valid() || !b.Valid() {
+		t.Fatal("store outside every block invalidated something")
+	}
+	// A store overlapping b's last bytes drops b only; the page stays a code page.
+	if !c.InvalidateRange(0x40001104, 8) || !a.Valid() || b.Valid() {
+		t.Fatalf("after overlapping store: a=%v b=%v", a.Valid(), b.Valid())
+	}
+	if !c.Code.IsCode(0x40001000) {
+		t.Fatal("page with a live block lost its code flag")
+	}
+	if !c.InvalidateRange(0x4000100c, 1) || a.Valid() || c.Code.IsCode(0x40001000) {
+		t.Fatal("last block not dropped or code flag not cleared")
+	}
+	if c.Len() != 0 {
+		t.Fatalf("Len = %d after dropping everything", c.Len())
+	}
+}
+
+func TestInvalidateAll(t *testing.T) {
+	c := NewCache[int](newRAM(t))
+	a := c.Insert(Key{PC: 0x1000, Phys: 0x40001000}, []int{0}, 0x1004)
+	c.InvalidateAll()
+	if a.Valid() || c.Len() != 0 || c.Code.IsCode(0x40001000) {
+		t.Fatal("InvalidateAll left state behind")
+	}
+}
+
+func TestJumpCache(t *testing.T) {
+	c := NewCache[int](newRAM(t))
+	var j JumpCache[int]
+	tb := c.Insert(Key{PC: 0x1000, Phys: 0x40001000, Flags: 3}, []int{0}, 0x1004)
+	j.Set(tb)
+	if j.Lookup(0x1000, 3) != tb {
+		t.Fatal("jump cache miss after Set")
+	}
+	if j.Lookup(0x1000, 1) != nil {
+		t.Fatal("jump cache hit with other flags")
+	}
+	if j.Lookup(0x1000+4<<JumpCacheBits, 3) != nil {
+		t.Fatal("jump cache hit for an aliasing PC")
+	}
+	c.InvalidatePage(0x40001000)
+	if j.Lookup(0x1000, 3) != nil {
+		t.Fatal("jump cache returned an invalidated block")
+	}
+	j.Set(tb)
+	j.Flush()
+	if j.Lookup(0x1000, 3) != nil {
+		t.Fatal("hit after Flush")
+	}
+}
+
+func TestTLB(t *testing.T) {
+	var tlb TLB
+	tlb.Flush()
+	page := make([]byte, PageSize)
+	host := unsafe.Pointer(&page[0])
+	var code uint32
+	va := uint64(0xffff800012345000)
+	if e := tlb.Entry(va); e.Read == Tag(va, 8) {
+		t.Fatal("flushed TLB hit")
+	}
+	tlb.Fill(va+0x10, 0x40345000, host, &code, true, false, true, 7)
+	e := tlb.Entry(va + 0x800)
+	if e.Read != Tag(va+0x800, 8) || e.Exec != Tag(va+0x800, 4) {
+		t.Fatal("aligned read/exec access missed")
+	}
+	if e.Write == Tag(va+0x800, 8) {
+		t.Fatal("write hit on a read-only page")
+	}
+	if e.Read == Tag(va+0x801, 2) || e.Read == Tag(va+0x804, 8) {
+		t.Fatal("misaligned access hit the fast path")
+	}
+	if e.Read != Tag(va+0x801, 1) {
+		t.Fatal("byte access missed")
+	}
+	if e.Phys != 0x40345000 || e.Host != host || e.Code != &code || e.Attr != 7 {
+		t.Fatal("entry fields not filled")
+	}
+	if tlb.Entry(va+PageSize<<TLBBits) != e {
+		t.Fatal("aliasing page does not share the slot")
+	}
+	if e.Read == Tag(va+PageSize<<TLBBits, 8) {
+		t.Fatal("aliasing page hit")
+	}
+	tlb.FlushPage(va + PageSize<<TLBBits) // another page in the same slot: no effect
+	if e.Read != Tag(va, 8) {
+		t.Fatal("FlushPage of another page dropped the entry")
+	}
+	tlb.FlushPage(va + 0xfff)
+	if e.Read == Tag(va, 8) || e.Exec == Tag(va, 4) {
+		t.Fatal("FlushPage kept the entry")
+	}
+	tlb.Fill(va, 0x9000000, nil, nil, true, true, true, 0)
+	if e.Read == Tag(va, 1) || e.Write == Tag(va, 1) {
+		t.Fatal("MMIO page (no host memory) got a fast-path tag")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 
 	"gemu/block"
@@ -100,15 +101,18 @@ func openFile(f *os.File, filename string, opts block.OpenOptions) (*Image, erro
 		return nil, err
 	}
 	fileSize := st.Size()
-	buf := make([]byte, min(int64(1)<<maxClusterBits, fileSize))
-	if _, err := f.ReadAt(buf, 0); err != nil && err != io.EOF {
+	// Read the first cluster (the header and its extensions live there).
+	var hb [24]byte
+	if _, err := f.ReadAt(hb[:], 0); err != nil && err != io.EOF {
 		return nil, err
 	}
-	if len(buf) >= 24 && be.Uint32(buf) == magic {
-		cb := be.Uint32(buf[20:])
-		if cb >= minClusterBits && cb <= maxClusterBits && int64(1)<<cb < int64(len(buf)) {
-			buf = buf[:int64(1)<<cb]
-		}
+	want := int64(1) << maxClusterBits
+	if cb := be.Uint32(hb[20:]); cb >= minClusterBits && cb <= maxClusterBits {
+		want = int64(1) << cb
+	}
+	buf := make([]byte, min(want, fileSize))
+	if _, err := f.ReadAt(buf, 0); err != nil && err != io.EOF {
+		return nil, err
 	}
 	h, err := parseHeader(buf, fileSize)
 	if err != nil {
@@ -225,6 +229,9 @@ func (img *Image) openBacking(opts block.OpenOptions) error {
 	}
 	d, err := block.Open(p, block.OpenOptions{ReadOnly: true, Format: fmtName, Depth: opts.Depth + 1})
 	if err != nil {
+		if strings.HasPrefix(err.Error(), "Could not open backing file: ") {
+			return err // already said by a deeper layer
+		}
 		return fmt.Errorf("Could not open backing file: %v", err)
 	}
 	img.backing = d

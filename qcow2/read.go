@@ -43,6 +43,9 @@ func (img *Image) l2Entry(ci int64) (entry, bitmap uint64, err error) {
 	if l2off&(img.clusterSize-1) != 0 {
 		return 0, 0, fmt.Errorf("qcow2: L2 table offset 0x%x unaligned (L1 index %d)", l2off, l1i)
 	}
+	if l2off >= img.fileSize {
+		return 0, 0, fmt.Errorf("qcow2: L2 table offset 0x%x past the end of the file (L1 index %d)", l2off, l1i)
+	}
 	t, err := img.l2.get(l2off, false)
 	if err != nil {
 		return 0, 0, err
@@ -80,6 +83,9 @@ func (img *Image) classify(entry, bitmap uint64, off int64) (extent, error) {
 		case normal:
 			if host&(img.clusterSize-1) != 0 {
 				return ext, fmt.Errorf("qcow2: cluster allocation offset 0x%x unaligned (guest offset 0x%x)", host, off)
+			}
+			if !img.external && host >= img.fileSize {
+				return ext, fmt.Errorf("qcow2: cluster offset 0x%x past the end of the file (guest offset 0x%x)", host, off)
 			}
 			ext.kind, ext.host = kData, host+(off&(img.clusterSize-1))
 		default:
@@ -255,6 +261,9 @@ func (img *Image) decompress(desc uint64, dst []byte) error {
 	defer putBuf(src)
 	if csize > int64(len(src)) || csize <= 0 {
 		return errors.New("qcow2: compressed cluster descriptor out of range")
+	}
+	if coff >= img.fileSize {
+		return fmt.Errorf("qcow2: compressed cluster offset 0x%x past the end of the file", coff)
 	}
 	src = src[:csize]
 	if err := readFull(img.f, src, coff); err != nil {

@@ -5,8 +5,10 @@ package arm
 // decodeFPSIMD turns one instruction word into a closure over its decoded
 // fields; the closure only reads and writes State.X, V, FPCR, FPSR and NZCV.
 // SIMD&FP loads and stores are not here (they belong to the load/store
-// decoder). Crypto, FP16 arithmetic (ARMv8.2), SQRDMLAH (ARMv8.1) and the
-// saturating doubling multiplies are not implemented and decode as nil.
+// decoder). The Cryptographic Extension is included (fpsimd_crypto.go); FP16
+// arithmetic (ARMv8.2), SQRDMLAH (ARMv8.1) and other post-v8.0 additions decode
+// as nil. FPCR.AHP (alternative half-precision format) is not implemented:
+// half-precision conversions always use the IEEE format.
 
 import "math"
 
@@ -17,6 +19,14 @@ import "math"
 func decodeFPSIMD(insn uint32) func(s *State) {
 	op := insn >> 24 & 0x1f
 	switch {
+	case insn&0xfffe0c00 == 0x4e280800:
+		return decodeAES(insn)
+	case insn&0xffe08c00 == 0x5e000000:
+		return decodeSHA3(insn)
+	case insn&0xfffe0c00 == 0x5e280800:
+		return decodeSHA2(insn)
+	case insn&0xbfe0fc00 == 0x0ee0e000:
+		return decodePMULL64(insn)
 	case insn>>30&1 == 0 && op == 0x1e:
 		return decodeFPScalar(insn)
 	case insn>>30&1 == 0 && op == 0x1f:

@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
 	"gemu/block"
 )
 
@@ -35,14 +33,14 @@ func parseCreate(opts block.CreateOptions) (createParams, error) {
 			case "monolithicSparse", "monolithicFlat", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat", "streamOptimized":
 				p.subformat = v
 			default:
-				return p, fmt.Errorf("Unknown subformat: %s", v)
+				return p, fmt.Errorf("invalid parameter value: %s", v)
 			}
 		case "adapter_type":
 			switch v {
 			case "ide", "buslogic", "lsilogic", "legacyESX":
 				p.adapter = v
 			default:
-				return p, fmt.Errorf("Unknown adapter type: '%s'", v)
+				return p, fmt.Errorf("invalid parameter value: %s", v)
 			}
 		case "hwversion":
 			if v != "undefined" {
@@ -74,18 +72,11 @@ func parseCreate(opts block.CreateOptions) (createParams, error) {
 	if compat6 {
 		p.hw = "6"
 	}
-	flat := strings.HasSuffix(p.subformat, "Flat")
+	// qemu-img 7.2 accepts these modes for vmdk and leaves every extent sparse.
 	switch p.prealloc {
-	case "off", "":
-	case "falloc", "full":
-		if !flat {
-			return p, fmt.Errorf("vmdk: preallocation=%s is supported for flat subformats only", p.prealloc)
-		}
+	case "off", "", "falloc", "full":
 	default:
-		return p, fmt.Errorf("Invalid preallocation mode: '%s'", p.prealloc)
-	}
-	if p.adapter == "legacyESX" && !flat {
-		return p, fmt.Errorf("vmdk: adapter type legacyESX requires a flat subformat")
+		return p, fmt.Errorf("Unsupported preallocation mode: %s", p.prealloc)
 	}
 	return p, nil
 }
@@ -119,7 +110,7 @@ func (vmdkFormat) Create(filename string, opts block.CreateOptions) error {
 	case "monolithicFlat":
 		name := stem + "-flat" + ext
 		lines = []extentLine{{Sectors: sectors, Kind: kindFlat, Type: "FLAT", Name: name}}
-		if err := writeFlatFile(filepath.Join(dir, name), size, p.prealloc); err != nil {
+		if err := writeFlatFile(filepath.Join(dir, name), size); err != nil {
 			return err
 		}
 	default: // twoGbMaxExtent*
@@ -129,7 +120,7 @@ func (vmdkFormat) Create(filename string, opts block.CreateOptions) error {
 			var l extentLine
 			if flat {
 				l = extentLine{Sectors: n / sectorSize, Kind: kindFlat, Type: "FLAT", Name: fmt.Sprintf("%s-f%03d%s", stem, i, ext)}
-				err = writeFlatFile(filepath.Join(dir, l.Name), n, p.prealloc)
+				err = writeFlatFile(filepath.Join(dir, l.Name), n)
 			} else {
 				l = extentLine{Sectors: n / sectorSize, Kind: kindSparse, Type: "SPARSE", Name: fmt.Sprintf("%s-s%03d%s", stem, i, ext)}
 				err = writeSparseFile(filepath.Join(dir, l.Name), n/sectorSize, false, p.zeroed, "")
@@ -147,26 +138,12 @@ func (vmdkFormat) Create(filename string, opts block.CreateOptions) error {
 	return os.WriteFile(filename, []byte(desc), 0o644)
 }
 
-func writeFlatFile(path string, size int64, prealloc string) error {
+func writeFlatFile(path string, size int64) error {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return fmt.Errorf("Could not create '%s': %v", path, unwrapPathErr(err))
 	}
 	defer f.Close()
-	switch prealloc {
-	case "falloc":
-		if err := unix.Fallocate(int(f.Fd()), 0, 0, size); err != nil {
-			return fmt.Errorf("vmdk: preallocating '%s': %v", path, err)
-		}
-	case "full":
-		for off := int64(0); off < size; {
-			n := min(size-off, int64(len(zeroGrainBuf)))
-			if _, err := f.WriteAt(zeroGrainBuf[:n], off); err != nil {
-				return err
-			}
-			off += n
-		}
-	}
 	if err := f.Truncate(size); err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 
@@ -373,5 +374,27 @@ func TestConvertCompressedToSparse(t *testing.T) {
 	run(t, "qemu-img", "check", "s.vmdk")
 	if err := d.Resize(size*2, block.ResizeOptions{}); !errors.Is(err, block.ErrUnsupported) {
 		t.Errorf("Resize: %v, want ErrUnsupported", err)
+	}
+}
+
+// TestCreateErrorsMatchQemu: bad -o values fail with qemu-img's message.
+func TestCreateErrorsMatchQemu(t *testing.T) {
+	needQemu(t)
+	chdirTemp(t)
+	for _, o := range []string{"adapter_type=foo", "subformat=foo", "compat6=on,hwversion=7", "zeroed_grain=maybe", "bogus=1", "preallocation=metadata"} {
+		out, err := exec.Command("qemu-img", "create", "-q", "-f", "vmdk", "-o", o, "x.vmdk", "1M").CombinedOutput()
+		if err == nil {
+			t.Fatalf("qemu-img accepted %s", o)
+		}
+		opts := map[string]string{}
+		for _, kv := range strings.Split(o, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			opts[k] = v
+		}
+		cerr := vmdkFormatT(t).Create("y.vmdk", block.CreateOptions{Size: 1 << 20, Options: opts})
+		want := strings.TrimSpace(string(out))
+		if cerr == nil || !strings.HasSuffix(want, cerr.Error()) {
+			t.Errorf("%s: qemu-img says %q, we say %v", o, want, cerr)
+		}
 	}
 }

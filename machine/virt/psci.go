@@ -62,6 +62,7 @@ func (m *Machine) hvc(c *arm.CPU) {
 		case t == nil:
 			r = ret(psciInvalidParams)
 		case t.Start(arg(2), arg(3)):
+			m.launch(int(arg(1)))
 			r = psciSuccess
 		case t.PoweredOn():
 			r = ret(psciAlreadyOn)

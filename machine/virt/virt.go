@@ -79,10 +79,13 @@ type Machine struct {
 
 	entry, dtbAddr uint64
 
-	mu   sync.Mutex
-	done chan struct{}
-	exit Exit
-	err  error
+	mu      sync.Mutex
+	done    chan struct{}
+	exit    Exit
+	err     error
+	stop    chan struct{}  // closed when Run ends, to stop the vCPU goroutines
+	wg      sync.WaitGroup // the vCPU goroutines
+	running map[int]bool   // vCPUs whose goroutine was started
 }
 
 // Validate checks a configuration's sizes without building anything.
@@ -282,24 +285,45 @@ func (m *Machine) Run() (Exit, error) {
 		m.ram.Close()
 		return exitNone, errors.New("no -kernel given: the virt board has no firmware to boot")
 	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for i, c := range m.cpus {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := c.Run(stop); err != nil {
-				m.finish(exitNone, fmt.Errorf("cpu %d: %w", i, err))
-			}
-		}()
-	}
+	m.mu.Lock()
+	m.stop, m.running = make(chan struct{}), map[int]bool{}
+	m.mu.Unlock()
+	m.launch(0)
 	<-m.done
-	close(stop)
-	wg.Wait()
+	m.mu.Lock()
+	close(m.stop)
+	m.mu.Unlock()
+	m.wg.Wait()
 	m.ram.Close()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.exit, m.err
+}
+
+// launch starts vCPU i's goroutine if it is not running yet. Only powered-on vCPUs get
+// one (the boot CPU at Run, the others at PSCI CPU_ON): an off vCPU needs no host thread.
+func (m *Machine) launch(i int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.stop == nil {
+		return // Run has not begun
+	}
+	select {
+	case <-m.stop:
+		return // Run is over
+	default:
+	}
+	if m.running[i] {
+		return
+	}
+	m.running[i] = true
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		if err := m.cpus[i].Run(m.stop); err != nil {
+			m.finish(exitNone, fmt.Errorf("cpu %d: %w", i, err))
+		}
+	}()
 }
 
 // emptyVirtio is a virtio-mmio transport with no device behind it (DeviceID 0), as

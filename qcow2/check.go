@@ -217,6 +217,7 @@ func (img *Image) checkLocked(mode block.RepairMode) (*block.CheckResult, error)
 		img.rc.freeHint = 0
 	}
 	res.ImageEndOffset = (highest + 1) * cs
+	img.lastCheck = c.ref
 	return res, nil
 }
 
@@ -409,13 +410,12 @@ func (img *Image) rebuildRefcounts(ref []uint64) error {
 	if err := img.sync(img.f); err != nil {
 		return err
 	}
-	var hb [12]byte
-	be.PutUint64(hb[:], uint64(toff))
-	be.PutUint32(hb[8:], uint32(tclusters))
-	if _, err := img.f.WriteAt(hb[:], 48); err != nil {
+	oldOff, oldClusters := img.hdr.refTableOffset, img.hdr.refTableClusters
+	img.hdr.refTableOffset, img.hdr.refTableClusters = uint64(toff), uint32(tclusters)
+	if err := img.writeHeader(); err != nil {
+		img.hdr.refTableOffset, img.hdr.refTableClusters = oldOff, oldClusters
 		return err
 	}
-	img.hdr.refTableOffset, img.hdr.refTableClusters = uint64(toff), uint32(tclusters)
 	img.extendFile(toff + tclusters*cs)
 	rc.table = table
 	rc.blocks = newTableCache(img, cs, rc.blocks.max)

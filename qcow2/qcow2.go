@@ -56,16 +56,17 @@ type Image struct {
 	snapshots []snapshot
 
 	// mu guards all metadata below; data I/O happens outside it.
-	mu       sync.Mutex
-	l1       []uint64
-	l1Dirty  bool
-	l2       *tableCache
-	rc       *refcounts
-	size     int64
-	closed   bool
-	metaPre  int   // 0 unknown, 1 metadata preallocated, 2 not
-	freeByte int64 // where the next compressed cluster may go (0: a new cluster)
-	dataSync bool
+	mu        sync.Mutex
+	l1        []uint64
+	l1Dirty   bool
+	l2        *tableCache
+	rc        *refcounts
+	size      int64
+	closed    bool
+	metaPre   int      // 0 unknown, 1 metadata preallocated, 2 not
+	lastCheck []uint64 // refcounts computed by the last check (amend reuses them)
+	freeByte  int64    // where the next compressed cluster may go (0: a new cluster)
+	dataSync  bool
 
 	// wmu serialises writers (allocation, COW).
 	wmu sync.Mutex

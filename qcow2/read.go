@@ -362,7 +362,7 @@ func (img *Image) metadataPrealloc() bool {
 		}
 		if r > 0 {
 			allocated++
-			if allocated > threshold {
+			if allocated >= threshold {
 				img.metaPre = 1
 				return true
 			}

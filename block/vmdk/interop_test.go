@@ -141,6 +141,9 @@ func TestWriteReadByQemu(t *testing.T) {
 			if stream {
 				checkStreamTail(t, img)
 			}
+			if o["subformat"] == "monolithicSparse" {
+				checkRedundant(t, img)
+			}
 		})
 	}
 }

@@ -32,7 +32,8 @@ type sparseExtent struct {
 	zeroGrain  bool
 	stream     bool // gd_offset was GD_AT_END: the real header is the footer
 
-	mu       sync.RWMutex // guards gd, rgd, gts, gtsBytes, end
+	mu       sync.RWMutex // guards gd, rgd, gts, gtsBytes, end, size, gen
+	gen      uint64       // bumped on every grain-table update
 	allocMu  sync.Mutex   // serialises allocations
 	gd, rgd  []uint32
 	gts      map[uint32][]uint32
@@ -147,6 +148,7 @@ func (s *sparseExtent) gt(gdi uint32) ([]uint32, error) {
 	if !ok && int(gdi) < len(s.gd) {
 		sector = s.gd[gdi]
 	}
+	gen := s.gen
 	s.mu.RUnlock()
 	if ok || sector == 0 {
 		return t, nil
@@ -158,7 +160,8 @@ func (s *sparseExtent) gt(gdi uint32) ([]uint32, error) {
 	s.mu.Lock()
 	if old, ok := s.gts[gdi]; ok {
 		t = old
-	} else {
+	} else if s.gen == gen {
+		// Cache only if no entry changed while we read: else the copy may be stale.
 		if s.gtsBytes+len(t)*4 > gtCacheBudget {
 			s.gts, s.gtsBytes = map[uint32][]uint32{}, 0
 		}

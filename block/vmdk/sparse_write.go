@@ -86,33 +86,30 @@ func (s *sparseExtent) setGTE(gi int64, v uint32) error {
 	per := int64(s.h.NumGTEsPerGT)
 	gdi := uint32(gi / per)
 	idx := gi % per
-	t, err := s.gt(gdi)
-	if err != nil {
-		return err
-	}
 	var b [4]byte
 	binary.LittleEndian.PutUint32(b[:], v)
-	if t != nil {
-		s.mu.Lock()
-		t[idx] = v
-		gtOff := int64(s.gd[gdi])*sectorSize + idx*4
-		var rgtOff int64 = -1
-		if s.rgd != nil && s.rgd[gdi] != 0 {
-			rgtOff = int64(s.rgd[gdi])*sectorSize + idx*4
+	s.mu.Lock()
+	if s.gd[gdi] != 0 {
+		// The table entry (and its redundant copy) is written under mu so a grain
+		// table being loaded concurrently is either read after it or not cached.
+		defer s.mu.Unlock()
+		if t, ok := s.gts[gdi]; ok {
+			t[idx] = v
 		}
-		s.mu.Unlock()
-		if _, err := s.f.WriteAt(b[:], gtOff); err != nil {
+		s.gen++
+		if _, err := s.f.WriteAt(b[:], int64(s.gd[gdi])*sectorSize+idx*4); err != nil {
 			return err
 		}
-		if rgtOff >= 0 {
-			if _, err := s.f.WriteAt(b[:], rgtOff); err != nil {
+		if s.rgd != nil && s.rgd[gdi] != 0 {
+			if _, err := s.f.WriteAt(b[:], int64(s.rgd[gdi])*sectorSize+idx*4); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
+	s.mu.Unlock()
 	// No grain table yet: write fresh tables, then the directory entries.
-	t = make([]uint32, per)
+	t := make([]uint32, per)
 	t[idx] = v
 	raw := make([]byte, s.gtBytes)
 	for i, x := range t {
@@ -153,6 +150,7 @@ func (s *sparseExtent) setGTE(gi int64, v uint32) error {
 	}
 	s.gts[gdi] = t
 	s.gtsBytes += len(t) * 4
+	s.gen++
 	s.mu.Unlock()
 	return nil
 }

@@ -81,9 +81,9 @@ func decodeDPImm(insn uint32, pc uint64) (op, bool) {
 			if rn == 31 && rd != 31 {
 				return func(c *CPU) bool { c.State.X[rd] = imm; return true }, false
 			}
-			return func(c *CPU) bool { c.wsp(rd, c.r(rn)|imm); return true }, false
+			return func(c *CPU) bool { c.wsp(rd, (c.r(rn)|imm)&mask); return true }, false
 		case 2:
-			return func(c *CPU) bool { c.wsp(rd, c.r(rn)^imm); return true }, false
+			return func(c *CPU) bool { c.wsp(rd, (c.r(rn)^imm)&mask); return true }, false
 		default:
 			return func(c *CPU) bool {
 				r := c.r(rn) & imm

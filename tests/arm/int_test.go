@@ -76,7 +76,7 @@ func TestShiftExtend(t *testing.T) {
 		"add x2, x0, x1, uxtx #3", "sub x2, x0, w1, sxtb #4", "sub x2, x0, w1, sxth",
 		"add x2, x0, w1, sxtw #1", "sub w2, w0, w1, sxtb #3", "lslv x2, x0, x1", "lsrv w2, w0, w1",
 		"asrv x2, x0, x1", "rorv w2, w0, w1", "eor x2, x0, #0x5555555555555555", "and w2, w0, #0x3c3c3c3c",
-		"orr x2, x0, #0xffff0000ffff0000", "mov x2, #-2", "movk x2, #0x1234, lsl #48", "movn w2, #0x1234, lsl #16",
+		"orr x2, x0, #0xffff0000ffff0000", "orr w2, w0, #0x00ff00ff", "eor w2, w1, #0x80000001", "mov x2, #-2", "movk x2, #0x1234, lsl #48", "movn w2, #0x1234, lsl #16",
 	}, values[:12])
 }
 
@@ -343,4 +343,41 @@ func TestSelfModifyingCode(t *testing.T) {
 	ret
 6:
 `, "-Wl,-N")
+}
+
+// TestSystemEL0 covers the system instructions a Linux process may execute.
+func TestSystemEL0(t *testing.T) {
+	Check(t, `
+	adrp x19, scratch
+	add x19, x19, :lo12:scratch
+	add x0, x19, #200
+	dc zva, x0
+	mrs x1, ctr_el0
+	mrs x2, dczid_el0
+	ldr x5, =0x1122334455667788
+	msr tpidr_el0, x5
+	mrs x4, tpidr_el0
+	mrs x6, cntfrq_el0
+	mov x7, #0x00c00000
+	msr fpcr, x7
+	mrs x8, fpcr
+	msr fpcr, xzr
+	mov x9, #0xf0000000
+	msr nzcv, x9
+	mrs x10, nzcv
+	nop
+	yield
+	dmb ish
+	dsb sy
+	isb
+	clrex
+	prfm pldl1keep, [x19]
+	dc cvau, x19
+	dc civac, x19
+	ic ivau, x19
+	mov x0, #0
+	b 1f
+	.ltorg
+1:
+`)
 }

@@ -246,6 +246,11 @@ func runGemu(bin string, timeout time.Duration) ([]byte, error) {
 		msrEnc(3, 0, 1, 0, 2, 1),  // msr cpacr_el1, x1
 		movz(1, vectorBase>>16, 1),
 		msrEnc(3, 0, 12, 0, 0, 1), // msr vbar_el1, x1
+		movz(1, 0x34d5, 1),        // SCTLR_EL1: RES1 bits, UCI, UCT, DZE; MMU off
+		0xf2800001 | 0xd800<<5,    // movk x1, #0xd800
+		msrEnc(3, 0, 1, 0, 0, 1),
+		movz(1, 2, 0),             // CNTKCTL_EL1.EL0VCTEN, as Linux sets it
+		msrEnc(3, 0, 14, 1, 0, 1), // msr cntkctl_el1, x1
 		movz(0, 0, 0),
 		movz(1, 0, 0),
 		insnERET,

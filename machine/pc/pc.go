@@ -1,0 +1,221 @@
+// Package pc owns the x86 PC board: its guest-physical memory map and e820 table, the
+// devices on its port-I/O bus (COM1 8250, i8042, CMOS RTC, PCI configuration
+// mechanism #1 with the host bridge, the ACPI PM block, reset and POST ports), the
+// ACPI tables in the BIOS area, and direct Linux boot of a bzImage (boot protocol
+// 2.06+) to the boot CPU's register state.
+//
+// Under KVM the PIC, PIT, IOAPIC and local APICs are the kernel's; the board only
+// describes them (MADT) and raises their GSIs. It must not know instruction semantics
+// or how the accelerator runs vCPUs.
+package pc
+
+import (
+	"fmt"
+
+	"gemu/accel"
+	"gemu/hw/acpi"
+	"gemu/hw/bus"
+	"gemu/hw/chardev"
+	"gemu/hw/i8042"
+	"gemu/hw/memory"
+	"gemu/hw/pci"
+	"gemu/hw/rtc"
+	"gemu/hw/serial"
+)
+
+// Port-I/O addresses and ISA interrupts of the board's devices.
+const (
+	COM1Port   = 0x3f8
+	COM1IRQ    = 4
+	KbdIRQ     = 1
+	SCIIRQ     = 9
+	RTCPort    = 0x70
+	PMBase     = 0x600
+	PCIConfig  = 0xcf8
+	postPort   = 0x80
+	dmaPage    = 0x87 // DMA page register Linux pokes as an I/O delay on old paths
+	ioDelay    = 0xed
+	portA      = 0x92 // system control port A: fast A20 and fast reset
+	rtcCentury = 0x32
+)
+
+// Config is what the board needs from the command line.
+type Config struct {
+	MemSize uint64
+	CPUs    int
+	Kernel  KernelImage
+	Initrd  KernelImage // nil for none
+	Cmdline string
+	Serial  chardev.Backend // COM1's host side; nil means null
+}
+
+// Machine is one PC guest bound to one accelerator VM.
+type Machine struct {
+	Layout Layout
+	RAM    *memory.RAM
+	MMIO   *bus.Bus
+	PIO    *bus.Bus
+	VM     accel.X86VM
+	Boot   *LinuxBoot
+	ACPI   *acpi.Tables
+	COM1   *serial.UART8250
+}
+
+// New builds the board on vm: RAM slots, ACPI tables, the kernel and its boot state,
+// and the devices. On error everything allocated is released (vm is not closed).
+func New(vm accel.X86VM, c Config) (*Machine, error) {
+	l, err := NewLayout(c.MemSize)
+	if err != nil {
+		return nil, err
+	}
+	if c.CPUs < 1 || c.CPUs > 255 {
+		return nil, fmt.Errorf("%d CPUs: the PC supports 1 to 255", c.CPUs)
+	}
+	m := &Machine{Layout: l, RAM: memory.New(), MMIO: bus.New(), PIO: bus.New(), VM: vm}
+	ok := false
+	defer func() {
+		if !ok {
+			m.RAM.Close()
+		}
+	}()
+	if _, err := m.RAM.Add("pc.ram.low", 0, l.LowSize); err != nil {
+		return nil, err
+	}
+	if l.HighSize > 0 {
+		if _, err := m.RAM.Add("pc.ram.high", HighRAMBase, l.HighSize); err != nil {
+			return nil, err
+		}
+	}
+	for _, s := range m.RAM.Slots() {
+		if err := vm.AddRAM(s); err != nil {
+			return nil, err
+		}
+	}
+
+	m.ACPI, err = acpi.Build(biosStart, acpi.Config{
+		CPUs: c.CPUs, LAPICAddr: LAPICBase, IOAPICAddr: IOAPICBase, SCI: SCIIRQ,
+		PM: acpi.PMPorts{Base: PMBase}, ResetPort: PCIConfig + 1, ResetValue: 0x06,
+		CenturyReg: rtcCentury,
+		PCI:        true, PCIMem32Start: LowRAMTop, PCIMem32Length: PCIHoleEnd - LowRAMTop,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := m.RAM.WriteAt(m.ACPI.Blob, m.ACPI.Base); err != nil {
+		return nil, err
+	}
+
+	m.Boot, err = LoadLinux(m.RAM, l, LinuxConfig{Kernel: c.Kernel, Initrd: c.Initrd, Cmdline: c.Cmdline, RSDP: m.ACPI.RSDP})
+	if err != nil {
+		return nil, err
+	}
+	if err := vm.SetBootState(&m.Boot.State); err != nil {
+		return nil, err
+	}
+	if err := m.addDevices(c); err != nil {
+		return nil, err
+	}
+	ok = true
+	return m, nil
+}
+
+func (m *Machine) addDevices(c Config) error {
+	vm := m.VM
+	reset := func() { vm.Stop(accel.Reset) }
+	m.COM1 = serial.NewUART8250(c.Serial, vm.IRQ(COM1IRQ))
+	kbc := i8042.New(reset, vm.IRQ(KbdIRQ))
+	clock := rtc.New()
+	setCMOSMemory(clock, m.Layout)
+	pciBus := pci.NewBus()
+	if err := pciBus.Add(0, 0, pci.NewHostBridge()); err != nil {
+		return err
+	}
+	pm := acpi.NewPM(vm.IRQ(SCIIRQ), func() { vm.Stop(accel.PowerOff) })
+
+	for _, d := range []struct {
+		dev        bus.Device
+		name       string
+		base, size uint64
+	}{
+		{m.COM1, "com1", COM1Port, 8},
+		{kbc, "i8042-data", 0x60, 1},
+		{shifted{kbc, 4}, "i8042-cmd", 0x64, 1},
+		{clock, "rtc", RTCPort, 2},
+		{sink{}, "post", postPort, 1},
+		{sink{}, "dma-page", dmaPage, 1},
+		{sink{}, "io-delay", ioDelay, 1},
+		{&systemPortA{reset: reset}, "port-a", portA, 1},
+		{pci.NewConfigIO(pciBus, reset), "pci-config", PCIConfig, 8},
+		{pm, "acpi-pm", PMBase, acpi.PMBlockSize},
+	} {
+		if err := m.PIO.Insert(d.dev, d.name, d.base, d.size); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Run runs the guest until it powers off, resets, triple-faults or is stopped.
+func (m *Machine) Run() (accel.ExitReason, error) { return m.VM.Run(m.MMIO, m.PIO) }
+
+// Close releases the guest RAM. The VM is the caller's to close, before this.
+func (m *Machine) Close() error { return m.RAM.Close() }
+
+// setCMOSMemory records the memory size in the CMOS bytes a PC BIOS fills in (base,
+// extended, above 16 MiB, above 4 GiB), for guests that read them.
+func setCMOSMemory(r *rtc.RTC, l Layout) {
+	r.SetByte(0x15, 640&0xff)
+	r.SetByte(0x16, 640>>8)
+	ext := uint64(0)
+	if l.LowSize > 1<<20 {
+		ext = (l.LowSize - 1<<20) >> 10
+	}
+	ext = min(ext, 0xffff)
+	for _, i := range []byte{0x17, 0x30} {
+		r.SetByte(i, byte(ext))
+		r.SetByte(i+1, byte(ext>>8))
+	}
+	above16 := uint64(0)
+	if l.LowSize > 16<<20 {
+		above16 = min((l.LowSize-16<<20)>>16, 0xffff)
+	}
+	r.SetByte(0x34, byte(above16))
+	r.SetByte(0x35, byte(above16>>8))
+	high := l.HighSize >> 16
+	r.SetByte(0x5b, byte(high))
+	r.SetByte(0x5c, byte(high>>8))
+	r.SetByte(0x5d, byte(high>>16))
+}
+
+// sink is a port that ignores writes and reads as zero (POST codes, I/O delay).
+type sink struct{}
+
+func (sink) Read(_ uint64, data []byte) { clear(data) }
+func (sink) Write(uint64, []byte)       {}
+
+// shifted presents dev at an offset: the i8042's command port 0x64 is its offset 4,
+// inserted on its own so that 0x61-0x63 (the in-kernel PIT's speaker port) stay free.
+type shifted struct {
+	dev bus.Device
+	by  uint64
+}
+
+func (s shifted) Read(off uint64, data []byte)  { s.dev.Read(off+s.by, data) }
+func (s shifted) Write(off uint64, data []byte) { s.dev.Write(off+s.by, data) }
+
+// systemPortA is port 0x92: bit 1 is the A20 gate (always on: the CPU's A20 is never
+// masked under KVM), bit 0 a fast CPU reset.
+type systemPortA struct{ reset func() }
+
+func (p *systemPortA) Read(_ uint64, data []byte) {
+	clear(data)
+	if len(data) > 0 {
+		data[0] = 0x02
+	}
+}
+
+func (p *systemPortA) Write(_ uint64, data []byte) {
+	if len(data) > 0 && data[0]&0x01 != 0 {
+		p.reset()
+	}
+}

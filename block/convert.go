@@ -33,6 +33,9 @@ type ConvertOptions struct {
 	TargetHasBacking bool
 	// Progress, if set, is called from one goroutine with bytes done so far.
 	Progress func(done, total int64)
+	// NoFlush skips the final Flush of the target (qemu-img convert's default cache mode
+	// "unsafe" does not fsync the output either; Close still writes all metadata).
+	NoFlush bool
 	// ChunkSize is the read granularity; 0 means 2 MiB. Output never depends on it
 	// except through which zero granules are detected, which are on a fixed grid.
 	ChunkSize int64
@@ -202,6 +205,9 @@ func Convert(src, dst Driver, o ConvertOptions) error {
 	}
 	if werr != nil {
 		return werr
+	}
+	if o.NoFlush {
+		return nil
 	}
 	return dst.Flush()
 }

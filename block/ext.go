@@ -122,3 +122,10 @@ func Formats() []string {
 type Emptier interface {
 	MakeEmpty() error
 }
+
+// UnsafeCacher lets a caller give up durability for speed as qemu-img's cache=unsafe
+// (convert's default) does: Flush and Close skip fdatasync. Write ordering inside the
+// image is unchanged; only survival of a host crash or power loss is given up.
+type UnsafeCacher interface {
+	SetUnsafe(unsafe bool)
+}

@@ -185,6 +185,13 @@ func cmdConvert(c *cli.Context) error {
 		}
 		co.Workers = v
 	}
+	switch t := c.String("t"); t {
+	case "", "unsafe":
+		co.NoFlush = true
+	case "writeback", "none", "writethrough", "directsync":
+	default:
+		return fail("Invalid cache option: %s", t)
+	}
 	noCreate := c.Bool("n")
 	if c.Bool("target-is-zero") {
 		if !noCreate {
@@ -243,6 +250,9 @@ func cmdConvert(c *cli.Context) error {
 	dst, err := block.Open(target, block.OpenOptions{Format: outFmt})
 	if err != nil {
 		return fail("Could not open '%s': %s", target, oneLine(err.Error()))
+	}
+	if u, ok := dst.(block.UnsafeCacher); ok && co.NoFlush {
+		u.SetUnsafe(true)
 	}
 	prog, end := progress(c.Bool("p") && !c.Bool("q"))
 	co.Progress = prog
@@ -587,7 +597,8 @@ func cmdMeasure(c *cli.Context) error {
 	if err != nil {
 		return fail("%s", oneLine(err.Error()))
 	}
-	bitmaps := outFmt == "qcow2" && src != nil
+	// qemu-img reports bitmaps only when both sides are qcow2 (only then are they copied).
+	bitmaps := outFmt == "qcow2" && src != nil && src.Format() == "qcow2"
 	if asJSON {
 		o := obj().set("required", req).set("fully-allocated", full)
 		if bitmaps {

@@ -297,6 +297,9 @@ func TestMeasureMatchesQemu(t *testing.T) {
 	} else if haveFormat(t, "qcow2") {
 		cases = append(cases, []string{"-O", "qcow2", "--size", "10G"}, []string{"-O", "qcow2", pat},
 			[]string{"-O", "qcow2", "-o", "cluster_size=4k", pat}, []string{"-O", "qcow2", "-o", "preallocation=full", "--size", "3G"})
+		q := filepath.Join(dir, "p.qcow2")
+		ok(t, qemu(t, dir, "convert", "-O", "qcow2", pat, q), "convert")
+		cases = append(cases, []string{"-O", "qcow2", q}, []string{"-O", "raw", q})
 	}
 	for _, c := range cases {
 		for _, o := range []string{"--output=json", "--output=human"} {

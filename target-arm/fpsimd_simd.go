@@ -794,13 +794,16 @@ func decodeThreeSame(insn uint32, scalar bool) func(*State) {
 		if size == 3 {
 			return nil
 		}
-		return vecPairOp(d, n, m, elems, size, minMaxLane(u == 0, opc == 0b10100, size))
+		signed, isMax := u == 0, opc == 0b10100
+		return vecPair64Op(d, n, m, q, size, func(e, o uint64) uint64 { return swarMinMax(e, o, size, signed, isMax) })
 	case 0b10111: // ADDP
 		if u != 0 {
 			return nil
 		}
-		mask := emask(size)
-		return vecPairOp(d, n, m, elems, size, func(a, b, _ uint64, _ *State) uint64 { return (a + b) & mask })
+		if size == 3 {
+			return vecPairOp(d, n, m, elems, size, func(a, b, _ uint64, _ *State) uint64 { return a + b })
+		}
+		return vecPair64Op(d, n, m, q, size, func(e, o uint64) uint64 { return e + o })
 	}
 	if g := swarSameOp(opc, u, size); g != nil {
 		return vec64Op(d, n, m, q, g)
@@ -851,4 +854,65 @@ func swarSameOp(opc, u uint32, size uint) func(a, b uint64) uint64 {
 		return func(a, b uint64) uint64 { return ^swarZeroLanes(a&b, size) }
 	}
 	return nil
+}
+
+// packEven gathers the low lanes of the double-width containers of x (lane
+// size 8<<size) into the low 32 bits.
+func packEven(x uint64, size uint) uint64 {
+	switch size {
+	case 0:
+		x &= 0x00ff00ff00ff00ff
+		x = (x | x>>8) & 0x0000ffff0000ffff
+		x |= x >> 16
+	case 1:
+		x &= 0x0000ffff0000ffff
+		x |= x >> 16
+	}
+	return x & 0xffffffff
+}
+
+// vecPair64Op computes a pairwise operation with SWAR: g receives the even
+// and odd lanes of one 64-bit half, each zero-extended into containers of
+// twice the lane size, and returns per-container results whose low lane-size
+// bits are kept.
+func vecPair64Op(d, n, m int, q uint32, size uint, g func(e, o uint64) uint64) func(*State) {
+	esize := uint(8) << size
+	lowMask := packMaskLow(size)
+	half := func(w uint64) uint64 { return packEven(g(w&lowMask, w>>esize&lowMask), size) }
+	if q == 0 {
+		return func(s *State) { s.V[d] = [2]uint64{half(s.V[n][0]) | half(s.V[m][0])<<32, 0} }
+	}
+	return func(s *State) {
+		a, b := s.V[n], s.V[m]
+		s.V[d] = [2]uint64{half(a[0]) | half(a[1])<<32, half(b[0]) | half(b[1])<<32}
+	}
+}
+
+// packMaskLow selects the low lane of every double-width container.
+func packMaskLow(size uint) uint64 {
+	return [3]uint64{0x00ff00ff00ff00ff, 0x0000ffff0000ffff, 0x00000000ffffffff}[size]
+}
+
+// swarMinMax returns per container the maximum (or minimum) of the lanes in
+// e and o, which hold one zero-extended lane per double-width container.
+func swarMinMax(e, o uint64, size uint, signed, isMax bool) uint64 {
+	esize := uint(8) << size
+	low := packMaskLow(size)
+	top := low &^ (low >> 1) // top bit of each lane
+	if signed {
+		// Offset binary: unsigned order of the flipped lanes is signed order.
+		e ^= top
+		o ^= top
+	}
+	hb := (low << 1) &^ low   // bit esize of each container
+	ge := ((e | hb) - o) & hb // set where e >= o
+	mask := (ge >> esize) * emask(size)
+	if !isMax {
+		mask = ^mask & low
+	}
+	r := o ^ (e^o)&mask
+	if signed {
+		r ^= top
+	}
+	return r
 }

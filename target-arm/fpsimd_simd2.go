@@ -683,6 +683,9 @@ func decodeShiftImm(insn uint32, scalar bool) func(*State) {
 			if scalar {
 				return nil
 			}
+			if !rnd {
+				return shrnOp(d, n, q, size, shr)
+			}
 			f = func(a uint64, _ *State) uint64 { return shrRound(a, shr, size+1, false, rnd) & m }
 		case opc <= 0b10001: // SQSHRUN, SQRSHRUN
 			f = func(a uint64, s *State) uint64 {
@@ -995,4 +998,14 @@ func decodeScalarPair(insn uint32, d, n int) func(*State) {
 		v := s.V[n]
 		s.V[d] = [2]uint64{f(eget(&v, 0, es), eget(&v, 1, es), s.FPCR, &s.FPSR), 0}
 	}
+}
+
+// shrnOp is SHRN/SHRN2 with SWAR: shift every double-width lane right and keep
+// its low half.
+func shrnOp(d, n int, q uint32, size uint, sh uint) func(*State) {
+	half := func(w uint64) uint64 { return packEven(w>>sh, size) }
+	if q == 0 {
+		return func(s *State) { s.V[d] = [2]uint64{half(s.V[n][0]) | half(s.V[n][1])<<32, 0} }
+	}
+	return func(s *State) { s.V[d][1] = half(s.V[n][0]) | half(s.V[n][1])<<32 }
 }

@@ -136,3 +136,44 @@ func BenchmarkFPSIMDFmla4S(b *testing.B)   { benchInsn(b, 0x4e22cc20) } // fmla 
 func BenchmarkFPSIMDAdd16B(b *testing.B)   { benchInsn(b, 0x4e228420) } // add v0.16b, v1.16b, v2.16b
 func BenchmarkFPSIMDEor16B(b *testing.B)   { benchInsn(b, 0x6e221c20) } // eor v0.16b, v1.16b, v2.16b
 func BenchmarkFPSIMDFcvtzsXD(b *testing.B) { benchInsn(b, 0x9e780020) } // fcvtzs x0, d1
+
+// Every encoding of the group (all values of bits 31:10, with random register
+// fields) must decode without panicking, and every decoded closure must run
+// without panicking on arbitrary register contents.
+func TestFPSIMDAllEncodingsDecodeAndRun(t *testing.T) {
+	r := rand.New(rand.NewSource(4))
+	var s State
+	step := uint32(1)
+	if testing.Short() {
+		step = 7
+	}
+	decoded := 0
+	for hi := uint32(0); hi < 1<<19; hi += step {
+		// bits 31:28 and 24:10 from hi; bits 27:25 = 111; Rn, Rd random
+		w := (hi>>15)<<28 | 7<<25 | (hi&0x7fff)<<10 | uint32(r.Intn(1<<10))
+		f := decodeFPSIMD(w)
+		if f == nil {
+			continue
+		}
+		decoded++
+		for i := range s.V {
+			s.V[i] = [2]uint64{r.Uint64(), r.Uint64()}
+		}
+		for i := range s.X {
+			s.X[i] = r.Uint64()
+		}
+		s.FPCR = uint64(r.Intn(16)) << 22
+		func() {
+			defer func() {
+				if e := recover(); e != nil {
+					t.Fatalf("%08x: panic: %v", w, e)
+				}
+			}()
+			f(&s)
+		}()
+	}
+	if decoded == 0 {
+		t.Fatal("nothing decoded")
+	}
+	t.Logf("%d encodings decoded", decoded)
+}

@@ -210,6 +210,17 @@ func decodeDPReg(insn uint32, pc uint64) (op, bool) {
 			if opc == 1 && !inv && amt == 0 && rn == 31 { // MOV
 				return func(c *CPU) bool { c.w(rd, c.r(rm)&mask); return true }, false
 			}
+			if !inv && opc != 3 && (amt == 0 || typ == 0) {
+				// Unrotated AND/ORR/EOR, or with LSL: the common forms.
+				switch opc {
+				case 0:
+					return func(c *CPU) bool { c.w(rd, (c.r(rn)&(c.r(rm)<<amt))&mask); return true }, false
+				case 1:
+					return func(c *CPU) bool { c.w(rd, (c.r(rn)|(c.r(rm)<<amt))&mask); return true }, false
+				case 2:
+					return func(c *CPU) bool { c.w(rd, (c.r(rn)^(c.r(rm)<<amt))&mask); return true }, false
+				}
+			}
 			return func(c *CPU) bool {
 				b := aluShift(sf, c.r(rm), typ, amt)
 				if inv {
@@ -241,6 +252,12 @@ func decodeDPReg(insn uint32, pc uint64) (op, bool) {
 				return undefOp(pc), true
 			}
 			if !setf {
+				if amt == 0 && sf {
+					if sub {
+						return func(c *CPU) bool { c.w(rd, c.r(rn)-c.r(rm)); return true }, false
+					}
+					return func(c *CPU) bool { c.w(rd, c.r(rn)+c.r(rm)); return true }, false
+				}
 				if sub {
 					return func(c *CPU) bool { c.w(rd, (c.r(rn)-aluShift(sf, c.r(rm), typ, amt))&mask); return true }, false
 				}

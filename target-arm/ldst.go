@@ -287,8 +287,13 @@ func decodeLdStReg(insn uint32, pc uint64) (op, bool) {
 			return func(c *CPU) bool { c.PC = pc; return c.st8(c.rsp(rn)+off, c.r(rt)) }, false
 		case kind == 1 && bytes == 8:
 			return func(c *CPU) bool {
+				va := c.rsp(rn) + off
+				if p := c.hostR(va, 7); p != nil {
+					c.w(rt, *(*uint64)(p))
+					return true
+				}
 				c.PC = pc
-				v, ok := c.ld64(c.rsp(rn) + off)
+				v, ok := c.ldSlow(va, 8, c.el)
 				if ok {
 					c.w(rt, v)
 				}
@@ -304,7 +309,15 @@ func decodeLdStReg(insn uint32, pc uint64) (op, bool) {
 				return ok
 			}, false
 		case kind == 0 && bytes == 8:
-			return func(c *CPU) bool { c.PC = pc; return c.st64(c.rsp(rn)+off, c.r(rt)) }, false
+			return func(c *CPU) bool {
+				va := c.rsp(rn) + off
+				if p := c.hostW(va, 7); p != nil {
+					*(*uint64)(p) = c.r(rt)
+					return true
+				}
+				c.PC = pc
+				return c.stSlow(va, 8, c.r(rt), c.el)
+			}, false
 		case kind == 0 && bytes == 4:
 			return func(c *CPU) bool { c.PC = pc; return c.st32(c.rsp(rn)+off, c.r(rt)) }, false
 		}
@@ -417,13 +430,17 @@ func decodeLdStPair(insn uint32, pc uint64) (op, bool) {
 				if post {
 					va = base
 				}
-				a, ok := c.ld64(va)
-				if !ok {
-					return false
-				}
-				b, ok := c.ld64(va + 8)
-				if !ok {
-					return false
+				var a, b uint64
+				if p := c.hostR(va, 15); p != nil {
+					a, b = *(*uint64)(p), *(*uint64)(unsafe.Add(p, 8))
+				} else {
+					var ok bool
+					if a, ok = c.ld64(va); !ok {
+						return false
+					}
+					if b, ok = c.ld64(va + 8); !ok {
+						return false
+					}
 				}
 				c.wsp(rn, base+off)
 				c.w(rt, a)
@@ -438,7 +455,10 @@ func decodeLdStPair(insn uint32, pc uint64) (op, bool) {
 			if post {
 				va = base
 			}
-			if !c.st64(va, c.r(rt)) || !c.st64(va+8, c.r(rt2)) {
+			if p := c.hostW(va, 15); p != nil {
+				*(*uint64)(p) = c.r(rt)
+				*(*uint64)(unsafe.Add(p, 8)) = c.r(rt2)
+			} else if !c.st64(va, c.r(rt)) || !c.st64(va+8, c.r(rt2)) {
 				return false
 			}
 			c.wsp(rn, base+off)

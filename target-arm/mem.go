@@ -15,6 +15,25 @@ import (
 // raise precise aborts for the instruction at c.PC, split page-crossing accesses,
 // dispatch MMIO and invalidate translated code on stores to code pages.
 
+// hostR and hostW return the host address for an aligned access (align = size-1) that
+// the TLB allows through the fast path, or nil. They are small enough to inline into
+// the hottest ops, which then call the slow paths themselves.
+func (c *CPU) hostR(va, align uint64) unsafe.Pointer {
+	e := &c.mmu.E[(va>>tcg.PageBits)&(1<<tcg.TLBBits-1)]
+	if e.Read != va&(tcg.PageMask|align) {
+		return nil
+	}
+	return unsafe.Add(e.Host, va&0xfff)
+}
+
+func (c *CPU) hostW(va, align uint64) unsafe.Pointer {
+	e := &c.mmu.E[(va>>tcg.PageBits)&(1<<tcg.TLBBits-1)]
+	if e.Write != va&(tcg.PageMask|align) || atomic.LoadUint32(e.Code) != 0 {
+		return nil
+	}
+	return unsafe.Add(e.Host, va&0xfff)
+}
+
 func (c *CPU) ld8(va uint64) (uint64, bool) {
 	e := c.mmu.Entry(va)
 	if e.Read == va&tcg.PageMask {

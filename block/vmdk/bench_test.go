@@ -137,3 +137,22 @@ func parallelToRaw(t testing.TB, d interface {
 	close(next)
 	wg.Wait()
 }
+
+// BenchmarkStreamRead: a qemu-img streamOptimized image of mixed data read on every
+// core (the vmdk->raw convert path).
+func BenchmarkStreamRead(b *testing.B) {
+	needQemu(b)
+	dir := b.TempDir()
+	src := mixedData(64 << 20)
+	raw := filepath.Join(dir, "src.raw")
+	writeFile(b, raw, src)
+	run(b, "qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", raw, filepath.Join(dir, "q.vmdk"))
+	d := openT(b, filepath.Join(dir, "q.vmdk"), true)
+	defer d.Close()
+	out, _ := os.Create(filepath.Join(dir, "o.raw"))
+	defer out.Close()
+	b.SetBytes(64 << 20)
+	for b.Loop() {
+		parallelToRaw(b, d, out)
+	}
+}

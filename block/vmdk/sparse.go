@@ -335,9 +335,16 @@ var scratch bufPool
 func (s *sparseExtent) readCompressed(gi int64, e uint32, in int64, p []byte) error {
 	off := int64(e) * sectorSize
 	glen := s.grainLen(gi)
+	// Records are at most a grain plus a little deflate overhead; qemu-img bounds them
+	// by two grains. Read a grain and a sector first, the rest only when needed.
+	maxRec := min(2*s.grainBytes, s.size-off)
 	rb := scratch.get(int(2 * s.grainBytes))
 	defer scratch.put(rb)
-	raw := (*rb)[:min(2*s.grainBytes, s.size-off)]
+	first := maxRec
+	if s.markers {
+		first = min(s.grainBytes+sectorSize, maxRec)
+	}
+	raw := (*rb)[:first]
 	if _, err := s.f.ReadAt(raw, off); err != nil && !errors.Is(err, io.EOF) {
 		return err
 	}
@@ -351,8 +358,15 @@ func (s *sparseExtent) readCompressed(gi int64, e uint32, in int64, p []byte) er
 		if want := uint64(gi * int64(s.h.GrainSize)); lba != want {
 			return fmt.Errorf("vmdk: grain marker at offset %d has LBA %d, expected %d", off, lba, want)
 		}
-		if sz == 0 || sz > int64(len(raw))-grainMarkerLen {
+		if sz == 0 || sz > maxRec-grainMarkerLen {
 			return fmt.Errorf("vmdk: compressed grain at offset %d: length %d overruns the file or grain buffer", off, sz)
+		}
+		if need := grainMarkerLen + sz; need > int64(len(raw)) {
+			more := (*rb)[len(raw):need]
+			if _, err := s.f.ReadAt(more, off+int64(len(raw))); err != nil && !errors.Is(err, io.EOF) {
+				return err
+			}
+			raw = (*rb)[:need]
 		}
 		data = raw[grainMarkerLen : grainMarkerLen+sz]
 	}

@@ -139,7 +139,7 @@ func Convert(src, dst Driver, o ConvertOptions) error {
 			defer wg.Done()
 			for t := range work {
 				if !failed.Load() {
-					t.err = processTask(t, src, dst, cc, unit, gran, o.Sparse == 0, direct, targetZero)
+					t.err = safeProcess(t, src, dst, cc, unit, gran, o.Sparse == 0, direct, targetZero)
 				}
 				if t.err != nil {
 					failed.Store(true)
@@ -316,6 +316,17 @@ func backingOf(d Driver) (Driver, bool) {
 		}
 	}
 	return nil, false
+}
+
+// safeProcess runs processTask, turning a driver panic on a hostile image into an
+// error: a worker goroutine's panic would otherwise end the process with a trace.
+func safeProcess(t *convTask, src, dst Driver, cc ClusterCompressor, unit, gran int64, full, direct, targetZero bool) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("internal error at byte %d: %v", t.off, r)
+		}
+	}()
+	return processTask(t, src, dst, cc, unit, gran, full, direct, targetZero)
 }
 
 // processTask reads a data task and turns it into write ops (executed here for direct

@@ -99,49 +99,53 @@ func cmdCreate(c *cli.Context) error {
 	return nil
 }
 
+// createOrder is qemu-img create's "Formatting" line per format: option names in the
+// order qemu prints them, with the defaults it prints when unset ("" = only if set).
+// "size", "backing_file" and "backing_fmt" stand for the create parameters.
+var createOrder = map[string][][2]string{
+	"qcow2": {{"cluster_size", "65536"}, {"extended_l2", "off"}, {"preallocation", ""}, {"compression_type", "zlib"},
+		{"size", ""}, {"compat", ""}, {"backing_file", ""}, {"backing_fmt", ""}, {"data_file", ""},
+		{"data_file_raw", ""}, {"lazy_refcounts", "off"}, {"refcount_bits", "16"}},
+	"vmdk": {{"size", ""}, {"adapter_type", ""}, {"compat6", "off"}, {"hwversion", "undefined"},
+		{"toolsversion", ""}, {"subformat", ""}, {"zeroed_grain", ""}},
+	"raw": {{"size", ""}, {"preallocation", ""}},
+}
+
 // formatLine renders the option summary of qemu-img create's "Formatting" line.
 func formatLine(fmtName string, size int64, backing, backingFmt string, opts map[string]string) string {
 	var b strings.Builder
-	add := func(k, v string) { fmt.Fprintf(&b, " %s=%s", k, v) }
 	left := map[string]string{}
 	for k, v := range opts {
 		left[k] = v
 	}
-	take := func(k, def string) {
-		v, ok := left[k]
-		if !ok {
-			v = def
-		}
-		delete(left, k)
-		if v != "" {
-			add(k, v)
-		}
+	left["size"] = strconv.FormatInt(size, 10)
+	if backing != "" {
+		left["backing_file"] = backing
 	}
-	if fmtName == "qcow2" {
-		take("cluster_size", "65536")
-		take("extended_l2", "off")
-		take("compression_type", "zlib")
-		add("size", strconv.FormatInt(size, 10))
-		if backing != "" {
-			add("backing_file", backing)
+	if backingFmt != "" {
+		left["backing_fmt"] = backingFmt
+	}
+	order, ok := createOrder[fmtName]
+	if !ok {
+		order = [][2]string{{"size", ""}, {"backing_file", ""}, {"backing_fmt", ""}}
+	}
+	for _, kv := range order {
+		v, set := left[kv[0]]
+		if !set {
+			v = kv[1]
+		} else if kv[0] == "cluster_size" {
+			// qemu prints size-typed options as plain byte counts.
+			if n, err := block.ParseSize(v, 1); err == nil {
+				v = strconv.FormatInt(n, 10)
+			}
 		}
-		if backingFmt != "" {
-			add("backing_fmt", backingFmt)
-		}
-		take("data_file", "")
-		take("lazy_refcounts", "off")
-		take("refcount_bits", "16")
-	} else {
-		add("size", strconv.FormatInt(size, 10))
-		if backing != "" {
-			add("backing_file", backing)
-		}
-		if backingFmt != "" {
-			add("backing_fmt", backingFmt)
+		delete(left, kv[0])
+		if v != "" {
+			fmt.Fprintf(&b, " %s=%s", kv[0], v)
 		}
 	}
 	for _, k := range sortedKeys(left) {
-		add(k, left[k])
+		fmt.Fprintf(&b, " %s=%s", k, left[k])
 	}
 	return b.String()
 }

@@ -375,7 +375,12 @@ func TestCreateMatchesQemu(t *testing.T) {
 	cases := [][]string{{"-f", "raw", "X", "1536k"}, {"-f", "raw", "-o", "preallocation=full", "X", "1M"}, {"-f", "raw", "-o", "preallocation=falloc", "X", "2M"}}
 	if haveFormat(t, "qcow2") {
 		cases = append(cases, []string{"-f", "qcow2", "X", "1G"}, []string{"-f", "qcow2", "-o", "cluster_size=4k,lazy_refcounts=on", "X", "100M"},
-			[]string{"-f", "qcow2", "-o", "compat=0.10", "X", "1G"}, []string{"-f", "qcow2", "-o", "preallocation=metadata", "X", "16M"})
+			[]string{"-f", "qcow2", "-o", "compat=0.10", "X", "1G"}, []string{"-f", "qcow2", "-o", "preallocation=metadata", "X", "16M"},
+			[]string{"-f", "qcow2", "-o", "extended_l2=on,cluster_size=128k,refcount_bits=8", "X", "16M"})
+	}
+	if haveFormat(t, "vmdk") {
+		cases = append(cases, []string{"-f", "vmdk", "X", "16M"}, []string{"-f", "vmdk", "-o", "subformat=streamOptimized", "X", "16M"},
+			[]string{"-f", "vmdk", "-o", "adapter_type=lsilogic,subformat=monolithicFlat,hwversion=6", "X", "16M"})
 	}
 	for i, c := range cases {
 		g := filepath.Join(dir, fmt.Sprintf("g%d", i))
@@ -383,11 +388,24 @@ func TestCreateMatchesQemu(t *testing.T) {
 		ga := append([]string{"create"}, c...)
 		qa := append([]string{"create"}, c...)
 		ga[len(ga)-2], qa[len(qa)-2] = g, q
-		ok(t, gemu(t, dir, ga...), "gemu-img create")
-		ok(t, qemu(t, dir, qa...), "qemu-img create")
+		gr := ok(t, gemu(t, dir, ga...), "gemu-img create")
+		qr := ok(t, qemu(t, dir, qa...), "qemu-img create")
+		if strings.ReplaceAll(gr.stdout, g, "X") != strings.ReplaceAll(qr.stdout, q, "X") {
+			t.Errorf("create %v: printed %q, qemu-img %q", c, gr.stdout, qr.stdout)
+		}
 		gi := jsonOf(t, ok(t, qemu(t, dir, "info", "--output=json", g), "info").stdout).(map[string]any)
 		qi := jsonOf(t, ok(t, qemu(t, dir, "info", "--output=json", q), "info").stdout).(map[string]any)
-		for _, k := range []string{"virtual-size", "format", "cluster-size", "format-specific"} {
+		keys := []string{"virtual-size", "format", "cluster-size", "format-specific"}
+		if c[1] == "vmdk" {
+			// VMDK's format-specific data holds a random CID and the file names.
+			keys = keys[:3]
+			gt := gi["format-specific"].(map[string]any)["data"].(map[string]any)["create-type"]
+			qt := qi["format-specific"].(map[string]any)["data"].(map[string]any)["create-type"]
+			if gt != qt {
+				t.Errorf("create %v: create-type %v vs %v", c, gt, qt)
+			}
+		}
+		for _, k := range keys {
 			if !reflect.DeepEqual(gi[k], qi[k]) {
 				t.Errorf("create %v: %s: %v vs %v", c, k, gi[k], qi[k])
 			}
@@ -495,3 +513,25 @@ func maskCID(t *testing.T, p string) {
 		t.Fatal(err)
 	}
 }
+
+func TestBenchMatchesQemu(t *testing.T) {
+	needQemu(t)
+	dir := t.TempDir()
+	pat := makePattern(t, dir, "p.raw", 2<<20, 18)
+	g, q := filepath.Join(dir, "g.raw"), filepath.Join(dir, "q.raw")
+	copyFile(t, pat, g)
+	copyFile(t, pat, q)
+	args := []string{"bench", "-f", "raw", "-w", "-c", "40", "-d", "4", "-s", "8k", "-S", "12k", "-o", "4096", "--pattern=171"}
+	gr := ok(t, gemu(t, dir, append(args, g)...), "gemu-img bench -w")
+	qr := ok(t, qemu(t, dir, append(args, q)...), "qemu-img bench -w")
+	sameBytes(t, g, q)
+	if first(gr.stdout) != strings.ReplaceAll(first(qr.stdout), "qemu", "gemu") {
+		t.Errorf("bench header %q, qemu-img %q", first(gr.stdout), first(qr.stdout))
+	}
+	r := ok(t, gemu(t, dir, "bench", "-c", "100", "-f", "raw", pat), "gemu-img bench")
+	if !strings.Contains(r.stdout, "Run completed in ") {
+		t.Errorf("bench output %q", r.stdout)
+	}
+}
+
+func first(s string) string { l, _, _ := strings.Cut(s, "\n"); return l }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"runtime"
 	"sync"
 
 	"github.com/klauspost/compress/flate"
@@ -191,7 +192,7 @@ var (
 
 func zstdCluster(src []byte, limit int) ([]byte, error) {
 	zstdEncOnce.Do(func() {
-		zstdEnc, zstdEncErr = zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1),
+		zstdEnc, zstdEncErr = zstd.NewWriter(nil, zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
 			zstd.WithEncoderCRC(false), zstd.WithEncoderLevel(zstd.SpeedDefault),
 			zstd.WithLowerEncoderMem(true))
 	})

@@ -205,6 +205,7 @@ func (format) Create(filename string, o block.CreateOptions) error {
 	if size < 0 || size > 1<<55 {
 		return errors.New("qcow2: image size out of range")
 	}
+	size = (size + 511) &^ 511 // QEMU rounds the size up to whole sectors
 	cs := int64(1) << c.clusterBits
 	h := &header{
 		version:          c.version,

@@ -262,7 +262,10 @@ func (img *Image) decompress(desc uint64, dst []byte) error {
 	if csize > int64(len(src)) || csize <= 0 {
 		return errors.New("qcow2: compressed cluster descriptor out of range")
 	}
-	if coff >= img.fileSize {
+	img.mu.Lock()
+	fileSize := img.fileSize
+	img.mu.Unlock()
+	if coff >= fileSize {
 		return fmt.Errorf("qcow2: compressed cluster offset 0x%x past the end of the file", coff)
 	}
 	src = src[:csize]

@@ -618,6 +618,9 @@ func (img *Image) Resize(size int64, opts block.ResizeOptions) error {
 	if size < 0 || size > 1<<55 {
 		return errors.New("qcow2: invalid size")
 	}
+	if size&511 != 0 {
+		return errors.New("The new size must be a multiple of 512")
+	}
 	img.wmu.Lock()
 	defer img.wmu.Unlock()
 	img.mu.Lock()

@@ -3,6 +3,7 @@ package qcow2
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math/rand"
 	"os"
 	"os/exec"
@@ -151,6 +152,7 @@ func TestWriteMatrix(t *testing.T) {
 		{"c4k_rc1", map[string]string{"cluster_size": "4k", "refcount_bits": "1"}, 2 << 20},
 		{"c2m", map[string]string{"cluster_size": "2M"}, 40 << 20},
 		{"rc2", map[string]string{"refcount_bits": "2"}, 4<<20 + 512},
+		{"odd_size", map[string]string{"cluster_size": "4k"}, 3<<20 + 1536},
 		{"rc64", map[string]string{"refcount_bits": "64"}, 4 << 20},
 		{"l2ext", map[string]string{"extended_l2": "on"}, 4 << 20},
 		{"l2ext16k", map[string]string{"extended_l2": "on", "cluster_size": "16k"}, 4 << 20},
@@ -355,4 +357,146 @@ func TestCheckAgainstQemu(t *testing.T) {
 			t.Errorf("%s: repair changed the data", p)
 		}
 	}
+}
+
+// TestConcurrent reads from several goroutines while another writes, as the convert
+// pipeline and virtual disks do; run with -race to check the locking.
+func TestConcurrent(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "c.qcow2")
+	f, _ := block.Lookup("qcow2")
+	if err := f.Create(p, block.CreateOptions{Size: 8 << 20, Options: map[string]string{"cluster_size": "4k"}}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := block.Open(p, block.OpenOptions{Format: "qcow2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	// The first 4 MiB is written before the readers start and never changes.
+	ref := make([]byte, 4<<20)
+	rand.New(rand.NewSource(3)).Read(ref[:1<<20])
+	copy(ref[2<<20:], bytes.Repeat([]byte("abcd"), 1<<18))
+	if _, err := d.WriteAt(ref, 0); err != nil {
+		t.Fatal(err)
+	}
+	cc := d.(block.ClusterCompressor)
+	for off := int64(2 << 20); off < 3<<20; off += 4096 {
+		c, _ := cc.CompressCluster(ref[off : off+4096])
+		if err := cc.WriteCompressed(off, c, ref[off:off+4096]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 4)
+	for g := 0; g < 3; g++ {
+		go func(g int) {
+			r := rand.New(rand.NewSource(int64(g)))
+			buf := make([]byte, 64<<10)
+			for i := 0; i < 200; i++ {
+				off := r.Int63n(int64(len(ref) - len(buf)))
+				if _, err := d.ReadAt(buf, off); err != nil {
+					done <- err
+					return
+				}
+				if !bytes.Equal(buf, ref[off:off+int64(len(buf))]) {
+					done <- fmt.Errorf("reader %d: bad data at %d", g, off)
+					return
+				}
+			}
+			done <- nil
+		}(g)
+	}
+	go func() {
+		buf := bytes.Repeat([]byte{7}, 10000)
+		for i := int64(0); i < 200; i++ {
+			if _, err := d.WriteAt(buf, 4<<20+i*17000); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- d.Flush()
+	}()
+	for i := 0; i < 4; i++ {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestCrashConsistency abandons images mid-way (no Flush, no Close: what a crash
+// leaves on disk) while tiny caches force write-back by eviction; qemu-img check must
+// never find a corruption (leaks are allowed), and with lazy refcounts opening
+// read-write repairs the image.
+func TestCrashConsistency(t *testing.T) {
+	needQemu(t)
+	for _, lazy := range []string{"off", "on"} {
+		dir := t.TempDir()
+		p := filepath.Join(dir, "crash.qcow2")
+		f, _ := block.Lookup("qcow2")
+		if err := f.Create(p, block.CreateOptions{Size: 64 << 20, Options: map[string]string{"cluster_size": "4k", "lazy_refcounts": lazy}}); err != nil {
+			t.Fatal(err)
+		}
+		d, err := open(p, block.OpenOptions{Format: "qcow2"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.l2.max, d.rc.blocks.max = 2, 2
+		r := rand.New(rand.NewSource(5))
+		buf := bytes.Repeat([]byte{9}, 6000)
+		for i := 0; i < 300; i++ {
+			off := r.Int63n(64<<20 - 6000)
+			if _, err := d.WriteAt(buf, off); err != nil {
+				t.Fatal(err)
+			}
+			if i%50 == 0 {
+				d.Discard(off&^4095, 8192)
+			}
+		}
+		// Abandon: close the files without writing back.
+		d.closeFiles()
+		out, err := exec.Command("qemu-img", "check", "--output=json", p).Output()
+		var res block.CheckResult
+		json.Unmarshal(out, &res)
+		if res.Corruptions != 0 || res.CheckErrors != 0 {
+			if lazy == "off" || err == nil {
+				t.Fatalf("lazy=%s: corruption after crash: %v\n%s", lazy, err, out)
+			}
+		}
+		if lazy == "on" {
+			// The dirty bit is set: a read-write open rebuilds the refcounts.
+			d, err := block.Open(p, block.OpenOptions{Format: "qcow2"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			d.Close()
+			qemuCheckClean(t, p)
+		}
+	}
+}
+
+func TestResize(t *testing.T) {
+	needQemu(t)
+	p := filepath.Join(t.TempDir(), "r.qcow2")
+	d := create(t, p, 1<<20, map[string]string{"cluster_size": "512"}, "", "")
+	m := &model{t: t, d: d, ref: make([]byte, 1<<20)}
+	m.write(0, 1<<20, 1)
+	// Grow far enough to need a bigger L1 table and refcount table.
+	if err := d.Resize(300<<20, block.ResizeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	m.ref = append(m.ref, make([]byte, 299<<20)...)
+	m.write(299<<20, 4096, 2)
+	if err := d.Resize(100<<20, block.ResizeOptions{}); err == nil {
+		t.Fatal("shrink without Shrink succeeded")
+	}
+	if err := d.Resize(512<<10+512, block.ResizeOptions{Shrink: true}); err != nil {
+		t.Fatal(err)
+	}
+	m.ref = m.ref[:512<<10+512]
+	m.verify(p)
+	d.Close()
+	qemuCheckClean(t, p)
+	if got := qemuRaw(t, p); !bytes.Equal(got, m.ref) {
+		t.Fatalf("after resize: differs at %d", firstDiff(got, m.ref))
+	}
+	checkMap(t, p)
 }

@@ -176,7 +176,8 @@ func (rc *refcounts) growTable(minEntries int64) error {
 		return errors.New("qcow2: refcount table would grow too large")
 	}
 	entries = tableClusters * cs / 8
-	start := img.endCluster()
+	// Past the file and past any run being allocated right now.
+	start := max(img.endCluster(), rc.resEnd)
 	// Count the new blocks needed so the area (blocks + table) is described.
 	var nblocks int64
 	for {

@@ -591,6 +591,9 @@ func (img *Image) Flush() error {
 func (img *Image) flushLocked(closing bool) error {
 	img.mu.Lock()
 	defer img.mu.Unlock()
+	if img.w == nil {
+		return nil // never written through WriteAt and friends: nothing cached
+	}
 	if err := img.writeBack(true); err != nil {
 		return err
 	}

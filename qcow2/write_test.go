@@ -500,3 +500,32 @@ func TestResize(t *testing.T) {
 	}
 	checkMap(t, p)
 }
+
+// TestRefcountGrowth writes enough 512-byte clusters to outgrow the first refcount
+// table (64 entries of 256 clusters) several times, with 1-bit refcounts too.
+func TestRefcountGrowth(t *testing.T) {
+	needQemu(t)
+	for _, rb := range []string{"16", "1"} {
+		p := filepath.Join(t.TempDir(), "g.qcow2")
+		d := create(t, p, 24<<20, map[string]string{"cluster_size": "512", "refcount_bits": rb}, "", "")
+		m := &model{t: t, d: d, ref: make([]byte, 24<<20)}
+		for off := int64(0); off < 24<<20; off += 1 << 20 {
+			m.write(off, 1<<20-512*(int(off>>20)%3), byte(off>>20))
+		}
+		m.verify(p)
+		if err := d.Close(); err != nil {
+			t.Fatal(err)
+		}
+		qemuCheckClean(t, p)
+		if got := qemuRaw(t, p); !bytes.Equal(got, m.ref) {
+			t.Fatalf("refcount_bits=%s: differs at %d", rb, firstDiff(got, m.ref))
+		}
+		d2 := openRO(t, p)
+		r, err := d2.(block.Checker).Check(block.RepairNone)
+		d2.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		compareCheck(t, p, r)
+	}
+}

@@ -169,6 +169,33 @@ func New(cfg Config) *CPU {
 	return c
 }
 
+// Close releases the vCPU's host resources (its timers) and its share of the
+// translation cache; when the last vCPU of a guest is closed the cache is dropped. The
+// vCPU must not be running and must not be used afterwards.
+func (c *CPU) Close() {
+	for i := range c.timers {
+		if c.timers[i].t != nil {
+			c.timers[i].t.Stop()
+		}
+	}
+	c.sys.mu.Lock()
+	for i, o := range c.sys.cpus {
+		if o == c {
+			c.sys.cpus = append(c.sys.cpus[:i], c.sys.cpus[i+1:]...)
+			break
+		}
+	}
+	empty := len(c.sys.cpus) == 0
+	c.sys.mu.Unlock()
+	if empty {
+		systemsMu.Lock()
+		if systems[c.cfg.RAM] == c.sys {
+			delete(systems, c.cfg.RAM)
+		}
+		systemsMu.Unlock()
+	}
+}
+
 // ID returns the vCPU's MPIDR Aff0.
 func (c *CPU) ID() int { return c.cfg.ID }
 

@@ -154,7 +154,7 @@ func (c *Cache[Op]) Len() int {
 }
 
 // JumpCacheBits is log2 of the number of jump-cache entries per vCPU.
-const JumpCacheBits = 12
+const JumpCacheBits = 14
 
 // JumpCache is a per-vCPU direct-mapped cache from guest virtual PC to TB, consulted
 // before the shared Cache. The owner must Flush it whenever its virtual→physical mapping

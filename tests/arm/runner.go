@@ -302,6 +302,7 @@ func runGemu(bin string, timeout time.Duration) ([]byte, error) {
 			halt(fmt.Errorf("unsupported system call %d", c.X(8)))
 		}
 	}})
+	defer cpu.Close()
 	cpu.Reset(trampoline, f.Entry)
 	done := make(chan error, 1)
 	go func() { done <- cpu.Run(stop) }()

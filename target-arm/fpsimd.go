@@ -7,8 +7,7 @@ package arm
 // SIMD&FP loads and stores are not here (they belong to the load/store
 // decoder). The Cryptographic Extension is included (fpsimd_crypto.go); FP16
 // arithmetic (ARMv8.2), SQRDMLAH (ARMv8.1) and other post-v8.0 additions decode
-// as nil. FPCR.AHP (alternative half-precision format) is not implemented:
-// half-precision conversions always use the IEEE format.
+// as nil.
 
 import "math"
 

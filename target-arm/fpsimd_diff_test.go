@@ -234,6 +234,9 @@ func diffFPCR(r *rand.Rand) uint64 {
 	if r.Intn(5) == 0 {
 		v |= fpcrDN
 	}
+	if r.Intn(8) == 0 {
+		v |= fpcrAHP
+	}
 	return v
 }
 

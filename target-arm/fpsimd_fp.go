@@ -36,8 +36,9 @@ const (
 	fpIDC = 1 << 7
 	fpQC  = 1 << 27
 
-	fpcrFZ = 1 << 24
-	fpcrDN = 1 << 25
+	fpcrFZ  = 1 << 24
+	fpcrDN  = 1 << 25
+	fpcrAHP = 1 << 26
 )
 
 // Rounding modes: the FPCR.RMode values, then the two extra ones the
@@ -96,10 +97,7 @@ func fpZeroBits(sz int, neg bool) uint64 {
 	return 0
 }
 
-func fpMaxNormal(sz int, neg bool) uint64 {
-	b := fpInfBits(sz, neg) - 1
-	return b
-}
+func fpMaxNormal(sz int, neg bool) uint64 { return fpInfBits(sz, neg) - 1 }
 
 // fpUnpack classifies op and returns its value; denormals are flushed to zero
 // (setting IDC) when FPCR.FZ is set, except for half precision.
@@ -118,7 +116,8 @@ func fpUnpack(sz int, op uint64, fpcr uint64, fl *uint64) (typ int, neg bool, v 
 			*fl |= fpIDC
 			return fpZero, neg, math.Copysign(0, signF(neg))
 		}
-	case exp == 1<<eb-1:
+	case exp == 1<<eb-1 && !(sz == fpH && fpcr&fpcrAHP != 0):
+		// (The alternative half-precision format has no infinities or NaNs.)
 		if frac == 0 {
 			return fpInf, neg, math.Inf(int(signF(neg)))
 		}
@@ -270,7 +269,13 @@ func fpRound(sz int, x *big.Float, sticky bool, rmode int, fpcr uint64, fl *uint
 		b = uint64(biased-1)<<fb + m
 	}
 	maxExp := uint64(1)<<fmtEbits[sz] - 1
-	if b>>fb >= maxExp {
+	if sz == fpH && fpcr&fpcrAHP != 0 {
+		if b>>fb > maxExp {
+			// Alternative half precision saturates with Invalid Operation.
+			*fl |= fpIOC
+			return fpSignBit(sz)*b2u(neg) | 0x7fff
+		}
+	} else if b>>fb >= maxExp {
 		*fl |= fpOFC | fpIXC
 		toInf := rmode == rmNearest || rmode == rmAway || (rmode == rmPlusInf && !neg) || (rmode == rmMinusInf && neg)
 		if toInf {
@@ -801,6 +806,16 @@ func fpConvert(from, to int, a uint64, fpcr uint64, fl *uint64) uint64 {
 
 func fpConvertR(from, to int, a uint64, rmode int, fpcr uint64, fl *uint64) uint64 {
 	t, s, v := fpUnpack(from, a, fpcr, fl)
+	if to == fpH && fpcr&fpcrAHP != 0 {
+		switch t {
+		case fpQNaN, fpSNaN:
+			*fl |= fpIOC
+			return fpZeroBits(to, s)
+		case fpInf:
+			*fl |= fpIOC
+			return fpSignBit(to)*b2u(s) | 0x7fff
+		}
+	}
 	switch t {
 	case fpQNaN, fpSNaN:
 		if t == fpSNaN {
@@ -978,4 +993,11 @@ func ursqrte(a uint32) uint32 {
 		return 0xffffffff
 	}
 	return uint32(recipSqrtEstimate(uint64(a>>23))) << 23
+}
+
+func b2u(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
 }

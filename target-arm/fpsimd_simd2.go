@@ -232,7 +232,7 @@ func decodeTwoMisc(insn uint32, scalar bool) func(*State) {
 				return nil
 			}
 			if u == 0 {
-				return vecUn(d, n, elems/1, 2, func(a uint64, _ *State) uint64 { return uint64(urecpe(uint32(a))) })
+				return vecUn(d, n, elems, 2, func(a uint64, _ *State) uint64 { return uint64(urecpe(uint32(a))) })
 			}
 			return vecUn(d, n, elems, 2, func(a uint64, _ *State) uint64 { return uint64(ursqrte(uint32(a))) })
 		}
@@ -379,7 +379,7 @@ func decodeTwoMisc(insn uint32, scalar bool) func(*State) {
 			hm := ^uint64(0) * uint64(q)
 			return func(s *State) { s.V[d] = [2]uint64{^s.V[n][0], ^s.V[n][1] & hm} }
 		case 1:
-			return vecUn(d, n, (8<<q)>>0, 0, func(a uint64, _ *State) uint64 { return uint64(bits.Reverse8(uint8(a))) })
+			return vecUn(d, n, 8<<q, 0, func(a uint64, _ *State) uint64 { return uint64(bits.Reverse8(uint8(a))) })
 		}
 		return nil
 	case 0b00111_0, 0b00111_1: // SQABS, SQNEG
@@ -390,9 +390,6 @@ func decodeTwoMisc(insn uint32, scalar bool) func(*State) {
 				if x == -1<<((8<<size)-1) {
 					s.FPSR |= fpQC
 					return m >> 1
-				}
-				if neg {
-					return uint64(-x) & m
 				}
 				return uint64(-x) & m
 			}

@@ -535,3 +535,97 @@ func TestBenchMatchesQemu(t *testing.T) {
 }
 
 func first(s string) string { l, _, _ := strings.Cut(s, "\n"); return l }
+
+// -B, -n, --target-is-zero and several sources behave as in qemu-img: same guest
+// views, and with -B only the source's top layer is copied.
+func TestConvertOptionsMatchQemu(t *testing.T) {
+	needQemu(t)
+	needFormat(t, "qcow2")
+	dir := t.TempDir()
+	_, _, top := chain(t, dir)
+	want := view(t, dir, top)
+
+	// -B: the output keeps mid.qcow2 as backing and allocates only what top allocates.
+	for _, tool := range []string{"gemu", "qemu"} {
+		out := filepath.Join(dir, tool+"-B.qcow2")
+		args := []string{"convert", "-O", "qcow2", "-B", "mid.qcow2", "-F", "qcow2", top, out}
+		if tool == "gemu" {
+			ok(t, gemu(t, dir, args...), "gemu-img convert -B")
+		} else {
+			ok(t, qemu(t, dir, args...), "qemu-img convert -B")
+		}
+		if !reflect.DeepEqual(view(t, dir, out), want) {
+			t.Errorf("%s convert -B: view differs", tool)
+		}
+	}
+	gm := jsonOf(t, ok(t, qemu(t, dir, "map", "--output=json", "gemu-B.qcow2"), "map").stdout).([]any)
+	qm := jsonOf(t, ok(t, qemu(t, dir, "map", "--output=json", "qemu-B.qcow2"), "map").stdout).([]any)
+	if depthSpans(gm) != depthSpans(qm) {
+		t.Errorf("convert -B allocation differs:\ngemu-img %s\nqemu-img %s", depthSpans(gm), depthSpans(qm))
+	}
+
+	// -n onto an existing image, with and without --target-is-zero.
+	for _, extra := range [][]string{nil, {"--target-is-zero"}} {
+		out := filepath.Join(dir, "n.qcow2")
+		ok(t, qemu(t, dir, "create", "-q", "-f", "qcow2", out, "6M"), "create")
+		if extra == nil {
+			qemuIO(t, dir, out, "qcow2", "write -P 0x99 0 6M") // garbage to overwrite
+		}
+		ok(t, gemu(t, dir, append([]string{"convert", "-n", "-O", "qcow2"}, append(extra, top, out)...)...), "convert -n")
+		if !reflect.DeepEqual(view(t, dir, out), want) {
+			t.Errorf("convert -n %v: view differs", extra)
+		}
+		qemuCheckClean(t, dir, out)
+	}
+
+	// Several sources are concatenated.
+	a := makePattern(t, dir, "a.raw", 1<<20, 19)
+	b := makePattern(t, dir, "b.raw", 3<<20, 20)
+	g, q := filepath.Join(dir, "cat.g"), filepath.Join(dir, "cat.q")
+	ok(t, gemu(t, dir, "convert", "-f", "raw", "-O", "raw", a, b, g), "gemu-img convert a b")
+	ok(t, qemu(t, dir, "convert", "-f", "raw", "-O", "raw", a, b, q), "qemu-img convert a b")
+	sameBytes(t, g, q)
+}
+
+// depthSpans summarises a qemu-img map as "start+length@depth" for allocated ranges.
+func depthSpans(m []any) string {
+	var s []string
+	for _, e := range m {
+		e := e.(map[string]any)
+		if e["present"] == true {
+			s = append(s, fmt.Sprintf("%v+%v@%v/z=%v", e["start"], e["length"], e["depth"], e["zero"]))
+		}
+	}
+	return strings.Join(s, " ")
+}
+
+func TestInfoBackingChainMatchesQemu(t *testing.T) {
+	needQemu(t)
+	needFormat(t, "qcow2")
+	dir := t.TempDir()
+	_, _, top := chain(t, dir)
+	g := jsonOf(t, ok(t, gemu(t, dir, "info", "--backing-chain", "--output=json", top), "gemu-img info").stdout).([]any)
+	q := jsonOf(t, ok(t, qemu(t, dir, "info", "--backing-chain", "--output=json", top), "qemu-img info").stdout).([]any)
+	if len(g) != len(q) {
+		t.Fatalf("chain length %d, qemu-img %d", len(g), len(q))
+	}
+	for i := range g {
+		for _, k := range []string{"filename", "format", "virtual-size", "backing-filename", "full-backing-filename", "backing-filename-format", "format-specific"} {
+			if !reflect.DeepEqual(g[i].(map[string]any)[k], q[i].(map[string]any)[k]) {
+				t.Errorf("layer %d %s: %v vs %v", i, k, g[i].(map[string]any)[k], q[i].(map[string]any)[k])
+			}
+		}
+	}
+	gh := ok(t, gemu(t, dir, "info", "--backing-chain", top), "info").stdout
+	qh := ok(t, qemu(t, dir, "info", "--backing-chain", top), "info").stdout
+	if dropLines(gh, "disk size") != dropLines(qh, "disk size") {
+		t.Errorf("human chain info:\n--- gemu-img\n%s--- qemu-img\n%s", gh, qh)
+	}
+	// A loop in the chain is an error, not a hang.
+	l1, l2 := filepath.Join(dir, "l1.qcow2"), filepath.Join(dir, "l2.qcow2")
+	ok(t, qemu(t, dir, "create", "-q", "-f", "qcow2", l1, "1M"), "create")
+	ok(t, qemu(t, dir, "create", "-q", "-f", "qcow2", "-b", "l1.qcow2", "-F", "qcow2", l2), "create")
+	ok(t, qemu(t, dir, "rebase", "-u", "-b", "l2.qcow2", "-F", "qcow2", l1), "make loop")
+	errLine(t, gemu(t, dir, "info", "--backing-chain", l2), "info on a looping chain")
+	errLine(t, gemu(t, dir, "convert", "-O", "raw", l2, filepath.Join(dir, "loop.raw")), "convert a looping chain")
+}

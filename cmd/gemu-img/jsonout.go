@@ -63,8 +63,8 @@ func sortKeys(keys []string) {
 // map[string]any / []any / scalars via encoding/json.
 func normalize(v any) any {
 	switch v.(type) {
-	case *ordKV, nil, string, bool, int, int64, float64, json.Number:
-		return v
+	case *ordKV, nil, string, bool, int, int64, float64, json.Number, []any, map[string]any:
+		return v // containers are walked element by element by the writers
 	}
 	b, err := json.Marshal(v)
 	if err != nil {

@@ -17,6 +17,7 @@ const splitBytes = 2 << 30
 type createParams struct {
 	subformat, adapter, hw, tools, prealloc string
 	zeroed                                  bool
+	backing, backingFmt                     string
 }
 
 func parseCreate(opts block.CreateOptions) (createParams, error) {
@@ -54,17 +55,20 @@ func parseCreate(opts block.CreateOptions) (createParams, error) {
 			p.zeroed, err = parseBool(k, v)
 		case "preallocation":
 			p.prealloc = v
-		case "backing_file", "backing_fmt":
-			if v != "" {
-				return p, fmt.Errorf("vmdk: backing files are not supported")
-			}
+		case "backing_file":
+			p.backing = v
+		case "backing_fmt":
+			p.backingFmt = v
 		}
 		if err != nil {
 			return p, err
 		}
 	}
 	if opts.Backing != "" {
-		return p, fmt.Errorf("vmdk: backing files are not supported")
+		p.backing = opts.Backing
+	}
+	if opts.BackingFormat != "" {
+		p.backingFmt = opts.BackingFormat
 	}
 	if compat6 && hwSet {
 		return p, fmt.Errorf("compat6 cannot be enabled with hwversion set")
@@ -92,6 +96,34 @@ func (vmdkFormat) Create(filename string, opts block.CreateOptions) error {
 	if opts.Size < 0 || opts.Size > 1<<53 {
 		return fmt.Errorf("vmdk: invalid image size %d", opts.Size)
 	}
+	pcid, hint := uint32(0xffffffff), ""
+	if p.backing != "" {
+		if strings.HasSuffix(p.subformat, "Flat") {
+			return fmt.Errorf("Flat image can't have backing file")
+		}
+		if p.backingFmt != "" && p.backingFmt != "vmdk" {
+			return fmt.Errorf("backing_file must be a vmdk image")
+		}
+		if err := checkBackingName(p.backing); err != nil {
+			return err
+		}
+		full := p.backing
+		if !filepath.IsAbs(full) {
+			full = dirPrefix(filename) + full
+		}
+		if _, err := os.Stat(full); err != nil {
+			return fmt.Errorf("Could not open '%s': %v", full, unwrapPathErr(err))
+		}
+		parent, err := vmdkFormat{}.Open(full, block.OpenOptions{ReadOnly: true, Format: "vmdk", NoBacking: true})
+		if err != nil {
+			return fmt.Errorf("backing_file must be a vmdk image")
+		}
+		pcid, hint = parentCID(parent), p.backing
+		if opts.Size == 0 {
+			opts.Size = parent.Size()
+		}
+		parent.Close()
+	}
 	size := (opts.Size + sectorSize - 1) &^ (sectorSize - 1)
 	sectors := size / sectorSize
 	cid := crc32.ChecksumIEEE(fmt.Appendf(nil, "%s:%d:%s", filepath.Base(filename), size, p.subformat))
@@ -105,7 +137,7 @@ func (vmdkFormat) Create(filename string, opts block.CreateOptions) error {
 	switch p.subformat {
 	case "monolithicSparse", "streamOptimized":
 		lines = []extentLine{{Sectors: sectors, Kind: kindSparse, Type: "SPARSE", Name: base}}
-		desc := formatDescriptor(cid, 0xffffffff, p.subformat, lines, p.hw, p.adapter, p.tools, sectors)
+		desc := formatDescriptor(cid, pcid, p.subformat, hint, lines, p.hw, p.adapter, p.tools, sectors)
 		return writeSparseFile(filename, sectors, p.subformat == "streamOptimized", p.zeroed, desc)
 	case "monolithicFlat":
 		name := stem + "-flat" + ext
@@ -134,7 +166,7 @@ func (vmdkFormat) Create(filename string, opts block.CreateOptions) error {
 			left -= n
 		}
 	}
-	desc := formatDescriptor(cid, 0xffffffff, p.subformat, lines, p.hw, p.adapter, p.tools, sectors)
+	desc := formatDescriptor(cid, pcid, p.subformat, hint, lines, p.hw, p.adapter, p.tools, sectors)
 	return os.WriteFile(filename, []byte(desc), 0o644)
 }
 

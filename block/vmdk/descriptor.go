@@ -2,11 +2,13 @@ package vmdk
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // extentKind is the extent type named in a descriptor line.
@@ -204,9 +206,18 @@ func confinedPath(dir, name string) (string, error) {
 	return p, nil
 }
 
+// unwrapPathErr reduces a path error to its errno text, capitalised as strerror
+// (and so qemu-img) prints it.
 func unwrapPathErr(err error) error {
 	if pe, ok := err.(*os.PathError); ok {
-		return pe.Err
+		err = pe.Err
+	}
+	if en, ok := err.(syscall.Errno); ok {
+		s := en.Error()
+		if s != "" {
+			s = strings.ToUpper(s[:1]) + s[1:]
+		}
+		return errors.New(s)
 	}
 	return err
 }
@@ -221,9 +232,15 @@ func geometry(sectors int64, adapter string) (cyl, heads, secs int64) {
 }
 
 // formatDescriptor renders a descriptor in the layout qemu-img writes.
-func formatDescriptor(cid, parentCID uint32, createType string, extents []extentLine, hw, adapter, tools string, sectors int64) string {
+func formatDescriptor(cid, parentCID uint32, createType, parentHint string, extents []extentLine, hw, adapter, tools string, sectors int64) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Disk DescriptorFile\nversion=1\nCID=%08x\nparentCID=%08x\ncreateType=\"%s\"\n\n# Extent description\n", cid, parentCID, createType)
+	fmt.Fprintf(&b, "# Disk DescriptorFile\nversion=1\nCID=%08x\nparentCID=%08x\ncreateType=\"%s\"\n", cid, parentCID, createType)
+	if parentHint != "" {
+		fmt.Fprintf(&b, "parentFileNameHint=\"%s\"\n", parentHint)
+	} else {
+		b.WriteString("\n")
+	}
+	b.WriteString("# Extent description\n")
 	for _, e := range extents {
 		acc := "RW"
 		if e.ReadOnly {

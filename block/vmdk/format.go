@@ -12,6 +12,7 @@ package vmdk
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -55,7 +56,11 @@ func (vmdkFormat) Open(filename string, opts block.OpenOptions) (block.Driver, e
 		return nil, fmt.Errorf("Could not open '%s': %v", filename, unwrapPathErr(err))
 	}
 	m := &image{filename: filename, readOnly: opts.ReadOnly}
-	if err := m.open(f, flag); err != nil {
+	err = m.open(f, flag)
+	if err == nil {
+		err = m.openParent(opts)
+	}
+	if err != nil {
 		m.descFile = f
 		m.Close()
 		if len(m.extents) == 0 || m.extents[0].f != f {
@@ -109,9 +114,6 @@ func (m *image) open(f *os.File, flag int) error {
 		}
 		if desc == nil {
 			desc = &descriptor{CID: 0xffffffff, ParentCID: 0xffffffff, CreateType: "monolithicSparse"}
-		}
-		if err := checkParent(desc); err != nil {
-			return err
 		}
 		m.desc = desc
 		m.createType = desc.CreateType
@@ -177,18 +179,7 @@ func readEmbeddedDesc(sp *sparseExtent) (*descriptor, error) {
 	return parseDescriptor(buf)
 }
 
-// checkParent refuses images that name a parent: backing chains are not supported.
-func checkParent(d *descriptor) error {
-	if d.ParentCID != 0xffffffff || d.ParentHint != "" {
-		return fmt.Errorf("vmdk: images with a parent (parentCID/parentFileNameHint) are not supported")
-	}
-	return nil
-}
-
 func (m *image) openExtents(desc *descriptor, flag int) error {
-	if err := checkParent(desc); err != nil {
-		return err
-	}
 	switch desc.CreateType {
 	case "vmfsSparse", "seSparse", "vmfsRaw", "vmfsRawDeviceMap", "vmfsPassthroughRawDeviceMap":
 		return fmt.Errorf("vmdk: unsupported image type '%s'", desc.CreateType)
@@ -251,4 +242,92 @@ func parseBool(k, v string) (bool, error) {
 		return false, nil
 	}
 	return false, fmt.Errorf("Parameter '%s' expects 'on' or 'off'", k)
+}
+
+// openParent opens the image named by parentFileNameHint (relative to this image's
+// folder, or absolute, never a protocol or json: name) as the backing layer: grains
+// this image does not allocate read from it, as long as its CID is the parentCID
+// recorded here (qemu-img likewise fails such reads).
+func (m *image) openParent(opts block.OpenOptions) error {
+	hint := m.desc.ParentHint
+	if hint == "" {
+		return nil
+	}
+	if err := checkBackingName(hint); err != nil {
+		return err
+	}
+	m.parentFull = hint
+	if !filepath.IsAbs(hint) {
+		m.parentFull = dirPrefix(m.filename) + hint
+	}
+	if opts.NoBacking {
+		return nil
+	}
+	if opts.BackingFormat != "" && opts.BackingFormat != "vmdk" {
+		return fmt.Errorf("vmdk: the parent of a vmdk image must be vmdk, not %s", opts.BackingFormat)
+	}
+	if opts.Depth+1 >= block.MaxChainDepth {
+		return errChainTooLong
+	}
+	if st, err := os.Stat(m.parentFull); err != nil {
+		return fmt.Errorf("Could not open backing file: Could not open '%s': %v", m.parentFull, unwrapPathErr(err))
+	} else if !st.Mode().IsRegular() {
+		return fmt.Errorf("Could not open backing file: '%s' is not a regular file", m.parentFull)
+	}
+	p, err := vmdkFormat{}.Open(m.parentFull, block.OpenOptions{ReadOnly: true, Format: "vmdk", Depth: opts.Depth + 1})
+	if errors.Is(err, errChainTooLong) {
+		return err
+	} else if err != nil {
+		return fmt.Errorf("Could not open backing file: %v", err)
+	}
+	m.backing = p
+	m.parentCIDOK = parentCID(p) == m.desc.ParentCID
+	for _, e := range m.extents {
+		if e.sp != nil {
+			e.sp.fill = func(b []byte, off int64) error { return m.readParent(b, e.start+off) }
+		}
+	}
+	return nil
+}
+
+// errChainTooLong stops parent chains that loop or are absurdly long; it is passed up
+// unwrapped so the message stays one short line.
+var errChainTooLong = fmt.Errorf("vmdk: backing chain longer than %d images (loop?)", block.MaxChainDepth)
+
+// checkBackingName refuses parent names that are not plain file paths.
+func checkBackingName(name string) error {
+	if strings.HasPrefix(name, "json:") || strings.ContainsRune(name, 0) {
+		return fmt.Errorf("vmdk: parent file name %q is not a file path", name)
+	}
+	if i := strings.IndexByte(name, ':'); i >= 0 && !strings.Contains(name[:i], "/") {
+		return fmt.Errorf("vmdk: parent file name %q looks like a protocol, not a file path", name)
+	}
+	return nil
+}
+
+func parentCID(d block.Driver) uint32 {
+	switch p := d.(type) {
+	case *image:
+		return p.desc.CID
+	case *streamImage:
+		return p.desc.CID
+	case *sparseImage:
+		return p.desc.CID
+	}
+	return 0
+}
+
+// readParent fills p with the parent's data at guest offset off (zeroes past its end).
+func (m *image) readParent(p []byte, off int64) error {
+	if !m.parentCIDOK {
+		return fmt.Errorf("vmdk: parent '%s' has CID %08x, but this image expects %08x", m.parentFull, parentCID(m.backing), m.desc.ParentCID)
+	}
+	n := max(0, min(int64(len(p)), m.backing.Size()-off))
+	if n > 0 {
+		if _, err := m.backing.ReadAt(p[:n], off); err != nil && err != io.EOF {
+			return err
+		}
+	}
+	clear(p[n:])
+	return nil
 }

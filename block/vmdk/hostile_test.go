@@ -119,7 +119,7 @@ var hostileCases = []hostileCase{
 	{"compress-algo-unknown.vmdk", "compression algorithm", mutate(sparseBase, func(b []byte) []byte { le.PutUint16(b[77:], 7); return b })},
 	{"embedded-desc-too-large.vmdk", "embedded descriptor of", mutate(sparseBase, func(b []byte) []byte { le.PutUint64(b[36:], 1<<20); return b })},
 	{"embedded-desc-past-eof.vmdk", "embedded descriptor at sector", mutate(sparseBase, func(b []byte) []byte { le.PutUint64(b[28:], 1<<33); return b })},
-	{"embedded-desc-parent.vmdk", "parent", mutate(sparseBase, func(b []byte) []byte {
+	{"embedded-desc-parent.vmdk", "Could not open backing file", mutate(sparseBase, func(b []byte) []byte {
 		copy(b[512:], "# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=2\nparentFileNameHint=\"/etc/passwd\"\ncreateType=\"monolithicSparse\"\n")
 		return b
 	})},
@@ -151,6 +151,10 @@ var hostileCases = []hostileCase{
 	{"desc-vmfssparse.vmdk", "not supported", text(hdesc + "RW 2048 VMFSSPARSE \"x-delta.vmdk\"\n")},
 	{"desc-flat-no-offset.vmdk", "invalid extent line", text(hdesc + "RW 2048 FLAT \"x\"\n")},
 	{"desc-no-createtype.vmdk", "no createType", text("# Disk DescriptorFile\nversion=1\nRW 2048 FLAT \"x\" 0\n")},
+	{"parent-protocol.vmdk", "looks like a protocol", text(strings.Replace(hdesc, "parentCID=ffffffff", "parentCID=1\nparentFileNameHint=\"nbd:localhost:10809\"", 1) + "RW 8 ZERO\n")},
+	{"parent-json.vmdk", "not a file path", text(strings.Replace(hdesc, "parentCID=ffffffff", "parentCID=1\nparentFileNameHint=\"json:{}\"", 1) + "RW 8 ZERO\n")},
+	{"parent-self-loop.vmdk", "backing chain longer than", text(strings.Replace(hdesc, "parentCID=ffffffff", "parentCID=1\nparentFileNameHint=\"parent-self-loop.vmdk\"", 1) + "RW 8 ZERO\n")},
+	{"parent-dev-zero.vmdk", "not a regular file", text(strings.Replace(hdesc, "parentCID=ffffffff", "parentCID=1\nparentFileNameHint=\"/dev/zero\"", 1) + "RW 8 ZERO\n")},
 }
 
 // TestGenerateHostile rewrites the corpus with -update-hostile.

@@ -36,6 +36,18 @@ type image struct {
 	descFile   *os.File // separate descriptor file, nil for monolithic sparse
 	extents    []*extent
 	closeOnce  sync.Once
+
+	backing     block.Driver // parent image, nil if none (or not opened)
+	parentFull  string       // parent path as opened
+	parentCIDOK bool         // the parent's CID is our parentCID
+}
+
+// Backing returns the parent image, if one was opened.
+func (m *image) Backing() block.Driver {
+	if m.backing == nil {
+		return nil
+	}
+	return m.backing
 }
 
 // streamImage is an image whose only extent is streamOptimized: its
@@ -275,6 +287,9 @@ func (m *image) BlockStatus(off, n int64) (block.Status, error) {
 		switch gs {
 		case grainUnalloc:
 			st.Zero = true
+			if m.backing != nil {
+				return m.parentStatus(off, length)
+			}
 		case grainZero:
 			st.Zero, st.Allocated = true, true
 		case grainData:
@@ -285,6 +300,24 @@ func (m *image) BlockStatus(off, n int64) (block.Status, error) {
 		}
 	}
 	return st, nil
+}
+
+// parentStatus describes a range this image leaves to its parent, as qemu-img map:
+// the parent's status one level deeper; past the parent's end, unallocated zeroes at
+// depth 0.
+func (m *image) parentStatus(off, n int64) (block.Status, error) {
+	psize := m.backing.Size()
+	if off >= psize {
+		return block.Status{Offset: off, Length: n, Zero: true, HostOffset: -1}, nil
+	}
+	ps, err := m.backing.BlockStatus(off, min(n, psize-off))
+	if err != nil {
+		return ps, err
+	}
+	ps.Offset = off
+	ps.Length = min(ps.Length, n)
+	ps.Depth++
+	return ps, nil
 }
 
 // seekDataHole returns the next data offset at or after off and the hole after it
@@ -336,6 +369,9 @@ func (m *image) Close() error {
 		if m.descFile != nil && !seen[m.descFile] {
 			m.descFile.Close()
 		}
+		if m.backing != nil {
+			m.backing.Close()
+		}
 	})
 	return err
 }
@@ -372,6 +408,11 @@ func (m *image) ActualSize() (int64, error) {
 // Info reports the vmdk part of qemu-img info.
 func (m *image) Info() (*block.ImageInfo, error) {
 	info := &block.ImageInfo{HasDirtyFlag: true}
+	if m.desc.ParentHint != "" {
+		info.BackingFilename = m.desc.ParentHint
+		info.FullBackingFilename = m.parentFull
+		info.BackingFilenameFormat = "vmdk"
+	}
 	var exts []any
 	for _, e := range m.extents {
 		x := map[string]any{
@@ -391,8 +432,8 @@ func (m *image) Info() (*block.ImageInfo, error) {
 	info.FormatSpecific = map[string]any{
 		"type": "vmdk",
 		"data": map[string]any{
-			"cid":         m.desc.CID,
-			"parent-cid":  m.desc.ParentCID,
+			"cid":         int64(m.desc.CID),
+			"parent-cid":  int64(m.desc.ParentCID),
 			"create-type": m.createType,
 			"extents":     exts,
 		},

@@ -42,6 +42,10 @@ type sparseExtent struct {
 	size     int64 // file size at open, bounds every offset read from metadata
 
 	sw atomic.Pointer[streamWriter] // set while appending to an empty streamOptimized image
+
+	// fill reads what unallocated grains show at extent offset off (the parent image);
+	// nil means zeroes.
+	fill func(p []byte, off int64) error
 }
 
 func openSparse(f *os.File, path string) (*sparseExtent, error) {
@@ -288,6 +292,10 @@ func (s *sparseExtent) readAt(p []byte, off int64) error {
 			return err
 		}
 		switch {
+		case st == grainUnalloc && s.fill != nil:
+			if err := s.fill(p[:n], off); err != nil {
+				return err
+			}
 		case st != grainData:
 			clear(p[:n])
 		case s.compressed:

@@ -66,6 +66,14 @@ func (s *sparseExtent) writeGrain(gi, in int64, p []byte) error {
 		gb := scratch.get(int(s.grainBytes))
 		buf := *gb
 		clear(buf)
+		// Around p the grain keeps what it showed: the parent's data unless the
+		// grain was a zeroed grain.
+		if st == grainUnalloc && s.fill != nil {
+			if err := s.fill(buf[:s.grainLen(gi)], gi*s.grainBytes); err != nil {
+				scratch.put(gb)
+				return err
+			}
+		}
 		copy(buf[in:], p)
 		_, err := s.f.WriteAt(buf, goff)
 		scratch.put(gb)
@@ -183,6 +191,13 @@ func (s *sparseExtent) writeZeroes(off, n int64) error {
 			s.allocMu.Unlock()
 		case st == grainData:
 			err = writeZeroRange(s, int64(e)*sectorSize+in, k)
+		case st == grainUnalloc && s.fill != nil:
+			// Unallocated grains show the parent: allocate one holding zeroes.
+			z := zeroGrainBuf
+			if k > int64(len(z)) {
+				z = make([]byte, k)
+			}
+			err = s.writeGrain(gi, in, z[:k])
 		}
 		if err != nil {
 			return err
@@ -229,6 +244,9 @@ func (s *sparseExtent) ensureStream() error {
 	defer s.allocMu.Unlock()
 	if s.sw.Load() != nil {
 		return nil
+	}
+	if s.fill != nil {
+		return fmt.Errorf("vmdk: writing streamOptimized images with a parent is not supported")
 	}
 	if !s.markers || !s.isEmpty() {
 		return fmt.Errorf("vmdk: cannot write to a streamOptimized image that already holds data")

@@ -107,3 +107,35 @@ func TestCreateBackingErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteChangesCID: the first write after opening gives the image a new CID, so a
+// child made on the old content stops reading through it (for qemu-img and for us).
+func TestWriteChangesCID(t *testing.T) {
+	needQemu(t)
+	chdirTemp(t)
+	for _, sf := range []string{"monolithicSparse", "twoGbMaxExtentSparse"} {
+		base, child := sf+".vmdk", sf+"-child.vmdk"
+		if err := vmdkFormatT(t).Create(base, block.CreateOptions{Size: 1 << 20, Options: map[string]string{"subformat": sf}}); err != nil {
+			t.Fatal(err)
+		}
+		run(t, "qemu-img", "create", "-q", "-f", "vmdk", "-b", base, "-F", "vmdk", child)
+		run(t, "qemu-img", "convert", "-O", "raw", child, "ok.raw")
+		before := qemuInfo(t, base)["format-specific"].(map[string]any)["data"].(map[string]any)["cid"]
+		d := openT(t, base, false)
+		d.WriteAt([]byte{1}, 0)
+		d.WriteAt([]byte{2}, 70000)
+		d.Close()
+		after := qemuInfo(t, base)["format-specific"].(map[string]any)["data"].(map[string]any)["cid"]
+		if before == after {
+			t.Errorf("%s: CID unchanged after a write (%v)", sf, after)
+		}
+		if out, err := exec.Command("qemu-img", "convert", "-O", "raw", child, "bad.raw").CombinedOutput(); err == nil {
+			t.Errorf("%s: qemu-img still reads the child through a changed parent: %s", sf, out)
+		}
+		c := openT(t, child, true)
+		if _, err := c.ReadAt(make([]byte, 512), 0); err == nil {
+			t.Errorf("%s: child still reads through a changed parent", sf)
+		}
+		c.Close()
+	}
+}

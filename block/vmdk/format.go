@@ -107,6 +107,9 @@ func (m *image) open(f *os.File, flag int) error {
 		if err != nil {
 			return err
 		}
+		if desc != nil {
+			m.descF, m.descOff, m.descLen = f, int64(sp.h.DescOffset)*sectorSize, int64(sp.h.DescSize)*sectorSize
+		}
 		if sp.h.Capacity == 0 && desc != nil && len(desc.Extents) > 0 {
 			// A descriptor wrapped in a sparse header: the data lives elsewhere.
 			m.descFile = f
@@ -151,6 +154,7 @@ func (m *image) open(f *os.File, flag int) error {
 		return err
 	}
 	m.descFile = f
+	m.descF, m.descOff, m.descLen = f, 0, st.Size()
 	return m.openExtents(desc, flag)
 }
 

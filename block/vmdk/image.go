@@ -1,8 +1,11 @@
 package vmdk
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"sort"
@@ -36,6 +39,12 @@ type image struct {
 	descFile   *os.File // separate descriptor file, nil for monolithic sparse
 	extents    []*extent
 	closeOnce  sync.Once
+
+	// Where the descriptor text lives, so the CID can be rewritten.
+	descF            *os.File
+	descOff, descLen int64
+	cidOnce          sync.Once
+	cidErr           error
 
 	backing     block.Driver // parent image, nil if none (or not opened)
 	parentFull  string       // parent path as opened
@@ -163,6 +172,61 @@ func (m *image) writable(e *extent) error {
 	if e.line.ReadOnly {
 		return fmt.Errorf("vmdk: extent %q is read-only", e.line.Name)
 	}
+	return m.touch()
+}
+
+// touch gives the image a new CID on its first write after opening, as QEMU does, so
+// children made on top of the old content (parentCID) stop reading through it. The new
+// CID is derived from the old one rather than random to keep converts reproducible.
+func (m *image) touch() error {
+	m.cidOnce.Do(func() { m.cidErr = m.rewriteCID() })
+	return m.cidErr
+}
+
+func (m *image) rewriteCID() error {
+	if m.descF == nil || m.descLen <= 0 || m.descLen > maxDescBytes {
+		return nil
+	}
+	buf := make([]byte, m.descLen)
+	if _, err := m.descF.ReadAt(buf, m.descOff); err != nil && err != io.EOF {
+		return err
+	}
+	i := bytes.Index(buf, []byte("\nCID="))
+	if i < 0 {
+		return nil
+	}
+	i += len("\nCID=")
+	j := i
+	for j < len(buf) && buf[j] != '\n' && buf[j] != '\r' && buf[j] != 0 {
+		j++
+	}
+	cid := crc32.ChecksumIEEE(binary.LittleEndian.AppendUint32([]byte("gemu vmdk write"), m.desc.CID))
+	if cid == m.desc.CID || cid == 0xffffffff {
+		cid ^= 1
+	}
+	hex := fmt.Appendf(nil, "%08x", cid)
+	if j-i == len(hex) {
+		if _, err := m.descF.WriteAt(hex, m.descOff+int64(i)); err != nil {
+			return err
+		}
+	} else {
+		text := bytes.TrimRight(buf, "\x00")
+		nb := append(append(append([]byte{}, text[:i]...), hex...), text[j:]...)
+		if m.descOff > 0 && int64(len(nb)) > m.descLen {
+			return nil // no room in the embedded descriptor: keep the old CID
+		}
+		if m.descOff == 0 {
+			if err := m.descF.Truncate(int64(len(nb))); err != nil {
+				return err
+			}
+		} else {
+			nb = append(nb, make([]byte, m.descLen-int64(len(nb)))...)
+		}
+		if _, err := m.descF.WriteAt(nb, m.descOff); err != nil {
+			return err
+		}
+	}
+	m.desc.CID = cid
 	return nil
 }
 
@@ -485,6 +549,9 @@ func (m *streamImage) WriteCompressed(off int64, compressed []byte, raw []byte) 
 	}
 	sp := m.extents[0].sp
 	if err := sp.ensureStream(); err != nil {
+		return err
+	}
+	if err := m.touch(); err != nil {
 		return err
 	}
 	return sp.sw.Load().writeCompressed(off, compressed, raw)

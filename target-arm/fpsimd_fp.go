@@ -455,7 +455,37 @@ func fpComputeExact(sz int, op fpOp, x, y, z float64, scale int, rmode int, fpcr
 
 // ---- Arithmetic operations (FPAdd, FPSub, FPMul, FPDiv, FPMulAdd, FPSqrt) ----
 
+// fpQuick reports whether op is a normal number whose float64 value is far
+// from overflow and underflow (for doubles: 2^-900..2^900), so that an
+// operation on such operands under round-to-nearest can go straight to
+// fpComputeFast without classification.
+func fpQuick(sz int, op uint64) bool {
+	switch sz {
+	case fpD:
+		return (op>>52&0x7ff)-124 < 1800
+	case fpS:
+		return (op>>23&0xff)-1 < 254
+	}
+	return false
+}
+
+func fpF64(sz int, op uint64) float64 {
+	if sz == fpD {
+		return math.Float64frombits(op)
+	}
+	return float64(math.Float32frombits(uint32(op)))
+}
+
 func fpAddSub(sz int, a, b uint64, sub bool, fpcr uint64, fl *uint64) uint64 {
+	if fpcr&(3<<22) == 0 && fpQuick(sz, a) && fpQuick(sz, b) {
+		y := fpF64(sz, b)
+		if sub {
+			y = -y
+		}
+		if r, ok := fpComputeFast(sz, opAdd, fpF64(sz, a), y, 0, 0, fl); ok {
+			return r
+		}
+	}
 	t1, s1, v1 := fpUnpack(sz, a, fpcr, fl)
 	t2, s2, v2 := fpUnpack(sz, b, fpcr, fl)
 	if r, ok := fpProcessNaNs2(sz, t1, t2, a, b, fpcr, fl); ok {
@@ -483,6 +513,11 @@ func fpAddSub(sz int, a, b uint64, sub bool, fpcr uint64, fl *uint64) uint64 {
 }
 
 func fpMul(sz int, a, b uint64, fpcr uint64, fl *uint64) uint64 {
+	if fpcr&(3<<22) == 0 && fpQuick(sz, a) && fpQuick(sz, b) {
+		if r, ok := fpComputeFast(sz, opMul, fpF64(sz, a), fpF64(sz, b), 0, 0, fl); ok {
+			return r
+		}
+	}
 	t1, s1, v1 := fpUnpack(sz, a, fpcr, fl)
 	t2, s2, v2 := fpUnpack(sz, b, fpcr, fl)
 	if r, ok := fpProcessNaNs2(sz, t1, t2, a, b, fpcr, fl); ok {
@@ -511,6 +546,11 @@ func fpMulX(sz int, a, b uint64, fpcr uint64, fl *uint64) uint64 {
 }
 
 func fpDiv(sz int, a, b uint64, fpcr uint64, fl *uint64) uint64 {
+	if fpcr&(3<<22) == 0 && fpQuick(sz, a) && fpQuick(sz, b) {
+		if r, ok := fpComputeFast(sz, opDiv, fpF64(sz, a), fpF64(sz, b), 0, 0, fl); ok {
+			return r
+		}
+	}
 	t1, s1, v1 := fpUnpack(sz, a, fpcr, fl)
 	t2, s2, v2 := fpUnpack(sz, b, fpcr, fl)
 	if r, ok := fpProcessNaNs2(sz, t1, t2, a, b, fpcr, fl); ok {
@@ -533,6 +573,11 @@ func fpDiv(sz int, a, b uint64, fpcr uint64, fl *uint64) uint64 {
 
 // fpMulAdd is FPMulAdd: addend + op1*op2 with a single rounding.
 func fpMulAdd(sz int, addend, op1, op2 uint64, fpcr uint64, fl *uint64) uint64 {
+	if fpcr&(3<<22) == 0 && fpQuick(sz, addend) && fpQuick(sz, op1) && fpQuick(sz, op2) {
+		if r, ok := fpComputeFast(sz, opFMA, fpF64(sz, op1), fpF64(sz, op2), fpF64(sz, addend), 0, fl); ok {
+			return r
+		}
+	}
 	ta, sa, va := fpUnpack(sz, addend, fpcr, fl)
 	t1, s1, v1 := fpUnpack(sz, op1, fpcr, fl)
 	t2, s2, v2 := fpUnpack(sz, op2, fpcr, fl)

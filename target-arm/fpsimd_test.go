@@ -132,7 +132,7 @@ func benchInsn(b *testing.B, word uint32) {
 
 func BenchmarkFPSIMDFaddD(b *testing.B)    { benchInsn(b, 0x1e622820) } // fadd d0, d1, d2
 func BenchmarkFPSIMDFmaddD(b *testing.B)   { benchInsn(b, 0x1f420c20) } // fmadd d0, d1, d2, d3
-func BenchmarkFPSIMDFmla4S(b *testing.B)   { benchInsn(b, 0x4e22cc20) } // fmla v0.4s, v1.4s, v2.4s
+func BenchmarkFPSIMDFmul4S(b *testing.B)   { benchInsn(b, 0x6e22dc20) } // fmul v0.4s, v1.4s, v2.4s
 func BenchmarkFPSIMDAdd16B(b *testing.B)   { benchInsn(b, 0x4e228420) } // add v0.16b, v1.16b, v2.16b
 func BenchmarkFPSIMDEor16B(b *testing.B)   { benchInsn(b, 0x6e221c20) } // eor v0.16b, v1.16b, v2.16b
 func BenchmarkFPSIMDFcvtzsXD(b *testing.B) { benchInsn(b, 0x9e780020) } // fcvtzs x0, d1

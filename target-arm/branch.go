@@ -144,9 +144,27 @@ func (c *CPU) decodeSystem(insn uint32, pc uint64) (op, bool) {
 		case 1: // YIELD
 			return func(c *CPU) bool { c.PC = next; runtime.Gosched(); return false }, true
 		case 2: // WFE: no event tracking; behave as a yield
-			return func(c *CPU) bool { c.PC = next; runtime.Gosched(); return false }, true
+			return func(c *CPU) bool {
+				if c.el == 0 && c.sr.sctlr&sctlrNTWE == 0 {
+					c.PC = pc
+					c.syncException(ecWFx, 1)
+					return false
+				}
+				c.PC = next
+				runtime.Gosched()
+				return false
+			}, true
 		case 3: // WFI
-			return func(c *CPU) bool { c.PC = next; c.wfi(); return false }, true
+			return func(c *CPU) bool {
+				if c.el == 0 && c.sr.sctlr&sctlrNTWI == 0 {
+					c.PC = pc
+					c.syncException(ecWFx, 0)
+					return false
+				}
+				c.PC = next
+				c.wfi()
+				return false
+			}, true
 		}
 		return func(c *CPU) bool { return true }, false // NOP, SEV, SEVL and other hints
 	case l == 0 && op0 == 0 && crn == 3 && rt == 31: // barriers
@@ -200,10 +218,15 @@ func (c *CPU) decodeSystem(insn uint32, pc uint64) (op, bool) {
 		read := l == 1
 		return func(c *CPU) bool {
 			k := sysKey(op0, op1, crn, crm, op2)
-			if c.el == 0 && !c.el0Accessible(k, read) {
-				c.PC = pc
-				c.syncException(ecSysReg, sysISS(op0, op1, crn, crm, op2, rt, read))
-				return false
+			if c.el == 0 {
+				switch c.el0Access(k, read) {
+				case el0Trap:
+					c.PC = pc
+					c.syncException(ecSysReg, sysISS(op0, op1, crn, crm, op2, rt, read))
+					return false
+				case el0Undef:
+					return c.undef(pc)
+				}
 			}
 			if read {
 				c.PC = pc
@@ -241,16 +264,15 @@ func sysISS(op0, op1, crn, crm, op2, rt uint32, read bool) uint64 {
 // decodeSys handles SYS: cache maintenance, address translation, TLB maintenance.
 func (c *CPU) decodeSys(insn uint32, pc uint64, op1, crn, crm, op2, rt uint32) (op, bool) {
 	next := pc + 4
+	// EL0 may execute DC ZVA (if SCTLR_EL1.DZE) and DC CVAU/CVAC/CIVAC, IC IVAU (if
+	// SCTLR_EL1.UCI); disabled ones trap with EC 0x18, everything else is UNDEFINED.
 	el0ok := false
+	el0ctl := uint64(sctlrUCI)
 	var f func(c *CPU) bool
 	switch {
 	case crn == 7 && op1 == 3 && crm == 4 && op2 == 1: // DC ZVA
-		el0ok = true
+		el0ok, el0ctl = true, sctlrDZE
 		f = func(c *CPU) bool {
-			if c.el == 0 && c.sr.sctlr&sctlrDZE == 0 {
-				c.syncException(ecSysReg, sysISS(1, op1, crn, crm, op2, rt, false))
-				return false
-			}
 			base := c.r(rt) &^ 63
 			for i := uint64(0); i < 64; i += 8 {
 				if !c.st64(base+i, 0) {
@@ -280,7 +302,7 @@ func (c *CPU) decodeSys(insn uint32, pc uint64, op1, crn, crm, op2, rt uint32) (
 		write := op2&1 == 1
 		f = func(c *CPU) bool { c.atS1(c.r(rt), idx, write); return true }
 	case crn == 7: // DC (clean/invalidate by VA or set/way): no caches to maintain
-		el0ok = op1 == 3
+		el0ok = op1 == 3 && (crm == 10 || crm == 11 || crm == 14) && op2 == 1
 		f = func(c *CPU) bool { return true }
 	case crn == 8 && op1 == 0 && (crm == 3 || crm == 7): // TLBI
 		// The softmmu TLB is not ASID-tagged: by-ASID invalidations flush everything
@@ -304,8 +326,14 @@ func (c *CPU) decodeSys(insn uint32, pc uint64, op1, crn, crm, op2, rt uint32) (
 	}
 	return func(c *CPU) bool {
 		c.PC = pc
-		if c.el == 0 && !el0ok {
-			return c.undef(pc)
+		if c.el == 0 {
+			if !el0ok {
+				return c.undef(pc)
+			}
+			if c.sr.sctlr&el0ctl == 0 {
+				c.syncException(ecSysReg, sysISS(1, op1, crn, crm, op2, rt, false))
+				return false
+			}
 		}
 		return f(c)
 	}, false

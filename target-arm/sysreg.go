@@ -26,6 +26,9 @@ const (
 	sctlrDZE  = 1 << 14
 	sctlrUCT  = 1 << 15
 	sctlrUMA  = 1 << 9
+	sctlrUCI  = 1 << 26
+	sctlrNTWI = 1 << 16
+	sctlrNTWE = 1 << 18
 	sctlrRES1 = 0x30d00800 // RES1 bits of SCTLR_EL1 in ARMv8.0
 )
 
@@ -107,33 +110,50 @@ const (
 	kOSLSR       = 2<<14 | 0<<11 | 1<<7 | 1<<3 | 4
 )
 
-// el0Accessible reports whether EL0 may access the register (reads when read is true).
-// Everything else traps to EL1 with EC 0x18 when executed at EL0, which is what lets
-// Linux emulate EL0 reads of the ID registers.
-func (c *CPU) el0Accessible(k uint32, read bool) bool {
+// EL0 access outcomes for system registers.
+const (
+	el0Allow = iota
+	el0Trap  // disabled by an EL1 control: trap to EL1 with EC 0x18
+	el0Undef // an EL1 register, or a write to a read-only one: UNDEFINED
+)
+
+// el0Access says what an MRS (read) or MSR at EL0 does. Registers without an EL0 form
+// are UNDEFINED there (ARMv8.0 has no FEAT_IDST; Linux emulates ID-register reads from
+// the undefined-instruction path); EL0 registers guarded by SCTLR_EL1 or CNTKCTL_EL1
+// bits trap when disabled.
+func (c *CPU) el0Access(k uint32, read bool) int {
+	allowIf := func(ok bool) int {
+		if ok {
+			return el0Allow
+		}
+		return el0Trap
+	}
 	switch k {
 	case kNZCV, kFPCR, kFPSR, kTPIDR_EL0:
-		return true
+		return el0Allow
 	case kDAIF:
-		return c.sr.sctlr&sctlrUMA != 0
-	case kTPIDRRO_EL0:
-		return read
-	case kCTR:
-		return read && c.sr.sctlr&sctlrUCT != 0
-	case kDCZID:
-		return read
-	case kCNTFRQ:
-		return read && c.sr.cntkctl&3 != 0
-	case kCNTVCT:
-		return read && c.sr.cntkctl&2 != 0
-	case kCNTPCT:
-		return read && c.sr.cntkctl&1 != 0
+		return allowIf(c.sr.sctlr&sctlrUMA != 0)
+	case kTPIDRRO_EL0, kDCZID, kCNTFRQ, kCNTPCT, kCNTVCT, kCTR:
+		if !read {
+			return el0Undef
+		}
+		switch k {
+		case kCTR:
+			return allowIf(c.sr.sctlr&sctlrUCT != 0)
+		case kCNTFRQ:
+			return allowIf(c.sr.cntkctl&3 != 0)
+		case kCNTVCT:
+			return allowIf(c.sr.cntkctl&2 != 0)
+		case kCNTPCT:
+			return allowIf(c.sr.cntkctl&1 != 0)
+		}
+		return el0Allow
 	case kCNTV_TVAL, kCNTV_CTL, kCNTV_CVAL:
-		return c.sr.cntkctl&(1<<8) != 0
+		return allowIf(c.sr.cntkctl&(1<<8) != 0)
 	case kCNTP_TVAL, kCNTP_CTL, kCNTP_CVAL:
-		return c.sr.cntkctl&(1<<9) != 0
+		return allowIf(c.sr.cntkctl&(1<<9) != 0)
 	}
-	return false
+	return el0Undef
 }
 
 // counter returns the current CNTPCT/CNTVCT value.

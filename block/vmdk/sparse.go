@@ -424,31 +424,64 @@ func inflate(dst, data []byte) error {
 }
 
 // status describes the run starting at extent offset off, at most n bytes, merging
-// grains of the same kind (and, for data, contiguous host offsets).
+// grains of the same kind (and, for data, contiguous host offsets). It scans a grain
+// table at a time, so large unallocated areas cost little.
 func (s *sparseExtent) status(off, n int64) (st grainState, host int64, length int64, err error) {
 	if off >= s.limit {
 		return grainUnalloc, -1, n, nil
 	}
 	n = min(n, s.limit-off)
 	host = -1
+	per := int64(s.h.NumGTEsPerGT)
+	first := true
+	// classify returns the state and host offset of one entry.
+	classify := func(e uint32, in int64) (grainState, int64) {
+		switch {
+		case e == 0:
+			return grainUnalloc, -1
+		case e == gteZeroed && s.zeroGrain:
+			return grainZero, -1
+		case s.compressed:
+			return grainData, -1
+		}
+		return grainData, int64(e)*sectorSize + in
+	}
 	for length < n {
 		cur := off + length
 		gi := cur / s.grainBytes
-		in := cur % s.grainBytes
-		gs, e, err := s.lookup(gi)
-		if err != nil {
-			return 0, 0, 0, err
+		gdi := gi / per
+		var t []uint32
+		if gdi < int64(len(s.gd)) {
+			if t, err = s.gt(uint32(gdi)); err != nil {
+				return 0, 0, 0, err
+			}
 		}
-		h := int64(-1)
-		if gs == grainData && !s.compressed {
-			h = int64(e)*sectorSize + in
+		if t == nil {
+			// No grain table: the rest of its range is unallocated.
+			if !first && st != grainUnalloc {
+				break
+			}
+			st, first = grainUnalloc, false
+			length += min((gdi+1)*per*s.grainBytes-cur, n-length)
+			continue
 		}
-		if length == 0 {
-			st, host = gs, h
-		} else if gs != st || (h >= 0 && h != host+length) {
+		s.mu.RLock()
+		stop := false
+		for idx := gi % per; idx < per && length < n; idx++ {
+			in := (off + length) % s.grainBytes
+			gs, h := classify(t[idx], in)
+			if first {
+				st, host, first = gs, h, false
+			} else if gs != st || (h >= 0 && h != host+length) {
+				stop = true
+				break
+			}
+			length += min(s.grainBytes-in, n-length)
+		}
+		s.mu.RUnlock()
+		if stop {
 			break
 		}
-		length += min(s.grainBytes-in, n-length)
 	}
 	return st, host, length, nil
 }

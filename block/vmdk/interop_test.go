@@ -401,3 +401,41 @@ func TestCreateErrorsMatchQemu(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamManyTables: a streamOptimized image whose data spans several grain tables,
+// with whole tables left empty, is read by qemu-img as written, and by us.
+func TestStreamManyTables(t *testing.T) {
+	needQemu(t)
+	chdirTemp(t)
+	const size = 300<<20 + 512
+	at := []int64{0, 40 << 20, 40<<20 + 65536*3 + 17, 200 << 20, size - 70000}
+	data := patterned(70000, 40)
+	ref, _ := os.Create("ref.raw")
+	ref.Truncate(size)
+	if err := vmdkFormatT(t).Create("m.vmdk", block.CreateOptions{Size: size, Options: map[string]string{"subformat": "streamOptimized"}}); err != nil {
+		t.Fatal(err)
+	}
+	d := openT(t, "m.vmdk", false)
+	for _, off := range at {
+		if _, err := d.WriteAt(data, off); err != nil {
+			t.Fatal(err)
+		}
+		ref.WriteAt(data, off)
+	}
+	ref.Close()
+	if _, err := d.WriteAt(data, 0); err == nil {
+		t.Errorf("rewriting a grain already streamed out succeeded")
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "qemu-img", "compare", "-f", "raw", "-F", "vmdk", "ref.raw", "m.vmdk")
+	checkStreamTail(t, "m.vmdk")
+	d = openT(t, "m.vmdk", true)
+	defer d.Close()
+	toRaw(t, d, "ours.raw")
+	run(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", "ref.raw", "ours.raw")
+	if a, b := mapString(qemuMap(t, "m.vmdk")), mapString(ourMap(t, d)); a != b {
+		t.Errorf("map differs:\nqemu:\n%s\nours:\n%s", a, b)
+	}
+}

@@ -44,6 +44,28 @@ type laneFn func(a, b, d uint64, s *State) uint64
 // vecOp applies f lane-wise over elems elements; the rest of Vd is zeroed
 // (which is also what scalar forms need, with elems = 1).
 func vecOp(d, n, m, elems int, size uint, f laneFn) func(*State) {
+	switch size {
+	case 3:
+		return func(s *State) {
+			a, b, dd := s.V[n], s.V[m], s.V[d]
+			var r [2]uint64
+			for i := 0; i < elems; i++ {
+				r[i] = f(a[i], b[i], dd[i], s)
+			}
+			s.V[d] = r
+		}
+	case 2:
+		return func(s *State) {
+			a, b, dd := s.V[n], s.V[m], s.V[d]
+			var r [2]uint64
+			for i := 0; i < elems; i++ {
+				sh := uint(i&1) * 32
+				x := f(a[i>>1]>>sh&0xffffffff, b[i>>1]>>sh&0xffffffff, dd[i>>1]>>sh&0xffffffff, s)
+				r[i>>1] |= (x & 0xffffffff) << sh
+			}
+			s.V[d] = r
+		}
+	}
 	return func(s *State) {
 		a, b, dd := s.V[n], s.V[m], s.V[d]
 		var r [2]uint64

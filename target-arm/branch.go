@@ -147,7 +147,7 @@ func (c *CPU) decodeSystem(insn uint32, pc uint64) (op, bool) {
 			return func(c *CPU) bool {
 				if c.el == 0 && c.sr.sctlr&sctlrNTWE == 0 {
 					c.PC = pc
-					c.syncException(ecWFx, 1)
+					c.syncException(ecWFx, 1<<24|0xe<<20|1)
 					return false
 				}
 				c.PC = next
@@ -158,7 +158,7 @@ func (c *CPU) decodeSystem(insn uint32, pc uint64) (op, bool) {
 			return func(c *CPU) bool {
 				if c.el == 0 && c.sr.sctlr&sctlrNTWI == 0 {
 					c.PC = pc
-					c.syncException(ecWFx, 0)
+					c.syncException(ecWFx, 1<<24|0xe<<20)
 					return false
 				}
 				c.PC = next

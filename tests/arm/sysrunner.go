@@ -1,0 +1,165 @@
+package armtest
+
+import (
+	"bytes"
+	"context"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"gemu/hw/bus"
+	"gemu/hw/memory"
+	arm "gemu/target-arm"
+)
+
+// System-level (EL1) differential tests: a bare-metal program linked at SysBase runs at
+// EL1 with the MMU off on qemu-system-aarch64 -M virt and on gemu's CPU with RAM at
+// 0x4000_0000 and a transmit-only PL011 data register at 0x0900_0000. It prints its
+// results as text on the UART and powers off with PSCI SYSTEM_OFF (HVC); the two
+// transcripts must be identical.
+
+// SysBase is the link address of system test programs.
+const SysBase = 0x40200000
+
+const (
+	sysRAMBase = 0x40000000
+	sysRAMSize = 128 << 20
+	uartBase   = 0x09000000
+	psciOff    = 0x84000008
+)
+
+// BuildSys assembles and links a bare-metal program at SysBase.
+func BuildSys(t testing.TB, dir, src string) string {
+	t.Helper()
+	gcc, err := exec.LookPath("aarch64-linux-gnu-gcc")
+	if err != nil {
+		t.Skip("aarch64-linux-gnu-gcc not installed (apt-get install gcc-aarch64-linux-gnu)")
+	}
+	s := filepath.Join(dir, "sys.S")
+	bin := filepath.Join(dir, "sys.elf")
+	if err := os.WriteFile(s, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(gcc, "-static", "-nostdlib", "-no-pie", "-march=armv8-a+crc",
+		"-Wl,-N", fmt.Sprintf("-Wl,-Ttext=%#x", SysBase), "-Wl,--build-id=none", "-o", bin, s).CombinedOutput()
+	if err != nil {
+		t.Fatalf("assembling system test: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// RunSysQEMU runs the program on qemu-system-aarch64 and returns its UART output.
+func RunSysQEMU(t testing.TB, bin string) string {
+	t.Helper()
+	q, err := exec.LookPath("qemu-system-aarch64")
+	if err != nil {
+		t.Skip("qemu-system-aarch64 not installed (apt-get install qemu-system-arm)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, q, "-M", "virt", "-cpu", "cortex-a57", "-m", "128",
+		"-display", "none", "-monitor", "none", "-serial", "stdio", "-kernel", bin)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("qemu-system-aarch64: %v\n%s\noutput so far:\n%s", err, stderr.Bytes(), stdout.Bytes())
+	}
+	return stdout.String()
+}
+
+// uart is a transmit-only PL011: data-register writes are collected, the flag
+// register reads as "transmit FIFO empty".
+type uart struct {
+	mu  sync.Mutex
+	out bytes.Buffer
+}
+
+func (u *uart) Read(off uint64, data []byte) {
+	clear(data)
+	if off == 0x18 && len(data) > 0 {
+		data[0] = 0x90 // TXFE | RXFE
+	}
+}
+
+func (u *uart) Write(off uint64, data []byte) {
+	if off == 0 && len(data) > 0 {
+		u.mu.Lock()
+		u.out.WriteByte(data[0])
+		u.mu.Unlock()
+	}
+}
+
+// RunSysGemu runs the program on gemu's CPU and returns its UART output.
+func RunSysGemu(t testing.TB, bin string) string {
+	t.Helper()
+	out, err := runSysGemu(bin, 60*time.Second)
+	if err != nil {
+		t.Fatalf("gemu: %v\noutput so far:\n%s", err, out)
+	}
+	return out
+}
+
+func runSysGemu(bin string, timeout time.Duration) (string, error) {
+	f, err := elf.Open(bin)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	ram := memory.New()
+	if _, err := ram.Add("ram", sysRAMBase, sysRAMSize); err != nil {
+		return "", err
+	}
+	defer ram.Close()
+	for _, p := range f.Progs {
+		if p.Type != elf.PT_LOAD || p.Filesz == 0 {
+			continue
+		}
+		data := make([]byte, p.Filesz)
+		if _, err := p.ReadAt(data, 0); err != nil {
+			return "", err
+		}
+		if err := ram.WriteAt(data, p.Paddr); err != nil {
+			return "", err
+		}
+	}
+	mmio := bus.New()
+	u := &uart{}
+	if err := mmio.Insert(u, "pl011", uartBase, 0x1000); err != nil {
+		return "", err
+	}
+	stop := make(chan struct{})
+	var once sync.Once
+	off := false
+	cpu := arm.New(arm.Config{ID: 0, RAM: ram, MMIO: mmio, HVC: func(c *arm.CPU) {
+		if c.X(0) == psciOff {
+			off = true
+			once.Do(func() { close(stop) })
+			return
+		}
+		c.SetX(0, ^uint64(0)) // PSCI NOT_SUPPORTED
+	}})
+	defer cpu.Close()
+	cpu.Reset(f.Entry, 0)
+	done := make(chan error, 1)
+	go func() { done <- cpu.Run(stop) }()
+	select {
+	case err = <-done:
+	case <-time.After(timeout):
+		once.Do(func() { close(stop) })
+		<-done
+		err = errors.New("timed out")
+	}
+	u.mu.Lock()
+	out := u.out.String()
+	u.mu.Unlock()
+	if err == nil && !off {
+		err = errors.New("program stopped without PSCI SYSTEM_OFF")
+	}
+	return out, err
+}

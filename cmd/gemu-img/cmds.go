@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"sync"
 
 	"fmt"
 	"os"
@@ -448,7 +449,8 @@ func cmdResize(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	defer d.Close()
+	closeD := closer(d)
+	defer closeD()
 	cur := d.Size()
 	newSize := n
 	if rel != 0 {
@@ -466,7 +468,7 @@ func cmdResize(c *cli.Context) error {
 	if err := d.Flush(); err != nil {
 		return fail("%s", err)
 	}
-	if err := d.Close(); err != nil {
+	if err := closeD(); err != nil {
 		return fail("%s", err)
 	}
 	qprintf(c, "Image resized.\n")
@@ -643,7 +645,8 @@ func cmdSnapshot(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	defer d.Close()
+	closeD := closer(d)
+	defer closeD()
 	s, ok := d.(block.Snapshotter)
 	what := map[string]string{"a": "apply", "c": "create", "d": "delete"}[action]
 	if !ok {
@@ -676,7 +679,7 @@ func cmdSnapshot(c *cli.Context) error {
 	if err != nil {
 		return fail("Could not %s snapshot '%s': %s", what, snap, oneLine(err.Error()))
 	}
-	if err := d.Close(); err != nil {
+	if err := closeD(); err != nil {
 		return fail("%s", err)
 	}
 	return nil
@@ -716,7 +719,8 @@ func cmdRebase(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	defer top.Close()
+	closeTop := closer(top)
+	defer closeTop()
 	if unsafe {
 		bs, ok := top.(block.BackingSetter)
 		if !ok {
@@ -725,7 +729,7 @@ func cmdRebase(c *cli.Context) error {
 		if err := bs.SetBacking(newName, newFmt); err != nil {
 			return fail("Could not change the backing file to '%s': %s", newName, oneLine(err.Error()))
 		}
-		if err := top.Close(); err != nil {
+		if err := closeTop(); err != nil {
 			return fail("%s", err)
 		}
 		return nil
@@ -750,7 +754,7 @@ func cmdRebase(c *cli.Context) error {
 	if err != nil {
 		return fail("%s", oneLine(err.Error()))
 	}
-	if err := top.Close(); err != nil {
+	if err := closeTop(); err != nil {
 		return fail("%s", err)
 	}
 	end()
@@ -775,7 +779,8 @@ func cmdCommit(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	defer top.Close()
+	closeTop := closer(top)
+	defer closeTop()
 	// Find the base layer: the immediate backing file, or the one named by -b.
 	depth := 0
 	var base block.Driver
@@ -814,7 +819,7 @@ func cmdCommit(c *cli.Context) error {
 	if cerr != nil {
 		return fail("%s", cerr)
 	}
-	if err := top.Close(); err != nil {
+	if err := closeTop(); err != nil {
 		return fail("%s", err)
 	}
 	end()
@@ -841,7 +846,8 @@ func cmdAmend(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	defer d.Close()
+	closeD := closer(d)
+	defer closeD()
 	a, ok := d.(block.Amender)
 	if !ok {
 		return fail("Format driver '%s' does not support option amendment", d.Format())
@@ -849,7 +855,7 @@ func cmdAmend(c *cli.Context) error {
 	if err := a.Amend(opts); err != nil {
 		return fail("Error while amending options: %s", oneLine(err.Error()))
 	}
-	if err := d.Close(); err != nil {
+	if err := closeD(); err != nil {
 		return fail("%s", err)
 	}
 	return nil
@@ -1000,4 +1006,15 @@ func cmdBench(c *cli.Context) error {
 	}
 	qprintf(c, "Run completed in %3.3f seconds.\n", time.Since(t0).Seconds())
 	return nil
+}
+
+// closer returns a function closing d once: commands defer it for early returns and
+// call it explicitly to report the error; a second Close must not reach the driver.
+func closer(d block.Driver) func() error {
+	var once sync.Once
+	var err error
+	return func() error {
+		once.Do(func() { err = d.Close() })
+		return err
+	}
 }

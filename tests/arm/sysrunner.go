@@ -98,14 +98,16 @@ func (u *uart) Write(off uint64, data []byte) {
 // RunSysGemu runs the program on gemu's CPU and returns its UART output.
 func RunSysGemu(t testing.TB, bin string) string {
 	t.Helper()
-	out, err := runSysGemu(bin, 60*time.Second)
+	out, err := runSysGemu(bin, 60*time.Second, nil)
 	if err != nil {
 		t.Fatalf("gemu: %v\noutput so far:\n%s", err, out)
 	}
 	return out
 }
 
-func runSysGemu(bin string, timeout time.Duration) (string, error) {
+// runSysGemu runs a system test program; tweak, if non-nil, may adjust the CPU's
+// configuration (for example to wire the timer outputs), getting the CPU through cpu.
+func runSysGemu(bin string, timeout time.Duration, tweak func(cfg *arm.Config, cpu func() *arm.CPU)) (string, error) {
 	f, err := elf.Open(bin)
 	if err != nil {
 		return "", err
@@ -136,14 +138,19 @@ func runSysGemu(bin string, timeout time.Duration) (string, error) {
 	stop := make(chan struct{})
 	var once sync.Once
 	off := false
-	cpu := arm.New(arm.Config{ID: 0, RAM: ram, MMIO: mmio, HVC: func(c *arm.CPU) {
+	cfg := arm.Config{ID: 0, RAM: ram, MMIO: mmio, HVC: func(c *arm.CPU) {
 		if c.X(0) == psciOff {
 			off = true
 			once.Do(func() { close(stop) })
 			return
 		}
 		c.SetX(0, ^uint64(0)) // PSCI NOT_SUPPORTED
-	}})
+	}}
+	var cpu *arm.CPU
+	if tweak != nil {
+		tweak(&cfg, func() *arm.CPU { return cpu })
+	}
+	cpu = arm.New(cfg)
 	defer cpu.Close()
 	cpu.Reset(f.Entry, 0)
 	done := make(chan error, 1)

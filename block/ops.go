@@ -245,7 +245,7 @@ func Commit(top Driver, baseDepth int, base Driver, o CommitOptions) error {
 	}
 	e, ok := top.(Emptier)
 	if !ok {
-		return fmt.Errorf("Could not empty %s: %v", top.Filename(), ErrUnsupported)
+		return fmt.Errorf("%s does not support emptying nodes", top.Format())
 	}
 	if err := e.MakeEmpty(); err != nil {
 		return fmt.Errorf("Could not empty %s: %v", top.Filename(), err)

@@ -73,8 +73,11 @@ func TestParentChain(t *testing.T) {
 
 	// A parent whose CID changed no longer backs the child, as with qemu-img.
 	b, _ := os.ReadFile("base.vmdk")
-	i := bytes.Index(b, []byte("CID="))
-	copy(b[i+4:], "0badc1d0")
+	desc := b[512 : 21*512]
+	i := bytes.Index(desc, []byte("\nCID=")) + 5
+	j := i + bytes.IndexByte(desc[i:], '\n')
+	nd := append(append(append([]byte{}, desc[:i]...), "0badc1d0"...), desc[j:]...)
+	copy(desc, nd)
 	writeFile(t, "base.vmdk", b)
 	qout, qerr := exec.Command("qemu-img", "convert", "-O", "raw", "mid.vmdk", "x.raw").CombinedOutput()
 	d = openT(t, "mid.vmdk", true)

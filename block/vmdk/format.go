@@ -99,7 +99,7 @@ func (m *image) open(f *os.File, flag int) error {
 	}
 	head = head[:n]
 	if n >= 4 && (head[0] == 'K' && string(head[:4]) == "KDMV" || string(head[:4]) == "COWD") {
-		sp, err := openSparse(f, m.filename)
+		sp, err := openSparse(f, m.filename, nil)
 		if err != nil {
 			return err
 		}
@@ -188,10 +188,14 @@ func (m *image) openExtents(desc *descriptor, flag int) error {
 	case "vmfsSparse", "seSparse", "vmfsRaw", "vmfsRawDeviceMap", "vmfsPassthroughRawDeviceMap":
 		return fmt.Errorf("vmdk: unsupported image type '%s'", desc.CreateType)
 	}
+	if len(desc.Extents) == 0 {
+		return fmt.Errorf("vmdk: descriptor lists no extents")
+	}
 	m.desc = desc
 	m.createType = desc.CreateType
 	dir := filepath.Dir(m.filename)
 	prefix := dirPrefix(m.filename)
+	dirBudget := int64(maxDirBytes)
 	for _, l := range desc.Extents {
 		if m.size > 1<<62-l.Sectors*sectorSize {
 			return fmt.Errorf("vmdk: extents add up to more than the maximum disk size")
@@ -221,7 +225,7 @@ func (m *image) openExtents(desc *descriptor, flag int) error {
 			e.flatOff = l.Offset * sectorSize
 			continue
 		}
-		if e.sp, err = openSparse(e.f, p); err != nil {
+		if e.sp, err = openSparse(e.f, p, &dirBudget); err != nil {
 			return fmt.Errorf("%v (extent '%s')", err, l.Name)
 		}
 		if e.sp.h.Version == 3 && !e.sp.compressed && !m.readOnly && !l.ReadOnly {

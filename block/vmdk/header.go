@@ -38,6 +38,9 @@ const (
 	maxGrainSectors = 16 << 20 / sectorSize
 	maxGDEntries    = 16 << 20 // 64 MiB of grain directory
 	maxDescBytes    = 1 << 20
+	// maxDirBytes bounds the grain directories held for all extents of one image
+	// (a descriptor could list one big sparse file thousands of times).
+	maxDirBytes = 64 << 20
 )
 
 // header is the 512-byte sparse extent header (and the stream footer's copy of it).

@@ -48,7 +48,9 @@ type sparseExtent struct {
 	fill func(p []byte, off int64) error
 }
 
-func openSparse(f *os.File, path string) (*sparseExtent, error) {
+// openSparse reads a sparse extent's header and directories; dirBudget (if not nil)
+// is the directory memory the image may still use, and is charged.
+func openSparse(f *os.File, path string, dirBudget *int64) (*sparseExtent, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, err
@@ -83,6 +85,15 @@ func openSparse(f *os.File, path string) (*sparseExtent, error) {
 		return nil, fmt.Errorf("vmdk: file truncated, expecting at least %d bytes", int64(h.OverHead)*sectorSize)
 	}
 	n := int(h.gdEntries())
+	if dirBudget != nil {
+		need := int64(n) * 4
+		if h.Flags&flagRGD != 0 && h.RGDOffset != 0 && !s.stream {
+			need *= 2
+		}
+		if *dirBudget -= need; *dirBudget < 0 {
+			return nil, fmt.Errorf("vmdk: the extents' grain directories need more than %d MiB", maxDirBytes>>20)
+		}
+	}
 	if s.gd, err = s.readDir("grain directory", h.GDOffset, n); err != nil {
 		return nil, err
 	}
@@ -133,13 +144,17 @@ func (s *sparseExtent) readDir(what string, sector uint64, n int) ([]uint32, err
 	if sector == 0 || sector > uint64(s.size)/sectorSize || int64(sector)*sectorSize+bytesN > s.size {
 		return nil, fmt.Errorf("vmdk: %s at sector %d (%d entries) lies outside the file", what, sector, n)
 	}
-	raw := make([]byte, bytesN)
-	if _, err := s.f.ReadAt(raw, int64(sector)*sectorSize); err != nil {
-		return nil, fmt.Errorf("vmdk: reading %s: %v", what, shortErr(err))
-	}
 	d := make([]uint32, n)
-	for i := range d {
-		d[i] = binary.LittleEndian.Uint32(raw[4*i:])
+	raw := make([]byte, min(bytesN, 64<<10))
+	for i := 0; i < n; {
+		k := min(n-i, len(raw)/4)
+		if _, err := s.f.ReadAt(raw[:4*k], int64(sector)*sectorSize+int64(i)*4); err != nil {
+			return nil, fmt.Errorf("vmdk: reading %s: %v", what, shortErr(err))
+		}
+		for j := range k {
+			d[i+j] = binary.LittleEndian.Uint32(raw[4*j:])
+		}
+		i += k
 	}
 	return d, nil
 }

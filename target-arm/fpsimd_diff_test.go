@@ -324,7 +324,11 @@ func TestFPSIMDDifferential(t *testing.T) {
 			}
 		}
 	}
-	r := rand.New(rand.NewSource(1))
+	seed := int64(1)
+	if v := os.Getenv("FPSIMD_SEED"); v != "" {
+		fmt.Sscan(v, &seed)
+	}
+	r := rand.New(rand.NewSource(seed))
 	in := make([]byte, len(templates)*perT*diffInSize)
 	for i := 0; i < len(templates)*perT; i++ {
 		b := in[i*diffInSize:]

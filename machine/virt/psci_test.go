@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"gemu/hw/fdt"
 )
 
 func call(m *Machine, fn uint32, args ...uint64) int64 {
@@ -105,5 +107,52 @@ func TestPSCIBootSecondary(t *testing.T) {
 			m.Stop()
 			t.Fatalf("gic %d: guest did not power off", gic)
 		}
+	}
+}
+
+// TestUserDTB: -dtb keeps the user's tree and adds the boot parameters to /chosen.
+func TestUserDTB(t *testing.T) {
+	dir := t.TempDir()
+	img := make([]byte, 4*len(psciGuest))
+	for i, w := range psciGuest {
+		binary.LittleEndian.PutUint32(img[4*i:], w)
+	}
+	root := fdt.NewRoot()
+	root.SetString("model", "user board")
+	root.Child("soc").SetU32("x", 7)
+	files := map[string][]byte{"Image": img, "initrd": make([]byte, 5000), "user.dtb": (&fdt.Blob{Root: root}).Marshal()}
+	for n, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, n), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := New(Config{RAMSize: 64 << 20, SMP: 1, GICVersion: 2, Kernel: filepath.Join(dir, "Image"),
+		Initrd: filepath.Join(dir, "initrd"), Append: "console=ttyAMA0", DTB: filepath.Join(dir, "user.dtb")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.ram.Close()
+	b, err := fdt.Parse(m.DTB())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := b.Root.Prop("model"); string(v) != "user board\x00" || b.Root.Path("soc") == nil {
+		t.Fatal("user tree not kept")
+	}
+	ch := b.Root.Path("chosen")
+	args, _ := ch.Prop("bootargs")
+	s, _ := ch.Prop("linux,initrd-start")
+	e, _ := ch.Prop("linux,initrd-end")
+	if string(args) != "console=ttyAMA0\x00" || len(s) != 8 || len(e) != 8 ||
+		binary.BigEndian.Uint64(e)-binary.BigEndian.Uint64(s) != 5000 {
+		t.Fatalf("chosen: %q %x %x", args, s, e)
+	}
+	// The blob in guest RAM at x0 is the same tree.
+	inRAM := make([]byte, len(m.DTB()))
+	if err := m.ram.ReadAt(inRAM, m.dtbAddr); err != nil || string(inRAM) != string(m.DTB()) {
+		t.Fatal("DTB not at the address passed in x0")
+	}
+	if m.cpus[0].X(0) != m.dtbAddr || m.dtbAddr%8 != 0 {
+		t.Fatalf("x0 = %#x, DTB at %#x", m.cpus[0].X(0), m.dtbAddr)
 	}
 }

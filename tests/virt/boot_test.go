@@ -1,7 +1,7 @@
 // Package virt holds the whole-system tests and the benchmark of the aarch64 virt
 // board: Debian's arm64 kernel booted by gemu-system-aarch64 with the busybox test
-// initramfs of `make assets`. It must not reach into the board's packages: it drives the
-// built binary, as a user does.
+// initramfs of `make assets`. It drives the built binary, as a user does, and checks the
+// vCPU API contracts the board relies on (target-arm's public API) directly.
 package virt
 
 import (
@@ -116,17 +116,23 @@ func boot(t *testing.T, gic string, smp int, extra ...string) (*exec.Cmd, *conso
 }
 
 // TestBootSMP2 boots Debian's arm64 kernel with two CPUs on each GIC version and checks
-// that /init runs (the marker), that both CPUs are online, and that guest poweroff
-// makes the emulator exit 0.
+// that /init runs (the marker), that both CPUs are online, that CPU 1 can be taken
+// offline and back, and that guest poweroff makes the emulator exit 0.
 func TestBootSMP2(t *testing.T) {
 	needAssets(t)
 	for _, gic := range []string{"2", "3"} {
 		t.Run("gic-version="+gic, func(t *testing.T) {
-			script := "cat /sys/devices/system/cpu/online\ngrep -c ^processor /proc/cpuinfo\n"
+			// Hot-unplugging CPU 1 goes through PSCI CPU_OFF (and AFFINITY_INFO polling),
+			// plugging it back through CPU_ON.
+			script := "echo online:$(cat /sys/devices/system/cpu/online)\n" +
+				"echo 0 > /sys/devices/system/cpu/cpu1/online\necho off:$(cat /sys/devices/system/cpu/online)\n" +
+				"echo 1 > /sys/devices/system/cpu/cpu1/online\necho on:$(cat /sys/devices/system/cpu/online)\n"
 			cmd, con, in := boot(t, gic, 2, "-no-reboot", "-append", "console=ttyAMA0 "+assets.CmdArg(script))
 			in.Close()
 			marker := con.waitFor(assets.Marker)
-			online := con.waitFor("0-1")
+			online := con.waitFor("online:0-1")
+			off := con.waitFor("off:0")
+			on := con.waitFor("on:0-1")
 			exitLine := con.waitFor("GEMU-CMD-EXIT")
 			err := cmd.Wait()
 			if marker == "" {
@@ -134,6 +140,9 @@ func TestBootSMP2(t *testing.T) {
 			}
 			if !strings.Contains(marker, "cpus=2") || online == "" {
 				t.Fatalf("two CPUs not online: %q; console:\n%s", marker, con)
+			}
+			if off == "" || on == "" {
+				t.Fatalf("CPU 1 hot-unplug/replug via PSCI failed; console:\n%s", con)
 			}
 			if exitLine != "GEMU-CMD-EXIT 0" {
 				t.Fatalf("script status %q", exitLine)

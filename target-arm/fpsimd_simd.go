@@ -409,7 +409,8 @@ func fpSameOp(opc, u, a uint32, sz int) (f laneFn, pairwise bool) {
 		sb := fpSignBit(sz)
 		return func(x, y, d uint64, s *State) uint64 { return fpMulAdd(sz, d, x^sb, y, s.FPCR, &s.FPSR) }, false
 	case 0b11010_0_0, 0b11010_0_1: // FADD, FSUB
-		return bin(fp2Op(2+a, sz)), false
+		sub := a == 1
+		return func(x, y, _ uint64, s *State) uint64 { return fpAddSub(sz, x, y, sub, s.FPCR, &s.FPSR) }, false
 	case 0b11010_1_0: // FADDP
 		return bin(fp2Op(2, sz)), true
 	case 0b11010_1_1: // FABD
@@ -417,8 +418,8 @@ func fpSameOp(opc, u, a uint32, sz int) (f laneFn, pairwise bool) {
 		return func(x, y, _ uint64, s *State) uint64 { return fpAddSub(sz, x, y, true, s.FPCR, &s.FPSR) &^ sb }, false
 	case 0b11011_0_0: // FMULX
 		return func(x, y, _ uint64, s *State) uint64 { return fpMulX(sz, x, y, s.FPCR, &s.FPSR) }, false
-	case 0b11011_1_0:
-		return bin(fp2Op(0, sz)), false
+	case 0b11011_1_0: // FMUL
+		return func(x, y, _ uint64, s *State) uint64 { return fpMul(sz, x, y, s.FPCR, &s.FPSR) }, false
 	case 0b11100_0_0, 0b11100_1_0, 0b11100_1_1, 0b11101_1_0, 0b11101_1_1: // FCMEQ, FCMGE, FCMGT, FACGE, FACGT
 		kind := cmpEQ
 		if u == 1 {
@@ -433,8 +434,8 @@ func fpSameOp(opc, u, a uint32, sz int) (f laneFn, pairwise bool) {
 	case 0b11111_0_0, 0b11111_0_1: // FRECPS, FRSQRTS
 		rs := a == 1
 		return func(x, y, _ uint64, s *State) uint64 { return fpRecipStep(sz, x, y, rs, s.FPCR, &s.FPSR) }, false
-	case 0b11111_1_0:
-		return bin(fp2Op(1, sz)), false
+	case 0b11111_1_0: // FDIV
+		return func(x, y, _ uint64, s *State) uint64 { return fpDiv(sz, x, y, s.FPCR, &s.FPSR) }, false
 	}
 	return nil, false
 }

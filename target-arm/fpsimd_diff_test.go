@@ -219,10 +219,6 @@ func diffValue(r *rand.Rand) uint64 {
 	return r.Uint64()
 }
 
-type diffCase struct {
-	in [diffInSize / 8]uint64
-}
-
 func diffFPCR(r *rand.Rand) uint64 {
 	v := uint64(r.Intn(4)) << 22
 	if r.Intn(2) == 0 {

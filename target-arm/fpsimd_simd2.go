@@ -54,7 +54,7 @@ func satUu(v uint64, size uint, s *State) uint64 {
 	return v
 }
 
-func fpUnOp(sz int, f func(a, fpcr uint64, fl *uint64) uint64) unFn {
+func fpUnOp(f func(a, fpcr uint64, fl *uint64) uint64) unFn {
 	return func(a uint64, s *State) uint64 { return f(a, s.FPCR, &s.FPSR) }
 }
 
@@ -132,9 +132,9 @@ func fpMiscOp(opc, u, a uint32, sz int) unFn {
 	case 0b01111_1_1:
 		return func(x uint64, _ *State) uint64 { return x ^ sb }
 	case 0b11101_1_0:
-		return fpUnOp(sz, func(x, fpcr uint64, fl *uint64) uint64 { return fpRecipEstimate(sz, x, fpcr, fl) })
+		return fpUnOp(func(x, fpcr uint64, fl *uint64) uint64 { return fpRecipEstimate(sz, x, fpcr, fl) })
 	case 0b11101_1_1:
-		return fpUnOp(sz, func(x, fpcr uint64, fl *uint64) uint64 { return fpRSqrtEstimate(sz, x, fpcr, fl) })
+		return fpUnOp(func(x, fpcr uint64, fl *uint64) uint64 { return fpRSqrtEstimate(sz, x, fpcr, fl) })
 	case 0b11111_1_0: // FRECPX
 		fb := fmtFbits[sz]
 		emask := uint64(1)<<fmtEbits[sz] - 1
@@ -152,7 +152,7 @@ func fpMiscOp(opc, u, a uint32, sz int) unFn {
 			return x&sb | exp<<fb
 		}
 	case 0b11111_1_1:
-		return fpUnOp(sz, func(x, fpcr uint64, fl *uint64) uint64 { return fpSqrt(sz, x, fpcr, fl) })
+		return fpUnOp(func(x, fpcr uint64, fl *uint64) uint64 { return fpSqrt(sz, x, fpcr, fl) })
 	}
 	return nil
 }

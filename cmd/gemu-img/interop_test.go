@@ -629,3 +629,25 @@ func TestInfoBackingChainMatchesQemu(t *testing.T) {
 	errLine(t, gemu(t, dir, "info", "--backing-chain", l2), "info on a looping chain")
 	errLine(t, gemu(t, dir, "convert", "-O", "raw", l2, filepath.Join(dir, "loop.raw")), "convert a looping chain")
 }
+
+// check on every clean image of the matrix: same exit status and output as qemu-img.
+func TestCheckCleanImagesMatchQemu(t *testing.T) {
+	needQemu(t)
+	dir := t.TempDir()
+	for name, src := range qemuSources(t, dir) {
+		t.Run(name, func(t *testing.T) {
+			g := gemu(t, dir, "check", "-f", src[1], src[0])
+			q := qemu(t, dir, "check", "-f", src[1], src[0])
+			if g.code != q.code || g.stdout != q.stdout {
+				t.Errorf("check: gemu-img exit %d %q, qemu-img exit %d %q", g.code, g.stdout, q.code, q.stdout)
+			}
+			if g.code == 0 {
+				gj := jsonOf(t, gemu(t, dir, "check", "--output=json", "-f", src[1], src[0]).stdout)
+				qj := jsonOf(t, qemu(t, dir, "check", "--output=json", "-f", src[1], src[0]).stdout)
+				if !reflect.DeepEqual(gj, qj) {
+					t.Errorf("check json: gemu-img %v, qemu-img %v", gj, qj)
+				}
+			}
+		})
+	}
+}

@@ -66,11 +66,16 @@ func vecOp(d, n, m, elems int, size uint, f laneFn) func(*State) {
 			s.V[d] = r
 		}
 	}
+	esize := uint(8) << size
+	lg := 3 - size // log2 of the lanes per 64-bit word
+	mask := emask(size)
 	return func(s *State) {
 		a, b, dd := s.V[n], s.V[m], s.V[d]
 		var r [2]uint64
 		for i := 0; i < elems; i++ {
-			eset(&r, i, size, f(eget(&a, i, size), eget(&b, i, size), eget(&dd, i, size), s))
+			w := i >> lg
+			sh := uint(i&(1<<lg-1)) * esize
+			r[w] |= (f(a[w]>>sh&mask, b[w]>>sh&mask, dd[w]>>sh&mask, s) & mask) << sh
 		}
 		s.V[d] = r
 	}

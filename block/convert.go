@@ -21,10 +21,6 @@ type ConvertOptions struct {
 	// Workers is -m: reads (and compression) in flight at once; 0 means 8 as in qemu-img.
 	// Compression always uses at least every core.
 	Workers int
-	// OutOfOrder is -W. Writes still reach the target in offset order so the output is
-	// deterministic; the flag only lets raw targets be written by the workers directly
-	// (which gemu-img does anyway, since raw output does not depend on write order).
-	OutOfOrder bool
 	// TargetIsZero: the target reads as zeroes (fresh image or --target-is-zero), so zero
 	// and hole ranges are never written.
 	TargetIsZero bool
@@ -72,6 +68,10 @@ type convTask struct {
 	done   chan struct{}
 }
 
+// There is no out-of-order mode (qemu-img -W): writes reach a formatted target in
+// offset order so its layout is deterministic, and raw targets, whose bytes do not
+// depend on write order, are already written by the workers directly.
+//
 // Convert copies src's guest view into dst (both already open; dst at least as large).
 // Ranges are found with BlockStatus, read by a bounded set of workers, compressed on
 // every core for compressed targets, and written by one goroutine in offset order, so

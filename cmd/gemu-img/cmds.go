@@ -175,7 +175,8 @@ func cmdConvert(c *cli.Context) error {
 	if err != nil {
 		return fail("%s", err)
 	}
-	co := block.ConvertOptions{Compress: c.Bool("c"), Sparse: 4096, Workers: 8, OutOfOrder: c.Bool("W")}
+	// -W is accepted and needs nothing: see block.Convert on write order.
+	co := block.ConvertOptions{Compress: c.Bool("c"), Sparse: 4096, Workers: 8}
 	if s := c.String("S"); s != "" {
 		v, err := block.ParseSize(s, 1)
 		if err != nil || v%512 != 0 || v > 16<<20 {

@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"math/rand"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -649,5 +652,49 @@ func TestCheckCleanImagesMatchQemu(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// convert's memory does not grow with the image: a fixed number of chunk buffers are
+// in flight whatever the size, for plain and compressed targets.
+func TestConvertMemoryBounded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes a 256 MiB image")
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "big.raw")
+	f, err := os.Create(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewSource(21))
+	buf := make([]byte, 1<<20)
+	for i := 0; i < 256; i++ {
+		r.Read(buf[:512<<10]) // half random, half zero-free text
+		copy(buf[512<<10:], strings.Repeat("memory bound ", 512<<10/13+1))
+		if _, err := f.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Close()
+	targets := [][]string{{"-O", "raw"}}
+	if haveFormat(t, "qcow2") {
+		targets = append(targets, []string{"-O", "qcow2"})
+		if driverHas(t, "qcow2", canCompress) {
+			targets = append(targets, []string{"-O", "qcow2", "-c", "-o", "compression_type=zstd"})
+		}
+	}
+	for _, tg := range targets {
+		out := filepath.Join(dir, "out")
+		os.Remove(out)
+		cmd := exec.Command(gemuImg, append(append([]string{"convert", "-f", "raw"}, tg...), src, out)...)
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("convert %v: %v %s", tg, err, b)
+		}
+		rss := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss << 10
+		t.Logf("convert %v of 256 MiB: peak RSS %d MiB", tg, rss>>20)
+		if rss > 200<<20 {
+			t.Errorf("convert %v of a 256 MiB image peaked at %d MiB RSS", tg, rss>>20)
+		}
 	}
 }

@@ -68,15 +68,15 @@ type convTask struct {
 	done   chan struct{}
 }
 
-// There is no out-of-order mode (qemu-img -W): writes reach a formatted target in
-// offset order so its layout is deterministic, and raw targets, whose bytes do not
-// depend on write order, are already written by the workers directly.
-//
 // Convert copies src's guest view into dst (both already open; dst at least as large).
 // Ranges are found with BlockStatus, read by a bounded set of workers, compressed on
 // every core for compressed targets, and written by one goroutine in offset order, so
 // the target's bytes do not depend on timing or on Workers. Memory is bounded by a fixed
 // number of chunk buffers.
+//
+// There is no out-of-order mode (qemu-img -W): writes reach a formatted target in
+// offset order so its layout is deterministic, and raw targets, whose bytes do not
+// depend on write order, are already written by the workers directly.
 func Convert(src, dst Driver, o ConvertOptions) error {
 	size := src.Size()
 	if dst.Size() < size {

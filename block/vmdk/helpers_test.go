@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -232,5 +231,3 @@ func chdirTemp(t *testing.T) string {
 	t.Chdir(d)
 	return d
 }
-
-var _ = filepath.Join

@@ -52,12 +52,7 @@ type image struct {
 }
 
 // Backing returns the parent image, if one was opened.
-func (m *image) Backing() block.Driver {
-	if m.backing == nil {
-		return nil
-	}
-	return m.backing
-}
+func (m *image) Backing() block.Driver { return m.backing }
 
 // streamImage is an image whose only extent is streamOptimized: its
 // block.ClusterCompressor deflates grains (on every core in the convert pipeline).
@@ -86,7 +81,10 @@ func (m *sparseImage) WriteCompressed(off int64, compressed []byte, raw []byte) 
 	}
 	raw = raw[:min(int64(len(raw)), m.size-off)]
 	if isZero(raw) {
-		return nil
+		if m.backing == nil {
+			return nil // unallocated grains read as zeroes
+		}
+		return m.WriteZeroes(off, int64(len(raw)), 0)
 	}
 	_, err := m.WriteAt(raw, off)
 	return err

@@ -352,7 +352,8 @@ func (bp *bufPool) get(n int) *[]byte {
 
 func (bp *bufPool) put(b *[]byte) { bp.p.Put(b) }
 
-var scratch bufPool
+// Two pools so grain-sized and record-sized buffers do not displace each other.
+var scratch, recScratch bufPool
 
 // readCompressed inflates grain gi (stored at sector e) and copies [in, in+len(p)).
 func (s *sparseExtent) readCompressed(gi int64, e uint32, in int64, p []byte) error {
@@ -361,8 +362,8 @@ func (s *sparseExtent) readCompressed(gi int64, e uint32, in int64, p []byte) er
 	// Records are at most a grain plus a little deflate overhead; qemu-img bounds them
 	// by two grains. Read a grain and a sector first, the rest only when needed.
 	maxRec := min(2*s.grainBytes, s.size-off)
-	rb := scratch.get(int(2 * s.grainBytes))
-	defer scratch.put(rb)
+	rb := recScratch.get(int(2 * s.grainBytes))
+	defer recScratch.put(rb)
 	first := maxRec
 	if s.markers {
 		first = min(s.grainBytes+sectorSize, maxRec)

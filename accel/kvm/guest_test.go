@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -677,5 +678,55 @@ func TestPITThroughIOAPICPin2(t *testing.T) {
 	g.expect(accel.PowerOff)
 	if got, want := g.dev.bytes[portOut8], []byte{1, 2, 3}; !bytes.Equal(got, want) {
 		t.Errorf("interrupt handler reported % x, want % x", got, want)
+	}
+}
+
+// TestBootMSRsAndFPU reads back, from the guest, the boot values New loads: fast
+// strings enabled in IA32_MISC_ENABLE, and the x87 control word as after FNINIT/reset
+// (Intel SDM vol. 1 8.1.5: 0x037f).
+func TestBootMSRsAndFPU(t *testing.T) {
+	g := newGuest(t, 1)
+	a := newAsm().
+		op(0xb9, 0xa0, 0x01, 0x00, 0x00).          // mov ecx,0x1a0 (IA32_MISC_ENABLE)
+		op(0x0f, 0x32).                            // rdmsr
+		op(0x66, 0xba).op(a16(portWide)...).       // mov dx,0x1e0
+		op(0xef).                                  // out dx,eax
+		op(0xd9, 0x3c, 0x25, 0, 0x50, 0, 0).       // fnstcw [0x5000]
+		op(0x0f, 0xb7, 0x04, 0x25, 0, 0x50, 0, 0). // movzx eax,word [0x5000]
+		op(0xef).                                  // out dx,eax
+		op(0xe6, portDone, 0xf4)                   // out 0xf0,al; hlt
+	g.longMode(a.bytes(), 0xfff)
+	g.expect(accel.PowerOff)
+	b := g.dev.bytes[portWide]
+	if len(b) != 8 {
+		t.Fatalf("guest reported %d bytes, want 8: %s", len(b), g.dev.tail())
+	}
+	if misc := binary.LittleEndian.Uint32(b); misc&1 == 0 {
+		t.Errorf("IA32_MISC_ENABLE = %#x: fast strings (bit 0) not enabled", misc)
+	}
+	if fcw := binary.LittleEndian.Uint32(b[4:]); fcw != 0x37f {
+		t.Errorf("x87 control word %#x, want 0x37f", fcw)
+	}
+}
+
+// TestBootMXCSR reads MXCSR from the guest: 0x1f80 after reset (SDM vol. 1 10.2.3.1).
+func TestBootMXCSR(t *testing.T) {
+	g := newGuest(t, 1)
+	a := newAsm().
+		op(0x0f, 0xae, 0x1c, 0x25, 4, 0x50, 0, 0). // stmxcsr [0x5004]
+		op(0x8b, 0x04, 0x25, 4, 0x50, 0, 0).       // mov eax,[0x5004]
+		op(0x66, 0xba).op(a16(portWide)...).       // mov dx,0x1e0
+		op(0xef).                                  // out dx,eax
+		op(0xe6, portDone, 0xf4)                   // out 0xf0,al; hlt
+	g.longMode(a.bytes(), 0xfff)
+	r, err := g.run()
+	if r == accel.Error && Emulated() && strings.Contains(err.Error(), "emulation failed") {
+		t.Skipf("this host's emulated KVM cannot execute stmxcsr: %v", err)
+	}
+	if r != accel.PowerOff {
+		t.Fatalf("Run = %v, %v", r, err)
+	}
+	if b := g.dev.bytes[portWide]; len(b) != 4 || binary.LittleEndian.Uint32(b) != 0x1f80 {
+		t.Errorf("MXCSR reported % x, want 0x1f80", b)
 	}
 }

@@ -730,3 +730,17 @@ func TestBootMXCSR(t *testing.T) {
 		t.Errorf("MXCSR reported % x, want 0x1f80", b)
 	}
 }
+
+// TestUseAfterClose: devices and host input may outlive the VM (a serial backend's
+// goroutine, a late Ctrl-A x); their Stop and IRQ calls must be harmless, and Run must
+// refuse to start.
+func TestUseAfterClose(t *testing.T) {
+	g := newGuest(t, 2)
+	irq := g.vm.IRQ(4)
+	g.vm.Close()
+	g.vm.Stop(accel.Stopped)
+	irq.Set(true)
+	if r, err := g.vm.Run(g.mmio, g.pio); r != accel.Error || err == nil {
+		t.Errorf("Run after Close = %v, %v; want an error", r, err)
+	}
+}

@@ -391,7 +391,6 @@ func (v *VM) Close() error {
 	for _, c := range v.vcpus {
 		c.close()
 	}
-	v.vcpus = nil
 	v.irqFD.Store(-1)
 	if v.vmFD >= 0 {
 		unix.Close(v.vmFD)

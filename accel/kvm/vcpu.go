@@ -25,7 +25,7 @@ type vcpu struct {
 	fd    int
 	run   []byte // the mmap'ed kvm_run page(s)
 	hdr   *kvmRunHeader
-	mu    sync.Mutex // guards tid against the thread exiting while kick signals it
+	mu    sync.Mutex // guards tid and the kvm_run mapping against kick racing exit/close
 	tid   int        // OS thread running KVM_RUN, 0 when none
 	state regs       // scratch for error reports
 }
@@ -45,6 +45,8 @@ func newVCPU(v *VM, id, runSize int) (*vcpu, error) {
 }
 
 func (c *vcpu) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.run != nil {
 		unix.Munmap(c.run)
 		c.run, c.hdr = nil, nil
@@ -89,6 +91,8 @@ func (c *vcpu) setup(cpuid []cpuidEntry) error {
 		return fmt.Errorf("kvm: vCPU %d: the host's KVM refused boot MSR %#x", c.id, bootMSRs[n].Index)
 	}
 	// x87 and SSE state as after FNINIT / reset: all exceptions masked, no tags.
+	// Current kernels already start a vCPU so; stating it keeps the boot state
+	// independent of that.
 	f := fpu{FCW: 0x37f, MXCSR: 0x1f80}
 	if _, err := ioctl(c.fd, kvmSetFPU, uintptr(unsafe.Pointer(&f))); err != nil {
 		return fmt.Errorf("kvm: vCPU %d: KVM_SET_FPU: %w", c.id, err)
@@ -145,8 +149,10 @@ func (c *vcpu) rip() string {
 }
 
 func (c *vcpu) kick() {
-	c.hdr.ImmediateExit = 1
 	c.mu.Lock()
+	if c.hdr != nil {
+		c.hdr.ImmediateExit = 1
+	}
 	if c.tid != 0 {
 		unix.Tgkill(unix.Getpid(), c.tid, kickSignal)
 	}

@@ -17,7 +17,7 @@ func supportedCPUID(kvmFD int) ([]cpuidEntry, error) {
 		hdr := unsafe.Sizeof(cpuidHeader{})
 		buf := make([]byte, hdr+uintptr(n)*unsafe.Sizeof(cpuidEntry{}))
 		*(*cpuidHeader)(unsafe.Pointer(&buf[0])) = cpuidHeader{NEnt: uint32(n)}
-		_, err := ioctl(kvmFD, kvmGetSupportedCPUID, uintptr(unsafe.Pointer(&buf[0])))
+		_, err := ioctlPtr(kvmFD, kvmGetSupportedCPUID, unsafe.Pointer(&buf[0]))
 		if errors.Is(err, unix.E2BIG) {
 			continue
 		}
@@ -35,7 +35,7 @@ func setCPUID(fd int, es []cpuidEntry) error {
 	buf := make([]byte, hdr+uintptr(len(es))*unsafe.Sizeof(cpuidEntry{}))
 	*(*cpuidHeader)(unsafe.Pointer(&buf[0])) = cpuidHeader{NEnt: uint32(len(es))}
 	copy(unsafe.Slice((*cpuidEntry)(unsafe.Pointer(&buf[hdr])), len(es)), es)
-	if _, err := ioctl(fd, kvmSetCPUID2, uintptr(unsafe.Pointer(&buf[0]))); err != nil {
+	if _, err := ioctlPtr(fd, kvmSetCPUID2, unsafe.Pointer(&buf[0])); err != nil {
 		return fmt.Errorf("KVM_SET_CPUID2: %w", err)
 	}
 	return nil

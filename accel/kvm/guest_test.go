@@ -401,6 +401,10 @@ func TestTripleFault(t *testing.T) {
 	if len(g.dev.bytes[portOut8]) != 1 {
 		t.Errorf("guest did not run before faulting: %q", g.dev.log)
 	}
+	// The faulting instruction is the ud2 right after the 2-byte out.
+	if got, want := g.vm.CPUState(0), "CS:RIP 0x8:0x10002"; !strings.Contains(got, want) {
+		t.Errorf("CPUState(0) = %q, want it to contain %q", got, want)
+	}
 }
 
 // TestPITInterrupt programs the in-kernel 8259 and PIT from a real-mode guest and counts

@@ -56,6 +56,23 @@ var required = []struct {
 	{capImmediateExit, "KVM_CAP_IMMEDIATE_EXIT"},
 }
 
+// ioctlPtr is ioctl with a pointer argument. The pointer stays an unsafe.Pointer until
+// the Syscall expression itself, so a stack copy between here and the system call
+// cannot leave the kernel a stale address.
+func ioctlPtr(fd int, req uintptr, arg unsafe.Pointer) (uintptr, error) {
+	for {
+		r, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, uintptr(arg))
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			return r, e
+		}
+		return r, nil
+	}
+}
+
+// ioctl is an ioctl with an integer argument, retried on EINTR.
 func ioctl(fd int, req, arg uintptr) (uintptr, error) {
 	for {
 		r, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, arg)
@@ -196,7 +213,7 @@ func (v *VM) init(cfg accel.Config) error {
 	unix.CloseOnExec(v.vmFD)
 
 	ident := uint64(identityMap)
-	if _, err := ioctl(v.vmFD, kvmSetIdentityMapAddr, uintptr(unsafe.Pointer(&ident))); err != nil {
+	if _, err := ioctlPtr(v.vmFD, kvmSetIdentityMapAddr, unsafe.Pointer(&ident)); err != nil {
 		return fmt.Errorf("kvm: KVM_SET_IDENTITY_MAP_ADDR: %w", err)
 	}
 	if _, err := ioctl(v.vmFD, kvmSetTSSAddr, tssAddr); err != nil {
@@ -214,7 +231,7 @@ func (v *VM) init(cfg accel.Config) error {
 	// and fetches channel 2 state with KVM_GET_PIT2 on each access; with no sound to
 	// produce the in-kernel dummy is equivalent and saves the exits.
 	pc := pitConfig{Flags: pitSpeakerDummy}
-	if _, err := ioctl(v.vmFD, kvmCreatePIT2, uintptr(unsafe.Pointer(&pc))); err != nil {
+	if _, err := ioctlPtr(v.vmFD, kvmCreatePIT2, unsafe.Pointer(&pc)); err != nil {
 		return fmt.Errorf("kvm: KVM_CREATE_PIT2: %w", err)
 	}
 
@@ -271,7 +288,7 @@ func (v *VM) setRouting() error {
 	buf := make([]byte, hdr+uintptr(len(es))*unsafe.Sizeof(irqRoutingEntry{}))
 	*(*irqRoutingHeader)(unsafe.Pointer(&buf[0])) = irqRoutingHeader{Nr: uint32(len(es))}
 	copy(unsafe.Slice((*irqRoutingEntry)(unsafe.Pointer(&buf[hdr])), len(es)), es)
-	if _, err := ioctl(v.vmFD, kvmSetGSIRouting, uintptr(unsafe.Pointer(&buf[0]))); err != nil {
+	if _, err := ioctlPtr(v.vmFD, kvmSetGSIRouting, unsafe.Pointer(&buf[0])); err != nil {
 		return fmt.Errorf("kvm: KVM_SET_GSI_ROUTING: %w", err)
 	}
 	return nil
@@ -288,7 +305,7 @@ func (v *VM) AddRAM(s *memory.Slot) error {
 		MemorySize:    uint64(len(s.Mem)),
 		UserspaceAddr: uint64(uintptr(unsafe.Pointer(&s.Mem[0]))),
 	}
-	if _, err := ioctl(v.vmFD, kvmSetUserMemoryRegion, uintptr(unsafe.Pointer(&r))); err != nil {
+	if _, err := ioctlPtr(v.vmFD, kvmSetUserMemoryRegion, unsafe.Pointer(&r)); err != nil {
 		return fmt.Errorf("kvm: KVM_SET_USER_MEMORY_REGION %q at %#x (%d MiB): %w", s.Name, s.GPA, len(s.Mem)>>20, err)
 	}
 	return nil
@@ -305,7 +322,7 @@ func (v *VM) IRQ(gsi uint32) bus.IRQ {
 		// KVM_IRQ_LINE only fails for an unrouted GSI; a device cannot do anything
 		// useful about it. After Close the line is dead.
 		if fd := v.irqFD.Load(); fd >= 0 {
-			ioctl(int(fd), kvmIRQLine, uintptr(unsafe.Pointer(&l)))
+			ioctlPtr(int(fd), kvmIRQLine, unsafe.Pointer(&l))
 		}
 	})
 }
@@ -401,4 +418,13 @@ func (v *VM) Close() error {
 		v.kvmFD = -1
 	}
 	return nil
+}
+
+// CPUState describes vCPU cpu's current position (CS:RIP, CS base, CR0, EFER) for
+// messages such as the CLI's triple-fault report. Call it after Run has returned.
+func (v *VM) CPUState(cpu int) string {
+	if cpu < 0 || cpu >= len(v.vcpus) || v.vcpus[cpu].fd < 0 {
+		return fmt.Sprintf("vCPU %d: no such vCPU", cpu)
+	}
+	return fmt.Sprintf("vCPU %d at %s", cpu, v.vcpus[cpu].rip())
 }

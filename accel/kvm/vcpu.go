@@ -82,7 +82,7 @@ func (c *vcpu) setup(cpuid []cpuidEntry) error {
 	buf := make([]byte, hdr+uintptr(len(bootMSRs))*unsafe.Sizeof(msrEntry{}))
 	*(*msrsHeader)(unsafe.Pointer(&buf[0])) = msrsHeader{NMSRs: uint32(len(bootMSRs))}
 	copy(unsafe.Slice((*msrEntry)(unsafe.Pointer(&buf[hdr])), len(bootMSRs)), bootMSRs)
-	n, err := ioctl(c.fd, kvmSetMSRs, uintptr(unsafe.Pointer(&buf[0])))
+	n, err := ioctlPtr(c.fd, kvmSetMSRs, unsafe.Pointer(&buf[0]))
 	if err != nil {
 		return fmt.Errorf("kvm: vCPU %d: KVM_SET_MSRS: %w", c.id, err)
 	}
@@ -94,7 +94,7 @@ func (c *vcpu) setup(cpuid []cpuidEntry) error {
 	// Current kernels already start a vCPU so; stating it keeps the boot state
 	// independent of that.
 	f := fpu{FCW: 0x37f, MXCSR: 0x1f80}
-	if _, err := ioctl(c.fd, kvmSetFPU, uintptr(unsafe.Pointer(&f))); err != nil {
+	if _, err := ioctlPtr(c.fd, kvmSetFPU, unsafe.Pointer(&f)); err != nil {
 		return fmt.Errorf("kvm: vCPU %d: KVM_SET_FPU: %w", c.id, err)
 	}
 	return nil
@@ -114,7 +114,7 @@ func toKVMSegment(s x86.Segment) segment {
 
 func (c *vcpu) setState(bs *x86.BootState) error {
 	var s sregs
-	if _, err := ioctl(c.fd, kvmGetSregs, uintptr(unsafe.Pointer(&s))); err != nil {
+	if _, err := ioctlPtr(c.fd, kvmGetSregs, unsafe.Pointer(&s)); err != nil {
 		return fmt.Errorf("kvm: vCPU %d: KVM_GET_SREGS: %w", c.id, err)
 	}
 	in := &bs.SRegs
@@ -126,11 +126,11 @@ func (c *vcpu) setState(bs *x86.BootState) error {
 	if in.APICBase != 0 {
 		s.APICBase = in.APICBase
 	}
-	if _, err := ioctl(c.fd, kvmSetSregs, uintptr(unsafe.Pointer(&s))); err != nil {
+	if _, err := ioctlPtr(c.fd, kvmSetSregs, unsafe.Pointer(&s)); err != nil {
 		return fmt.Errorf("kvm: vCPU %d: KVM_SET_SREGS: %w", c.id, err)
 	}
 	r := regs(bs.Regs)
-	if _, err := ioctl(c.fd, kvmSetRegs, uintptr(unsafe.Pointer(&r))); err != nil {
+	if _, err := ioctlPtr(c.fd, kvmSetRegs, unsafe.Pointer(&r)); err != nil {
 		return fmt.Errorf("kvm: vCPU %d: KVM_SET_REGS: %w", c.id, err)
 	}
 	return nil
@@ -138,11 +138,11 @@ func (c *vcpu) setState(bs *x86.BootState) error {
 
 // rip returns the vCPU's current instruction pointer, for error messages.
 func (c *vcpu) rip() string {
-	if _, err := ioctl(c.fd, kvmGetRegs, uintptr(unsafe.Pointer(&c.state))); err != nil {
+	if _, err := ioctlPtr(c.fd, kvmGetRegs, unsafe.Pointer(&c.state)); err != nil {
 		return "RIP unknown"
 	}
 	var s sregs
-	if _, err := ioctl(c.fd, kvmGetSregs, uintptr(unsafe.Pointer(&s))); err != nil {
+	if _, err := ioctlPtr(c.fd, kvmGetSregs, unsafe.Pointer(&s)); err != nil {
 		return fmt.Sprintf("RIP %#x", c.state.RIP)
 	}
 	return fmt.Sprintf("CS:RIP %#x:%#x (CS base %#x, CR0 %#x, EFER %#x)", s.CS.Selector, c.state.RIP, s.CS.Base, s.CR0, s.EFER)
@@ -272,6 +272,6 @@ func (c *vcpu) exit(mmio, pio *bus.Bus) bool {
 // mpState returns the vCPU's multiprocessing state (tests check that APs wait for SIPI).
 func (c *vcpu) mpState() (uint32, error) {
 	var s mpState
-	_, err := ioctl(c.fd, kvmGetMPState, uintptr(unsafe.Pointer(&s)))
+	_, err := ioctlPtr(c.fd, kvmGetMPState, unsafe.Pointer(&s))
 	return s.State, err
 }

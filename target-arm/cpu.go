@@ -51,9 +51,10 @@ const (
 	TraceInAsm TraceFlags = 1 << iota // disassembly of each block when translated ("in_asm")
 	TraceExec                         // each block executed ("exec")
 	TraceInt                          // exceptions and interrupts taken, ERET ("int")
+	TraceOp                           // the IR of each block when translated ("op")
 )
 
-// ParseTraceFlags parses a comma-separated -d list (in_asm, exec, int).
+// ParseTraceFlags parses a comma-separated -d list (in_asm, op, exec, int).
 func ParseTraceFlags(s string) (TraceFlags, error) {
 	var f TraceFlags
 	start := 0
@@ -68,24 +69,30 @@ func ParseTraceFlags(s string) (TraceFlags, error) {
 			f |= TraceExec
 		case "int":
 			f |= TraceInt
+		case "op":
+			f |= TraceOp
 		case "":
 		default:
-			return 0, fmt.Errorf("unknown -d item %q (known: in_asm, exec, int)", w)
+			return 0, fmt.Errorf("unknown -d item %q (known: in_asm, op, exec, int)", w)
 		}
 		start = i + 1
 	}
 	return f, nil
 }
 
-// op is the first backend's code for one guest instruction. It returns false when the
-// block must end after it (taken branch, exception, state change); it has then set PC.
+// op is a helper: the closure the decoder builds for one guest instruction that is not
+// lowered to IR ops, called from translated code. It returns false when the block must
+// end after it (taken branch, exception, state change); it has then set PC.
 type op = func(c *CPU) bool
 
-type tb = tcg.TB[op]
+// code is a compiled translation block.
+type code = func(c *CPU)
+
+type tb = tcg.TB[code]
 
 // system is what the vCPUs of one guest share.
 type system struct {
-	cache *tcg.Cache[op]
+	cache *tcg.Cache[code]
 	start time.Time
 	mu    sync.Mutex
 	cpus  []*CPU
@@ -102,7 +109,7 @@ func systemFor(ram *memory.RAM) *system {
 	defer systemsMu.Unlock()
 	s := systems[ram]
 	if s == nil {
-		s = &system{cache: tcg.NewCache[op](ram), start: time.Now()}
+		s = &system{cache: tcg.NewCache[code](ram), start: time.Now()}
 		systems[ram] = s
 	}
 	return s
@@ -133,7 +140,8 @@ type CPU struct {
 
 	tlb    [2]tcg.TLB // per MMU index: 0 = EL0 permissions, 1 = EL1
 	mmu    *tcg.TLB   // &tlb[el]
-	jc     tcg.JumpCache[op]
+	jc     tcg.JumpCache[code]
+	temps  [tcg.MaxTemps]uint64 // IR scratch temporaries
 	fence  atomic.Uint32
 	excl   monitor
 	tlbReq tlbRequests
@@ -339,17 +347,8 @@ func (c *CPU) Run(stop <-chan struct{}) error {
 		if c.tflag&TraceExec != 0 {
 			fmt.Fprintf(c.trace, "cpu%d Trace %#x [%016x] EL%d\n", c.cfg.ID, c.PC, t.Phys, c.el)
 		}
-		c.execTB(t)
+		t.Code(c)
 	}
-}
-
-func (c *CPU) execTB(t *tb) {
-	for _, o := range t.Ops {
-		if !o(c) {
-			return
-		}
-	}
-	c.PC = t.End
 }
 
 // service handles pending exit requests at a block boundary; it reports whether Run
@@ -409,9 +408,12 @@ func (c *CPU) wfi() {
 // tbFlags returns the translation flags for the current mode: things that change what
 // the same guest bytes mean once translated.
 func (c *CPU) tbFlags() uint64 {
-	f := c.el
+	f := c.el // flagEL1
 	if c.fpEnabled() {
-		f |= 2
+		f |= flagFP
+	}
+	if c.spsel != 0 {
+		f |= flagSPSel
 	}
 	return f
 }

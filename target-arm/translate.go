@@ -64,26 +64,47 @@ func (c *CPU) findTB() (*tb, error) {
 }
 
 // translateBlock decodes guest code from host page memory (the page holding k.Phys)
-// into a new TB.
+// into IR and compiles it into a new TB.
 func (c *CPU) translateBlock(k tcg.Key, host unsafe.Pointer) *tb {
-	ops := make([]op, 0, 16)
+	var b tcg.Builder[CPU]
 	pc := k.PC
-	for off := k.Phys & 0xfff; off < 0x1000 && len(ops) < maxBlockInsns; off += 4 {
+	for off, n := k.Phys&0xfff, 0; off < 0x1000 && n < maxBlockInsns; off, n = off+4, n+1 {
 		insn := *(*uint32)(unsafe.Add(host, off))
 		if c.tflag&TraceInAsm != 0 {
 			c.traceInsn(pc, insn)
 		}
-		o, end := c.decode(insn, pc, k.Flags)
-		ops = append(ops, o)
+		b.SetPC(pc)
+		handled, end := lower(&b, insn, pc, k.Flags)
+		if !handled {
+			var o op
+			o, end = c.decode(insn, pc, k.Flags)
+			b.Call(o)
+		}
 		pc += 4
 		if end {
 			break
 		}
 	}
+	// Fall through to the next instruction if nothing ended the block earlier.
+	b.SetPC(pc)
+	b.Exit(tcg.Imm(pc))
 	if c.tflag&TraceInAsm != 0 {
 		fmt.Fprintln(c.trace)
 	}
-	return c.sys.cache.Insert(k, ops, pc)
+	if c.tflag&TraceOp != 0 {
+		for i := range b.Ops {
+			fmt.Fprintf(c.trace, "  %v\n", &b.Ops[i])
+		}
+		fmt.Fprintln(c.trace)
+	}
+	f, err := tcg.Compile(irTarget, b.Ops)
+	if err != nil {
+		// The frontend emitted IR the backend rejects: a gemu bug. Raise UNDEFINED
+		// at the block start rather than crash the host.
+		start := k.PC
+		f = func(c *CPU) { c.undef(start) }
+	}
+	return c.sys.cache.Insert(k, f, pc)
 }
 
 func (c *CPU) traceInsn(pc uint64, insn uint32) {
@@ -111,7 +132,7 @@ func (c *CPU) decode(insn uint32, pc uint64, flags uint64) (op, bool) {
 	case insn>>25&7 == 5: // x101: data processing, register
 		return decodeDPReg(insn, pc)
 	case insn>>25&7 == 7: // x111: SIMD&FP data processing
-		if flags&2 == 0 {
+		if flags&flagFP == 0 {
 			return fpTrap(pc), true
 		}
 		if f := decodeFPSIMD(insn); f != nil {

@@ -27,12 +27,12 @@ type Key struct {
 }
 
 // TB is one translation block: straight-line guest code from Key.PC up to and including
-// the first control transfer, never crossing a guest page. Op is the backend's code type.
-type TB[Op any] struct {
+// the first control transfer, never crossing a guest page. Code is the backend's code
+// type (for the closure backend, the func returned by Compile).
+type TB[Code any] struct {
 	Key
-	// Ops holds the backend code, one element per guest instruction for the closure
-	// backend.
-	Ops []Op
+	// Code is the compiled block.
+	Code Code
 	// End is the guest virtual PC just past the block's last instruction.
 	End  uint64
 	dead atomic.Bool
@@ -41,7 +41,8 @@ type TB[Op any] struct {
 // Valid reports whether the TB has not been invalidated.
 func (tb *TB[Op]) Valid() bool { return !tb.dead.Load() }
 
-// Cache is the block cache shared by all vCPUs of one guest.
+// Cache is the block cache shared by all vCPUs of one guest; Op is the backend's code
+// type.
 type Cache[Op any] struct {
 	mu    sync.Mutex
 	m     map[Key]*TB[Op]
@@ -65,14 +66,14 @@ func (c *Cache[Op]) Lookup(k Key) *TB[Op] {
 // Insert records a new TB translated from guest physical memory at k.Phys, marks its page
 // as holding code (so stores to it take the slow path and invalidate) and returns the TB
 // now in the cache for k (an earlier one if another vCPU won the race).
-func (c *Cache[Op]) Insert(k Key, ops []Op, end uint64) *TB[Op] {
+func (c *Cache[Op]) Insert(k Key, code Op, end uint64) *TB[Op] {
 	page := k.Phys & PageMask
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if tb := c.m[k]; tb != nil {
 		return tb
 	}
-	tb := &TB[Op]{Key: k, Ops: ops, End: end}
+	tb := &TB[Op]{Key: k, Code: code, End: end}
 	c.m[k] = tb
 	c.pages[page] = append(c.pages[page], tb)
 	c.Code.set(page)

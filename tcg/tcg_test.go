@@ -23,11 +23,11 @@ func TestCacheInsertLookup(t *testing.T) {
 	if c.Lookup(k) != nil {
 		t.Fatal("empty cache returned a block")
 	}
-	tb := c.Insert(k, []int{1, 2, 3}, k.PC+12)
+	tb := c.Insert(k, 0, k.PC+12)
 	if got := c.Lookup(k); got != tb {
 		t.Fatalf("Lookup = %p, want %p", got, tb)
 	}
-	if again := c.Insert(k, []int{9}, k.PC+4); again != tb {
+	if again := c.Insert(k, 0, k.PC+4); again != tb {
 		t.Fatal("second Insert for the same key did not return the first block")
 	}
 	k2 := k
@@ -45,9 +45,9 @@ func TestCacheInsertLookup(t *testing.T) {
 
 func TestInvalidatePage(t *testing.T) {
 	c := NewCache[int](newRAM(t))
-	a := c.Insert(Key{PC: 0x1000, Phys: 0x40001000}, []int{0}, 0x1004)
-	b := c.Insert(Key{PC: 0x1800, Phys: 0x40001800}, []int{0}, 0x1804)
-	o := c.Insert(Key{PC: 0x2000, Phys: 0x40002000}, []int{0}, 0x2004)
+	a := c.Insert(Key{PC: 0x1000, Phys: 0x40001000}, 0, 0x1004)
+	b := c.Insert(Key{PC: 0x1800, Phys: 0x40001800}, 0, 0x1804)
+	o := c.Insert(Key{PC: 0x2000, Phys: 0x40002000}, 0, 0x2004)
 	if !c.InvalidatePage(0x40001ffc) {
 		t.Fatal("InvalidatePage reported nothing dropped")
 	}
@@ -64,8 +64,8 @@ func TestInvalidatePage(t *testing.T) {
 
 func TestInvalidateRange(t *testing.T) {
 	c := NewCache[int](newRAM(t))
-	a := c.Insert(Key{PC: 0x1000, Phys: 0x40001000}, []int{0, 0, 0, 0}, 0x1010) // [0x000,0x010)
-	b := c.Insert(Key{PC: 0x1100, Phys: 0x40001100}, []int{0, 0}, 0x1108)       // [0x100,0x108)
+	a := c.Insert(Key{PC: 0x1000, Phys: 0x40001000}, 0, 0x1010) // [0x000,0x010)
+	b := c.Insert(Key{PC: 0x1100, Phys: 0x40001100}, 0, 0x1108)       // [0x100,0x108)
 	// A store just past a and before b drops neither.
 	if c.InvalidateRange(0x40001010, 8) || !a.Valid() || !b.Valid() {
 		t.Fatal("store outside every block invalidated something")
@@ -87,7 +87,7 @@ func TestInvalidateRange(t *testing.T) {
 
 func TestInvalidateAll(t *testing.T) {
 	c := NewCache[int](newRAM(t))
-	a := c.Insert(Key{PC: 0x1000, Phys: 0x40001000}, []int{0}, 0x1004)
+	a := c.Insert(Key{PC: 0x1000, Phys: 0x40001000}, 0, 0x1004)
 	c.InvalidateAll()
 	if a.Valid() || c.Len() != 0 || c.Code.IsCode(0x40001000) {
 		t.Fatal("InvalidateAll left state behind")
@@ -97,7 +97,7 @@ func TestInvalidateAll(t *testing.T) {
 func TestJumpCache(t *testing.T) {
 	c := NewCache[int](newRAM(t))
 	var j JumpCache[int]
-	tb := c.Insert(Key{PC: 0x1000, Phys: 0x40001000, Flags: 3}, []int{0}, 0x1004)
+	tb := c.Insert(Key{PC: 0x1000, Phys: 0x40001000, Flags: 3}, 0, 0x1004)
 	j.Set(tb)
 	if j.Lookup(0x1000, 3) != tb {
 		t.Fatal("jump cache miss after Set")

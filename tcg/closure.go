@@ -1,0 +1,316 @@
+package tcg
+
+import (
+	"fmt"
+	"sync/atomic"
+	"unsafe"
+)
+
+// The first backend: each IR op becomes a Go closure specialised for its operands
+// (offsets and immediates captured as constants), and a block is the slice of those
+// closures run in order until one ends the block. Helper calls are the target's own
+// closures, called directly without a wrapper.
+
+// Compile compiles a block's IR with the closure backend. The returned function runs the
+// block on env. The IR must end with an exit (or a helper that ends the block).
+func Compile[E any](t *Target[E], ops []Op[E]) (func(env *E), error) {
+	fs := make([]func(*E) bool, 0, len(ops))
+	for i := range ops {
+		f, err := compileOp(t, &ops[i])
+		if err != nil {
+			return nil, err
+		}
+		fs = append(fs, f)
+	}
+	if len(fs) == 1 {
+		f := fs[0]
+		return func(e *E) { f(e) }, nil
+	}
+	return func(e *E) {
+		for _, f := range fs {
+			if !f(e) {
+				return
+			}
+		}
+	}, nil
+}
+
+// loc returns the environment offset of a global or temporary.
+func loc[E any](t *Target[E], a Arg) (uintptr, bool) {
+	switch a.kind {
+	case argGlobal:
+		return uintptr(a.v), true
+	case argTemp:
+		if a.v < MaxTemps {
+			return t.Temps + 8*uintptr(a.v), true
+		}
+	}
+	return 0, false
+}
+
+func word(p unsafe.Pointer, off uintptr) *uint64 { return (*uint64)(unsafe.Add(p, off)) }
+
+// operand returns a reader for an argument: immediates become constants.
+type operand struct {
+	imm   bool
+	v     uint64
+	off   uintptr
+	valid bool
+}
+
+func mkOperand[E any](t *Target[E], a Arg) operand {
+	if v, ok := a.IsImm(); ok {
+		return operand{imm: true, v: v, valid: true}
+	}
+	off, ok := loc(t, a)
+	return operand{off: off, valid: ok}
+}
+
+func (o operand) read(p unsafe.Pointer) uint64 {
+	if o.imm {
+		return o.v
+	}
+	return *word(p, o.off)
+}
+
+func compileOp[E any](t *Target[E], op *Op[E]) (func(*E) bool, error) {
+	bad := func() (func(*E) bool, error) { return nil, fmt.Errorf("tcg: malformed IR op %v", op) }
+	switch op.Opc {
+	case OpCall:
+		if op.Helper == nil {
+			return bad()
+		}
+		return op.Helper, nil
+	case OpExit:
+		a := mkOperand(t, op.A)
+		if !a.valid {
+			return bad()
+		}
+		pcOff := t.PC
+		if a.imm {
+			v := a.v
+			return func(e *E) bool { *word(unsafe.Pointer(e), pcOff) = v; return false }, nil
+		}
+		return func(e *E) bool { p := unsafe.Pointer(e); *word(p, pcOff) = a.read(p); return false }, nil
+	case OpExitZ, OpExitNZ:
+		a := mkOperand(t, op.A)
+		target, ok := op.B.IsImm()
+		if !a.valid || !ok {
+			return bad()
+		}
+		nz := op.Opc == OpExitNZ
+		pcOff := t.PC
+		return func(e *E) bool {
+			p := unsafe.Pointer(e)
+			if (a.read(p) != 0) == nz {
+				*word(p, pcOff) = target
+				return false
+			}
+			return true
+		}, nil
+	case OpLoad:
+		return compileLoad(t, op)
+	case OpStore:
+		return compileStore(t, op)
+	}
+	d, okd := loc(t, op.D)
+	a := mkOperand(t, op.A)
+	if !okd || !a.valid {
+		return bad()
+	}
+	switch op.Opc {
+	case OpMov:
+		if a.imm {
+			v := a.v
+			return func(e *E) bool { *word(unsafe.Pointer(e), d) = v; return true }, nil
+		}
+		s := a.off
+		return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = *word(p, s); return true }, nil
+	case OpZext32:
+		return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = uint64(uint32(a.read(p))); return true }, nil
+	case OpSext32:
+		return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = uint64(int64(int32(a.read(p)))); return true }, nil
+	}
+	b := mkOperand(t, op.B)
+	if !b.valid || a.imm {
+		return bad()
+	}
+	s := a.off
+	if b.imm {
+		v := b.v
+		switch op.Opc {
+		case OpAdd:
+			return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = *word(p, s) + v; return true }, nil
+		case OpSub:
+			return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = *word(p, s) - v; return true }, nil
+		case OpAnd:
+			return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = *word(p, s) & v; return true }, nil
+		case OpOr:
+			return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = *word(p, s) | v; return true }, nil
+		case OpXor:
+			return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = *word(p, s) ^ v; return true }, nil
+		case OpShl:
+			v &= 63
+			return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = *word(p, s) << v; return true }, nil
+		case OpShr:
+			v &= 63
+			return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = *word(p, s) >> v; return true }, nil
+		case OpSar:
+			v &= 63
+			return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = uint64(int64(*word(p, s)) >> v); return true }, nil
+		case OpMul:
+			return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = *word(p, s) * v; return true }, nil
+		}
+		return bad()
+	}
+	x := b.off
+	switch op.Opc {
+	case OpAdd:
+		return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = *word(p, s) + *word(p, x); return true }, nil
+	case OpSub:
+		return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = *word(p, s) - *word(p, x); return true }, nil
+	case OpAnd:
+		return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = *word(p, s) & *word(p, x); return true }, nil
+	case OpOr:
+		return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = *word(p, s) | *word(p, x); return true }, nil
+	case OpXor:
+		return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = *word(p, s) ^ *word(p, x); return true }, nil
+	case OpShl:
+		return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = *word(p, s) << (*word(p, x) & 63); return true }, nil
+	case OpShr:
+		return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = *word(p, s) >> (*word(p, x) & 63); return true }, nil
+	case OpSar:
+		return func(e *E) bool {
+			p := unsafe.Pointer(e)
+			*word(p, d) = uint64(int64(*word(p, s)) >> (*word(p, x) & 63))
+			return true
+		}, nil
+	case OpMul:
+		return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = *word(p, s) * *word(p, x); return true }, nil
+	}
+	return bad()
+}
+
+func compileLoad[E any](t *Target[E], op *Op[E]) (func(*E) bool, error) {
+	d, okd := loc(t, op.D)
+	a := mkOperand(t, op.A)
+	if !okd || !a.valid {
+		return nil, fmt.Errorf("tcg: malformed IR op %v", op)
+	}
+	switch op.Size {
+	case 1:
+		return loadOp[E, uint8](t, op, d, a), nil
+	case 2:
+		return loadOp[E, uint16](t, op, d, a), nil
+	case 4:
+		return loadOp[E, uint32](t, op, d, a), nil
+	case 8:
+		return loadOp[E, uint64](t, op, d, a), nil
+	}
+	return nil, fmt.Errorf("tcg: bad load size in %v", op)
+}
+
+func loadOp[E any, T uint8 | uint16 | uint32 | uint64](t *Target[E], op *Op[E], d uintptr, a operand) func(*E) bool {
+	size := int(unsafe.Sizeof(T(0)))
+	align := uint64(size - 1)
+	off, pc, tlbOff, pcOff, slow := op.Off, op.PC, t.TLB, t.PC, t.LoadSlow
+	shift := 64 - 8*uint(size)
+	signed := op.Signed && size < 8
+	// load performs the access at va: TLB fast path, else the target's slow path.
+	load := func(p unsafe.Pointer, e *E, va uint64) bool {
+		tlb := *(**TLB)(unsafe.Add(p, tlbOff))
+		ent := &tlb.E[(va>>PageBits)&(1<<TLBBits-1)]
+		var v uint64
+		if ent.Read == va&(PageMask|align) {
+			v = uint64(*(*T)(unsafe.Add(ent.Host, va&(PageSize-1))))
+		} else {
+			*word(p, pcOff) = pc
+			var ok bool
+			if v, ok = slow(e, va, size); !ok {
+				return false
+			}
+		}
+		if signed {
+			v = uint64(int64(v<<shift) >> shift)
+		}
+		*word(p, d) = v
+		return true
+	}
+	if a.imm { // absolute address (PC-relative literal)
+		va := a.v + off
+		return func(e *E) bool { return load(unsafe.Pointer(e), e, va) }
+	}
+	base := a.off
+	if size == 8 {
+		// The commonest case, written out so that the fast path has no calls.
+		return func(e *E) bool {
+			p := unsafe.Pointer(e)
+			va := *word(p, base) + off
+			tlb := *(**TLB)(unsafe.Add(p, tlbOff))
+			ent := &tlb.E[(va>>PageBits)&(1<<TLBBits-1)]
+			if ent.Read == va&(PageMask|7) {
+				*word(p, d) = *(*uint64)(unsafe.Add(ent.Host, va&(PageSize-1)))
+				return true
+			}
+			return load(p, e, va)
+		}
+	}
+	return func(e *E) bool {
+		p := unsafe.Pointer(e)
+		return load(p, e, *word(p, base)+off)
+	}
+}
+
+func compileStore[E any](t *Target[E], op *Op[E]) (func(*E) bool, error) {
+	a := mkOperand(t, op.A)
+	v := mkOperand(t, op.B)
+	if !a.valid || !v.valid {
+		return nil, fmt.Errorf("tcg: malformed IR op %v", op)
+	}
+	switch op.Size {
+	case 1:
+		return storeOp[E, uint8](t, op, a, v), nil
+	case 2:
+		return storeOp[E, uint16](t, op, a, v), nil
+	case 4:
+		return storeOp[E, uint32](t, op, a, v), nil
+	case 8:
+		return storeOp[E, uint64](t, op, a, v), nil
+	}
+	return nil, fmt.Errorf("tcg: bad store size in %v", op)
+}
+
+func storeOp[E any, T uint8 | uint16 | uint32 | uint64](t *Target[E], op *Op[E], a, v operand) func(*E) bool {
+	size := int(unsafe.Sizeof(T(0)))
+	align := uint64(size - 1)
+	off, pc, tlbOff, pcOff, slow := op.Off, op.PC, t.TLB, t.PC, t.StoreSlow
+	if !a.imm && !v.imm {
+		base, src := a.off, v.off
+		return func(e *E) bool {
+			p := unsafe.Pointer(e)
+			va := *word(p, base) + off
+			val := *word(p, src)
+			tlb := *(**TLB)(unsafe.Add(p, tlbOff))
+			ent := &tlb.E[(va>>PageBits)&(1<<TLBBits-1)]
+			if ent.Write == va&(PageMask|align) && atomic.LoadUint32(ent.Code) == 0 {
+				*(*T)(unsafe.Add(ent.Host, va&(PageSize-1))) = T(val)
+				return true
+			}
+			*word(p, pcOff) = pc
+			return slow(e, va, size, val)
+		}
+	}
+	return func(e *E) bool {
+		p := unsafe.Pointer(e)
+		va := a.read(p) + off
+		val := v.read(p)
+		tlb := *(**TLB)(unsafe.Add(p, tlbOff))
+		ent := &tlb.E[(va>>PageBits)&(1<<TLBBits-1)]
+		if ent.Write == va&(PageMask|align) && atomic.LoadUint32(ent.Code) == 0 {
+			*(*T)(unsafe.Add(ent.Host, va&(PageSize-1))) = T(val)
+			return true
+		}
+		*word(p, pcOff) = pc
+		return slow(e, va, size, val)
+	}
+}

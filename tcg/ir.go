@@ -1,0 +1,173 @@
+package tcg
+
+import "fmt"
+
+// The IR: what a target frontend emits for one translation block, and what a backend
+// compiles. Values are 64-bit. Operands are target-state globals (64-bit fields of the
+// target's per-vCPU environment, addressed by byte offset so that the same block runs
+// on any vCPU), per-vCPU scratch temporaries, or immediates. Anything the IR cannot
+// express is a helper call: a Go function value the target built for the instruction,
+// which reads and writes target state itself. Guest memory accesses go through the
+// softmmu TLB defined in this package, with the target's slow paths for misses.
+
+// Opcode is an IR operation.
+type Opcode uint8
+
+const (
+	OpMov    Opcode = iota + 1 // D = A
+	OpAdd                      // D = A + B
+	OpSub                      // D = A - B
+	OpAnd                      // D = A & B
+	OpOr                       // D = A | B
+	OpXor                      // D = A ^ B
+	OpShl                      // D = A << (B & 63)
+	OpShr                      // D = A >> (B & 63), logical
+	OpSar                      // D = A >> (B & 63), arithmetic
+	OpMul                      // D = A * B
+	OpZext32                   // D = uint32(A)
+	OpSext32                   // D = int64(int32(A))
+	OpLoad                     // D = mem[A + Off], Size bytes, sign-extended if Signed
+	OpStore                    // mem[A + Off] = low Size bytes of B
+	OpCall                     // Helper(env); a false result ends the block (it set the PC)
+	OpExit                     // PC = A; end the block (goto-tb: the run loop finds the next block)
+	OpExitZ                    // if A == 0 { PC = B; end the block }
+	OpExitNZ                   // if A != 0 { PC = B; end the block }
+)
+
+var opNames = [...]string{OpMov: "mov", OpAdd: "add", OpSub: "sub", OpAnd: "and", OpOr: "or", OpXor: "xor",
+	OpShl: "shl", OpShr: "shr", OpSar: "sar", OpMul: "mul", OpZext32: "zext32", OpSext32: "sext32",
+	OpLoad: "ld", OpStore: "st", OpCall: "call", OpExit: "exit", OpExitZ: "exit_z", OpExitNZ: "exit_nz"}
+
+func (o Opcode) String() string {
+	if int(o) < len(opNames) && opNames[o] != "" {
+		return opNames[o]
+	}
+	return fmt.Sprintf("op%d", o)
+}
+
+type argKind uint8
+
+const (
+	argNone argKind = iota
+	argGlobal
+	argTemp
+	argImm
+)
+
+// Arg is an IR operand.
+type Arg struct {
+	kind argKind
+	v    uint64 // byte offset (global), index (temp) or value (immediate)
+}
+
+// Global names the 64-bit target-state field at byte offset off in the environment.
+func Global(off uintptr) Arg { return Arg{argGlobal, uint64(off)} }
+
+// Temp names scratch temporary n (0 <= n < MaxTemps).
+func Temp(n int) Arg { return Arg{argTemp, uint64(n)} }
+
+// Imm is an immediate operand.
+func Imm(v uint64) Arg { return Arg{argImm, v} }
+
+// IsImm reports whether a is an immediate, and its value.
+func (a Arg) IsImm() (uint64, bool) { return a.v, a.kind == argImm }
+
+func (a Arg) String() string {
+	switch a.kind {
+	case argGlobal:
+		return fmt.Sprintf("g%#x", a.v)
+	case argTemp:
+		return fmt.Sprintf("t%d", a.v)
+	case argImm:
+		return fmt.Sprintf("$%#x", a.v)
+	}
+	return "-"
+}
+
+// MaxTemps is the number of scratch temporaries a target must provide.
+const MaxTemps = 4
+
+// Op is one IR operation. E is the target's environment (per-vCPU state) type.
+type Op[E any] struct {
+	Opc     Opcode
+	D, A, B Arg
+	Off     uint64 // memory displacement (OpLoad, OpStore)
+	Size    uint8  // memory access size in bytes: 1, 2, 4 or 8
+	Signed  bool   // OpLoad: sign-extend
+	// PC is the guest PC of the instruction the op belongs to; backends store it to the
+	// target's PC before anything that can raise a guest exception (memory slow paths).
+	PC     uint64
+	Helper func(env *E) bool // OpCall
+}
+
+func (o *Op[E]) String() string {
+	switch o.Opc {
+	case OpLoad:
+		return fmt.Sprintf("%v %v, [%v+%#x] size=%d signed=%v", o.Opc, o.D, o.A, o.Off, o.Size, o.Signed)
+	case OpStore:
+		return fmt.Sprintf("%v [%v+%#x], %v size=%d", o.Opc, o.A, o.Off, o.B, o.Size)
+	case OpCall:
+		return fmt.Sprintf("call helper pc=%#x", o.PC)
+	}
+	return fmt.Sprintf("%v %v, %v, %v", o.Opc, o.D, o.A, o.B)
+}
+
+// Target describes the environment layout and the memory slow paths a backend needs.
+type Target[E any] struct {
+	// PC is the byte offset of the guest PC (uint64) in E.
+	PC uintptr
+	// TLB is the byte offset in E of a *TLB: the softmmu TLB for the current MMU index.
+	TLB uintptr
+	// Temps is the byte offset in E of a [MaxTemps]uint64 scratch array.
+	Temps uintptr
+	// LoadSlow and StoreSlow perform an access the TLB fast path could not (miss,
+	// misaligned, MMIO, code page), raising the guest exception and returning false on a
+	// fault. The PC field already holds the instruction's PC.
+	LoadSlow  func(env *E, va uint64, size int) (uint64, bool)
+	StoreSlow func(env *E, va uint64, size int, v uint64) bool
+}
+
+// Builder accumulates the IR of one block.
+type Builder[E any] struct {
+	Ops []Op[E]
+	pc  uint64
+}
+
+// SetPC sets the guest PC recorded in the ops emitted next.
+func (b *Builder[E]) SetPC(pc uint64) { b.pc = pc }
+
+func (b *Builder[E]) emit(o Op[E]) { o.PC = b.pc; b.Ops = append(b.Ops, o) }
+
+// Mov emits D = A.
+func (b *Builder[E]) Mov(d, a Arg) { b.emit(Op[E]{Opc: OpMov, D: d, A: a}) }
+
+// Bin emits a two-operand ALU op (OpAdd ... OpMul): D = A op B.
+func (b *Builder[E]) Bin(opc Opcode, d, a, x Arg) { b.emit(Op[E]{Opc: opc, D: d, A: a, B: x}) }
+
+// Un emits a one-operand op (OpZext32, OpSext32).
+func (b *Builder[E]) Un(opc Opcode, d, a Arg) { b.emit(Op[E]{Opc: opc, D: d, A: a}) }
+
+// Load emits D = mem[A + off].
+func (b *Builder[E]) Load(d, a Arg, off uint64, size int, signed bool) {
+	b.emit(Op[E]{Opc: OpLoad, D: d, A: a, Off: off, Size: uint8(size), Signed: signed})
+}
+
+// Store emits mem[A + off] = V.
+func (b *Builder[E]) Store(a Arg, off uint64, v Arg, size int) {
+	b.emit(Op[E]{Opc: OpStore, A: a, B: v, Off: off, Size: uint8(size)})
+}
+
+// Call emits a helper call.
+func (b *Builder[E]) Call(h func(env *E) bool) { b.emit(Op[E]{Opc: OpCall, Helper: h}) }
+
+// Exit emits PC = A and ends the block.
+func (b *Builder[E]) Exit(a Arg) { b.emit(Op[E]{Opc: OpExit, A: a}) }
+
+// ExitIf emits "if (A != 0) == nz { PC = target; end the block }".
+func (b *Builder[E]) ExitIf(a Arg, nz bool, target uint64) {
+	opc := OpExitZ
+	if nz {
+		opc = OpExitNZ
+	}
+	b.emit(Op[E]{Opc: opc, A: a, B: Imm(target)})
+}

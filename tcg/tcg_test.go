@@ -65,7 +65,7 @@ func TestInvalidatePage(t *testing.T) {
 func TestInvalidateRange(t *testing.T) {
 	c := NewCache[int](newRAM(t))
 	a := c.Insert(Key{PC: 0x1000, Phys: 0x40001000}, 0, 0x1010) // [0x000,0x010)
-	b := c.Insert(Key{PC: 0x1100, Phys: 0x40001100}, 0, 0x1108)       // [0x100,0x108)
+	b := c.Insert(Key{PC: 0x1100, Phys: 0x40001100}, 0, 0x1108) // [0x100,0x108)
 	// A store just past a and before b drops neither.
 	if c.InvalidateRange(0x40001010, 8) || !a.Valid() || !b.Valid() {
 		t.Fatal("store outside every block invalidated something")

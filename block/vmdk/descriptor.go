@@ -127,12 +127,12 @@ func parseExtentLine(line string) (e extentLine, ok bool, err error) {
 	switch e.Type {
 	case "FLAT", "VMFS":
 		e.Kind = kindFlat
-	case "SPARSE":
+	case "SPARSE", "VMFSSPARSE":
 		e.Kind = kindSparse
 	case "ZERO":
 		e.Kind = kindZero
 		return e, true, nil
-	case "VMFSSPARSE", "SESPARSE", "VMFSRDM", "VMFSRAW":
+	case "SESPARSE", "VMFSRDM", "VMFSRAW":
 		return e, false, fmt.Errorf("vmdk: %s extents are not supported", e.Type)
 	default:
 		return bad()

@@ -185,7 +185,7 @@ func readEmbeddedDesc(sp *sparseExtent) (*descriptor, error) {
 
 func (m *image) openExtents(desc *descriptor, flag int) error {
 	switch desc.CreateType {
-	case "vmfsSparse", "seSparse", "vmfsRaw", "vmfsRawDeviceMap", "vmfsPassthroughRawDeviceMap":
+	case "seSparse", "vmfsRaw", "vmfsRawDeviceMap", "vmfsPassthroughRawDeviceMap":
 		return fmt.Errorf("vmdk: unsupported image type '%s'", desc.CreateType)
 	}
 	if len(desc.Extents) == 0 {

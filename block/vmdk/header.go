@@ -10,7 +10,7 @@ const (
 	sectorSize = 512
 
 	magicKDMV = 0x564d444b // "KDMV" read little-endian
-	magicCOWD = 0x44574f43 // "COWD": ESX vmfsSparse, not supported
+	magicCOWD = 0x44574f43 // "COWD": ESX vmfsSparse (VMDK3), read only
 
 	flagNLDetect  = 1 << 0
 	flagRGD       = 1 << 1
@@ -57,7 +57,15 @@ type header struct {
 	OverHead     uint64 // sectors: metadata before the first grain
 	Unclean      uint8
 	CompressAlgo uint16
+
+	// COWD is set for a vmfsSparse extent: 4096-entry grain tables, a directory of
+	// COWDDirEntries entries, no redundant directory, read only.
+	COWD           bool
+	COWDDirEntries uint32
 }
+
+// cowdGTEs is the fixed grain-table size of vmfsSparse extents.
+const cowdGTEs = 4096
 
 func parseHeader(b []byte) (header, error) {
 	var h header
@@ -68,7 +76,15 @@ func parseHeader(b []byte) (header, error) {
 	switch le.Uint32(b) {
 	case magicKDMV:
 	case magicCOWD:
-		return h, fmt.Errorf("vmdk: vmfsSparse (COWD) extents are not supported")
+		// version, flags, disk_sectors, granularity, l1dir_offset, l1dir_size (32-bit).
+		h.COWD = true
+		h.Version = 1
+		h.Capacity = uint64(le.Uint32(b[12:]))
+		h.GrainSize = uint64(le.Uint32(b[16:]))
+		h.GDOffset = uint64(le.Uint32(b[20:]))
+		h.COWDDirEntries = le.Uint32(b[24:])
+		h.NumGTEsPerGT = cowdGTEs
+		return h, nil
 	default:
 		return h, fmt.Errorf("vmdk: bad sparse extent magic %#x", le.Uint32(b))
 	}
@@ -116,7 +132,7 @@ func (h *header) validate() error {
 	if h.GrainSize == 0 || h.GrainSize&(h.GrainSize-1) != 0 || h.GrainSize > maxGrainSectors {
 		return fmt.Errorf("vmdk: invalid grain size %d sectors", h.GrainSize)
 	}
-	if h.NumGTEsPerGT == 0 || h.NumGTEsPerGT > maxGTEsPerGT {
+	if h.NumGTEsPerGT == 0 || (h.NumGTEsPerGT > maxGTEsPerGT && !h.COWD) {
 		return fmt.Errorf("vmdk: invalid grain table size %d entries (at most %d)", h.NumGTEsPerGT, maxGTEsPerGT)
 	}
 	if h.Capacity > 1<<53 {
@@ -134,6 +150,9 @@ func (h *header) validate() error {
 }
 
 func (h *header) gdEntries() uint64 {
+	if h.COWD {
+		return uint64(h.COWDDirEntries)
+	}
 	per := h.GrainSize * uint64(h.NumGTEsPerGT)
 	return (h.Capacity + per - 1) / per
 }

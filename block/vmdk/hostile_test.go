@@ -104,7 +104,7 @@ var hostileCases = []hostileCase{
 	{"many-extents-one-file.vmdk", "grain directories need more than", manyExtents},
 	{"bad-version.vmdk", "unsupported sparse extent version", mutate(sparseBase, func(b []byte) []byte { le.PutUint32(b[4:], 9); return b })},
 	{"truncated-header.vmdk", "too short", mutate(sparseBase, func(b []byte) []byte { return b[:100] })},
-	{"cowd-magic.vmdk", "COWD", mutate(sparseBase, func(b []byte) []byte { copy(b, "COWD"); return b })},
+	{"cowd-magic.vmdk", "invalid grain size", mutate(sparseBase, func(b []byte) []byte { copy(b, "COWD"); return b })},
 	{"gd-offset-past-eof.vmdk", "grain directory at sector", mutate(sparseBase, func(b []byte) []byte { le.PutUint64(b[56:], 1<<40); return b })},
 	{"rgd-offset-past-eof.vmdk", "redundant grain directory", mutate(sparseBase, func(b []byte) []byte { le.PutUint64(b[48:], uint64(len(b)/512)); return b })},
 	{"gt-offset-past-eof.vmdk", "grain table 0 at offset", mutate(sparseBase, func(b []byte) []byte {
@@ -169,7 +169,7 @@ var hostileCases = []hostileCase{
 	{"desc-json-protocol.vmdk", "forbidden character", text(hdesc + "RW 2048 SPARSE \"json:{'driver':'null-co'}\"\n")},
 	{"desc-huge-extent.vmdk", "invalid extent line", text(hdesc + "RW 99999999999999999999 FLAT \"x\" 0\n")},
 	{"desc-size-overflow.vmdk", "add up to more than", text(hdesc + "RW 9007199254740992 ZERO\nRW 9007199254740992 ZERO\n")},
-	{"desc-vmfssparse.vmdk", "not supported", text(hdesc + "RW 2048 VMFSSPARSE \"x-delta.vmdk\"\n")},
+	{"desc-sesparse.vmdk", "not supported", text(hdesc + "RW 2048 SESPARSE \"x-sesparse.vmdk\"\n")},
 	{"desc-flat-no-offset.vmdk", "invalid extent line", text(hdesc + "RW 2048 FLAT \"x\"\n")},
 	{"desc-no-createtype.vmdk", "no createType", text("# Disk DescriptorFile\nversion=1\nRW 2048 FLAT \"x\" 0\n")},
 	{"parent-protocol.vmdk", "looks like a protocol", text(strings.Replace(hdesc, "parentCID=ffffffff", "parentCID=1\nparentFileNameHint=\"nbd:localhost:10809\"", 1) + "RW 8 ZERO\n")},

@@ -65,7 +65,7 @@ func openSparse(f *os.File, path string, dirBudget *int64) (*sparseExtent, error
 		return nil, err
 	}
 	s := &sparseExtent{f: f, path: path, size: size}
-	if h.GDOffset == gdAtEnd {
+	if h.GDOffset == gdAtEnd && !h.COWD {
 		if h, err = readFooter(f, size); err != nil {
 			return nil, err
 		}

@@ -7,8 +7,13 @@ import (
 
 var zeroGrainBuf = make([]byte, 1<<20)
 
+var errCOWDWrite = fmt.Errorf("vmdk: writing vmfsSparse (COWD) extents is not supported")
+
 // writeAt writes p at extent-relative offset off into an uncompressed sparse extent.
 func (s *sparseExtent) writeAt(p []byte, off int64) error {
+	if s.h.COWD {
+		return errCOWDWrite
+	}
 	if s.compressed {
 		if err := s.ensureStream(); err != nil {
 			return err
@@ -167,6 +172,9 @@ func (s *sparseExtent) setGTE(gi int64, v uint32) error {
 // entries when the extent has that feature, allocated grains are overwritten, and
 // unallocated grains already read as zeroes.
 func (s *sparseExtent) writeZeroes(off, n int64) error {
+	if s.h.COWD {
+		return errCOWDWrite
+	}
 	if s.compressed {
 		if err := s.ensureStream(); err != nil {
 			return err

@@ -748,3 +748,37 @@ func TestUseAfterClose(t *testing.T) {
 		t.Errorf("Run after Close = %v, %v; want an error", r, err)
 	}
 }
+
+// TestSpeakerPortPIT2 reads port 0x61 the way Linux's PIT-based TSC calibration does:
+// with channel 2 gated on and counting in mode 0, bit 5 (channel 2 OUT) is low until
+// the count expires, then high. The port is the kernel's (KVM_PIT_SPEAKER_DUMMY), so
+// none of these accesses reach the PIO bus.
+func TestSpeakerPortPIT2(t *testing.T) {
+	g := newGuest(t, 1)
+	a := newAsm().
+		op(0xe4, 0x61).             // in al,0x61
+		op(0x24, 0xfc, 0x0c, 0x01). // and al,0xfc; or al,1: gate 2 on, speaker off
+		op(0xe6, 0x61).             // out 0x61,al
+		op(0xb0, 0xb0, 0xe6, 0x43). // channel 2, lo/hi byte, mode 0
+		op(0xb0, 0x00, 0xe6, 0x42). // count 0x0400 (~860 us): low byte
+		op(0xb0, 0x04, 0xe6, 0x42). // high byte
+		op(0xe4, 0x61).             // in al,0x61
+		op(0xe6, portOut8).         // out 0xe0,al: first sample
+		label("wait").
+		op(0xe4, 0x61, 0xa8, 0x20). // in al,0x61; test al,0x20
+		jcc(0x74, "wait").          // jz wait
+		op(0xe6, portOut8).         // out 0xe0,al: sample once OUT is high
+		op(0xe6, portDone, 0xf4)    // out 0xf0,al; hlt
+	g.realMode(a.bytes())
+	g.expect(accel.PowerOff)
+	b := g.dev.bytes[portOut8]
+	if len(b) != 2 {
+		t.Fatalf("guest reported % x, want two samples", b)
+	}
+	if b[0]&0x21 != 0x01 {
+		t.Errorf("port 0x61 right after loading the count = %#02x: want gate (bit 0) set, OUT (bit 5) low", b[0])
+	}
+	if b[1]&0x21 != 0x21 {
+		t.Errorf("port 0x61 after the count = %#02x: want gate and OUT set", b[1])
+	}
+}

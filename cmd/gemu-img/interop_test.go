@@ -35,6 +35,9 @@ func qemuSources(t *testing.T, dir string) map[string][2]string {
 		add("zlib.qcow2", "qcow2", "-c")
 		add("zstd.qcow2", "qcow2", "-c", "-o", "compression_type=zstd")
 		add("prealloc.qcow2", "qcow2", "-o", "preallocation=metadata")
+		add("datafile.qcow2", "qcow2", "-o", "data_file="+filepath.Join(dir, "datafile.data"))
+		add("lazy.qcow2", "qcow2", "-o", "lazy_refcounts=on,cluster_size=4k")
+		add("zstd4k.qcow2", "qcow2", "-c", "-o", "compression_type=zstd,cluster_size=4k")
 		// A backing chain: top overlays part of the pattern.
 		top := filepath.Join(dir, "top.qcow2")
 		ok(t, qemu(t, dir, "create", "-f", "qcow2", "-b", "v3.qcow2", "-F", "qcow2", top), "create top")

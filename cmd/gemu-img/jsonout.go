@@ -18,8 +18,8 @@ var keyRank = func() map[string]int {
 		"backing-filename-format", "snapshots", "icount", "vm-clock-nsec", "name", "date-sec",
 		"date-nsec", "vm-clock-sec", "id", "vm-state-size", "compressed", "virtual-size", "filename",
 		"cluster-size", "format", "actual-size", "encrypted", "format-specific", "type", "data",
-		"compat", "compression-type", "lazy-refcounts", "refcount-bits", "corrupt", "extended-l2",
-		"data-file", "data-file-raw", "bitmaps-list", "cid", "parent-cid", "create-type", "extents", "full-backing-filename", "backing-filename",
+		"compat", "compression-type", "lazy-refcounts", "refcount-bits", "data-file", "data-file-raw",
+		"corrupt", "extended-l2", "bitmaps-list", "cid", "parent-cid", "create-type", "extents", "full-backing-filename", "backing-filename",
 		"dirty-flag", "fully-allocated", "fragmented-clusters",
 	}
 	m := map[string]int{}

@@ -782,3 +782,68 @@ func TestSpeakerPortPIT2(t *testing.T) {
 		t.Errorf("port 0x61 after the count = %#02x: want gate and OUT set", b[1])
 	}
 }
+
+// BenchmarkPortIOExit measures one guest port write round trip: guest out → KVM exit →
+// the PIO bus → device → back into the guest.
+func BenchmarkPortIOExit(b *testing.B) {
+	benchExits(b, []byte{0xe6, portAP}) // out 0xe1,al
+}
+
+// BenchmarkMMIOExit measures one guest MMIO write round trip.
+func BenchmarkMMIOExit(b *testing.B) {
+	benchExits(b, []byte{0x26, 0xc6, 0x06, 0x10, 0x00, 0xab}) // mov byte es:[0x10],0xab
+}
+
+func benchExits(b *testing.B, insn []byte) {
+	if err := Available(); err != nil {
+		b.Skipf("no usable KVM on this host: %v", err)
+	}
+	vm, err := New(accel.Config{CPUs: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer vm.Close()
+	ram := memory.New()
+	defer ram.Close()
+	s, err := ram.Add("ram", 0, ramSize)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := vm.AddRAM(s); err != nil {
+		b.Fatal(err)
+	}
+	var n int
+	pio, mmio := bus.New(), bus.New()
+	count := bus.Device(countDev{&n})
+	pio.Insert(count, "count", portAP, 1)
+	pio.Insert(stopDev{vm}, "done", portDone, 1)
+	mmio.Insert(count, "count", mmioBase, 0x1000)
+	a := newAsm().
+		op(0xb8, 0x00, 0xe0, 0x8e, 0xc0). // mov ax,0xe000; mov es,ax
+		label("loop").op(insn...).
+		op(0x66, 0x49).          // dec ecx
+		jcc(0x75, "loop").       // jnz loop
+		op(0xe6, portDone, 0xf4) // out 0xf0,al; hlt
+	ram.WriteAt(a.bytes(), 0x1000)
+	bs := x86.ResetState(0x100)
+	bs.Regs.RCX = uint64(b.N)
+	if err := vm.SetBootState(&bs); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	r, err := vm.Run(mmio, pio)
+	b.StopTimer()
+	if r != accel.PowerOff || n != b.N {
+		b.Fatalf("Run = %v, %v after %d of %d exits", r, err, n, b.N)
+	}
+}
+
+type countDev struct{ n *int }
+
+func (d countDev) Read(uint64, []byte)  {}
+func (d countDev) Write(uint64, []byte) { *d.n++ }
+
+type stopDev struct{ vm *VM }
+
+func (d stopDev) Read(uint64, []byte)  {}
+func (d stopDev) Write(uint64, []byte) { d.vm.Stop(accel.PowerOff) }

@@ -1,12 +1,256 @@
-// Command gemu-system-x86_64 is a thin main; see ARCHITECTURE.md.
+// Command gemu-system-x86_64 runs an x86-64 PC guest, QEMU-style: it parses QEMU's
+// flags, picks the accelerator, builds machine/pc on it, and maps how the guest ended
+// to QEMU's exit behaviour (power off → 0, reset → reboot or, with -no-reboot, 0,
+// triple fault → message and 1). It owns no device or format logic.
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"gemu/accel"
+	"gemu/accel/kvm"
+	"gemu/hw/chardev"
+	"gemu/machine/pc"
 )
 
-func main() {
-	fmt.Fprintln(os.Stderr, "gemu-system-x86_64: not implemented yet")
-	os.Exit(1)
+const prog = "gemu-system-x86_64"
+
+func main() { os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) }
+
+// fail prints the one-line error and returns the exit status.
+func fail(stderr io.Writer, format string, a ...any) int {
+	fmt.Fprintf(stderr, prog+": "+format+"\n", a...)
+	return 1
+}
+
+// run is main without os.Exit, so deferred clean-up (the terminal's mode above all)
+// always happens.
+func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
+	o, err := parseArgs(args)
+	if err != nil {
+		return fail(stderr, "%v", err)
+	}
+	if o.help {
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	if o.version {
+		fmt.Fprintln(stdout, version)
+		return 0
+	}
+	if o.kernel == "" {
+		return fail(stderr, "no -kernel given: gemu boots Linux bzImages directly (firmware boot is not supported)")
+	}
+	if err := checkMemory(o.memSize); err != nil {
+		return fail(stderr, "-m %s: %v", o.memArg, err)
+	}
+	if _, err := pc.NewLayout(o.memSize); err != nil {
+		return fail(stderr, "-m %s: %v", o.memArg, err)
+	}
+	if o.cpus > kvm.MaxCPUs {
+		return fail(stderr, "-smp %d: at most %d CPUs are supported", o.cpus, kvm.MaxCPUs)
+	}
+	kernel, err := openImage(o.kernel)
+	if err != nil {
+		return fail(stderr, "-kernel %s: %v", o.kernel, err)
+	}
+	defer kernel.Close()
+	if _, err := pc.CheckKernel(kernel); err != nil {
+		return fail(stderr, "-kernel %s: %v", o.kernel, err)
+	}
+	var initrd *image
+	if o.initrd != "" {
+		initrd, err = openImage(o.initrd)
+		if err != nil {
+			return fail(stderr, "-initrd %s: %v", o.initrd, err)
+		}
+		defer initrd.Close()
+	}
+	acc, err := chooseAccel(o.accels)
+	if err != nil {
+		return fail(stderr, "%v", err)
+	}
+
+	// The guest currently running, for Ctrl-A x and signals to stop.
+	var cur struct {
+		sync.Mutex
+		vm       accel.VM
+		quitting bool
+	}
+	stopAll := func() {
+		cur.Lock()
+		cur.quitting = true
+		if cur.vm != nil {
+			cur.vm.Stop(accel.Stopped)
+		}
+		cur.Unlock()
+	}
+
+	spec := o.serial
+	if spec == "" {
+		spec = "stdio"
+	}
+	if spec == "none" {
+		spec = "null"
+	}
+	be, err := chardev.Open(spec, chardev.Options{OnQuit: stopAll, Stdin: stdin, Stdout: stdout})
+	if err != nil {
+		return fail(stderr, "-serial %s: %v", spec, err)
+	}
+	// Closing the backend restores the terminal; deferred, it also runs while a panic
+	// unwinds this goroutine.
+	defer be.Close()
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	var gotSig os.Signal
+	var sigMu sync.Mutex
+	go func() {
+		for s := range sigs {
+			sigMu.Lock()
+			if gotSig == nil {
+				gotSig = s
+			}
+			sigMu.Unlock()
+			stopAll()
+		}
+	}()
+
+	for {
+		vm, err := acc.NewX86(accel.Config{CPUs: o.cpus})
+		if err != nil {
+			return fail(stderr, "-accel %s: %v", acc.Name(), err)
+		}
+		var ird pc.KernelImage
+		if initrd != nil {
+			ird = initrd
+		}
+		m, err := pc.New(vm, pc.Config{MemSize: o.memSize, CPUs: o.cpus, Kernel: kernel, Initrd: ird,
+			Cmdline: o.append, Serial: be})
+		if err != nil {
+			vm.Close()
+			return fail(stderr, "%v", err)
+		}
+		cur.Lock()
+		cur.vm = vm
+		if cur.quitting {
+			vm.Stop(accel.Stopped)
+		}
+		cur.Unlock()
+		reason, err := m.Run()
+		cur.Lock()
+		cur.vm = nil
+		cur.Unlock()
+		vm.Close()
+		m.Close()
+
+		switch reason {
+		case accel.PowerOff:
+			return 0
+		case accel.Reset:
+			if o.noReboot {
+				return 0
+			}
+			continue // QEMU reboots: a fresh board, the kernel loaded again
+		case accel.Shutdown:
+			return fail(stderr, "guest triple fault (CPU shutdown); the guest cannot continue")
+		case accel.Stopped:
+			sigMu.Lock()
+			s := gotSig
+			sigMu.Unlock()
+			if s != nil {
+				fmt.Fprintf(stderr, "%s: terminating on signal %d\n", prog, s.(syscall.Signal))
+			}
+			return 0
+		default:
+			if err == nil {
+				err = errors.New(reason.String())
+			}
+			return fail(stderr, "%v", err)
+		}
+	}
+}
+
+// chooseAccel picks the accelerator. With no -accel, hardware KVM is preferred; an
+// emulated KVM (kvm_pvm) only if TCG cannot run x86 guests, which is the case until the
+// x86 TCG frontend exists.
+func chooseAccel(names []string) (accel.Accelerator, error) {
+	if len(names) == 0 {
+		err := kvm.Accel.Available()
+		if err != nil {
+			return nil, fmt.Errorf("no accelerator available: %v (x86 TCG is not supported yet)", err)
+		}
+		return kvm.Accel, nil
+	}
+	var errs []string
+	for _, n := range names {
+		switch n {
+		case "kvm":
+			if err := kvm.Accel.Available(); err != nil {
+				errs = append(errs, fmt.Sprintf("-accel kvm: %v", err))
+				continue
+			}
+			return kvm.Accel, nil
+		case "tcg":
+			errs = append(errs, "-accel tcg: not yet supported for x86_64")
+		default:
+			errs = append(errs, fmt.Sprintf("-accel %s: unknown accelerator (use kvm or tcg)", n))
+		}
+	}
+	return nil, errors.New(errs[0])
+}
+
+// image is an open kernel or initrd file.
+type image struct {
+	*os.File
+	size int64
+}
+
+func (i *image) Size() int64 { return i.size }
+
+func openImage(path string) (*image, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, fmt.Errorf("cannot open: %v", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("not a regular file")
+	}
+	return &image{File: f, size: st.Size()}, nil
+}
+
+// checkMemory refuses a guest bigger than the host's RAM and swap together: such a
+// guest could only run until it touches its memory.
+func checkMemory(size uint64) error {
+	if size == 0 {
+		return fmt.Errorf("memory size must be positive")
+	}
+	var si unix.Sysinfo_t
+	if err := unix.Sysinfo(&si); err != nil {
+		return nil
+	}
+	host := (uint64(si.Totalram) + uint64(si.Totalswap)) * uint64(si.Unit)
+	if size > host {
+		return fmt.Errorf("%d MiB is more than the host's %d MiB of RAM and swap", size>>20, host>>20)
+	}
+	return nil
 }

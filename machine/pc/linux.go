@@ -76,13 +76,7 @@ type LinuxConfig struct {
 // returns the boot CPU's state: the 64-bit entry when the kernel has one, else the
 // 32-bit protected-mode entry. Errors are one line and name the problem with the input.
 func LoadLinux(ram *memory.RAM, l Layout, c LinuxConfig) (*LinuxBoot, error) {
-	ksize := c.Kernel.Size()
-	probe := make([]byte, setupProbeSize)
-	n, err := c.Kernel.ReadAt(probe, 0)
-	if err != nil && err != io.EOF {
-		return nil, fmt.Errorf("reading kernel: %w", err)
-	}
-	h, err := ParseSetupHeader(probe[:n], ksize)
+	h, probe, err := readSetupHeader(c.Kernel)
 	if err != nil {
 		return nil, err
 	}
@@ -208,6 +202,23 @@ func LoadLinux(ram *memory.RAM, l Layout, c LinuxConfig) (*LinuxBoot, error) {
 	}
 	st.Regs.RIP = b.Entry
 	return b, nil
+}
+
+// CheckKernel validates a kernel file's setup header without loading it, so a command
+// line can reject a file that is not a bzImage before creating a VM.
+func CheckKernel(k KernelImage) (*SetupHeader, error) {
+	h, _, err := readSetupHeader(k)
+	return h, err
+}
+
+func readSetupHeader(k KernelImage) (*SetupHeader, []byte, error) {
+	probe := make([]byte, setupProbeSize)
+	n, err := k.ReadAt(probe, 0)
+	if err != nil && err != io.EOF {
+		return nil, nil, fmt.Errorf("reading kernel: %w", err)
+	}
+	h, err := ParseSetupHeader(probe[:n], k.Size())
+	return h, probe, err
 }
 
 // GDT descriptors: null, unused, __BOOT_CS, __BOOT_DS, and a TSS so the task register

@@ -71,9 +71,16 @@ const (
 	exitSystemEvent   = 24
 )
 
+// exitNames names the exit reasons gemu does not expect, for error messages.
+var exitNames = map[uint32]string{
+	exitException:     "KVM_EXIT_EXCEPTION",
+	exitHypercall:     "KVM_EXIT_HYPERCALL",
+	exitDebug:         "KVM_EXIT_DEBUG",
+	exitIRQWindowOpen: "KVM_EXIT_IRQ_WINDOW_OPEN",
+}
+
 const (
-	exitIOIn  = 0
-	exitIOOut = 1
+	exitIOOut = 1 // kvm_run.io.direction; 0 is in
 
 	systemEventShutdown = 1
 	systemEventReset    = 2

@@ -162,8 +162,8 @@ func (c *vcpu) kick() {
 // loop runs KVM_RUN on one locked OS thread until the VM stops.
 func (c *vcpu) loop(mmio, pio *bus.Bus) {
 	runtime.LockOSThread()
-	// The thread stays locked: the goroutine exits locked, and the runtime then
-	// discards the thread rather than reuse one whose signal state KVM has seen.
+	// Never unlocked: the goroutine exits still locked, which ends the thread, so a
+	// vCPU thread never runs other goroutines.
 	c.mu.Lock()
 	c.tid = unix.Gettid()
 	c.mu.Unlock()
@@ -263,7 +263,11 @@ func (c *vcpu) exit(mmio, pio *bus.Bus) bool {
 		v.fail(fmt.Errorf("kvm: vCPU %d: unknown exit (hardware reason %#x) at %s", c.id, *(*uint64)(unsafe.Pointer(&c.hdr.U[0])), c.rip()))
 		return false
 	default:
-		v.fail(fmt.Errorf("kvm: vCPU %d: unexpected KVM exit reason %d at %s", c.id, r, c.rip()))
+		name := exitNames[r]
+		if name == "" {
+			name = fmt.Sprintf("reason %d", r)
+		}
+		v.fail(fmt.Errorf("kvm: vCPU %d: unexpected KVM exit (%s) at %s", c.id, name, c.rip()))
 		return false
 	}
 	return true

@@ -285,7 +285,7 @@ func (img *Image) computeRefs() (*block.CheckResult, []uint64, error) {
 	}
 	dec(int64(img.hdr.refTableOffset), int64(img.hdr.refTableClusters)*cs)
 	for _, e := range img.rc.table {
-		if off := int64(e & refTableMask); off != 0 && off&(cs-1) == 0 {
+		if off := int64(e & refTableMask); off > 0 && off&(cs-1) == 0 {
 			dec(off, cs)
 		}
 	}

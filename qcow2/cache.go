@@ -54,6 +54,7 @@ func (c *tableCache) get(off int64, fresh bool) (*table, error) {
 	if fresh {
 		clear(b)
 	} else if err := readFull(c.img.f, b, off); err != nil {
+		c.spare = b
 		return nil, fmt.Errorf("qcow2: could not read metadata at 0x%x: %v", off, err)
 	}
 	t := &table{off: off, b: b, used: c.tick}

@@ -53,6 +53,11 @@ func (c *checker) inc(off, n int64) {
 	if n <= 0 {
 		return
 	}
+	if off < 0 {
+		c.msg("ERROR: reference to an invalid offset 0x%x", uint64(off))
+		c.res.Corruptions++
+		return
+	}
 	img := c.img
 	first, last := off>>img.clusterBits, (off+n-1)>>img.clusterBits
 	if last >= 1<<(56-img.clusterBits) {
@@ -109,7 +114,7 @@ func (img *Image) checkLocked(mode block.RepairMode) (*block.CheckResult, error)
 			rebuild = true
 			continue
 		}
-		if off>>img.clusterBits >= img.endCluster() {
+		if off < 0 || off>>img.clusterBits >= img.endCluster() {
 			c.msg("ERROR refcount block %d is outside image", i)
 			res.Corruptions++
 			rebuild = true
@@ -119,9 +124,18 @@ func (img *Image) checkLocked(mode block.RepairMode) (*block.CheckResult, error)
 	}
 	// Compare.
 	n := int64(len(c.ref))
+	badBlock := map[int64]bool{}
 	stored := func(k int64) uint64 {
+		bi := k / img.rc.perBlock
+		if badBlock[bi] {
+			return 0
+		}
 		r, err := img.rc.get(k)
 		if err != nil {
+			// Once per refcount block, as the rest of it cannot be read either.
+			badBlock[bi] = true
+			c.msg("Can't get refcount for cluster %d: %v", k, err)
+			res.CheckErrors++
 			return 0
 		}
 		return r
@@ -180,7 +194,7 @@ func (img *Image) checkLocked(mode block.RepairMode) (*block.CheckResult, error)
 		}
 		dec(int64(img.hdr.refTableOffset), int64(img.hdr.refTableClusters)*cs)
 		for _, e := range img.rc.table {
-			if off := int64(e & refTableMask); off != 0 && off&(cs-1) == 0 && off>>img.clusterBits < int64(len(c.ref)) {
+			if off := int64(e & refTableMask); off > 0 && off&(cs-1) == 0 && off>>img.clusterBits < int64(len(c.ref)) {
 				dec(off, cs)
 			}
 		}

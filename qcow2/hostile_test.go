@@ -149,6 +149,8 @@ func hostileCases(t *testing.T) map[string][]byte {
 		"snapshot_l1_huge.qcow2":           mut(base, u32(int(l.snaps)+8, 0x7fffffff)),
 		"snapshot_l1_past_eof.qcow2":       mut(base, u64(l.snaps, 1<<41)),
 		"refblock_misaligned.qcow2":        mut(base, u64(l.rt, uint64(l.rb)+512)),
+		"refblock_offset_negative.qcow2":   mut(base, u64(l.rt, 0x8000000000010000)),
+		"snapshot_offset_negative.qcow2":   mut(base, u64(64, 0x8000000000010000)),
 		"refblock_past_eof.qcow2":          mut(base, u64(l.rt, 1<<40)),
 		"refcount_table_overlaps_l1.qcow2": mut(base, u64(48, uint64(l.l1))),
 		"truncated_header.qcow2":           base[:50],
@@ -245,6 +247,10 @@ func FuzzOpen(f *testing.F) {
 		if b, err := os.ReadFile(p); err == nil {
 			f.Add(b)
 		}
+	}
+	// A small valid image keeps mutation fast (big seeds slow the fuzzer down).
+	if b, err := os.ReadFile(filepath.Join(hostileDir, "..", "small.qcow2")); err == nil {
+		f.Add(b)
 	}
 	dir := f.TempDir()
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -91,6 +91,9 @@ func (rc *refcounts) blockFor(c int64) (*table, error) {
 	if off&(rc.img.clusterSize-1) != 0 {
 		return nil, fmt.Errorf("qcow2: refblock offset 0x%x unaligned (reftable index 0x%x)", off, ti)
 	}
+	if off < 0 || off >= 1<<56 {
+		return nil, fmt.Errorf("qcow2: refblock offset 0x%x invalid (reftable index 0x%x)", uint64(off), ti)
+	}
 	return rc.blocks.get(off, false)
 }
 

@@ -56,6 +56,16 @@ func TestHostileImages(t *testing.T) {
 					errLine(t, r, filepath.Base(f)+" "+strings.Join(args[:len(args)-1], " "))
 				}
 			}
+			// Oracle: an image qemu-img refuses to open must not be opened by gemu-img
+			// either (in particular, not silently as raw).
+			if _, err := exec.LookPath("qemu-img"); err == nil {
+				q := runIn(t, tmp, nil, "qemu-img", "info", img)
+				g := runIn(t, tmp, nil, gemuImg, "info", img)
+				qemuCrashed := q.code < 0 || q.code > 2 || strings.Contains(q.stderr, "Assertion")
+				if q.code != 0 && !qemuCrashed && g.code == 0 {
+					t.Errorf("%s: qemu-img refuses it (%s) but gemu-img info accepts it:\n%s", filepath.Base(f), strings.TrimSpace(q.stderr), g.stdout)
+				}
+			}
 			if !failed {
 				t.Logf("%s: every command succeeded (image is odd but readable)", filepath.Base(f))
 			}

@@ -182,11 +182,21 @@ func TestGemuOutputAcceptedByQemu(t *testing.T) {
 			tc{"flat.vmdk", "vmdk", []string{"-o", "subformat=monolithicFlat"}},
 		)
 	}
+	// The same with a size that is not a multiple of any cluster or grain.
+	odd := makePattern(t, dir, "odd.raw", 3<<20+1536, 22)
+	srcs := map[string]string{}
+	for _, c := range cases {
+		srcs[c.name] = pat
+		c.name = "odd-" + c.name
+		srcs[c.name] = odd
+		cases = append(cases, c)
+	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			if len(c.args) > 0 && c.args[0] == "-c" {
 				needCap(t, c.fmt, "block.ClusterCompressor", canCompress)
 			}
+			pat := srcs[c.name]
 			out := filepath.Join(dir, c.name)
 			args := append([]string{"convert", "-f", "raw", "-O", c.fmt}, c.args...)
 			ok(t, gemu(t, dir, append(args, pat, out)...), "gemu-img convert")

@@ -1,0 +1,6 @@
+# TCG core (tcg/, target-arm/): guest MIPS of the A64 engine vs qemu-aarch64 on an
+# integer loop (per CPU second, so a loaded machine does not distort the ratio).
+.PHONY: bench-tcg-mips
+bench: bench-tcg-mips
+bench-tcg-mips:
+	$(GO) test ./tests/arm -run '^$$' -bench LoopMIPS -benchtime 3x

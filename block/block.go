@@ -1,6 +1,7 @@
 // Package block owns the block-driver interface shared by gemu-img and the emulator's
 // virtual disks, the format registry and probing, the raw driver, and image-level
-// operations built only on the interface (convert, compare, map, measure, dd, bench).
+// operations built only on the interface (convert, compare, map, measure, dd, bench,
+// commit, rebase).
 // Format drivers (qcow2/, block/vmdk) implement Driver and register a Format.
 //
 // It must not know about the emulator, nor import any format driver (drivers register

@@ -518,6 +518,10 @@ func cmdMap(c *cli.Context) error {
 	if err != nil {
 		return fail("%s", oneLine(err.Error()))
 	}
+	if len(ents) == 0 {
+		// qemu-img reports an empty range as one zero-length entry.
+		ents = []block.MapEntry{{Start: start, Offset: -1}}
+	}
 	var buf bytes.Buffer
 	if asJSON {
 		buf.WriteString("[")

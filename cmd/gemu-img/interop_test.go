@@ -144,6 +144,14 @@ func TestMapMatchesQemu(t *testing.T) {
 			if !reflect.DeepEqual(g, q) {
 				t.Errorf("map differs:\ngemu-img %v\nqemu-img %v", g, q)
 			}
+			for _, r := range [][]string{{"--start-offset=1M", "--max-length=2M"}, {"--start-offset=4097", "--max-length=100000"}, {"--start-offset=100M"}} {
+				args := append(append([]string{"map", "--output=json", "-f", src[1]}, r...), src[0])
+				g := jsonOf(t, ok(t, gemu(t, dir, args...), "gemu-img map").stdout)
+				q := jsonOf(t, ok(t, qemu(t, dir, args...), "qemu-img map").stdout)
+				if !reflect.DeepEqual(g, q) {
+					t.Errorf("map %v differs:\ngemu-img %v\nqemu-img %v", r, g, q)
+				}
+			}
 			gh := gemu(t, dir, "map", "-f", src[1], src[0])
 			qh := qemu(t, dir, "map", "-f", src[1], src[0])
 			if gh.stdout != qh.stdout || gh.code != qh.code {

@@ -57,6 +57,17 @@ func BuildSys(t testing.TB, dir, src string) string {
 // RunSysQEMU runs the program on qemu-system-aarch64 and returns its UART output.
 func RunSysQEMU(t testing.TB, bin string) string {
 	t.Helper()
+	return runSysQEMU(t, bin, 1)
+}
+
+// runSysQEMUSMP runs the program on a two-CPU qemu-system-aarch64.
+func runSysQEMUSMP(t testing.TB, bin string) string {
+	t.Helper()
+	return runSysQEMU(t, bin, 2)
+}
+
+func runSysQEMU(t testing.TB, bin string, smp int) string {
+	t.Helper()
 	q, err := exec.LookPath("qemu-system-aarch64")
 	if err != nil {
 		t.Skip("qemu-system-aarch64 not installed (apt-get install qemu-system-arm)")
@@ -64,7 +75,7 @@ func RunSysQEMU(t testing.TB, bin string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, q, "-M", "virt", "-cpu", "cortex-a57", "-m", "128",
+	cmd := exec.CommandContext(ctx, q, "-M", "virt", "-cpu", "cortex-a57", "-m", "128", "-smp", fmt.Sprint(smp),
 		"-display", "none", "-monitor", "none", "-serial", "stdio", "-kernel", bin)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -105,9 +116,22 @@ func RunSysGemu(t testing.TB, bin string) string {
 	return out
 }
 
-// runSysGemu runs a system test program; tweak, if non-nil, may adjust the CPU's
-// configuration (for example to wire the timer outputs), getting the CPU through cpu.
+// runSysGemu runs a system test program on one vCPU; tweak, if non-nil, may adjust the
+// CPU's configuration (for example to wire the timer outputs), getting the CPU through
+// cpu.
 func runSysGemu(bin string, timeout time.Duration, tweak func(cfg *arm.Config, cpu func() *arm.CPU)) (string, error) {
+	return runSysGemuSMP(bin, 1, timeout, tweak)
+}
+
+// PSCI function IDs the system runner implements.
+const (
+	psciCPUOn64 = 0xc4000003
+	psciSuccess = 0
+)
+
+// runSysGemuSMP runs a system test program on n vCPUs, vCPU 0 starting at the entry and
+// the others powered off until PSCI CPU_ON.
+func runSysGemuSMP(bin string, n int, timeout time.Duration, tweak func(cfg *arm.Config, cpu func() *arm.CPU)) (string, error) {
 	f, err := elf.Open(bin)
 	if err != nil {
 		return "", err
@@ -137,34 +161,65 @@ func runSysGemu(bin string, timeout time.Duration, tweak func(cfg *arm.Config, c
 	}
 	stop := make(chan struct{})
 	var once sync.Once
+	var offMu sync.Mutex
 	off := false
-	cfg := arm.Config{ID: 0, RAM: ram, MMIO: mmio, HVC: func(c *arm.CPU) {
-		if c.X(0) == psciOff {
-			off = true
-			once.Do(func() { close(stop) })
-			return
+	cpus := make([]*arm.CPU, n)
+	for i := range cpus {
+		cfg := arm.Config{ID: i, RAM: ram, MMIO: mmio, HVC: func(c *arm.CPU) {
+			switch c.X(0) {
+			case psciOff:
+				offMu.Lock()
+				off = true
+				offMu.Unlock()
+				once.Do(func() { close(stop) })
+			case psciCPUOn64:
+				t := c.X(1) & 0xff
+				if t >= uint64(len(cpus)) {
+					c.SetX(0, ^uint64(1)) // INVALID_PARAMETERS
+					return
+				}
+				if !cpus[t].Start(c.X(2), c.X(3)) {
+					c.SetX(0, ^uint64(3)) // ALREADY_ON
+					return
+				}
+				c.SetX(0, psciSuccess)
+			default:
+				c.SetX(0, ^uint64(0)) // NOT_SUPPORTED
+			}
+		}}
+		if tweak != nil {
+			tweak(&cfg, func() *arm.CPU { return cpus[i] })
 		}
-		c.SetX(0, ^uint64(0)) // PSCI NOT_SUPPORTED
-	}}
-	var cpu *arm.CPU
-	if tweak != nil {
-		tweak(&cfg, func() *arm.CPU { return cpu })
+		cpus[i] = arm.New(cfg)
+		defer cpus[i].Close()
 	}
-	cpu = arm.New(cfg)
-	defer cpu.Close()
-	cpu.Reset(f.Entry, 0)
-	done := make(chan error, 1)
-	go func() { done <- cpu.Run(stop) }()
-	select {
-	case err = <-done:
-	case <-time.After(timeout):
-		once.Do(func() { close(stop) })
-		<-done
-		err = errors.New("timed out")
+	cpus[0].Reset(f.Entry, 0)
+	done := make(chan error, n)
+	for _, c := range cpus {
+		go func() { done <- c.Run(stop) }()
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for range cpus {
+		select {
+		case e := <-done:
+			if e != nil && err == nil {
+				err = e
+			}
+			once.Do(func() { close(stop) })
+		case <-timer.C:
+			once.Do(func() { close(stop) })
+			if err == nil {
+				err = errors.New("timed out")
+			}
+			<-done
+		}
 	}
 	u.mu.Lock()
 	out := u.out.String()
 	u.mu.Unlock()
+	offMu.Lock()
+	defer offMu.Unlock()
 	if err == nil && !off {
 		err = errors.New("program stopped without PSCI SYSTEM_OFF")
 	}

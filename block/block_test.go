@@ -373,3 +373,34 @@ func TestConvertRawSparse(t *testing.T) {
 		}
 	}
 }
+
+// countingImage reports status in small pieces and counts the calls.
+type countingImage struct {
+	memImage
+	piece int64
+	calls int
+}
+
+func (c *countingImage) BlockStatus(off, n int64) (Status, error) {
+	c.calls++
+	// Mostly data, with a zero piece now and then: long runs of one class.
+	zero := (off/c.piece)%4096 == 0
+	return Status{Offset: off, Length: min(n, c.piece-off%c.piece), Data: !zero, Zero: zero,
+		Allocated: true, HostOffset: -1}, nil
+}
+
+// The extent walk asks for each status about once, however small the driver's pieces.
+func TestConvertStatusWalkLinear(t *testing.T) {
+	size := int64(64 << 20)
+	src := &countingImage{memImage: memImage{data: make([]byte, size)}, piece: 4096}
+	for _, compress := range []bool{false, true} {
+		src.calls = 0
+		dst := &memImage{data: make([]byte, size), unit: 64 << 10}
+		if err := Convert(src, dst, ConvertOptions{Compress: compress, Sparse: 4096, TargetIsZero: true}); err != nil {
+			t.Fatal(err)
+		}
+		if pieces := int(size / src.piece); src.calls > 2*pieces {
+			t.Errorf("compress=%v: %d BlockStatus calls for %d pieces", compress, src.calls, pieces)
+		}
+	}
+}

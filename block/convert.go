@@ -244,12 +244,17 @@ func nextTask(cur *statusCursor, off, size, chunk int64, windowed bool) (*convTa
 		}
 		return &convTask{off: off, n: grid - off, cls: clsData}, nil
 	}
-	cls, end, err := cur.run(off, size)
+	cls, _, err := cur.at(off)
 	if err != nil {
 		return nil, err
 	}
+	limit := size
 	if cls == clsData {
-		end = min(end, grid)
+		limit = grid // never look further than this chunk: keeps the walk linear
+	}
+	cls, end, err := cur.run(off, limit)
+	if err != nil {
+		return nil, err
 	}
 	return &convTask{off: off, n: end - off, cls: cls}, nil
 }

@@ -1,8 +1,10 @@
 // Package vmdk owns the VMDK image format driver: descriptors (embedded or in their
-// own file, with FLAT, SPARSE and ZERO extents confined to the descriptor's folder),
-// hosted sparse extents (grain directory, its redundant copy, grain tables, zeroed
-// grains), streamOptimized extents (zlib grains behind markers, footer, end-of-stream
-// marker), and creation of every subformat qemu-img creates.
+// own file, with FLAT, SPARSE, VMFSSPARSE and ZERO extents confined to the
+// descriptor's folder), hosted sparse extents (grain directory, its redundant copy,
+// grain tables, zeroed grains), streamOptimized extents (zlib grains behind markers,
+// footer, end-of-stream marker), vmfsSparse (COWD) extents read-only, parent images
+// (parentFileNameHint with the CID check), and creation of every subformat qemu-img
+// creates. Every table, offset and length read from a file is bounded before use.
 //
 // It registers the "vmdk" format with package block from init and implements
 // block.Driver with the optional Infoer, ActualSizer and (for streamOptimized)

@@ -40,7 +40,7 @@ const (
 	clidrA57    = 0x0a200023
 	dczidBS     = 4          // DC ZVA block: 2^4 words = 64 bytes
 	idDFR0      = 0x10305006 // debug v8.0, 6 breakpoints, 4 watchpoints, no PMU
-	idISAR0     = 1 << 16    // CRC32
+	idISAR0     = 0x11120    // CRC32, SHA2 (SHA256), SHA1, AES+PMULL (fpsimd_crypto.go)
 	idMMFR0     = 0x0f000025 // PARange 48 bits, 16-bit ASIDs, 4K granule only
 	cntFreq     = 62500000
 	cntNsPerTic = 16 // 62.5 MHz

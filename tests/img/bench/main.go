@@ -116,14 +116,14 @@ func run(gemu, qemu string, runs int, dir, only string) error {
 		{name: "vmdk->raw", in: "in.vmdk", gemu: []string{"-f", "vmdk", "-O", "raw", out("in.vmdk")}, out: "o.raw"},
 	}
 	made := map[string]bool{}
-	fmt.Printf("%-22s %12s %14s %8s %10s\n", "case", "gemu-img", "qemu-img", "speedup", "gemu RSS")
+	fmt.Printf("%-32s %9s %9s %8s   %-25s %10s\n", "case (median wall, CPU)", "gemu-img", "qemu-img", "speedup", "cpu gemu / qemu / ratio", "gemu RSS")
 	for _, c := range cases {
 		if only != "" && !strings.Contains(c.name, only) {
 			continue
 		}
 		if c.in != "" && !made[c.in] {
 			args := append(append([]string{}, inputs[c.in]...), out(c.in))
-			if _, _, err := timeRun(qemu, args); err != nil {
+			if _, err := timeRun(qemu, args); err != nil {
 				return fmt.Errorf("making %s: %v", c.in, err)
 			}
 			made[c.in] = true
@@ -132,49 +132,57 @@ func run(gemu, qemu string, runs int, dir, only string) error {
 		if variants == nil {
 			variants = [][]string{nil}
 		}
-		var gt []time.Duration
+		var gt, gc []time.Duration
 		var rss int64
 		qt := make([][]time.Duration, len(variants))
+		qc := make([][]time.Duration, len(variants))
 		for i := 0; i < runs; i++ {
 			os.Remove(out(c.out))
-			d, r, err := timeRun(gemu, append(append([]string{"convert"}, c.gemu...), out(c.out)))
+			sm, err := timeRun(gemu, append(append([]string{"convert"}, c.gemu...), out(c.out)))
 			if err != nil {
 				// Report and go on: one unsupported case should not hide the others.
 				fmt.Printf("%-32s gemu-img failed: %.200s\n", c.name, strings.TrimSpace(err.Error()))
 				gt = nil
 				break
 			}
-			gt = append(gt, d)
-			rss = max(rss, r)
+			gt, gc = append(gt, sm.wall), append(gc, sm.cpu)
+			rss = max(rss, sm.rss)
 			for v, extra := range variants {
 				os.Remove(out(c.out))
 				args := append(append(append([]string{"convert"}, extra...), c.gemu...), out(c.out))
-				d, _, err := timeRun(qemu, args)
+				sm, err := timeRun(qemu, args)
 				if err != nil {
 					return fmt.Errorf("%s: qemu-img: %v", c.name, err)
 				}
-				qt[v] = append(qt[v], d)
+				qt[v], qc[v] = append(qt[v], sm.wall), append(qc[v], sm.cpu)
 			}
 		}
 		os.Remove(out(c.out))
 		if gt == nil {
 			continue
 		}
-		g := median(gt)
+		g, gcpu := median(gt), median(gc)
 		for v, extra := range variants {
-			q := median(qt[v])
+			q, qcpu := median(qt[v]), median(qc[v])
 			name := c.name
 			if len(extra) > 0 {
 				name += " (qemu " + strings.Join(extra, " ") + ")"
 			}
-			fmt.Printf("%-32s %8.2fs %8.2fs %7.2fx %7d MiB\n", name, g.Seconds(), q.Seconds(), q.Seconds()/g.Seconds(), rss/1024)
+			fmt.Printf("%-32s %8.2fs %8.2fs %7.2fx   cpu %6.2fs %6.2fs %6.2fx %7d MiB\n", name, g.Seconds(), q.Seconds(),
+				q.Seconds()/g.Seconds(), gcpu.Seconds(), qcpu.Seconds(), qcpu.Seconds()/gcpu.Seconds(), rss/1024)
 		}
 	}
 	return nil
 }
 
-// timeRun runs a command and returns its wall time and peak RSS (KiB).
-func timeRun(bin string, args []string) (time.Duration, int64, error) {
+// sample is one run: wall time, CPU time (user+system) and peak RSS in KiB.
+type sample struct {
+	wall, cpu time.Duration
+	rss       int64
+}
+
+// timeRun runs a command and measures it.
+func timeRun(bin string, args []string) (sample, error) {
 	cmd := exec.Command(bin, args...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -182,13 +190,13 @@ func timeRun(bin string, args []string) (time.Duration, int64, error) {
 	err := cmd.Run()
 	d := time.Since(t0)
 	if err != nil {
-		return 0, 0, fmt.Errorf("%s %s: %v: %s", bin, strings.Join(args, " "), err, stderr.String())
+		return sample{}, fmt.Errorf("%s %s: %v: %s", bin, strings.Join(args, " "), err, stderr.String())
 	}
-	var rss int64
+	sm := sample{wall: d, cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()}
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		rss = ru.Maxrss
+		sm.rss = ru.Maxrss
 	}
-	return d, rss, nil
+	return sm, nil
 }
 
 func median(d []time.Duration) time.Duration {

@@ -19,10 +19,9 @@ type format struct{}
 func (format) Name() string { return "qcow2" }
 
 func (format) Probe(buf []byte, filename string) int {
-	if len(buf) >= 8 && be.Uint32(buf) == magic {
-		if v := be.Uint32(buf[4:]); v == 2 || v == 3 {
-			return 100
-		}
+	// As QEMU: the magic and a version of at least 2 (1 is the older qcow format).
+	if len(buf) >= 8 && be.Uint32(buf) == magic && be.Uint32(buf[4:]) >= 2 {
+		return 100
 	}
 	return 0
 }

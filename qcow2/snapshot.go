@@ -213,7 +213,10 @@ func (img *Image) CreateSnapshot(name string) error {
 		return err
 	}
 	// Everything the active L1 reaches is now shared: clear the copied flags.
-	return img.refreshCopiedFlags()
+	if err := img.refreshCopiedFlags(); err != nil {
+		return err
+	}
+	return img.writeBack(true)
 }
 
 // writeSnapshotTable writes a new table, switches the header to it, then frees the

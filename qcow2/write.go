@@ -99,6 +99,21 @@ func (img *Image) writeBack(final bool) error {
 	return nil
 }
 
+// hasDirty reports whether any metadata waits in memory. Caller holds mu.
+func (img *Image) hasDirty() bool {
+	if img.l1Dirty || img.dataSync || img.rc.tableDirty || len(img.rc.pending) > 0 {
+		return true
+	}
+	for _, c := range []*tableCache{img.l2, img.rc.blocks} {
+		for _, t := range c.m {
+			if t.dirty {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func (img *Image) writeDirty(c *tableCache) error {
 	for _, t := range c.m {
 		if t.dirty {
@@ -591,8 +606,8 @@ func (img *Image) Flush() error {
 func (img *Image) flushLocked(closing bool) error {
 	img.mu.Lock()
 	defer img.mu.Unlock()
-	if img.w == nil {
-		return nil // never written through WriteAt and friends: nothing cached
+	if img.w == nil && !img.hasDirty() {
+		return nil // nothing was changed: no need to sync
 	}
 	if err := img.writeBack(true); err != nil {
 		return err

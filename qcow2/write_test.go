@@ -278,9 +278,18 @@ func TestSnapshotsWrite(t *testing.T) {
 	if got := qemuRaw(t, p); !bytes.Equal(got, snap1) {
 		t.Fatalf("qemu-img apply: differs at %d", firstDiff(got, snap1))
 	}
+	// A snapshot taken right after opening (nothing written in this session).
 	d, _ = block.Open(p, block.OpenOptions{Format: "qcow2"})
-	if err := d.(block.Snapshotter).DeleteSnapshot("first"); err != nil {
+	if err := d.(block.Snapshotter).CreateSnapshot("third"); err != nil {
 		t.Fatal(err)
+	}
+	d.Close()
+	qemuCheckClean(t, p)
+	d, _ = block.Open(p, block.OpenOptions{Format: "qcow2"})
+	for _, name := range []string{"first", "third"} {
+		if err := d.(block.Snapshotter).DeleteSnapshot(name); err != nil {
+			t.Fatal(err)
+		}
 	}
 	d.Close()
 	qemuCheckClean(t, p)

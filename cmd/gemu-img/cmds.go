@@ -810,7 +810,9 @@ func cmdCommit(c *cli.Context) error {
 		}
 		return fail("Image does not have a backing file")
 	}
-	bw, err := block.Open(base.Filename(), block.OpenOptions{Format: base.Format(), NoBacking: true})
+	// A second, writable handle on the base, with its own backing chain: a write of part
+	// of a base cluster must copy the rest from the base's backing file.
+	bw, err := block.Open(base.Filename(), block.OpenOptions{Format: base.Format()})
 	if err != nil {
 		return fail("Could not open '%s': %s", base.Filename(), oneLine(err.Error()))
 	}

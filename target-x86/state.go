@@ -115,3 +115,27 @@ func ResetState(seg uint16) BootState {
 	s.CR0 = CR0_ET | 1<<30 | 1<<29 // CD, NW set as at reset
 	return b
 }
+
+// DescriptorSegment returns the cached form a CPU loads from the 8-byte GDT/LDT
+// descriptor desc through selector sel, so a loader that writes a GDT can set BootState
+// segments that agree with it.
+func DescriptorSegment(sel uint16, desc uint64) Segment {
+	limit := uint32(desc&0xffff | (desc>>48&0xf)<<16)
+	g := desc>>55&1 == 1
+	if g {
+		limit = limit<<12 | 0xfff
+	}
+	return Segment{
+		Base:     desc>>16&0xffffff | (desc>>56&0xff)<<24,
+		Limit:    limit,
+		Selector: sel,
+		Type:     uint8(desc >> 40 & 0xf),
+		S:        desc>>44&1 == 1,
+		DPL:      uint8(desc >> 45 & 3),
+		Present:  desc>>47&1 == 1,
+		AVL:      desc>>52&1 == 1,
+		L:        desc>>53&1 == 1,
+		DB:       desc>>54&1 == 1,
+		G:        g,
+	}
+}

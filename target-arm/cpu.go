@@ -1,7 +1,6 @@
 package arm
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -161,9 +160,6 @@ type CPU struct {
 	tflag TraceFlags
 }
 
-// ErrFatal wraps errors that stop a vCPU.
-var ErrFatal = errors.New("arm: fatal")
-
 // New creates a powered-off vCPU. Reset (boot CPU) or Start (PSCI CPU_ON) powers it on.
 func New(cfg Config) *CPU {
 	c := &CPU{cfg: cfg, sys: systemFor(cfg.RAM), wake: make(chan struct{}, 1), trace: cfg.Trace, tflag: cfg.TraceFlags}
@@ -308,8 +304,10 @@ func (c *CPU) Start(pc, contextID uint64) bool {
 	return true
 }
 
-// Run executes the vCPU until stop is closed (returns nil) or a fatal error. A powered-off
-// vCPU waits in Run for Start.
+// Run executes the vCPU until stop is closed, then returns nil. Guest errors never stop
+// it: they become guest exceptions (UNDEFINED, aborts), as on hardware, so nothing ends
+// Run early today; the error result is for host-side failures (a native backend's code
+// arena, for instance). A powered-off vCPU waits in Run for Start.
 func (c *CPU) Run(stop <-chan struct{}) error {
 	done := make(chan struct{})
 	defer close(done)
@@ -335,12 +333,7 @@ func (c *CPU) Run(stop <-chan struct{}) error {
 		}
 		t := c.lookupTB()
 		if t == nil {
-			var err error
-			t, err = c.findTB()
-			if err != nil {
-				return err
-			}
-			if t == nil {
+			if t = c.findTB(); t == nil {
 				continue // the fetch raised an exception
 			}
 		}

@@ -15,17 +15,13 @@ const (
 	ecUnknown    = 0x00
 	ecWFx        = 0x01
 	ecFPAccess   = 0x07
-	ecIllegal    = 0x0e
 	ecSVC        = 0x15
-	ecHVC        = 0x16
-	ecSMC        = 0x17
 	ecSysReg     = 0x18
 	ecIAbortLow  = 0x20
 	ecIAbortSame = 0x21
 	ecPCAlign    = 0x22
 	ecDAbortLow  = 0x24
 	ecDAbortSame = 0x25
-	ecSPAlign    = 0x26
 	ecBRK        = 0x3c
 )
 

@@ -14,7 +14,6 @@ const (
 
 // Fault status codes (DFSC/IFSC) for a given level.
 const (
-	fscAddrSize    = 0x00
 	fscTranslation = 0x04
 	fscAccessFlag  = 0x08
 	fscPermission  = 0x0c

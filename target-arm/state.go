@@ -16,15 +16,8 @@ type State struct {
 	FPCR, FPSR uint64
 }
 
-// PSTATE bits as laid out in SPSR_ELx (and in CPU.pstate, without NZCV which lives in
-// State.NZCV).
+// PSTATE.DAIF bits as laid out in SPSR_ELx.
 const (
-	pstateN    = 1 << 31
-	pstateZ    = 1 << 30
-	pstateC    = 1 << 29
-	pstateV    = 1 << 28
-	pstateSS   = 1 << 21
-	pstateIL   = 1 << 20
 	pstateD    = 1 << 9
 	pstateA    = 1 << 8
 	pstateI    = 1 << 7

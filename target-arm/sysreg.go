@@ -430,10 +430,8 @@ func timerIndex(crm uint32) int {
 type genTimer struct {
 	ctl, cval uint64
 	level     bool
-	t         *timerHandle
+	t         *time.Timer // host timer for the next deadline
 }
-
-type timerHandle = time.Timer
 
 // updateTimers recomputes both timer outputs, reports changes through Config.TimerIRQ
 // and arms a host timer for the next deadline of an enabled, not yet fired channel.

@@ -27,13 +27,13 @@ func (c *CPU) lookupTB() *tb {
 	return t
 }
 
-// findTB finds or translates the block at c.PC. It returns nil (and no error) when the
-// instruction fetch raised an exception.
-func (c *CPU) findTB() (*tb, error) {
+// findTB finds or translates the block at c.PC. It returns nil when the instruction
+// fetch raised an exception.
+func (c *CPU) findTB() *tb {
 	pc := c.PC
 	if pc&3 != 0 {
 		c.takeException(excSync, ecPCAlign<<26|1<<25, pc, true, pc)
-		return nil, nil
+		return nil
 	}
 	e := c.mmu.Entry(pc)
 	var pa uint64
@@ -44,15 +44,15 @@ func (c *CPU) findTB() (*tb, error) {
 		var ok bool
 		pa, host, ok = c.fill(pc, accExec, int(c.el))
 		if !ok {
-			return nil, nil
+			return nil
 		}
 		if host == nil {
 			c.abort(pc, accExec, fscExtAbort)
-			return nil, nil
+			return nil
 		}
 	}
 	if t := c.jc.Lookup(pc, c.flags); t != nil && t.Phys == pa {
-		return t, nil
+		return t
 	}
 	k := tcg.Key{PC: pc, Phys: pa, Flags: c.flags}
 	t := c.sys.cache.Lookup(k)
@@ -60,7 +60,7 @@ func (c *CPU) findTB() (*tb, error) {
 		t = c.translateBlock(k, host)
 	}
 	c.jc.Set(t)
-	return t, nil
+	return t
 }
 
 // translateBlock decodes guest code from host page memory (the page holding k.Phys)

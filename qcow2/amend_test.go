@@ -144,3 +144,33 @@ func joinComma(s []string) string {
 	}
 	return fmt.Sprint(out)
 }
+
+func TestMakeEmpty(t *testing.T) {
+	needQemu(t)
+	dir := t.TempDir()
+	base, top := filepath.Join(dir, "base.qcow2"), filepath.Join(dir, "top.qcow2")
+	run(t, "qemu-img", "create", "-q", "-f", "qcow2", base, "4M")
+	qemuIO(t, base, "write -P 1 0 4M")
+	run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", top)
+	qemuIO(t, top, "write -P 2 0 1M", "write -z 2M 64k", "write -c -P 3 3M 64k")
+	run(t, "qemu-img", "snapshot", "-c", "s", top)
+	qemuIO(t, top, "write -P 4 512k 1M")
+	d, err := block.Open(top, block.OpenOptions{Format: "qcow2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.(block.Emptier).MakeEmpty(); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	qemuCheckClean(t, top)
+	checkMap(t, top)
+	if !bytes.Equal(qemuRaw(t, top), qemuRaw(t, base)) {
+		t.Fatal("emptied image does not read as its backing file")
+	}
+	// The snapshot still holds its data.
+	run(t, "qemu-img", "snapshot", "-a", "s", top)
+	if got := qemuRaw(t, top); got[0] != 2 || got[3<<20] != 3 {
+		t.Fatalf("snapshot data lost: %d %d", got[0], got[3<<20])
+	}
+}

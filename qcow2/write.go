@@ -860,3 +860,38 @@ func (img *Image) allocBytes(size int64) (int64, error) {
 	}
 	return off, nil
 }
+
+// MakeEmpty drops every cluster of the active layer so reads fall through to the
+// backing file (commit). The new L1 table reaches the disk before any reference is
+// dropped, so a crash leaves either the old tree or an empty one (plus leaks).
+func (img *Image) MakeEmpty() error {
+	if img.ro {
+		return block.ErrReadOnly
+	}
+	if img.dataRaw {
+		// data_file_raw keeps the 1:1 mapping; the data file itself is the image.
+		return errors.New("qcow2: cannot empty an image with a raw external data file")
+	}
+	img.wmu.Lock()
+	defer img.wmu.Unlock()
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	if err := img.startWriting(); err != nil {
+		return err
+	}
+	if err := img.writeBack(false); err != nil {
+		return err
+	}
+	old := append([]uint64(nil), img.l1...)
+	clear(img.l1)
+	if err := img.writeL1(); err != nil {
+		return err
+	}
+	if err := img.sync(img.f); err != nil {
+		return err
+	}
+	if err := img.updateL1Refs(old, -1); err != nil {
+		return err
+	}
+	return img.writeBack(true)
+}

@@ -197,12 +197,12 @@ func New(cfg accel.Config) (*VM, error) {
 }
 
 func (v *VM) init(cfg accel.Config) error {
-	max, _ := ioctl(v.kvmFD, kvmCheckExtension, capMaxVCPUs)
-	if max == 0 {
-		max, _ = ioctl(v.kvmFD, kvmCheckExtension, capNrVCPUs)
+	hostMax, _ := ioctl(v.kvmFD, kvmCheckExtension, capMaxVCPUs)
+	if hostMax == 0 {
+		hostMax, _ = ioctl(v.kvmFD, kvmCheckExtension, capNrVCPUs)
 	}
-	if max != 0 && uintptr(cfg.CPUs) > max {
-		return fmt.Errorf("kvm: %d vCPUs requested; the host's KVM allows at most %d", cfg.CPUs, max)
+	if hostMax != 0 && uintptr(cfg.CPUs) > hostMax {
+		return fmt.Errorf("kvm: %d vCPUs requested; the host's KVM allows at most %d", cfg.CPUs, hostMax)
 	}
 	fd, err := ioctl(v.kvmFD, kvmCreateVM, 0)
 	if err != nil {
@@ -243,6 +243,9 @@ func (v *VM) init(cfg accel.Config) error {
 	runSize, err := ioctl(v.kvmFD, kvmGetVCPUMmapSize, 0)
 	if err != nil {
 		return fmt.Errorf("kvm: KVM_GET_VCPU_MMAP_SIZE: %w", err)
+	}
+	if runSize < unsafe.Sizeof(kvmRunHeader{}) {
+		return fmt.Errorf("kvm: KVM_GET_VCPU_MMAP_SIZE is %d bytes, less than struct kvm_run", runSize)
 	}
 	for i := 0; i < cfg.CPUs; i++ {
 		c, err := newVCPU(v, i, int(runSize))

@@ -150,6 +150,10 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 		cur.Lock()
 		cur.vm = nil
 		cur.Unlock()
+		where := ""
+		if st, ok := vm.(cpuStater); ok && reason == accel.Shutdown {
+			where = " at " + st.CPUState(0)
+		}
 		vm.Close()
 		m.Close()
 
@@ -162,7 +166,7 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 			}
 			continue // QEMU reboots: a fresh board, the kernel loaded again
 		case accel.Shutdown:
-			return fail(stderr, "guest triple fault (CPU shutdown); the guest cannot continue")
+			return fail(stderr, "guest triple fault (CPU shutdown)%s", where)
 		case accel.Stopped:
 			sigMu.Lock()
 			s := gotSig
@@ -179,6 +183,10 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 		}
 	}
 }
+
+// cpuStater is implemented by accelerators that can describe where a vCPU stopped
+// (accel/kvm), for the triple-fault message.
+type cpuStater interface{ CPUState(cpu int) string }
 
 // chooseAccel picks the accelerator. With no -accel, hardware KVM is preferred; an
 // emulated KVM (kvm_pvm) only if TCG cannot run x86 guests, which is the case until the

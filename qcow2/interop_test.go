@@ -337,6 +337,13 @@ func TestBackingChain(t *testing.T) {
 	qemuIO(t, ov, "write -P 0x06 64k 64k")
 	checkRead(t, ov)
 	checkInfo(t, ov)
+	checkMap(t, ov)
+	// A backing file shorter than the overlay: past its end reads zeroes at depth 0.
+	short := filepath.Join(dir, "short.qcow2")
+	run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", short, "10M")
+	qemuIO(t, short, "write -P 0x07 9M 4k")
+	checkRead(t, short)
+	checkMap(t, short)
 }
 
 func TestSnapshotsRead(t *testing.T) {

@@ -88,6 +88,14 @@ type X86VM interface {
 	SetBootState(bs *x86.BootState) error
 }
 
+// MSI is implemented by VMs that can deliver message-signalled interrupts (PCI MSI and
+// MSI-X): the effect of a device writing data to addr in the interrupt message window
+// (x86: 0xfee00000 | destination APIC id << 12; data holds the vector and delivery
+// mode). Machines type-assert for it; it may be called from any goroutine.
+type MSI interface {
+	SignalMSI(addr uint64, data uint32) error
+}
+
 // Accelerator is one way of running guests ("kvm", "tcg"), for the CLI's -accel choice.
 type Accelerator interface {
 	// Name is the -accel name.

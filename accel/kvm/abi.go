@@ -37,6 +37,7 @@ var (
 	kvmSetFPU              = iow(0x8d, unsafe.Sizeof(fpu{}))
 	kvmSetCPUID2           = iow(0x90, unsafe.Sizeof(cpuidHeader{}))
 	kvmGetMPState          = ior(0x98, unsafe.Sizeof(mpState{}))
+	kvmSignalMSI           = iow(0xa5, unsafe.Sizeof(msi{}))
 )
 
 // Capabilities (KVM_CHECK_EXTENSION).
@@ -252,6 +253,15 @@ type cpuidEntry struct {
 	ECX      uint32
 	EDX      uint32
 	_        [3]uint32
+}
+
+type msi struct {
+	AddressLo uint32
+	AddressHi uint32
+	Data      uint32
+	Flags     uint32
+	DevID     uint32
+	_         [12]uint8
 }
 
 type mpState struct {

@@ -33,6 +33,7 @@ func TestABISizes(t *testing.T) {
 		{"kvm_cpuid2", unsafe.Sizeof(cpuidHeader{}), 8},
 		{"kvm_cpuid_entry2", unsafe.Sizeof(cpuidEntry{}), 40},
 		{"kvm_mp_state", unsafe.Sizeof(mpState{}), 4},
+		{"kvm_msi", unsafe.Sizeof(msi{}), 32},
 		{"exit io", unsafe.Sizeof(exitIOData{}), 16},
 		{"exit mmio", unsafe.Sizeof(exitMMIOData{}), 24},
 		{"exit internal", unsafe.Sizeof(exitInternalData{}), 136},
@@ -91,6 +92,7 @@ func TestIoctlNumbers(t *testing.T) {
 		{"KVM_SET_FPU", kvmSetFPU, 0x41a0ae8d},
 		{"KVM_SET_CPUID2", kvmSetCPUID2, 0x4008ae90},
 		{"KVM_GET_MP_STATE", kvmGetMPState, 0x8004ae98},
+		{"KVM_SIGNAL_MSI", kvmSignalMSI, 0x4020aea5},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s = %#x, want %#x", c.name, c.got, c.want)

@@ -847,3 +847,86 @@ type stopDev struct{ vm *VM }
 
 func (d stopDev) Read(uint64, []byte)  {}
 func (d stopDev) Write(uint64, []byte) { d.vm.Stop(accel.PowerOff) }
+
+// TestIRQLineFromHost raises ISA IRQ 4 (COM1's line) from a host goroutine, as a device
+// backend does, while the guest waits in hlt with the 8259 programmed and IRQ 4
+// unmasked; the guest's handler for vector 0x24 reports and ends the run.
+func TestIRQLineFromHost(t *testing.T) {
+	g := newGuest(t, 1)
+	const handler = 0x80
+	main := newAsm().
+		op(0xfa).                                  // cli
+		op(0x31, 0xc0, 0x8e, 0xd8).                // xor ax,ax; mov ds,ax
+		op(0xc7, 0x06, 0x90, 0x00, handler, 0x00). // mov word [0x24*4],handler
+		op(0xc7, 0x06, 0x92, 0x00, 0x00, 0x01).    // mov word [0x24*4+2],0x100
+		op(0xb0, 0x11, 0xe6, 0x20).                // ICW1
+		op(0xb0, 0x20, 0xe6, 0x21).                // ICW2: vectors 0x20-0x27
+		op(0xb0, 0x04, 0xe6, 0x21).                // ICW3
+		op(0xb0, 0x01, 0xe6, 0x21).                // ICW4
+		op(0xb0, 0xef, 0xe6, 0x21).                // OCW1: unmask IRQ4 only
+		op(0xe6, portReady).                       // tell the host we are about to wait
+		op(0xfb).                                  // sti
+		label("wait").op(0xf4).jcc(0xeb, "wait")   // hlt; jmp wait
+	code := main.bytes()
+	if len(code) > handler {
+		t.Fatalf("main code is %d bytes, overlaps the handler", len(code))
+	}
+	code = append(code, make([]byte, handler-len(code))...)
+	code = append(code, newAsm().
+		op(0xb0, 0x24, 0xe6, portOut8). // mov al,0x24; out 0xe0,al
+		op(0xb0, 0x20, 0xe6, 0x20).     // EOI
+		op(0xe6, portDone, 0xf4).       // out 0xf0,al; hlt
+		bytes()...)
+	g.realMode(code)
+	irq := g.vm.IRQ(4)
+	go func() {
+		<-g.dev.ready
+		irq.Set(true)
+		irq.Set(false)
+	}()
+	g.expect(accel.PowerOff)
+	if got := g.dev.bytes[portOut8]; !bytes.Equal(got, []byte{0x24}) {
+		t.Errorf("guest reported % x, want 24 (vector of IRQ 4)", got)
+	}
+}
+
+// TestSignalMSI sends a message-signalled interrupt (fixed delivery, vector 0x41, APIC
+// id 0) from a host goroutine, as a PCI device model will, while the guest waits in hlt
+// with the 8259s masked; the guest's IDT handler reports the vector.
+func TestSignalMSI(t *testing.T) {
+	g := newGuest(t, 1)
+	mov32 := func(addr, v uint32) []byte { // mov dword [addr],v
+		return cat([]byte{0xc7, 0x05}, binary.LittleEndian.AppendUint32(nil, addr), binary.LittleEndian.AppendUint32(nil, v))
+	}
+	const handler = 0x100
+	main := newAsm().
+		op(0xfa).                               // cli
+		op(0xb0, 0xff, 0xe6, 0x21, 0xe6, 0xa1). // mask both 8259s
+		op(mov32(0xfee000f0, 0x1ff)...).        // local APIC software-enabled
+		op(0xe6, portReady).                    // tell the host we are about to wait
+		op(0xfb).                               // sti
+		label("wait").op(0xf4).jcc(0xeb, "wait")
+	code := main.bytes()
+	code = append(code, make([]byte, handler-len(code))...)
+	code = append(code, newAsm().
+		op(0xb0, 0x41, 0xe6, portOut8). // mov al,0x41; out 0xe0,al
+		op(mov32(0xfee000b0, 0)...).    // local APIC EOI
+		op(0xe6, portDone, 0xf4).       // out 0xf0,al; hlt
+		bytes()...)
+	off := uint32(0x10000 + handler)
+	g.load(0x700+0x41*8, cat(a16(uint16(off)), a16(0x08), []byte{0, 0x8e}, a16(uint16(off>>16))))
+	g.protectedMode(code, 0x42*8-1)
+	errc := make(chan error, 1)
+	go func() {
+		<-g.dev.ready
+		// Fixed delivery, edge, physical destination APIC id 0, vector 0x41.
+		errc <- g.vm.SignalMSI(0xfee00000, 0x41)
+	}()
+	g.expect(accel.PowerOff)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if got := g.dev.bytes[portOut8]; !bytes.Equal(got, []byte{0x41}) {
+		t.Errorf("guest reported % x, want 41", got)
+	}
+}

@@ -174,7 +174,10 @@ type VM struct {
 	threads  sync.WaitGroup // vCPU goroutines of a Run in progress
 }
 
-var _ accel.X86VM = (*VM)(nil)
+var (
+	_ accel.X86VM = (*VM)(nil)
+	_ accel.MSI   = (*VM)(nil)
+)
 
 // New creates a VM with cfg.CPUs vCPUs, the in-kernel PIC/IOAPIC/LAPICs and PIT, the
 // PC's interrupt routing, and each vCPU's CPUID, MSRs and FPU set to their boot values.
@@ -328,6 +331,21 @@ func (v *VM) IRQ(gsi uint32) bus.IRQ {
 			ioctlPtr(int(fd), kvmIRQLine, unsafe.Pointer(&l))
 		}
 	})
+}
+
+// SignalMSI delivers a message-signalled interrupt through the in-kernel LAPICs
+// (KVM_SIGNAL_MSI). It returns an error if the VM is closed or KVM rejects the message;
+// a message KVM accepts but no CPU takes (masked, or filtered) is not an error.
+func (v *VM) SignalMSI(addr uint64, data uint32) error {
+	fd := v.irqFD.Load()
+	if fd < 0 {
+		return errors.New("kvm: SignalMSI on a closed VM")
+	}
+	m := msi{AddressLo: uint32(addr), AddressHi: uint32(addr >> 32), Data: data}
+	if _, err := ioctlPtr(int(fd), kvmSignalMSI, unsafe.Pointer(&m)); err != nil {
+		return fmt.Errorf("kvm: KVM_SIGNAL_MSI addr %#x data %#x: %w", addr, data, err)
+	}
+	return nil
 }
 
 // NumCPUs returns the number of vCPUs.

@@ -20,14 +20,13 @@ import (
 const kickSignal = unix.SIGURG
 
 type vcpu struct {
-	vm    *VM
-	id    int
-	fd    int
-	run   []byte // the mmap'ed kvm_run page(s)
-	hdr   *kvmRunHeader
-	mu    sync.Mutex // guards tid and the kvm_run mapping against kick racing exit/close
-	tid   int        // OS thread running KVM_RUN, 0 when none
-	state regs       // scratch for error reports
+	vm  *VM
+	id  int
+	fd  int
+	run []byte // the mmap'ed kvm_run page(s)
+	hdr *kvmRunHeader
+	mu  sync.Mutex // guards tid and the kvm_run mapping against kick racing exit/close
+	tid int        // OS thread running KVM_RUN, 0 when none
 }
 
 func newVCPU(v *VM, id, runSize int) (*vcpu, error) {
@@ -138,14 +137,15 @@ func (c *vcpu) setState(bs *x86.BootState) error {
 
 // rip returns the vCPU's current instruction pointer, for error messages.
 func (c *vcpu) rip() string {
-	if _, err := ioctlPtr(c.fd, kvmGetRegs, unsafe.Pointer(&c.state)); err != nil {
+	var r regs
+	if _, err := ioctlPtr(c.fd, kvmGetRegs, unsafe.Pointer(&r)); err != nil {
 		return "RIP unknown"
 	}
 	var s sregs
 	if _, err := ioctlPtr(c.fd, kvmGetSregs, unsafe.Pointer(&s)); err != nil {
-		return fmt.Sprintf("RIP %#x", c.state.RIP)
+		return fmt.Sprintf("RIP %#x", r.RIP)
 	}
-	return fmt.Sprintf("CS:RIP %#x:%#x (CS base %#x, CR0 %#x, EFER %#x)", s.CS.Selector, c.state.RIP, s.CS.Base, s.CR0, s.EFER)
+	return fmt.Sprintf("CS:RIP %#x:%#x (CS base %#x, CR0 %#x, EFER %#x)", s.CS.Selector, r.RIP, s.CS.Base, s.CR0, s.EFER)
 }
 
 func (c *vcpu) kick() {

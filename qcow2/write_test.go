@@ -327,7 +327,25 @@ func TestCheckAgainstQemu(t *testing.T) {
 	f, _ = os.OpenFile(corrupt, os.O_RDWR, 0)
 	f.WriteAt([]byte{0, 0}, rbOff+2*5)
 	f.Close()
-	for _, p := range []string{leak, corrupt} {
+	// Snapshot image: a copied flag set where the refcount is 2, and a data cluster's
+	// refcount lowered from 2 to 1.
+	snap := mk("snapflags.qcow2")
+	run(t, "qemu-img", "snapshot", "-c", "s", snap)
+	f, _ = os.OpenFile(snap, os.O_RDWR, 0)
+	f.ReadAt(rb, 40)
+	l1Off := int64(be.Uint64(rb))
+	f.ReadAt(rb, l1Off)
+	l2Off := int64(be.Uint64(rb) & l1OffsetMask)
+	f.ReadAt(rb, l2Off)
+	be.PutUint64(rb, be.Uint64(rb)|flagCopied)
+	f.WriteAt(rb, l2Off)
+	f.ReadAt(rb, l2Off+8)
+	second := int64(be.Uint64(rb) & l2OffsetMask)
+	f.ReadAt(rb, 48)
+	f.ReadAt(rb, int64(be.Uint64(rb)))
+	f.WriteAt([]byte{0, 1}, int64(be.Uint64(rb))+2*(second>>16))
+	f.Close()
+	for _, p := range []string{leak, corrupt, snap} {
 		d := openRO(t, p)
 		r, err := d.(block.Checker).Check(block.RepairNone)
 		d.Close()
@@ -335,6 +353,9 @@ func TestCheckAgainstQemu(t *testing.T) {
 			t.Fatal(err)
 		}
 		compareCheck(t, p, r)
+		if r.Corruptions+r.Leaks == 0 {
+			t.Errorf("%s: damage not detected", p)
+		}
 		// Compare the message lines with qemu-img's stderr.
 		cmd := exec.Command("qemu-img", "check", p)
 		var stderr bytes.Buffer
@@ -364,6 +385,25 @@ func TestCheckAgainstQemu(t *testing.T) {
 		qemuCheckClean(t, cp)
 		if !bytes.Equal(qemuRaw(t, cp), qemuRaw(t, p)) {
 			t.Errorf("%s: repair changed the data", p)
+		}
+		// Leak repair: the fixed count matches qemu-img check -r leaks.
+		ql, gl := p+".ql", p+".gl"
+		os.WriteFile(ql, b, 0o644)
+		os.WriteFile(gl, b, 0o644)
+		out, _ := exec.Command("qemu-img", "check", "-r", "leaks", "--output=json", ql).Output()
+		var want block.CheckResult
+		json.Unmarshal(out, &want)
+		d, err = block.Open(gl, block.OpenOptions{Format: "qcow2"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err = d.(block.Checker).Check(block.RepairLeaks)
+		d.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.LeaksFixed != want.LeaksFixed {
+			t.Errorf("%s: -r leaks fixed %d, qemu-img %d", p, r.LeaksFixed, want.LeaksFixed)
 		}
 	}
 }

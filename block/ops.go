@@ -5,8 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
-
 	"os"
+	"path/filepath"
+	"strings"
 )
 
 // CompareResult is the outcome of Compare, in qemu-img compare's terms.
@@ -245,12 +246,108 @@ func Commit(top Driver, baseDepth int, base Driver, o CommitOptions) error {
 	}
 	e, ok := top.(Emptier)
 	if !ok {
-		return fmt.Errorf("%s does not support emptying nodes", top.Format())
+		if err := emptyByRecreate(top); err != nil {
+			return fmt.Errorf("Could not empty %s: %v", top.Filename(), err)
+		}
+		return nil
 	}
 	if err := e.MakeEmpty(); err != nil {
 		return fmt.Errorf("Could not empty %s: %v", top.Filename(), err)
 	}
 	return top.Flush()
+}
+
+// emptyByRecreate empties a layer whose driver has no Emptier: a fresh image of the
+// same format, size, options and backing reference is created beside it, synced, and
+// renamed over it. The rename is atomic, so a crash leaves either the old top (whose
+// data the base already holds) or the empty one. The options are read back from the
+// driver's info, whose format-specific names follow QEMU's option names with '-' for
+// '_'. Layers this cannot reproduce faithfully (internal snapshots, external data
+// files, encryption) are refused rather than silently changed.
+func emptyByRecreate(top Driver) error {
+	inf, ok := top.(Infoer)
+	if !ok {
+		return fmt.Errorf("%s does not support emptying nodes", top.Format())
+	}
+	info, err := inf.Info()
+	if err != nil {
+		return err
+	}
+	snaps := len(info.Snapshots)
+	if s, ok := top.(Snapshotter); ok {
+		l, err := s.Snapshots()
+		if err != nil {
+			return err
+		}
+		snaps += len(l)
+	}
+	if snaps > 0 || info.Encrypted {
+		return fmt.Errorf("%s does not support emptying images with snapshots or encryption", top.Format())
+	}
+	opts := map[string]string{}
+	if info.ClusterSize > 0 {
+		opts["cluster_size"] = fmt.Sprint(info.ClusterSize)
+	}
+	if data, ok := info.FormatSpecific["data"].(map[string]any); ok {
+		for k, v := range data {
+			switch k {
+			case "corrupt", "bitmaps":
+				continue
+			case "data-file", "data-file-raw", "encrypt":
+				return fmt.Errorf("%s does not support emptying images with %s", top.Format(), k)
+			}
+			switch x := v.(type) {
+			case bool:
+				if x {
+					opts[strings.ReplaceAll(k, "-", "_")] = "on"
+				} else {
+					opts[strings.ReplaceAll(k, "-", "_")] = "off"
+				}
+			case string, int, int64, float64, uint32, uint64, int32:
+				opts[strings.ReplaceAll(k, "-", "_")] = fmt.Sprint(x)
+			default:
+				return fmt.Errorf("%s does not support emptying nodes", top.Format())
+			}
+		}
+	}
+	f, err := Lookup(top.Format())
+	if err != nil {
+		return err
+	}
+	name := top.Filename()
+	fi, err := os.Stat(name)
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(filepath.Dir(name), "."+filepath.Base(name)+".empty")
+	os.Remove(tmp)
+	co := CreateOptions{Size: top.Size(), Options: opts, Backing: info.BackingFilename, BackingFormat: info.BackingFilenameFormat}
+	if err := f.Create(tmp, co); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := syncPath(tmp); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Chmod(tmp, fi.Mode().Perm()); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, name); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return syncPath(filepath.Dir(name))
+}
+
+func syncPath(p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }
 
 // RebaseOptions tune Rebase.

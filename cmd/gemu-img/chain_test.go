@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/binary"
 	"fmt"
+	"gemu/block"
 	"math/rand"
 	"os"
 	"os/exec"
@@ -102,13 +103,11 @@ func TestCommitMatchesQemu(t *testing.T) {
 	needFormat(t, "qcow2")
 	for _, mode := range []string{"default", "-d", "-b"} {
 		t.Run(mode, func(t *testing.T) {
-			if mode == "default" {
-				needCap(t, "qcow2", "block.Emptier", canEmpty)
-			}
 			dir := t.TempDir()
 			base, mid, top := chain(t, dir)
 			before := view(t, dir, top)
 			baseBefore := readFile(t, base)
+			infoBefore := jsonOf(t, ok(t, qemu(t, dir, "info", "--output=json", top), "info").stdout).(map[string]any)
 			args := []string{"commit", top}
 			switch mode {
 			case "-d":
@@ -138,6 +137,12 @@ func TestCommitMatchesQemu(t *testing.T) {
 				qemuCheckClean(t, dir, mid)
 			}
 			qemuCheckClean(t, dir, top)
+			infoAfter := jsonOf(t, ok(t, qemu(t, dir, "info", "--output=json", top), "info").stdout).(map[string]any)
+			for _, k := range []string{"virtual-size", "cluster-size", "format-specific", "backing-filename", "backing-filename-format"} {
+				if !reflect.DeepEqual(infoBefore[k], infoAfter[k]) {
+					t.Errorf("commit changed the top's %s: %v -> %v", k, infoBefore[k], infoAfter[k])
+				}
+			}
 			m := jsonOf(t, ok(t, qemu(t, dir, "map", "--output=json", top), "map").stdout).([]any)
 			allocatedTop := false
 			for _, e := range m {
@@ -324,12 +329,7 @@ func TestCrashSafety(t *testing.T) {
 			copyFile(t, filepath.Join(save, n), filepath.Join(dir, n))
 		}
 	}
-	ops := [][]string{{"commit", "-b", filepath.Join(dir, "base.raw"), top}}
-	if driverHas(t, "qcow2", canEmpty) {
-		ops = append(ops, []string{"commit", top})
-	} else {
-		t.Log("qcow2 has no block.Emptier yet: plain commit not crash-tested")
-	}
+	ops := [][]string{{"commit", "-b", filepath.Join(dir, "base.raw"), top}, {"commit", top}}
 	if driverHas(t, "qcow2", canSetBacking) {
 		ops = append(ops, []string{"rebase", "-b", "other.raw", "-F", "raw", top})
 	} else {
@@ -403,4 +403,25 @@ func TestCommitIntoLargerClusters(t *testing.T) {
 		t.Error("mid does not read as the committed view")
 	}
 	qemuCheckClean(t, dir, mid)
+}
+
+// A top with internal snapshots cannot be emptied by recreating it: commit says so
+// instead of dropping the snapshots, and the data reaches the base anyway.
+func TestCommitKeepsSnapshots(t *testing.T) {
+	needQemu(t)
+	needFormat(t, "qcow2")
+	dir := t.TempDir()
+	_, mid, top := chain(t, dir)
+	before := view(t, dir, top)
+	ok(t, qemu(t, dir, "snapshot", "-c", "keep", top), "snapshot")
+	r := gemu(t, dir, "commit", top)
+	if !driverHas(t, "qcow2", func(d block.Driver) bool { _, ok := d.(block.Emptier); return ok }) {
+		errLine(t, r, "commit of a top with snapshots")
+	}
+	if l := ok(t, qemu(t, dir, "snapshot", "-l", top), "list").stdout; !strings.Contains(l, "keep") {
+		t.Errorf("commit dropped the top's snapshot: %q", l)
+	}
+	if !reflect.DeepEqual(view(t, dir, top), before) || !reflect.DeepEqual(view(t, dir, mid), before) {
+		t.Error("views changed")
+	}
 }

@@ -217,7 +217,6 @@ func driverHas(t *testing.T, format string, has func(block.Driver) bool) bool {
 }
 
 func canCompress(d block.Driver) bool   { _, ok := d.(block.ClusterCompressor); return ok }
-func canEmpty(d block.Driver) bool      { _, ok := d.(block.Emptier); return ok }
 func canSetBacking(d block.Driver) bool { _, ok := d.(block.BackingSetter); return ok }
 func canAmend(d block.Driver) bool      { _, ok := d.(block.Amender); return ok }
 

@@ -277,6 +277,8 @@ func (img *Image) SetUnsafe(unsafe bool) { img.unsafe = unsafe }
 
 // Info reports what `qemu-img info` shows for qcow2.
 func (img *Image) Info() (*block.ImageInfo, error) {
+	img.mu.Lock()
+	defer img.mu.Unlock()
 	h := img.hdr
 	info := &block.ImageInfo{
 		ClusterSize:           img.clusterSize,

@@ -173,6 +173,9 @@ func (img *Image) allocClusters(n int64) (int64, error) {
 	if c > 1<<(56-img.clusterBits) {
 		return 0, errors.New("qcow2: image file would be too large")
 	}
+	if err := img.overlapsMetadata(c<<img.clusterBits, n<<img.clusterBits); err != nil {
+		return 0, err
+	}
 	rc.resStart, rc.resEnd = c, c+n
 	defer func() { rc.resStart, rc.resEnd = 0, 0 }()
 	for i := c; i < c+n; i++ {
@@ -187,6 +190,27 @@ func (img *Image) allocClusters(n int64) (int64, error) {
 	}
 	img.extendFile((c + n) << img.clusterBits)
 	return c << img.clusterBits, nil
+}
+
+// overlapsMetadata refuses an allocation over the header or a table the header names:
+// with consistent refcounts it cannot happen, so it means the refcounts are damaged
+// (QEMU's overlap check plays the same role).
+func (img *Image) overlapsMetadata(off, n int64) error {
+	h := img.hdr
+	regions := [][2]int64{
+		{0, img.clusterSize},
+		{int64(h.l1Offset), int64(h.l1Size) * 8},
+		{int64(h.refTableOffset), int64(h.refTableClusters) * img.clusterSize},
+	}
+	if h.nbSnapshots > 0 {
+		regions = append(regions, [2]int64{int64(h.snapshotsOffset), int64(h.nbSnapshots) * 40})
+	}
+	for _, r := range regions {
+		if r[1] > 0 && off < r[0]+r[1] && r[0] < off+n {
+			return fmt.Errorf("qcow2: refusing to allocate 0x%x over metadata at 0x%x: refcounts are damaged (run check -r all)", off, r[0])
+		}
+	}
+	return nil
 }
 
 // freeRange queues decrements for the clusters overlapping [off, off+n).

@@ -188,15 +188,17 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 // (accel/kvm), for the triple-fault message.
 type cpuStater interface{ CPUState(cpu int) string }
 
-// chooseAccel picks the accelerator. With no -accel, hardware KVM is preferred; an
-// emulated KVM (kvm_pvm) only if TCG cannot run x86 guests, which is the case until the
-// x86 TCG frontend exists.
+// chooseAccel picks the accelerator. With no -accel, hardware KVM is preferred and an
+// emulated KVM (kvm_pvm, about a microsecond per guest instruction) only when TCG
+// cannot run x86 guests, which is the case until the x86 TCG frontend exists: then
+// every usable KVM is taken.
 func chooseAccel(names []string) (accel.Accelerator, error) {
 	if len(names) == 0 {
 		err := kvm.Accel.Available()
 		if err != nil {
 			return nil, fmt.Errorf("no accelerator available: %v (x86 TCG is not supported yet)", err)
 		}
+		// When x86 TCG lands: if kvm.Emulated(), prefer TCG here.
 		return kvm.Accel, nil
 	}
 	var errs []string

@@ -102,6 +102,11 @@ func parseArgs(args []string) (*options, error) {
 		case "append":
 			o.append = val
 		case "serial":
+			if o.serial != "" {
+				// QEMU would give the guest COM2; gemu's PC has COM1 only.
+				err = fmt.Errorf("only one serial port (COM1) is supported")
+				break
+			}
 			o.serial = val
 		case "nographic":
 			o.noGraph = true

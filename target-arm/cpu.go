@@ -139,6 +139,7 @@ type CPU struct {
 
 	tlb    [2]tcg.TLB // per MMU index: 0 = EL0 permissions, 1 = EL1
 	mmu    *tcg.TLB   // &tlb[el]
+	tlbGen uint64     // counts TLB flushes, so chained blocks know their mapping held
 	jc     tcg.JumpCache[code]
 	temps  [tcg.MaxTemps]uint64 // IR scratch temporaries
 	fence  atomic.Uint32
@@ -322,8 +323,11 @@ func (c *CPU) Run(stop <-chan struct{}) error {
 		case <-done:
 		}
 	}()
+	var prevGen uint64
+	var prev *tb // the block just executed, while its page mapping is known unchanged
 	for {
 		if c.exitReq.Load() != 0 {
+			prev = nil
 			if stopped := c.service(); stopped {
 				return nil
 			}
@@ -331,12 +335,22 @@ func (c *CPU) Run(stop <-chan struct{}) error {
 				continue
 			}
 		}
-		t := c.lookupTB()
+		var t *tb
+		if prev != nil && c.tlbGen == prevGen {
+			t = prev.Next(c.PC, c.flags)
+		}
 		if t == nil {
-			if t = c.findTB(); t == nil {
-				continue // the fetch raised an exception
+			if t = c.lookupTB(); t == nil {
+				if t = c.findTB(); t == nil {
+					prev = nil
+					continue // the fetch raised an exception
+				}
+			}
+			if prev != nil && c.tlbGen == prevGen && t.Flags == prev.Flags {
+				prev.Chain(t)
 			}
 		}
+		prev, prevGen = t, c.tlbGen
 		if c.tflag&TraceExec != 0 {
 			fmt.Fprintf(c.trace, "cpu%d Trace %#x [%016x] EL%d\n", c.cfg.ID, c.PC, t.Phys, c.el)
 		}
@@ -427,6 +441,7 @@ func (c *CPU) modeChanged() {
 func (c *CPU) flushTLB() {
 	c.tlb[0].Flush()
 	c.tlb[1].Flush()
+	c.tlbGen++
 }
 
 // broadcastTLBFlush flushes every vCPU's TLB (TLBI ... IS): this one at once, the others
@@ -462,6 +477,7 @@ type tlbRequests struct {
 func (c *CPU) flushTLBPage(va uint64, broadcast bool) {
 	c.tlb[0].FlushPage(va)
 	c.tlb[1].FlushPage(va)
+	c.tlbGen++
 	if !broadcast {
 		return
 	}
@@ -493,6 +509,7 @@ func (c *CPU) applyTLBRequests() {
 			c.tlb[0].FlushPage(va)
 			c.tlb[1].FlushPage(va)
 		}
+		c.tlbGen++
 	}
 	c.tlbReq.Unlock()
 }

@@ -34,8 +34,39 @@ type TB[Code any] struct {
 	// Code is the compiled block.
 	Code Code
 	// End is the guest virtual PC just past the block's last instruction.
-	End  uint64
+	End uint64
+	// next caches the successor reached by falling through or branching to End (slot 0)
+	// and by a taken branch elsewhere (slot 1), for direct chaining within a page.
+	next [2]atomic.Pointer[TB[Code]]
 	dead atomic.Bool
+}
+
+func (tb *TB[Code]) chainSlot(pc uint64) int {
+	if pc == tb.End {
+		return 0
+	}
+	return 1
+}
+
+// Next returns the chained successor of tb for the block now starting at pc with mode
+// flags, or nil. The caller must know that the guest's virtual-to-physical mapping of
+// tb's page has not changed since it looked tb up (no TLB flush in between): links
+// only join blocks of the same virtual and physical page, so that is all the
+// validation a link needs besides the successor still being valid.
+func (tb *TB[Code]) Next(pc, flags uint64) *TB[Code] {
+	n := tb.next[tb.chainSlot(pc)].Load()
+	if n != nil && n.PC == pc && n.Flags == flags && !n.dead.Load() {
+		return n
+	}
+	return nil
+}
+
+// Chain records n as tb's successor when both come from the same virtual and physical
+// page (one page invalidation or remapping then covers the link).
+func (tb *TB[Code]) Chain(n *TB[Code]) {
+	if n.PC&PageMask == tb.PC&PageMask && n.Phys&PageMask == tb.Phys&PageMask {
+		tb.next[tb.chainSlot(n.PC)].Store(n)
+	}
 }
 
 // Valid reports whether the TB has not been invalidated.

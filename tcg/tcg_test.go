@@ -165,3 +165,33 @@ func TestTLB(t *testing.T) {
 		t.Fatal("MMIO page (no host memory) got a fast-path tag")
 	}
 }
+
+func TestChaining(t *testing.T) {
+	c := NewCache[int](newRAM(t))
+	a := c.Insert(Key{PC: 0x1000, Phys: 0x40001000, Flags: 1}, 0, 0x1010)
+	fall := c.Insert(Key{PC: 0x1010, Phys: 0x40001010, Flags: 1}, 0, 0x1020)
+	taken := c.Insert(Key{PC: 0x1800, Phys: 0x40001800, Flags: 1}, 0, 0x1804)
+	far := c.Insert(Key{PC: 0x2000, Phys: 0x40002000, Flags: 1}, 0, 0x2004)
+	a.Chain(fall)
+	a.Chain(taken)
+	a.Chain(far) // other page: not linked
+	if a.Next(0x1010, 1) != fall || a.Next(0x1800, 1) != taken {
+		t.Fatal("chained successors not returned")
+	}
+	if a.Next(0x2000, 1) != nil {
+		t.Fatal("link across pages")
+	}
+	if a.Next(0x1800, 0) != nil {
+		t.Fatal("link followed with other mode flags")
+	}
+	if a.Next(0x1900, 1) != nil {
+		t.Fatal("taken-branch link followed for another target")
+	}
+	c.InvalidateRange(0x40001800, 4)
+	if a.Next(0x1800, 1) != nil {
+		t.Fatal("link to an invalidated block followed")
+	}
+	if a.Next(0x1010, 1) != fall {
+		t.Fatal("unrelated link lost")
+	}
+}

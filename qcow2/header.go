@@ -30,14 +30,12 @@ const (
 
 	// Limits QEMU applies when opening an image: they bound what a hostile header can
 	// make us allocate.
-	maxL1Bytes         = 32 << 20
-	maxRefTableBytes   = 8 << 20
-	maxBackingNameLen  = 1023
-	maxSnapshots       = 65536
-	maxSnapshotExtra   = 1024
-	maxSnapshotIDName  = 65535
-	maxSnapshotsTotal  = 64 << 20 // snapshot table bytes we are willing to read
-	maxFeatureTableLen = 64 << 10
+	maxL1Bytes        = 32 << 20
+	maxRefTableBytes  = 8 << 20
+	maxBackingNameLen = 1023
+	maxSnapshots      = 65536
+	maxSnapshotExtra  = 1024
+	maxSnapshotsTotal = 64 << 20 // snapshot table bytes we are willing to read
 
 	// Incompatible feature bits.
 	incDirty        = 1 << 0

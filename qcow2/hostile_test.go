@@ -3,6 +3,7 @@ package qcow2
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -205,7 +206,7 @@ func probeImage(path string) (err error) {
 		return err
 	}
 	if r.Corruptions > 0 || r.CheckErrors > 0 {
-		return errCorrupt
+		return errors.New("check found corruptions")
 	}
 	return nil
 }

@@ -27,8 +27,6 @@ type extent struct {
 	desc   uint64
 }
 
-var errCorrupt = errors.New("qcow2: image is corrupt")
-
 // l2Entry returns the L2 entry and (extended L2) subcluster bitmap for guest cluster
 // index ci, and whether its L2 table exists. Caller holds mu.
 func (img *Image) l2Entry(ci int64) (entry, bitmap uint64, err error) {

@@ -171,6 +171,7 @@ func New(cfg Config) *CPU {
 	c.sys.cpus = append(c.sys.cpus, c)
 	c.sys.mu.Unlock()
 	c.resetState(0, 0)
+	c.exitReq.Store(reqPower) // Run starts by parking the powered-off vCPU
 	return c
 }
 

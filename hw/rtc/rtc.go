@@ -3,12 +3,17 @@
 // 24-hour form as register B selects, the UIP window of register A, and the rest of
 // the 128 bytes of CMOS the firmware convention gives meaning to.
 //
-// It must not know about accelerators or boards; interrupts (IRQ 8) are not raised.
+// Periodic, alarm and update-ended interrupts go to IRQ 8 while register B enables
+// them; their timers run only then, so an idle RTC costs nothing.
+//
+// It must not know about accelerators or boards.
 package rtc
 
 import (
 	"sync"
 	"time"
+
+	"gemu/hw/bus"
 )
 
 // CMOS register indexes.
@@ -33,6 +38,11 @@ const (
 	regBSet  = 0x80
 	regBDM   = 0x04 // binary (not BCD) data mode
 	regB24h  = 0x02
+	regBPIE  = 0x40 // periodic interrupt enable (same bit as regCPF)
+	regBAIE  = 0x20 // alarm interrupt enable (same bit as regCAF)
+	regBUIE  = 0x10 // update-ended interrupt enable (same bit as regCUF)
+	regCPF   = 0x40
+	regCAF   = 0x20
 	regCUF   = 0x10 // update-ended flag
 	regCIRQF = 0x80
 	regDVRT  = 0x80 // valid RAM and time
@@ -51,13 +61,47 @@ type RTC struct {
 	cmos   [128]byte
 	// lastUF is the second at which register C's update-ended flag was last read.
 	lastUF int64
+
+	irq      bus.IRQ
+	irqHigh  bool
+	flags    byte        // pending PF/AF/UF
+	secTimer *time.Timer // per-second update/alarm tick while UIE or AIE is set
+	perTimer *time.Timer // periodic tick while PIE is set
+	period   time.Duration
+	closed   bool
 }
 
-// New returns an RTC running on the host's clock in UTC, in BCD 24-hour mode.
-func New() *RTC { return newRTC(time.Now) }
+// New returns an RTC running on the host's clock in UTC, in BCD 24-hour mode, that
+// raises irq (IRQ 8) for enabled events.
+func New(irq bus.IRQ) *RTC {
+	r := newRTC(time.Now)
+	if irq != nil {
+		r.irq = irq
+	}
+	return r
+}
+
+// Close stops the RTC's timers (the board is being torn down).
+func (r *RTC) Close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	r.stopTimersLocked()
+}
+
+func (r *RTC) stopTimersLocked() {
+	if r.secTimer != nil {
+		r.secTimer.Stop()
+		r.secTimer = nil
+	}
+	if r.perTimer != nil {
+		r.perTimer.Stop()
+		r.perTimer = nil
+	}
+}
 
 func newRTC(now func() time.Time) *RTC {
-	r := &RTC{now: now}
+	r := &RTC{now: now, irq: bus.NoIRQ}
 	r.cmos[RegA] = 0x26 // 32.768 kHz time base, 1024 Hz periodic rate
 	r.cmos[RegB] = regB24h
 	r.cmos[RegD] = regDVRT
@@ -174,13 +218,19 @@ func (r *RTC) Read(off uint64, data []byte) {
 		}
 		data[0] = v
 	case i == RegC:
-		// Update-ended is flagged once per elapsed second; reading clears the flags.
-		var v byte
+		// Update-ended is flagged once per elapsed second even with its interrupt
+		// off (guests poll it); reading clears the flags and the interrupt.
+		v := r.flags
 		if s := r.guestTime().Unix(); r.cmos[RegB]&regBSet == 0 && s != r.lastUF {
 			v |= regCUF
 			r.lastUF = s
 		}
+		if v&r.cmos[RegB]&(regBPIE|regBAIE|regBUIE) != 0 {
+			v |= regCIRQF
+		}
 		data[0] = v
+		r.flags = 0
+		r.updateIRQLocked()
 	case i == RegD:
 		data[0] = regDVRT
 	default:
@@ -218,6 +268,7 @@ func (r *RTC) Write(off uint64, data []byte) {
 		}
 	case i == RegA:
 		r.cmos[RegA] = v &^ regAUIP
+		r.scheduleLocked()
 	case i == RegB:
 		old := r.cmos[RegB]
 		if v&regBSet != 0 && old&regBSet == 0 {
@@ -230,9 +281,104 @@ func (r *RTC) Write(off uint64, data []byte) {
 			// becomes the time.
 			r.commitLocked()
 		}
+		r.scheduleLocked()
+		r.updateIRQLocked()
 	case i == RegC || i == RegD:
 		// read-only
 	default:
 		r.cmos[i] = v
 	}
+}
+
+func (r *RTC) updateIRQLocked() {
+	level := r.flags&r.cmos[RegB]&(regBPIE|regBAIE|regBUIE) != 0
+	if level != r.irqHigh {
+		r.irqHigh = level
+		r.irq.Set(level)
+	}
+}
+
+// periodLocked is the periodic interrupt interval register A selects (rate 0: off).
+func (r *RTC) periodLocked() time.Duration {
+	rate := r.cmos[RegA] & 0x0f
+	switch {
+	case rate == 0:
+		return 0
+	case rate <= 2:
+		rate += 7 // rates 1 and 2 alias 8 and 9 (256 and 128 Hz) on a 32.768 kHz base
+	}
+	return time.Second * time.Duration(1<<(rate-1)) / 32768
+}
+
+// scheduleLocked starts or stops the tick timers to match registers A and B.
+func (r *RTC) scheduleLocked() {
+	if r.closed {
+		return
+	}
+	b := r.cmos[RegB]
+	running := b&regBSet == 0
+	if running && b&(regBUIE|regBAIE) != 0 {
+		if r.secTimer == nil {
+			r.secTimer = time.AfterFunc(r.untilNextSecond(), r.secondTick)
+		}
+	} else if r.secTimer != nil {
+		r.secTimer.Stop()
+		r.secTimer = nil
+	}
+	p := r.periodLocked()
+	if running && b&regBPIE != 0 && p > 0 {
+		if r.perTimer == nil || p != r.period {
+			if r.perTimer != nil {
+				r.perTimer.Stop()
+			}
+			r.period = p
+			r.perTimer = time.AfterFunc(p, r.periodicTick)
+		}
+	} else if r.perTimer != nil {
+		r.perTimer.Stop()
+		r.perTimer = nil
+	}
+}
+
+func (r *RTC) untilNextSecond() time.Duration {
+	return time.Second - time.Duration(r.guestTime().Nanosecond())
+}
+
+func (r *RTC) secondTick() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.secTimer == nil || r.closed {
+		return
+	}
+	r.flags |= regCUF
+	r.lastUF = r.guestTime().Unix()
+	if r.alarmMatchesLocked() {
+		r.flags |= regCAF
+	}
+	r.updateIRQLocked()
+	r.secTimer.Reset(r.untilNextSecond())
+}
+
+// alarmMatchesLocked compares the time with the alarm registers; values 0xc0-0xff
+// are "don't care".
+func (r *RTC) alarmMatchesLocked() bool {
+	r.latchLocked()
+	for _, p := range [][2]byte{{alarmSeconds, RegSeconds}, {alarmMinutes, RegMinutes}, {alarmHours, RegHours}} {
+		a := r.cmos[p[0]]
+		if a&0xc0 != 0xc0 && a != r.cmos[p[1]] {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *RTC) periodicTick() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.perTimer == nil || r.closed {
+		return
+	}
+	r.flags |= regCPF
+	r.updateIRQLocked()
+	r.perTimer.Reset(r.period)
 }

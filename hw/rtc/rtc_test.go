@@ -1,6 +1,7 @@
 package rtc
 
 import (
+	"sync"
 	"testing"
 	"time"
 )
@@ -96,5 +97,72 @@ func TestGuestSetsClock(t *testing.T) {
 	r.Read(0, b[:])
 	if b[0] != 0xff {
 		t.Errorf("index port reads %#x", b[0])
+	}
+}
+
+type irqLine struct {
+	mu    sync.Mutex
+	level bool
+	edges int
+}
+
+func (l *irqLine) Set(v bool) {
+	l.mu.Lock()
+	if v && !l.level {
+		l.edges++
+	}
+	l.level = v
+	l.mu.Unlock()
+}
+
+func (l *irqLine) get() (bool, int) { l.mu.Lock(); defer l.mu.Unlock(); return l.level, l.edges }
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for i := 0; i < 300; i++ {
+		if cond() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func TestInterrupts(t *testing.T) {
+	irq := &irqLine{}
+	r := New(irq)
+	defer r.Close()
+	if lvl, _ := irq.get(); lvl || rd(r, RegC) != 0 && rd(r, RegC)&regCIRQF != 0 {
+		t.Fatal("interrupt pending at reset")
+	}
+	// Periodic at 1024 Hz (rate 6): PF and IRQF set, IRQ 8 raised, cleared by reading C.
+	wr(r, RegA, 0x26)
+	wr(r, RegB, regB24h|regBPIE)
+	eventually(t, "periodic interrupt", func() bool { l, _ := irq.get(); return l })
+	if c := rd(r, RegC); c&(regCIRQF|regCPF) != regCIRQF|regCPF {
+		t.Fatalf("register C %#x after a periodic tick", c)
+	}
+	eventually(t, "next periodic interrupt", func() bool { _, e := irq.get(); return e >= 2 })
+	wr(r, RegB, regB24h)
+	rd(r, RegC)
+	if l, _ := irq.get(); l {
+		t.Fatal("IRQ still up after disabling and reading C")
+	}
+	// Update-ended interrupt at the next second boundary, with an alarm that matches
+	// every second (all don't-care).
+	wr(r, alarmSeconds, 0xff)
+	wr(r, alarmMinutes, 0xff)
+	wr(r, alarmHours, 0xff)
+	wr(r, RegB, regB24h|regBUIE|regBAIE)
+	eventually(t, "update interrupt", func() bool { l, _ := irq.get(); return l })
+	if c := rd(r, RegC); c&(regCIRQF|regCUF|regCAF) != regCIRQF|regCUF|regCAF {
+		t.Fatalf("register C %#x after an update with a don't-care alarm", c)
+	}
+	r.Close()
+	r.mu.Lock()
+	stopped := r.secTimer == nil && r.perTimer == nil
+	r.mu.Unlock()
+	if !stopped {
+		t.Fatal("timers still armed after Close")
 	}
 }

@@ -28,6 +28,7 @@ const (
 	COM1Port   = 0x3f8
 	COM1IRQ    = 4
 	KbdIRQ     = 1
+	RTCIRQ     = 8
 	SCIIRQ     = 9
 	RTCPort    = 0x70
 	PMBase     = 0x600
@@ -59,6 +60,7 @@ type Machine struct {
 	Boot   *LinuxBoot
 	ACPI   *acpi.Tables
 	COM1   *serial.UART8250
+	rtc    *rtc.RTC
 }
 
 // New builds the board on vm: RAM slots, ACPI tables, the kernel and its boot state,
@@ -124,7 +126,8 @@ func (m *Machine) addDevices(c Config) error {
 	reset := func() { vm.Stop(accel.Reset) }
 	m.COM1 = serial.NewUART8250(c.Serial, vm.IRQ(COM1IRQ))
 	kbc := i8042.New(reset, vm.IRQ(KbdIRQ))
-	clock := rtc.New()
+	clock := rtc.New(vm.IRQ(RTCIRQ))
+	m.rtc = clock
 	setCMOSMemory(clock, m.Layout)
 	pciBus := pci.NewBus()
 	if err := pciBus.Add(0, 0, pci.NewHostBridge()); err != nil {
@@ -158,8 +161,14 @@ func (m *Machine) addDevices(c Config) error {
 // Run runs the guest until it powers off, resets, triple-faults or is stopped.
 func (m *Machine) Run() (accel.ExitReason, error) { return m.VM.Run(m.MMIO, m.PIO) }
 
-// Close releases the guest RAM. The VM is the caller's to close, before this.
-func (m *Machine) Close() error { return m.RAM.Close() }
+// Close stops the devices' timers and releases the guest RAM. The VM is the caller's
+// to close, before this.
+func (m *Machine) Close() error {
+	if m.rtc != nil {
+		m.rtc.Close()
+	}
+	return m.RAM.Close()
+}
 
 // setCMOSMemory records the memory size in the CMOS bytes a PC BIOS fills in (base,
 // extended, above 16 MiB, above 4 GiB), for guests that read them.

@@ -109,6 +109,9 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 	// unwinds this goroutine.
 	defer be.Close()
 
+	// A closed stdout (gemu | head) must not kill gemu before it restores the
+	// terminal: with SIGPIPE ignored, the console write just fails.
+	signal.Ignore(syscall.SIGPIPE)
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)

@@ -275,15 +275,9 @@ func (format) Create(filename string, o block.CreateOptions) error {
 	if err != nil {
 		return err
 	}
-	if err := im.Resize(size, block.ResizeOptions{}); err != nil {
+	if err := im.Resize(size, block.ResizeOptions{Preallocation: c.prealloc}); err != nil {
 		im.closeFiles()
 		return err
-	}
-	if c.prealloc != "off" {
-		if err := im.preallocate(c.prealloc); err != nil {
-			im.closeFiles()
-			return err
-		}
 	}
 	err = im.Close()
 	return err
@@ -302,24 +296,21 @@ func backingSize(image, backing, fmtName string) (int64, error) {
 	return d.Size(), nil
 }
 
-// preallocate allocates every L2 table and data cluster (metadata), and for falloc/full
-// the host space behind them.
-func (img *Image) preallocate(mode string) error {
-	img.wmu.Lock()
-	defer img.wmu.Unlock()
-	img.mu.Lock()
-	defer img.mu.Unlock()
+// preallocateLocked allocates every L2 table and data cluster from guest cluster from
+// on (metadata), and for falloc/full the host space behind them. Caller holds mu.
+func (img *Image) preallocateLocked(mode string, from int64) error {
 	cs := img.clusterSize
 	nclusters := (img.size + cs - 1) >> img.clusterBits
 	perTable := int64(1) << img.l2Bits
 	es := img.entrySize()
 	var dataStart, dataEnd int64 = -1, 0
-	for ci := int64(0); ci < nclusters; ci += perTable {
+	for ci := from; ci < nclusters; ci = (ci>>img.l2Bits + 1) << img.l2Bits {
 		t, err := img.l2Table(ci)
 		if err != nil {
 			return err
 		}
-		k := min(perTable, nclusters-ci)
+		first := ci & (perTable - 1)
+		k := min(perTable-first, nclusters-ci)
 		var host int64
 		if img.external {
 			host = ci << img.clusterBits
@@ -331,7 +322,8 @@ func (img *Image) preallocate(mode string) error {
 		}
 		dataEnd = host + k*cs
 		for i := int64(0); i < k; i++ {
-			be.PutUint64(t.b[i*es:], uint64(host+i*cs)|flagCopied)
+			img.freeEntry(be.Uint64(t.b[(first+i)*es:]))
+			be.PutUint64(t.b[(first+i)*es:], uint64(host+i*cs)|flagCopied)
 		}
 		t.dirty = true
 		if !img.external && mode != "metadata" {
@@ -342,7 +334,7 @@ func (img *Image) preallocate(mode string) error {
 	}
 	if img.external {
 		if mode != "metadata" {
-			if err := img.fillData(0, img.size, mode); err != nil {
+			if err := img.fillData(from*cs, img.size-from*cs, mode); err != nil {
 				return err
 			}
 		}

@@ -654,8 +654,11 @@ func (img *Image) Resize(size int64, opts block.ResizeOptions) error {
 	if img.ro {
 		return block.ErrReadOnly
 	}
-	if opts.Preallocation != "" && opts.Preallocation != "off" {
-		return fmt.Errorf("qcow2: resize with preallocation=%s is not supported", opts.Preallocation)
+	prealloc := opts.Preallocation
+	switch prealloc {
+	case "", "off", "metadata", "falloc", "full":
+	default:
+		return fmt.Errorf("Invalid parameter '%s'", prealloc)
 	}
 	if size < 0 || size > 1<<55 {
 		return errors.New("qcow2: invalid size")
@@ -669,6 +672,12 @@ func (img *Image) Resize(size int64, opts block.ResizeOptions) error {
 	defer img.mu.Unlock()
 	if err := img.startWriting(); err != nil {
 		return err
+	}
+	if size < img.size && prealloc != "" && prealloc != "off" {
+		return errors.New("Preallocation can only be used for growing images")
+	}
+	if img.dataRaw && (prealloc == "" || prealloc == "off") {
+		prealloc = "metadata" // the data file must stay mapped 1:1
 	}
 	if size < img.size {
 		if !opts.Shrink {
@@ -704,12 +713,25 @@ func (img *Image) Resize(size int64, opts block.ResizeOptions) error {
 	if err := img.writeBack(false); err != nil {
 		return err
 	}
+	if img.external && size > img.size {
+		if st, err := img.data.Stat(); err == nil && st.Size() < size {
+			if err := img.data.Truncate(size); err != nil {
+				return err
+			}
+		}
+	}
+	old := img.size
 	var b [8]byte
 	be.PutUint64(b[:], uint64(size))
 	if _, err := img.f.WriteAt(b[:], 24); err != nil {
 		return err
 	}
 	img.size, img.hdr.size = size, uint64(size)
+	if size > old && prealloc != "" && prealloc != "off" {
+		if err := img.preallocateLocked(prealloc, (old+img.clusterSize-1)>>img.clusterBits); err != nil {
+			return err
+		}
+	}
 	return img.sync(img.f)
 }
 

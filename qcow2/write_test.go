@@ -578,3 +578,23 @@ func TestRefcountGrowth(t *testing.T) {
 		compareCheck(t, p, r)
 	}
 }
+
+func TestResizePrealloc(t *testing.T) {
+	needQemu(t)
+	for _, mode := range []string{"metadata", "falloc", "full"} {
+		p := filepath.Join(t.TempDir(), "rp.qcow2")
+		d := create(t, p, 1<<20+512, nil, "", "")
+		m := &model{t: t, d: d, ref: make([]byte, 3<<20)}
+		m.write(1<<20, 512, 1)
+		if err := d.Resize(3<<20, block.ResizeOptions{Preallocation: mode}); err != nil {
+			t.Fatal(err)
+		}
+		m.write(2<<20, 1000, 2)
+		d.Close()
+		qemuCheckClean(t, p)
+		if got := qemuRaw(t, p); !bytes.Equal(got, m.ref) {
+			t.Fatalf("%s: differs at %d", mode, firstDiff(got, m.ref))
+		}
+		checkMap(t, p)
+	}
+}

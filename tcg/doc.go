@@ -12,8 +12,9 @@
 // A target frontend translates one block of guest code into the IR defined in ir.go
 // (Builder): moves, 64-bit arithmetic/logic/shift ops, zero/sign extension, loads and
 // stores through the softmmu TLB (size, sign; little-endian guests), conditional and
-// unconditional block exits (goto-tb: the run loop finds the next block through the
-// jump cache), and helper calls with Go func values for everything the IR does not
+// unconditional block exits (goto-tb: the run loop follows the block's chain link to
+// a successor on the same page, else the jump cache, else the shared cache), and
+// helper calls with Go func values for everything the IR does not
 // express (flag-setting ALU ops, system registers, exceptions, SIMD...). Target state
 // appears in the IR only as byte offsets into the target's per-vCPU environment plus
 // the Target descriptor (where the PC, the current TLB pointer and scratch temporaries
@@ -47,7 +48,7 @@
 // Compile contract: it lowers IR ops to amd64 machine code in an mmap'ed executable
 // arena, keeps IR globals in host registers within a block, inlines the TLB fast path
 // (same Read/Write/Host/Code fields at fixed offsets), and calls helpers and slow paths
-// back in Go through a small trampoline; chaining becomes patched jumps between arena
-// blocks. Targets do not change, except that lowering more instructions to IR (rather
-// than helpers) is what lets native code pay off.
+// back in Go through a small trampoline; chaining (TB.Next/Chain here) becomes patched
+// jumps between arena blocks. Targets do not change, except that lowering more
+// instructions to IR (rather than helpers) is what lets native code pay off.
 package tcg

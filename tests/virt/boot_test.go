@@ -1,7 +1,7 @@
 // Package virt holds the whole-system tests and the benchmark of the aarch64 virt
 // board: Debian's arm64 kernel booted by gemu-system-aarch64 with the busybox test
-// initramfs of `make assets`. It drives the built binary, as a user does, and checks the
-// vCPU API contracts the board relies on (target-arm's public API) directly.
+// initramfs of `make assets`. It drives the built binary, as a user does; it must not
+// reach into the board's packages.
 package virt
 
 import (

@@ -281,7 +281,13 @@ func (img *Image) ApplySnapshot(name string) error {
 	if err != nil {
 		return err
 	}
-	newL1 := make([]uint64, max(len(sl1), len(img.l1)))
+	if len(sl1) > len(img.l1) {
+		// The snapshot maps more than the active table can hold: grow it in place first.
+		if err := img.growL1(int64(len(sl1))); err != nil {
+			return err
+		}
+	}
+	newL1 := make([]uint64, len(img.l1))
 	copy(newL1, sl1)
 	// Take references for the snapshot's tree first, then drop the old active tree.
 	if err := img.updateL1Refs(newL1, 1); err != nil {

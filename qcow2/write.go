@@ -683,9 +683,6 @@ func (img *Image) Resize(size int64, opts block.ResizeOptions) error {
 		if !opts.Shrink {
 			return errors.New("Use the --shrink option to perform a shrink operation.")
 		}
-		if len(img.snapshots) > 0 {
-			return errors.New("Can't shrink an image with internal snapshots")
-		}
 		// Drop every cluster past the new end (whole clusters only).
 		first := (size + img.clusterSize - 1) >> img.clusterBits
 		last := (img.size + img.clusterSize - 1) >> img.clusterBits

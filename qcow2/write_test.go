@@ -598,3 +598,54 @@ func TestResizePrealloc(t *testing.T) {
 		checkMap(t, p)
 	}
 }
+
+// TestSnapshotAcrossResize applies a snapshot taken at a larger size (its L1 table is
+// longer than the active one).
+func TestSnapshotAcrossResize(t *testing.T) {
+	needQemu(t)
+	p := filepath.Join(t.TempDir(), "sr.qcow2")
+	d := create(t, p, 2<<30, map[string]string{"cluster_size": "4k"}, "", "")
+	m := &model{t: t, d: d, ref: make([]byte, 4<<20)}
+	m.write(0, 1<<20, 1)
+	if _, err := d.WriteAt([]byte("far"), 2<<30-4096); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.(block.Snapshotter).CreateSnapshot("big"); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.(block.Snapshotter).DeleteSnapshot("big"); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.(block.Snapshotter).CreateSnapshot("big"); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	// Shrink with our driver (the snapshot keeps the clusters past the new end).
+	d, err := block.Open(p, block.OpenOptions{Format: "qcow2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Resize(4<<20, block.ResizeOptions{Shrink: true}); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	qemuCheckClean(t, p)
+	d, err = block.Open(p, block.OpenOptions{Format: "qcow2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.(block.Snapshotter).ApplySnapshot("big"); err != nil {
+		t.Fatal(err)
+	}
+	if d.Size() != 2<<30 {
+		t.Fatalf("size after apply %d", d.Size())
+	}
+	buf := make([]byte, 3)
+	d.ReadAt(buf, 2<<30-4096)
+	d.Close()
+	if string(buf) != "far" {
+		t.Fatalf("read %q", buf)
+	}
+	qemuCheckClean(t, p)
+	checkInfo(t, p)
+}

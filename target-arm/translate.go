@@ -74,6 +74,17 @@ func (c *CPU) translateBlock(k tcg.Key, host unsafe.Pointer) *tb {
 			c.traceInsn(pc, insn)
 		}
 		b.SetPC(pc)
+		if off+4 < 0x1000 {
+			next := *(*uint32)(unsafe.Add(host, off+4))
+			if f := fuseCmpBranch(insn, next, pc); f != nil {
+				if c.tflag&TraceInAsm != 0 {
+					c.traceInsn(pc+4, next)
+				}
+				b.Call(f)
+				pc += 8
+				break
+			}
+		}
 		handled, end := lower(&b, insn, pc, k.Flags)
 		if !handled {
 			var o op

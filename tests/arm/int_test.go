@@ -381,3 +381,15 @@ func TestSystemEL0(t *testing.T) {
 1:
 `)
 }
+
+// TestCompareBranch covers compare + B.cond pairs (translated fused) for every
+// condition, both widths, register and immediate forms.
+func TestCompareBranch(t *testing.T) {
+	var tm []string
+	for _, cond := range []string{"eq", "ne", "cs", "cc", "mi", "pl", "vs", "vc", "hi", "ls", "ge", "lt", "gt", "le"} {
+		for _, cmp := range []string{"cmp x0, x1", "cmp w0, w1", "cmn x0, x1", "cmp x0, #5", "cmn w0, #1", "cmp x0, #1, lsl #12"} {
+			tm = append(tm, "mov x2, #1\n\t"+cmp+"\n\tb."+cond+" 7f\n\tmov x2, #2\n7:")
+		}
+	}
+	checkTable(t, tm, values[:8])
+}

@@ -551,11 +551,50 @@ func (img *Image) zeroOrDiscard(off, n int64, unmap, discard bool) error {
 		return fmt.Errorf("qcow2: range 0x%x+%d beyond the end of the disk", off, n)
 	}
 	cs := img.clusterSize
+	size := img.Size()
 	end := off + n
 	for off < end {
 		cend := min(end, (off>>img.clusterBits+1)<<img.clusterBits)
 		v2Write := img.hdr.version < 3 && !discard && !(img.backing == nil && unmap)
-		if off&(cs-1) != 0 || cend-off < cs || v2Write {
+		whole := off&(cs-1) == 0 && (cend-off == cs || cend == size)
+		if !whole && img.extL2 && !discard {
+			// Whole subclusters get zero bits; the edges are written.
+			sub := int64(1) << img.subBits
+			a, b := (off+sub-1)&^(sub-1), cend&^(sub-1)
+			if cend == size {
+				b = cend
+			}
+			if a < b {
+				done, err := img.zeroSubclusters(a, b)
+				if err != nil {
+					return err
+				}
+				if done {
+					if err := img.writeZeroBytes(off, a); err != nil {
+						return err
+					}
+					if err := img.writeZeroBytes(b, cend); err != nil {
+						return err
+					}
+					off = cend
+					continue
+				}
+			}
+		}
+		if !whole && !discard && !v2Write && !img.extL2 {
+			// As QEMU: a partial range in a cluster that already reads as zeroes
+			// turns the whole cluster into a zero cluster instead of allocating.
+			cstart := off &^ (cs - 1)
+			clen := min(cs, size-cstart)
+			if st, err := img.BlockStatus(cstart, clen); err == nil && st.Zero && st.Length >= clen {
+				if err := img.zeroCluster(cstart, unmap, false); err != nil {
+					return err
+				}
+				off = cend
+				continue
+			}
+		}
+		if !whole || v2Write {
 			if !discard {
 				z := make([]byte, cend-off)
 				if _, err := img.WriteAt(z, off); err != nil {
@@ -571,6 +610,45 @@ func (img *Image) zeroOrDiscard(off, n int64, unmap, discard bool) error {
 		off = cend
 	}
 	return nil
+}
+
+func (img *Image) writeZeroBytes(from, to int64) error {
+	if from >= to {
+		return nil
+	}
+	_, err := img.WriteAt(make([]byte, to-from), from)
+	return err
+}
+
+// zeroSubclusters sets the zero bits of the subclusters in [a, b) (one cluster) and
+// clears their allocation bits, as QEMU does; false means the cluster is compressed
+// and must be written instead.
+func (img *Image) zeroSubclusters(a, b int64) (bool, error) {
+	img.wmu.Lock()
+	defer img.wmu.Unlock()
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	ci := a >> img.clusterBits
+	if e, _, err := img.l2Entry(ci); err != nil || e&flagCompressed != 0 {
+		return false, err
+	}
+	if err := img.startWriting(); err != nil {
+		return false, err
+	}
+	t, err := img.l2Table(ci)
+	if err != nil {
+		return false, err
+	}
+	idx := (ci&(int64(1)<<img.l2Bits-1))*16 + 8
+	var mask uint64
+	base := ci << img.clusterBits
+	for s := (a - base) >> img.subBits; s < (b-base+int64(1)<<img.subBits-1)>>img.subBits; s++ {
+		mask |= 1 << uint(s)
+	}
+	bm := be.Uint64(t.b[idx:])
+	be.PutUint64(t.b[idx:], (bm&^mask)|mask<<32)
+	t.dirty = true
+	return true, nil
 }
 
 // zeroCluster zeroes one whole cluster in the L2 table.

@@ -649,3 +649,46 @@ func TestSnapshotAcrossResize(t *testing.T) {
 	qemuCheckClean(t, p)
 	checkInfo(t, p)
 }
+
+// TestSubclusterZeroes compares WriteZeroes on subclusters with qemu-io write -z on the
+// same image: same data and the same map.
+func TestSubclusterZeroes(t *testing.T) {
+	needQemu(t)
+	for _, ext := range []string{"on", "off"} {
+		t.Run("extended_l2="+ext, func(t *testing.T) { zeroesLikeQemu(t, ext) })
+	}
+}
+
+func zeroesLikeQemu(t *testing.T, ext string) {
+	dir := t.TempDir()
+	ours, theirs := filepath.Join(dir, "ours.qcow2"), filepath.Join(dir, "theirs.qcow2")
+	for _, p := range []string{ours, theirs} {
+		run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "extended_l2="+ext, p, "4M")
+		qemuIO(t, p, "write -P 1 0 256k")
+	}
+	ranges := [][2]int64{{2048, 8192}, {70000, 30000}, {1 << 20, 6144}, {200 << 10, 100 << 10}, {2 << 20, 128 << 10}}
+	var cmds []string
+	d, err := block.Open(ours, block.OpenOptions{Format: "qcow2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range ranges {
+		if err := d.WriteZeroes(r[0], r[1], 0); err != nil {
+			t.Fatal(err)
+		}
+		cmds = append(cmds, fmt.Sprintf("write -z %d %d", r[0], r[1]))
+	}
+	d.Close()
+	qemuIO(t, theirs, cmds...)
+	qemuCheckClean(t, ours)
+	if !bytes.Equal(qemuRaw(t, ours), qemuRaw(t, theirs)) {
+		t.Fatal("data differs from qemu-io's")
+	}
+	var mo, mt []mapEntry
+	json.Unmarshal(run(t, "qemu-img", "map", "--output=json", ours), &mo)
+	json.Unmarshal(run(t, "qemu-img", "map", "--output=json", theirs), &mt)
+	if fmtMap(mo) != fmtMap(mt) {
+		t.Errorf("map differs from qemu-io's:\n ours: %s\n qemu: %s", fmtMap(mo), fmtMap(mt))
+	}
+	checkMap(t, ours)
+}

@@ -1,10 +1,11 @@
 package arm
 
-// Instruction fusion: a compare (CMP/CMN, immediate or unshifted register) followed by
-// B.cond is the commonest block ending in kernel code; translating the pair as one
-// helper saves a dispatch and keeps the flags in registers between the two.
+// Instruction fusion: a flag-setting add/subtract (CMP/CMN, or ADDS/SUBS such as a
+// loop counter's "subs x1, x1, #1"; immediate or unshifted register) followed by B.cond
+// is the commonest block ending; translating the pair as one helper saves a dispatch
+// and keeps the flags in registers between the two.
 
-// fuseCmpBranch returns a helper for the compare at pc followed by the B.cond in next,
+// fuseCmpBranch returns a helper for the ADDS/SUBS at pc followed by the B.cond in next,
 // or nil when the pair is not of the fused forms.
 func fuseCmpBranch(insn, next uint32, pc uint64) op {
 	if next>>24 != 0x54 || next>>4&1 != 0 {
@@ -14,9 +15,7 @@ func fuseCmpBranch(insn, next uint32, pc uint64) op {
 	target := pc + 4 + signExt(uint64(next>>5&0x7ffff)<<2, 21)
 	fall := pc + 8
 	rn := insn >> 5 & 31
-	if insn&31 != 31 { // the compare must discard its result (Rd = XZR)
-		return nil
-	}
+	rd := insn & 31
 	sf := insn>>31 == 1
 	sub := insn>>30&1 == 1
 	carry := uint64(0)
@@ -34,14 +33,16 @@ func fuseCmpBranch(insn, next uint32, pc uint64) op {
 		}
 		if sf {
 			return func(c *CPU) bool {
-				_, f := add64(c.rsp(rn), imm, carry)
+				r, f := add64(c.rsp(rn), imm, carry)
+				c.w(rd, r)
 				c.NZCV = f
 				c.PC = branchIf(f, cond, target, fall)
 				return false
 			}
 		}
 		return func(c *CPU) bool {
-			_, f := add32(c.rsp(rn), imm, carry)
+			r, f := add32(c.rsp(rn), imm, carry)
+			c.w(rd, r)
 			c.NZCV = f
 			c.PC = branchIf(f, cond, target, fall)
 			return false
@@ -54,14 +55,16 @@ func fuseCmpBranch(insn, next uint32, pc uint64) op {
 		}
 		if sf {
 			return func(c *CPU) bool {
-				_, f := add64(c.r(rn), c.r(rm)^inv, carry)
+				r, f := add64(c.r(rn), c.r(rm)^inv, carry)
+				c.w(rd, r)
 				c.NZCV = f
 				c.PC = branchIf(f, cond, target, fall)
 				return false
 			}
 		}
 		return func(c *CPU) bool {
-			_, f := add32(c.r(rn), c.r(rm)^inv, carry)
+			r, f := add32(c.r(rn), c.r(rm)^inv, carry)
+			c.w(rd, r)
 			c.NZCV = f
 			c.PC = branchIf(f, cond, target, fall)
 			return false

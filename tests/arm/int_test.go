@@ -382,13 +382,14 @@ func TestSystemEL0(t *testing.T) {
 `)
 }
 
-// TestCompareBranch covers compare + B.cond pairs (translated fused) for every
-// condition, both widths, register and immediate forms.
+// TestCompareBranch covers compare or ADDS/SUBS + B.cond pairs (translated fused) for
+// every condition, both widths, register and immediate forms.
 func TestCompareBranch(t *testing.T) {
 	var tm []string
 	for _, cond := range []string{"eq", "ne", "cs", "cc", "mi", "pl", "vs", "vc", "hi", "ls", "ge", "lt", "gt", "le"} {
-		for _, cmp := range []string{"cmp x0, x1", "cmp w0, w1", "cmn x0, x1", "cmp x0, #5", "cmn w0, #1", "cmp x0, #1, lsl #12"} {
-			tm = append(tm, "mov x2, #1\n\t"+cmp+"\n\tb."+cond+" 7f\n\tmov x2, #2\n7:")
+		for _, cmp := range []string{"cmp x0, x1", "cmp w0, w1", "cmn x0, x1", "cmp x0, #5", "cmn w0, #1", "cmp x0, #1, lsl #12",
+			"subs x0, x0, #1", "adds w0, w0, #3", "subs x3, x0, x1", "adds w3, w0, w1"} {
+			tm = append(tm, "mov x2, #1\n\t"+cmp+"\n\tb."+cond+" 7f\n\tmov x2, #2\n7:\tadd x2, x2, x3\n\tadd x2, x2, x0")
 		}
 	}
 	checkTable(t, tm, values[:8])

@@ -63,8 +63,12 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 		return fail(stderr, "-kernel %s: %v", o.kernel, err)
 	}
 	defer kernel.Close()
-	if _, err := pc.CheckKernel(kernel); err != nil {
+	hdr, err := pc.CheckKernel(kernel)
+	if err != nil {
 		return fail(stderr, "-kernel %s: %v", o.kernel, err)
+	}
+	if uint64(len(o.append)) > uint64(hdr.CmdlineSize) {
+		return fail(stderr, "-append: the command line is %d bytes; this kernel accepts at most %d", len(o.append), hdr.CmdlineSize)
 	}
 	var initrd *image
 	if o.initrd != "" {

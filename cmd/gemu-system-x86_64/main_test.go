@@ -161,6 +161,7 @@ func TestBadInput(t *testing.T) {
 		{"bad accel", []string{"-accel", "hvf", "-kernel", good}, "unknown accelerator"},
 		{"missing initrd", []string{"-kernel", good, "-initrd", filepath.Join(dir, "nope")}, "-initrd"},
 		{"bad serial", []string{"-kernel", good, "-serial", "tcp:1.2.3.4:5"}, "-serial"},
+		{"long cmdline", []string{"-kernel", good, "-append", strings.Repeat("x", 3000)}, "at most 2047"},
 		{"two serials", []string{"-kernel", good, "-serial", "null", "-serial", "stdio"}, "only one serial port"},
 	}
 	for _, c := range cases {

@@ -220,9 +220,6 @@ func cmdConvert(c *cli.Context) error {
 	if co.Compress && outFmt == "raw" {
 		return fail("Compression not supported for this file format")
 	}
-	if co.Compress && backing != "" {
-		return fail("Compression and a backing file cannot be used together")
-	}
 	var srcs []block.Driver
 	defer func() {
 		for _, s := range srcs {

@@ -570,9 +570,16 @@ func TestConvertOptionsMatchQemu(t *testing.T) {
 	want := view(t, dir, top)
 
 	// -B: the output keeps mid.qcow2 as backing and allocates only what top allocates.
-	for _, tool := range []string{"gemu", "qemu"} {
+	for _, tool := range []string{"gemu", "qemu", "gemu-c"} {
 		out := filepath.Join(dir, tool+"-B.qcow2")
 		args := []string{"convert", "-O", "qcow2", "-B", "mid.qcow2", "-F", "qcow2", top, out}
+		if tool == "gemu-c" {
+			if !driverHas(t, "qcow2", canCompress) {
+				continue
+			}
+			args = append([]string{"convert", "-c"}, args[1:]...)
+			tool = "gemu"
+		}
 		if tool == "gemu" {
 			ok(t, gemu(t, dir, args...), "gemu-img convert -B")
 		} else {

@@ -22,9 +22,33 @@ func Compile[E any](t *Target[E], ops []Op[E]) (func(env *E), error) {
 		}
 		fs = append(fs, f)
 	}
-	if len(fs) == 1 {
-		f := fs[0]
-		return func(e *E) { f(e) }, nil
+	// Short blocks (most of them) get straight-line closures: no loop state to keep
+	// across the calls, and one call site per position.
+	switch len(fs) {
+	case 1:
+		f0 := fs[0]
+		return func(e *E) { f0(e) }, nil
+	case 2:
+		f0, f1 := fs[0], fs[1]
+		return func(e *E) { _ = f0(e) && f1(e) }, nil
+	case 3:
+		f0, f1, f2 := fs[0], fs[1], fs[2]
+		return func(e *E) { _ = f0(e) && f1(e) && f2(e) }, nil
+	case 4:
+		f0, f1, f2, f3 := fs[0], fs[1], fs[2], fs[3]
+		return func(e *E) { _ = f0(e) && f1(e) && f2(e) && f3(e) }, nil
+	case 5:
+		f0, f1, f2, f3, f4 := fs[0], fs[1], fs[2], fs[3], fs[4]
+		return func(e *E) { _ = f0(e) && f1(e) && f2(e) && f3(e) && f4(e) }, nil
+	case 6:
+		f0, f1, f2, f3, f4, f5 := fs[0], fs[1], fs[2], fs[3], fs[4], fs[5]
+		return func(e *E) { _ = f0(e) && f1(e) && f2(e) && f3(e) && f4(e) && f5(e) }, nil
+	case 7:
+		f0, f1, f2, f3, f4, f5, f6 := fs[0], fs[1], fs[2], fs[3], fs[4], fs[5], fs[6]
+		return func(e *E) { _ = f0(e) && f1(e) && f2(e) && f3(e) && f4(e) && f5(e) && f6(e) }, nil
+	case 8:
+		f0, f1, f2, f3, f4, f5, f6, f7 := fs[0], fs[1], fs[2], fs[3], fs[4], fs[5], fs[6], fs[7]
+		return func(e *E) { _ = f0(e) && f1(e) && f2(e) && f3(e) && f4(e) && f5(e) && f6(e) && f7(e) }, nil
 	}
 	return func(e *E) {
 		for _, f := range fs {

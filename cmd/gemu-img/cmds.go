@@ -72,6 +72,10 @@ func cmdCreate(c *cli.Context) error {
 	if err != nil {
 		return fail("%s", err)
 	}
+	if backing != "" && backingFmt == "" {
+		// qemu-img 7.2 no longer probes backing files at create time.
+		return fail("%s: Backing file specified without backing format", filename)
+	}
 	if backing != "" && !c.Bool("u") {
 		path, err := block.ResolveBacking(filename, backing)
 		if err != nil {
@@ -80,9 +84,6 @@ func cmdCreate(c *cli.Context) error {
 		bd, err := block.Open(path, block.OpenOptions{Format: backingFmt, ReadOnly: true})
 		if err != nil {
 			return fail("%s: Could not open backing image: %s", filename, oneLine(err.Error()))
-		}
-		if backingFmt == "" {
-			backingFmt = bd.Format()
 		}
 		if size < 0 {
 			size = bd.Size()
@@ -213,6 +214,9 @@ func cmdConvert(c *cli.Context) error {
 	if v, ok := opts["backing_fmt"]; ok {
 		backingFmt = v
 		delete(opts, "backing_fmt")
+	}
+	if backing != "" && backingFmt == "" {
+		return fail("Use of backing file requires explicit backing format")
 	}
 	if backing != "" && noCreate {
 		return fail("Specifying backing image makes no sense when not creating an image")
@@ -716,6 +720,9 @@ func cmdRebase(c *cli.Context) error {
 		return fail("Must specify backing file (-b) or use '-b \"\"' to remove it")
 	}
 	newName, newFmt := c.String("b"), c.String("F")
+	if newName != "" && newFmt == "" {
+		return fail("Could not change the backing file to '%s': backing format must be specified", newName)
+	}
 	unsafe := c.Bool("u")
 	top, err := openImage(name, c.String("f"), false, unsafe)
 	if err != nil {
@@ -747,9 +754,6 @@ func cmdRebase(c *cli.Context) error {
 			return fail("Could not open new backing file '%s': %s", path, oneLine(err.Error()))
 		}
 		defer nb.Close()
-		if newFmt == "" {
-			newFmt = nb.Format()
-		}
 	}
 	prog, end := progress(c.Bool("p") && !c.Bool("q"))
 	err = block.Rebase(top, nb, newName, newFmt, block.RebaseOptions{AfterWrite: crashHook(), Progress: prog})

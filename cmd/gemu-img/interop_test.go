@@ -473,6 +473,9 @@ func TestBadArguments(t *testing.T) {
 		{"bench", "-c", "-5", pat},
 		{"rebase", "-f", "raw", pat},
 		{"info", "json:{\"file.filename\":\"" + pat + "\"}"},
+		{"create", "-f", "qcow2", "-b", pat, filepath.Join(dir, "nofmt.qcow2")},
+		{"convert", "-O", "qcow2", "-B", pat, pat, filepath.Join(dir, "nofmt2.qcow2")},
+		{"rebase", "-u", "-b", pat, pat},
 	} {
 		r := gemu(t, dir, args...)
 		errLine(t, r, strings.Join(args, " "))

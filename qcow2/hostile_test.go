@@ -21,24 +21,28 @@ import (
 
 const hostileDir = "testdata/hostile"
 
-// baseImage builds a small valid image: 1 MiB, 64 KiB clusters, some data, one
-// compressed cluster and one snapshot.
+// baseImage builds a small valid image: 1 MiB, 4 KiB clusters, two data clusters,
+// cluster 4 compressed, and one snapshot.
 func baseImage(t *testing.T, dir string, opts map[string]string) []byte {
 	t.Helper()
 	p := filepath.Join(dir, "base.qcow2")
 	f, _ := block.Lookup("qcow2")
-	if err := f.Create(p, block.CreateOptions{Size: 1 << 20, Options: opts}); err != nil {
+	o := map[string]string{"cluster_size": "4096"}
+	for k, v := range opts {
+		o[k] = v
+	}
+	if err := f.Create(p, block.CreateOptions{Size: 1 << 20, Options: o}); err != nil {
 		t.Fatal(err)
 	}
 	d, err := block.Open(p, block.OpenOptions{Format: "qcow2"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.WriteAt(bytes.Repeat([]byte{0x42}, 128<<10), 0)
+	d.WriteAt(bytes.Repeat([]byte{0x42}, 8<<10), 0)
 	cc := d.(block.ClusterCompressor)
-	raw := bytes.Repeat([]byte("compressible "), 65536/13+1)[:65536]
+	raw := bytes.Repeat([]byte("compressible "), 4096/13+1)[:4096]
 	c, _ := cc.CompressCluster(raw)
-	if err := cc.WriteCompressed(256<<10, c, raw); err != nil {
+	if err := cc.WriteCompressed(16<<10, c, raw); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.(block.Snapshotter).CreateSnapshot("snap"); err != nil {
@@ -82,13 +86,14 @@ func hostileCases(t *testing.T) map[string][]byte {
 	u64 := func(off int64, v uint64) func([]byte) { return func(b []byte) { g.PutUint64(b[off:], v) } }
 	withBacking := func(name string) func([]byte) {
 		return func(b []byte) {
-			off := 65536 - 1024
+			off := 4096 - 1024
 			copy(b[off:], name)
 			g.PutUint64(b[8:], uint64(off))
 			g.PutUint32(b[16:], uint32(len(name)))
 		}
 	}
 	// Header extensions start at 112 in our images; the first is the feature table.
+	// Compressed descriptors: 4 KiB clusters put the sector count at bit 58.
 	c := map[string][]byte{
 		"l1_size_huge.qcow2":                 mut(base, u32(36, 0x7fffffff)),
 		"l1_offset_past_eof.qcow2":           mut(base, u64(40, 1<<40)),
@@ -110,7 +115,7 @@ func hostileCases(t *testing.T) map[string][]byte {
 		"extension_truncated.qcow2": mut(base, func(b []byte) {
 			// An extension header whose data runs past the first cluster.
 			g.PutUint32(b[112:], 0x12345678)
-			g.PutUint32(b[116:], 65536-120+8)
+			g.PutUint32(b[116:], 4096-120+8)
 		}),
 		"backing_name_too_long.qcow2":       mut(base, func(b []byte) { withBacking("x")(b); g.PutUint32(b[16:], 5000) }),
 		"backing_offset_past_cluster.qcow2": mut(base, func(b []byte) { withBacking("x")(b); g.PutUint64(b[8:], 70000) }),
@@ -135,14 +140,14 @@ func hostileCases(t *testing.T) map[string][]byte {
 		"l2_offset_misaligned.qcow2":   mut(base, u64(l.l1, uint64(l.l2+512)|flagCopied)),
 		"l2_offset_past_eof.qcow2":     mut(base, u64(l.l1, uint64(1<<40)|flagCopied)),
 		"l1_overlaps_header.qcow2":     mut(base, u64(40, 0)),
-		"data_offset_misaligned.qcow2": mut(base, u64(l.l2, uint64(l.data+4096)|flagCopied)),
+		"data_offset_misaligned.qcow2": mut(base, u64(l.l2, uint64(l.data+512)|flagCopied)),
 		"data_offset_past_eof.qcow2":   mut(base, u64(l.l2, uint64(1<<45)|flagCopied)),
-		"compressed_overrun.qcow2":     mut(base, u64(l.l2+4*8, flagCompressed|uint64(len(base)-100)|uint64(0xff)<<54)),
-		"compressed_garbage.qcow2":     mut(base, u64(l.l2+4*8, flagCompressed|uint64(l.rt)|uint64(3)<<54)),
+		"compressed_overrun.qcow2":     mut(base, u64(l.l2+4*8, flagCompressed|uint64(len(base)-100)|uint64(0xf)<<58)),
+		"compressed_garbage.qcow2":     mut(base, u64(l.l2+4*8, flagCompressed|uint64(l.rt)|uint64(3)<<58)),
 		"compressed_past_eof.qcow2":    mut(base, u64(l.l2+4*8, flagCompressed|uint64(1<<50))),
 		"zstd_bad_frame.qcow2": mut(zstdBase, func(b []byte) {
 			zl := parseLayout(b)
-			g.PutUint64(b[zl.l2+4*8:], flagCompressed|uint64(zl.rt)|uint64(3)<<54)
+			g.PutUint64(b[zl.l2+4*8:], flagCompressed|uint64(zl.rt)|uint64(3)<<58)
 		}),
 		"snapshot_table_past_eof.qcow2":    mut(base, u64(64, 1<<40)),
 		"snapshot_count_huge.qcow2":        mut(base, u32(60, 0x10000000)),

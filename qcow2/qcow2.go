@@ -27,7 +27,11 @@ func (format) Probe(buf []byte, filename string) int {
 }
 
 func (format) Open(filename string, opts block.OpenOptions) (block.Driver, error) {
-	return open(filename, opts)
+	img, err := open(filename, opts)
+	if err != nil {
+		return nil, err // not a typed nil inside the interface
+	}
+	return img, nil
 }
 
 // Image is an open qcow2 image. Reads may run concurrently; writes are serialised.

@@ -242,9 +242,7 @@ func cmdConvert(c *cli.Context) error {
 		src = block.Concat(srcs)
 	}
 	if !noCreate {
-		if _, err := os.Stat(target); err == nil {
-			// qemu-img overwrites the target; the format's Create truncates it.
-		}
+		// An existing target is overwritten, as by qemu-img: Create truncates it.
 		cr := block.CreateOptions{Size: src.Size(), Options: opts, Backing: backing, BackingFormat: backingFmt}
 		if err := f.Create(target, cr); err != nil {
 			return fail("%s: %s", target, oneLine(err.Error()))
@@ -301,7 +299,8 @@ func cmdCheck(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	defer d.Close()
+	closeD := closer(d)
+	defer closeD()
 	ck, ok := d.(block.Checker)
 	if !ok {
 		return &exitError{code: 63, msg: "This image format does not support checks"}
@@ -377,6 +376,9 @@ func cmdCheck(c *cli.Context) error {
 		}
 	}
 	stdout.Write(buf.Bytes())
+	if err := closeD(); err != nil && mode != block.RepairNone {
+		return fail("Could not write the repaired image: %s", oneLine(err.Error()))
+	}
 	switch {
 	case res.CheckErrors > 0:
 		return &exitError{code: 1}

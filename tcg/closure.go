@@ -15,7 +15,12 @@ import (
 // block on env. The IR must end with an exit (or a helper that ends the block).
 func Compile[E any](t *Target[E], ops []Op[E]) (func(env *E), error) {
 	fs := make([]func(*E) bool, 0, len(ops))
-	for i := range ops {
+	for i := 0; i < len(ops); i++ {
+		if f, n := fuse(t, ops[i:]); n > 0 {
+			fs = append(fs, f)
+			i += n - 1
+			continue
+		}
 		f, err := compileOp(t, &ops[i])
 		if err != nil {
 			return nil, err
@@ -337,4 +342,84 @@ func storeOp[E any, T uint8 | uint16 | uint32 | uint64](t *Target[E], op *Op[E],
 		*word(p, pcOff) = pc
 		return slow(e, va, size, val)
 	}
+}
+
+// fuse recognises short IR sequences that one closure can run (saving dispatches) and
+// returns that closure and the number of ops it covers, or n=0.
+func fuse[E any](t *Target[E], ops []Op[E]) (f func(*E) bool, n int) {
+	if len(ops) < 2 {
+		return nil, 0
+	}
+	a, b := &ops[0], &ops[1]
+	pcOff := t.PC
+	// Two-way conditional exit: ExitZ/ExitNZ x, taken; Exit fall.
+	if (a.Opc == OpExitZ || a.Opc == OpExitNZ) && b.Opc == OpExit {
+		x := mkOperand(t, a.A)
+		taken, ok1 := a.B.IsImm()
+		fall, ok2 := b.A.IsImm()
+		if x.valid && !x.imm && ok1 && ok2 {
+			src, nz := x.off, a.Opc == OpExitNZ
+			return func(e *E) bool {
+				p := unsafe.Pointer(e)
+				if (*word(p, src) != 0) == nz {
+					*word(p, pcOff) = taken
+				} else {
+					*word(p, pcOff) = fall
+				}
+				return false
+			}, 2
+		}
+	}
+	// Link and jump: Mov g, imm; Exit imm.
+	if a.Opc == OpMov && b.Opc == OpExit {
+		d, okd := loc(t, a.D)
+		v, ok1 := a.A.IsImm()
+		target, ok2 := b.A.IsImm()
+		if okd && ok1 && ok2 {
+			return func(e *E) bool {
+				p := unsafe.Pointer(e)
+				*word(p, d) = v
+				*word(p, pcOff) = target
+				return false
+			}, 2
+		}
+	}
+	// Insert a field: And g, g, mask; Or g, g, bits.
+	if a.Opc == OpAnd && b.Opc == OpOr && a.D == a.A && b.D == a.D && b.A == a.D {
+		d, okd := loc(t, a.D)
+		mask, ok1 := a.B.IsImm()
+		bits, ok2 := b.B.IsImm()
+		if okd && ok1 && ok2 {
+			return func(e *E) bool {
+				p := unsafe.Pointer(e)
+				*word(p, d) = *word(p, d)&mask | bits
+				return true
+			}, 2
+		}
+	}
+	// Test a bit and branch: Shr t, x, bit; And t, t, 1; ExitZ/NZ t, taken; Exit fall.
+	if len(ops) >= 4 && a.Opc == OpShr && b.Opc == OpAnd && b.D == a.D && b.A == a.D &&
+		(ops[2].Opc == OpExitZ || ops[2].Opc == OpExitNZ) && ops[2].A == a.D && ops[3].Opc == OpExit {
+		x := mkOperand(t, a.A)
+		bit, ok1 := a.B.IsImm()
+		one, ok2 := b.B.IsImm()
+		taken, ok3 := ops[2].B.IsImm()
+		fall, ok4 := ops[3].A.IsImm()
+		tmp, okt := loc(t, a.D)
+		if x.valid && !x.imm && ok1 && ok2 && one == 1 && ok3 && ok4 && okt {
+			src, nz, sh := x.off, ops[2].Opc == OpExitNZ, bit&63
+			return func(e *E) bool {
+				p := unsafe.Pointer(e)
+				v := *word(p, src) >> sh & 1
+				*word(p, tmp) = v
+				if (v != 0) == nz {
+					*word(p, pcOff) = taken
+				} else {
+					*word(p, pcOff) = fall
+				}
+				return false
+			}, 4
+		}
+	}
+	return nil, 0
 }

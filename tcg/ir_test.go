@@ -126,3 +126,55 @@ func TestCompileRejectsMalformedIR(t *testing.T) {
 		t.Error("Compile accepted a nil helper")
 	}
 }
+
+// runUnfused runs ops one compiled op at a time, bypassing fusion and unrolling: the
+// reference the fused closures must match.
+func runUnfused(t *testing.T, ops []Op[testEnv], env *testEnv) {
+	t.Helper()
+	for i := range ops {
+		f, err := compileOp(testTarget(), &ops[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !f(env) {
+			return
+		}
+	}
+}
+
+func TestFusedPatterns(t *testing.T) {
+	blocks := map[string]func(b *Builder[testEnv]){
+		"exitif+exit": func(b *Builder[testEnv]) { b.ExitIf(reg(0), true, 0x100); b.Exit(Imm(0x200)) },
+		"exitz+exit":  func(b *Builder[testEnv]) { b.ExitIf(reg(0), false, 0x100); b.Exit(Imm(0x200)) },
+		"link+jump":   func(b *Builder[testEnv]) { b.Mov(reg(3), Imm(0x1004)); b.Exit(Imm(0x3000)) },
+		"insert": func(b *Builder[testEnv]) {
+			b.Bin(OpAnd, reg(1), reg(1), Imm(^uint64(0xffff0000)))
+			b.Bin(OpOr, reg(1), reg(1), Imm(0xbeef0000))
+			b.Exit(Imm(0x10))
+		},
+		"testbit": func(b *Builder[testEnv]) {
+			b.Bin(OpShr, Temp(0), reg(0), Imm(3))
+			b.Bin(OpAnd, Temp(0), Temp(0), Imm(1))
+			b.ExitIf(Temp(0), true, 0x500)
+			b.Exit(Imm(0x600))
+		},
+	}
+	for name, build := range blocks {
+		for _, r0 := range []uint64{0, 8, 7, 0xffffffffffffffff} {
+			var b Builder[testEnv]
+			build(&b)
+			f, err := Compile(testTarget(), b.Ops)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := &testEnv{R: [4]uint64{r0, 0x123456789abcdef0, 2, 3}}
+			want := *got
+			f(got)
+			runUnfused(t, b.Ops, &want)
+			if got.PC != want.PC || got.R != want.R || got.temps != want.temps {
+				t.Errorf("%s with r0=%#x: fused PC=%#x R=%#x T=%#x, unfused PC=%#x R=%#x T=%#x",
+					name, r0, got.PC, got.R, got.temps, want.PC, want.R, want.temps)
+			}
+		}
+	}
+}

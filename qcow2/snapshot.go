@@ -172,11 +172,7 @@ func (img *Image) CreateSnapshot(name string) error {
 	defer img.wmu.Unlock()
 	img.mu.Lock()
 	defer img.mu.Unlock()
-	for _, s := range img.snapshots {
-		if s.name == name {
-			return fmt.Errorf("qcow2: a snapshot named '%s' already exists", name)
-		}
-	}
+	// Names may repeat (qemu-img allows it); ids are unique.
 	if len(img.snapshots) >= maxSnapshots {
 		return errors.New("qcow2: too many snapshots")
 	}

@@ -161,7 +161,7 @@ func Convert(src, dst Driver, o ConvertOptions) error {
 				werr = t.err
 			}
 			if werr == nil && !direct {
-				werr = runOps(dst, cc, t.ops, targetZero)
+				werr = safeRunOps(dst, cc, t.ops, targetZero)
 				if werr != nil {
 					failed.Store(true)
 				}
@@ -185,7 +185,7 @@ func Convert(src, dst Driver, o ConvertOptions) error {
 			derr = err
 			break
 		}
-		if t.cls == clsData || (t.cls == clsZero && o.Sparse == 0) {
+		if t.cls == clsData {
 			t.buf = <-bufs
 			if t.buf == nil {
 				t.buf = make([]byte, chunk)
@@ -424,6 +424,16 @@ func sparseOps(buf []byte, off, gran int64) []writeOp {
 		pos = end
 	}
 	return ops
+}
+
+// safeRunOps is runOps with a driver panic turned into an error (see safeProcess).
+func safeRunOps(dst Driver, cc ClusterCompressor, ops []writeOp, targetZero bool) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("internal error while writing: %v", r)
+		}
+	}()
+	return runOps(dst, cc, ops, targetZero)
 }
 
 func runOps(dst Driver, cc ClusterCompressor, ops []writeOp, targetZero bool) error {

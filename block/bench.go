@@ -41,13 +41,21 @@ func Bench(d Driver, o BenchOptions) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			var err error
+			defer func() {
+				if r := recover(); r != nil {
+					err = fmt.Errorf("internal error: %v", r)
+					for range offsets {
+					}
+				}
+				errs <- err
+			}()
 			buf := make([]byte, o.BufSize)
 			if o.Write {
 				for i := range buf {
 					buf[i] = o.Pattern
 				}
 			}
-			var err error
 			for off := range offsets {
 				if err != nil {
 					continue
@@ -58,7 +66,6 @@ func Bench(d Driver, o BenchOptions) error {
 					err = readFull(d, buf, off)
 				}
 			}
-			errs <- err
 		}()
 	}
 	off := o.Offset

@@ -81,6 +81,9 @@ func (c *checker) inc(off, n int64) {
 }
 
 func (img *Image) checkLocked(mode block.RepairMode) (*block.CheckResult, error) {
+	if err := img.loadTables(); err != nil {
+		return nil, err
+	}
 	res := &block.CheckResult{Filename: img.filename, Format: "qcow2"}
 	c := &checker{img: img, res: res, ref: make([]uint64, img.endCluster())}
 	cs := img.clusterSize

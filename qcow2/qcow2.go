@@ -145,19 +145,11 @@ func openFile(f *os.File, filename string, opts block.OpenOptions) (*Image, erro
 	if !img.ro && h.incompatible&incCorrupt != 0 {
 		return nil, errors.New("qcow2: Image is corrupt; cannot be opened read/write")
 	}
-	// L1 table.
-	l1 := make([]byte, int(h.l1Size)*8)
-	if _, err := f.ReadAt(l1, int64(h.l1Offset)); err != nil && len(l1) > 0 {
-		return nil, fmt.Errorf("qcow2: could not read L1 table: %v", err)
-	}
-	img.l1 = make([]uint64, h.l1Size)
-	for i := range img.l1 {
-		img.l1[i] = be.Uint64(l1[i*8:])
-	}
 	img.l2 = newTableCache(img, img.clusterSize, cacheBudget(img.clusterSize))
-	img.rc, err = loadRefcounts(img)
-	if err != nil {
-		return nil, err
+	if !img.ro {
+		if err := img.loadTables(); err != nil {
+			return nil, err
+		}
 	}
 	if err := img.loadSnapshots(); err != nil {
 		return nil, err
@@ -195,6 +187,33 @@ func openFile(f *os.File, filename string, opts block.OpenOptions) (*Image, erro
 		}
 	}
 	return img, nil
+}
+
+// loadTables reads the active L1 table and the refcount table. Read-only opens (every
+// backing layer) defer it to the first access, so opening a long or looping chain
+// costs little memory per layer. Caller holds mu (or is opening the image).
+func (img *Image) loadTables() error {
+	if img.rc != nil {
+		return nil
+	}
+	h := img.hdr
+	l1 := make([]byte, int(h.l1Size)*8)
+	if len(l1) > 0 {
+		if err := readFull(img.f, l1, int64(h.l1Offset)); err != nil {
+			return fmt.Errorf("qcow2: could not read L1 table: %v", err)
+		}
+	}
+	img.l1 = make([]uint64, h.l1Size)
+	for i := range img.l1 {
+		img.l1[i] = be.Uint64(l1[i*8:])
+	}
+	rc, err := loadRefcounts(img)
+	if err != nil {
+		img.l1 = nil
+		return err
+	}
+	img.rc = rc
+	return nil
 }
 
 // cacheBudget bounds each metadata cache to a few MiB, as QEMU's default caches do.

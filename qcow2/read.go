@@ -30,6 +30,9 @@ type extent struct {
 // l2Entry returns the L2 entry and (extended L2) subcluster bitmap for guest cluster
 // index ci, and whether its L2 table exists. Caller holds mu.
 func (img *Image) l2Entry(ci int64) (entry, bitmap uint64, err error) {
+	if err := img.loadTables(); err != nil {
+		return 0, 0, err
+	}
 	l1i := ci >> img.l2Bits
 	if l1i >= int64(len(img.l1)) {
 		return 0, 0, nil
@@ -344,6 +347,9 @@ func (img *Image) metadataPrealloc() bool {
 		return img.metaPre == 1
 	}
 	img.metaPre = 2
+	if img.loadTables() != nil {
+		return false
+	}
 	st, err := img.f.Stat()
 	if err != nil {
 		return false

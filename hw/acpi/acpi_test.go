@@ -19,7 +19,7 @@ func testConfig() Config {
 	return Config{
 		CPUs: 4, LAPICAddr: 0xfee00000, IOAPICAddr: 0xfec00000, SCI: 9,
 		PM: PMPorts{Base: 0x600}, ResetPort: 0xcf9, ResetValue: 6, CenturyReg: 0x32,
-		PCI: true, PCIMem32Start: 0xe0000000, PCIMem32Length: 0x1ec00000,
+		PCI: true, PCIMem32Start: 0xe0000000, PCIMem32Length: 0x1ec00000, PCIRouting: true,
 	}
 }
 
@@ -258,13 +258,16 @@ func TestTablesIasl(t *testing.T) {
 		"DSDT": {`Name (\_S5, Package (0x04)`, `0x05`, `Device (PCI0)`, `EisaId ("PNP0A03")`,
 			`WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode`,
 			`IO (Decode16,`, `0x0CF8,`, `DWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed, NonCacheable, ReadWrite`,
-			`0xFEBFFFFF,`},
+			`0xFEBFFFFF,`, `Name (_PRT, Package (0x7C)`,
+			// Slot 1 INTA → GSI 17, slot 31 INTD → GSI 16 + (31+3)%8 = 18.
+			`Package (0x04) { 0x0001FFFF, Zero, Zero, 0x11 }`,
+			`Package (0x04) { 0x001FFFFF, 0x03, Zero, 0x12 }`},
 		"FACP": {`SCI Interrupt : 0009`, `PM1A Control Block Address : 00000604`, `Reset Register Supported (V2) : 1`,
 			`Address : 0000000000000CF9`, `Value to cause reset : 06`, `Hardware Reduced (V5) : 0`},
 		"APIC": {`Local Apic ID : 03`, `Address : FEC00000`, `Source : 09`, `Interrupt : 00000002`},
 		"FACS": {`Version : 02`},
 	}
-	space := regexp.MustCompile(`[ \t]+`)
+	space := regexp.MustCompile(`\s+`)
 	for sig, subs := range want {
 		text := space.ReplaceAllString(dis[sig], " ")
 		for _, s := range subs {

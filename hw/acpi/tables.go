@@ -28,7 +28,15 @@ type Config struct {
 	PCI            bool
 	PCIMem32Start  uint32
 	PCIMem32Length uint32
+	// PCIRouting, if set, gives PCI0 a _PRT sending INTA-INTD of slots 1-31 to
+	// IOAPIC GSIs per PCIIntxGSI, so INTx devices (virtio-pci without MSI-X) work.
+	PCIRouting bool
 }
+
+// PCIIntxGSI is the GSI that INTx pin (0 = INTA .. 3 = INTD) of a device in slot raises
+// under the _PRT built with Config.PCIRouting: the eight IOAPIC pins above the ISA
+// range, rotated by slot as bridges swizzle them.
+func PCIIntxGSI(slot, pin uint8) uint32 { return 16 + (uint32(slot)+uint32(pin))%8 }
 
 // Tables is the built set of tables, laid out for one guest-physical base address.
 type Tables struct {
@@ -246,13 +254,24 @@ func buildDSDT(c Config) []byte {
 		crs = append(crs, resWordAddr(1, 3, 0x0d00, 0xffff)...)
 		crs = append(crs, resDWordMemory(c.PCIMem32Start, c.PCIMem32Start+c.PCIMem32Length-1)...)
 		crs = append(crs, resEnd...)
-		aml = append(aml, amlScopeOf(`\_SB`,
-			amlDeviceOf("PCI0",
-				amlNameDef("_HID", amlEisaID("PNP0A03")),
-				amlNameDef("_ADR", amlInteger(0)),
-				amlNameDef("_UID", amlInteger(0)),
-				amlNameDef("_CRS", amlBufferOf(crs)),
-			))...)
+		terms := [][]byte{
+			amlNameDef("_HID", amlEisaID("PNP0A03")),
+			amlNameDef("_ADR", amlInteger(0)),
+			amlNameDef("_UID", amlInteger(0)),
+			amlNameDef("_CRS", amlBufferOf(crs)),
+		}
+		if c.PCIRouting {
+			var prt [][]byte
+			for slot := uint8(1); slot < 32; slot++ {
+				for pin := uint8(0); pin < 4; pin++ {
+					// {address (device, any function), pin, source (none: a GSI), GSI}
+					prt = append(prt, amlPackageOf(amlInteger(uint64(slot)<<16|0xffff), amlInteger(uint64(pin)),
+						amlInteger(0), amlInteger(uint64(PCIIntxGSI(slot, pin)))))
+				}
+			}
+			terms = append(terms, amlNameDef("_PRT", amlPackageOf(prt...)))
+		}
+		aml = append(aml, amlScopeOf(`\_SB`, amlDeviceOf("PCI0", terms...))...)
 	}
 	d := header("DSDT", 2) // revision 2: 64-bit AML integers
 	return finish(append(d, aml...))

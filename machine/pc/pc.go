@@ -98,7 +98,7 @@ func New(vm accel.X86VM, c Config) (*Machine, error) {
 		CPUs: c.CPUs, LAPICAddr: LAPICBase, IOAPICAddr: IOAPICBase, SCI: SCIIRQ,
 		PM: acpi.PMPorts{Base: PMBase}, ResetPort: PCIConfig + 1, ResetValue: 0x06,
 		CenturyReg: rtcCentury,
-		PCI:        true, PCIMem32Start: LowRAMTop, PCIMem32Length: PCIHoleEnd - LowRAMTop,
+		PCI:        true, PCIMem32Start: LowRAMTop, PCIMem32Length: PCIHoleEnd - LowRAMTop, PCIRouting: true,
 	})
 	if err != nil {
 		return nil, err

@@ -60,7 +60,10 @@ type Machine struct {
 	Boot   *LinuxBoot
 	ACPI   *acpi.Tables
 	COM1   *serial.UART8250
-	rtc    *rtc.RTC
+	// PCI is bus 0, with the host bridge at 00:00.0; PCI devices (virtio-pci) plug in
+	// here, their INTx pins raising acpi.PCIIntxGSI(slot, pin) through VM.IRQ.
+	PCI *pci.Bus
+	rtc *rtc.RTC
 }
 
 // New builds the board on vm: RAM slots, ACPI tables, the kernel and its boot state,
@@ -129,8 +132,8 @@ func (m *Machine) addDevices(c Config) error {
 	clock := rtc.New(vm.IRQ(RTCIRQ))
 	m.rtc = clock
 	setCMOSMemory(clock, m.Layout)
-	pciBus := pci.NewBus()
-	if err := pciBus.Add(0, 0, pci.NewHostBridge()); err != nil {
+	m.PCI = pci.NewBus()
+	if err := m.PCI.Add(0, 0, pci.NewHostBridge()); err != nil {
 		return err
 	}
 	pm := acpi.NewPM(vm.IRQ(SCIIRQ), func() { vm.Stop(accel.PowerOff) })
@@ -148,7 +151,7 @@ func (m *Machine) addDevices(c Config) error {
 		{sink{}, "dma-page", dmaPage, 1},
 		{sink{}, "io-delay", ioDelay, 1},
 		{&systemPortA{reset: reset}, "port-a", portA, 1},
-		{pci.NewConfigIO(pciBus, reset), "pci-config", PCIConfig, 8},
+		{pci.NewConfigIO(m.PCI, reset), "pci-config", PCIConfig, 8},
 		{pm, "acpi-pm", PMBase, acpi.PMBlockSize},
 	} {
 		if err := m.PIO.Insert(d.dev, d.name, d.base, d.size); err != nil {

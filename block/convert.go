@@ -124,6 +124,11 @@ func Convert(src, dst Driver, o ConvertOptions) error {
 	cur := &statusCursor{src: src, size: size, hasBacking: srcBacked, keepBacking: o.TargetHasBacking && srcBacked}
 
 	nbuf := 2*workers + 2
+	if o.Compress {
+		// Each compressed task also holds its compressed clusters until written: keep
+		// one task per worker plus the one being written.
+		nbuf = workers + 2
+	}
 	bufs := make(chan []byte, nbuf)
 	for range nbuf {
 		bufs <- nil // allocated lazily: small images need few

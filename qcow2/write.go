@@ -284,12 +284,14 @@ func (img *Image) l2Table(ci int64) (*table, error) {
 		}
 		return img.l2.get(l2off, false)
 	}
-	var old *table
+	var old []byte
 	if l2off != 0 {
-		var err error
-		if old, err = img.l2.get(l2off, false); err != nil {
+		ot, err := img.l2.get(l2off, false)
+		if err != nil {
 			return nil, err
 		}
+		// A copy: getting the new table may evict the old one and reuse its buffer.
+		old = append([]byte(nil), ot.b...)
 	}
 	noff, err := img.allocClusters(1)
 	if err != nil {
@@ -300,7 +302,7 @@ func (img *Image) l2Table(ci int64) (*table, error) {
 		return nil, err
 	}
 	if old != nil {
-		copy(t.b, old.b)
+		copy(t.b, old)
 		img.rc.pending = append(img.rc.pending, l2off)
 	}
 	t.dirty = true

@@ -499,6 +499,12 @@ func TestCrashConsistency(t *testing.T) {
 			if i%50 == 0 {
 				d.Discard(off&^4095, 8192)
 			}
+			if i == 100 {
+				// Later writes copy shared L2 tables and clusters through tiny caches.
+				if err := d.CreateSnapshot("mid"); err != nil {
+					t.Fatal(err)
+				}
+			}
 		}
 		// Abandon: close the files without writing back.
 		d.closeFiles()
@@ -691,4 +697,45 @@ func zeroesLikeQemu(t *testing.T, ext string) {
 		t.Errorf("map differs from qemu-io's:\n ours: %s\n qemu: %s", fmtMap(mo), fmtMap(mt))
 	}
 	checkMap(t, ours)
+}
+
+// TestTinyCaches runs writes, a snapshot and copy-on-write with two-entry caches, so
+// every step evicts and writes back metadata, and checks data and metadata.
+func TestTinyCaches(t *testing.T) {
+	needQemu(t)
+	p := filepath.Join(t.TempDir(), "tiny.qcow2")
+	f, _ := block.Lookup("qcow2")
+	if err := f.Create(p, block.CreateOptions{Size: 16 << 20, Options: map[string]string{"cluster_size": "4k"}}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := open(p, block.OpenOptions{Format: "qcow2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.l2.max, d.rc.blocks.max = 2, 2
+	m := &model{t: t, d: d, ref: make([]byte, 16<<20)}
+	r := rand.New(rand.NewSource(9))
+	var snap []byte
+	for i := 0; i < 200; i++ {
+		off := r.Int63n(16<<20 - 20000)
+		m.write(off, 1+r.Intn(20000), byte(i))
+		if i == 100 {
+			if err := d.CreateSnapshot("s"); err != nil {
+				t.Fatal(err)
+			}
+			snap = append([]byte(nil), m.ref...)
+		}
+	}
+	m.verify(p)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	qemuCheckClean(t, p)
+	if got := qemuRaw(t, p); !bytes.Equal(got, m.ref) {
+		t.Fatalf("differs at %d", firstDiff(got, m.ref))
+	}
+	run(t, "qemu-img", "snapshot", "-a", "s", p)
+	if got := qemuRaw(t, p); !bytes.Equal(got, snap) {
+		t.Fatalf("snapshot differs at %d", firstDiff(got, snap))
+	}
 }

@@ -117,6 +117,11 @@ func Run(ctx context.Context, o Options) (string, error) {
 		"-kernel", assets.Kernel("amd64"), "-initrd", outer,
 		"-append", "console=ttyS0 quiet panic=-1 " + assets.CmdArg(script),
 		"-nographic", "-no-reboot"}
+	if o.Stdin != nil {
+		// Interactive: move the outer QEMU's escape key to Ctrl-T so Ctrl-A reaches the
+		// inner VMM (Ctrl-A x quits gemu, and the outer guest then powers off).
+		args = append(args, "-echr", "0x14")
+	}
 	cmd := exec.CommandContext(ctx, OuterQEMU, args...)
 	var out strings.Builder
 	if o.Stdin != nil {

@@ -2,7 +2,7 @@
 // busybox initramfs, -m 512 -smp 2) to an interactive shell with gemu-system-x86_64. On a
 // host whose /dev/kvm is hardware-backed gemu runs directly; where the host's KVM is an
 // emulated one that cannot boot Linux (kvm_pvm), gemu runs inside the KVM-in-TCG harness.
-// Quit with Ctrl-A x, or `poweroff` in the guest.
+// Quit with Ctrl-A x (gemu's escape), or `poweroff` in the guest.
 package main
 
 import (
@@ -47,7 +47,7 @@ func run() error {
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 		return cmd.Run()
 	}
-	fmt.Fprintln(os.Stderr, "make run: this host's KVM is emulated (kvm_pvm) or absent; running gemu on real KVM inside the KVM-in-TCG harness (outer QEMU). Ctrl-A x quits.")
+	fmt.Fprintln(os.Stderr, "make run: this host's KVM is emulated (kvm_pvm) or absent; running gemu on real KVM inside the KVM-in-TCG harness (outer QEMU). Ctrl-A x quits gemu; Ctrl-T x kills the outer QEMU.")
 	script := harness.InnerGemu + " -accel kvm -nographic " + harness.InnerArgs(512, 2, "") + "\n"
 	_, err = harness.Run(context.Background(), harness.Options{
 		Script: script, Gemu: gemu, Stdin: os.Stdin, Stdout: os.Stdout,

@@ -11,9 +11,9 @@ import (
 // closures run in order until one ends the block. Helper calls are the target's own
 // closures, called directly without a wrapper.
 
-// Compile compiles a block's IR with the closure backend. The returned function runs the
-// block on env. The IR must end with an exit (or a helper that ends the block).
-func Compile[E any](t *Target[E], ops []Op[E]) (func(env *E), error) {
+// compileClosure compiles a block's IR with the closure backend. The returned function
+// runs the block on env. The IR must end with an exit (or a helper that ends the block).
+func compileClosure[E any](t *Target[E], ops []Op[E]) (func(env *E), error) {
 	fs := make([]func(*E) bool, 0, len(ops))
 	for i := 0; i < len(ops); i++ {
 		if f, n := fuse(t, ops[i:]); n > 0 {

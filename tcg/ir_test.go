@@ -36,7 +36,9 @@ func testTarget() *Target[testEnv] {
 
 func reg(n int) Arg { return Global(unsafe.Offsetof(testEnv{}.R) + 8*uintptr(n)) }
 
-func TestClosureBackend(t *testing.T) {
+func TestBackends(t *testing.T) { forBackends(t, testBackend) }
+
+func testBackend(t *testing.T, be Backend) {
 	page := make([]byte, PageSize)
 	var code uint32
 	tlb := &TLB{}
@@ -59,7 +61,7 @@ func TestClosureBackend(t *testing.T) {
 	b.ExitIf(reg(3), false, 0x9999)        // not taken: R3 != 0
 	b.ExitIf(reg(3), true, 0x1234)         // taken
 	b.Exit(Imm(0x5555))                    // not reached
-	f, err := Compile(testTarget(), b.Ops)
+	f, err := compileWith(be, testTarget(), b.Ops)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +81,9 @@ func TestClosureBackend(t *testing.T) {
 	}
 }
 
-func TestClosureBackendSlowPaths(t *testing.T) {
+func TestBackendSlowPaths(t *testing.T) { forBackends(t, testBackendSlowPaths) }
+
+func testBackendSlowPaths(t *testing.T, be Backend) {
 	page := make([]byte, PageSize)
 	code := uint32(1) // the page holds translated code: stores must take the slow path
 	tlb := &TLB{}
@@ -95,7 +99,7 @@ func TestClosureBackendSlowPaths(t *testing.T) {
 	b.SetPC(0x2004)
 	b.Load(reg(2), Imm(0x30000), 0, 8, false) // faults: ends the block with PC synced
 	b.Exit(Imm(0x7777))
-	f, err := Compile(testTarget(), b.Ops)
+	f, err := compileWith(be, testTarget(), b.Ops)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,15 +118,17 @@ func TestClosureBackendSlowPaths(t *testing.T) {
 	}
 }
 
-func TestCompileRejectsMalformedIR(t *testing.T) {
+func TestCompileRejectsMalformedIR(t *testing.T) { forBackends(t, testCompileRejectsMalformedIR) }
+
+func testCompileRejectsMalformedIR(t *testing.T, be Backend) {
 	var b Builder[testEnv]
 	b.Bin(OpAdd, Imm(1), reg(0), reg(1)) // destination is an immediate
-	if _, err := Compile(testTarget(), b.Ops); err == nil {
+	if _, err := compileWith(be, testTarget(), b.Ops); err == nil {
 		t.Error("Compile accepted an immediate destination")
 	}
 	b = Builder[testEnv]{}
 	b.Call(nil)
-	if _, err := Compile(testTarget(), b.Ops); err == nil {
+	if _, err := compileWith(be, testTarget(), b.Ops); err == nil {
 		t.Error("Compile accepted a nil helper")
 	}
 }
@@ -142,7 +148,9 @@ func runUnfused(t *testing.T, ops []Op[testEnv], env *testEnv) {
 	}
 }
 
-func TestFusedPatterns(t *testing.T) {
+func TestFusedPatterns(t *testing.T) { forBackends(t, testFusedPatterns) }
+
+func testFusedPatterns(t *testing.T, be Backend) {
 	blocks := map[string]func(b *Builder[testEnv]){
 		"exitif+exit": func(b *Builder[testEnv]) { b.ExitIf(reg(0), true, 0x100); b.Exit(Imm(0x200)) },
 		"exitz+exit":  func(b *Builder[testEnv]) { b.ExitIf(reg(0), false, 0x100); b.Exit(Imm(0x200)) },
@@ -163,7 +171,7 @@ func TestFusedPatterns(t *testing.T) {
 		for _, r0 := range []uint64{0, 8, 7, 0xffffffffffffffff} {
 			var b Builder[testEnv]
 			build(&b)
-			f, err := Compile(testTarget(), b.Ops)
+			f, err := compileWith(be, testTarget(), b.Ops)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -176,5 +184,12 @@ func TestFusedPatterns(t *testing.T) {
 					name, r0, got.PC, got.R, got.temps, want.PC, want.R, want.temps)
 			}
 		}
+	}
+}
+
+// forBackends runs a test against every backend this host has.
+func forBackends(t *testing.T, f func(t *testing.T, be Backend)) {
+	for _, be := range []Backend{BackendClosure, BackendNative} {
+		t.Run(string(be), func(t *testing.T) { f(t, be) })
 	}
 }

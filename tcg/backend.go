@@ -1,0 +1,56 @@
+package tcg
+
+import (
+	"fmt"
+	"os"
+)
+
+// Backend names a code generator for the IR.
+type Backend string
+
+const (
+	// BackendClosure compiles blocks into Go closures (closure.go); portable.
+	BackendClosure Backend = "closure"
+	// BackendNative compiles blocks into amd64 machine code (native_amd64.go); blocks
+	// it cannot compile, and every block on other hosts, use the closure backend.
+	BackendNative Backend = "native"
+)
+
+// defaultBackend is used when GEMU_TCG_BACKEND is unset.
+const defaultBackend = BackendClosure
+
+// selected is the backend chosen once at start from GEMU_TCG_BACKEND.
+var selected = selectBackend(os.Getenv("GEMU_TCG_BACKEND"))
+
+func selectBackend(v string) Backend {
+	switch Backend(v) {
+	case "":
+		return defaultBackend
+	case BackendClosure, BackendNative:
+		return Backend(v)
+	}
+	fmt.Fprintf(os.Stderr, "gemu: GEMU_TCG_BACKEND=%q unknown (closure, native); using %s\n", v, defaultBackend)
+	return defaultBackend
+}
+
+// SelectedBackend returns the backend Compile uses.
+func SelectedBackend() Backend { return selected }
+
+// Compile compiles a block's IR with the selected backend. The returned function runs
+// the block on env. The IR must end with an exit (or a helper that ends the block).
+func Compile[E any](t *Target[E], ops []Op[E]) (func(env *E), error) {
+	return compileWith(selected, t, ops)
+}
+
+func compileWith[E any](be Backend, t *Target[E], ops []Op[E]) (func(env *E), error) {
+	// The closure compiler also validates the IR: malformed IR is an error whichever
+	// backend runs it, and the closure code is the native backend's per-block fallback.
+	f, err := compileClosure(t, ops)
+	if err != nil || be != BackendNative {
+		return f, err
+	}
+	if nf, ok := compileNative(t, ops); ok {
+		return nf, nil
+	}
+	return f, nil
+}

@@ -1,0 +1,443 @@
+package tcg
+
+import (
+	"encoding/binary"
+	"unsafe"
+)
+
+// The native backend: each block's IR becomes amd64 machine code in the code arena,
+// entered through the jitcall trampoline (native_amd64.s) with the environment in DI.
+// Guest state stays in the environment (every IR global and temporary is a memory
+// operand [DI+off]), so a block can leave at any op with all earlier effects committed
+// and no later one's, which keeps guest exceptions precise without any write-back.
+//
+// Generated code never calls Go. Whatever needs Go leaves the code with an exit
+// status naming an entry of the block's exit table: helper calls, and the TLB misses,
+// misaligned, MMIO and code-page stores of inlined softmmu accesses. The block's Go
+// function (the TB code the target's run loop calls) performs that op and re-enters at
+// the entry's resume address, just after the exit. Block ends return status 0 with the
+// PC stored. Since generated code has no loops and a block is bounded by the target,
+// a goroutine in generated code (where the Go runtime ignores preemption signals)
+// returns to Go within a bounded time, so stop-the-world is never held up.
+
+func jitcall(code uintptr, env unsafe.Pointer) (st, va, val uint64)
+
+// x86 register numbers.
+const (
+	rAX = 0
+	rCX = 1
+	rDX = 2
+	rBX = 3
+	rSI = 6
+	rDI = 7 // the environment
+)
+
+// TLB entry layout, as generated code addresses it.
+var (
+	tlbEntrySize = unsafe.Sizeof(TLBEntry{})
+	tlbReadOff   = unsafe.Offsetof(TLBEntry{}.Read)
+	tlbWriteOff  = unsafe.Offsetof(TLBEntry{}.Write)
+	tlbHostOff   = unsafe.Offsetof(TLBEntry{}.Host)
+	tlbCodeOff   = unsafe.Offsetof(TLBEntry{}.Code)
+)
+
+// exit kinds of a block's exit table.
+const (
+	exCall = iota
+	exLoad
+	exStore
+)
+
+type nativeExit struct {
+	kind   uint8
+	op     int32
+	resume int // code offset, made absolute after placement
+}
+
+type emitter struct {
+	b     []byte
+	exits []nativeExit
+	stubs []stub // out-of-line slow-path exits
+}
+
+type stub struct {
+	patch []int // rel32 fields that jump to the stub
+	exit  int
+}
+
+func (a *emitter) bytes(x ...byte) { a.b = append(a.b, x...) }
+func (a *emitter) u32(v uint32)    { a.b = binary.LittleEndian.AppendUint32(a.b, v) }
+func (a *emitter) u64(v uint64)    { a.b = binary.LittleEndian.AppendUint64(a.b, v) }
+
+func fitsI32(v uint64) bool { return int64(v) == int64(int32(v)) }
+
+// env emits opcode bytes with a ModRM for [DI+disp32] and register field reg; w adds
+// REX.W.
+func (a *emitter) env(w bool, reg int, off uintptr, opc ...byte) {
+	if w {
+		a.bytes(0x48)
+	}
+	a.bytes(opc...)
+	a.bytes(0x80 | byte(reg)<<3 | rDI)
+	a.u32(uint32(off))
+}
+
+// movImm loads a 64-bit constant into r.
+func (a *emitter) movImm(r int, v uint64) {
+	switch {
+	case v <= 0xffffffff:
+		a.bytes(0xb8 + byte(r)) // mov r32, imm32 (zero-extends)
+		a.u32(uint32(v))
+	case fitsI32(v):
+		a.bytes(0x48, 0xc7, 0xc0|byte(r)) // mov r64, simm32
+		a.u32(uint32(v))
+	default:
+		a.bytes(0x48, 0xb8+byte(r))
+		a.u64(v)
+	}
+}
+
+// load puts an operand in register r.
+func (a *emitter) load(r int, o operand) {
+	if o.imm {
+		a.movImm(r, o.v)
+		return
+	}
+	a.env(true, r, o.off, 0x8b)
+}
+
+// storeRAX writes RAX to the environment word at off.
+func (a *emitter) storeRAX(off uintptr) { a.env(true, rAX, off, 0x89) }
+
+// storeImm writes a constant to the environment word at off.
+func (a *emitter) storeImm(off uintptr, v uint64) {
+	if fitsI32(v) {
+		a.env(true, 0, off, 0xc7)
+		a.u32(uint32(v))
+		return
+	}
+	a.movImm(rAX, v)
+	a.storeRAX(off)
+}
+
+// leave returns to the trampoline with status st in EAX.
+func (a *emitter) leave(st uint32) {
+	if st == 0 {
+		a.bytes(0x31, 0xc0) // xor eax, eax
+	} else {
+		a.bytes(0xb8)
+		a.u32(st)
+	}
+	a.bytes(0xc3)
+}
+
+// exit appends an exit-table entry (its resume offset is set once known) and returns
+// its status value.
+func (a *emitter) exit(kind uint8, op int) uint32 {
+	a.exits = append(a.exits, nativeExit{kind: kind, op: int32(op)})
+	return uint32(len(a.exits))
+}
+
+// jcc emits a conditional rel32 jump (cc is the second opcode byte, 0x84 je, 0x85 jne)
+// and returns the position of its rel32 field.
+func (a *emitter) jcc(cc byte) int {
+	a.bytes(0x0f, cc)
+	a.u32(0)
+	return len(a.b) - 4
+}
+
+func (a *emitter) patch(at, target int) {
+	binary.LittleEndian.PutUint32(a.b[at:], uint32(target-(at+4)))
+}
+
+// aluOps: opcode of "op r64, r/m64" and the /ext of "op r/m64, imm32".
+var aluOps = map[Opcode][2]byte{OpAdd: {0x03, 0}, OpOr: {0x0b, 1}, OpAnd: {0x23, 4}, OpSub: {0x2b, 5}, OpXor: {0x33, 6}}
+
+var shiftExt = map[Opcode]byte{OpShl: 4, OpShr: 5, OpSar: 7}
+
+// compileNative compiles a block to machine code. ok=false means the block uses the
+// closure backend: an op the native backend does not handle, a block with nothing
+// worth compiling, or an exhausted code arena. ops has been validated by the closure
+// compiler.
+func compileNative[E any](t *Target[E], ops []Op[E]) (func(env *E), bool) {
+	work := false
+	for i := range ops {
+		switch ops[i].Opc {
+		case OpCall, OpExit, OpExitZ, OpExitNZ:
+		default:
+			work = true
+		}
+	}
+	if !work {
+		return nil, false // helper calls and exits only: closures dispatch them as fast
+	}
+	var a emitter
+	for i := range ops {
+		if !emitOp(&a, t, &ops[i], i) {
+			return nil, false
+		}
+	}
+	a.leave(0) // the last helper returned true without setting an exit
+	for _, s := range a.stubs {
+		for _, at := range s.patch {
+			a.patch(at, len(a.b))
+		}
+		a.leave(uint32(s.exit + 1))
+	}
+	base := codeArena.place(a.b)
+	if base == 0 {
+		return nil, false
+	}
+	type exit struct {
+		kind   uint8
+		op     *Op[E]
+		resume uintptr
+	}
+	exits := make([]exit, len(a.exits))
+	for i, x := range a.exits {
+		exits[i] = exit{x.kind, &ops[x.op], base + uintptr(x.resume)}
+	}
+	pcOff, loadSlow, storeSlow := t.PC, t.LoadSlow, t.StoreSlow
+	return func(e *E) {
+		p := unsafe.Pointer(e)
+		code := base
+		for {
+			st, va, val := jitcall(code, p)
+			if st == 0 {
+				return
+			}
+			x := &exits[st-1]
+			o := x.op
+			switch x.kind {
+			case exCall:
+				if !o.Helper(e) {
+					return
+				}
+			case exLoad:
+				*word(p, pcOff) = o.PC
+				v, ok := loadSlow(e, va, int(o.Size))
+				if !ok {
+					return
+				}
+				if o.Signed && o.Size < 8 {
+					sh := 64 - 8*uint(o.Size)
+					v = uint64(int64(v<<sh) >> sh)
+				}
+				d, _ := loc(t, o.D)
+				*word(p, d) = v
+			case exStore:
+				*word(p, pcOff) = o.PC
+				if !storeSlow(e, va, int(o.Size), val) {
+					return
+				}
+			}
+			code = x.resume
+		}
+	}, true
+}
+
+// emitOp emits op (ops[i] of the block); false means unsupported.
+func emitOp[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
+	switch op.Opc {
+	case OpCall:
+		st := a.exit(exCall, i)
+		a.leave(st)
+		a.exits[st-1].resume = len(a.b)
+		return true
+	case OpExit:
+		o := mkOperand(t, op.A)
+		if o.imm {
+			a.storeImm(t.PC, o.v)
+		} else {
+			a.load(rAX, o)
+			a.storeRAX(t.PC)
+		}
+		a.leave(0)
+		return true
+	case OpExitZ, OpExitNZ:
+		o := mkOperand(t, op.A)
+		target, _ := op.B.IsImm()
+		if o.imm {
+			if (o.v != 0) != (op.Opc == OpExitNZ) {
+				return true // never taken
+			}
+			a.storeImm(t.PC, target)
+			a.leave(0)
+			return true
+		}
+		a.load(rAX, o)
+		a.bytes(0x48, 0x85, 0xc0) // test rax, rax
+		cc := byte(0x85)          // ExitZ: skip the exit when non-zero
+		if op.Opc == OpExitNZ {
+			cc = 0x84
+		}
+		at := a.jcc(cc)
+		a.storeImm(t.PC, target)
+		a.leave(0)
+		a.patch(at, len(a.b))
+		return true
+	case OpLoad:
+		return emitLoad(a, t, op, i)
+	case OpStore:
+		return emitStore(a, t, op, i)
+	}
+	d, _ := loc(t, op.D)
+	x := mkOperand(t, op.A)
+	switch op.Opc {
+	case OpMov:
+		if x.imm {
+			a.storeImm(d, x.v)
+			return true
+		}
+		a.load(rAX, x)
+		a.storeRAX(d)
+		return true
+	case OpZext32:
+		if x.imm {
+			a.storeImm(d, uint64(uint32(x.v)))
+			return true
+		}
+		a.env(false, rAX, x.off, 0x8b) // mov eax, [A]
+		a.storeRAX(d)
+		return true
+	case OpSext32:
+		if x.imm {
+			a.storeImm(d, uint64(int64(int32(x.v))))
+			return true
+		}
+		a.env(true, rAX, x.off, 0x63) // movsxd rax, [A]
+		a.storeRAX(d)
+		return true
+	}
+	y := mkOperand(t, op.B)
+	a.load(rAX, x)
+	if alu, ok := aluOps[op.Opc]; ok {
+		switch {
+		case !y.imm:
+			a.env(true, rAX, y.off, alu[0])
+		case fitsI32(y.v):
+			a.bytes(0x48, 0x81, 0xc0|alu[1]<<3) // op rax, simm32
+			a.u32(uint32(y.v))
+		default:
+			a.movImm(rCX, y.v)
+			a.bytes(0x48, alu[0], 0xc1) // op rax, rcx
+		}
+		a.storeRAX(d)
+		return true
+	}
+	if ext, ok := shiftExt[op.Opc]; ok {
+		if y.imm {
+			a.bytes(0x48, 0xc1, 0xc0|ext<<3, byte(y.v&63)) // shift rax, imm8
+		} else {
+			a.load(rCX, y)
+			a.bytes(0x48, 0xd3, 0xc0|ext<<3) // shift rax, cl (the count is taken mod 64)
+		}
+		a.storeRAX(d)
+		return true
+	}
+	if op.Opc == OpMul {
+		switch {
+		case !y.imm:
+			a.env(true, rAX, y.off, 0x0f, 0xaf) // imul rax, [B]
+		case fitsI32(y.v):
+			a.bytes(0x48, 0x69, 0xc0) // imul rax, rax, simm32
+			a.u32(uint32(y.v))
+		default:
+			a.movImm(rCX, y.v)
+			a.bytes(0x48, 0x0f, 0xaf, 0xc1) // imul rax, rcx
+		}
+		a.storeRAX(d)
+		return true
+	}
+	return false
+}
+
+// emitAddr computes the access address into RBX and the TLB entry into RDX, then
+// compares the tag at tagOff with RBX's page and alignment bits, jumping to the
+// returned stub (not yet emitted) when they differ.
+func emitAddr[E any](a *emitter, t *Target[E], op *Op[E], tagOff uintptr, kind uint8, i int) *stub {
+	base := mkOperand(t, op.A)
+	if base.imm {
+		a.movImm(rBX, base.v+op.Off)
+	} else {
+		a.load(rBX, base)
+		switch {
+		case op.Off == 0:
+		case fitsI32(op.Off):
+			a.bytes(0x48, 0x81, 0xc3) // add rbx, simm32
+			a.u32(uint32(op.Off))
+		default:
+			a.movImm(rAX, op.Off)
+			a.bytes(0x48, 0x01, 0xc3) // add rbx, rax
+		}
+	}
+	a.bytes(0x48, 0x89, 0xd8)               // mov rax, rbx
+	a.bytes(0x48, 0xc1, 0xe8, PageBits)     // shr rax, 12
+	a.bytes(0x25)                           // and eax, TLB index mask
+	a.u32(1<<TLBBits - 1)                   //
+	a.bytes(0x6b, 0xc0, byte(tlbEntrySize)) // imul eax, eax, entry size
+	a.env(true, rDX, t.TLB, 0x8b)           // mov rdx, [DI+TLB]
+	a.bytes(0x48, 0x01, 0xc2)               // add rdx, rax
+	a.bytes(0x48, 0x89, 0xd8)               // mov rax, rbx
+	a.bytes(0x48, 0x25)                     // and rax, PageMask|align (sign-extended)
+	a.u32(uint32(PageMask | uint64(op.Size-1)))
+	a.bytes(0x48, 0x3b, 0x42, byte(tagOff)) // cmp rax, [rdx+tag]
+	a.stubs = append(a.stubs, stub{exit: int(a.exit(kind, i)) - 1})
+	s := &a.stubs[len(a.stubs)-1]
+	s.patch = append(s.patch, a.jcc(0x85))
+	return s
+}
+
+// emitHost turns RBX into the host address in RCX, using the TLB entry in RDX.
+func (a *emitter) emitHost() {
+	a.bytes(0x48, 0x89, 0xd9)                   // mov rcx, rbx
+	a.bytes(0x81, 0xe1)                         // and ecx, PageSize-1
+	a.u32(PageSize - 1)                         //
+	a.bytes(0x48, 0x03, 0x4a, byte(tlbHostOff)) // add rcx, [rdx+Host]
+}
+
+func emitLoad[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
+	d, _ := loc(t, op.D)
+	emitAddr(a, t, op, tlbReadOff, exLoad, i)
+	a.emitHost()
+	switch {
+	case op.Size == 1 && !op.Signed:
+		a.bytes(0x0f, 0xb6, 0x01) // movzx eax, byte [rcx]
+	case op.Size == 1:
+		a.bytes(0x48, 0x0f, 0xbe, 0x01) // movsx rax, byte [rcx]
+	case op.Size == 2 && !op.Signed:
+		a.bytes(0x0f, 0xb7, 0x01)
+	case op.Size == 2:
+		a.bytes(0x48, 0x0f, 0xbf, 0x01)
+	case op.Size == 4 && !op.Signed:
+		a.bytes(0x8b, 0x01) // mov eax, [rcx]
+	case op.Size == 4:
+		a.bytes(0x48, 0x63, 0x01) // movsxd rax, [rcx]
+	default:
+		a.bytes(0x48, 0x8b, 0x01)
+	}
+	a.storeRAX(d)
+	a.exits[len(a.exits)-1].resume = len(a.b)
+	return true
+}
+
+func emitStore[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
+	a.load(rSI, mkOperand(t, op.B))
+	s := emitAddr(a, t, op, tlbWriteOff, exStore, i)
+	a.bytes(0x48, 0x8b, 0x42, byte(tlbCodeOff)) // mov rax, [rdx+Code]
+	a.bytes(0x83, 0x38, 0x00)                   // cmp dword [rax], 0
+	s.patch = append(s.patch, a.jcc(0x85))
+	a.emitHost()
+	switch op.Size {
+	case 1:
+		a.bytes(0x40, 0x88, 0x31) // mov [rcx], sil
+	case 2:
+		a.bytes(0x66, 0x89, 0x31)
+	case 4:
+		a.bytes(0x89, 0x31)
+	default:
+		a.bytes(0x48, 0x89, 0x31)
+	}
+	a.exits[len(a.exits)-1].resume = len(a.b)
+	return true
+}

@@ -1,0 +1,17 @@
+#include "textflag.h"
+
+// func jitcall(code uintptr, env unsafe.Pointer) (st, va, val uint64)
+//
+// The only way into generated code: DI holds the environment, the code returns with
+// AX = exit status (0: block ended; n: exit n-1 of the block's table), BX = the guest
+// virtual address and SI = the store value of a memory slow path. Generated code uses
+// only AX, BX, CX, DX, SI, DI and the 8 bytes of the return address on this stack, and
+// never calls Go, so the fixed zero frame is enough.
+TEXT ·jitcall(SB), NOSPLIT, $0-40
+	MOVQ code+0(FP), AX
+	MOVQ env+8(FP), DI
+	CALL AX
+	MOVQ AX, st+16(FP)
+	MOVQ BX, va+24(FP)
+	MOVQ SI, val+32(FP)
+	RET

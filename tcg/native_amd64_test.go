@@ -1,0 +1,158 @@
+package tcg
+
+import (
+	"bytes"
+	"math/rand"
+	"testing"
+	"unsafe"
+)
+
+// randArg returns a random global or temporary.
+func randLoc(r *rand.Rand) Arg {
+	if r.Intn(3) == 0 {
+		return Temp(r.Intn(MaxTemps))
+	}
+	return reg(r.Intn(4))
+}
+
+var interestingImms = []uint64{0, 1, 2, 7, 63, 64, 0xfff, 0x7fffffff, 0x80000000, 0xffffffff,
+	0x100000000, 0xffffffff80000000, 0xffffffffffffffff, 0x8000000000000000, 0x123456789abcdef0}
+
+func randImm(r *rand.Rand) uint64 {
+	if r.Intn(2) == 0 {
+		return interestingImms[r.Intn(len(interestingImms))]
+	}
+	return r.Uint64() >> uint(r.Intn(64))
+}
+
+func randOperand(r *rand.Rand) Arg {
+	if r.Intn(3) == 0 {
+		return Imm(randImm(r))
+	}
+	return randLoc(r)
+}
+
+// randAddr returns a memory base operand and displacement that land on the mapped
+// page, the code page, an unmapped page or misaligned, per the test TLB.
+func randAddr(r *rand.Rand, b *Builder[testEnv]) (Arg, uint64) {
+	pages := []uint64{0x10000, 0x11000, 0x20000, 0x10ff8}
+	va := pages[r.Intn(len(pages))] + uint64(r.Intn(64))
+	if r.Intn(2) == 0 {
+		return Imm(va), 0
+	}
+	base := reg(r.Intn(4))
+	off := uint64(r.Intn(32))
+	if r.Intn(8) == 0 {
+		off = 0x100000000 // wraps back through a large displacement
+		b.Mov(base, Imm(va-off))
+		return base, off
+	}
+	b.Mov(base, Imm(va-off))
+	return base, off
+}
+
+func randBlock(r *rand.Rand) []Op[testEnv] {
+	var b Builder[testEnv]
+	n := 1 + r.Intn(24)
+	for i := 0; i < n; i++ {
+		b.SetPC(0x1000 + 4*uint64(i))
+		switch k := r.Intn(10); {
+		case k < 3:
+			opc := []Opcode{OpAdd, OpSub, OpAnd, OpOr, OpXor, OpShl, OpShr, OpSar, OpMul}[r.Intn(9)]
+			b.Bin(opc, randLoc(r), randLoc(r), randOperand(r))
+		case k == 3:
+			b.Mov(randLoc(r), randOperand(r))
+		case k == 4:
+			b.Un([]Opcode{OpZext32, OpSext32}[r.Intn(2)], randLoc(r), randOperand(r))
+		case k == 5:
+			base, off := randAddr(r, &b)
+			b.Load(randLoc(r), base, off, 1<<r.Intn(4), r.Intn(2) == 0)
+		case k == 6:
+			base, off := randAddr(r, &b)
+			b.Store(base, off, randOperand(r), 1<<r.Intn(4))
+		case k == 7:
+			x := r.Uint64()
+			end := r.Intn(4) == 0
+			b.Call(func(e *testEnv) bool {
+				e.R[int(x%4)] ^= x
+				e.slow = append(e.slow, ^e.R[int(x>>8%4)])
+				if end {
+					e.PC = x
+				}
+				return !end
+			})
+		case k == 8:
+			b.ExitIf(randOperand(r), r.Intn(2) == 0, randImm(r))
+		default:
+			b.Mov(randLoc(r), Imm(randImm(r)))
+		}
+	}
+	b.Exit(randOperand(r))
+	return b.Ops
+}
+
+type memWorld struct {
+	pages [3][]byte
+	code  [3]uint32
+	tlb   *TLB
+}
+
+func newWorld(seed int64) *memWorld {
+	r := rand.New(rand.NewSource(seed))
+	w := &memWorld{tlb: &TLB{}}
+	w.tlb.Flush()
+	for i := range w.pages {
+		w.pages[i] = make([]byte, PageSize)
+		r.Read(w.pages[i])
+	}
+	w.code[1] = 1
+	w.tlb.Fill(0x10000, 0x40010000, unsafe.Pointer(&w.pages[0][0]), &w.code[0], true, true, false, 0)
+	w.tlb.Fill(0x11000, 0x40011000, unsafe.Pointer(&w.pages[1][0]), &w.code[1], true, true, false, 0) // code page
+	w.tlb.Fill(0x20000, 0x40020000, unsafe.Pointer(&w.pages[2][0]), &w.code[2], true, false, false, 0) // read-only
+	return w
+}
+
+// TestNativeMatchesClosure runs random blocks through both backends and compares every
+// piece of state: registers, temporaries, PC, slow-path calls and memory.
+func TestNativeMatchesClosure(t *testing.T) {
+	r := rand.New(rand.NewSource(1))
+	native := 0
+	for iter := 0; iter < 3000; iter++ {
+		ops := randBlock(r)
+		init := [4]uint64{r.Uint64(), randImm(r), 0x10000, 0x11008}
+		var envs [2]*testEnv
+		var worlds [2]*memWorld
+		for k, be := range []Backend{BackendClosure, BackendNative} {
+			if be == BackendNative {
+				if _, ok := compileNative(testTarget(), ops); ok {
+					native++
+				}
+			}
+			f, err := compileWith(be, testTarget(), ops)
+			if err != nil {
+				t.Fatal(err)
+			}
+			worlds[k] = newWorld(int64(iter))
+			envs[k] = &testEnv{R: init, tlb: worlds[k].tlb}
+			f(envs[k])
+		}
+		c, n := envs[0], envs[1]
+		same := c.PC == n.PC && c.R == n.R && c.temps == n.temps && len(c.slow) == len(n.slow)
+		for i := 0; same && i < len(c.slow); i++ {
+			same = c.slow[i] == n.slow[i]
+		}
+		for i := range worlds[0].pages {
+			same = same && bytes.Equal(worlds[0].pages[i], worlds[1].pages[i])
+		}
+		if !same {
+			for i := range ops {
+				t.Logf("  %v", &ops[i])
+			}
+			t.Fatalf("block %d differs:\nclosure PC=%#x R=%#x T=%#x slow=%#x\nnative  PC=%#x R=%#x T=%#x slow=%#x",
+				iter, c.PC, c.R, c.temps, c.slow, n.PC, n.R, n.temps, n.slow)
+		}
+	}
+	if native < 2000 {
+		t.Errorf("only %d of 3000 random blocks compiled natively", native)
+	}
+}

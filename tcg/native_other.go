@@ -1,0 +1,6 @@
+//go:build !amd64
+
+package tcg
+
+// compileNative is unavailable off amd64: every block uses the closure backend.
+func compileNative[E any](t *Target[E], ops []Op[E]) (func(env *E), bool) { return nil, false }

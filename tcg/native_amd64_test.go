@@ -107,7 +107,7 @@ func newWorld(seed int64) *memWorld {
 	}
 	w.code[1] = 1
 	w.tlb.Fill(0x10000, 0x40010000, unsafe.Pointer(&w.pages[0][0]), &w.code[0], true, true, false, 0)
-	w.tlb.Fill(0x11000, 0x40011000, unsafe.Pointer(&w.pages[1][0]), &w.code[1], true, true, false, 0) // code page
+	w.tlb.Fill(0x11000, 0x40011000, unsafe.Pointer(&w.pages[1][0]), &w.code[1], true, true, false, 0)  // code page
 	w.tlb.Fill(0x20000, 0x40020000, unsafe.Pointer(&w.pages[2][0]), &w.code[2], true, false, false, 0) // read-only
 	return w
 }

@@ -62,6 +62,13 @@ var t0 = tcg.Temp(0)
 // lower emits IR for insn if it is one of the lowered forms; handled=false means the
 // caller must fall back to a helper call.
 func lower(b *tcg.Builder[CPU], insn uint32, pc uint64, flags uint64) (handled, end bool) {
+	if handled, end = lowerBase(b, insn, pc, flags); !handled && wideLowering {
+		handled = lowerWide(b, insn, flags)
+	}
+	return handled, end
+}
+
+func lowerBase(b *tcg.Builder[CPU], insn uint32, pc uint64, flags uint64) (handled, end bool) {
 	rd := insn & 31
 	rn := insn >> 5 & 31
 	switch {
@@ -204,4 +211,338 @@ func lower(b *tcg.Builder[CPU], insn uint32, pc uint64, flags uint64) (handled, 
 		return true, true
 	}
 	return false, false
+}
+
+// wideLowering lowers more instructions (lowerWide) when the native backend is
+// selected: there a run of IR ops becomes one stretch of machine code, while the
+// closure backend runs a helper closure faster than the several IR ops it expands to.
+var wideLowering = tcg.SelectedBackend() == tcg.BackendNative
+
+var t1, t2 = tcg.Temp(1), tcg.Temp(2)
+
+// xzr returns register n as a source operand where 31 is XZR.
+func xzr(n uint32) tcg.Arg {
+	if n == 31 {
+		return tcg.Imm(0)
+	}
+	return xreg(n)
+}
+
+func ones64(n uint32) uint64 {
+	if n >= 64 {
+		return ^uint64(0)
+	}
+	return 1<<n - 1
+}
+
+// lowerWide emits IR for the further instruction forms lowered for the native backend:
+// loads and stores with write-back, register offsets or pairs, logical immediates and
+// shifted registers, 32-bit moves and add/sub immediates, bitfield moves and
+// multiply-add. It never ends the block; false means use the helper.
+func lowerWide(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
+	rd, rn := insn&31, insn>>5&31
+	sf := insn>>31 == 1
+	switch {
+	case insn>>27&7 == 5 && insn>>25&3 == 0 && insn>>23&3 != 0: // LDP/STP (GP), offset/pre/post
+		return lowerPair(b, insn, flags)
+	case insn>>27&7 == 7 && insn>>26&1 == 0 && insn>>24&3 == 0: // LDR/STR (GP), unscaled/pre/post/register
+		return lowerLdSt(b, insn, flags)
+	case insn>>23&0x3f == 0x24 && insn>>29&3 != 3: // AND/ORR/EOR (immediate)
+		n := insn >> 22 & 1
+		if !sf && n == 1 {
+			return false
+		}
+		size := uint32(32)
+		if sf {
+			size = 64
+		}
+		mask, _, ok := decodeBitMasks(n, insn>>10&63, insn>>16&63, true, size)
+		if !ok {
+			return false
+		}
+		d := xsp(rd, flags)
+		opc := [3]tcg.Opcode{tcg.OpAnd, tcg.OpOr, tcg.OpXor}[insn>>29&3]
+		if rn == 31 {
+			v := mask // ORR, EOR with XZR
+			if opc == tcg.OpAnd {
+				v = 0
+			}
+			b.Mov(d, tcg.Imm(v))
+			return true
+		}
+		if sf {
+			b.Bin(opc, d, xreg(rn), tcg.Imm(mask))
+		} else {
+			b.Bin(opc, t0, xreg(rn), tcg.Imm(mask))
+			b.Un(tcg.OpZext32, d, t0)
+		}
+		return true
+	case insn>>24&0x1f == 0x0a && insn>>29&3 != 3: // AND/ORR/EOR/BIC/ORN/EON (shifted register)
+		typ, amt, rm := insn>>22&3, insn>>10&63, insn>>16&31
+		if rd == 31 || typ == 3 || !sf && amt >= 32 {
+			return false
+		}
+		b.Mov(t0, xzr(rm))
+		if !sf && typ != 0 {
+			if typ == 2 {
+				b.Un(tcg.OpSext32, t0, t0)
+			} else {
+				b.Un(tcg.OpZext32, t0, t0)
+			}
+		}
+		if amt != 0 {
+			b.Bin([3]tcg.Opcode{tcg.OpShl, tcg.OpShr, tcg.OpSar}[typ], t0, t0, tcg.Imm(uint64(amt)))
+		}
+		if insn>>21&1 == 1 {
+			b.Bin(tcg.OpXor, t0, t0, tcg.Imm(^uint64(0)))
+		}
+		opc := [3]tcg.Opcode{tcg.OpAnd, tcg.OpOr, tcg.OpXor}[insn>>29&3]
+		switch {
+		case rn != 31:
+			b.Bin(opc, t0, xreg(rn), t0)
+		case opc == tcg.OpAnd:
+			b.Mov(t0, tcg.Imm(0))
+		}
+		if sf {
+			b.Mov(xreg(rd), t0)
+		} else {
+			b.Un(tcg.OpZext32, xreg(rd), t0)
+		}
+		return true
+	case !sf && (insn>>23&0xff == 0x22 || insn>>23&0xff == 0xa2): // ADD/SUB (immediate), 32-bit, no flags
+		imm := uint64(insn >> 10 & 0xfff)
+		if insn>>22&1 == 1 {
+			imm <<= 12
+		}
+		if insn>>30&1 == 1 {
+			imm = -imm
+		}
+		b.Bin(tcg.OpAdd, t0, xsp(rn, flags), tcg.Imm(imm))
+		b.Un(tcg.OpZext32, xsp(rd, flags), t0)
+		return true
+	case insn>>23&0x3f == 0x25 && !sf && insn>>22&1 == 0: // MOVN/MOVZ/MOVK, 32-bit
+		if rd == 31 {
+			return false
+		}
+		sh := insn >> 21 & 3 * 16
+		imm := uint64(insn>>5&0xffff) << sh
+		switch insn >> 29 & 3 {
+		case 0:
+			b.Mov(xreg(rd), tcg.Imm(uint64(uint32(^imm))))
+		case 2:
+			b.Mov(xreg(rd), tcg.Imm(imm))
+		case 3:
+			b.Bin(tcg.OpAnd, xreg(rd), xreg(rd), tcg.Imm(uint64(^(uint32(0xffff) << sh))))
+			b.Bin(tcg.OpOr, xreg(rd), xreg(rd), tcg.Imm(imm))
+		default:
+			return false
+		}
+		return true
+	case insn>>23&0x3f == 0x26 && insn>>29&1 == 0: // SBFM/UBFM
+		immr, imms := insn>>16&63, insn>>10&63
+		if rd == 31 || rn == 31 || (insn>>22&1 == 1) != sf || !sf && (immr >= 32 || imms >= 32) {
+			return false
+		}
+		x := xreg(rn)
+		size := uint32(64)
+		if !sf {
+			size = 32
+		}
+		if insn>>29&3 == 2 { // UBFM
+			if imms >= immr { // LSR, UBFX, UXTB/H
+				b.Un(tcg.OpZext32, t0, x)
+				if sf {
+					b.Mov(t0, x)
+				}
+				b.Bin(tcg.OpShr, t0, t0, tcg.Imm(uint64(immr)))
+				b.Bin(tcg.OpAnd, xreg(rd), t0, tcg.Imm(ones64(imms-immr+1)))
+				return true
+			}
+			b.Bin(tcg.OpAnd, t0, x, tcg.Imm(ones64(imms+1))) // LSL, UBFIZ
+			b.Bin(tcg.OpShl, t0, t0, tcg.Imm(uint64(size-immr)))
+		} else { // SBFM: ASR, SBFX, SXTB/H/W, SBFIZ
+			b.Bin(tcg.OpShl, t0, x, tcg.Imm(uint64(63-imms)))
+			if imms >= immr {
+				b.Bin(tcg.OpSar, t0, t0, tcg.Imm(uint64(63-imms+immr)))
+			} else {
+				b.Bin(tcg.OpSar, t0, t0, tcg.Imm(uint64(63-imms)))
+				b.Bin(tcg.OpShl, t0, t0, tcg.Imm(uint64(size-immr)))
+			}
+		}
+		if sf {
+			b.Mov(xreg(rd), t0)
+		} else {
+			b.Un(tcg.OpZext32, xreg(rd), t0)
+		}
+		return true
+	case insn>>24&0x7f == 0x1b && insn>>21&7 == 0: // MADD/MSUB
+		rm, ra := insn>>16&31, insn>>10&31
+		if rd == 31 || rn == 31 || rm == 31 {
+			return false
+		}
+		b.Bin(tcg.OpMul, t0, xreg(rn), xreg(rm))
+		switch {
+		case ra != 31 && insn>>15&1 == 0:
+			b.Bin(tcg.OpAdd, t0, xreg(ra), t0)
+		case ra != 31:
+			b.Bin(tcg.OpSub, t0, xreg(ra), t0)
+		case insn>>15&1 == 1: // MNEG
+			b.Bin(tcg.OpXor, t0, t0, tcg.Imm(^uint64(0)))
+			b.Bin(tcg.OpAdd, t0, t0, tcg.Imm(1))
+		}
+		if sf {
+			b.Mov(xreg(rd), t0)
+		} else {
+			b.Un(tcg.OpZext32, xreg(rd), t0)
+		}
+		return true
+	}
+	return false
+}
+
+// lowerPair lowers LDP/STP/LDPSW of general-purpose registers. Loads go to temporaries
+// first, so a fault on the second access leaves every register unchanged.
+func lowerPair(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
+	opc, load := insn>>30, insn>>22&1 == 1
+	rt, rt2, rn := insn&31, insn>>10&31, insn>>5&31
+	size, signed := 8, false
+	switch {
+	case opc == 0:
+		size = 4
+	case opc == 1 && load:
+		size, signed = 4, true
+	case opc == 2:
+	default:
+		return false
+	}
+	off := signExt(uint64(insn>>15&0x7f), 7) * uint64(size)
+	mode := insn >> 23 & 3 // 1 post-index, 2 offset, 3 pre-index
+	base := xsp(rn, flags)
+	addr, disp := base, off
+	if mode == 1 {
+		b.Mov(t0, base)
+		addr, disp = t0, 0
+	} else if mode == 3 {
+		b.Bin(tcg.OpAdd, t0, base, tcg.Imm(off))
+		addr, disp = t0, 0
+	}
+	if load {
+		b.Load(t1, addr, disp, size, signed)
+		b.Load(t2, addr, disp+uint64(size), size, signed)
+	} else {
+		b.Store(addr, disp, xzr(rt), size)
+		b.Store(addr, disp+uint64(size), xzr(rt2), size)
+	}
+	if mode != 2 {
+		if mode == 3 {
+			b.Mov(base, t0)
+		} else {
+			b.Bin(tcg.OpAdd, base, t0, tcg.Imm(off))
+		}
+	}
+	if load {
+		if rt != 31 {
+			b.Mov(xreg(rt), t1)
+		}
+		if rt2 != 31 {
+			b.Mov(xreg(rt2), t2)
+		}
+	}
+	return true
+}
+
+// lowerLdSt lowers LDR/STR/LDRS* of general-purpose registers with an unscaled
+// immediate, pre/post-index write-back or a register offset.
+func lowerLdSt(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
+	size := 1 << (insn >> 30)
+	opc := insn >> 22 & 3
+	rt, rn := insn&31, insn>>5&31
+	signed, to32 := false, false
+	switch {
+	case opc == 2 && size < 8:
+		signed = true
+	case opc == 3 && size < 4:
+		signed, to32 = true, true
+	case opc >= 2:
+		return false // prefetch, or reserved
+	}
+	load := opc != 0
+	base := xsp(rn, flags)
+	var addr tcg.Arg
+	var disp uint64
+	post, wback := false, false
+	switch {
+	case insn>>21&1 == 0:
+		imm := signExt(uint64(insn>>12&0x1ff), 9)
+		switch insn >> 10 & 3 {
+		case 0: // LDUR/STUR
+			addr, disp = base, imm
+		case 1:
+			post, wback = true, true
+		case 2: // unprivileged
+			return false
+		case 3:
+			wback = true
+		}
+		if wback {
+			if post {
+				b.Mov(t0, base)
+			} else {
+				b.Bin(tcg.OpAdd, t0, base, tcg.Imm(imm))
+			}
+			addr = t0
+		}
+		disp = imm
+		if addr == t0 {
+			disp = 0
+		}
+		return emitLdSt(b, load, signed, to32, size, rt, addr, disp, func() {
+			if wback {
+				if post {
+					b.Bin(tcg.OpAdd, base, t0, tcg.Imm(imm))
+				} else {
+					b.Mov(base, t0)
+				}
+			}
+		})
+	case insn>>10&3 == 2: // register offset
+		rm, option := insn>>16&31, insn>>13&7
+		if option&2 == 0 || rm == 31 {
+			return false
+		}
+		switch option {
+		case 2:
+			b.Un(tcg.OpZext32, t0, xreg(rm))
+		case 6:
+			b.Un(tcg.OpSext32, t0, xreg(rm))
+		default:
+			b.Mov(t0, xreg(rm))
+		}
+		if insn>>12&1 == 1 && size > 1 {
+			b.Bin(tcg.OpShl, t0, t0, tcg.Imm(uint64(insn>>30)))
+		}
+		b.Bin(tcg.OpAdd, t0, base, t0)
+		return emitLdSt(b, load, signed, to32, size, rt, t0, 0, func() {})
+	}
+	return false
+}
+
+// emitLdSt emits the access, then wb (the base write-back), then the loaded register's
+// write, so that a loaded value wins over the write-back of the same register.
+func emitLdSt(b *tcg.Builder[CPU], load, signed, to32 bool, size int, rt uint32, addr tcg.Arg, disp uint64, wb func()) bool {
+	if !load {
+		b.Store(addr, disp, xzr(rt), size)
+		wb()
+		return true
+	}
+	b.Load(t1, addr, disp, size, signed)
+	wb()
+	if rt != 31 {
+		if to32 {
+			b.Un(tcg.OpZext32, xreg(rt), t1)
+		} else {
+			b.Mov(xreg(rt), t1)
+		}
+	}
+	return true
 }

@@ -14,6 +14,16 @@ import (
 // compileClosure compiles a block's IR with the closure backend. The returned function
 // runs the block on env. The IR must end with an exit (or a helper that ends the block).
 func compileClosure[E any](t *Target[E], ops []Op[E]) (func(env *E), error) {
+	fs, err := closureFuncs(t, ops)
+	if err != nil {
+		return nil, err
+	}
+	return unroll(fs), nil
+}
+
+// closureFuncs compiles ops into closures, fusing common sequences; each returns false
+// when it ended the block.
+func closureFuncs[E any](t *Target[E], ops []Op[E]) ([]func(*E) bool, error) {
 	fs := make([]func(*E) bool, 0, len(ops))
 	for i := 0; i < len(ops); i++ {
 		if f, n := fuse(t, ops[i:]); n > 0 {
@@ -27,33 +37,38 @@ func compileClosure[E any](t *Target[E], ops []Op[E]) (func(env *E), error) {
 		}
 		fs = append(fs, f)
 	}
+	return fs, nil
+}
+
+// unroll joins a block's closures into the block function.
+func unroll[E any](fs []func(*E) bool) func(*E) {
 	// Short blocks (most of them) get straight-line closures: no loop state to keep
 	// across the calls, and one call site per position.
 	switch len(fs) {
 	case 1:
 		f0 := fs[0]
-		return func(e *E) { f0(e) }, nil
+		return func(e *E) { f0(e) }
 	case 2:
 		f0, f1 := fs[0], fs[1]
-		return func(e *E) { _ = f0(e) && f1(e) }, nil
+		return func(e *E) { _ = f0(e) && f1(e) }
 	case 3:
 		f0, f1, f2 := fs[0], fs[1], fs[2]
-		return func(e *E) { _ = f0(e) && f1(e) && f2(e) }, nil
+		return func(e *E) { _ = f0(e) && f1(e) && f2(e) }
 	case 4:
 		f0, f1, f2, f3 := fs[0], fs[1], fs[2], fs[3]
-		return func(e *E) { _ = f0(e) && f1(e) && f2(e) && f3(e) }, nil
+		return func(e *E) { _ = f0(e) && f1(e) && f2(e) && f3(e) }
 	case 5:
 		f0, f1, f2, f3, f4 := fs[0], fs[1], fs[2], fs[3], fs[4]
-		return func(e *E) { _ = f0(e) && f1(e) && f2(e) && f3(e) && f4(e) }, nil
+		return func(e *E) { _ = f0(e) && f1(e) && f2(e) && f3(e) && f4(e) }
 	case 6:
 		f0, f1, f2, f3, f4, f5 := fs[0], fs[1], fs[2], fs[3], fs[4], fs[5]
-		return func(e *E) { _ = f0(e) && f1(e) && f2(e) && f3(e) && f4(e) && f5(e) }, nil
+		return func(e *E) { _ = f0(e) && f1(e) && f2(e) && f3(e) && f4(e) && f5(e) }
 	case 7:
 		f0, f1, f2, f3, f4, f5, f6 := fs[0], fs[1], fs[2], fs[3], fs[4], fs[5], fs[6]
-		return func(e *E) { _ = f0(e) && f1(e) && f2(e) && f3(e) && f4(e) && f5(e) && f6(e) }, nil
+		return func(e *E) { _ = f0(e) && f1(e) && f2(e) && f3(e) && f4(e) && f5(e) && f6(e) }
 	case 8:
 		f0, f1, f2, f3, f4, f5, f6, f7 := fs[0], fs[1], fs[2], fs[3], fs[4], fs[5], fs[6], fs[7]
-		return func(e *E) { _ = f0(e) && f1(e) && f2(e) && f3(e) && f4(e) && f5(e) && f6(e) && f7(e) }, nil
+		return func(e *E) { _ = f0(e) && f1(e) && f2(e) && f3(e) && f4(e) && f5(e) && f6(e) && f7(e) }
 	}
 	return func(e *E) {
 		for _, f := range fs {
@@ -61,7 +76,7 @@ func compileClosure[E any](t *Target[E], ops []Op[E]) (func(env *E), error) {
 				return
 			}
 		}
-	}, nil
+	}
 }
 
 // loc returns the environment offset of a global or temporary.

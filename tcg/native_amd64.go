@@ -43,8 +43,7 @@ var (
 
 // exit kinds of a block's exit table.
 const (
-	exCall = iota
-	exLoad
+	exLoad = iota
 	exStore
 )
 
@@ -155,29 +154,57 @@ var aluOps = map[Opcode][2]byte{OpAdd: {0x03, 0}, OpOr: {0x0b, 1}, OpAnd: {0x23,
 
 var shiftExt = map[Opcode]byte{OpShl: 4, OpShr: 5, OpSar: 7}
 
-// compileNative compiles a block to machine code. ok=false means the block uses the
-// closure backend: an op the native backend does not handle, a block with nothing
-// worth compiling, or an exhausted code arena. ops has been validated by the closure
+// segEnd is the status of a segment that ran to its end without ending the block.
+const segEnd = 0xffffffff
+
+// compileNative compiles a block: each run of ops between helper calls that would take
+// at least two closures becomes one native segment, the rest stays closures (helpers
+// are called directly, as the closure backend does: one call site per block position
+// keeps the host's indirect-branch prediction as good as the closure backend's).
+// ok=false means no segment was worth compiling natively, or the code arena is full:
+// the block then uses the closure backend. ops has been validated by the closure
 // compiler.
 func compileNative[E any](t *Target[E], ops []Op[E]) (func(env *E), bool) {
-	work := false
-	for i := range ops {
-		switch ops[i].Opc {
-		case OpCall, OpExit, OpExitZ, OpExitNZ:
-		default:
-			work = true
+	var fs []func(*E) bool
+	native := false
+	for i := 0; i < len(ops); {
+		if ops[i].Opc == OpCall {
+			fs = append(fs, ops[i].Helper)
+			i++
+			continue
 		}
+		j := i
+		for j < len(ops) && ops[j].Opc != OpCall {
+			j++
+		}
+		cf, err := closureFuncs(t, ops[i:j])
+		if err != nil {
+			return nil, false
+		}
+		if len(cf) >= 2 {
+			if f, ok := nativeSegment(t, ops[i:j]); ok {
+				cf, native = []func(*E) bool{f}, true
+			}
+		}
+		fs = append(fs, cf...)
+		i = j
 	}
-	if !work {
-		return nil, false // helper calls and exits only: closures dispatch them as fast
+	if !native {
+		return nil, false
 	}
+	return unroll(fs), true
+}
+
+// nativeSegment compiles a run of ops without helper calls into one function that
+// returns false when the run ended the block.
+func nativeSegment[E any](t *Target[E], ops []Op[E]) (func(*E) bool, bool) {
 	var a emitter
 	for i := range ops {
 		if !emitOp(&a, t, &ops[i], i) {
 			return nil, false
 		}
 	}
-	a.leave(0) // the last helper returned true without setting an exit
+	a.leave(segEnd)
 	for _, s := range a.stubs {
 		for _, at := range s.patch {
 			a.patch(at, len(a.b))
@@ -189,47 +216,46 @@ func compileNative[E any](t *Target[E], ops []Op[E]) (func(env *E), bool) {
 		return nil, false
 	}
 	type exit struct {
-		kind   uint8
+		store  bool
 		op     *Op[E]
+		dst    uintptr
 		resume uintptr
 	}
 	exits := make([]exit, len(a.exits))
 	for i, x := range a.exits {
-		exits[i] = exit{x.kind, &ops[x.op], base + uintptr(x.resume)}
+		o := &ops[x.op]
+		d, _ := loc(t, o.D)
+		exits[i] = exit{x.kind == exStore, o, d, base + uintptr(x.resume)}
 	}
 	pcOff, loadSlow, storeSlow := t.PC, t.LoadSlow, t.StoreSlow
-	return func(e *E) {
+	return func(e *E) bool {
 		p := unsafe.Pointer(e)
 		code := base
 		for {
 			st, va, val := jitcall(code, p)
+			if st == segEnd {
+				return true
+			}
 			if st == 0 {
-				return
+				return false
 			}
 			x := &exits[st-1]
 			o := x.op
-			switch x.kind {
-			case exCall:
-				if !o.Helper(e) {
-					return
+			*word(p, pcOff) = o.PC
+			if x.store {
+				if !storeSlow(e, va, int(o.Size), val) {
+					return false
 				}
-			case exLoad:
-				*word(p, pcOff) = o.PC
+			} else {
 				v, ok := loadSlow(e, va, int(o.Size))
 				if !ok {
-					return
+					return false
 				}
 				if o.Signed && o.Size < 8 {
 					sh := 64 - 8*uint(o.Size)
 					v = uint64(int64(v<<sh) >> sh)
 				}
-				d, _ := loc(t, o.D)
-				*word(p, d) = v
-			case exStore:
-				*word(p, pcOff) = o.PC
-				if !storeSlow(e, va, int(o.Size), val) {
-					return
-				}
+				*word(p, x.dst) = v
 			}
 			code = x.resume
 		}
@@ -239,11 +265,6 @@ func compileNative[E any](t *Target[E], ops []Op[E]) (func(env *E), bool) {
 // emitOp emits op (ops[i] of the block); false means unsupported.
 func emitOp[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 	switch op.Opc {
-	case OpCall:
-		st := a.exit(exCall, i)
-		a.leave(st)
-		a.exits[st-1].resume = len(a.b)
-		return true
 	case OpExit:
 		o := mkOperand(t, op.A)
 		if o.imm {

@@ -7,11 +7,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The code arena holds generated machine code. It is W^X through a double mapping of
-// one memfd per chunk: code is written through a read-write view and executed through
-// a read-execute view of the same pages, so no page is ever writable and executable
-// at once and no mprotect toggling can race with another vCPU executing a neighbour
-// block. Code is never freed (invalidated blocks leave garbage behind); when the
+// The code arena holds generated machine code in one memfd per chunk, mapped read and
+// execute only; code is written with pwrite on the file, so no page is ever writable
+// through a mapping (W^X), no mprotect toggling can race with another vCPU executing a
+// neighbour block, and the pages are resident once (a second, writable mapping would
+// count them twice in RSS). Code is never freed (invalidated blocks leave garbage behind); when the
 // arena reaches arenaMax, new blocks use the closure backend instead.
 
 const (
@@ -21,7 +21,8 @@ const (
 
 type arena struct {
 	mu     sync.Mutex
-	rw, rx []byte // current chunk's two views
+	fd     int    // current chunk's memfd
+	rx     []byte // its executable mapping
 	used   int
 	total  int
 	failed bool
@@ -38,13 +39,16 @@ func (a *arena) place(code []byte) uintptr {
 	if n > arenaChunk || a.failed {
 		return 0
 	}
-	if a.rw == nil || a.used+n > len(a.rw) {
+	if a.rx == nil || a.used+n > len(a.rx) {
 		if a.total+arenaChunk > arenaMax || !a.grow() {
 			a.failed = true
 			return 0
 		}
 	}
-	copy(a.rw[a.used:], code)
+	if w, err := unix.Pwrite(a.fd, code, int64(a.used)); err != nil || w != len(code) {
+		a.failed = true
+		return 0
+	}
 	p := uintptr(unsafe.Pointer(&a.rx[a.used]))
 	a.used += n
 	return p
@@ -55,23 +59,19 @@ func (a *arena) grow() bool {
 	if err != nil {
 		return false
 	}
-	defer unix.Close(fd)
 	if unix.Ftruncate(fd, arenaChunk) != nil {
-		return false
-	}
-	rw, err := unix.Mmap(fd, 0, arenaChunk, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
+		unix.Close(fd)
 		return false
 	}
 	rx, err := unix.Mmap(fd, 0, arenaChunk, unix.PROT_READ|unix.PROT_EXEC, unix.MAP_SHARED)
 	if err != nil {
-		unix.Munmap(rw)
+		unix.Close(fd)
 		return false
 	}
-	if a.rw != nil {
-		unix.Munmap(a.rw) // the old chunk is full: its code is only executed from now on
+	if a.rx != nil {
+		unix.Close(a.fd) // the full chunk stays mapped for execution
 	}
-	a.rw, a.rx, a.used = rw, rx, 0
+	a.fd, a.rx, a.used = fd, rx, 0
 	a.total += arenaChunk
 	return true
 }

@@ -215,17 +215,21 @@ func nativeSegment[E any](t *Target[E], ops []Op[E]) (func(*E) bool, bool) {
 	if base == 0 {
 		return nil, false
 	}
+	// The exit table copies what the slow paths need, so that the block's IR is not
+	// kept alive by its code.
 	type exit struct {
-		store  bool
-		op     *Op[E]
+		pc     uint64
 		dst    uintptr
 		resume uintptr
+		size   uint8
+		signed bool
+		store  bool
 	}
 	exits := make([]exit, len(a.exits))
 	for i, x := range a.exits {
 		o := &ops[x.op]
 		d, _ := loc(t, o.D)
-		exits[i] = exit{x.kind == exStore, o, d, base + uintptr(x.resume)}
+		exits[i] = exit{o.PC, d, base + uintptr(x.resume), o.Size, o.Signed && o.Size < 8, x.kind == exStore}
 	}
 	pcOff, loadSlow, storeSlow := t.PC, t.LoadSlow, t.StoreSlow
 	return func(e *E) bool {
@@ -240,19 +244,18 @@ func nativeSegment[E any](t *Target[E], ops []Op[E]) (func(*E) bool, bool) {
 				return false
 			}
 			x := &exits[st-1]
-			o := x.op
-			*word(p, pcOff) = o.PC
+			*word(p, pcOff) = x.pc
 			if x.store {
-				if !storeSlow(e, va, int(o.Size), val) {
+				if !storeSlow(e, va, int(x.size), val) {
 					return false
 				}
 			} else {
-				v, ok := loadSlow(e, va, int(o.Size))
+				v, ok := loadSlow(e, va, int(x.size))
 				if !ok {
 					return false
 				}
-				if o.Signed && o.Size < 8 {
-					sh := 64 - 8*uint(o.Size)
+				if x.signed {
+					sh := 64 - 8*uint(x.size)
 					v = uint64(int64(v<<sh) >> sh)
 				}
 				*word(p, x.dst) = v

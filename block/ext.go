@@ -118,7 +118,9 @@ func Formats() []string {
 // Emptier drops every cluster of this layer so reads fall through to the backing file
 // (qemu's bdrv_make_empty), used by commit after the data reached the base. It must be
 // safe against a crash at any point: each range either keeps this layer's data or
-// falls through to a backing file that already holds the same bytes.
+// falls through to a backing file that already holds the same bytes. Without it,
+// Commit replaces the layer's file by a fresh image with the same options (refused
+// for layers with internal snapshots, data files or encryption).
 type Emptier interface {
 	MakeEmpty() error
 }

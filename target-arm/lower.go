@@ -62,10 +62,16 @@ var t0 = tcg.Temp(0)
 // lower emits IR for insn if it is one of the lowered forms; handled=false means the
 // caller must fall back to a helper call.
 func lower(b *tcg.Builder[CPU], insn uint32, pc uint64, flags uint64) (handled, end bool) {
-	if handled, end = lowerBase(b, insn, pc, flags); !handled && wideLowering {
-		handled = lowerWide(b, insn, flags)
+	if handled, end = lowerBase(b, insn, pc, flags); handled || !wideLowering {
+		return handled, end
 	}
-	return handled, end
+	if insn&0xff000010 == 0x54000000 { // B.cond
+		lowerCond(b, insn&15, t0)
+		b.ExitIf(t0, true, pc+signExt(uint64(insn>>5&0x7ffff)<<2, 21))
+		b.Exit(tcg.Imm(pc + 4))
+		return true, true
+	}
+	return lowerWide(b, insn, flags), false
 }
 
 func lowerBase(b *tcg.Builder[CPU], insn uint32, pc uint64, flags uint64) (handled, end bool) {
@@ -218,7 +224,11 @@ func lowerBase(b *tcg.Builder[CPU], insn uint32, pc uint64, flags uint64) (handl
 // closure backend runs a helper closure faster than the several IR ops it expands to.
 var wideLowering = tcg.SelectedBackend() == tcg.BackendNative
 
-var t1, t2 = tcg.Temp(1), tcg.Temp(2)
+var t1, t2, t3, t4, t5, t6, t7 = tcg.Temp(1), tcg.Temp(2), tcg.Temp(3), tcg.Temp(4), tcg.Temp(5), tcg.Temp(6), tcg.Temp(7)
+
+var offNZCV = unsafe.Offsetof(CPU{}.State) + unsafe.Offsetof(State{}.NZCV)
+
+var nzcv = tcg.Global(offNZCV)
 
 // xzr returns register n as a source operand where 31 is XZR.
 func xzr(n uint32) tcg.Arg {
@@ -243,11 +253,84 @@ func lowerWide(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 	rd, rn := insn&31, insn>>5&31
 	sf := insn>>31 == 1
 	switch {
+	case insn>>23&0x3f == 0x22 && insn>>29&1 == 1: // ADDS/SUBS (immediate): CMN, CMP
+		imm := uint64(insn >> 10 & 0xfff)
+		if insn>>22&1 == 1 {
+			imm <<= 12
+		}
+		lowerAddSubFlags(b, sf, insn>>30&1 == 1, xsp(rn, flags), tcg.Imm(imm), rd)
+		return true
+	case insn>>24&0x1f == 0x0b && insn>>21&1 == 0 && insn>>29&1 == 1: // ADDS/SUBS (shifted register)
+		typ, amt, rm := insn>>22&3, insn>>10&63, insn>>16&31
+		if typ == 3 || !sf && amt >= 32 {
+			return false
+		}
+		b.Mov(t7, xzr(rm))
+		if amt != 0 {
+			if !sf && typ != 0 {
+				if typ == 2 {
+					b.Un(tcg.OpSext32, t7, t7)
+				} else {
+					b.Un(tcg.OpZext32, t7, t7)
+				}
+			}
+			b.Bin([3]tcg.Opcode{tcg.OpShl, tcg.OpShr, tcg.OpSar}[typ], t7, t7, tcg.Imm(uint64(amt)))
+		}
+		a := xreg(rn)
+		if rn == 31 {
+			b.Mov(t6, tcg.Imm(0))
+			a = t6
+		}
+		lowerAddSubFlags(b, sf, insn>>30&1 == 1, a, t7, rd)
+		return true
+	case insn>>21&0xff == 0xd4 && insn>>29&1 == 0 && insn>>11&1 == 0: // CSEL, CSINC, CSINV, CSNEG
+		rm := insn >> 16 & 31
+		if rd == 31 {
+			return false
+		}
+		lowerCond(b, insn>>12&15, t0) // t0 = 1 if the condition holds
+		b.Bin(tcg.OpXor, t0, t0, tcg.Imm(1))
+		b.Bin(tcg.OpAdd, t0, t0, tcg.Imm(^uint64(0))) // all ones if it holds
+		b.Mov(t1, xzr(rm))
+		switch insn>>30&1<<1 | insn>>10&1 {
+		case 1: // CSINC
+			b.Bin(tcg.OpAdd, t1, t1, tcg.Imm(1))
+		case 2: // CSINV
+			b.Bin(tcg.OpXor, t1, t1, tcg.Imm(^uint64(0)))
+		case 3: // CSNEG
+			b.Bin(tcg.OpXor, t1, t1, tcg.Imm(^uint64(0)))
+			b.Bin(tcg.OpAdd, t1, t1, tcg.Imm(1))
+		}
+		b.Mov(t2, xzr(rn))
+		b.Bin(tcg.OpAnd, t2, t2, t0)
+		b.Bin(tcg.OpXor, t0, t0, tcg.Imm(^uint64(0)))
+		b.Bin(tcg.OpAnd, t1, t1, t0)
+		if sf {
+			b.Bin(tcg.OpOr, xreg(rd), t1, t2)
+		} else {
+			b.Bin(tcg.OpOr, t1, t1, t2)
+			b.Un(tcg.OpZext32, xreg(rd), t1)
+		}
+		return true
 	case insn>>27&7 == 5 && insn>>25&3 == 0 && insn>>23&3 != 0: // LDP/STP (GP), offset/pre/post
 		return lowerPair(b, insn, flags)
 	case insn>>27&7 == 7 && insn>>26&1 == 0 && insn>>24&3 == 0: // LDR/STR (GP), unscaled/pre/post/register
 		return lowerLdSt(b, insn, flags)
-	case insn>>23&0x3f == 0x24 && insn>>29&3 != 3: // AND/ORR/EOR (immediate)
+	case insn>>23&0x3f == 0x24 && insn>>29&3 == 3: // ANDS (immediate), TST
+		n := insn >> 22 & 1
+		size := uint32(32)
+		if sf {
+			size = 64
+		}
+		mask, _, ok := decodeBitMasks(n, insn>>10&63, insn>>16&63, true, size)
+		if !ok || !sf && n == 1 {
+			return false
+		}
+		b.Mov(t0, xzr(rn))
+		b.Bin(tcg.OpAnd, t0, t0, tcg.Imm(mask))
+		lowerLogicFlags(b, sf, rd)
+		return true
+	case insn>>23&0x3f == 0x24: // AND/ORR/EOR (immediate)
 		n := insn >> 22 & 1
 		if !sf && n == 1 {
 			return false
@@ -277,9 +360,10 @@ func lowerWide(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 			b.Un(tcg.OpZext32, d, t0)
 		}
 		return true
-	case insn>>24&0x1f == 0x0a && insn>>29&3 != 3: // AND/ORR/EOR/BIC/ORN/EON (shifted register)
+	case insn>>24&0x1f == 0x0a: // AND/ORR/EOR/BIC/ORN/EON/ANDS/BICS (shifted register)
 		typ, amt, rm := insn>>22&3, insn>>10&63, insn>>16&31
-		if rd == 31 || typ == 3 || !sf && amt >= 32 {
+		setFlags := insn>>29&3 == 3
+		if rd == 31 && !setFlags || typ == 3 || !sf && amt >= 32 {
 			return false
 		}
 		b.Mov(t0, xzr(rm))
@@ -296,12 +380,19 @@ func lowerWide(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 		if insn>>21&1 == 1 {
 			b.Bin(tcg.OpXor, t0, t0, tcg.Imm(^uint64(0)))
 		}
-		opc := [3]tcg.Opcode{tcg.OpAnd, tcg.OpOr, tcg.OpXor}[insn>>29&3]
+		opc := [4]tcg.Opcode{tcg.OpAnd, tcg.OpOr, tcg.OpXor, tcg.OpAnd}[insn>>29&3]
 		switch {
 		case rn != 31:
 			b.Bin(opc, t0, xreg(rn), t0)
 		case opc == tcg.OpAnd:
 			b.Mov(t0, tcg.Imm(0))
+		}
+		if setFlags {
+			if !sf {
+				b.Un(tcg.OpZext32, t0, t0)
+			}
+			lowerLogicFlags(b, sf, rd)
+			return true
 		}
 		if sf {
 			b.Mov(xreg(rd), t0)
@@ -545,4 +636,116 @@ func emitLdSt(b *tcg.Builder[CPU], load, signed, to32 bool, size int, rt uint32,
 		}
 	}
 	return true
+}
+
+// lowerAddSubFlags emits Rd = A ± B setting NZCV (ADDS, SUBS, CMP, CMN); a is not an
+// immediate, neither a nor x is one of t0..t5, and rd 31 discards the result.
+func lowerAddSubFlags(b *tcg.Builder[CPU], sf, sub bool, a, x tcg.Arg, rd uint32) {
+	if !sf { // work on the zero-extended 32-bit operands
+		b.Un(tcg.OpZext32, t4, a)
+		a = t4
+		if v, ok := x.IsImm(); ok {
+			x = tcg.Imm(uint64(uint32(v)))
+		} else {
+			b.Un(tcg.OpZext32, t5, x)
+			x = t5
+		}
+	}
+	if sub {
+		b.Bin(tcg.OpSub, t0, a, x)
+		b.Bin(tcg.OpSetLtu, t1, a, x) // borrow
+		b.Bin(tcg.OpXor, t1, t1, tcg.Imm(1))
+	} else {
+		b.Bin(tcg.OpAdd, t0, a, x)
+		if sf {
+			b.Bin(tcg.OpSetLtu, t1, t0, a) // carry out of bit 63
+		} else {
+			b.Bin(tcg.OpShr, t1, t0, tcg.Imm(32))
+		}
+	}
+	b.Bin(tcg.OpShl, t1, t1, tcg.Imm(29)) // C
+	// V: the operands' signs agree (add) or differ (sub) and the result's sign differs.
+	b.Bin(tcg.OpXor, t2, a, x)
+	if !sub {
+		b.Bin(tcg.OpXor, t2, t2, tcg.Imm(^uint64(0)))
+	}
+	b.Bin(tcg.OpXor, t3, a, t0)
+	b.Bin(tcg.OpAnd, t2, t2, t3)
+	if sf {
+		b.Bin(tcg.OpShr, t2, t2, tcg.Imm(35))
+	} else {
+		b.Bin(tcg.OpShr, t2, t2, tcg.Imm(3))
+	}
+	b.Bin(tcg.OpAnd, t2, t2, tcg.Imm(1<<28))
+	b.Bin(tcg.OpOr, t1, t1, t2)
+	if !sf {
+		b.Un(tcg.OpZext32, t0, t0)
+	}
+	lowerNZ(b, sf, t1)
+	if rd != 31 {
+		b.Mov(xreg(rd), t0)
+	}
+}
+
+// lowerLogicFlags sets NZCV from the logical result in t0 (C and V clear) and writes it
+// to rd unless rd is 31.
+func lowerLogicFlags(b *tcg.Builder[CPU], sf bool, rd uint32) {
+	b.Mov(t1, tcg.Imm(0))
+	lowerNZ(b, sf, t1)
+	if rd != 31 {
+		b.Mov(xreg(rd), t0)
+	}
+}
+
+// lowerNZ sets NZCV to cv (C and V in place) plus N and Z of the result in t0 (already
+// zero-extended when 32-bit).
+func lowerNZ(b *tcg.Builder[CPU], sf bool, cv tcg.Arg) {
+	b.Bin(tcg.OpSetEq, t2, t0, tcg.Imm(0))
+	b.Bin(tcg.OpShl, t2, t2, tcg.Imm(30))
+	b.Bin(tcg.OpOr, cv, cv, t2)
+	if sf {
+		b.Bin(tcg.OpShr, t2, t0, tcg.Imm(32))
+		b.Bin(tcg.OpAnd, t2, t2, tcg.Imm(1<<31))
+	} else {
+		b.Bin(tcg.OpAnd, t2, t0, tcg.Imm(1<<31))
+	}
+	b.Bin(tcg.OpOr, nzcv, cv, t2)
+}
+
+// lowerCond sets d to 1 when condition cond holds for NZCV, else 0 (uses t3).
+func lowerCond(b *tcg.Builder[CPU], cond uint32, d tcg.Arg) {
+	bit := func(dst tcg.Arg, n uint64) {
+		b.Bin(tcg.OpShr, dst, nzcv, tcg.Imm(n))
+		b.Bin(tcg.OpAnd, dst, dst, tcg.Imm(1))
+	}
+	switch cond >> 1 {
+	case 0: // EQ: Z
+		bit(d, 30)
+	case 1: // CS: C
+		bit(d, 29)
+	case 2: // MI: N
+		bit(d, 31)
+	case 3: // VS: V
+		bit(d, 28)
+	case 4: // HI: C and not Z
+		bit(d, 30)
+		bit(t3, 29)
+		b.Bin(tcg.OpSetLtu, d, d, t3)
+	case 5, 6: // GE: N == V; GT: not Z and N == V
+		b.Bin(tcg.OpShr, d, nzcv, tcg.Imm(3))
+		b.Bin(tcg.OpXor, d, d, nzcv)
+		b.Bin(tcg.OpShr, d, d, tcg.Imm(28))
+		b.Bin(tcg.OpAnd, d, d, tcg.Imm(1)) // N != V
+		if cond>>1 == 6 {
+			bit(t3, 30)
+			b.Bin(tcg.OpOr, d, d, t3) // LE
+		}
+		b.Bin(tcg.OpXor, d, d, tcg.Imm(1))
+	default: // AL, NV
+		b.Mov(d, tcg.Imm(1))
+		return
+	}
+	if cond&1 == 1 {
+		b.Bin(tcg.OpXor, d, d, tcg.Imm(1))
+	}
 }

@@ -7,10 +7,13 @@ import (
 	"gemu/tcg"
 )
 
-// TestLowerWideMatchesHelpers runs each data-processing form lowerWide handles both as
-// the decoder's helper and as lowered IR, on random register values, and compares.
+// TestLowerWideMatchesHelpers runs each data-processing and branch form the wide
+// lowering handles both as the decoder's helper and as lowered IR (with the selected
+// backend), on random register and flag values, and compares the whole state.
 func TestLowerWideMatchesHelpers(t *testing.T) {
 	r := rand.New(rand.NewSource(1))
+	defer func(w bool) { wideLowering = w }(wideLowering)
+	wideLowering = true
 	classes := []struct {
 		name       string
 		mask, bits uint32
@@ -21,13 +24,18 @@ func TestLowerWideMatchesHelpers(t *testing.T) {
 		{"mov-wide32", 0x9f800000, 0x12800000},
 		{"bitfield", 0x1f800000, 0x13000000},
 		{"madd", 0x7fe00000, 0x1b000000},
+		{"addsub-imm-flags", 0x3f800000, 0x31000000},
+		{"addsub-shifted-flags", 0x3f200000, 0x2b000000},
+		{"ands-imm", 0x7f800000, 0x72000000},
+		{"csel", 0x3fe00800, 0x1a800000},
+		{"b.cond", 0xff000010, 0x54000000},
 	}
 	for _, cl := range classes {
 		n := 0
 		for i := 0; i < 20000 && n < 2000; i++ {
 			insn := r.Uint32()&^cl.mask | cl.bits
 			var b tcg.Builder[CPU]
-			if !lowerWide(&b, insn, flagEL1|flagSPSel) {
+			if h, _ := lower(&b, insn, 0x1000, flagEL1|flagSPSel); !h {
 				continue
 			}
 			n++
@@ -37,26 +45,32 @@ func TestLowerWideMatchesHelpers(t *testing.T) {
 				}
 			}
 			b.Exit(tcg.Imm(0x1004))
+			a, c := &CPU{}, &CPU{}
+			a.PC = 0x1000
 			f, err := tcg.Compile(irTarget, b.Ops)
 			if err != nil {
 				t.Fatal(err)
 			}
-			a, c := &CPU{}, &CPU{}
 			for k := range a.State.X {
 				a.State.X[k] = r.Uint64() >> uint(r.Intn(64))
 			}
 			a.SP_EL1 = r.Uint64()
+			a.NZCV = uint64(r.Intn(16)) << 28
+			if r.Intn(4) == 0 { // equal operands
+				a.State.X[insn>>5&31%31] = a.State.X[insn>>16&31%31]
+			}
 			a.el, a.spsel = 1, 1
 			a.modeChanged()
 			c.State, c.el, c.spsel = a.State, 1, 1
 			c.modeChanged()
 			h, _ := a.decode(insn, 0x1000, flagEL1|flagSPSel)
-			if !h(a) {
-				continue // UNDEFINED
+			if h(a) {
+				a.PC = 0x1004
 			}
 			f(c)
-			if a.State.X != c.State.X || a.SP_EL1 != c.SP_EL1 {
-				t.Fatalf("%s %#08x: helper X=%#x SP=%#x\nlowered X=%#x SP=%#x", cl.name, insn, a.State.X, a.SP_EL1, c.State.X, c.SP_EL1)
+			if a.State != c.State {
+				t.Fatalf("%s %#08x: helper X=%#x SP=%#x NZCV=%#x PC=%#x\nlowered X=%#x SP=%#x NZCV=%#x PC=%#x", cl.name, insn,
+					a.State.X, a.SP_EL1, a.NZCV, a.PC, c.State.X, c.SP_EL1, c.NZCV, c.PC)
 			}
 		}
 		if n < 100 {

@@ -74,7 +74,7 @@ func (c *CPU) translateBlock(k tcg.Key, host unsafe.Pointer) *tb {
 			c.traceInsn(pc, insn)
 		}
 		b.SetPC(pc)
-		if off+4 < 0x1000 {
+		if off+4 < 0x1000 && !wideLowering { // the native backend gets the pair as IR
 			next := *(*uint32)(unsafe.Add(host, off+4))
 			if f := fuseCmpBranch(insn, next, pc); f != nil {
 				if c.tflag&TraceInAsm != 0 {

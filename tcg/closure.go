@@ -92,6 +92,13 @@ func loc[E any](t *Target[E], a Arg) (uintptr, bool) {
 	return 0, false
 }
 
+func b2u(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 func word(p unsafe.Pointer, off uintptr) *uint64 { return (*uint64)(unsafe.Add(p, off)) }
 
 // operand returns a reader for an argument: immediates become constants.
@@ -204,6 +211,10 @@ func compileOp[E any](t *Target[E], op *Op[E]) (func(*E) bool, error) {
 			return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = uint64(int64(*word(p, s)) >> v); return true }, nil
 		case OpMul:
 			return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = *word(p, s) * v; return true }, nil
+		case OpSetEq:
+			return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = b2u(*word(p, s) == v); return true }, nil
+		case OpSetLtu:
+			return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = b2u(*word(p, s) < v); return true }, nil
 		}
 		return bad()
 	}
@@ -231,6 +242,10 @@ func compileOp[E any](t *Target[E], op *Op[E]) (func(*E) bool, error) {
 		}, nil
 	case OpMul:
 		return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = *word(p, s) * *word(p, x); return true }, nil
+	case OpSetEq:
+		return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = b2u(*word(p, s) == *word(p, x)); return true }, nil
+	case OpSetLtu:
+		return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = b2u(*word(p, s) < *word(p, x)); return true }, nil
 	}
 	return bad()
 }

@@ -32,11 +32,14 @@ const (
 	OpExit                     // PC = A; end the block (goto-tb: the run loop finds the next block)
 	OpExitZ                    // if A == 0 { PC = B; end the block }
 	OpExitNZ                   // if A != 0 { PC = B; end the block }
+	OpSetEq                    // D = 1 if A == B else 0
+	OpSetLtu                   // D = 1 if A < B (unsigned) else 0
 )
 
 var opNames = [...]string{OpMov: "mov", OpAdd: "add", OpSub: "sub", OpAnd: "and", OpOr: "or", OpXor: "xor",
 	OpShl: "shl", OpShr: "shr", OpSar: "sar", OpMul: "mul", OpZext32: "zext32", OpSext32: "sext32",
-	OpLoad: "ld", OpStore: "st", OpCall: "call", OpExit: "exit", OpExitZ: "exit_z", OpExitNZ: "exit_nz"}
+	OpLoad: "ld", OpStore: "st", OpCall: "call", OpExit: "exit", OpExitZ: "exit_z", OpExitNZ: "exit_nz",
+	OpSetEq: "seteq", OpSetLtu: "setltu"}
 
 func (o Opcode) String() string {
 	if int(o) < len(opNames) && opNames[o] != "" {
@@ -85,7 +88,7 @@ func (a Arg) String() string {
 }
 
 // MaxTemps is the number of scratch temporaries a target must provide.
-const MaxTemps = 4
+const MaxTemps = 8
 
 // Op is one IR operation. E is the target's environment (per-vCPU state) type.
 type Op[E any] struct {
@@ -141,7 +144,7 @@ func (b *Builder[E]) emit(o Op[E]) { o.PC = b.pc; b.Ops = append(b.Ops, o) }
 // Mov emits D = A.
 func (b *Builder[E]) Mov(d, a Arg) { b.emit(Op[E]{Opc: OpMov, D: d, A: a}) }
 
-// Bin emits a two-operand ALU op (OpAdd ... OpMul): D = A op B.
+// Bin emits a two-operand ALU op (OpAdd ... OpMul, OpSetEq, OpSetLtu): D = A op B.
 func (b *Builder[E]) Bin(opc Opcode, d, a, x Arg) { b.emit(Op[E]{Opc: opc, D: d, A: a, B: x}) }
 
 // Un emits a one-operand op (OpZext32, OpSext32).

@@ -359,6 +359,26 @@ func emitOp[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 		a.storeRAX(d)
 		return true
 	}
+	if op.Opc == OpSetEq || op.Opc == OpSetLtu {
+		switch {
+		case !y.imm:
+			a.env(true, rAX, y.off, 0x3b) // cmp rax, [B]
+		case fitsI32(y.v):
+			a.bytes(0x48, 0x81, 0xf8) // cmp rax, simm32
+			a.u32(uint32(y.v))
+		default:
+			a.movImm(rCX, y.v)
+			a.bytes(0x48, 0x3b, 0xc1) // cmp rax, rcx
+		}
+		cc := byte(0x94) // sete
+		if op.Opc == OpSetLtu {
+			cc = 0x92 // setb
+		}
+		a.bytes(0x0f, cc, 0xc0)         // setcc al
+		a.bytes(0x48, 0x0f, 0xb6, 0xc0) // movzx rax, al
+		a.storeRAX(d)
+		return true
+	}
 	if op.Opc == OpMul {
 		switch {
 		case !y.imm:

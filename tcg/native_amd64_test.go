@@ -58,7 +58,7 @@ func randBlock(r *rand.Rand) []Op[testEnv] {
 		b.SetPC(0x1000 + 4*uint64(i))
 		switch k := r.Intn(10); {
 		case k < 3:
-			opc := []Opcode{OpAdd, OpSub, OpAnd, OpOr, OpXor, OpShl, OpShr, OpSar, OpMul}[r.Intn(9)]
+			opc := []Opcode{OpAdd, OpSub, OpAnd, OpOr, OpXor, OpShl, OpShr, OpSar, OpMul, OpSetEq, OpSetLtu}[r.Intn(11)]
 			b.Bin(opc, randLoc(r), randLoc(r), randOperand(r))
 		case k == 3:
 			b.Mov(randLoc(r), randOperand(r))

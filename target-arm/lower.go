@@ -17,13 +17,15 @@ var (
 	offPC     = unsafe.Offsetof(CPU{}.State) + unsafe.Offsetof(State{}.PC)
 	offTemps  = unsafe.Offsetof(CPU{}.temps)
 	offTLBPtr = unsafe.Offsetof(CPU{}.mmu)
+	offExit   = unsafe.Offsetof(CPU{}.exitReq)
 )
 
 // irTarget describes CPU to tcg backends.
 var irTarget = &tcg.Target[CPU]{
-	PC:    offPC,
-	TLB:   offTLBPtr,
-	Temps: offTemps,
+	PC:      offPC,
+	TLB:     offTLBPtr,
+	Temps:   offTemps,
+	ExitReq: offExit,
 	LoadSlow: func(c *CPU, va uint64, size int) (uint64, bool) {
 		return c.ldSlow(va, size, c.el)
 	},

@@ -123,6 +123,12 @@ type Target[E any] struct {
 	TLB uintptr
 	// Temps is the byte offset in E of a [MaxTemps]uint64 scratch array.
 	Temps uintptr
+	// ExitReq is the byte offset in E of a uint32 that is non-zero when the vCPU must
+	// return to its run loop at the next block boundary (interrupts, stop, TLB
+	// shootdowns). Backends that keep running translated code across block ends
+	// (the native backend's blocks that loop on themselves) check it there. Zero means
+	// the target has none: every block end returns to the run loop.
+	ExitReq uintptr
 	// LoadSlow and StoreSlow perform an access the TLB fast path could not (miss,
 	// misaligned, MMIO, code page), raising the guest exception and returning false on a
 	// fault. The PC field already holds the instruction's PC.

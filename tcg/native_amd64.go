@@ -20,7 +20,11 @@ import (
 // a goroutine in generated code (where the Go runtime ignores preemption signals)
 // returns to Go within a bounded time, so stop-the-world is never held up.
 
-func jitcall(code uintptr, env unsafe.Pointer) (st, va, val uint64)
+func jitcall(code uintptr, env unsafe.Pointer, budget uint64) (st, va, val uint64)
+
+// loopBudget bounds the iterations a block looping on itself runs inside one jitcall,
+// so the goroutine comes back to Go (where the runtime can preempt it) often.
+const loopBudget = 1024
 
 // x86 register numbers.
 const (
@@ -54,9 +58,13 @@ type nativeExit struct {
 }
 
 type emitter struct {
-	b     []byte
-	exits []nativeExit
-	stubs []stub // out-of-line slow-path exits
+	// loop is the guest PC of the block start when the segment is a whole block and
+	// the target has an exit-request word: exits to it jump back to the start.
+	loop    uint64
+	canLoop bool
+	b       []byte
+	exits   []nativeExit
+	stubs   []stub // out-of-line slow-path exits
 }
 
 type stub struct {
@@ -149,6 +157,24 @@ func (a *emitter) patch(at, target int) {
 	binary.LittleEndian.PutUint32(a.b[at:], uint32(target-(at+4)))
 }
 
+// loopBack emits, for an exit to the block's own start, the jump back to it taken
+// while no exit is requested and the loop budget (R8) lasts; otherwise the code falls
+// through to the normal exit.
+func (a *emitter) loopBack(exitReq uintptr, target uint64) {
+	if !a.canLoop || target != a.loop {
+		return
+	}
+	a.env(false, rAX, exitReq, 0x8b) // mov eax, [exit request]
+	a.bytes(0x85, 0xc0)              // test eax, eax
+	req := a.jcc(0x85)
+	a.bytes(0x49, 0xff, 0xc8) // dec r8
+	spent := a.jcc(0x84)
+	a.bytes(0xe9) // jmp start
+	a.u32(uint32(-(len(a.b) + 4)))
+	a.patch(req, len(a.b))
+	a.patch(spent, len(a.b))
+}
+
 // aluOps: opcode of "op r64, r/m64" and the /ext of "op r/m64, imm32".
 var aluOps = map[Opcode][2]byte{OpAdd: {0x03, 0}, OpOr: {0x0b, 1}, OpAnd: {0x23, 4}, OpSub: {0x2b, 5}, OpXor: {0x33, 6}}
 
@@ -182,7 +208,7 @@ func compileNative[E any](t *Target[E], ops []Op[E]) (func(env *E), bool) {
 			return nil, false
 		}
 		if len(cf) >= 2 {
-			if f, ok := nativeSegment(t, ops[i:j]); ok {
+			if f, ok := nativeSegment(t, ops[i:j], i == 0 && j == len(ops)); ok {
 				cf, native = []func(*E) bool{f}, true
 			}
 		}
@@ -197,8 +223,8 @@ func compileNative[E any](t *Target[E], ops []Op[E]) (func(env *E), bool) {
 
 // nativeSegment compiles a run of ops without helper calls into one function that
 // returns false when the run ended the block.
-func nativeSegment[E any](t *Target[E], ops []Op[E]) (func(*E) bool, bool) {
-	var a emitter
+func nativeSegment[E any](t *Target[E], ops []Op[E], whole bool) (func(*E) bool, bool) {
+	a := emitter{loop: ops[0].PC, canLoop: whole && t.ExitReq != 0}
 	for i := range ops {
 		if !emitOp(&a, t, &ops[i], i) {
 			return nil, false
@@ -234,9 +260,9 @@ func nativeSegment[E any](t *Target[E], ops []Op[E]) (func(*E) bool, bool) {
 	pcOff, loadSlow, storeSlow := t.PC, t.LoadSlow, t.StoreSlow
 	return func(e *E) bool {
 		p := unsafe.Pointer(e)
-		code := base
+		code, budget := base, uint64(loopBudget)
 		for {
-			st, va, val := jitcall(code, p)
+			st, va, val := jitcall(code, p, budget)
 			if st == segEnd {
 				return true
 			}
@@ -249,6 +275,9 @@ func nativeSegment[E any](t *Target[E], ops []Op[E]) (func(*E) bool, bool) {
 				if !storeSlow(e, va, int(x.size), val) {
 					return false
 				}
+				// The store may have invalidated this very block (self-modifying
+				// code): finish this pass, do not loop back into it.
+				budget = 1
 			} else {
 				v, ok := loadSlow(e, va, int(x.size))
 				if !ok {
@@ -271,6 +300,7 @@ func emitOp[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 	case OpExit:
 		o := mkOperand(t, op.A)
 		if o.imm {
+			a.loopBack(t.ExitReq, o.v)
 			a.storeImm(t.PC, o.v)
 		} else {
 			a.load(rAX, o)
@@ -296,6 +326,7 @@ func emitOp[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 			cc = 0x84
 		}
 		at := a.jcc(cc)
+		a.loopBack(t.ExitReq, target)
 		a.storeImm(t.PC, target)
 		a.leave(0)
 		a.patch(at, len(a.b))

@@ -156,3 +156,63 @@ func TestNativeMatchesClosure(t *testing.T) {
 		t.Errorf("only %d of 3000 random blocks compiled natively", native)
 	}
 }
+
+type loopEnv struct {
+	testEnv
+	req uint32
+}
+
+// TestNativeSelfLoop checks a block that branches to its own start: the native backend
+// runs many iterations per call but stops at once when an exit is requested, after a
+// slow-path store (which may have invalidated the block), and ends in the same state
+// as the closure backend running one iteration per call.
+func TestNativeSelfLoop(t *testing.T) {
+	base := testTarget()
+	var e loopEnv
+	tgt := &Target[loopEnv]{PC: base.PC, TLB: base.TLB, Temps: base.Temps, ExitReq: unsafe.Offsetof(e.req),
+		LoadSlow: func(e *loopEnv, va uint64, size int) (uint64, bool) { return base.LoadSlow(&e.testEnv, va, size) },
+		StoreSlow: func(e *loopEnv, va uint64, size int, v uint64) bool {
+			return base.StoreSlow(&e.testEnv, va, size, v)
+		}}
+	r0, r1, r3 := reg(0), reg(1), reg(3)
+	var b Builder[loopEnv]
+	b.SetPC(0x1000)
+	b.Bin(OpAdd, r0, r0, Imm(3))
+	b.Store(r3, 0, r0, 8)
+	b.Bin(OpSub, r1, r1, Imm(1))
+	b.ExitIf(r1, true, 0x1000)
+	b.Exit(Imm(0x2000))
+	run := func(be Backend, iters uint64, code uint32, req uint32) (*loopEnv, int) {
+		f, err := compileWith(be, tgt, b.Ops)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := newWorld(1)
+		w.code[0] = code
+		env := &loopEnv{testEnv: testEnv{R: [4]uint64{0, iters, 0, 0x10000}, tlb: w.tlb}, req: req}
+		calls := 0
+		for env.PC = 0x1000; env.PC == 0x1000; calls++ {
+			f(env)
+		}
+		return env, calls
+	}
+	for _, c := range []struct {
+		iters     uint64
+		code, req uint32
+		wantCalls int // native backend
+	}{
+		{5000, 0, 0, 5}, // 1024 iterations per call
+		{5000, 0, 1, 5000},
+		{300, 1, 0, 300}, // every store takes the slow path
+	} {
+		want, _ := run(BackendClosure, c.iters, c.code, c.req)
+		got, calls := run(BackendNative, c.iters, c.code, c.req)
+		if got.R != want.R || got.PC != want.PC || len(got.slow) != len(want.slow) {
+			t.Errorf("iters=%d code=%d req=%d: native R=%#x PC=%#x slow=%d, closure R=%#x PC=%#x slow=%d",
+				c.iters, c.code, c.req, got.R, got.PC, len(got.slow), want.R, want.PC, len(want.slow))
+		}
+		if calls != c.wantCalls {
+			t.Errorf("iters=%d code=%d req=%d: native block ran in %d calls, want %d", c.iters, c.code, c.req, calls, c.wantCalls)
+		}
+	}
+}

@@ -33,6 +33,7 @@ func buildGemu(t *testing.T) string {
 
 // probeScript runs in the inner guest; each line it prints is checked below.
 const probeScript = `echo PROBE-BEGIN
+echo CPUS-ONLINE=$(cat /sys/devices/system/cpu/online)
 dmesg | grep -E 'ttyS0 at|ACPI (BIOS )?(Error|Warning)|smpboot: Total|rtc_cmos|0000:00:00.0: \[|Power Button|reboot|PCI: Using|ACPI: PM-Timer|clocksource: Switched|x86/PAT|e820: BIOS-e820|Command line'
 echo IRQ4=$(grep -E ' ttyS0$' /proc/interrupts | tr -s ' ' | cut -d' ' -f3-4)
 echo YEAR=$(date -u +%Y)
@@ -80,6 +81,14 @@ func TestPCBoardUnderLinux(t *testing.T) {
 		t.Fatalf("inner probe did not run:\n%s", out)
 	}
 	probed := out[begin:end]
+	// The inner guest's /init printed its marker with both CPUs just before running the
+	// probe (in the harness the outer guest's /init prints one earlier too).
+	if strings.LastIndex(out[:begin], assets.Marker+" arch=x86_64 cpus=2") < 0 {
+		t.Errorf("inner /init marker with cpus=2 missing before the probe")
+	}
+	if !strings.Contains(probed, "CPUS-ONLINE=0-1") {
+		t.Errorf("inner guest does not have CPUs 0-1 online")
+	}
 	for _, want := range []string{
 		// The 8250 driver identified the UART, with its ISA port and IRQ.
 		"serial8250: ttyS0 at I/O 0x3f8 (irq = 4, base_baud = 115200) is a 16550A",

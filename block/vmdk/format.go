@@ -117,6 +117,9 @@ func (m *image) open(f *os.File, flag int) error {
 			m.descFile = f
 			return m.openExtents(desc, flag)
 		}
+		if head[0] == 'K' && !hasCIDAt0x200(f) {
+			return fmt.Errorf("vmdk: no CID in the descriptor area at sector 1: Invalid argument")
+		}
 		if desc == nil {
 			desc = &descriptor{CID: 0xffffffff, ParentCID: 0xffffffff, CreateType: "monolithicSparse"}
 		}
@@ -158,6 +161,20 @@ func (m *image) open(f *os.File, flag int) error {
 	m.descFile = f
 	m.descF, m.descOff, m.descLen = f, 0, st.Size()
 	return m.openExtents(desc, flag)
+}
+
+// hasCIDAt0x200 reports whether the text at byte 0x200 of a hosted sparse file (up to
+// its first NUL, at most 10 KiB) names a CID. QEMU reads the CID from there for every
+// such file and refuses the image when there is none, so gemu does the same rather than
+// accept an image qemu-img cannot open.
+func hasCIDAt0x200(f *os.File) bool {
+	buf := make([]byte, 20*sectorSize)
+	n, _ := f.ReadAt(buf, 0x200)
+	buf = buf[:n]
+	if i := bytes.IndexByte(buf, 0); i >= 0 {
+		buf = buf[:i]
+	}
+	return bytes.Contains(buf, []byte("CID"))
 }
 
 func readEmbeddedDesc(sp *sparseExtent) (*descriptor, error) {

@@ -16,8 +16,8 @@ const (
 	BackendNative Backend = "native"
 )
 
-// defaultBackend is used when GEMU_TCG_BACKEND is unset.
-const defaultBackend = BackendClosure
+// defaultBackend is used when GEMU_TCG_BACKEND is unset and the host supports it.
+const defaultBackend = BackendNative
 
 // selected is the backend chosen once at start from GEMU_TCG_BACKEND.
 var selected = selectBackend(os.Getenv("GEMU_TCG_BACKEND"))
@@ -25,12 +25,22 @@ var selected = selectBackend(os.Getenv("GEMU_TCG_BACKEND"))
 func selectBackend(v string) Backend {
 	switch Backend(v) {
 	case "":
+		if !nativeSupported {
+			return BackendClosure
+		}
 		return defaultBackend
-	case BackendClosure, BackendNative:
-		return Backend(v)
+	case BackendNative:
+		if !nativeSupported {
+			fmt.Fprintf(os.Stderr, "gemu: GEMU_TCG_BACKEND=native is amd64-only; using closure\n")
+			return BackendClosure
+		}
+		return BackendNative
+	case BackendClosure:
+		return BackendClosure
 	}
-	fmt.Fprintf(os.Stderr, "gemu: GEMU_TCG_BACKEND=%q unknown (closure, native); using %s\n", v, defaultBackend)
-	return defaultBackend
+	d := selectBackend("")
+	fmt.Fprintf(os.Stderr, "gemu: GEMU_TCG_BACKEND=%q unknown (closure, native); using %s\n", v, d)
+	return d
 }
 
 // SelectedBackend returns the backend Compile uses.

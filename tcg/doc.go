@@ -23,7 +23,7 @@
 // loads/stores with immediate offsets, branches, compare-and-branch, test-and-branch)
 // to IR ops and calls helpers for the rest.
 //
-// # The first backend: block-fused Go closures
+// # The portable backend: block-fused Go closures
 //
 // Compile (closure.go) turns each IR op into a Go closure specialised at translation
 // time for its operands (environment offsets and immediates are captured constants,
@@ -41,14 +41,49 @@
 // guest register access is a memory access through the environment, and each op is an
 // indirect call whose closure object is a separate heap allocation.
 //
-// # Path to a native amd64 backend
+// # The native amd64 backend
 //
-// Cache, TB, JumpCache, the TLB layout, CodePages and the IR are independent of the
-// backend; TB.Code is the backend's code type. A native backend implements the same
-// Compile contract: it lowers IR ops to amd64 machine code in an mmap'ed executable
-// arena, keeps IR globals in host registers within a block, inlines the TLB fast path
-// (same Read/Write/Host/Code fields at fixed offsets), and calls helpers and slow paths
-// back in Go through a small trampoline; chaining (TB.Next/Chain here) becomes patched
-// jumps between arena blocks. Targets do not change, except that lowering more
-// instructions to IR (rather than helpers) is what lets native code pay off.
+// native_amd64.go compiles IR into amd64 machine code, behind the same Compile contract
+// (a block is still a func(env *E) for the target's run loop), so targets do not
+// change. Choosing it:
+//
+//	GEMU_TCG_BACKEND=native   amd64 machine code (the default on amd64 hosts)
+//	GEMU_TCG_BACKEND=closure  Go closures only (the default elsewhere)
+//
+// The variable is read once, at start; an unknown value falls back to the default
+// with a one-line warning. SelectedBackend reports the choice, and targets may lower
+// more instructions to IR when it is native (target-arm does: flag-setting add/sub
+// and logic, conditional branches and selects, pairs and every load/store addressing
+// mode), since there a run of IR ops costs less than one helper call, while the
+// closure backend runs a helper faster than the several closures it would expand to.
+//
+// Design. Code lives in an arena of memfd chunks mapped read+execute only and written
+// with pwrite (W^X without mprotect races between vCPUs). One Go assembly trampoline,
+// jitcall (NOSPLIT, zero frame), puts the environment pointer in DI and a loop budget
+// in R8 and calls the code, which uses only caller-saved scratch registers and never
+// calls Go. Every IR global and temporary stays in the environment ([DI+off] memory
+// operands), so leaving the code at any op needs no write-back and guest exceptions
+// stay precise exactly as with closures. A block is split at helper calls: each run of
+// IR ops between helpers that would take at least two closures becomes one native
+// segment; helpers stay direct Go calls from the block function (one call site per
+// position, as in the closure backend). Loads and stores inline the softmmu fast path
+// (index, tag compare including the alignment bits, host pointer plus page offset, the
+// code-page flag on stores); misses, MMIO, misaligned accesses and stores to code
+// pages leave the segment with an exit status naming an exit-table entry, Go performs
+// the target's slow path and re-enters at the entry's resume address. An op the
+// native emitter does not handle makes its segment use closures, so coverage can grow
+// an op at a time; malformed IR is rejected the same way by both backends.
+//
+// A block made of a single segment whose exit goes back to its own start (a loop)
+// jumps there directly while the exit-request word (Target.ExitReq) is zero and the
+// per-entry budget lasts, and never after a slow-path store (which may have
+// invalidated the block). The budget bounds the time a goroutine spends in generated
+// code, where the Go runtime cannot preempt it, so garbage-collector stop-the-world
+// pauses are never held up for long. Other block ends return to the target's run
+// loop, which keeps doing chaining, lookup, invalidation and interrupt checks.
+//
+// Not done yet: keeping guest registers in host registers within a segment, chaining
+// between different native blocks with patched jumps (unlinked on invalidation), and
+// freeing the code of invalidated blocks (the arena is capped at 512 MiB, after which
+// new blocks use closures).
 package tcg

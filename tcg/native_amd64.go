@@ -20,6 +20,9 @@ import (
 // a goroutine in generated code (where the Go runtime ignores preemption signals)
 // returns to Go within a bounded time, so stop-the-world is never held up.
 
+// nativeSupported reports whether this host has the native backend.
+const nativeSupported = true
+
 func jitcall(code uintptr, env unsafe.Pointer, budget uint64) (st, va, val uint64)
 
 // loopBudget bounds the iterations a block looping on itself runs inside one jitcall,
@@ -217,6 +220,10 @@ func compileNative[E any](t *Target[E], ops []Op[E]) (func(env *E), bool) {
 	}
 	if !native {
 		return nil, false
+	}
+	if len(fs) == 1 { // a whole-block segment: no wrapper in between
+		f := fs[0]
+		return func(e *E) { f(e) }, true
 	}
 	return unroll(fs), true
 }

@@ -53,14 +53,14 @@ func Compile[E any](t *Target[E], ops []Op[E]) (func(env *E), error) {
 }
 
 func compileWith[E any](be Backend, t *Target[E], ops []Op[E]) (func(env *E), error) {
-	// The closure compiler also validates the IR: malformed IR is an error whichever
-	// backend runs it, and the closure code is the native backend's per-block fallback.
-	f, err := compileClosure(t, ops)
-	if err != nil || be != BackendNative {
-		return f, err
+	// The native compiler runs the closure compiler's checks on every op (it builds
+	// closures for the runs it does not compile natively), so a block it accepts is
+	// well-formed; anything else, malformed IR included, goes to the closure compiler,
+	// which reports malformed IR the same way whichever backend is selected.
+	if be == BackendNative {
+		if f, ok := compileNative(t, ops); ok {
+			return f, nil
+		}
 	}
-	if nf, ok := compileNative(t, ops); ok {
-		return nf, nil
-	}
-	return f, nil
+	return compileClosure(t, ops)
 }

@@ -178,10 +178,35 @@ func (a *emitter) loopBack(exitReq uintptr, target uint64) {
 	a.patch(spent, len(a.b))
 }
 
-// aluOps: opcode of "op r64, r/m64" and the /ext of "op r/m64, imm32".
-var aluOps = map[Opcode][2]byte{OpAdd: {0x03, 0}, OpOr: {0x0b, 1}, OpAnd: {0x23, 4}, OpSub: {0x2b, 5}, OpXor: {0x33, 6}}
+// aluOp returns the opcode of "op r64, r/m64" and the /ext of "op r/m64, imm32".
+func aluOp(o Opcode) (opc, ext byte, ok bool) {
+	switch o {
+	case OpAdd:
+		return 0x03, 0, true
+	case OpOr:
+		return 0x0b, 1, true
+	case OpAnd:
+		return 0x23, 4, true
+	case OpSub:
+		return 0x2b, 5, true
+	case OpXor:
+		return 0x33, 6, true
+	}
+	return 0, 0, false
+}
 
-var shiftExt = map[Opcode]byte{OpShl: 4, OpShr: 5, OpSar: 7}
+// shiftExt returns the /ext of the shift group (C1, D3) for a shift op.
+func shiftExt(o Opcode) (byte, bool) {
+	switch o {
+	case OpShl:
+		return 4, true
+	case OpShr:
+		return 5, true
+	case OpSar:
+		return 7, true
+	}
+	return 0, false
+}
 
 // segEnd is the status of a segment that ran to its end without ending the block.
 const segEnd = 0xffffffff
@@ -198,6 +223,9 @@ func compileNative[E any](t *Target[E], ops []Op[E]) (func(env *E), bool) {
 	native := false
 	for i := 0; i < len(ops); {
 		if ops[i].Opc == OpCall {
+			if ops[i].Helper == nil {
+				return nil, false
+			}
 			fs = append(fs, ops[i].Helper)
 			i++
 			continue
@@ -231,7 +259,7 @@ func compileNative[E any](t *Target[E], ops []Op[E]) (func(env *E), bool) {
 // nativeSegment compiles a run of ops without helper calls into one function that
 // returns false when the run ended the block.
 func nativeSegment[E any](t *Target[E], ops []Op[E], whole bool) (func(*E) bool, bool) {
-	a := emitter{loop: ops[0].PC, canLoop: whole && t.ExitReq != 0}
+	a := emitter{loop: ops[0].PC, canLoop: whole && t.ExitReq != 0, b: make([]byte, 0, 48*len(ops)+16)}
 	for i := range ops {
 		if !emitOp(&a, t, &ops[i], i) {
 			return nil, false
@@ -373,21 +401,21 @@ func emitOp[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 	}
 	y := mkOperand(t, op.B)
 	a.load(rAX, x)
-	if alu, ok := aluOps[op.Opc]; ok {
+	if opc, ext, ok := aluOp(op.Opc); ok {
 		switch {
 		case !y.imm:
-			a.env(true, rAX, y.off, alu[0])
+			a.env(true, rAX, y.off, opc)
 		case fitsI32(y.v):
-			a.bytes(0x48, 0x81, 0xc0|alu[1]<<3) // op rax, simm32
+			a.bytes(0x48, 0x81, 0xc0|ext<<3) // op rax, simm32
 			a.u32(uint32(y.v))
 		default:
 			a.movImm(rCX, y.v)
-			a.bytes(0x48, alu[0], 0xc1) // op rax, rcx
+			a.bytes(0x48, opc, 0xc1) // op rax, rcx
 		}
 		a.storeRAX(d)
 		return true
 	}
-	if ext, ok := shiftExt[op.Opc]; ok {
+	if ext, ok := shiftExt(op.Opc); ok {
 		if y.imm {
 			a.bytes(0x48, 0xc1, 0xc0|ext<<3, byte(y.v&63)) // shift rax, imm8
 		} else {

@@ -96,11 +96,13 @@ func Run(ctx context.Context, o Options) (string, error) {
 			return "", err
 		}
 	}
+	// The script goes in the image, not on the command line: the x86 boot protocol
+	// limits the command line to 2 KiB, and a longer one hangs the outer boot.
+	im.AddBytes(initramfs.CmdFile, []byte("loadmods kvm_amd\n[ -c /dev/kvm ] || echo 'GEMU-HARNESS: no /dev/kvm in the outer guest'\n"+o.Script), 0o755)
 	outer := filepath.Join(dir, "outer.gz")
 	if err := im.WriteFile(outer); err != nil {
 		return "", err
 	}
-	script := "loadmods kvm_amd\n[ -c /dev/kvm ] || echo 'GEMU-HARNESS: no /dev/kvm in the outer guest'\n" + o.Script
 	mem, cpus := o.OuterMem, o.OuterCPUs
 	if mem == 0 {
 		mem = 2048
@@ -115,7 +117,7 @@ func Run(ctx context.Context, o Options) (string, error) {
 	}
 	args := []string{"-accel", "tcg", "-cpu", "max", "-m", fmt.Sprint(mem), "-smp", fmt.Sprint(cpus),
 		"-kernel", assets.Kernel("amd64"), "-initrd", outer,
-		"-append", "console=ttyS0 quiet panic=-1 " + assets.CmdArg(script),
+		"-append", "console=ttyS0 " + kernelVerbosity() + " panic=-1",
 		"-nographic", "-no-reboot"}
 	if o.Stdin != nil {
 		// Interactive: move the outer QEMU's escape key to Ctrl-T so Ctrl-A reaches the
@@ -185,4 +187,13 @@ func InnerArgs(memMiB, cpus int, script string) string {
 	}
 	return fmt.Sprintf("-m %d -smp %d -kernel %s -initrd %s -append '%s'",
 		memMiB, cpus, InnerKernel, InnerInitrd, appendArg)
+}
+
+// kernelVerbosity keeps the outer kernel quiet unless GEMU_HARNESS_DEBUG is set, for
+// debugging a harness that hangs before its guest prints anything.
+func kernelVerbosity() string {
+	if os.Getenv("GEMU_HARNESS_DEBUG") != "" {
+		return "earlyprintk=ttyS0"
+	}
+	return "quiet"
 }

@@ -28,9 +28,13 @@ const Marker = "GEMU-INIT-OK"
 // script free of spaces and quotes the kernel would split on.
 const CmdParam = "gemu.cmd64"
 
+// CmdFile is a script in the image itself that /init runs like a gemu.cmd64= script;
+// it is for scripts too long for the kernel command line (2 KiB on x86).
+const CmdFile = "gemu-cmd.sh"
+
 // Init is the /init script. It mounts the pseudo filesystems, prints the marker line with
 // the CPU count, then either runs the script from gemu.cmd64= (printing its exit status)
-// or an interactive shell on the console, and powers off either way.
+// or from /gemu-cmd.sh, or an interactive shell on the console, and powers off either way.
 const Init = `#!/bin/sh
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 /bin/busybox --install -s
@@ -42,8 +46,9 @@ echo "` + Marker + ` arch=$(uname -m) cpus=$(grep -c ^processor /proc/cpuinfo)"
 # loadmods NAME...: modprobe each module (and its dependencies) shipped in the image.
 loadmods() { for m in "$@"; do modprobe $m || echo "GEMU-MODPROBE-FAIL $m"; done; }
 cmd=$(sed -n 's/.*` + CmdParam + `=\([^ ]*\).*/\1/p' /proc/cmdline)
-if [ -n "$cmd" ]; then
-	echo "$cmd" | base64 -d > /tmp/cmd.sh
+[ -n "$cmd" ] && echo "$cmd" | base64 -d > /tmp/cmd.sh
+[ -f /` + CmdFile + ` ] && cp /` + CmdFile + ` /tmp/cmd.sh
+if [ -f /tmp/cmd.sh ]; then
 	. /tmp/cmd.sh
 	echo "GEMU-CMD-EXIT $?"
 else

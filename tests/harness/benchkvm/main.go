@@ -25,8 +25,9 @@ func main() {
 	runs := flag.Int("runs", 5, "boots per VMM")
 	mem := flag.Int("m", 256, "guest MiB")
 	cpus := flag.Int("smp", 2, "guest CPUs")
+	verbose := flag.Bool("v", false, "copy the outer guest's console to stderr as it runs")
 	flag.Parse()
-	if err := run(*runs, *mem, *cpus); err != nil {
+	if err := run(*runs, *mem, *cpus, *verbose); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-kvm:", err)
 		os.Exit(1)
 	}
@@ -40,7 +41,7 @@ func build(dir, pkg, name string) (string, error) {
 	return out, cmd.Run()
 }
 
-func run(runs, mem, cpus int) error {
+func run(runs, mem, cpus int, verbose bool) error {
 	if m := harness.Missing(); m != "" {
 		return fmt.Errorf("cannot run: %s", m)
 	}
@@ -69,10 +70,14 @@ func run(runs, mem, cpus int) error {
 		}
 	}
 	start := time.Now()
-	out, err := harness.Run(context.Background(), harness.Options{
+	opts := harness.Options{
 		Script: sb.String(), Gemu: gemu, QEMU: true,
 		Files: map[string]string{"/timeit": timeit}, Timeout: 30 * time.Minute,
-	})
+	}
+	if verbose {
+		opts.Stdout = os.Stderr
+	}
+	out, err := harness.Run(context.Background(), opts)
 	if err != nil {
 		fmt.Println(out)
 		return err

@@ -184,6 +184,10 @@ func checkInfo(t *testing.T, path string) {
 	if info.DirtyFlag != want["dirty-flag"] {
 		t.Errorf("%s: dirty flag %v, want %v", path, info.DirtyFlag, want["dirty-flag"])
 	}
+	// actual-size counts the image file only, not an external data file.
+	if as, err := d.(block.ActualSizer).ActualSize(); err != nil || float64(as) != want["actual-size"] {
+		t.Errorf("%s: actual size %d (%v), want %v", path, as, err, want["actual-size"])
+	}
 	if float64(d.Size()) != want["virtual-size"] {
 		t.Errorf("%s: size %d, want %v", path, d.Size(), want["virtual-size"])
 	}

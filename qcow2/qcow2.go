@@ -278,20 +278,10 @@ func (img *Image) Backing() block.Driver {
 	return img.backing
 }
 
-// ActualSize is the host space used by the image file (and its data file).
+// ActualSize is the host space used by the image file. An external data file is not
+// counted: qemu-img 7.2 reports the qcow2 file's blocks only ("disk size").
 func (img *Image) ActualSize() (int64, error) {
-	n, err := allocatedBytes(img.f)
-	if err != nil {
-		return 0, err
-	}
-	if img.external {
-		m, err := allocatedBytes(img.data)
-		if err != nil {
-			return 0, err
-		}
-		n += m
-	}
-	return n, nil
+	return allocatedBytes(img.f)
 }
 
 // SetUnsafe makes Flush and Close skip fdatasync, like qemu-img's cache=unsafe

@@ -201,7 +201,7 @@ func TestNativeSelfLoop(t *testing.T) {
 		code, req uint32
 		wantCalls int // native backend
 	}{
-		{5000, 0, 0, 5}, // 1024 iterations per call
+		{5000, 0, 0, (5000 + loopBudget - 1) / loopBudget}, // a budget's worth of iterations per call
 		{5000, 0, 1, 5000},
 		{300, 1, 0, 300}, // every store takes the slow path
 	} {

@@ -163,11 +163,14 @@ func (l *limitedBuf) Write(p []byte) (int, error) {
 }
 
 // deflateCluster returns the raw deflate stream of src, or nil if it is not smaller
-// than limit bytes.
+// than limit bytes. The stream is built in a pooled buffer and copied out at its exact
+// size: a fresh cluster-sized buffer per cluster cost more (allocation and clearing)
+// than the copy.
 func deflateCluster(src []byte, limit int) ([]byte, error) {
 	w := flateWriters.Get().(*flate.Writer)
 	defer flateWriters.Put(w)
-	lb := &limitedBuf{b: make([]byte, 0, limit), max: limit}
+	lb := getLimitedBuf(limit)
+	defer limitedBufs.Put(lb)
 	w.Reset(lb)
 	if _, err := w.Write(src); err != nil {
 		if err == errTooBig {
@@ -181,7 +184,18 @@ func deflateCluster(src []byte, limit int) ([]byte, error) {
 		}
 		return nil, err
 	}
-	return lb.b, nil
+	return bytes.Clone(lb.b), nil
+}
+
+var limitedBufs sync.Pool
+
+func getLimitedBuf(limit int) *limitedBuf {
+	lb, _ := limitedBufs.Get().(*limitedBuf)
+	if lb == nil || cap(lb.b) < limit {
+		lb = &limitedBuf{b: make([]byte, 0, limit)}
+	}
+	lb.b, lb.max = lb.b[:0], limit
+	return lb
 }
 
 var (
@@ -190,6 +204,11 @@ var (
 	zstdEncErr  error
 )
 
+// zstdDst holds pooled output buffers for zstdCluster.
+var zstdDst sync.Pool
+
+// zstdCluster returns one zstd frame of src, or nil if it is not smaller than limit
+// bytes. Like deflateCluster it encodes into a pooled buffer and copies the frame out.
 func zstdCluster(src []byte, limit int) ([]byte, error) {
 	zstdEncOnce.Do(func() {
 		zstdEnc, zstdEncErr = zstd.NewWriter(nil, zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
@@ -199,9 +218,19 @@ func zstdCluster(src []byte, limit int) ([]byte, error) {
 	if zstdEncErr != nil {
 		return nil, zstdEncErr
 	}
-	out := zstdEnc.EncodeAll(src, make([]byte, 0, len(src)))
+	bp, _ := zstdDst.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	defer zstdDst.Put(bp)
+	// Room for the worst case so EncodeAll never grows (and reallocates) the buffer.
+	if need := len(src) + len(src)/128 + 64; cap(*bp) < need {
+		*bp = make([]byte, 0, need)
+	}
+	out := zstdEnc.EncodeAll(src, (*bp)[:0])
+	*bp = out[:0]
 	if len(out) > limit {
 		return nil, nil
 	}
-	return out, nil
+	return bytes.Clone(out), nil
 }

@@ -67,6 +67,12 @@ func lower(b *tcg.Builder[CPU], insn uint32, pc uint64, flags uint64) (handled, 
 	if handled, end = lowerBase(b, insn, pc, flags); handled || !wideLowering {
 		return handled, end
 	}
+	if insn>>25&0x3f == 0x1a && insn>>31 == 0 && insn&31 != 31 { // CBZ, CBNZ (32-bit)
+		b.Un(tcg.OpZext32, t0, xreg(insn&31))
+		b.ExitIf(t0, insn>>24&1 == 1, pc+signExt(uint64(insn>>5&0x7ffff)<<2, 21))
+		b.Exit(tcg.Imm(pc + 4))
+		return true, true
+	}
 	if insn&0xff000010 == 0x54000000 { // B.cond
 		lowerCond(b, insn&15, t0)
 		b.ExitIf(t0, true, pc+signExt(uint64(insn>>5&0x7ffff)<<2, 21))
@@ -262,9 +268,10 @@ func lowerWide(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 		}
 		lowerAddSubFlags(b, sf, insn>>30&1 == 1, xsp(rn, flags), tcg.Imm(imm), rd)
 		return true
-	case insn>>24&0x1f == 0x0b && insn>>21&1 == 0 && insn>>29&1 == 1: // ADDS/SUBS (shifted register)
+	case insn>>24&0x1f == 0x0b && insn>>21&1 == 0: // ADD/SUB/ADDS/SUBS/NEG/CMP (shifted register)
 		typ, amt, rm := insn>>22&3, insn>>10&63, insn>>16&31
-		if typ == 3 || !sf && amt >= 32 {
+		setFlags := insn>>29&1 == 1
+		if typ == 3 || !sf && amt >= 32 || rd == 31 && !setFlags {
 			return false
 		}
 		b.Mov(t7, xzr(rm))
@@ -283,7 +290,104 @@ func lowerWide(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 			b.Mov(t6, tcg.Imm(0))
 			a = t6
 		}
-		lowerAddSubFlags(b, sf, insn>>30&1 == 1, a, t7, rd)
+		if setFlags {
+			lowerAddSubFlags(b, sf, insn>>30&1 == 1, a, t7, rd)
+			return true
+		}
+		lowerAddSub(b, sf, insn>>30&1 == 1, xreg(rd), a, t7)
+		return true
+	case insn>>24&0x1f == 0x0b && insn>>21&7 == 1: // ADD/SUB/ADDS/SUBS/CMP (extended register)
+		option, amt, rm := insn>>13&7, insn>>10&7, insn>>16&31
+		setFlags := insn>>29&1 == 1
+		if amt > 4 {
+			return false
+		}
+		b.Mov(t7, xzr(rm))
+		switch option {
+		case 0:
+			b.Bin(tcg.OpAnd, t7, t7, tcg.Imm(0xff))
+		case 1:
+			b.Bin(tcg.OpAnd, t7, t7, tcg.Imm(0xffff))
+		case 2:
+			b.Un(tcg.OpZext32, t7, t7)
+		case 4, 5:
+			sh := uint64(56)
+			if option == 5 {
+				sh = 48
+			}
+			b.Bin(tcg.OpShl, t7, t7, tcg.Imm(sh))
+			b.Bin(tcg.OpSar, t7, t7, tcg.Imm(sh))
+		case 6:
+			b.Un(tcg.OpSext32, t7, t7)
+		}
+		if amt != 0 {
+			b.Bin(tcg.OpShl, t7, t7, tcg.Imm(uint64(amt)))
+		}
+		if setFlags {
+			lowerAddSubFlags(b, sf, insn>>30&1 == 1, xsp(rn, flags), t7, rd)
+			return true
+		}
+		lowerAddSub(b, sf, insn>>30&1 == 1, xsp(rd, flags), xsp(rn, flags), t7)
+		return true
+	case insn&0xfffff01f == 0xd503201f && (insn>>5&0x7f == 0 || insn>>5&0x7f > 3): // NOP and hints other than YIELD, WFE, WFI
+		return true
+	case insn>>21&0x3ff == 0xd6 && insn>>12&0xf == 2 && insn>>10&3 != 3: // LSLV, LSRV, ASRV
+		rm := insn >> 16 & 31
+		if rd == 31 || rn == 31 || rm == 31 {
+			return false
+		}
+		typ := insn >> 10 & 3
+		if sf {
+			b.Bin([3]tcg.Opcode{tcg.OpShl, tcg.OpShr, tcg.OpSar}[typ], xreg(rd), xreg(rn), xreg(rm))
+			return true
+		}
+		b.Bin(tcg.OpAnd, t1, xreg(rm), tcg.Imm(31))
+		switch typ {
+		case 0:
+			b.Bin(tcg.OpShl, t0, xreg(rn), t1)
+		case 1:
+			b.Un(tcg.OpZext32, t0, xreg(rn))
+			b.Bin(tcg.OpShr, t0, t0, t1)
+		case 2:
+			b.Un(tcg.OpSext32, t0, xreg(rn))
+			b.Bin(tcg.OpSar, t0, t0, t1)
+		}
+		b.Un(tcg.OpZext32, xreg(rd), t0)
+		return true
+	case insn>>21&0xff == 0xd2 && insn>>29&1 == 1 && insn>>10&1 == 0 && insn>>4&1 == 0: // CCMN, CCMP
+		if rn == 31 {
+			return false
+		}
+		x := xzr(insn >> 16 & 31)
+		if insn>>11&1 == 1 {
+			x = tcg.Imm(uint64(insn >> 16 & 31))
+		}
+		lowerCond(b, insn>>12&15, t6) // on the flags before the compare
+		lowerAddSubFlags(b, sf, insn>>30&1 == 1, xreg(rn), x, 31)
+		b.Bin(tcg.OpXor, t6, t6, tcg.Imm(1))
+		b.Bin(tcg.OpAdd, t6, t6, tcg.Imm(^uint64(0))) // all ones if the condition held
+		b.Bin(tcg.OpXor, t7, t6, tcg.Imm(^uint64(0)))
+		b.Bin(tcg.OpAnd, t7, t7, tcg.Imm(uint64(insn&15)<<28))
+		b.Bin(tcg.OpAnd, nzcv, nzcv, t6)
+		b.Bin(tcg.OpOr, nzcv, nzcv, t7)
+		return true
+	case insn&0x3fe0fc00 == 0x1a000000: // ADC, SBC
+		if rd == 31 || rn == 31 {
+			return false
+		}
+		b.Mov(t1, xzr(insn>>16&31))
+		if insn>>30&1 == 1 {
+			b.Bin(tcg.OpXor, t1, t1, tcg.Imm(^uint64(0)))
+		}
+		b.Bin(tcg.OpShr, t0, nzcv, tcg.Imm(29))
+		b.Bin(tcg.OpAnd, t0, t0, tcg.Imm(1))
+		b.Bin(tcg.OpAdd, t0, t0, xreg(rn))
+		if sf {
+			b.Bin(tcg.OpAdd, xreg(rd), t0, t1)
+		} else {
+			b.Bin(tcg.OpAdd, t0, t0, t1)
+			b.Un(tcg.OpZext32, xreg(rd), t0)
+		}
 		return true
 	case insn>>21&0xff == 0xd4 && insn>>29&1 == 0 && insn>>11&1 == 0: // CSEL, CSINC, CSINV, CSNEG
 		rm := insn >> 16 & 31
@@ -638,6 +742,20 @@ func emitLdSt(b *tcg.Builder[CPU], load, signed, to32 bool, size int, rt uint32,
 		}
 	}
 	return true
+}
+
+// lowerAddSub emits d = a ± x (32-bit results zero-extended), without flags.
+func lowerAddSub(b *tcg.Builder[CPU], sf, sub bool, d, a, x tcg.Arg) {
+	opc := tcg.OpAdd
+	if sub {
+		opc = tcg.OpSub
+	}
+	if sf {
+		b.Bin(opc, d, a, x)
+		return
+	}
+	b.Bin(opc, t0, a, x)
+	b.Un(tcg.OpZext32, d, t0)
 }
 
 // lowerAddSubFlags emits Rd = A ± B setting NZCV (ADDS, SUBS, CMP, CMN); a is not an

@@ -29,6 +29,13 @@ func TestLowerWideMatchesHelpers(t *testing.T) {
 		{"ands-imm", 0x7f800000, 0x72000000},
 		{"csel", 0x3fe00800, 0x1a800000},
 		{"b.cond", 0xff000010, 0x54000000},
+		{"addsub-shifted", 0x1f200000, 0x0b000000},
+		{"addsub-extended", 0x1fe00000, 0x0b200000},
+		{"hint", 0xfffff01f, 0xd503201f},
+		{"shiftv", 0x7fe0f000, 0x1ac02000},
+		{"ccmp", 0x3fe00410, 0x3a400000},
+		{"adc-sbc", 0x3fe0fc00, 0x1a000000},
+		{"cbz32", 0xfe000000, 0x34000000},
 	}
 	for _, cl := range classes {
 		n := 0

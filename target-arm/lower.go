@@ -329,6 +329,8 @@ func lowerWide(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 		}
 		lowerAddSub(b, sf, insn>>30&1 == 1, xsp(rd, flags), xsp(rn, flags), t7)
 		return true
+	case insn>>22&0x3ff == 0x3e6: // PRFM (immediate): a hint
+		return true
 	case insn&0xfffff01f == 0xd503201f && (insn>>5&0x7f == 0 || insn>>5&0x7f > 3): // NOP and hints other than YIELD, WFE, WFI
 		return true
 	case insn>>21&0x3ff == 0xd6 && insn>>12&0xf == 2 && insn>>10&3 != 3: // LSLV, LSRV, ASRV
@@ -660,8 +662,11 @@ func lowerLdSt(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 		signed = true
 	case opc == 3 && size < 4:
 		signed, to32 = true, true
+	case opc == 2 && size == 8 && insn>>21&1 == 1 && insn>>10&3 == 2 && insn>>13&2 != 0,
+		opc == 2 && size == 8 && insn>>21&1 == 0 && insn>>10&3 == 0:
+		return true // PRFM (register), PRFUM: prefetches are hints, never fault
 	case opc >= 2:
-		return false // prefetch, or reserved
+		return false // prefetch with write-back (unallocated), or reserved
 	}
 	load := opc != 0
 	base := xsp(rn, flags)

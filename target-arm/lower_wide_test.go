@@ -36,6 +36,7 @@ func TestLowerWideMatchesHelpers(t *testing.T) {
 		{"ccmp", 0x3fe00410, 0x3a400000},
 		{"adc-sbc", 0x3fe0fc00, 0x1a000000},
 		{"cbz32", 0xfe000000, 0x34000000},
+		{"prfm", 0xffc00000, 0xf9800000},
 	}
 	for _, cl := range classes {
 		n := 0

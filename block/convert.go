@@ -442,16 +442,36 @@ func safeRunOps(dst Driver, cc ClusterCompressor, ops []writeOp, targetZero bool
 }
 
 func runOps(dst Driver, cc ClusterCompressor, ops []writeOp, targetZero bool) error {
+	batcher, _ := cc.(CompressedBatcher)
+	var batch []CompressedCluster
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := batcher.WriteCompressedBatch(batch)
+		if err != nil {
+			err = fmt.Errorf("error while writing at byte %d: %v", batch[0].Off, err)
+		}
+		batch = batch[:0]
+		return err
+	}
 	for _, op := range ops {
+		if op.kind == opCompressed && batcher != nil {
+			batch = append(batch, CompressedCluster{Off: op.off, Compressed: op.data, Raw: op.raw})
+			continue
+		}
+		if op.kind == opZero && targetZero {
+			continue
+		}
+		if err := flush(); err != nil {
+			return err
+		}
 		switch op.kind {
 		case opData:
 			if _, err := dst.WriteAt(op.data, op.off); err != nil {
 				return fmt.Errorf("error while writing at byte %d: %v", op.off, err)
 			}
 		case opZero:
-			if targetZero {
-				continue
-			}
 			if err := dst.WriteZeroes(op.off, op.n, ZeroMayUnmap); err != nil {
 				return fmt.Errorf("error while writing zeroes at byte %d: %v", op.off, err)
 			}
@@ -461,7 +481,7 @@ func runOps(dst Driver, cc ClusterCompressor, ops []writeOp, targetZero bool) er
 			}
 		}
 	}
-	return nil
+	return flush()
 }
 
 // readFull reads len(p) bytes at off; a short read at the image end is an error.

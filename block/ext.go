@@ -71,6 +71,23 @@ type ClusterCompressor interface {
 	WriteCompressed(off int64, compressed []byte, raw []byte) error
 }
 
+// CompressedCluster is one cluster for CompressedBatcher: Compressed as from
+// CompressCluster (nil: store Raw uncompressed), Raw the cluster's bytes.
+type CompressedCluster struct {
+	Off        int64
+	Compressed []byte
+	Raw        []byte
+}
+
+// CompressedBatcher is an optional ClusterCompressor extension: the convert writer
+// hands it a run of clusters in offset order (one chunk's worth) instead of one call
+// per cluster, so a driver can send host-contiguous clusters in one write. The result
+// must be what WriteCompressed on each cluster in turn would give; the slices are only
+// valid during the call.
+type CompressedBatcher interface {
+	WriteCompressedBatch(clusters []CompressedCluster) error
+}
+
 // Measurer computes `qemu-img measure` figures for a format.
 type Measurer interface {
 	// Measure returns the bytes required for an image of virtual size size holding the

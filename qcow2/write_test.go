@@ -62,6 +62,34 @@ func (m *model) compressed(off int64, seed byte) {
 	copy(m.ref[off:], p)
 }
 
+// batch writes whole clusters at offs through WriteCompressedBatch: odd entries of
+// random (incompressible, stored raw) bytes, even ones compressible.
+func (m *model) batch(offs []int64, seed int64) {
+	m.t.Helper()
+	cc := m.d.(block.ClusterCompressor)
+	unit := cc.CompressionUnit()
+	r := rand.New(rand.NewSource(seed))
+	var cl []block.CompressedCluster
+	for i, off := range offs {
+		p := bytes.Repeat([]byte{byte(seed), byte(i), 'q'}, int(unit))[:unit]
+		if i%2 == 1 {
+			r.Read(p)
+		}
+		c, err := cc.CompressCluster(p)
+		if err != nil {
+			m.t.Fatal(err)
+		}
+		if (c == nil) != (i%2 == 1) {
+			m.t.Fatalf("cluster %d: compressed %v", i, c != nil)
+		}
+		cl = append(cl, block.CompressedCluster{Off: off, Compressed: c, Raw: p})
+		copy(m.ref[off:], p)
+	}
+	if err := m.d.(block.CompressedBatcher).WriteCompressedBatch(cl); err != nil {
+		m.t.Fatal(err)
+	}
+}
+
 func (m *model) verify(path string) {
 	m.t.Helper()
 	got := make([]byte, len(m.ref))
@@ -111,6 +139,11 @@ func create(t *testing.T, path string, size int64, opts map[string]string, backi
 func exercise(m *model, cluster int64, compress bool) {
 	size := int64(len(m.ref))
 	r := rand.New(rand.NewSource(int64(cluster)))
+	if compress {
+		// Batched convert writes into fresh clusters (one pwritev per host run); the
+		// workload below then rewrites parts of them.
+		m.batch([]int64{14 * cluster, 15 * cluster, 16 * cluster, 17 * cluster}, 7)
+	}
 	m.write(0, int(2*cluster), 1)
 	m.write(cluster/2, 1000, 2)
 	m.write(size-cluster-100, int(cluster)+100, 3)
@@ -135,6 +168,8 @@ func exercise(m *model, cluster int64, compress bool) {
 		m.compressed(12*cluster, 'e')
 		// Overwrite part of a compressed cluster: copy-on-write through decompression.
 		m.write(11*cluster+17, 100, 0x55)
+		// A batch that overwrites allocated clusters (written one by one).
+		m.batch([]int64{4 * cluster, 10 * cluster, 18 * cluster}, 8)
 	}
 }
 

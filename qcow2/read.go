@@ -216,6 +216,13 @@ func (img *Image) readExtent(ext extent, b []byte, off int64) error {
 	case kData:
 		return readFull(img.data, b, ext.host)
 	case kCompressed:
+		if int64(len(b)) == img.clusterSize {
+			// A whole cluster (the usual convert read): no bounce buffer and copy.
+			if err := img.decompress(ext.desc, b); err != nil {
+				return fmt.Errorf("%v (guest offset 0x%x)", err, off)
+			}
+			return nil
+		}
 		buf := getBuf(img.clusterSize)
 		defer putBuf(buf)
 		if err := img.decompress(ext.desc, buf); err != nil {

@@ -53,8 +53,9 @@
 // The variable is read once, at start; an unknown value falls back to the default
 // with a one-line warning. SelectedBackend reports the choice, and targets may lower
 // more instructions to IR when it is native (target-arm does: flag-setting add/sub
-// and logic, conditional branches and selects, pairs and every load/store addressing
-// mode), since there a run of IR ops costs less than one helper call, while the
+// and logic, conditional compares, branches and selects, shifts and bitfield moves,
+// general-purpose loads and stores with immediate, register and write-back addressing
+// and pairs), since there a run of IR ops costs less than one helper call, while the
 // closure backend runs a helper faster than the several closures it would expand to.
 //
 // Design. Code lives in an arena of memfd chunks mapped read+execute only and written

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -22,6 +23,8 @@ type Slot struct {
 	GPA   uint64 // guest physical base
 	Mem   []byte // host mapping; len(Mem) is the slot size
 	Name  string
+
+	mapping []byte // the whole host mapping Mem lies in (see hugeAlign)
 }
 
 // End is the first guest physical address past the slot.
@@ -38,6 +41,16 @@ var ErrOverlap = errors.New("memory: slot overlaps an existing slot")
 // New returns an empty RAM.
 func New() *RAM { return &RAM{} }
 
+// hugeAlign is the x86-64 transparent huge page size. A slot of at least this size
+// starts at a host address with the same offset within a huge page as its guest
+// physical base (2 MiB-aligned in practice), and is advised MADV_HUGEPAGE, as QEMU
+// does with its RAM blocks: the host kernel then backs it with 2 MiB pages and KVM
+// maps them with 2 MiB nested page-table entries. A guest then takes one nested page
+// fault per 2 MiB it touches instead of 512; under nested virtualization, where each
+// such fault is an exit to the outer hypervisor, this halved a Linux boot's
+// decompression and memory setup time.
+const hugeAlign = 2 << 20
+
 // Add maps size bytes of anonymous, zeroed host memory at guest physical address gpa.
 // size must be a multiple of the host page size. The mapping is MAP_NORESERVE so an
 // untouched guest costs no host memory.
@@ -53,12 +66,30 @@ func (r *RAM) Add(name string, gpa, size uint64) (*Slot, error) {
 			return nil, fmt.Errorf("%w: %q [%#x,%#x) and %q", ErrOverlap, name, gpa, gpa+size, s.Name)
 		}
 	}
-	mem, err := unix.Mmap(-1, 0, int(size), unix.PROT_READ|unix.PROT_WRITE,
+	// Huge-page alignment over-reserves one huge page of address space (never touched,
+	// so never resident) and slices the slot out of it at the right offset.
+	pad := uint64(0)
+	if size >= hugeAlign {
+		pad = hugeAlign
+	}
+	if size+pad < size {
+		return nil, fmt.Errorf("memory: slot %q size %#x is too large", name, size)
+	}
+	mapping, err := unix.Mmap(-1, 0, int(size+pad), unix.PROT_READ|unix.PROT_WRITE,
 		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
 	if err != nil {
 		return nil, fmt.Errorf("memory: cannot map %d MiB of guest RAM for %q: %w", size>>20, name, err)
 	}
-	s := &Slot{Index: len(r.slots), GPA: gpa, Mem: mem, Name: name}
+	mem := mapping[:size:size]
+	if pad != 0 {
+		base := uint64(uintptr(unsafe.Pointer(&mapping[0])))
+		off := (gpa - base) % hugeAlign
+		mem = mapping[off : off+size : off+size]
+		// Advice only: a host without transparent huge pages refuses it and the slot
+		// works the same with small pages.
+		_ = unix.Madvise(mem, unix.MADV_HUGEPAGE)
+	}
+	s := &Slot{Index: len(r.slots), GPA: gpa, Mem: mem, Name: name, mapping: mapping}
 	r.slots = append(r.slots, s)
 	sort.Slice(r.slots, func(i, j int) bool { return r.slots[i].GPA < r.slots[j].GPA })
 	return s, nil
@@ -71,10 +102,10 @@ func (r *RAM) Slots() []*Slot { return r.slots }
 func (r *RAM) Close() error {
 	var first error
 	for _, s := range r.slots {
-		if err := unix.Munmap(s.Mem); err != nil && first == nil {
+		if err := unix.Munmap(s.mapping); err != nil && first == nil {
 			first = err
 		}
-		s.Mem = nil
+		s.Mem, s.mapping = nil, nil
 	}
 	r.slots = nil
 	return first

@@ -3,7 +3,9 @@ package memory
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"testing"
+	"unsafe"
 )
 
 func TestSlotsAndDMA(t *testing.T) {
@@ -45,5 +47,26 @@ func TestSlotsAndDMA(t *testing.T) {
 	}
 	if v, _ := r.Read32(0x104); v != 0x11223344 {
 		t.Fatalf("Read32 = %#x", v)
+	}
+}
+
+// A slot of 2 MiB or more starts at the same offset within a 2 MiB host page as its
+// guest physical base, so the host can back it with huge pages that KVM maps whole.
+func TestSlotHugePageAligned(t *testing.T) {
+	r := New()
+	defer r.Close()
+	for _, gpa := range []uint64{0, 1 << 32, 0x10001000} {
+		s, err := r.Add(fmt.Sprintf("ram@%#x", gpa), gpa, 4<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(s.Mem) != 4<<20 {
+			t.Fatalf("slot at %#x is %d bytes", gpa, len(s.Mem))
+		}
+		host := uint64(uintptr(unsafe.Pointer(&s.Mem[0])))
+		if host%hugeAlign != gpa%hugeAlign {
+			t.Errorf("slot at GPA %#x mapped at host %#x: offsets within 2 MiB differ", gpa, host)
+		}
+		s.Mem[len(s.Mem)-1] = 1 // the whole slot is writable
 	}
 }

@@ -125,7 +125,7 @@ func New(cfg Config) (*Machine, error) {
 	ok := false
 	defer func() {
 		if !ok {
-			m.ram.Close()
+			m.release()
 		}
 	}()
 
@@ -275,6 +275,16 @@ func (m *Machine) finish(e Exit, err error) {
 	close(m.done)
 }
 
+// release closes the vCPUs, which drops the guest's translation cache from
+// target-arm's per-RAM registry (a reboot would otherwise leak one cache), then
+// guest RAM. No vCPU may be running.
+func (m *Machine) release() {
+	for _, c := range m.cpus {
+		c.Close()
+	}
+	m.ram.Close()
+}
+
 // Stop makes Run return ExitStopped (the user quit). Safe from any goroutine.
 func (m *Machine) Stop() { m.finish(ExitStopped, nil) }
 
@@ -282,7 +292,7 @@ func (m *Machine) Stop() { m.finish(ExitStopped, nil) }
 // fails, then stops them all and releases guest RAM. The Machine cannot be run again.
 func (m *Machine) Run() (Exit, error) {
 	if m.cfg.Kernel == "" {
-		m.ram.Close()
+		m.release()
 		return exitNone, errors.New("no -kernel given: the virt board has no firmware to boot")
 	}
 	m.mu.Lock()
@@ -294,7 +304,7 @@ func (m *Machine) Run() (Exit, error) {
 	close(m.stop)
 	m.mu.Unlock()
 	m.wg.Wait()
-	m.ram.Close()
+	m.release()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.exit, m.err

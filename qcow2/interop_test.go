@@ -370,3 +370,38 @@ func TestSnapshotsRead(t *testing.T) {
 	}
 	compareCheck(t, p, r)
 }
+
+// Whole compressed clusters are decoded straight into the caller's buffer; the bytes
+// past the requested range (spare capacity of the slice) must stay untouched.
+func TestCompressedReadKeepsSpareCapacity(t *testing.T) {
+	needQemu(t)
+	for _, ct := range []string{"zlib", "zstd"} {
+		t.Run(ct, func(t *testing.T) {
+			dir := t.TempDir()
+			p, raw := filepath.Join(dir, "c.qcow2"), filepath.Join(dir, "src.raw")
+			var text []byte
+			for i := 0; len(text) < 1<<20; i++ {
+				text = fmt.Appendf(text, "line %08d of some compressible text\n", i)
+			}
+			if err := os.WriteFile(raw, text[:1<<20], 0o644); err != nil {
+				t.Fatal(err)
+			}
+			run(t, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", "-c", "-o", "compression_type="+ct, raw, p)
+			want := qemuRaw(t, p)
+			d := openRO(t, p)
+			defer d.Close()
+			buf := bytes.Repeat([]byte{0xee}, 3<<16)
+			if _, err := d.ReadAt(buf[:64<<10], 0); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(buf[:64<<10], want[:64<<10]) {
+				t.Fatal("cluster 0 reads wrong")
+			}
+			for i, c := range buf[64<<10:] {
+				if c != 0xee {
+					t.Fatalf("decoding wrote past the requested range (at +%d)", i)
+				}
+			}
+		})
+	}
+}

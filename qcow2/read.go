@@ -217,8 +217,10 @@ func (img *Image) readExtent(ext extent, b []byte, off int64) error {
 		return readFull(img.data, b, ext.host)
 	case kCompressed:
 		if int64(len(b)) == img.clusterSize {
-			// A whole cluster (the usual convert read): no bounce buffer and copy.
-			if err := img.decompress(ext.desc, b); err != nil {
+			// A whole cluster (the usual convert read): no bounce buffer and copy. The
+			// capacity is cut to the cluster: the zstd decoder may use spare capacity
+			// as scratch, and the caller's bytes past b are not ours to touch.
+			if err := img.decompress(ext.desc, b[:len(b):len(b)]); err != nil {
 				return fmt.Errorf("%v (guest offset 0x%x)", err, off)
 			}
 			return nil

@@ -38,6 +38,7 @@ var (
 	kvmSetCPUID2           = iow(0x90, unsafe.Sizeof(cpuidHeader{}))
 	kvmGetMPState          = ior(0x98, unsafe.Sizeof(mpState{}))
 	kvmSignalMSI           = iow(0xa5, unsafe.Sizeof(msi{}))
+	kvmRegisterCoalesced   = iow(0x67, unsafe.Sizeof(coalescedZone{}))
 )
 
 // Capabilities (KVM_CHECK_EXTENSION).
@@ -53,6 +54,8 @@ const (
 	capMaxVCPUs           = 66
 	capTSCDeadlineTimer   = 72
 	capImmediateExit      = 136
+	capCoalescedMMIO      = 15 // the check returns the ring's page offset in the vCPU mapping
+	capCoalescedPIO       = 162
 )
 
 // Exit reasons (kvm_run.exit_reason).
@@ -266,4 +269,31 @@ type msi struct {
 
 type mpState struct {
 	State uint32
+}
+
+// struct kvm_coalesced_mmio_zone: guest writes that lie wholly inside [Addr, Addr+Size)
+// (port I/O when PIO is 1) are queued in the coalesced ring instead of exiting.
+type coalescedZone struct {
+	Addr uint64
+	Size uint32
+	PIO  uint32
+}
+
+// struct kvm_coalesced_mmio: one queued write.
+type coalescedEntry struct {
+	PhysAddr uint64
+	Len      uint32
+	PIO      uint32
+	Data     [8]byte
+}
+
+// coalescedMax is KVM_COALESCED_MMIO_MAX for 4 KiB pages: the entries after the ring's
+// two indexes in one page.
+const coalescedMax = (4096 - 8) / 24
+
+// struct kvm_coalesced_mmio_ring, shared by every vCPU's mapping: KVM appends at Last,
+// user space consumes from First, both modulo coalescedMax.
+type coalescedRing struct {
+	First, Last uint32
+	Entries     [coalescedMax]coalescedEntry
 }

@@ -930,3 +930,29 @@ func TestSignalMSI(t *testing.T) {
 		t.Errorf("guest reported % x, want 41", got)
 	}
 }
+
+// Writes to a coalesced port range do not exit but reach the device, in order, before
+// the access that does exit: a real-mode guest writes 1, 2, 3 to the coalesced port
+// portWide and then writes portOut8, which exits; KVM must have queued the three
+// writes (the ring's tail moved by three) and the device must log them first.
+func TestCoalescedPIO(t *testing.T) {
+	g := newGuest(t, 1)
+	if err := g.vm.CoalescePIO(portWide, 4); err != nil {
+		t.Skipf("no coalesced port I/O here: %v", err)
+	}
+	a := newAsm().op(0xba).op(a16(portWide)...) // mov dx,portWide
+	for _, v := range []byte{1, 2, 3} {
+		a.op(0xb0, v, 0xee) // mov al,v; out dx,al
+	}
+	a.op(0xb0, 4, 0xe6, portOut8) // mov al,4; out portOut8,al
+	a.op(0xe6, portDone)          // out portDone,al
+	a.op(0xf4)                    // hlt
+	g.realMode(a.bytes())
+	g.expect(accel.PowerOff)
+	if got, want := g.dev.tail(), `["pio 0x1e0/1=0x1" "pio 0x1e0/1=0x2" "pio 0x1e0/1=0x3" "pio 0xe0/1=0x4"]`; got != want {
+		t.Errorf("device log %s, want %s", got, want)
+	}
+	if r := g.vm.ring; r.Last != 3 || r.First != 3 {
+		t.Errorf("coalesced ring first %d last %d, want 3 and 3 (three queued writes, all replayed)", r.First, r.Last)
+	}
+}

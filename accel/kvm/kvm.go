@@ -13,6 +13,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -164,6 +165,12 @@ type VM struct {
 	irqFD       atomic.Int64 // vmFD for IRQ lines, -1 once closed (devices may outlive the VM)
 	vcpus       []*vcpu
 
+	// ring is KVM's coalesced-write ring (in vCPU 0's kvm_run mapping), nil when the
+	// host's KVM lacks coalesced port I/O; ringMu serializes vCPUs draining it.
+	ring       *coalescedRing
+	ringMu     sync.Mutex
+	coalescing atomic.Bool // a range was registered: Run also drains the ring periodically
+
 	stopping atomic.Bool
 	mu       sync.Mutex // guards reason, err
 	reason   accel.ExitReason
@@ -260,7 +267,60 @@ func (v *VM) init(cfg accel.Config) error {
 			return err
 		}
 	}
+	page := uintptr(os.Getpagesize())
+	off, _ := ioctl(v.kvmFD, kvmCheckExtension, capCoalescedMMIO)
+	pio, _ := ioctl(v.kvmFD, kvmCheckExtension, capCoalescedPIO)
+	if off != 0 && pio != 0 && page == 4096 && (off+1)*page <= runSize {
+		v.ring = (*coalescedRing)(unsafe.Pointer(&v.vcpus[0].run[off*page]))
+	}
 	return nil
+}
+
+// CoalescePIO makes the guest's writes to ports [port, port+size) (each write wholly
+// inside the range) not exit: KVM queues them in the coalesced ring, and every vCPU
+// exit first replays the queue to the port bus in order. A device whose writes only
+// matter to a later access that exits anyway profits, as QEMU does with the PCI
+// configuration address register 0xcf8: a configuration access (write 0xcf8, access
+// 0xcfc) then costs one exit instead of two, and Linux probes thousands at boot.
+// A write that has effects of its own is delayed until the next exit of any vCPU, or
+// at most coalescedFlush while the VM runs.
+func (v *VM) CoalescePIO(port uint64, size uint32) error {
+	if v.ring == nil {
+		return errors.New("kvm: the host's KVM has no coalesced port I/O")
+	}
+	z := coalescedZone{Addr: port, Size: size, PIO: 1}
+	if _, err := ioctlPtr(v.vmFD, kvmRegisterCoalesced, unsafe.Pointer(&z)); err != nil {
+		return fmt.Errorf("kvm: KVM_REGISTER_COALESCED_MMIO port %#x+%d: %w", port, size, err)
+	}
+	v.coalescing.Store(true)
+	return nil
+}
+
+// coalescedFlush bounds how long a queued write waits when no vCPU exits.
+const coalescedFlush = 10 * time.Millisecond
+
+// drainCoalesced replays the queued coalesced writes, oldest first.
+func (v *VM) drainCoalesced(mmio, pio *bus.Bus) {
+	r := v.ring
+	if r == nil || atomic.LoadUint32(&r.First) == atomic.LoadUint32(&r.Last) {
+		return
+	}
+	v.ringMu.Lock()
+	defer v.ringMu.Unlock()
+	for i := atomic.LoadUint32(&r.First); i != atomic.LoadUint32(&r.Last); i = (i + 1) % coalescedMax {
+		if i >= coalescedMax {
+			return // a corrupt index; KVM itself never stores one
+		}
+		// KVM does not reuse the entry before First moves past it.
+		e := &r.Entries[i]
+		n := min(e.Len, 8)
+		if e.PIO != 0 {
+			pio.Write(e.PhysAddr, e.Data[:n:n])
+		} else {
+			mmio.Write(e.PhysAddr, e.Data[:n:n])
+		}
+		atomic.StoreUint32(&r.First, (i+1)%coalescedMax)
+	}
 }
 
 // setRouting installs the PC's GSI routing, as QEMU does: ISA IRQs 0-15 reach both the
@@ -403,6 +463,24 @@ func (v *VM) Run(mmio, pio *bus.Bus) (accel.ExitReason, error) {
 		go func() {
 			defer v.threads.Done()
 			c.loop(mmio, pio)
+		}()
+	}
+	if v.coalescing.Load() {
+		// A queued write with an effect of its own (a reset through 0xcf9) followed by
+		// a halt with interrupts off would otherwise never be replayed.
+		done := make(chan struct{})
+		defer close(done)
+		go func() {
+			t := time.NewTicker(coalescedFlush)
+			defer t.Stop()
+			for {
+				select {
+				case <-done:
+					return
+				case <-t.C:
+					v.drainCoalesced(mmio, pio)
+				}
+			}
 		}()
 	}
 	v.threads.Wait()

@@ -192,6 +192,8 @@ func (c *vcpu) loop(mmio, pio *bus.Bus) {
 // exit handles one KVM exit. It returns false when the vCPU must stop.
 func (c *vcpu) exit(mmio, pio *bus.Bus) bool {
 	v := c.vm
+	// Writes KVM queued instead of exiting happened before this exit.
+	v.drainCoalesced(mmio, pio)
 	switch r := c.hdr.ExitReason; r {
 	case exitIO:
 		e := (*exitIOData)(unsafe.Pointer(&c.hdr.U[0]))

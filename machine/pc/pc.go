@@ -158,6 +158,17 @@ func (m *Machine) addDevices(c Config) error {
 			return err
 		}
 	}
+	// A PCI configuration access is a write of the address to 0xcf8 and an access to
+	// 0xcfc; where the accelerator can queue the address writes (KVM's coalesced port
+	// I/O) the pair costs one exit, and Linux makes thousands at boot (its AGP aperture
+	// search probes every slot of all 256 buses, twice). The range also covers the
+	// reset control register 0xcf9, whose reset then takes effect at the next exit or
+	// within the accelerator's flush interval. Without coalescing every access exits.
+	if c, ok := vm.(interface {
+		CoalescePIO(port uint64, size uint32) error
+	}); ok {
+		_ = c.CoalescePIO(PCIConfig, 4)
+	}
 	return nil
 }
 

@@ -86,6 +86,8 @@ func lowerBase(b *tcg.Builder[CPU], insn uint32, pc uint64, flags uint64) (handl
 	rd := insn & 31
 	rn := insn >> 5 & 31
 	switch {
+	case insn>>22 == 0x354 && insn>>20&1 == 1: // MSR, MRS (register)
+		return lowerSysReg(b, insn, flags), false
 	case insn>>23&0x3f == 0x25 && insn>>31 == 1: // MOVN/MOVZ/MOVK, 64-bit
 		if rd == 31 {
 			return false, false
@@ -356,6 +358,52 @@ func lowerWide(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 		}
 		b.Un(tcg.OpZext32, xreg(rd), t0)
 		return true
+	case insn>>21&0x3ff == 0xd6 && insn>>10&0x3f == 0x0b: // RORV
+		rm := insn >> 16 & 31
+		if rd == 31 || rn == 31 || rm == 31 {
+			return false
+		}
+		// x>>s | (x<<1)<<(width-1-s), with width-1-s computed as s^(width-1): the
+		// two-step left shift is right for s == 0, where it shifts everything out.
+		if sf {
+			b.Bin(tcg.OpShr, t0, xreg(rn), xreg(rm))
+			b.Bin(tcg.OpXor, t1, xreg(rm), tcg.Imm(63))
+			b.Bin(tcg.OpShl, t2, xreg(rn), tcg.Imm(1))
+			b.Bin(tcg.OpShl, t2, t2, t1)
+			b.Bin(tcg.OpOr, xreg(rd), t0, t2)
+			return true
+		}
+		b.Bin(tcg.OpAnd, t1, xreg(rm), tcg.Imm(31))
+		b.Un(tcg.OpZext32, t0, xreg(rn))
+		b.Bin(tcg.OpShr, t2, t0, t1)
+		b.Bin(tcg.OpXor, t1, t1, tcg.Imm(31))
+		b.Bin(tcg.OpShl, t0, t0, tcg.Imm(1))
+		b.Bin(tcg.OpShl, t0, t0, t1)
+		b.Bin(tcg.OpOr, t0, t0, t2)
+		b.Un(tcg.OpZext32, xreg(rd), t0)
+		return true
+	case insn>>23&0xff == 0x27 && insn>>21&1 == 0: // EXTR, ROR (immediate)
+		rm, lsb := insn>>16&31, uint64(insn>>10&63)
+		if rd == 31 || rn == 31 || rm == 31 || (insn>>22&1 == 1) != sf || !sf && lsb >= 32 {
+			return false
+		}
+		switch {
+		case sf && lsb == 0:
+			b.Mov(xreg(rd), xreg(rm))
+		case sf:
+			b.Bin(tcg.OpShr, t0, xreg(rm), tcg.Imm(lsb))
+			b.Bin(tcg.OpShl, t1, xreg(rn), tcg.Imm(64-lsb))
+			b.Bin(tcg.OpOr, xreg(rd), t0, t1)
+		case lsb == 0:
+			b.Un(tcg.OpZext32, xreg(rd), xreg(rm))
+		default:
+			b.Un(tcg.OpZext32, t0, xreg(rm))
+			b.Bin(tcg.OpShr, t0, t0, tcg.Imm(lsb))
+			b.Bin(tcg.OpShl, t1, xreg(rn), tcg.Imm(32-lsb))
+			b.Bin(tcg.OpOr, t0, t0, t1)
+			b.Un(tcg.OpZext32, xreg(rd), t0)
+		}
+		return true
 	case insn>>21&0xff == 0xd2 && insn>>29&1 == 1 && insn>>10&1 == 0 && insn>>4&1 == 0: // CCMN, CCMP
 		if rn == 31 {
 			return false
@@ -597,6 +645,69 @@ func lowerWide(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 		return true
 	}
 	return false
+}
+
+var (
+	offDAIF   = unsafe.Offsetof(CPU{}.daif)
+	offTPIDR0 = unsafe.Offsetof(CPU{}.sr) + unsafe.Offsetof(sysRegs{}.tpidr0)
+	offTPIDR1 = unsafe.Offsetof(CPU{}.sr) + unsafe.Offsetof(sysRegs{}.tpidr1)
+	offTPIDRR = unsafe.Offsetof(CPU{}.sr) + unsafe.Offsetof(sysRegs{}.tpidrro)
+)
+
+// lowerSysReg lowers MRS and MSR of the system registers the kernel and libc touch
+// most (per-CPU and thread pointers, current's SP_EL0, flags) where the access is
+// a plain move with no trap, side effect or mode change, as readSys and writeSys
+// implement them: at EL1 (where none of these trap), and at EL0 only for the thread
+// registers and NZCV, which EL0 may always use. Anything else stays a helper.
+func lowerSysReg(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
+	rt := insn & 31
+	read := insn>>21&1 == 1
+	k := sysKey(insn>>19&3, insn>>16&7, insn>>12&15, insn>>8&15, insn>>5&7)
+	el1 := flags&flagEL1 != 0
+	var off uintptr
+	switch {
+	case k == kTPIDR_EL0:
+		off = offTPIDR0
+	case k == kTPIDRRO_EL0 && (read || el1):
+		off = offTPIDRR
+	case k == kNZCV:
+		switch {
+		case !read && rt == 31:
+			b.Mov(nzcv, tcg.Imm(0))
+		case !read:
+			b.Bin(tcg.OpAnd, nzcv, xreg(rt), tcg.Imm(0xf0000000))
+		case rt == 31:
+			return false
+		default:
+			b.Bin(tcg.OpAnd, xreg(rt), nzcv, tcg.Imm(0xf0000000))
+		}
+		return true
+	case !el1:
+		return false
+	case k == kTPIDR_EL1:
+		off = offTPIDR1
+	case k == kSP_EL0 && flags&flagSPSel != 0: // with SPSel=0 SP_EL0 is the current SP
+		off = offSPEL0
+	case k == kCurrentEL && read:
+		if rt == 31 {
+			return false
+		}
+		b.Mov(xreg(rt), tcg.Imm(1<<2))
+		return true
+	case k == kDAIF && read:
+		off = offDAIF
+	default:
+		return false
+	}
+	if read {
+		if rt == 31 {
+			return false
+		}
+		b.Mov(xreg(rt), tcg.Global(off))
+	} else {
+		b.Mov(tcg.Global(off), xzr(rt))
+	}
+	return true
 }
 
 // lowerPair lowers LDP/STP/LDPSW of general-purpose registers. Loads go to temporaries

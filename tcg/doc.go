@@ -21,6 +21,7 @@
 // live, and the memory slow paths), so a backend needs no knowledge of the guest ISA.
 // target-arm lowers the commonest A64 instructions (moves, add/sub, register moves,
 // loads/stores with immediate offsets, branches, compare-and-branch, test-and-branch)
+// and MRS/MSR of the thread and per-CPU registers, SP_EL0, NZCV, DAIF and CurrentEL
 // to IR ops and calls helpers for the rest.
 //
 // # The portable backend: block-fused Go closures
@@ -53,7 +54,7 @@
 // The variable is read once, at start; an unknown value falls back to the default
 // with a one-line warning. SelectedBackend reports the choice, and targets may lower
 // more instructions to IR when it is native (target-arm does: flag-setting add/sub
-// and logic, conditional compares, branches and selects, shifts and bitfield moves,
+// and logic, conditional compares, branches and selects, shifts, rotates, extracts and bitfield moves,
 // general-purpose loads and stores with immediate, register and write-back addressing
 // and pairs), since there a run of IR ops costs less than one helper call, while the
 // closure backend runs a helper faster than the several closures it would expand to.

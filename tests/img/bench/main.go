@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"syscall"
@@ -24,10 +25,24 @@ func main() {
 	dir := flag.String("dir", "", "work folder (default: a new temporary one)")
 	only := flag.String("only", "", "run only cases whose name contains this")
 	flag.Parse()
+	// Wall times on a shared machine follow its load (tools with more threads get a
+	// bigger share of a busy CPU), so the figures are printed with it.
+	fmt.Printf("load before: %s", loadAvg())
 	if err := run(*gemu, *qemu, *runs, *dir, *only); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+	fmt.Printf("load after: %s", loadAvg())
+}
+
+// loadAvg is /proc/loadavg's 1, 5 and 15 minute averages and CPU count.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if err != nil || len(f) < 3 {
+		return "unknown\n"
+	}
+	return fmt.Sprintf("%s %s %s on %d CPUs\n", f[0], f[1], f[2], runtime.NumCPU())
 }
 
 const (

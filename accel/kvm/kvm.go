@@ -296,8 +296,10 @@ func (v *VM) CoalescePIO(port uint64, size uint32) error {
 	return nil
 }
 
-// coalescedFlush bounds how long a queued write waits when no vCPU exits.
-const coalescedFlush = 10 * time.Millisecond
+// coalescedFlush bounds how long a queued write waits when no vCPU exits. It only
+// matters for a guest that halts right after such a write; it is long because each
+// tick wakes a host thread, which under nested virtualization costs guest time.
+const coalescedFlush = 100 * time.Millisecond
 
 // drainCoalesced replays the queued coalesced writes, oldest first.
 func (v *VM) drainCoalesced(mmio, pio *bus.Bus) {

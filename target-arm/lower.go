@@ -382,6 +382,42 @@ func lowerWide(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 		b.Bin(tcg.OpOr, t0, t0, t2)
 		b.Un(tcg.OpZext32, xreg(rd), t0)
 		return true
+	case insn&0x7fffe000 == 0x5ac00000: // REV16, REV32, REV, CLZ (RBIT, CLS: helpers)
+		if rd == 31 || rn == 31 {
+			return false
+		}
+		switch opc := insn >> 10 & 7; {
+		case opc == 1: // REV16: swap the bytes of each halfword
+			m := uint64(0x00ff00ff00ff00ff)
+			if !sf {
+				m = 0x00ff00ff
+			}
+			b.Bin(tcg.OpShr, t0, xreg(rn), tcg.Imm(8))
+			b.Bin(tcg.OpAnd, t0, t0, tcg.Imm(m))
+			b.Bin(tcg.OpAnd, t1, xreg(rn), tcg.Imm(m))
+			b.Bin(tcg.OpShl, t1, t1, tcg.Imm(8))
+			b.Bin(tcg.OpOr, xreg(rd), t0, t1)
+		case opc == 3 && sf: // REV
+			b.Un(tcg.OpBswap, xreg(rd), xreg(rn))
+		case opc == 2 && !sf: // REV (32-bit)
+			b.Un(tcg.OpZext32, t0, xreg(rn))
+			b.Un(tcg.OpBswap, t0, t0)
+			b.Bin(tcg.OpShr, xreg(rd), t0, tcg.Imm(32))
+		case opc == 2: // REV32: the bytes of each word
+			b.Un(tcg.OpBswap, t0, xreg(rn))
+			b.Bin(tcg.OpShr, t1, t0, tcg.Imm(32))
+			b.Bin(tcg.OpShl, t0, t0, tcg.Imm(32))
+			b.Bin(tcg.OpOr, xreg(rd), t0, t1)
+		case opc == 4 && sf: // CLZ
+			b.Un(tcg.OpClz, xreg(rd), xreg(rn))
+		case opc == 4:
+			b.Un(tcg.OpZext32, t0, xreg(rn))
+			b.Un(tcg.OpClz, t0, t0)
+			b.Bin(tcg.OpSub, xreg(rd), t0, tcg.Imm(32))
+		default:
+			return false
+		}
+		return true
 	case insn>>23&0xff == 0x27 && insn>>21&1 == 0: // EXTR, ROR (immediate)
 		rm, lsb := insn>>16&31, uint64(insn>>10&63)
 		if rd == 31 || rn == 31 || rm == 31 || (insn>>22&1 == 1) != sf || !sf && lsb >= 32 {

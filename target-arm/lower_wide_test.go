@@ -39,6 +39,7 @@ func TestLowerWideMatchesHelpers(t *testing.T) {
 		{"prfm", 0xffc00000, 0xf9800000},
 		{"extr", 0x7fa00000, 0x13800000},
 		{"rorv", 0x7fe0fc00, 0x1ac02c00},
+		{"rev-clz", 0x7fffe000, 0x5ac00000},
 	}
 	for _, cl := range classes {
 		n := 0

@@ -2,6 +2,7 @@ package tcg
 
 import (
 	"fmt"
+	"math/bits"
 	"sync/atomic"
 	"unsafe"
 )
@@ -181,6 +182,14 @@ func compileOp[E any](t *Target[E], op *Op[E]) (func(*E) bool, error) {
 		return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = uint64(uint32(a.read(p))); return true }, nil
 	case OpSext32:
 		return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = uint64(int64(int32(a.read(p)))); return true }, nil
+	case OpBswap:
+		return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = bits.ReverseBytes64(a.read(p)); return true }, nil
+	case OpClz:
+		return func(e *E) bool {
+			p := unsafe.Pointer(e)
+			*word(p, d) = uint64(bits.LeadingZeros64(a.read(p)))
+			return true
+		}, nil
 	}
 	b := mkOperand(t, op.B)
 	if !b.valid || a.imm {

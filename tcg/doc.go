@@ -10,7 +10,8 @@
 // # Frontend, IR, backend
 //
 // A target frontend translates one block of guest code into the IR defined in ir.go
-// (Builder): moves, 64-bit arithmetic/logic/shift ops, zero/sign extension, loads and
+// (Builder): moves, 64-bit arithmetic/logic/shift ops, zero/sign extension, byte
+// reversal and count-leading-zeros (one host instruction each natively), loads and
 // stores through the softmmu TLB (size, sign; little-endian guests), conditional and
 // unconditional block exits (goto-tb: the run loop follows the block's chain link to
 // a successor on the same page, else the jump cache, else the shared cache), and
@@ -54,7 +55,7 @@
 // The variable is read once, at start; an unknown value falls back to the default
 // with a one-line warning. SelectedBackend reports the choice, and targets may lower
 // more instructions to IR when it is native (target-arm does: flag-setting add/sub
-// and logic, conditional compares, branches and selects, shifts, rotates, extracts and bitfield moves,
+// and logic, conditional compares, branches and selects, shifts, rotates, extracts, byte reversals, CLZ and bitfield moves,
 // general-purpose loads and stores with immediate, register and write-back addressing
 // and pairs), since there a run of IR ops costs less than one helper call, while the
 // closure backend runs a helper faster than the several closures it would expand to.

@@ -34,12 +34,14 @@ const (
 	OpExitNZ                   // if A != 0 { PC = B; end the block }
 	OpSetEq                    // D = 1 if A == B else 0
 	OpSetLtu                   // D = 1 if A < B (unsigned) else 0
+	OpBswap                    // D = A with its 8 bytes reversed
+	OpClz                      // D = number of leading zero bits of A (64 if A == 0)
 )
 
 var opNames = [...]string{OpMov: "mov", OpAdd: "add", OpSub: "sub", OpAnd: "and", OpOr: "or", OpXor: "xor",
 	OpShl: "shl", OpShr: "shr", OpSar: "sar", OpMul: "mul", OpZext32: "zext32", OpSext32: "sext32",
 	OpLoad: "ld", OpStore: "st", OpCall: "call", OpExit: "exit", OpExitZ: "exit_z", OpExitNZ: "exit_nz",
-	OpSetEq: "seteq", OpSetLtu: "setltu"}
+	OpSetEq: "seteq", OpSetLtu: "setltu", OpBswap: "bswap", OpClz: "clz"}
 
 func (o Opcode) String() string {
 	if int(o) < len(opNames) && opNames[o] != "" {
@@ -153,7 +155,7 @@ func (b *Builder[E]) Mov(d, a Arg) { b.emit(Op[E]{Opc: OpMov, D: d, A: a}) }
 // Bin emits a two-operand ALU op (OpAdd ... OpMul, OpSetEq, OpSetLtu): D = A op B.
 func (b *Builder[E]) Bin(opc Opcode, d, a, x Arg) { b.emit(Op[E]{Opc: opc, D: d, A: a, B: x}) }
 
-// Un emits a one-operand op (OpZext32, OpSext32).
+// Un emits a one-operand op (OpZext32, OpSext32, OpBswap, OpClz).
 func (b *Builder[E]) Un(opc Opcode, d, a Arg) { b.emit(Op[E]{Opc: opc, D: d, A: a}) }
 
 // Load emits D = mem[A + off].

@@ -2,6 +2,7 @@ package tcg
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"unsafe"
 )
 
@@ -396,6 +397,28 @@ func emitOp[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 			return true
 		}
 		a.env(true, rAX, x.off, 0x63) // movsxd rax, [A]
+		a.storeRAX(d)
+		return true
+	case OpBswap, OpClz:
+		if x.imm {
+			v := bits.ReverseBytes64(x.v)
+			if op.Opc == OpClz {
+				v = uint64(bits.LeadingZeros64(x.v))
+			}
+			a.storeImm(d, v)
+			return true
+		}
+		a.load(rAX, x)
+		if op.Opc == OpBswap {
+			a.bytes(0x48, 0x0f, 0xc8) // bswap rax
+		} else {
+			// BSR leaves its destination undefined and sets ZF for a zero source;
+			// 127^63 = 64 then, and 63-index otherwise (no LZCNT: not every host has it).
+			a.bytes(0xb9, 127, 0, 0, 0)     // mov ecx, 127
+			a.bytes(0x48, 0x0f, 0xbd, 0xc0) // bsr rax, rax
+			a.bytes(0x48, 0x0f, 0x44, 0xc1) // cmovz rax, rcx
+			a.bytes(0x48, 0x83, 0xf0, 63)   // xor rax, 63
+		}
 		a.storeRAX(d)
 		return true
 	}

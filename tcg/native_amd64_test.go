@@ -63,7 +63,7 @@ func randBlock(r *rand.Rand) []Op[testEnv] {
 		case k == 3:
 			b.Mov(randLoc(r), randOperand(r))
 		case k == 4:
-			b.Un([]Opcode{OpZext32, OpSext32}[r.Intn(2)], randLoc(r), randOperand(r))
+			b.Un([]Opcode{OpZext32, OpSext32, OpBswap, OpClz}[r.Intn(4)], randLoc(r), randOperand(r))
 		case k == 5:
 			base, off := randAddr(r, &b)
 			b.Load(randLoc(r), base, off, 1<<r.Intn(4), r.Intn(2) == 0)

@@ -11,18 +11,13 @@ import (
 	"testing"
 
 	"gemu/tests/assets"
+	"gemu/tests/testbin"
 )
 
 // buildBinary compiles the command once per test binary run.
 func buildBinary(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "gemu-system-aarch64")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
+	return testbin.MustBuild(t, "gemu/cmd/gemu-system-aarch64")
 }
 
 // TestBadInput runs the real binary on bad input: each must fail with exit status 1 and

@@ -7,9 +7,7 @@ package pc
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -18,18 +16,8 @@ import (
 	"gemu/accel/kvm"
 	"gemu/tests/assets"
 	"gemu/tests/harness"
+	"gemu/tests/testbin"
 )
-
-func buildGemu(t *testing.T) string {
-	t.Helper()
-	out := filepath.Join(t.TempDir(), "gemu-system-x86_64")
-	cmd := exec.Command("go", "build", "-o", out, "gemu/cmd/gemu-system-x86_64")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building gemu-system-x86_64: %v\n%s", err, b)
-	}
-	return out
-}
 
 // probeScript runs in the inner guest; each line it prints is checked below.
 const probeScript = `echo PROBE-BEGIN
@@ -46,7 +34,7 @@ func TestPCBoardUnderLinux(t *testing.T) {
 	if m := assets.Missing("amd64"); m != "" {
 		t.Skip(m)
 	}
-	gemu := buildGemu(t)
+	gemu := testbin.MustBuild(t, "gemu/cmd/gemu-system-x86_64")
 	common := "-accel kvm -nographic -no-reboot -m 256 -smp 2"
 	probe := harness.InnerArgs(256, 2, probeScript)
 	reboot := harness.InnerArgs(256, 1, "reboot -f")

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"gemu/tests/assets"
+	"gemu/tests/testbin"
 )
 
 // binary returns $GEMU_BIN/gemu-system-aarch64 if `make build` made it, else builds it.
@@ -28,13 +29,7 @@ func binary(t *testing.T) string {
 			return p
 		}
 	}
-	p := filepath.Join(t.TempDir(), "gemu-system-aarch64")
-	cmd := exec.Command("go", "build", "-o", p, "gemu/cmd/gemu-system-aarch64")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return p
+	return testbin.MustBuild(t, "gemu/cmd/gemu-system-aarch64")
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }

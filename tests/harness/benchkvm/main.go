@@ -10,8 +10,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
@@ -19,6 +17,7 @@ import (
 	"time"
 
 	"gemu/tests/harness"
+	"gemu/tests/testbin"
 )
 
 func main() {
@@ -33,14 +32,6 @@ func main() {
 	}
 }
 
-func build(dir, pkg, name string) (string, error) {
-	out := filepath.Join(dir, name)
-	cmd := exec.Command("go", "build", "-o", out, pkg)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	cmd.Stderr = os.Stderr
-	return out, cmd.Run()
-}
-
 func run(runs, mem, cpus int, verbose bool) error {
 	if m := harness.Missing(); m != "" {
 		return fmt.Errorf("cannot run: %s", m)
@@ -50,11 +41,11 @@ func run(runs, mem, cpus int, verbose bool) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	gemu, err := build(dir, "gemu/cmd/gemu-system-x86_64", "gemu-system-x86_64")
+	gemu, err := testbin.Build(dir, "gemu/cmd/gemu-system-x86_64")
 	if err != nil {
 		return err
 	}
-	timeit, err := build(dir, "gemu/tests/harness/timeit", "timeit")
+	timeit, err := testbin.Build(dir, "gemu/tests/harness/timeit")
 	if err != nil {
 		return err
 	}

@@ -10,11 +10,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 
 	"gemu/accel/kvm"
 	"gemu/tests/assets"
 	"gemu/tests/harness"
+	"gemu/tests/testbin"
 )
 
 func main() {
@@ -33,11 +33,8 @@ func run() error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	gemu := filepath.Join(dir, "gemu-system-x86_64")
-	b := exec.Command("go", "build", "-o", gemu, "gemu/cmd/gemu-system-x86_64")
-	b.Env = append(os.Environ(), "CGO_ENABLED=0")
-	b.Stdout, b.Stderr = os.Stderr, os.Stderr
-	if err := b.Run(); err != nil {
+	gemu, err := testbin.Build(dir, "gemu/cmd/gemu-system-x86_64")
+	if err != nil {
 		return err
 	}
 	if kvm.Available() == nil && !kvm.Emulated() {

@@ -888,6 +888,9 @@ func (img *Image) CompressCluster(p []byte) ([]byte, error) {
 		clear(buf[len(p):])
 		p = buf
 	}
+	if looksRandom(p) {
+		return nil, nil // early abort: see probe.go
+	}
 	limit := int(img.clusterSize) - 1
 	if img.hdr.compressionType == compressZstd {
 		return zstdCluster(p, limit)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"sort"
 	"strings"
 
@@ -44,6 +45,18 @@ var (
 )
 
 func main() {
+	// GEMU_CPUPROFILE=FILE writes a Go CPU profile of the run (for go tool pprof), as
+	// gemu-system-* do.
+	if p := os.Getenv("GEMU_CPUPROFILE"); p != "" {
+		if f, err := os.Create(p); err == nil {
+			if pprof.StartCPUProfile(f) == nil {
+				code := run(os.Args[1:])
+				pprof.StopCPUProfile()
+				f.Close()
+				os.Exit(code)
+			}
+		}
+	}
 	os.Exit(run(os.Args[1:]))
 }
 

@@ -94,7 +94,11 @@ type tcase struct {
 }
 
 func run(gemu, qemu string, runs int, dir, only string) error {
-	if dir == "" {
+	if dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	} else {
 		d, err := os.MkdirTemp("", "gemu-bench-img")
 		if err != nil {
 			return err

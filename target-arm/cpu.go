@@ -142,10 +142,13 @@ type CPU struct {
 	tlbGen uint64     // counts TLB flushes, so chained blocks know their mapping held
 	jc     tcg.JumpCache[code]
 	temps  [tcg.MaxTemps]uint64 // IR scratch temporaries
-	fence  atomic.Uint32
-	excl   monitor
-	tlbReq tlbRequests
-	timers [2]genTimer
+	// lastExit is the chainable exit the last native block left through (tcg
+	// Target.LastExit), linked by Run to the block found next.
+	lastExit *tcg.LinkRec
+	fence    atomic.Uint32
+	excl     monitor
+	tlbReq   tlbRequests
+	timers   [2]genTimer
 
 	exitReq  atomic.Uint32
 	irq, fiq atomic.Bool
@@ -326,9 +329,10 @@ func (c *CPU) Run(stop <-chan struct{}) error {
 	}()
 	var prevGen uint64
 	var prev *tb // the block just executed, while its page mapping is known unchanged
+	var link *tcg.LinkRec
 	for {
 		if c.exitReq.Load() != 0 {
-			prev = nil
+			prev, link = nil, nil
 			if stopped := c.service(); stopped {
 				return nil
 			}
@@ -351,11 +355,25 @@ func (c *CPU) Run(stop <-chan struct{}) error {
 				prev.Chain(t)
 			}
 		}
+		if link != nil {
+			// The previous block left through a chainable exit to this block: from
+			// now on its code jumps straight here (tcg/link.go says why that is safe).
+			c.sys.cache.Link(link, t)
+		}
 		prev, prevGen = t, c.tlbGen
 		if c.tflag&TraceExec != 0 {
 			fmt.Fprintf(c.trace, "cpu%d Trace %#x [%016x] EL%d\n", c.cfg.ID, c.PC, t.Phys, c.el)
+			t.Code(c)
+			c.lastExit, link = nil, nil // linked blocks would run untraced
+			continue
 		}
+		c.lastExit = nil
 		t.Code(c)
+		if link = c.lastExit; link != nil && link.SrcPC != t.PC {
+			// Another block, reached through links, ended the run: prev is not the
+			// block that left, so the Go-level chain must not use it.
+			prev = nil
+		}
 	}
 }
 

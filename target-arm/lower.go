@@ -22,10 +22,11 @@ var (
 
 // irTarget describes CPU to tcg backends.
 var irTarget = &tcg.Target[CPU]{
-	PC:      offPC,
-	TLB:     offTLBPtr,
-	Temps:   offTemps,
-	ExitReq: offExit,
+	PC:       offPC,
+	TLB:      offTLBPtr,
+	Temps:    offTemps,
+	ExitReq:  offExit,
+	LastExit: unsafe.Offsetof(CPU{}.lastExit),
 	LoadSlow: func(c *CPU, va uint64, size int) (uint64, bool) {
 		return c.ldSlow(va, size, c.el)
 	},

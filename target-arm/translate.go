@@ -108,14 +108,14 @@ func (c *CPU) translateBlock(k tcg.Key, host unsafe.Pointer) *tb {
 		}
 		fmt.Fprintln(c.trace)
 	}
-	f, err := tcg.Compile(irTarget, b.Ops)
+	f, lk, err := tcg.CompileLinked(irTarget, b.Ops)
 	if err != nil {
 		// The frontend emitted IR the backend rejects: a gemu bug. Raise UNDEFINED
 		// at the block start rather than crash the host.
 		start := k.PC
-		f = func(c *CPU) { c.undef(start) }
+		f, lk = func(c *CPU) { c.undef(start) }, tcg.Linkage{}
 	}
-	return c.sys.cache.Insert(k, f, pc)
+	return c.sys.cache.InsertLinked(k, f, pc, lk)
 }
 
 func (c *CPU) traceInsn(pc uint64, insn uint32) {

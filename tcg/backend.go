@@ -49,18 +49,26 @@ func SelectedBackend() Backend { return selected }
 // Compile compiles a block's IR with the selected backend. The returned function runs
 // the block on env. The IR must end with an exit (or a helper that ends the block).
 func Compile[E any](t *Target[E], ops []Op[E]) (func(env *E), error) {
+	f, _, err := compileWith(selected, t, ops)
+	return f, err
+}
+
+// CompileLinked is Compile that also returns the block's Linkage, for
+// Cache.InsertLinked (zero unless the native backend compiled the whole block).
+func CompileLinked[E any](t *Target[E], ops []Op[E]) (func(env *E), Linkage, error) {
 	return compileWith(selected, t, ops)
 }
 
-func compileWith[E any](be Backend, t *Target[E], ops []Op[E]) (func(env *E), error) {
+func compileWith[E any](be Backend, t *Target[E], ops []Op[E]) (func(env *E), Linkage, error) {
 	// The native compiler runs the closure compiler's checks on every op (it builds
 	// closures for the runs it does not compile natively), so a block it accepts is
 	// well-formed; anything else, malformed IR included, goes to the closure compiler,
 	// which reports malformed IR the same way whichever backend is selected.
 	if be == BackendNative {
-		if f, ok := compileNative(t, ops); ok {
-			return f, nil
+		if f, lk, ok := compileNative(t, ops); ok {
+			return f, lk, nil
 		}
 	}
-	return compileClosure(t, ops)
+	f, err := compileClosure(t, ops)
+	return f, Linkage{}, err
 }

@@ -82,11 +82,17 @@
 // per-entry budget lasts, and never after a slow-path store (which may have
 // invalidated the block). The budget bounds the time a goroutine spends in generated
 // code, where the Go runtime cannot preempt it, so garbage-collector stop-the-world
-// pauses are never held up for long. Other block ends return to the target's run
-// loop, which keeps doing chaining, lookup, invalidation and interrupt checks.
+// pauses are never held up for long.
 //
-// Not done yet: keeping guest registers in host registers within a segment, chaining
-// between different native blocks with patched jumps (unlinked on invalidation), and
+// Whole-native blocks are also chained directly (link.go): an exit to a constant PC in
+// the same page jumps through a link record to the successor's entry check (exit
+// request, budget), once the run loop has seen that exit taken and linked it
+// (Cache.Link); invalidating a block unlinks every exit into it. Exit statuses are
+// global, so a slow path met in a linked block is served by the function of the block
+// the run loop entered. Other block ends return to the target's run loop, which keeps
+// doing lookup, Go-level chaining of closure blocks, invalidation and interrupts.
+//
+// Not done yet: keeping guest registers in host registers within a segment, and
 // freeing the code of invalidated blocks (the arena is capped at 512 MiB, after which
 // new blocks use closures).
 package tcg

@@ -131,6 +131,11 @@ type Target[E any] struct {
 	// (the native backend's blocks that loop on themselves) check it there. Zero means
 	// the target has none: every block end returns to the run loop.
 	ExitReq uintptr
+	// LastExit is the byte offset in E of a *LinkRec the native backend sets when a
+	// block ends through a chainable exit (nil otherwise), so that the run loop can
+	// link that exit to the block it finds next (Cache.Link). The run loop clears it
+	// before entering a block. Zero means the target does not chain native blocks.
+	LastExit uintptr
 	// LoadSlow and StoreSlow perform an access the TLB fast path could not (miss,
 	// misaligned, MMIO, code page), raising the guest exception and returning false on a
 	// fault. The PC field already holds the instruction's PC.

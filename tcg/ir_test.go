@@ -61,7 +61,7 @@ func testBackend(t *testing.T, be Backend) {
 	b.ExitIf(reg(3), false, 0x9999)        // not taken: R3 != 0
 	b.ExitIf(reg(3), true, 0x1234)         // taken
 	b.Exit(Imm(0x5555))                    // not reached
-	f, err := compileWith(be, testTarget(), b.Ops)
+	f, _, err := compileWith(be, testTarget(), b.Ops)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +99,7 @@ func testBackendSlowPaths(t *testing.T, be Backend) {
 	b.SetPC(0x2004)
 	b.Load(reg(2), Imm(0x30000), 0, 8, false) // faults: ends the block with PC synced
 	b.Exit(Imm(0x7777))
-	f, err := compileWith(be, testTarget(), b.Ops)
+	f, _, err := compileWith(be, testTarget(), b.Ops)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,12 +123,12 @@ func TestCompileRejectsMalformedIR(t *testing.T) { forBackends(t, testCompileRej
 func testCompileRejectsMalformedIR(t *testing.T, be Backend) {
 	var b Builder[testEnv]
 	b.Bin(OpAdd, Imm(1), reg(0), reg(1)) // destination is an immediate
-	if _, err := compileWith(be, testTarget(), b.Ops); err == nil {
+	if _, _, err := compileWith(be, testTarget(), b.Ops); err == nil {
 		t.Error("Compile accepted an immediate destination")
 	}
 	b = Builder[testEnv]{}
 	b.Call(nil)
-	if _, err := compileWith(be, testTarget(), b.Ops); err == nil {
+	if _, _, err := compileWith(be, testTarget(), b.Ops); err == nil {
 		t.Error("Compile accepted a nil helper")
 	}
 }
@@ -171,7 +171,7 @@ func testFusedPatterns(t *testing.T, be Backend) {
 		for _, r0 := range []uint64{0, 8, 7, 0xffffffffffffffff} {
 			var b Builder[testEnv]
 			build(&b)
-			f, err := compileWith(be, testTarget(), b.Ops)
+			f, _, err := compileWith(be, testTarget(), b.Ops)
 			if err != nil {
 				t.Fatal(err)
 			}

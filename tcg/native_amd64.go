@@ -3,6 +3,8 @@ package tcg
 import (
 	"encoding/binary"
 	"math/bits"
+	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -66,9 +68,19 @@ type emitter struct {
 	// the target has an exit-request word: exits to it jump back to the start.
 	loop    uint64
 	canLoop bool
+	// canLink: the segment is a whole block and the target reports exits (LastExit):
+	// exits to constant PCs become chainable (link.go), every block end sets RBX.
+	canLink bool
 	b       []byte
 	exits   []nativeExit
 	stubs   []stub // out-of-line slow-path exits
+	links   []pendingLink
+}
+
+// pendingLink is a chainable exit whose Out address is known once the code is placed.
+type pendingLink struct {
+	rec *LinkRec
+	out int // code offset of the exit's leave path
 }
 
 type stub struct {
@@ -163,9 +175,15 @@ func (a *emitter) patch(at, target int) {
 
 // loopBack emits, for an exit to the block's own start, the jump back to it taken
 // while no exit is requested and the loop budget (R8) lasts; otherwise the code falls
-// through to the normal exit.
+// through to the normal exit. In a linkable segment the jump goes to the entry check
+// (prologue), which does both tests.
 func (a *emitter) loopBack(exitReq uintptr, target uint64) {
 	if !a.canLoop || target != a.loop {
+		return
+	}
+	if a.canLink {
+		a.bytes(0xe9) // jmp entry
+		a.u32(uint32(-(len(a.b) + 4)))
 		return
 	}
 	a.env(false, rAX, exitReq, 0x8b) // mov eax, [exit request]
@@ -177,6 +195,69 @@ func (a *emitter) loopBack(exitReq uintptr, target uint64) {
 	a.u32(uint32(-(len(a.b) + 4)))
 	a.patch(req, len(a.b))
 	a.patch(spent, len(a.b))
+}
+
+// prologue emits a linkable block's entry check, reached by links and loops but not
+// from jitcall (which enters just after it): leave at once, at the block's start, when
+// an exit is requested or the budget is spent. It returns the rel32 fields to patch to
+// the stop path (stopPath).
+func (a *emitter) prologue(exitReq uintptr) []int {
+	a.env(false, rAX, exitReq, 0x8b) // mov eax, [exit request]
+	a.bytes(0x85, 0xc0)              // test eax, eax
+	req := a.jcc(0x85)
+	a.bytes(0x49, 0xff, 0xc8) // dec r8
+	return []int{req, a.jcc(0x84)}
+}
+
+// stopPath emits the prologue's exit: PC = the block's start, no exit to report.
+func (a *emitter) stopPath(pcOff uintptr, patch []int) {
+	for _, at := range patch {
+		a.patch(at, len(a.b))
+	}
+	a.storeImm(pcOff, a.loop)
+	a.reportExit(nil)
+	a.leave(0)
+}
+
+// endBlock emits the end of the block for an exit to the constant PC target (the PC
+// store and the return with status 0). In a linkable segment it is a jump through the
+// exit's link record to the linked block's entry check, or while unlinked to the
+// exit's own leave path; exits to the block's own start loop back directly instead.
+func (a *emitter) endBlock(exitReq, pcOff uintptr, target uint64) {
+	a.loopBack(exitReq, target)
+	if a.canLink && target == a.loop {
+		return // an unconditional jump to the entry check
+	}
+	var rec *LinkRec
+	if a.canLink && target&PageMask == a.loop&PageMask { // links stay within a page
+		rec = newLinkRec()
+	}
+	if rec != nil {
+		a.bytes(0x48, 0xb8) // mov rax, rec
+		a.u64(uint64(uintptr(unsafe.Pointer(rec))))
+		a.bytes(0xff, 0x20) // jmp [rax]: rec.Target, Out until linked
+		rec.ExitPC = target
+		a.links = append(a.links, pendingLink{rec: rec, out: len(a.b)})
+		a.bytes(0x48, 0x89, 0xc3) // mov rbx, rax: report the record
+	} else {
+		a.reportExit(nil)
+	}
+	a.storeImm(pcOff, target)
+	a.leave(0)
+}
+
+// reportExit sets RBX to the link record of the exit being taken (nil: none), which
+// the segment's function hands to the run loop through Target.LastExit.
+func (a *emitter) reportExit(rec *LinkRec) {
+	if !a.canLink {
+		return
+	}
+	if rec == nil {
+		a.bytes(0x31, 0xdb) // xor ebx, ebx
+		return
+	}
+	a.bytes(0x48, 0xbb) // mov rbx, rec
+	a.u64(uint64(uintptr(unsafe.Pointer(rec))))
 }
 
 // aluOp returns the opcode of "op r64, r/m64" and the /ext of "op r/m64, imm32".
@@ -212,20 +293,70 @@ func shiftExt(o Opcode) (byte, bool) {
 // segEnd is the status of a segment that ran to its end without ending the block.
 const segEnd = 0xffffffff
 
+// Exit statuses are global: a linked block's slow path returns to the function of
+// whichever block the run loop entered, so status n names entry n of one table shared
+// by every block (exitTab), not of the block's own.
+type exitEntry struct {
+	pc     uint64
+	dst    uintptr
+	resume uintptr
+	size   uint8
+	signed bool
+	store  bool
+}
+
+const (
+	exitChunkBits = 12
+	exitChunks    = 1 << 14 // 64M exits: far more than the arena can hold code for
+)
+
+var exitTab struct {
+	mu     sync.Mutex
+	next   uint32 // next free status (0 is "block ended")
+	chunks [exitChunks]atomic.Pointer[[1 << exitChunkBits]exitEntry]
+}
+
+// reserveExits returns the first of n consecutive fresh statuses, or 0 when the table
+// is full.
+func reserveExits(n int) uint32 {
+	exitTab.mu.Lock()
+	defer exitTab.mu.Unlock()
+	if exitTab.next == 0 {
+		exitTab.next = 1
+	}
+	first := exitTab.next
+	last := uint64(first) + uint64(n)
+	if last > exitChunks<<exitChunkBits {
+		return 0
+	}
+	for c := first >> exitChunkBits; uint64(c) <= (last-1)>>exitChunkBits; c++ {
+		if exitTab.chunks[c].Load() == nil {
+			exitTab.chunks[c].Store(new([1 << exitChunkBits]exitEntry))
+		}
+	}
+	exitTab.next = uint32(last)
+	return first
+}
+
+func exitAt(st uint64) *exitEntry {
+	return &exitTab.chunks[st>>exitChunkBits].Load()[st&(1<<exitChunkBits-1)]
+}
+
 // compileNative compiles a block: each run of ops between helper calls that would take
 // at least two closures becomes one native segment, the rest stays closures (helpers
 // are called directly, as the closure backend does: one call site per block position
 // keeps the host's indirect-branch prediction as good as the closure backend's).
 // ok=false means no segment was worth compiling natively, or the code arena is full:
 // the block then uses the closure backend. ops has been validated by the closure
-// compiler.
-func compileNative[E any](t *Target[E], ops []Op[E]) (func(env *E), bool) {
+// compiler. A block that is one native segment reports its Linkage for chaining.
+func compileNative[E any](t *Target[E], ops []Op[E]) (func(env *E), Linkage, bool) {
 	var fs []func(*E) bool
+	var lk Linkage
 	native := false
 	for i := 0; i < len(ops); {
 		if ops[i].Opc == OpCall {
 			if ops[i].Helper == nil {
-				return nil, false
+				return nil, Linkage{}, false
 			}
 			fs = append(fs, ops[i].Helper)
 			i++
@@ -237,82 +368,104 @@ func compileNative[E any](t *Target[E], ops []Op[E]) (func(env *E), bool) {
 		}
 		cf, err := closureFuncs(t, ops[i:j])
 		if err != nil {
-			return nil, false
+			return nil, Linkage{}, false
 		}
 		if len(cf) >= 2 {
-			if f, ok := nativeSegment(t, ops[i:j], i == 0 && j == len(ops)); ok {
-				cf, native = []func(*E) bool{f}, true
+			if f, l, ok := nativeSegment(t, ops[i:j], i == 0 && j == len(ops)); ok {
+				cf, native, lk = []func(*E) bool{f}, true, l
 			}
 		}
 		fs = append(fs, cf...)
 		i = j
 	}
 	if !native {
-		return nil, false
+		return nil, Linkage{}, false
 	}
 	if len(fs) == 1 { // a whole-block segment: no wrapper in between
 		f := fs[0]
-		return func(e *E) { f(e) }, true
+		return func(e *E) { f(e) }, lk, true
 	}
-	return unroll(fs), true
+	return unroll(fs), Linkage{}, true
 }
 
 // nativeSegment compiles a run of ops without helper calls into one function that
-// returns false when the run ended the block.
-func nativeSegment[E any](t *Target[E], ops []Op[E], whole bool) (func(*E) bool, bool) {
-	a := emitter{loop: ops[0].PC, canLoop: whole && t.ExitReq != 0, b: make([]byte, 0, 48*len(ops)+16)}
+// returns false when the run ended the block. A whole block on a target with exit
+// requests and LastExit gets chainable exits and a Linkage.
+func nativeSegment[E any](t *Target[E], ops []Op[E], whole bool) (func(*E) bool, Linkage, bool) {
+	canLoop := whole && t.ExitReq != 0
+	a := emitter{loop: ops[0].PC, canLoop: canLoop, canLink: canLoop && t.LastExit != 0,
+		b: make([]byte, 0, 48*len(ops)+16)}
+	var stop []int
+	if a.canLink {
+		stop = a.prologue(t.ExitReq)
+	}
+	body := len(a.b)
 	for i := range ops {
 		if !emitOp(&a, t, &ops[i], i) {
-			return nil, false
+			return nil, Linkage{}, false
 		}
 	}
 	a.leave(segEnd)
+	if a.canLink {
+		a.stopPath(t.PC, stop)
+	}
+	first := uint32(0)
+	if len(a.exits) > 0 {
+		if first = reserveExits(len(a.exits)); first == 0 {
+			return nil, Linkage{}, false
+		}
+	}
 	for _, s := range a.stubs {
 		for _, at := range s.patch {
 			a.patch(at, len(a.b))
 		}
-		a.leave(uint32(s.exit + 1))
+		a.leave(first + uint32(s.exit))
 	}
 	base := codeArena.place(a.b)
 	if base == 0 {
-		return nil, false
+		return nil, Linkage{}, false
 	}
 	// The exit table copies what the slow paths need, so that the block's IR is not
-	// kept alive by its code.
-	type exit struct {
-		pc     uint64
-		dst    uintptr
-		resume uintptr
-		size   uint8
-		signed bool
-		store  bool
-	}
-	exits := make([]exit, len(a.exits))
+	// kept alive by its code. Entries are complete before the block can run (it is
+	// published through the block cache afterwards).
 	for i, x := range a.exits {
 		o := &ops[x.op]
 		d, _ := loc(t, o.D)
-		exits[i] = exit{o.PC, d, base + uintptr(x.resume), o.Size, o.Signed && o.Size < 8, x.kind == exStore}
+		*exitAt(uint64(first) + uint64(i)) = exitEntry{o.PC, d, base + uintptr(x.resume), o.Size, o.Signed && o.Size < 8, x.kind == exStore}
 	}
-	pcOff, loadSlow, storeSlow := t.PC, t.LoadSlow, t.StoreSlow
+	var lk Linkage
+	if a.canLink {
+		lk.Entry = base
+		for _, l := range a.links {
+			l.rec.Out = base + uintptr(l.out)
+			l.rec.Target = l.rec.Out
+			lk.Exits = append(lk.Exits, l.rec)
+		}
+	}
+	pcOff, loadSlow, storeSlow, lastExit := t.PC, t.LoadSlow, t.StoreSlow, t.LastExit
+	report := a.canLink
 	return func(e *E) bool {
 		p := unsafe.Pointer(e)
-		code, budget := base, uint64(loopBudget)
+		code, budget := base+uintptr(body), uint64(loopBudget)
 		for {
 			st, va, val := jitcall(code, p, budget)
 			if st == segEnd {
 				return true
 			}
 			if st == 0 {
+				if report {
+					*word(p, lastExit) = va // the link record of the exit taken, or 0
+				}
 				return false
 			}
-			x := &exits[st-1]
+			x := exitAt(st)
 			*word(p, pcOff) = x.pc
 			if x.store {
 				if !storeSlow(e, va, int(x.size), val) {
 					return false
 				}
-				// The store may have invalidated this very block (self-modifying
-				// code): finish this pass, do not loop back into it.
+				// The store may have invalidated this very block or one linked from
+				// it (self-modifying code): finish this pass, take no loop or link.
 				budget = 1
 			} else {
 				v, ok := loadSlow(e, va, int(x.size))
@@ -327,7 +480,7 @@ func nativeSegment[E any](t *Target[E], ops []Op[E], whole bool) (func(*E) bool,
 			}
 			code = x.resume
 		}
-	}, true
+	}, lk, true
 }
 
 // emitOp emits op (ops[i] of the block); false means unsupported.
@@ -336,12 +489,12 @@ func emitOp[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 	case OpExit:
 		o := mkOperand(t, op.A)
 		if o.imm {
-			a.loopBack(t.ExitReq, o.v)
-			a.storeImm(t.PC, o.v)
-		} else {
-			a.load(rAX, o)
-			a.storeRAX(t.PC)
+			a.endBlock(t.ExitReq, t.PC, o.v)
+			return true
 		}
+		a.load(rAX, o)
+		a.storeRAX(t.PC)
+		a.reportExit(nil)
 		a.leave(0)
 		return true
 	case OpExitZ, OpExitNZ:
@@ -351,8 +504,7 @@ func emitOp[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 			if (o.v != 0) != (op.Opc == OpExitNZ) {
 				return true // never taken
 			}
-			a.storeImm(t.PC, target)
-			a.leave(0)
+			a.endBlock(t.ExitReq, t.PC, target)
 			return true
 		}
 		a.load(rAX, o)
@@ -362,9 +514,7 @@ func emitOp[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 			cc = 0x84
 		}
 		at := a.jcc(cc)
-		a.loopBack(t.ExitReq, target)
-		a.storeImm(t.PC, target)
-		a.leave(0)
+		a.endBlock(t.ExitReq, t.PC, target)
 		a.patch(at, len(a.b))
 		return true
 	case OpLoad:

@@ -124,11 +124,11 @@ func TestNativeMatchesClosure(t *testing.T) {
 		var worlds [2]*memWorld
 		for k, be := range []Backend{BackendClosure, BackendNative} {
 			if be == BackendNative {
-				if _, ok := compileNative(testTarget(), ops); ok {
+				if _, _, ok := compileNative(testTarget(), ops); ok {
 					native++
 				}
 			}
-			f, err := compileWith(be, testTarget(), ops)
+			f, _, err := compileWith(be, testTarget(), ops)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -183,7 +183,7 @@ func TestNativeSelfLoop(t *testing.T) {
 	b.ExitIf(r1, true, 0x1000)
 	b.Exit(Imm(0x2000))
 	run := func(be Backend, iters uint64, code uint32, req uint32) (*loopEnv, int) {
-		f, err := compileWith(be, tgt, b.Ops)
+		f, _, err := compileWith(be, tgt, b.Ops)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -6,4 +6,6 @@ package tcg
 const nativeSupported = false
 
 // compileNative is unavailable off amd64: every block uses the closure backend.
-func compileNative[E any](t *Target[E], ops []Op[E]) (func(env *E), bool) { return nil, false }
+func compileNative[E any](t *Target[E], ops []Op[E]) (func(env *E), Linkage, bool) {
+	return nil, Linkage{}, false
+}

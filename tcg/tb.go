@@ -39,6 +39,11 @@ type TB[Code any] struct {
 	// and by a taken branch elsewhere (slot 1), for direct chaining within a page.
 	next [2]atomic.Pointer[TB[Code]]
 	dead atomic.Bool
+	// entry is the block's native entry for links (link.go), 0 if it cannot be linked
+	// to; in lists the exits linked to it (through LinkRec.nextIn), unlinked when the
+	// block is dropped. in is guarded by the cache's mutex.
+	entry uintptr
+	in    *LinkRec
 }
 
 func (tb *TB[Code]) chainSlot(pc uint64) int {
@@ -98,17 +103,52 @@ func (c *Cache[Op]) Lookup(k Key) *TB[Op] {
 // as holding code (so stores to it take the slow path and invalidate) and returns the TB
 // now in the cache for k (an earlier one if another vCPU won the race).
 func (c *Cache[Op]) Insert(k Key, code Op, end uint64) *TB[Op] {
+	return c.InsertLinked(k, code, end, Linkage{})
+}
+
+// InsertLinked is Insert for a block the native backend can chain (see link.go).
+func (c *Cache[Op]) InsertLinked(k Key, code Op, end uint64, lk Linkage) *TB[Op] {
 	page := k.Phys & PageMask
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if tb := c.m[k]; tb != nil {
 		return tb
 	}
-	tb := &TB[Op]{Key: k, Code: code, End: end}
+	for _, r := range lk.Exits {
+		r.SrcPC, r.SrcPhys, r.SrcFlags = k.PC, k.Phys, k.Flags
+	}
+	tb := &TB[Op]{Key: k, Code: code, End: end, entry: lk.Entry}
 	c.m[k] = tb
 	c.pages[page] = append(c.pages[page], tb)
 	c.Code.set(page)
 	return tb
+}
+
+// kill marks tb dead and unlinks the exits chained to it. c.mu is held.
+func (c *Cache[Op]) kill(tb *TB[Op]) {
+	tb.dead.Store(true)
+	for r := tb.in; r != nil; r = r.nextIn {
+		r.unlink()
+	}
+	tb.in = nil
+}
+
+// Link chains the exit r, just taken by a block of this cache, to tb when tb is a
+// whole native block starting at the exit's target with the same mode flags in the
+// same virtual and physical page, and still valid. It reports whether it linked.
+func (c *Cache[Op]) Link(r *LinkRec, tb *TB[Op]) bool {
+	if r == nil || tb.entry == 0 || r.ExitPC != tb.PC || r.SrcFlags != tb.Flags ||
+		r.SrcPC&PageMask != tb.PC&PageMask || r.SrcPhys&PageMask != tb.Phys&PageMask {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if tb.dead.Load() || atomic.LoadUintptr(&r.Target) != r.Out {
+		return false
+	}
+	atomic.StoreUintptr(&r.Target, tb.entry)
+	r.nextIn, tb.in = tb.in, r
+	return true
 }
 
 // InvalidatePage drops every TB translated from the guest physical page holding phys
@@ -125,7 +165,7 @@ func (c *Cache[Op]) InvalidatePage(phys uint64) bool {
 		return false
 	}
 	for _, tb := range tbs {
-		tb.dead.Store(true)
+		c.kill(tb)
 		delete(c.m, tb.Key)
 	}
 	delete(c.pages, page)
@@ -147,7 +187,7 @@ func (c *Cache[Op]) InvalidateRange(phys, n uint64) bool {
 		start := tb.Phys
 		end := start + (tb.End - tb.PC)
 		if phys < end && start < phys+n {
-			tb.dead.Store(true)
+			c.kill(tb)
 			delete(c.m, tb.Key)
 			dropped = true
 			continue
@@ -170,7 +210,7 @@ func (c *Cache[Op]) InvalidateAll() {
 	defer c.mu.Unlock()
 	for page, tbs := range c.pages {
 		for _, tb := range tbs {
-			tb.dead.Store(true)
+			c.kill(tb)
 		}
 		c.Code.clear(page)
 	}

@@ -92,6 +92,12 @@
 // the run loop entered. Other block ends return to the target's run loop, which keeps
 // doing lookup, Go-level chaining of closure blocks, invalidation and interrupts.
 //
+// Within a segment the IR temporaries t0..t4 live in host registers R9..R13: loaded
+// from the environment at their first read, stored back (when written) on every way
+// out of the code, and reloaded by a per-exit trampoline when a slow path resumes, so
+// the flag computations that dominate lowered A64 code run without store-to-load
+// round trips through memory.
+//
 // Not done yet: keeping guest registers in host registers within a segment, and
 // freeing the code of invalidated blocks (the arena is capped at 512 MiB, after which
 // new blocks use closures).

@@ -60,7 +60,8 @@ const (
 type nativeExit struct {
 	kind   uint8
 	op     int32
-	resume int // code offset, made absolute after placement
+	resume int   // code offset, made absolute after placement
+	reload uint8 // register temporaries to reload from the environment on resume
 }
 
 type emitter struct {
@@ -75,6 +76,131 @@ type emitter struct {
 	exits   []nativeExit
 	stubs   []stub // out-of-line slow-path exits
 	links   []pendingLink
+	// Temporaries t0..t4 live in R9..R13 within a segment (the rest, and globals, in
+	// the environment): temps is their environment offset, inReg the ones whose
+	// register holds the value at the current point of the straight-line code, dirty
+	// the ones whose register is newer than the environment. Registers do not survive
+	// a return to Go, so every way out of the code stores the dirty ones first and a
+	// resume after a slow path reloads the ones in use.
+	temps        uintptr
+	inReg, dirty uint8
+}
+
+// regTemps is the number of temporaries kept in host registers (R9..R13).
+const regTemps = 5
+
+// nop is a native operand: a constant, an environment word, or (reg != 0) a host
+// register holding temporary tmp (whose environment word is off).
+type nop struct {
+	imm bool
+	v   uint64
+	off uintptr
+	reg int
+	tmp int
+}
+
+// opnd returns the native operand for a (valid IR: the closure compiler checked it).
+func (a *emitter) opnd(x Arg) nop {
+	if v, ok := x.IsImm(); ok {
+		return nop{imm: true, v: v}
+	}
+	if x.kind == argTemp {
+		k := int(x.v)
+		o := nop{off: a.temps + 8*uintptr(k)}
+		if k < regTemps {
+			o.reg, o.tmp = 9+k, k
+		}
+		return o
+	}
+	return nop{off: uintptr(x.v)}
+}
+
+// src returns the operand for reading x, loading a register temporary from the
+// environment on its first use in the segment.
+func (a *emitter) src(x Arg) nop {
+	o := a.opnd(x)
+	if o.reg != 0 && a.inReg&(1<<o.tmp) == 0 {
+		a.env(true, o.reg, o.off, 0x8b) // mov rN, [temp]
+		a.inReg |= 1 << o.tmp
+	}
+	return o
+}
+
+// wrote records that d was just written.
+func (a *emitter) wrote(d nop) {
+	if d.reg != 0 {
+		a.inReg |= 1 << d.tmp
+		a.dirty |= 1 << d.tmp
+	}
+}
+
+// spill stores the registers of the temporaries in mask to the environment.
+func (a *emitter) spill(mask uint8) {
+	for k := 0; k < regTemps; k++ {
+		if mask&(1<<k) != 0 {
+			a.env(true, 9+k, a.temps+8*uintptr(k), 0x89) // mov [temp], rN
+		}
+	}
+}
+
+// reload loads the registers of the temporaries in mask from the environment.
+func (a *emitter) reload(mask uint8) {
+	for k := 0; k < regTemps; k++ {
+		if mask&(1<<k) != 0 {
+			a.env(true, 9+k, a.temps+8*uintptr(k), 0x8b) // mov rN, [temp]
+		}
+	}
+}
+
+// rm emits opcode bytes with register field reg and an r/m operand o (a register
+// temporary or an environment word); w adds REX.W.
+func (a *emitter) rm(w bool, reg int, o nop, opc ...byte) {
+	if o.reg == 0 {
+		a.env(w, reg, o.off, opc...)
+		return
+	}
+	a.rex(w, reg, o.reg)
+	a.bytes(opc...)
+	a.bytes(0xc0 | byte(reg&7)<<3 | byte(o.reg&7))
+}
+
+// rex emits a REX prefix for W, ModRM.reg = reg and ModRM.rm (or opcode register)
+// = rm, when one is needed.
+func (a *emitter) rex(w bool, reg, rm int) {
+	x := byte(0x40)
+	if w {
+		x |= 8
+	}
+	if reg >= 8 {
+		x |= 4
+	}
+	if rm >= 8 {
+		x |= 1
+	}
+	if x != 0x40 {
+		a.bytes(x)
+	}
+}
+
+// put stores RAX into d.
+func (a *emitter) put(d nop) {
+	if d.reg != 0 {
+		a.rex(true, rAX, d.reg)
+		a.bytes(0x89, 0xc0|byte(d.reg&7)) // mov rN, rax
+	} else {
+		a.storeRAX(d.off)
+	}
+	a.wrote(d)
+}
+
+// putImm stores a constant into d.
+func (a *emitter) putImm(d nop, v uint64) {
+	if d.reg != 0 {
+		a.movImm(d.reg, v)
+	} else {
+		a.storeImm(d.off, v)
+	}
+	a.wrote(d)
 }
 
 // pendingLink is a chainable exit whose Out address is known once the code is placed.
@@ -86,6 +212,7 @@ type pendingLink struct {
 type stub struct {
 	patch []int // rel32 fields that jump to the stub
 	exit  int
+	spill uint8 // dirty register temporaries at the access
 }
 
 func (a *emitter) bytes(x ...byte) { a.b = append(a.b, x...) }
@@ -97,11 +224,9 @@ func fitsI32(v uint64) bool { return int64(v) == int64(int32(v)) }
 // env emits opcode bytes with a ModRM for [DI+disp32] and register field reg; w adds
 // REX.W.
 func (a *emitter) env(w bool, reg int, off uintptr, opc ...byte) {
-	if w {
-		a.bytes(0x48)
-	}
+	a.rex(w, reg, 0)
 	a.bytes(opc...)
-	a.bytes(0x80 | byte(reg)<<3 | rDI)
+	a.bytes(0x80 | byte(reg&7)<<3 | rDI)
 	a.u32(uint32(off))
 }
 
@@ -109,24 +234,27 @@ func (a *emitter) env(w bool, reg int, off uintptr, opc ...byte) {
 func (a *emitter) movImm(r int, v uint64) {
 	switch {
 	case v <= 0xffffffff:
-		a.bytes(0xb8 + byte(r)) // mov r32, imm32 (zero-extends)
+		a.rex(false, 0, r)
+		a.bytes(0xb8 + byte(r&7)) // mov r32, imm32 (zero-extends)
 		a.u32(uint32(v))
 	case fitsI32(v):
-		a.bytes(0x48, 0xc7, 0xc0|byte(r)) // mov r64, simm32
+		a.rex(true, 0, r)
+		a.bytes(0xc7, 0xc0|byte(r&7)) // mov r64, simm32
 		a.u32(uint32(v))
 	default:
-		a.bytes(0x48, 0xb8+byte(r))
+		a.rex(true, 0, r)
+		a.bytes(0xb8 + byte(r&7))
 		a.u64(v)
 	}
 }
 
 // load puts an operand in register r.
-func (a *emitter) load(r int, o operand) {
+func (a *emitter) load(r int, o nop) {
 	if o.imm {
 		a.movImm(r, o.v)
 		return
 	}
-	a.env(true, r, o.off, 0x8b)
+	a.rm(true, r, o, 0x8b)
 }
 
 // storeRAX writes RAX to the environment word at off.
@@ -224,6 +352,7 @@ func (a *emitter) stopPath(pcOff uintptr, patch []int) {
 // exit's link record to the linked block's entry check, or while unlinked to the
 // exit's own leave path; exits to the block's own start loop back directly instead.
 func (a *emitter) endBlock(exitReq, pcOff uintptr, target uint64) {
+	a.spill(a.dirty)
 	a.loopBack(exitReq, target)
 	if a.canLink && target == a.loop {
 		return // an unconditional jump to the entry check
@@ -394,7 +523,7 @@ func compileNative[E any](t *Target[E], ops []Op[E]) (func(env *E), Linkage, boo
 func nativeSegment[E any](t *Target[E], ops []Op[E], whole bool) (func(*E) bool, Linkage, bool) {
 	canLoop := whole && t.ExitReq != 0
 	a := emitter{loop: ops[0].PC, canLoop: canLoop, canLink: canLoop && t.LastExit != 0,
-		b: make([]byte, 0, 48*len(ops)+16)}
+		b: make([]byte, 0, 48*len(ops)+16), temps: t.Temps}
 	var stop []int
 	if a.canLink {
 		stop = a.prologue(t.ExitReq)
@@ -405,6 +534,7 @@ func nativeSegment[E any](t *Target[E], ops []Op[E], whole bool) (func(*E) bool,
 			return nil, Linkage{}, false
 		}
 	}
+	a.spill(a.dirty) // a helper may read them
 	a.leave(segEnd)
 	if a.canLink {
 		a.stopPath(t.PC, stop)
@@ -419,7 +549,21 @@ func nativeSegment[E any](t *Target[E], ops []Op[E], whole bool) (func(*E) bool,
 		for _, at := range s.patch {
 			a.patch(at, len(a.b))
 		}
+		a.spill(s.spill)
 		a.leave(first + uint32(s.exit))
+	}
+	// Resuming after a slow path goes through a reload of the register temporaries
+	// in use there (the load's destination included: Go wrote it to the environment).
+	for i := range a.exits {
+		x := &a.exits[i]
+		if x.reload == 0 {
+			continue
+		}
+		join := x.resume
+		x.resume = len(a.b)
+		a.reload(x.reload)
+		a.bytes(0xe9) // jmp join
+		a.u32(uint32(join - (len(a.b) + 4)))
 	}
 	base := codeArena.place(a.b)
 	if base == 0 {
@@ -487,18 +631,19 @@ func nativeSegment[E any](t *Target[E], ops []Op[E], whole bool) (func(*E) bool,
 func emitOp[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 	switch op.Opc {
 	case OpExit:
-		o := mkOperand(t, op.A)
+		o := a.src(op.A)
 		if o.imm {
 			a.endBlock(t.ExitReq, t.PC, o.v)
 			return true
 		}
 		a.load(rAX, o)
 		a.storeRAX(t.PC)
+		a.spill(a.dirty)
 		a.reportExit(nil)
 		a.leave(0)
 		return true
 	case OpExitZ, OpExitNZ:
-		o := mkOperand(t, op.A)
+		o := a.src(op.A)
 		target, _ := op.B.IsImm()
 		if o.imm {
 			if (o.v != 0) != (op.Opc == OpExitNZ) {
@@ -522,32 +667,38 @@ func emitOp[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 	case OpStore:
 		return emitStore(a, t, op, i)
 	}
-	d, _ := loc(t, op.D)
-	x := mkOperand(t, op.A)
+	x := a.src(op.A)
+	var y nop
+	switch op.Opc {
+	case OpMov, OpZext32, OpSext32, OpBswap, OpClz:
+	default:
+		y = a.src(op.B)
+	}
+	d := a.opnd(op.D)
 	switch op.Opc {
 	case OpMov:
 		if x.imm {
-			a.storeImm(d, x.v)
+			a.putImm(d, x.v)
 			return true
 		}
 		a.load(rAX, x)
-		a.storeRAX(d)
+		a.put(d)
 		return true
 	case OpZext32:
 		if x.imm {
-			a.storeImm(d, uint64(uint32(x.v)))
+			a.putImm(d, uint64(uint32(x.v)))
 			return true
 		}
-		a.env(false, rAX, x.off, 0x8b) // mov eax, [A]
-		a.storeRAX(d)
+		a.rm(false, rAX, x, 0x8b) // mov eax, A
+		a.put(d)
 		return true
 	case OpSext32:
 		if x.imm {
-			a.storeImm(d, uint64(int64(int32(x.v))))
+			a.putImm(d, uint64(int64(int32(x.v))))
 			return true
 		}
-		a.env(true, rAX, x.off, 0x63) // movsxd rax, [A]
-		a.storeRAX(d)
+		a.rm(true, rAX, x, 0x63) // movsxd rax, A
+		a.put(d)
 		return true
 	case OpBswap, OpClz:
 		if x.imm {
@@ -555,7 +706,7 @@ func emitOp[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 			if op.Opc == OpClz {
 				v = uint64(bits.LeadingZeros64(x.v))
 			}
-			a.storeImm(d, v)
+			a.putImm(d, v)
 			return true
 		}
 		a.load(rAX, x)
@@ -569,15 +720,14 @@ func emitOp[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 			a.bytes(0x48, 0x0f, 0x44, 0xc1) // cmovz rax, rcx
 			a.bytes(0x48, 0x83, 0xf0, 63)   // xor rax, 63
 		}
-		a.storeRAX(d)
+		a.put(d)
 		return true
 	}
-	y := mkOperand(t, op.B)
 	a.load(rAX, x)
 	if opc, ext, ok := aluOp(op.Opc); ok {
 		switch {
 		case !y.imm:
-			a.env(true, rAX, y.off, opc)
+			a.rm(true, rAX, y, opc)
 		case fitsI32(y.v):
 			a.bytes(0x48, 0x81, 0xc0|ext<<3) // op rax, simm32
 			a.u32(uint32(y.v))
@@ -585,7 +735,7 @@ func emitOp[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 			a.movImm(rCX, y.v)
 			a.bytes(0x48, opc, 0xc1) // op rax, rcx
 		}
-		a.storeRAX(d)
+		a.put(d)
 		return true
 	}
 	if ext, ok := shiftExt(op.Opc); ok {
@@ -595,13 +745,13 @@ func emitOp[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 			a.load(rCX, y)
 			a.bytes(0x48, 0xd3, 0xc0|ext<<3) // shift rax, cl (the count is taken mod 64)
 		}
-		a.storeRAX(d)
+		a.put(d)
 		return true
 	}
 	if op.Opc == OpSetEq || op.Opc == OpSetLtu {
 		switch {
 		case !y.imm:
-			a.env(true, rAX, y.off, 0x3b) // cmp rax, [B]
+			a.rm(true, rAX, y, 0x3b) // cmp rax, B
 		case fitsI32(y.v):
 			a.bytes(0x48, 0x81, 0xf8) // cmp rax, simm32
 			a.u32(uint32(y.v))
@@ -615,13 +765,13 @@ func emitOp[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 		}
 		a.bytes(0x0f, cc, 0xc0)         // setcc al
 		a.bytes(0x48, 0x0f, 0xb6, 0xc0) // movzx rax, al
-		a.storeRAX(d)
+		a.put(d)
 		return true
 	}
 	if op.Opc == OpMul {
 		switch {
 		case !y.imm:
-			a.env(true, rAX, y.off, 0x0f, 0xaf) // imul rax, [B]
+			a.rm(true, rAX, y, 0x0f, 0xaf) // imul rax, B
 		case fitsI32(y.v):
 			a.bytes(0x48, 0x69, 0xc0) // imul rax, rax, simm32
 			a.u32(uint32(y.v))
@@ -629,7 +779,7 @@ func emitOp[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 			a.movImm(rCX, y.v)
 			a.bytes(0x48, 0x0f, 0xaf, 0xc1) // imul rax, rcx
 		}
-		a.storeRAX(d)
+		a.put(d)
 		return true
 	}
 	return false
@@ -639,7 +789,7 @@ func emitOp[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 // compares the tag at tagOff with RBX's page and alignment bits, jumping to the
 // returned stub (not yet emitted) when they differ.
 func emitAddr[E any](a *emitter, t *Target[E], op *Op[E], tagOff uintptr, kind uint8, i int) *stub {
-	base := mkOperand(t, op.A)
+	base := a.src(op.A)
 	if base.imm {
 		a.movImm(rBX, base.v+op.Off)
 	} else {
@@ -665,7 +815,7 @@ func emitAddr[E any](a *emitter, t *Target[E], op *Op[E], tagOff uintptr, kind u
 	a.bytes(0x48, 0x25)                     // and rax, PageMask|align (sign-extended)
 	a.u32(uint32(PageMask | uint64(op.Size-1)))
 	a.bytes(0x48, 0x3b, 0x42, byte(tagOff)) // cmp rax, [rdx+tag]
-	a.stubs = append(a.stubs, stub{exit: int(a.exit(kind, i)) - 1})
+	a.stubs = append(a.stubs, stub{exit: int(a.exit(kind, i)) - 1, spill: a.dirty})
 	s := &a.stubs[len(a.stubs)-1]
 	s.patch = append(s.patch, a.jcc(0x85))
 	return s
@@ -680,8 +830,8 @@ func (a *emitter) emitHost() {
 }
 
 func emitLoad[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
-	d, _ := loc(t, op.D)
 	emitAddr(a, t, op, tlbReadOff, exLoad, i)
+	d := a.opnd(op.D)
 	a.emitHost()
 	switch {
 	case op.Size == 1 && !op.Signed:
@@ -699,13 +849,14 @@ func emitLoad[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 	default:
 		a.bytes(0x48, 0x8b, 0x01)
 	}
-	a.storeRAX(d)
-	a.exits[len(a.exits)-1].resume = len(a.b)
+	a.put(d)
+	x := &a.exits[len(a.exits)-1]
+	x.resume, x.reload = len(a.b), a.inReg
 	return true
 }
 
 func emitStore[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
-	a.load(rSI, mkOperand(t, op.B))
+	a.load(rSI, a.src(op.B))
 	s := emitAddr(a, t, op, tlbWriteOff, exStore, i)
 	a.bytes(0x48, 0x8b, 0x42, byte(tlbCodeOff)) // mov rax, [rdx+Code]
 	a.bytes(0x83, 0x38, 0x00)                   // cmp dword [rax], 0
@@ -721,6 +872,7 @@ func emitStore[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 	default:
 		a.bytes(0x48, 0x89, 0x31)
 	}
-	a.exits[len(a.exits)-1].resume = len(a.b)
+	x := &a.exits[len(a.exits)-1]
+	x.resume, x.reload = len(a.b), a.inReg
 	return true
 }

@@ -556,7 +556,7 @@ func lowerWide(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 	case insn>>24&0x1f == 0x0a: // AND/ORR/EOR/BIC/ORN/EON/ANDS/BICS (shifted register)
 		typ, amt, rm := insn>>22&3, insn>>10&63, insn>>16&31
 		setFlags := insn>>29&3 == 3
-		if rd == 31 && !setFlags || typ == 3 || !sf && amt >= 32 {
+		if rd == 31 && !setFlags || !sf && amt >= 32 {
 			return false
 		}
 		b.Mov(t0, xzr(rm))
@@ -567,7 +567,20 @@ func lowerWide(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 				b.Un(tcg.OpZext32, t0, t0)
 			}
 		}
-		if amt != 0 {
+		switch {
+		case amt == 0:
+		case typ == 3: // ROR (hashes: SHA-2, MD5 rounds): bits above 32 are cleared below
+			width := uint64(64)
+			if !sf {
+				width = 32
+			}
+			b.Bin(tcg.OpShl, t1, t0, tcg.Imm(width-uint64(amt)))
+			b.Bin(tcg.OpShr, t0, t0, tcg.Imm(uint64(amt)))
+			b.Bin(tcg.OpOr, t0, t0, t1)
+			if !sf {
+				b.Un(tcg.OpZext32, t0, t0)
+			}
+		default:
 			b.Bin([3]tcg.Opcode{tcg.OpShl, tcg.OpShr, tcg.OpSar}[typ], t0, t0, tcg.Imm(uint64(amt)))
 		}
 		if insn>>21&1 == 1 {

@@ -145,10 +145,13 @@ type CPU struct {
 	// lastExit is the chainable exit the last native block left through (tcg
 	// Target.LastExit), linked by Run to the block found next.
 	lastExit *tcg.LinkRec
-	fence    atomic.Uint32
-	excl     monitor
-	tlbReq   tlbRequests
-	timers   [2]genTimer
+	// jumps is the jump table native blocks probe for computed and other-page exits
+	// (tcg Target.Jumps); Run records every block it finds in it.
+	jumps  *tcg.JumpTable
+	fence  atomic.Uint32
+	excl   monitor
+	tlbReq tlbRequests
+	timers [2]genTimer
 
 	exitReq  atomic.Uint32
 	irq, fiq atomic.Bool
@@ -166,7 +169,8 @@ type CPU struct {
 
 // New creates a powered-off vCPU. Reset (boot CPU) or Start (PSCI CPU_ON) powers it on.
 func New(cfg Config) *CPU {
-	c := &CPU{cfg: cfg, sys: systemFor(cfg.RAM), wake: make(chan struct{}, 1), trace: cfg.Trace, tflag: cfg.TraceFlags}
+	c := &CPU{cfg: cfg, sys: systemFor(cfg.RAM), wake: make(chan struct{}, 1), trace: cfg.Trace, tflag: cfg.TraceFlags,
+		jumps: new(tcg.JumpTable)}
 	if c.trace == nil {
 		c.tflag = 0
 	}
@@ -347,9 +351,12 @@ func (c *CPU) Run(stop <-chan struct{}) error {
 		if t == nil {
 			if t = c.lookupTB(); t == nil {
 				if t = c.findTB(); t == nil {
-					prev = nil
+					prev, link = nil, nil
 					continue // the fetch raised an exception
 				}
+			}
+			if h := t.JumpHdr(); h != nil && c.tflag&TraceExec == 0 {
+				c.jumps.Set(t.PC, h)
 			}
 			if prev != nil && c.tlbGen == prevGen && t.Flags == prev.Flags {
 				prev.Chain(t)

@@ -27,6 +27,8 @@ var irTarget = &tcg.Target[CPU]{
 	Temps:    offTemps,
 	ExitReq:  offExit,
 	LastExit: unsafe.Offsetof(CPU{}.lastExit),
+	Flags:    unsafe.Offsetof(CPU{}.flags),
+	Jumps:    unsafe.Offsetof(CPU{}.jumps),
 	LoadSlow: func(c *CPU, va uint64, size int) (uint64, bool) {
 		return c.ldSlow(va, size, c.el)
 	},

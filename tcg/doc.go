@@ -89,8 +89,12 @@
 // request, budget), once the run loop has seen that exit taken and linked it
 // (Cache.Link); invalidating a block unlinks every exit into it. Exit statuses are
 // global, so a slow path met in a linked block is served by the function of the block
-// the run loop entered. Other block ends return to the target's run loop, which keeps
-// doing lookup, Go-level chaining of closure blocks, invalidation and interrupts.
+// the run loop entered. Exits to a computed PC (returns, indirect branches) or to
+// another page probe the vCPU's JumpTable instead: a hit whose block header is alive,
+// has the current mode flags and comes from the physical page the instruction TLB maps
+// the PC to is jumped to directly. Other block ends return to the target's run loop,
+// which keeps doing lookup, Go-level chaining of closure blocks, invalidation and
+// interrupts.
 //
 // Within a segment the IR temporaries t0..t4 live in host registers R9..R13: loaded
 // from the environment at their first read, stored back (when written) on every way

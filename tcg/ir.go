@@ -136,6 +136,11 @@ type Target[E any] struct {
 	// link that exit to the block it finds next (Cache.Link). The run loop clears it
 	// before entering a block. Zero means the target does not chain native blocks.
 	LastExit uintptr
+	// Flags is the byte offset in E of the uint64 mode flags blocks are keyed by
+	// (Key.Flags) and Jumps that of a *JumpTable (link.go): with both (and LastExit),
+	// native blocks leave through an exit to a computed or other-page PC by probing
+	// the table. Zero means no probe.
+	Flags, Jumps uintptr
 	// LoadSlow and StoreSlow perform an access the TLB fast path could not (miss,
 	// misaligned, MMIO, code page), raising the guest exception and returning false on a
 	// fault. The PC field already holds the instruction's PC.

@@ -76,3 +76,28 @@ func (r *LinkRec) target() *uintptr { return &r.Target }
 
 // unlink points the exit back at its own leave path.
 func (r *LinkRec) unlink() { atomic.StoreUintptr(r.target(), r.Out) }
+
+// Exits to a PC that is not a constant, or in another page, cannot be linked. In a
+// linkable block they probe the vCPU's JumpTable instead (QEMU's lookup_and_goto_ptr):
+// an entry for the PC whose block header (a LinkRec: Target = the block's entry, 0
+// once dropped; Src* = its key) matches the current mode flags and the physical page
+// the instruction TLB maps the PC to is jumped to directly; anything else returns to
+// the run loop. The run loop records every native block it finds (JumpTable.Set).
+
+// JumpTableBits is log2 of the number of entries of a vCPU's JumpTable.
+const JumpTableBits = 12
+
+// JumpTable is a per-vCPU direct-mapped table from guest virtual PC to block header,
+// read by generated code. Only its vCPU's goroutine touches it.
+type JumpTable struct {
+	E [1 << JumpTableBits]struct {
+		PC  uint64
+		Hdr *LinkRec
+	}
+}
+
+// Set records the block whose header is hdr as the one at pc.
+func (j *JumpTable) Set(pc uint64, hdr *LinkRec) {
+	e := &j.E[(pc>>2)&(1<<JumpTableBits-1)]
+	e.PC, e.Hdr = pc, hdr
+}

@@ -136,3 +136,108 @@ func TestNativeLink(t *testing.T) {
 			env.PC, env.last, a.Exits[0], env.R[1], r1)
 	}
 }
+
+type probeEnv struct {
+	testEnv
+	req   uint32
+	last  *LinkRec
+	flags uint64
+	jumps *JumpTable
+}
+
+// TestNativeProbe checks exits to computed PCs: a linked-up loop whose back edge is a
+// register jump runs inside generated code through the jump table, with the closure
+// backend's results, and the probe misses (returning to the run loop) when the mode
+// flags differ, when the instruction TLB no longer maps the page, and once the target
+// block is dropped.
+func TestNativeProbe(t *testing.T) {
+	base := testTarget()
+	var e probeEnv
+	tgt := &Target[probeEnv]{PC: base.PC, TLB: base.TLB, Temps: base.Temps,
+		ExitReq: unsafe.Offsetof(e.req), LastExit: unsafe.Offsetof(e.last),
+		Flags: unsafe.Offsetof(e.flags), Jumps: unsafe.Offsetof(e.jumps),
+		LoadSlow: func(e *probeEnv, va uint64, size int) (uint64, bool) { return base.LoadSlow(&e.testEnv, va, size) },
+		StoreSlow: func(e *probeEnv, va uint64, size int, v uint64) bool {
+			return base.StoreSlow(&e.testEnv, va, size, v)
+		}}
+	r0, r1, r2 := reg(0), reg(1), reg(2)
+	var a, b Builder[probeEnv]
+	a.SetPC(0x1000)
+	a.Bin(OpAdd, r0, r0, Imm(1))
+	a.Exit(r2) // r2 = 0x1100: a computed jump
+	b.SetPC(0x1100)
+	b.Bin(OpSub, r1, r1, Imm(1))
+	b.ExitIf(r1, true, 0x1000)
+	b.Exit(Imm(0x2000))
+	ops := map[uint64][]Op[probeEnv]{0x1000: a.Ops, 0x1100: b.Ops}
+
+	run := func(be Backend, env *probeEnv, cache *Cache[func(*probeEnv)], maxCalls int) int {
+		calls := 0
+		var link *LinkRec
+		for (env.PC == 0x1000 || env.PC == 0x1100) && calls < maxCalls {
+			k := Key{PC: env.PC, Phys: env.PC, Flags: env.flags}
+			tb := cache.Lookup(k)
+			if tb == nil {
+				f, lk, err := compileWith(be, tgt, ops[env.PC])
+				if err != nil {
+					t.Fatal(err)
+				}
+				tb = cache.InsertLinked(k, f, env.PC+0x10, lk)
+			}
+			if link != nil {
+				cache.Link(link, tb)
+			}
+			if h := tb.JumpHdr(); h != nil {
+				env.jumps.Set(tb.PC, h)
+			}
+			env.last = nil
+			tb.Code(env)
+			link = env.last
+			calls++
+		}
+		return calls
+	}
+	newEnv := func(iters uint64) *probeEnv {
+		w := newWorld(1)
+		code := uint32(0)
+		w.tlb.Fill(0x1000, 0x1000, unsafe.Pointer(&w.pages[0][0]), &code, true, false, true, 0)
+		env := &probeEnv{testEnv: testEnv{R: [4]uint64{0, iters, 0x1100, 0}, tlb: w.tlb}, jumps: new(JumpTable)}
+		env.PC = 0x1000
+		return env
+	}
+
+	want := newEnv(5000)
+	wantCalls := run(BackendClosure, want, NewCache[func(*probeEnv)](nil), 1<<30)
+	got := newEnv(5000)
+	cache := NewCache[func(*probeEnv)](nil)
+	gotCalls := run(BackendNative, got, cache, 1<<30)
+	if got.R != want.R || got.PC != want.PC {
+		t.Fatalf("native R=%#x PC=%#x, closure R=%#x PC=%#x", got.R, got.PC, want.R, want.PC)
+	}
+	if gotCalls > wantCalls/100 {
+		t.Fatalf("probed loop made %d calls for %d blocks", gotCalls, wantCalls)
+	}
+
+	// Each way the probe must miss: A then returns to the loop at B's PC, B not run.
+	for _, c := range []struct {
+		name  string
+		spoil func(env *probeEnv)
+	}{
+		{"other mode flags", func(env *probeEnv) { env.jumps.E[(0x1100>>2)&(1<<JumpTableBits-1)].Hdr.SrcFlags ^= 1 }},
+		{"page not executable", func(env *probeEnv) { env.tlb.Entry(0x1100).Exec = TLBInvalid }},
+		{"page mapped elsewhere", func(env *probeEnv) { env.tlb.Entry(0x1100).Phys = 0x5000 }},
+		{"block dropped", func(env *probeEnv) { cache.InvalidateRange(0x1100, 4) }},
+	} {
+		env := newEnv(1 << 40)
+		cache = NewCache[func(*probeEnv)](nil)
+		run(BackendNative, env, cache, 3) // A, B (now in the table), A...
+		env.PC = 0x1000
+		c.spoil(env)
+		r1 := env.R[1]
+		env.last = nil
+		cache.Lookup(Key{PC: 0x1000, Phys: 0x1000}).Code(env)
+		if env.PC != 0x1100 || env.R[1] != r1 || env.last != nil {
+			t.Errorf("%s: A ran to PC=%#x r1=%#x (was %#x) last=%p; want PC 0x1100, B not run", c.name, env.PC, env.R[1], r1, env.last)
+		}
+	}
+}

@@ -49,6 +49,8 @@ var (
 	tlbWriteOff  = unsafe.Offsetof(TLBEntry{}.Write)
 	tlbHostOff   = unsafe.Offsetof(TLBEntry{}.Host)
 	tlbCodeOff   = unsafe.Offsetof(TLBEntry{}.Code)
+	tlbExecOff   = unsafe.Offsetof(TLBEntry{}.Exec)
+	tlbPhysOff   = unsafe.Offsetof(TLBEntry{}.Phys)
 )
 
 // exit kinds of a block's exit table.
@@ -72,10 +74,14 @@ type emitter struct {
 	// canLink: the segment is a whole block and the target reports exits (LastExit):
 	// exits to constant PCs become chainable (link.go), every block end sets RBX.
 	canLink bool
-	b       []byte
-	exits   []nativeExit
-	stubs   []stub // out-of-line slow-path exits
-	links   []pendingLink
+	// probe: non-linkable exits of a linkable segment probe the jump table (link.go);
+	// jumps, flags and tlb are the environment offsets it reads.
+	probe             bool
+	jumps, flags, tlb uintptr
+	b                 []byte
+	exits             []nativeExit
+	stubs             []stub // out-of-line slow-path exits
+	links             []pendingLink
 	// Temporaries t0..t4 live in R9..R13 within a segment (the rest, and globals, in
 	// the environment): temps is their environment offset, inReg the ones whose
 	// register holds the value at the current point of the straight-line code, dirty
@@ -368,12 +374,72 @@ func (a *emitter) endBlock(exitReq, pcOff uintptr, target uint64) {
 		rec.ExitPC = target
 		a.links = append(a.links, pendingLink{rec: rec, out: len(a.b)})
 		a.bytes(0x48, 0x89, 0xc3) // mov rbx, rax: report the record
+	} else if a.probe {
+		a.movImm(rAX, target)
+		a.storeRAX(pcOff)
+		a.probeJump()
+		return
 	} else {
 		a.reportExit(nil)
 	}
 	a.storeImm(pcOff, target)
 	a.leave(0)
 }
+
+// probeJump ends the block for the PC in RAX (already stored): it jumps to the block
+// the vCPU's jump table holds for that PC when its header says it is alive, has the
+// current mode flags and comes from the physical page the instruction TLB maps the PC
+// to, and otherwise returns to the run loop reporting no link record.
+func (a *emitter) probeJump() {
+	var miss []int
+	a.env(true, rDX, a.jumps, 0x8b) // mov rdx, [jump table]
+	a.bytes(0x48, 0x85, 0xd2)       // test rdx, rdx (none: the run loop decides)
+	miss = append(miss, a.jcc(0x84))
+	a.bytes(0x48, 0x89, 0xc1)       // mov rcx, rax
+	a.bytes(0x48, 0xc1, 0xe9, 0x02) // shr rcx, 2
+	a.bytes(0x81, 0xe1)             // and ecx, table mask
+	a.u32(1<<JumpTableBits - 1)     //
+	a.bytes(0xc1, 0xe1, 0x04)       // shl ecx, 4 (16-byte entries)
+	a.bytes(0x48, 0x01, 0xd1)       // add rcx, rdx
+	a.bytes(0x48, 0x3b, 0x01)       // cmp rax, [rcx].PC
+	miss = append(miss, a.jcc(0x85))
+	a.bytes(0x48, 0x8b, 0x49, 0x08) // mov rcx, [rcx].Hdr
+	a.bytes(0x48, 0x85, 0xc9)       // test rcx, rcx
+	miss = append(miss, a.jcc(0x84))
+	a.env(true, rDX, a.flags, 0x8b)                  // mov rdx, [mode flags]
+	a.bytes(0x48, 0x3b, 0x51, byte(linkSrcFlagsOff)) // cmp rdx, [rcx].SrcFlags
+	miss = append(miss, a.jcc(0x85))                 //
+	a.bytes(0x48, 0x89, 0xc2)                        // mov rdx, rax
+	a.bytes(0x48, 0xc1, 0xea, PageBits)              // shr rdx, 12
+	a.bytes(0x81, 0xe2)                              // and edx, TLB index mask
+	a.u32(1<<TLBBits - 1)                            //
+	a.bytes(0x6b, 0xd2, byte(tlbEntrySize))          // imul edx, edx, entry size
+	a.env(true, rDX, a.tlb, 0x03)                    // add rdx, [TLB]
+	a.bytes(0x48, 0x89, 0xc6)                        // mov rsi, rax
+	a.bytes(0x48, 0x81, 0xe6)                        // and rsi, PageMask (sign-extended)
+	a.u32(uint32(PageMask & 0xffffffff))             //
+	a.bytes(0x48, 0x3b, 0x72, byte(tlbExecOff))      // cmp rsi, [rdx].Exec
+	miss = append(miss, a.jcc(0x85))                 //
+	a.bytes(0x48, 0x8b, 0x72, byte(tlbPhysOff))      // mov rsi, [rdx].Phys
+	a.bytes(0x48, 0x33, 0x71, byte(linkSrcPhysOff))  // xor rsi, [rcx].SrcPhys
+	a.bytes(0x48, 0xc1, 0xee, PageBits)              // shr rsi, 12: zero when the pages match
+	miss = append(miss, a.jcc(0x85))                 //
+	a.bytes(0x48, 0x8b, 0x49, byte(linkTargetOff))   // mov rcx, [rcx].Target (0: dropped)
+	a.bytes(0x48, 0x85, 0xc9)                        // test rcx, rcx
+	miss = append(miss, a.jcc(0x84))                 //
+	a.bytes(0xff, 0xe1)                              // jmp rcx: its entry check
+	for _, at := range miss {
+		a.patch(at, len(a.b))
+	}
+	a.reportExit(nil)
+	a.leave(0)
+}
+
+var (
+	linkTargetOff   = unsafe.Offsetof(LinkRec{}.Target)
+	linkSrcPhysOff  = unsafe.Offsetof(LinkRec{}.SrcPhys)
+	linkSrcFlagsOff = unsafe.Offsetof(LinkRec{}.SrcFlags)
+)
 
 // reportExit sets RBX to the link record of the exit being taken (nil: none), which
 // the segment's function hands to the run loop through Target.LastExit.
@@ -523,7 +589,8 @@ func compileNative[E any](t *Target[E], ops []Op[E]) (func(env *E), Linkage, boo
 func nativeSegment[E any](t *Target[E], ops []Op[E], whole bool) (func(*E) bool, Linkage, bool) {
 	canLoop := whole && t.ExitReq != 0
 	a := emitter{loop: ops[0].PC, canLoop: canLoop, canLink: canLoop && t.LastExit != 0,
-		b: make([]byte, 0, 48*len(ops)+16), temps: t.Temps}
+		b: make([]byte, 0, 48*len(ops)+16), temps: t.Temps, jumps: t.Jumps, flags: t.Flags, tlb: t.TLB}
+	a.probe = a.canLink && t.Jumps != 0 && t.Flags != 0
 	var stop []int
 	if a.canLink {
 		stop = a.prologue(t.ExitReq)
@@ -639,6 +706,10 @@ func emitOp[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 		a.load(rAX, o)
 		a.storeRAX(t.PC)
 		a.spill(a.dirty)
+		if a.probe {
+			a.probeJump()
+			return true
+		}
 		a.reportExit(nil)
 		a.leave(0)
 		return true

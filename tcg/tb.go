@@ -39,12 +39,17 @@ type TB[Code any] struct {
 	// and by a taken branch elsewhere (slot 1), for direct chaining within a page.
 	next [2]atomic.Pointer[TB[Code]]
 	dead atomic.Bool
-	// entry is the block's native entry for links (link.go), 0 if it cannot be linked
-	// to; in lists the exits linked to it (through LinkRec.nextIn), unlinked when the
-	// block is dropped. in is guarded by the cache's mutex.
-	entry uintptr
-	in    *LinkRec
+	// hdr is the block's header for links and jump tables (link.go: Target is its
+	// native entry, zeroed when it is dropped), nil if it cannot be jumped to; in lists
+	// the exits linked to it (through LinkRec.nextIn), unlinked when the block is
+	// dropped. in is guarded by the cache's mutex.
+	hdr *LinkRec
+	in  *LinkRec
 }
+
+// JumpHdr returns the block's header for JumpTable.Set, or nil when generated code
+// cannot jump to it.
+func (tb *TB[Code]) JumpHdr() *LinkRec { return tb.hdr }
 
 func (tb *TB[Code]) chainSlot(pc uint64) int {
 	if pc == tb.End {
@@ -117,7 +122,13 @@ func (c *Cache[Op]) InsertLinked(k Key, code Op, end uint64, lk Linkage) *TB[Op]
 	for _, r := range lk.Exits {
 		r.SrcPC, r.SrcPhys, r.SrcFlags = k.PC, k.Phys, k.Flags
 	}
-	tb := &TB[Op]{Key: k, Code: code, End: end, entry: lk.Entry}
+	tb := &TB[Op]{Key: k, Code: code, End: end}
+	if lk.Entry != 0 {
+		if h := newLinkRec(); h != nil {
+			h.Target, h.SrcPC, h.SrcPhys, h.SrcFlags = lk.Entry, k.PC, k.Phys, k.Flags
+			tb.hdr = h
+		}
+	}
 	c.m[k] = tb
 	c.pages[page] = append(c.pages[page], tb)
 	c.Code.set(page)
@@ -127,6 +138,9 @@ func (c *Cache[Op]) InsertLinked(k Key, code Op, end uint64, lk Linkage) *TB[Op]
 // kill marks tb dead and unlinks the exits chained to it. c.mu is held.
 func (c *Cache[Op]) kill(tb *TB[Op]) {
 	tb.dead.Store(true)
+	if tb.hdr != nil {
+		atomic.StoreUintptr(&tb.hdr.Target, 0) // jump tables no longer reach it
+	}
 	for r := tb.in; r != nil; r = r.nextIn {
 		r.unlink()
 	}
@@ -137,7 +151,7 @@ func (c *Cache[Op]) kill(tb *TB[Op]) {
 // whole native block starting at the exit's target with the same mode flags in the
 // same virtual and physical page, and still valid. It reports whether it linked.
 func (c *Cache[Op]) Link(r *LinkRec, tb *TB[Op]) bool {
-	if r == nil || tb.entry == 0 || r.ExitPC != tb.PC || r.SrcFlags != tb.Flags ||
+	if r == nil || tb.hdr == nil || r.ExitPC != tb.PC || r.SrcFlags != tb.Flags ||
 		r.SrcPC&PageMask != tb.PC&PageMask || r.SrcPhys&PageMask != tb.Phys&PageMask {
 		return false
 	}
@@ -146,7 +160,7 @@ func (c *Cache[Op]) Link(r *LinkRec, tb *TB[Op]) bool {
 	if tb.dead.Load() || atomic.LoadUintptr(&r.Target) != r.Out {
 		return false
 	}
-	atomic.StoreUintptr(&r.Target, tb.entry)
+	atomic.StoreUintptr(&r.Target, tb.hdr.Target)
 	r.nextIn, tb.in = tb.in, r
 	return true
 }

@@ -927,49 +927,23 @@ func lowerAddSub(b *tcg.Builder[CPU], sf, sub bool, d, a, x tcg.Arg) {
 }
 
 // lowerAddSubFlags emits Rd = A ± B setting NZCV (ADDS, SUBS, CMP, CMN); a is not an
-// immediate, neither a nor x is one of t0..t5, and rd 31 discards the result.
+// immediate, neither a nor x is t0, and rd 31 discards the result. The flags are one
+// IR op (tcg.OpFlagsAdd/Sub on 4 or 8 bytes).
 func lowerAddSubFlags(b *tcg.Builder[CPU], sf, sub bool, a, x tcg.Arg, rd uint32) {
-	if !sf { // work on the zero-extended 32-bit operands
-		b.Un(tcg.OpZext32, t4, a)
-		a = t4
-		if v, ok := x.IsImm(); ok {
-			x = tcg.Imm(uint64(uint32(v)))
-		} else {
-			b.Un(tcg.OpZext32, t5, x)
-			x = t5
-		}
+	size, res, flags := 8, tcg.OpAdd, tcg.OpFlagsAdd
+	if !sf {
+		size = 4
 	}
 	if sub {
-		b.Bin(tcg.OpSub, t0, a, x)
-		b.Bin(tcg.OpSetLtu, t1, a, x) // borrow
-		b.Bin(tcg.OpXor, t1, t1, tcg.Imm(1))
-	} else {
-		b.Bin(tcg.OpAdd, t0, a, x)
-		if sf {
-			b.Bin(tcg.OpSetLtu, t1, t0, a) // carry out of bit 63
-		} else {
-			b.Bin(tcg.OpShr, t1, t0, tcg.Imm(32))
+		res, flags = tcg.OpSub, tcg.OpFlagsSub
+	}
+	if rd != 31 { // computed first: rd may be one of the operands
+		b.Bin(res, t0, a, x)
+		if !sf {
+			b.Un(tcg.OpZext32, t0, t0)
 		}
 	}
-	b.Bin(tcg.OpShl, t1, t1, tcg.Imm(29)) // C
-	// V: the operands' signs agree (add) or differ (sub) and the result's sign differs.
-	b.Bin(tcg.OpXor, t2, a, x)
-	if !sub {
-		b.Bin(tcg.OpXor, t2, t2, tcg.Imm(^uint64(0)))
-	}
-	b.Bin(tcg.OpXor, t3, a, t0)
-	b.Bin(tcg.OpAnd, t2, t2, t3)
-	if sf {
-		b.Bin(tcg.OpShr, t2, t2, tcg.Imm(35))
-	} else {
-		b.Bin(tcg.OpShr, t2, t2, tcg.Imm(3))
-	}
-	b.Bin(tcg.OpAnd, t2, t2, tcg.Imm(1<<28))
-	b.Bin(tcg.OpOr, t1, t1, t2)
-	if !sf {
-		b.Un(tcg.OpZext32, t0, t0)
-	}
-	lowerNZ(b, sf, t1)
+	b.Flags(flags, nzcv, a, x, size)
 	if rd != 31 {
 		b.Mov(xreg(rd), t0)
 	}
@@ -978,26 +952,14 @@ func lowerAddSubFlags(b *tcg.Builder[CPU], sf, sub bool, a, x tcg.Arg, rd uint32
 // lowerLogicFlags sets NZCV from the logical result in t0 (C and V clear) and writes it
 // to rd unless rd is 31.
 func lowerLogicFlags(b *tcg.Builder[CPU], sf bool, rd uint32) {
-	b.Mov(t1, tcg.Imm(0))
-	lowerNZ(b, sf, t1)
+	size := 8
+	if !sf {
+		size = 4
+	}
+	b.Flags(tcg.OpFlagsLogic, nzcv, t0, tcg.Imm(0), size)
 	if rd != 31 {
 		b.Mov(xreg(rd), t0)
 	}
-}
-
-// lowerNZ sets NZCV to cv (C and V in place) plus N and Z of the result in t0 (already
-// zero-extended when 32-bit).
-func lowerNZ(b *tcg.Builder[CPU], sf bool, cv tcg.Arg) {
-	b.Bin(tcg.OpSetEq, t2, t0, tcg.Imm(0))
-	b.Bin(tcg.OpShl, t2, t2, tcg.Imm(30))
-	b.Bin(tcg.OpOr, cv, cv, t2)
-	if sf {
-		b.Bin(tcg.OpShr, t2, t0, tcg.Imm(32))
-		b.Bin(tcg.OpAnd, t2, t2, tcg.Imm(1<<31))
-	} else {
-		b.Bin(tcg.OpAnd, t2, t0, tcg.Imm(1<<31))
-	}
-	b.Bin(tcg.OpOr, nzcv, cv, t2)
 }
 
 // lowerCond sets d to 1 when condition cond holds for NZCV, else 0 (uses t3).

@@ -164,6 +164,8 @@ func compileOp[E any](t *Target[E], op *Op[E]) (func(*E) bool, error) {
 		return compileLoad(t, op)
 	case OpStore:
 		return compileStore(t, op)
+	case OpFlagsAdd, OpFlagsSub, OpFlagsLogic:
+		return compileFlags(t, op)
 	}
 	d, okd := loc(t, op.D)
 	a := mkOperand(t, op.A)
@@ -461,4 +463,41 @@ func fuse[E any](t *Target[E], ops []Op[E]) (f func(*E) bool, n int) {
 		}
 	}
 	return nil, 0
+}
+
+// NZCV computes the flags ops' result (see OpFlagsAdd) for a op b on size bytes.
+func NZCV(opc Opcode, a, b uint64, size int) uint64 {
+	sh := uint(64 - 8*size) // the operands' top bit moves to bit 63
+	a, b = a<<sh, b<<sh
+	var r, c, v uint64
+	switch opc {
+	case OpFlagsAdd:
+		r = a + b
+		c = b2u(r < a)
+		v = ((a ^ r) & (b ^ r)) >> 63
+	case OpFlagsSub:
+		r = a - b
+		c = b2u(a >= b)
+		v = ((a ^ b) & (a ^ r)) >> 63
+	default:
+		r = a
+	}
+	return r>>63<<31 | b2u(r == 0)<<30 | c<<29 | v<<28
+}
+
+func compileFlags[E any](t *Target[E], op *Op[E]) (func(*E) bool, error) {
+	d, okd := loc(t, op.D)
+	a, b := mkOperand(t, op.A), mkOperand(t, op.B)
+	if !okd || !a.valid || op.Size != 4 && op.Size != 8 || op.Opc != OpFlagsLogic && !b.valid {
+		return nil, fmt.Errorf("tcg: malformed IR op %v", op)
+	}
+	opc, size := op.Opc, int(op.Size)
+	if opc == OpFlagsLogic {
+		b = operand{imm: true, valid: true}
+	}
+	return func(e *E) bool {
+		p := unsafe.Pointer(e)
+		*word(p, d) = NZCV(opc, a.read(p), b.read(p), size)
+		return true
+	}, nil
 }

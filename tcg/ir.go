@@ -36,12 +36,20 @@ const (
 	OpSetLtu                   // D = 1 if A < B (unsigned) else 0
 	OpBswap                    // D = A with its 8 bytes reversed
 	OpClz                      // D = number of leading zero bits of A (64 if A == 0)
+	// Condition flags in the A-profile NZCV layout (N bit 31, Z 30, C 29, V 28, all
+	// other bits zero), computed on the low Size (4 or 8) bytes of the operands: one op
+	// instead of the dozen ALU ops spelling them out, and one host flag-setting
+	// instruction natively.
+	OpFlagsAdd   // D = NZCV of A + B (C: unsigned carry out, V: signed overflow)
+	OpFlagsSub   // D = NZCV of A - B (C: no borrow, as A64's SUBS/CMP)
+	OpFlagsLogic // D = NZCV of the value A (N, Z; C and V clear)
 )
 
 var opNames = [...]string{OpMov: "mov", OpAdd: "add", OpSub: "sub", OpAnd: "and", OpOr: "or", OpXor: "xor",
 	OpShl: "shl", OpShr: "shr", OpSar: "sar", OpMul: "mul", OpZext32: "zext32", OpSext32: "sext32",
 	OpLoad: "ld", OpStore: "st", OpCall: "call", OpExit: "exit", OpExitZ: "exit_z", OpExitNZ: "exit_nz",
-	OpSetEq: "seteq", OpSetLtu: "setltu", OpBswap: "bswap", OpClz: "clz"}
+	OpSetEq: "seteq", OpSetLtu: "setltu", OpBswap: "bswap", OpClz: "clz",
+	OpFlagsAdd: "flags_add", OpFlagsSub: "flags_sub", OpFlagsLogic: "flags_logic"}
 
 func (o Opcode) String() string {
 	if int(o) < len(opNames) && opNames[o] != "" {
@@ -167,6 +175,12 @@ func (b *Builder[E]) Bin(opc Opcode, d, a, x Arg) { b.emit(Op[E]{Opc: opc, D: d,
 
 // Un emits a one-operand op (OpZext32, OpSext32, OpBswap, OpClz).
 func (b *Builder[E]) Un(opc Opcode, d, a Arg) { b.emit(Op[E]{Opc: opc, D: d, A: a}) }
+
+// Flags emits a flags op (OpFlagsAdd, OpFlagsSub: D = NZCV of A op B; OpFlagsLogic: of
+// A, x unused) on the low size (4 or 8) bytes.
+func (b *Builder[E]) Flags(opc Opcode, d, a, x Arg, size int) {
+	b.emit(Op[E]{Opc: opc, D: d, A: a, B: x, Size: uint8(size)})
+}
 
 // Load emits D = mem[A + off].
 func (b *Builder[E]) Load(d, a Arg, off uint64, size int, signed bool) {

@@ -737,6 +737,8 @@ func emitOp[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 		return emitLoad(a, t, op, i)
 	case OpStore:
 		return emitStore(a, t, op, i)
+	case OpFlagsAdd, OpFlagsSub, OpFlagsLogic:
+		return emitFlags(a, op)
 	}
 	x := a.src(op.A)
 	var y nop
@@ -945,5 +947,64 @@ func emitStore[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 	}
 	x := &a.exits[len(a.exits)-1]
 	x.resume, x.reload = len(a.b), a.inReg
+	return true
+}
+
+// emitFlags computes a flags op with one host ALU instruction (32- or 64-bit) and turns
+// SF, ZF, CF (inverted for a subtraction: A64's C is "no borrow") and OF into NZCV.
+func emitFlags[E any](a *emitter, op *Op[E]) bool {
+	if op.Size != 4 && op.Size != 8 {
+		return false
+	}
+	w := op.Size == 8
+	x := a.src(op.A)
+	var y nop
+	if op.Opc != OpFlagsLogic {
+		y = a.src(op.B)
+	}
+	d := a.opnd(op.D)
+	a.load(rAX, x)
+	switch op.Opc {
+	case OpFlagsLogic:
+		a.rex(w, rAX, rAX)
+		a.bytes(0x85, 0xc0) // test eax/rax, itself
+	default:
+		opc, ext := byte(0x03), byte(0) // add r, r/m; add r/m, imm32 is 81 /0
+		if op.Opc == OpFlagsSub {
+			opc, ext = 0x2b, 5
+		}
+		switch {
+		case !y.imm:
+			a.rm(w, rAX, y, opc)
+		case !w || fitsI32(y.v):
+			a.rex(w, 0, rAX)
+			a.bytes(0x81, 0xc0|ext<<3) // op eax/rax, imm32 (32-bit: its low half is all that counts)
+			a.u32(uint32(y.v))
+		default:
+			a.movImm(rCX, y.v)
+			a.rex(w, rAX, rCX)
+			a.bytes(opc, 0xc1) // op rax, rcx
+		}
+	}
+	a.bytes(0x0f, 0x98, 0xc0) // sets al: N
+	a.bytes(0x0f, 0x94, 0xc1) // setz cl: Z
+	if op.Opc != OpFlagsLogic {
+		cc := byte(0x92) // setb: C is the carry of an addition
+		if op.Opc == OpFlagsSub {
+			cc = 0x93 // setae: and "no borrow" for a subtraction
+		}
+		a.bytes(0x0f, cc, 0xc2)   // setcc dl: C
+		a.bytes(0x0f, 0x90, 0xc3) // seto bl: V
+	}
+	a.bytes(0x0f, 0xb6, 0xc0, 0xc1, 0xe0, 31) // movzx eax, al; shl eax, 31
+	a.bytes(0x0f, 0xb6, 0xc9, 0xc1, 0xe1, 30) // movzx ecx, cl; shl ecx, 30
+	a.bytes(0x09, 0xc8)                       // or eax, ecx
+	if op.Opc != OpFlagsLogic {
+		a.bytes(0x0f, 0xb6, 0xca, 0xc1, 0xe1, 29) // movzx ecx, dl; shl ecx, 29
+		a.bytes(0x09, 0xc8)                       // or eax, ecx
+		a.bytes(0x0f, 0xb6, 0xcb, 0xc1, 0xe1, 28) // movzx ecx, bl; shl ecx, 28
+		a.bytes(0x09, 0xc8)                       // or eax, ecx
+	}
+	a.put(d)
 	return true
 }

@@ -57,6 +57,9 @@ func randBlock(r *rand.Rand) []Op[testEnv] {
 	for i := 0; i < n; i++ {
 		b.SetPC(0x1000 + 4*uint64(i))
 		switch k := r.Intn(10); {
+		case k < 3 && r.Intn(3) == 0:
+			opc := []Opcode{OpFlagsAdd, OpFlagsSub, OpFlagsLogic}[r.Intn(3)]
+			b.Flags(opc, randLoc(r), randOperand(r), randOperand(r), 4<<r.Intn(2))
 		case k < 3:
 			opc := []Opcode{OpAdd, OpSub, OpAnd, OpOr, OpXor, OpShl, OpShr, OpSar, OpMul, OpSetEq, OpSetLtu}[r.Intn(11)]
 			b.Bin(opc, randLoc(r), randLoc(r), randOperand(r))

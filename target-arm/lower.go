@@ -82,6 +82,32 @@ func lower(b *tcg.Builder[CPU], insn uint32, pc uint64, flags uint64) (handled, 
 		b.Exit(tcg.Imm(pc + 4))
 		return true, true
 	}
+	if insn&0xfffff01f == 0xd503301f { // barriers (CRm: domain and kind, ignored)
+		switch insn >> 5 & 7 {
+		case 4, 5: // DSB, DMB: a full host fence, as the helper does
+			b.Fence()
+			return true, false
+		case 6: // ISB: end the block so later instructions see new system state
+			b.Exit(tcg.Imm(pc + 4))
+			return true, true
+		}
+	}
+	if insn&0xfff8f000 == 0xd5087000 && flags&flagEL1 != 0 { // SYS, CRn 7, at EL1 (EL0 has trap checks)
+		op1, crm, op2, rt := insn>>16&7, insn>>8&15, insn>>5&7, insn&31
+		switch {
+		case op1 == 3 && crm == 4 && op2 == 1: // DC ZVA: zero the 64-byte block (DCZID_EL0)
+			b.Mov(t0, xzr(rt))
+			b.Bin(tcg.OpAnd, t0, t0, tcg.Imm(^uint64(63)))
+			for i := uint64(0); i < 64; i += 8 {
+				b.Store(t0, i, tcg.Imm(0), 8)
+			}
+			return true, false
+		case op1 == 0 && (crm == 1 || crm == 5) && op2 == 0, op1 == 3 && crm == 5 && op2 == 1,
+			op1 == 0 && crm == 8 && op2 < 4: // IC, AT: helpers
+		default: // the other DC operations: no caches to maintain
+			return true, false
+		}
+	}
 	return lowerWide(b, insn, flags), false
 }
 

@@ -40,6 +40,8 @@ func TestLowerWideMatchesHelpers(t *testing.T) {
 		{"extr", 0x7fa00000, 0x13800000},
 		{"rorv", 0x7fe0fc00, 0x1ac02c00},
 		{"rev-clz", 0x7fffe000, 0x5ac00000},
+		{"barrier", 0xfffff01f, 0xd503301f},
+		{"dc-el1", 0xfffff000, 0xd5087000}, // op1 0: set/way forms, IC and AT (not lowered)
 	}
 	for _, cl := range classes {
 		n := 0

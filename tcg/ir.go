@@ -43,13 +43,14 @@ const (
 	OpFlagsAdd   // D = NZCV of A + B (C: unsigned carry out, V: signed overflow)
 	OpFlagsSub   // D = NZCV of A - B (C: no borrow, as A64's SUBS/CMP)
 	OpFlagsLogic // D = NZCV of the value A (N, Z; C and V clear)
+	OpFence      // full memory barrier: earlier loads and stores before later ones
 )
 
 var opNames = [...]string{OpMov: "mov", OpAdd: "add", OpSub: "sub", OpAnd: "and", OpOr: "or", OpXor: "xor",
 	OpShl: "shl", OpShr: "shr", OpSar: "sar", OpMul: "mul", OpZext32: "zext32", OpSext32: "sext32",
 	OpLoad: "ld", OpStore: "st", OpCall: "call", OpExit: "exit", OpExitZ: "exit_z", OpExitNZ: "exit_nz",
 	OpSetEq: "seteq", OpSetLtu: "setltu", OpBswap: "bswap", OpClz: "clz",
-	OpFlagsAdd: "flags_add", OpFlagsSub: "flags_sub", OpFlagsLogic: "flags_logic"}
+	OpFlagsAdd: "flags_add", OpFlagsSub: "flags_sub", OpFlagsLogic: "flags_logic", OpFence: "fence"}
 
 func (o Opcode) String() string {
 	if int(o) < len(opNames) && opNames[o] != "" {
@@ -181,6 +182,9 @@ func (b *Builder[E]) Un(opc Opcode, d, a Arg) { b.emit(Op[E]{Opc: opc, D: d, A: 
 func (b *Builder[E]) Flags(opc Opcode, d, a, x Arg, size int) {
 	b.emit(Op[E]{Opc: opc, D: d, A: a, B: x, Size: uint8(size)})
 }
+
+// Fence emits a full memory barrier.
+func (b *Builder[E]) Fence() { b.emit(Op[E]{Opc: OpFence}) }
 
 // Load emits D = mem[A + off].
 func (b *Builder[E]) Load(d, a Arg, off uint64, size int, signed bool) {

@@ -600,6 +600,9 @@ func nativeSegment[E any](t *Target[E], ops []Op[E], whole bool) (func(*E) bool,
 		if !emitOp(&a, t, &ops[i], i) {
 			return nil, Linkage{}, false
 		}
+		if ops[i].Opc == OpExit {
+			break // the rest is unreachable (a frontend's fall-through exit after a branch)
+		}
 	}
 	a.spill(a.dirty) // a helper may read them
 	a.leave(segEnd)
@@ -739,6 +742,9 @@ func emitOp[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 		return emitStore(a, t, op, i)
 	case OpFlagsAdd, OpFlagsSub, OpFlagsLogic:
 		return emitFlags(a, op)
+	case OpFence:
+		a.bytes(0x0f, 0xae, 0xf0) // mfence
+		return true
 	}
 	x := a.src(op.A)
 	var y nop

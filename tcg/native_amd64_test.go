@@ -63,6 +63,8 @@ func randBlock(r *rand.Rand) []Op[testEnv] {
 		case k < 3:
 			opc := []Opcode{OpAdd, OpSub, OpAnd, OpOr, OpXor, OpShl, OpShr, OpSar, OpMul, OpSetEq, OpSetLtu}[r.Intn(11)]
 			b.Bin(opc, randLoc(r), randLoc(r), randOperand(r))
+		case k == 3 && r.Intn(8) == 0:
+			b.Fence()
 		case k == 3:
 			b.Mov(randLoc(r), randOperand(r))
 		case k == 4:

@@ -139,6 +139,7 @@ type CPU struct {
 
 	tlb    [2]tcg.TLB // per MMU index: 0 = EL0 permissions, 1 = EL1
 	mmu    *tcg.TLB   // &tlb[el]
+	utlb   *tcg.TLB   // &tlb[0]: unprivileged accesses (LDTR/STTR) in IR
 	tlbGen uint64     // counts TLB flushes, so chained blocks know their mapping held
 	jc     tcg.JumpCache[code]
 	temps  [tcg.MaxTemps]uint64 // IR scratch temporaries
@@ -458,7 +459,7 @@ func (c *CPU) modeChanged() {
 	} else {
 		c.sp = &c.SP_EL1
 	}
-	c.mmu = &c.tlb[c.el]
+	c.mmu, c.utlb = &c.tlb[c.el], &c.tlb[0]
 	c.flags = c.tbFlags()
 }
 

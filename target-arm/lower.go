@@ -35,6 +35,13 @@ var irTarget = &tcg.Target[CPU]{
 	StoreSlow: func(c *CPU, va uint64, size int, v uint64) bool {
 		return c.stSlow(va, size, v, c.el)
 	},
+	UserTLB: unsafe.Offsetof(CPU{}.utlb),
+	UserLoadSlow: func(c *CPU, va uint64, size int) (uint64, bool) {
+		return c.ldSlow(va, size, 0)
+	},
+	UserStoreSlow: func(c *CPU, va uint64, size int, v uint64) bool {
+		return c.stSlow(va, size, v, 0)
+	},
 }
 
 // TB flag bits (see tbFlags).
@@ -870,8 +877,13 @@ func lowerLdSt(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 			addr, disp = base, imm
 		case 1:
 			post, wback = true, true
-		case 2: // unprivileged
-			return false
+		case 2: // unprivileged (LDTR/STTR): EL0's permissions when run at EL1
+			n := len(b.Ops)
+			emitLdSt(b, load, signed, to32, size, rt, base, imm, func() {})
+			if flags&flagEL1 != 0 {
+				b.Unprivileged(n)
+			}
+			return true
 		case 3:
 			wback = true
 		}

@@ -270,7 +270,7 @@ func compileOp[E any](t *Target[E], op *Op[E]) (func(*E) bool, error) {
 func compileLoad[E any](t *Target[E], op *Op[E]) (func(*E) bool, error) {
 	d, okd := loc(t, op.D)
 	a := mkOperand(t, op.A)
-	if !okd || !a.valid {
+	if _, _, _, ok := t.memPath(op); !okd || !a.valid || !ok {
 		return nil, fmt.Errorf("tcg: malformed IR op %v", op)
 	}
 	switch op.Size {
@@ -289,7 +289,8 @@ func compileLoad[E any](t *Target[E], op *Op[E]) (func(*E) bool, error) {
 func loadOp[E any, T uint8 | uint16 | uint32 | uint64](t *Target[E], op *Op[E], d uintptr, a operand) func(*E) bool {
 	size := int(unsafe.Sizeof(T(0)))
 	align := uint64(size - 1)
-	off, pc, tlbOff, pcOff, slow := op.Off, op.PC, t.TLB, t.PC, t.LoadSlow
+	tlbOff, slow, _, _ := t.memPath(op)
+	off, pc, pcOff := op.Off, op.PC, t.PC
 	shift := 64 - 8*uint(size)
 	signed := op.Signed && size < 8
 	// load performs the access at va: TLB fast path, else the target's slow path.
@@ -340,7 +341,7 @@ func loadOp[E any, T uint8 | uint16 | uint32 | uint64](t *Target[E], op *Op[E], 
 func compileStore[E any](t *Target[E], op *Op[E]) (func(*E) bool, error) {
 	a := mkOperand(t, op.A)
 	v := mkOperand(t, op.B)
-	if !a.valid || !v.valid {
+	if _, _, _, ok := t.memPath(op); !a.valid || !v.valid || !ok {
 		return nil, fmt.Errorf("tcg: malformed IR op %v", op)
 	}
 	switch op.Size {
@@ -359,7 +360,8 @@ func compileStore[E any](t *Target[E], op *Op[E]) (func(*E) bool, error) {
 func storeOp[E any, T uint8 | uint16 | uint32 | uint64](t *Target[E], op *Op[E], a, v operand) func(*E) bool {
 	size := int(unsafe.Sizeof(T(0)))
 	align := uint64(size - 1)
-	off, pc, tlbOff, pcOff, slow := op.Off, op.PC, t.TLB, t.PC, t.StoreSlow
+	tlbOff, _, slow, _ := t.memPath(op)
+	off, pc, pcOff := op.Off, op.PC, t.PC
 	if !a.imm && !v.imm {
 		base, src := a.off, v.off
 		return func(e *E) bool {

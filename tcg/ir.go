@@ -108,6 +108,7 @@ type Op[E any] struct {
 	Off     uint64 // memory displacement (OpLoad, OpStore)
 	Size    uint8  // memory access size in bytes: 1, 2, 4 or 8
 	Signed  bool   // OpLoad: sign-extend
+	User    bool   // OpLoad, OpStore: unprivileged (Target.UserTLB and the user slow paths)
 	// PC is the guest PC of the instruction the op belongs to; backends store it to the
 	// target's PC before anything that can raise a guest exception (memory slow paths).
 	PC     uint64
@@ -155,6 +156,21 @@ type Target[E any] struct {
 	// fault. The PC field already holds the instruction's PC.
 	LoadSlow  func(env *E, va uint64, size int) (uint64, bool)
 	StoreSlow func(env *E, va uint64, size int, v uint64) bool
+	// UserTLB is the byte offset in E of a *TLB for unprivileged accesses (A64's
+	// LDTR/STTR at EL1 use EL0's permissions), with UserLoadSlow and UserStoreSlow as
+	// their slow paths. Zero (nil) means the target has none: User ops are malformed.
+	UserTLB       uintptr
+	UserLoadSlow  func(env *E, va uint64, size int) (uint64, bool)
+	UserStoreSlow func(env *E, va uint64, size int, v uint64) bool
+}
+
+// memPath returns the TLB pointer offset and slow paths a memory op uses, ok false
+// when a User op meets a target without user paths.
+func (t *Target[E]) memPath(op *Op[E]) (tlb uintptr, load func(*E, uint64, int) (uint64, bool), store func(*E, uint64, int, uint64) bool, ok bool) {
+	if !op.User {
+		return t.TLB, t.LoadSlow, t.StoreSlow, true
+	}
+	return t.UserTLB, t.UserLoadSlow, t.UserStoreSlow, t.UserTLB != 0 && t.UserLoadSlow != nil && t.UserStoreSlow != nil
 }
 
 // Builder accumulates the IR of one block.
@@ -194,6 +210,16 @@ func (b *Builder[E]) Load(d, a Arg, off uint64, size int, signed bool) {
 // Store emits mem[A + off] = V.
 func (b *Builder[E]) Store(a Arg, off uint64, v Arg, size int) {
 	b.emit(Op[E]{Opc: OpStore, A: a, B: v, Off: off, Size: uint8(size)})
+}
+
+// Unprivileged marks the memory ops emitted since the first n ops as unprivileged
+// (Op.User).
+func (b *Builder[E]) Unprivileged(n int) {
+	for i := n; i < len(b.Ops); i++ {
+		if b.Ops[i].Opc == OpLoad || b.Ops[i].Opc == OpStore {
+			b.Ops[i].User = true
+		}
+	}
 }
 
 // Call emits a helper call.

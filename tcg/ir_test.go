@@ -10,6 +10,7 @@ type testEnv struct {
 	PC    uint64
 	R     [4]uint64
 	tlb   *TLB
+	utlb  *TLB // for unprivileged ops (the same TLB in these tests)
 	temps [MaxTemps]uint64
 	slow  []uint64 // addresses that took a slow path
 }
@@ -29,6 +30,20 @@ func testTarget() *Target[testEnv] {
 		},
 		StoreSlow: func(e *testEnv, va uint64, size int, v uint64) bool {
 			e.slow = append(e.slow, va)
+			return true
+		},
+		// The user paths mark what they record, so a backend calling the wrong one
+		// shows.
+		UserTLB: unsafe.Offsetof(e.utlb),
+		UserLoadSlow: func(e *testEnv, va uint64, size int) (uint64, bool) {
+			e.slow = append(e.slow, va|1<<62)
+			if va >= 0x30000 {
+				return 0, false
+			}
+			return 0xbeef, true
+		},
+		UserStoreSlow: func(e *testEnv, va uint64, size int, v uint64) bool {
+			e.slow = append(e.slow, va|1<<62)
 			return true
 		},
 	}

@@ -498,6 +498,7 @@ type exitEntry struct {
 	size   uint8
 	signed bool
 	store  bool
+	user   bool // unprivileged: the target's user slow paths
 }
 
 const (
@@ -645,7 +646,7 @@ func nativeSegment[E any](t *Target[E], ops []Op[E], whole bool) (func(*E) bool,
 	for i, x := range a.exits {
 		o := &ops[x.op]
 		d, _ := loc(t, o.D)
-		*exitAt(uint64(first) + uint64(i)) = exitEntry{o.PC, d, base + uintptr(x.resume), o.Size, o.Signed && o.Size < 8, x.kind == exStore}
+		*exitAt(uint64(first) + uint64(i)) = exitEntry{o.PC, d, base + uintptr(x.resume), o.Size, o.Signed && o.Size < 8, x.kind == exStore, o.User}
 	}
 	var lk Linkage
 	if a.canLink {
@@ -657,6 +658,7 @@ func nativeSegment[E any](t *Target[E], ops []Op[E], whole bool) (func(*E) bool,
 		}
 	}
 	pcOff, loadSlow, storeSlow, lastExit := t.PC, t.LoadSlow, t.StoreSlow, t.LastExit
+	uLoadSlow, uStoreSlow := t.UserLoadSlow, t.UserStoreSlow
 	report := a.canLink
 	return func(e *E) bool {
 		p := unsafe.Pointer(e)
@@ -675,14 +677,22 @@ func nativeSegment[E any](t *Target[E], ops []Op[E], whole bool) (func(*E) bool,
 			x := exitAt(st)
 			*word(p, pcOff) = x.pc
 			if x.store {
-				if !storeSlow(e, va, int(x.size), val) {
+				st := storeSlow
+				if x.user {
+					st = uStoreSlow
+				}
+				if !st(e, va, int(x.size), val) {
 					return false
 				}
 				// The store may have invalidated this very block or one linked from
 				// it (self-modifying code): finish this pass, take no loop or link.
 				budget = 1
 			} else {
-				v, ok := loadSlow(e, va, int(x.size))
+				ld := loadSlow
+				if x.user {
+					ld = uLoadSlow
+				}
+				v, ok := ld(e, va, int(x.size))
 				if !ok {
 					return false
 				}
@@ -888,7 +898,8 @@ func emitAddr[E any](a *emitter, t *Target[E], op *Op[E], tagOff uintptr, kind u
 	a.bytes(0x25)                           // and eax, TLB index mask
 	a.u32(1<<TLBBits - 1)                   //
 	a.bytes(0x6b, 0xc0, byte(tlbEntrySize)) // imul eax, eax, entry size
-	a.env(true, rDX, t.TLB, 0x8b)           // mov rdx, [DI+TLB]
+	tlbOff, _, _, _ := t.memPath(op)        // checked by the callers
+	a.env(true, rDX, tlbOff, 0x8b)          // mov rdx, [DI+TLB]
 	a.bytes(0x48, 0x01, 0xc2)               // add rdx, rax
 	a.bytes(0x48, 0x89, 0xd8)               // mov rax, rbx
 	a.bytes(0x48, 0x25)                     // and rax, PageMask|align (sign-extended)
@@ -909,6 +920,9 @@ func (a *emitter) emitHost() {
 }
 
 func emitLoad[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
+	if _, _, _, ok := t.memPath(op); !ok {
+		return false
+	}
 	emitAddr(a, t, op, tlbReadOff, exLoad, i)
 	d := a.opnd(op.D)
 	a.emitHost()
@@ -935,6 +949,9 @@ func emitLoad[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 }
 
 func emitStore[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
+	if _, _, _, ok := t.memPath(op); !ok {
+		return false
+	}
 	a.load(rSI, a.src(op.B))
 	s := emitAddr(a, t, op, tlbWriteOff, exStore, i)
 	a.bytes(0x48, 0x8b, 0x42, byte(tlbCodeOff)) // mov rax, [rdx+Code]

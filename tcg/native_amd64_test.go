@@ -71,10 +71,18 @@ func randBlock(r *rand.Rand) []Op[testEnv] {
 			b.Un([]Opcode{OpZext32, OpSext32, OpBswap, OpClz}[r.Intn(4)], randLoc(r), randOperand(r))
 		case k == 5:
 			base, off := randAddr(r, &b)
+			n := len(b.Ops)
 			b.Load(randLoc(r), base, off, 1<<r.Intn(4), r.Intn(2) == 0)
+			if r.Intn(3) == 0 {
+				b.Unprivileged(n)
+			}
 		case k == 6:
 			base, off := randAddr(r, &b)
+			n := len(b.Ops)
 			b.Store(base, off, randOperand(r), 1<<r.Intn(4))
+			if r.Intn(3) == 0 {
+				b.Unprivileged(n)
+			}
 		case k == 7:
 			x := r.Uint64()
 			end := r.Intn(4) == 0
@@ -138,7 +146,7 @@ func TestNativeMatchesClosure(t *testing.T) {
 				t.Fatal(err)
 			}
 			worlds[k] = newWorld(int64(iter))
-			envs[k] = &testEnv{R: init, tlb: worlds[k].tlb}
+			envs[k] = &testEnv{R: init, tlb: worlds[k].tlb, utlb: worlds[k].tlb}
 			f(envs[k])
 		}
 		c, n := envs[0], envs[1]

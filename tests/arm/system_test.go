@@ -180,6 +180,24 @@ _start:
 	bl puthex
 	bl newline
 
+	// Unprivileged accesses from EL1: EL0's permissions.
+	add x4, x19, #0x5000           // p5: RW at EL0 and EL1
+	mov x3, #0x66
+	sttr x3, [x4, #8]
+	ldtr x0, [x4, #8]
+	bl puthex
+	ldtrb w0, [x4, #8]
+	bl puthex
+	ldtrsh x0, [x4, #8]
+	bl puthex
+	ldtr x0, [x19]                 // p0: EL1 only: a permission fault
+	sttr x3, [x19]                 // and for a store
+	add x4, x19, #0x6000           // p6: read-only at both ELs
+	ldtr x0, [x4]
+	bl puthex
+	sttr x3, [x4]                  // a permission fault
+	bl newline
+
 	// PC alignment and PXN instruction aborts.
 	adr x28, 1f
 	add x0, x28, #2

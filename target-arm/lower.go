@@ -707,6 +707,47 @@ func lowerWide(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 			b.Un(tcg.OpZext32, xreg(rd), t0)
 		}
 		return true
+	case insn&0x7fe0f800 == 0x1ac00800: // UDIV, SDIV
+		if rd == 31 {
+			return false
+		}
+		opc, size := tcg.OpUdiv, 4
+		if insn>>10&1 == 1 {
+			opc = tcg.OpSdiv
+		}
+		if sf {
+			size = 8
+		}
+		b.Div(opc, xreg(rd), xzr(rn), xzr(insn>>16&31), size)
+		return true
+	case insn>>23&0x3f == 0x26 && insn>>29&3 == 1: // BFM: BFI, BFXIL
+		immr, imms := insn>>16&63, insn>>10&63
+		if rd == 31 || (insn>>22&1 == 1) != sf || !sf && (immr >= 32 || imms >= 32) {
+			return false
+		}
+		size := uint32(64)
+		if !sf {
+			size = 32
+		}
+		var width, lsb uint32
+		b.Mov(t0, xzr(rn))
+		if imms >= immr { // BFXIL: bits imms..immr of Rn to the bottom of Rd
+			width = imms - immr + 1
+			b.Bin(tcg.OpShr, t0, t0, tcg.Imm(uint64(immr)))
+			b.Bin(tcg.OpAnd, t0, t0, tcg.Imm(ones64(width)))
+		} else { // BFI: bits imms..0 of Rn to bit size-immr of Rd
+			width, lsb = imms+1, size-immr
+			b.Bin(tcg.OpAnd, t0, t0, tcg.Imm(ones64(width)))
+			b.Bin(tcg.OpShl, t0, t0, tcg.Imm(uint64(lsb)))
+		}
+		b.Bin(tcg.OpAnd, t1, xreg(rd), tcg.Imm(^(ones64(width) << lsb)))
+		b.Bin(tcg.OpOr, t0, t0, t1)
+		if sf {
+			b.Mov(xreg(rd), t0)
+		} else {
+			b.Un(tcg.OpZext32, xreg(rd), t0)
+		}
+		return true
 	case insn>>24&0x7f == 0x1b && insn>>21&7 == 0: // MADD/MSUB
 		rm, ra := insn>>16&31, insn>>10&31
 		if rd == 31 || rn == 31 || rm == 31 {

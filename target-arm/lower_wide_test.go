@@ -23,6 +23,8 @@ func TestLowerWideMatchesHelpers(t *testing.T) {
 		{"addsub-imm32", 0xbf800000, 0x11000000},
 		{"mov-wide32", 0x9f800000, 0x12800000},
 		{"bitfield", 0x1f800000, 0x13000000},
+		{"bfm", 0x7f800000, 0x33000000},
+		{"div", 0x7fe0f800, 0x1ac00800},
 		{"madd", 0x7fe00000, 0x1b000000},
 		{"addsub-imm-flags", 0x3f800000, 0x31000000},
 		{"addsub-shifted-flags", 0x3f200000, 0x2b000000},

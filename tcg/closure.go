@@ -166,6 +166,18 @@ func compileOp[E any](t *Target[E], op *Op[E]) (func(*E) bool, error) {
 		return compileStore(t, op)
 	case OpFlagsAdd, OpFlagsSub, OpFlagsLogic:
 		return compileFlags(t, op)
+	case OpUdiv, OpSdiv:
+		d, okd := loc(t, op.D)
+		a, b := mkOperand(t, op.A), mkOperand(t, op.B)
+		if !okd || !a.valid || !b.valid || op.Size != 4 && op.Size != 8 {
+			return bad()
+		}
+		opc, size := op.Opc, int(op.Size)
+		return func(e *E) bool {
+			p := unsafe.Pointer(e)
+			*word(p, d) = Div(opc, a.read(p), b.read(p), size)
+			return true
+		}, nil
 	case OpFence:
 		// Any locked read-modify-write is a full barrier on the hosts Go supports
 		// with sequentially consistent atomics; adding 0 to the vCPU's own first
@@ -508,4 +520,29 @@ func compileFlags[E any](t *Target[E], op *Op[E]) (func(*E) bool, error) {
 		*word(p, d) = NZCV(opc, a.read(p), b.read(p), size)
 		return true
 	}, nil
+}
+
+// Div computes OpUdiv and OpSdiv on size bytes.
+func Div(opc Opcode, a, b uint64, size int) uint64 {
+	if size == 4 {
+		if opc == OpUdiv {
+			a, b = uint64(uint32(a)), uint64(uint32(b))
+		} else {
+			a, b = uint64(int64(int32(a))), uint64(int64(int32(b)))
+		}
+	}
+	var q uint64
+	switch {
+	case b == 0:
+	case opc == OpUdiv:
+		q = a / b
+	case int64(b) == -1:
+		q = -a
+	default:
+		q = uint64(int64(a) / int64(b))
+	}
+	if size == 4 {
+		q = uint64(uint32(q))
+	}
+	return q
 }

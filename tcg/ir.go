@@ -44,13 +44,18 @@ const (
 	OpFlagsSub   // D = NZCV of A - B (C: no borrow, as A64's SUBS/CMP)
 	OpFlagsLogic // D = NZCV of the value A (N, Z; C and V clear)
 	OpFence      // full memory barrier: earlier loads and stores before later ones
+	// Division on the low Size (4 or 8) bytes, A64 style: a zero divisor gives 0, the
+	// most negative value divided by -1 gives itself; 4-byte results are zero-extended.
+	OpUdiv // D = A / B, unsigned
+	OpSdiv // D = A / B, signed, rounded towards zero
 )
 
 var opNames = [...]string{OpMov: "mov", OpAdd: "add", OpSub: "sub", OpAnd: "and", OpOr: "or", OpXor: "xor",
 	OpShl: "shl", OpShr: "shr", OpSar: "sar", OpMul: "mul", OpZext32: "zext32", OpSext32: "sext32",
 	OpLoad: "ld", OpStore: "st", OpCall: "call", OpExit: "exit", OpExitZ: "exit_z", OpExitNZ: "exit_nz",
 	OpSetEq: "seteq", OpSetLtu: "setltu", OpBswap: "bswap", OpClz: "clz",
-	OpFlagsAdd: "flags_add", OpFlagsSub: "flags_sub", OpFlagsLogic: "flags_logic", OpFence: "fence"}
+	OpFlagsAdd: "flags_add", OpFlagsSub: "flags_sub", OpFlagsLogic: "flags_logic", OpFence: "fence",
+	OpUdiv: "udiv", OpSdiv: "sdiv"}
 
 func (o Opcode) String() string {
 	if int(o) < len(opNames) && opNames[o] != "" {
@@ -196,6 +201,11 @@ func (b *Builder[E]) Un(opc Opcode, d, a Arg) { b.emit(Op[E]{Opc: opc, D: d, A: 
 // Flags emits a flags op (OpFlagsAdd, OpFlagsSub: D = NZCV of A op B; OpFlagsLogic: of
 // A, x unused) on the low size (4 or 8) bytes.
 func (b *Builder[E]) Flags(opc Opcode, d, a, x Arg, size int) {
+	b.emit(Op[E]{Opc: opc, D: d, A: a, B: x, Size: uint8(size)})
+}
+
+// Div emits D = A / B (OpUdiv or OpSdiv) on size (4 or 8) bytes.
+func (b *Builder[E]) Div(opc Opcode, d, a, x Arg, size int) {
 	b.emit(Op[E]{Opc: opc, D: d, A: a, B: x, Size: uint8(size)})
 }
 

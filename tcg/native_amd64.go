@@ -755,6 +755,8 @@ func emitOp[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 	case OpFence:
 		a.bytes(0x0f, 0xae, 0xf0) // mfence
 		return true
+	case OpUdiv, OpSdiv:
+		return emitDiv(a, op)
 	}
 	x := a.src(op.A)
 	var y nop
@@ -1027,6 +1029,56 @@ func emitFlags[E any](a *emitter, op *Op[E]) bool {
 		a.bytes(0x09, 0xc8)                       // or eax, ecx
 		a.bytes(0x0f, 0xb6, 0xcb, 0xc1, 0xe1, 28) // movzx ecx, bl; shl ecx, 28
 		a.bytes(0x09, 0xc8)                       // or eax, ecx
+	}
+	a.put(d)
+	return true
+}
+
+// emitDiv divides with DIV/IDIV, branching around the cases A64 defines and x86
+// faults on: a zero divisor (result 0) and, signed, a divisor of -1 (negation, which
+// wraps the most negative value onto itself).
+func emitDiv[E any](a *emitter, op *Op[E]) bool {
+	if op.Size != 4 && op.Size != 8 {
+		return false
+	}
+	w := op.Size == 8
+	x, y := a.src(op.A), a.src(op.B)
+	d := a.opnd(op.D)
+	a.load(rAX, x)
+	a.load(rCX, y)
+	var done []int
+	a.rex(w, rCX, rCX)
+	a.bytes(0x85, 0xc9) // test ecx/rcx, itself
+	zero := a.jcc(0x84)
+	if op.Opc == OpSdiv {
+		a.rex(w, 0, rCX)
+		a.bytes(0x83, 0xf9, 0xff) // cmp ecx/rcx, -1
+		normal := a.jcc(0x85)
+		a.rex(w, 0, rAX)
+		a.bytes(0xf7, 0xd8) // neg eax/rax
+		a.bytes(0xe9)       // jmp done
+		a.u32(0)
+		done = append(done, len(a.b)-4)
+		a.patch(normal, len(a.b))
+		a.rex(w, 0, 0)
+		a.bytes(0x99) // cdq/cqo
+		a.rex(w, 0, rCX)
+		a.bytes(0xf7, 0xf9) // idiv ecx/rcx
+	} else {
+		a.bytes(0x31, 0xd2) // xor edx, edx
+		a.rex(w, 0, rCX)
+		a.bytes(0xf7, 0xf1) // div ecx/rcx
+	}
+	a.bytes(0xe9) // jmp done
+	a.u32(0)
+	done = append(done, len(a.b)-4)
+	a.patch(zero, len(a.b))
+	a.bytes(0x31, 0xc0) // xor eax, eax
+	for _, at := range done {
+		a.patch(at, len(a.b))
+	}
+	if !w {
+		a.bytes(0x89, 0xc0) // mov eax, eax: zero-extend the 32-bit result
 	}
 	a.put(d)
 	return true

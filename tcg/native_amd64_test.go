@@ -65,6 +65,8 @@ func randBlock(r *rand.Rand) []Op[testEnv] {
 			b.Bin(opc, randLoc(r), randLoc(r), randOperand(r))
 		case k == 3 && r.Intn(8) == 0:
 			b.Fence()
+		case k == 3 && r.Intn(4) == 0:
+			b.Div([]Opcode{OpUdiv, OpSdiv}[r.Intn(2)], randLoc(r), randOperand(r), randOperand(r), 4<<r.Intn(2))
 		case k == 3:
 			b.Mov(randLoc(r), randOperand(r))
 		case k == 4:

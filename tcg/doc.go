@@ -11,12 +11,15 @@
 //
 // A target frontend translates one block of guest code into the IR defined in ir.go
 // (Builder): moves, 64-bit arithmetic/logic/shift ops, zero/sign extension, byte
-// reversal and count-leading-zeros (one host instruction each natively), loads and
-// stores through the softmmu TLB (size, sign; little-endian guests), conditional and
-// unconditional block exits (goto-tb: the run loop follows the block's chain link to
-// a successor on the same page, else the jump cache, else the shared cache), and
-// helper calls with Go func values for everything the IR does not
-// express (flag-setting ALU ops, system registers, exceptions, SIMD...). Target state
+// reversal and count-leading-zeros (one host instruction each natively), condition
+// flags of an add, subtract or value in the A-profile NZCV layout (one host ALU
+// instruction and setcc), 32/64-bit division with A64's defined results, a full
+// fence, loads and stores through the softmmu TLB (size, sign; little-endian guests;
+// unprivileged ones through a second TLB), conditional and unconditional block exits
+// (goto-tb: direct links between native blocks, else a jump-table probe, else the run
+// loop's chain link, jump cache or shared cache), and helper calls with Go func values
+// for everything the IR does not express (carry-in arithmetic, exclusives, system
+// registers, exceptions, SIMD...). Target state
 // appears in the IR only as byte offsets into the target's per-vCPU environment plus
 // the Target descriptor (where the PC, the current TLB pointer and scratch temporaries
 // live, and the memory slow paths), so a backend needs no knowledge of the guest ISA.

@@ -53,6 +53,15 @@ var (
 	tlbPhysOff   = unsafe.Offsetof(TLBEntry{}.Phys)
 )
 
+// tlbEntryShift is log2 of the TLB entry size, which must be a power of two.
+const tlbEntryShift = 6
+
+func init() {
+	if tlbEntrySize != 1<<tlbEntryShift {
+		panic("tcg: TLBEntry is not 64 bytes")
+	}
+}
+
 // exit kinds of a block's exit table.
 const (
 	exLoad = iota
@@ -413,7 +422,7 @@ func (a *emitter) probeJump() {
 	a.bytes(0x48, 0xc1, 0xea, PageBits)              // shr rdx, 12
 	a.bytes(0x81, 0xe2)                              // and edx, TLB index mask
 	a.u32(1<<TLBBits - 1)                            //
-	a.bytes(0x6b, 0xd2, byte(tlbEntrySize))          // imul edx, edx, entry size
+	a.bytes(0xc1, 0xe2, tlbEntryShift)               // shl edx, log2(entry size)
 	a.env(true, rDX, a.tlb, 0x03)                    // add rdx, [TLB]
 	a.bytes(0x48, 0x89, 0xc6)                        // mov rsi, rax
 	a.bytes(0x48, 0x81, 0xe6)                        // and rsi, PageMask (sign-extended)
@@ -895,16 +904,16 @@ func emitAddr[E any](a *emitter, t *Target[E], op *Op[E], tagOff uintptr, kind u
 			a.bytes(0x48, 0x01, 0xc3) // add rbx, rax
 		}
 	}
-	a.bytes(0x48, 0x89, 0xd8)               // mov rax, rbx
-	a.bytes(0x48, 0xc1, 0xe8, PageBits)     // shr rax, 12
-	a.bytes(0x25)                           // and eax, TLB index mask
-	a.u32(1<<TLBBits - 1)                   //
-	a.bytes(0x6b, 0xc0, byte(tlbEntrySize)) // imul eax, eax, entry size
-	tlbOff, _, _, _ := t.memPath(op)        // checked by the callers
-	a.env(true, rDX, tlbOff, 0x8b)          // mov rdx, [DI+TLB]
-	a.bytes(0x48, 0x01, 0xc2)               // add rdx, rax
-	a.bytes(0x48, 0x89, 0xd8)               // mov rax, rbx
-	a.bytes(0x48, 0x25)                     // and rax, PageMask|align (sign-extended)
+	a.bytes(0x48, 0x89, 0xd8)           // mov rax, rbx
+	a.bytes(0x48, 0xc1, 0xe8, PageBits) // shr rax, 12
+	a.bytes(0x25)                       // and eax, TLB index mask
+	a.u32(1<<TLBBits - 1)               //
+	a.bytes(0xc1, 0xe0, tlbEntryShift)  // shl eax, log2(entry size)
+	tlbOff, _, _, _ := t.memPath(op)    // checked by the callers
+	a.env(true, rDX, tlbOff, 0x8b)      // mov rdx, [DI+TLB]
+	a.bytes(0x48, 0x01, 0xc2)           // add rdx, rax
+	a.bytes(0x48, 0x89, 0xd8)           // mov rax, rbx
+	a.bytes(0x48, 0x25)                 // and rax, PageMask|align (sign-extended)
 	a.u32(uint32(PageMask | uint64(op.Size-1)))
 	a.bytes(0x48, 0x3b, 0x42, byte(tagOff)) // cmp rax, [rdx+tag]
 	a.stubs = append(a.stubs, stub{exit: int(a.exit(kind, i)) - 1, spill: a.dirty})

@@ -22,6 +22,10 @@ type TLBEntry struct {
 	Phys uint64
 	// Attr is free for the target (for example memory-type bits).
 	Attr uint64
+	// The padding makes an entry 64 bytes: one cache line when the TLB is 64-byte
+	// aligned (target-arm's are), and the native fast path indexes with a shift
+	// instead of a multiply.
+	_ uint64
 }
 
 // TLB is one direct-mapped softmmu TLB.

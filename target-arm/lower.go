@@ -517,8 +517,6 @@ func lowerWide(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 			return false
 		}
 		lowerCond(b, insn>>12&15, t0) // t0 = 1 if the condition holds
-		b.Bin(tcg.OpXor, t0, t0, tcg.Imm(1))
-		b.Bin(tcg.OpAdd, t0, t0, tcg.Imm(^uint64(0))) // all ones if it holds
 		b.Mov(t1, xzr(rm))
 		switch insn>>30&1<<1 | insn>>10&1 {
 		case 1: // CSINC
@@ -529,14 +527,14 @@ func lowerWide(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 			b.Bin(tcg.OpXor, t1, t1, tcg.Imm(^uint64(0)))
 			b.Bin(tcg.OpAdd, t1, t1, tcg.Imm(1))
 		}
+		// rd = t1 ^ ((rn ^ t1) * cond): a branch-free select.
 		b.Mov(t2, xzr(rn))
-		b.Bin(tcg.OpAnd, t2, t2, t0)
-		b.Bin(tcg.OpXor, t0, t0, tcg.Imm(^uint64(0)))
-		b.Bin(tcg.OpAnd, t1, t1, t0)
+		b.Bin(tcg.OpXor, t2, t2, t1)
+		b.Bin(tcg.OpMul, t2, t2, t0)
 		if sf {
-			b.Bin(tcg.OpOr, xreg(rd), t1, t2)
+			b.Bin(tcg.OpXor, xreg(rd), t1, t2)
 		} else {
-			b.Bin(tcg.OpOr, t1, t1, t2)
+			b.Bin(tcg.OpXor, t1, t1, t2)
 			b.Un(tcg.OpZext32, xreg(rd), t1)
 		}
 		return true
@@ -682,9 +680,10 @@ func lowerWide(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 		}
 		if insn>>29&3 == 2 { // UBFM
 			if imms >= immr { // LSR, UBFX, UXTB/H
-				b.Un(tcg.OpZext32, t0, x)
 				if sf {
 					b.Mov(t0, x)
+				} else {
+					b.Un(tcg.OpZext32, t0, x)
 				}
 				b.Bin(tcg.OpShr, t0, t0, tcg.Imm(uint64(immr)))
 				b.Bin(tcg.OpAnd, xreg(rd), t0, tcg.Imm(ones64(imms-immr+1)))
@@ -1064,12 +1063,15 @@ func lowerCond(b *tcg.Builder[CPU], cond uint32, d tcg.Arg) {
 		b.Bin(tcg.OpShr, d, nzcv, tcg.Imm(3))
 		b.Bin(tcg.OpXor, d, d, nzcv)
 		b.Bin(tcg.OpShr, d, d, tcg.Imm(28))
-		b.Bin(tcg.OpAnd, d, d, tcg.Imm(1)) // N != V
+		b.Bin(tcg.OpAnd, d, d, tcg.Imm(1)) // N != V: LT
 		if cond>>1 == 6 {
 			bit(t3, 30)
 			b.Bin(tcg.OpOr, d, d, t3) // LE
 		}
-		b.Bin(tcg.OpXor, d, d, tcg.Imm(1))
+		if cond&1 == 0 { // GE, GT: the inverse
+			b.Bin(tcg.OpXor, d, d, tcg.Imm(1))
+		}
+		return
 	default: // AL, NV
 		b.Mov(d, tcg.Imm(1))
 		return

@@ -1,6 +1,8 @@
 package tcg
 
 import (
+	"fmt"
+	"os"
 	"sync"
 	"unsafe"
 
@@ -32,7 +34,7 @@ var codeArena arena
 
 // place copies code into the arena and returns its executable address, or 0 when the
 // arena is exhausted or could not be mapped.
-func (a *arena) place(code []byte) uintptr {
+func (a *arena) place(code []byte, guestPC uint64) uintptr {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	n := (len(code) + 15) &^ 15
@@ -51,8 +53,25 @@ func (a *arena) place(code []byte) uintptr {
 	}
 	p := uintptr(unsafe.Pointer(&a.rx[a.used]))
 	a.used += n
+	if perfMap != nil {
+		fmt.Fprintf(perfMap, "%x %x gemu_tb_%x\n", p, len(code), guestPC)
+	}
 	return p
 }
+
+// perfMap is /tmp/perf-PID.map when GEMU_PERFMAP is set: Linux perf then names
+// samples in generated code after the guest PC of their block (perf report), as
+// QEMU's -perfmap does.
+var perfMap = func() *os.File {
+	if os.Getenv("GEMU_PERFMAP") == "" {
+		return nil
+	}
+	f, err := os.Create(fmt.Sprintf("/tmp/perf-%d.map", os.Getpid()))
+	if err != nil {
+		return nil
+	}
+	return f
+}()
 
 func (a *arena) grow() bool {
 	fd, err := unix.MemfdCreate("gemu-tcg", unix.MFD_CLOEXEC)

@@ -645,7 +645,7 @@ func nativeSegment[E any](t *Target[E], ops []Op[E], whole bool) (func(*E) bool,
 		a.bytes(0xe9) // jmp join
 		a.u32(uint32(join - (len(a.b) + 4)))
 	}
-	base := codeArena.place(a.b)
+	base := codeArena.place(a.b, ops[0].PC)
 	if base == 0 {
 		return nil, Linkage{}, false
 	}

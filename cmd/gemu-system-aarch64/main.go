@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -60,6 +61,13 @@ type options struct {
 }
 
 func main() {
+	// The translator allocates a block's IR, closures and tables and keeps the blocks
+	// for good: with Go's default GOGC=100 the collector took ~8% of a boot. 200
+	// halves that for ~20 MiB more peak RSS (still below qemu-system-aarch64's). An
+	// explicit GOGC in the environment wins.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(200)
+	}
 	// GEMU_CPUPROFILE=FILE writes a Go CPU profile of the whole run (for go tool pprof).
 	if p := os.Getenv("GEMU_CPUPROFILE"); p != "" {
 		if f, err := os.Create(p); err == nil {

@@ -312,6 +312,13 @@ func (a *emitter) jcc(cc byte) int {
 	return len(a.b) - 4
 }
 
+// jmp emits an unconditional rel32 jump and returns the position of its rel32 field.
+func (a *emitter) jmp() int {
+	a.bytes(0xe9)
+	a.u32(0)
+	return len(a.b) - 4
+}
+
 func (a *emitter) patch(at, target int) {
 	binary.LittleEndian.PutUint32(a.b[at:], uint32(target-(at+4)))
 }
@@ -1065,9 +1072,7 @@ func emitDiv[E any](a *emitter, op *Op[E]) bool {
 		normal := a.jcc(0x85)
 		a.rex(w, 0, rAX)
 		a.bytes(0xf7, 0xd8) // neg eax/rax
-		a.bytes(0xe9)       // jmp done
-		a.u32(0)
-		done = append(done, len(a.b)-4)
+		done = append(done, a.jmp())
 		a.patch(normal, len(a.b))
 		a.rex(w, 0, 0)
 		a.bytes(0x99) // cdq/cqo
@@ -1078,9 +1083,7 @@ func emitDiv[E any](a *emitter, op *Op[E]) bool {
 		a.rex(w, 0, rCX)
 		a.bytes(0xf7, 0xf1) // div ecx/rcx
 	}
-	a.bytes(0xe9) // jmp done
-	a.u32(0)
-	done = append(done, len(a.b)-4)
+	done = append(done, a.jmp())
 	a.patch(zero, len(a.b))
 	a.bytes(0x31, 0xc0) // xor eax, eax
 	for _, at := range done {

@@ -3,7 +3,7 @@ package tcg
 import "unsafe"
 
 // TLBBits is log2 of the number of entries of one softmmu TLB (per vCPU, per MMU index).
-const TLBBits = 8
+const TLBBits = 10
 
 // TLBInvalid is a tag no access ever matches: access tags keep bits 63..12 of the
 // address and its low alignment bits (2..0), so bits 11..3 of a real tag are always zero.

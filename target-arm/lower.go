@@ -540,6 +540,8 @@ func lowerWide(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 		return true
 	case insn>>27&7 == 5 && insn>>25&3 == 0 && insn>>23&3 != 0: // LDP/STP (GP), offset/pre/post
 		return lowerPair(b, insn, flags)
+	case insn>>27&7 == 5 && insn>>26&1 == 1 && insn>>30 == 2 && flags&flagFP != 0: // LDP/STP/LDNP/STNP (Q)
+		return lowerPairQ(b, insn, flags)
 	case insn>>27&7 == 7 && insn>>26&1 == 0 && insn>>24&3 == 0: // LDR/STR (GP), unscaled/pre/post/register
 		return lowerLdSt(b, insn, flags)
 	case insn>>23&0x3f == 0x24 && insn>>29&3 == 3: // ANDS (immediate), TST
@@ -881,6 +883,51 @@ func lowerPair(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 		}
 		if rt2 != 31 {
 			b.Mov(xreg(rt2), t2)
+		}
+	}
+	return true
+}
+
+// vreg returns half (0 low, 1 high) of SIMD&FP register n.
+func vreg(n, half uint32) tcg.Arg {
+	return tcg.Global(unsafe.Offsetof(CPU{}.State) + unsafe.Offsetof(State{}.V) + 16*uintptr(n) + 8*uintptr(half))
+}
+
+// lowerPairQ lowers LDP/STP (and the non-temporal LDNP/STNP) of 128-bit Q registers as
+// the helper performs them: four 8-byte accesses in address order; loads go to
+// temporaries first so a fault leaves every register unchanged (memcpy, copy_page).
+func lowerPairQ(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
+	load := insn>>22&1 == 1
+	rt, rt2, rn := insn&31, insn>>10&31, insn>>5&31
+	off := signExt(uint64(insn>>15&0x7f), 7) * 16
+	mode := insn >> 23 & 3 // 0 no-allocate offset, 1 post-index, 2 offset, 3 pre-index
+	base := xsp(rn, flags)
+	addr, disp := base, off
+	if mode == 1 {
+		b.Mov(t0, base)
+		addr, disp = t0, 0
+	} else if mode == 3 {
+		b.Bin(tcg.OpAdd, t0, base, tcg.Imm(off))
+		addr, disp = t0, 0
+	}
+	regs := [4]tcg.Arg{vreg(rt, 0), vreg(rt, 1), vreg(rt2, 0), vreg(rt2, 1)}
+	tmps := [4]tcg.Arg{t1, t2, t3, t4}
+	for i := range regs {
+		if load {
+			b.Load(tmps[i], addr, disp+8*uint64(i), 8, false)
+		} else {
+			b.Store(addr, disp+8*uint64(i), regs[i], 8)
+		}
+	}
+	switch mode {
+	case 3:
+		b.Mov(base, t0)
+	case 1:
+		b.Bin(tcg.OpAdd, base, t0, tcg.Imm(off))
+	}
+	if load {
+		for i := range regs {
+			b.Mov(regs[i], tmps[i])
 		}
 	}
 	return true

@@ -306,6 +306,13 @@ func TestSIMDLoadStore(t *testing.T) {
 	mov x22, #40
 	str q31, [x21, x22]
 	ldr q0, [x19, x22, lsl #4]
+	ldp q1, q2, [x19, #32]!
+	ldp q3, q4, [x19], #-32
+	ldnp q5, q6, [x19, #16]
+	stp q7, q8, [x21, #-64]!
+	stp q9, q10, [x21], #32
+	stnp q11, q12, [x21, #96]
+	ldp q13, q14, [x21, #-32]
 `)
 }
 

@@ -538,7 +538,7 @@ func lowerWide(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 			b.Un(tcg.OpZext32, xreg(rd), t1)
 		}
 		return true
-	case insn>>27&7 == 5 && insn>>25&3 == 0 && insn>>23&3 != 0: // LDP/STP (GP), offset/pre/post
+	case insn>>27&7 == 5 && insn>>25&3 == 0: // LDP/STP/LDNP/STNP (GP), offset/pre/post
 		return lowerPair(b, insn, flags)
 	case insn>>27&7 == 5 && insn>>26&1 == 1 && insn>>30 == 2 && flags&flagFP != 0: // LDP/STP/LDNP/STNP (Q)
 		return lowerPairQ(b, insn, flags)
@@ -853,7 +853,7 @@ func lowerPair(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 		return false
 	}
 	off := signExt(uint64(insn>>15&0x7f), 7) * uint64(size)
-	mode := insn >> 23 & 3 // 1 post-index, 2 offset, 3 pre-index
+	mode := insn >> 23 & 3 // 0 no-allocate offset, 1 post-index, 2 offset, 3 pre-index
 	base := xsp(rn, flags)
 	addr, disp := base, off
 	if mode == 1 {
@@ -870,7 +870,7 @@ func lowerPair(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 		b.Store(addr, disp, xzr(rt), size)
 		b.Store(addr, disp+uint64(size), xzr(rt2), size)
 	}
-	if mode != 2 {
+	if mode == 1 || mode == 3 {
 		if mode == 3 {
 			b.Mov(base, t0)
 		} else {

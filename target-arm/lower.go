@@ -99,6 +99,12 @@ func lower(b *tcg.Builder[CPU], insn uint32, pc uint64, flags uint64) (handled, 
 			return true, true
 		}
 	}
+	if insn&0xfffff0ff == 0xd50340df && flags&flagEL1 != 0 { // MSR DAIFSet, #imm at EL1
+		// Masking more can make no pending interrupt takeable, so unlike the helper
+		// (shared with DAIFClr) it neither ends the block nor asks for a check.
+		b.Bin(tcg.OpOr, tcg.Global(offDAIF), tcg.Global(offDAIF), tcg.Imm(uint64(insn>>8&15)<<6))
+		return true, false
+	}
 	if insn&0xfff8f000 == 0xd5087000 && flags&flagEL1 != 0 { // SYS, CRn 7, at EL1 (EL0 has trap checks)
 		op1, crm, op2, rt := insn>>16&7, insn>>8&15, insn>>5&7, insn&31
 		switch {

@@ -43,6 +43,7 @@ func TestLowerWideMatchesHelpers(t *testing.T) {
 		{"rorv", 0x7fe0fc00, 0x1ac02c00},
 		{"rev-clz", 0x7fffe000, 0x5ac00000},
 		{"barrier", 0xfffff01f, 0xd503301f},
+		{"daifset", 0xfffff0ff, 0xd50340df},
 		{"dc-el1", 0xfffff000, 0xd5087000}, // op1 0: set/way forms, IC and AT (not lowered)
 	}
 	for _, cl := range classes {
@@ -71,21 +72,22 @@ func TestLowerWideMatchesHelpers(t *testing.T) {
 			}
 			a.SP_EL1 = r.Uint64()
 			a.NZCV = uint64(r.Intn(16)) << 28
+			a.daif = uint64(r.Intn(16)) << 6
 			if r.Intn(4) == 0 { // equal operands
 				a.State.X[insn>>5&31%31] = a.State.X[insn>>16&31%31]
 			}
 			a.el, a.spsel = 1, 1
 			a.modeChanged()
-			c.State, c.el, c.spsel = a.State, 1, 1
+			c.State, c.el, c.spsel, c.daif = a.State, 1, 1, a.daif
 			c.modeChanged()
 			h, _ := a.decode(insn, 0x1000, flagEL1|flagSPSel)
 			if h(a) {
 				a.PC = 0x1004
 			}
 			f(c)
-			if a.State != c.State {
-				t.Fatalf("%s %#08x: helper X=%#x SP=%#x NZCV=%#x PC=%#x\nlowered X=%#x SP=%#x NZCV=%#x PC=%#x", cl.name, insn,
-					a.State.X, a.SP_EL1, a.NZCV, a.PC, c.State.X, c.SP_EL1, c.NZCV, c.PC)
+			if a.State != c.State || a.daif != c.daif {
+				t.Fatalf("%s %#08x: helper X=%#x SP=%#x NZCV=%#x PC=%#x DAIF=%#x\nlowered X=%#x SP=%#x NZCV=%#x PC=%#x DAIF=%#x",
+					cl.name, insn, a.State.X, a.SP_EL1, a.NZCV, a.PC, a.daif, c.State.X, c.SP_EL1, c.NZCV, c.PC, c.daif)
 			}
 		}
 		if n < 100 {
@@ -124,6 +126,7 @@ func TestLowerSysRegMatchesHelpers(t *testing.T) {
 					}
 					a.SP_EL0, a.SP_EL1, a.PC = r.Uint64(), r.Uint64(), 0x1000
 					a.NZCV = uint64(r.Intn(16)) << 28
+			a.daif = uint64(r.Intn(16)) << 6
 					a.daif = uint64(r.Intn(16)) << 6
 					a.sr.tpidr0, a.sr.tpidr1, a.sr.tpidrro = r.Uint64(), r.Uint64(), r.Uint64()
 					c.State, c.sr, c.daif, c.el, c.spsel = a.State, a.sr, a.daif, a.el, a.spsel

@@ -127,7 +127,6 @@ func TestLowerSysRegMatchesHelpers(t *testing.T) {
 					a.SP_EL0, a.SP_EL1, a.PC = r.Uint64(), r.Uint64(), 0x1000
 					a.NZCV = uint64(r.Intn(16)) << 28
 					a.daif = uint64(r.Intn(16)) << 6
-					a.daif = uint64(r.Intn(16)) << 6
 					a.sr.tpidr0, a.sr.tpidr1, a.sr.tpidrro = r.Uint64(), r.Uint64(), r.Uint64()
 					c.State, c.sr, c.daif, c.el, c.spsel = a.State, a.sr, a.daif, a.el, a.spsel
 					c.modeChanged()

@@ -165,19 +165,9 @@ func compileOp[E any](t *Target[E], op *Op[E]) (func(*E) bool, error) {
 	case OpStore:
 		return compileStore(t, op)
 	case OpFlagsAdd, OpFlagsSub, OpFlagsLogic:
-		return compileFlags(t, op)
+		return compileSized(t, op, flagsValue)
 	case OpUdiv, OpSdiv:
-		d, okd := loc(t, op.D)
-		a, b := mkOperand(t, op.A), mkOperand(t, op.B)
-		if !okd || !a.valid || !b.valid || op.Size != 4 && op.Size != 8 {
-			return bad()
-		}
-		opc, size := op.Opc, int(op.Size)
-		return func(e *E) bool {
-			p := unsafe.Pointer(e)
-			*word(p, d) = Div(opc, a.read(p), b.read(p), size)
-			return true
-		}, nil
+		return compileSized(t, op, divValue)
 	case OpFence:
 		// Any locked read-modify-write is a full barrier on the hosts Go supports
 		// with sequentially consistent atomics; adding 0 to the vCPU's own first
@@ -485,8 +475,8 @@ func fuse[E any](t *Target[E], ops []Op[E]) (f func(*E) bool, n int) {
 	return nil, 0
 }
 
-// NZCV computes the flags ops' result (see OpFlagsAdd) for a op b on size bytes.
-func NZCV(opc Opcode, a, b uint64, size int) uint64 {
+// flagsValue computes the flags ops' result (see OpFlagsAdd) for a op b on size bytes.
+func flagsValue(opc Opcode, a, b uint64, size int) uint64 {
 	sh := uint(64 - 8*size) // the operands' top bit moves to bit 63
 	a, b = a<<sh, b<<sh
 	var r, c, v uint64
@@ -505,25 +495,27 @@ func NZCV(opc Opcode, a, b uint64, size int) uint64 {
 	return r>>63<<31 | b2u(r == 0)<<30 | c<<29 | v<<28
 }
 
-func compileFlags[E any](t *Target[E], op *Op[E]) (func(*E) bool, error) {
+// compileSized compiles an op computed on the low Size (4 or 8) bytes of A and B by
+// value (the flags and division ops). OpFlagsLogic has no B.
+func compileSized[E any](t *Target[E], op *Op[E], value func(opc Opcode, a, b uint64, size int) uint64) (func(*E) bool, error) {
 	d, okd := loc(t, op.D)
 	a, b := mkOperand(t, op.A), mkOperand(t, op.B)
-	if !okd || !a.valid || op.Size != 4 && op.Size != 8 || op.Opc != OpFlagsLogic && !b.valid {
+	if op.Opc == OpFlagsLogic {
+		b = operand{imm: true, valid: true}
+	}
+	if !okd || !a.valid || !b.valid || op.Size != 4 && op.Size != 8 {
 		return nil, fmt.Errorf("tcg: malformed IR op %v", op)
 	}
 	opc, size := op.Opc, int(op.Size)
-	if opc == OpFlagsLogic {
-		b = operand{imm: true, valid: true}
-	}
 	return func(e *E) bool {
 		p := unsafe.Pointer(e)
-		*word(p, d) = NZCV(opc, a.read(p), b.read(p), size)
+		*word(p, d) = value(opc, a.read(p), b.read(p), size)
 		return true
 	}, nil
 }
 
-// Div computes OpUdiv and OpSdiv on size bytes.
-func Div(opc Opcode, a, b uint64, size int) uint64 {
+// divValue computes OpUdiv and OpSdiv on size bytes.
+func divValue(opc Opcode, a, b uint64, size int) uint64 {
 	if size == 4 {
 		if opc == OpUdiv {
 			a, b = uint64(uint32(a)), uint64(uint32(b))

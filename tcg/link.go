@@ -72,10 +72,8 @@ func newLinkRec() *LinkRec {
 	return r
 }
 
-func (r *LinkRec) target() *uintptr { return &r.Target }
-
 // unlink points the exit back at its own leave path.
-func (r *LinkRec) unlink() { atomic.StoreUintptr(r.target(), r.Out) }
+func (r *LinkRec) unlink() { atomic.StoreUintptr(&r.Target, r.Out) }
 
 // Exits to a PC that is not a constant, or in another page, cannot be linked. In a
 // linkable block they probe the vCPU's JumpTable instead (QEMU's lookup_and_goto_ptr):

@@ -326,32 +326,26 @@ func (a *emitter) patch(at, target int) {
 // loopBack emits, for an exit to the block's own start, the jump back to it taken
 // while no exit is requested and the loop budget (R8) lasts; otherwise the code falls
 // through to the normal exit. In a linkable segment the jump goes to the entry check
-// (prologue), which does both tests.
+// (exitCheck at the start), which does both tests.
 func (a *emitter) loopBack(exitReq uintptr, target uint64) {
 	if !a.canLoop || target != a.loop {
 		return
 	}
 	if a.canLink {
-		a.bytes(0xe9) // jmp entry
-		a.u32(uint32(-(len(a.b) + 4)))
+		a.patch(a.jmp(), 0) // the entry check
 		return
 	}
-	a.env(false, rAX, exitReq, 0x8b) // mov eax, [exit request]
-	a.bytes(0x85, 0xc0)              // test eax, eax
-	req := a.jcc(0x85)
-	a.bytes(0x49, 0xff, 0xc8) // dec r8
-	spent := a.jcc(0x84)
-	a.bytes(0xe9) // jmp start
-	a.u32(uint32(-(len(a.b) + 4)))
-	a.patch(req, len(a.b))
-	a.patch(spent, len(a.b))
+	out := a.exitCheck(exitReq)
+	a.patch(a.jmp(), 0) // the block's start
+	for _, at := range out {
+		a.patch(at, len(a.b))
+	}
 }
 
-// prologue emits a linkable block's entry check, reached by links and loops but not
-// from jitcall (which enters just after it): leave at once, at the block's start, when
-// an exit is requested or the budget is spent. It returns the rel32 fields to patch to
-// the stop path (stopPath).
-func (a *emitter) prologue(exitReq uintptr) []int {
+// exitCheck emits the test made before running on into a block: jump away when an
+// exit is requested or, decrementing it, the budget (R8) is spent. It returns the
+// rel32 fields of those two jumps.
+func (a *emitter) exitCheck(exitReq uintptr) []int {
 	a.env(false, rAX, exitReq, 0x8b) // mov eax, [exit request]
 	a.bytes(0x85, 0xc0)              // test eax, eax
 	req := a.jcc(0x85)
@@ -359,13 +353,15 @@ func (a *emitter) prologue(exitReq uintptr) []int {
 	return []int{req, a.jcc(0x84)}
 }
 
-// stopPath emits the prologue's exit: PC = the block's start, no exit to report.
+// stopPath emits the way out of a linkable block's entry check (exitCheck at its start,
+// reached by links and loops but not from jitcall, which enters just after it): PC =
+// the block's start, no exit to report.
 func (a *emitter) stopPath(pcOff uintptr, patch []int) {
 	for _, at := range patch {
 		a.patch(at, len(a.b))
 	}
 	a.storeImm(pcOff, a.loop)
-	a.reportExit(nil)
+	a.noLinkRec()
 	a.leave(0)
 }
 
@@ -379,25 +375,26 @@ func (a *emitter) endBlock(exitReq, pcOff uintptr, target uint64) {
 	if a.canLink && target == a.loop {
 		return // an unconditional jump to the entry check
 	}
-	var rec *LinkRec
 	if a.canLink && target&PageMask == a.loop&PageMask { // links stay within a page
-		rec = newLinkRec()
+		if rec := newLinkRec(); rec != nil {
+			a.bytes(0x48, 0xb8) // mov rax, rec
+			a.u64(uint64(uintptr(unsafe.Pointer(rec))))
+			a.bytes(0xff, 0x20) // jmp [rax]: rec.Target, Out until linked
+			rec.ExitPC = target
+			a.links = append(a.links, pendingLink{rec: rec, out: len(a.b)})
+			a.bytes(0x48, 0x89, 0xc3) // mov rbx, rax: report the record
+			a.storeImm(pcOff, target)
+			a.leave(0)
+			return
+		}
 	}
-	if rec != nil {
-		a.bytes(0x48, 0xb8) // mov rax, rec
-		a.u64(uint64(uintptr(unsafe.Pointer(rec))))
-		a.bytes(0xff, 0x20) // jmp [rax]: rec.Target, Out until linked
-		rec.ExitPC = target
-		a.links = append(a.links, pendingLink{rec: rec, out: len(a.b)})
-		a.bytes(0x48, 0x89, 0xc3) // mov rbx, rax: report the record
-	} else if a.probe {
+	if a.probe {
 		a.movImm(rAX, target)
 		a.storeRAX(pcOff)
 		a.probeJump()
 		return
-	} else {
-		a.reportExit(nil)
 	}
+	a.noLinkRec()
 	a.storeImm(pcOff, target)
 	a.leave(0)
 }
@@ -447,7 +444,7 @@ func (a *emitter) probeJump() {
 	for _, at := range miss {
 		a.patch(at, len(a.b))
 	}
-	a.reportExit(nil)
+	a.noLinkRec()
 	a.leave(0)
 }
 
@@ -457,18 +454,13 @@ var (
 	linkSrcFlagsOff = unsafe.Offsetof(LinkRec{}.SrcFlags)
 )
 
-// reportExit sets RBX to the link record of the exit being taken (nil: none), which
-// the segment's function hands to the run loop through Target.LastExit.
-func (a *emitter) reportExit(rec *LinkRec) {
-	if !a.canLink {
-		return
-	}
-	if rec == nil {
+// noLinkRec clears RBX, the link record a linkable segment's function hands to the run
+// loop through Target.LastExit, for an exit that has none (a chainable exit sets it
+// from RAX instead, see endBlock).
+func (a *emitter) noLinkRec() {
+	if a.canLink {
 		a.bytes(0x31, 0xdb) // xor ebx, ebx
-		return
 	}
-	a.bytes(0x48, 0xbb) // mov rbx, rec
-	a.u64(uint64(uintptr(unsafe.Pointer(rec))))
 }
 
 // aluOp returns the opcode of "op r64, r/m64" and the /ext of "op r/m64, imm32".
@@ -610,7 +602,7 @@ func nativeSegment[E any](t *Target[E], ops []Op[E], whole bool) (func(*E) bool,
 	a.probe = a.canLink && t.Jumps != 0 && t.Flags != 0
 	var stop []int
 	if a.canLink {
-		stop = a.prologue(t.ExitReq)
+		stop = a.exitCheck(t.ExitReq)
 	}
 	body := len(a.b)
 	for i := range ops {
@@ -649,8 +641,7 @@ func nativeSegment[E any](t *Target[E], ops []Op[E], whole bool) (func(*E) bool,
 		join := x.resume
 		x.resume = len(a.b)
 		a.reload(x.reload)
-		a.bytes(0xe9) // jmp join
-		a.u32(uint32(join - (len(a.b) + 4)))
+		a.patch(a.jmp(), join)
 	}
 	base := codeArena.place(a.b, ops[0].PC)
 	if base == 0 {
@@ -739,7 +730,7 @@ func emitOp[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 			a.probeJump()
 			return true
 		}
-		a.reportExit(nil)
+		a.noLinkRec()
 		a.leave(0)
 		return true
 	case OpExitZ, OpExitNZ:

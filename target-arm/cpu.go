@@ -369,15 +369,16 @@ func (c *CPU) Run(stop <-chan struct{}) error {
 			c.sys.cache.Link(link, t)
 		}
 		prev, prevGen = t, c.tlbGen
-		if c.tflag&TraceExec != 0 {
+		tracing := c.tflag&TraceExec != 0
+		if tracing {
 			fmt.Fprintf(c.trace, "cpu%d Trace %#x [%016x] EL%d\n", c.cfg.ID, c.PC, t.Phys, c.el)
-			t.Code(c)
-			c.lastExit, link = nil, nil // linked blocks would run untraced
-			continue
 		}
 		c.lastExit = nil
 		t.Code(c)
-		if link = c.lastExit; link != nil && link.SrcPC != t.PC {
+		switch link = c.lastExit; {
+		case tracing:
+			link = nil // linked blocks would run untraced
+		case link != nil && link.SrcPC != t.PC:
 			// Another block, reached through links, ended the run: prev is not the
 			// block that left, so the Go-level chain must not use it.
 			prev = nil

@@ -847,7 +847,7 @@ func lowerSysReg(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 // first, so a fault on the second access leaves every register unchanged.
 func lowerPair(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 	opc, load := insn>>30, insn>>22&1 == 1
-	rt, rt2, rn := insn&31, insn>>10&31, insn>>5&31
+	rt, rt2 := insn&31, insn>>10&31
 	size, signed := 8, false
 	switch {
 	case opc == 0:
@@ -858,17 +858,7 @@ func lowerPair(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 	default:
 		return false
 	}
-	off := signExt(uint64(insn>>15&0x7f), 7) * uint64(size)
-	mode := insn >> 23 & 3 // 0 no-allocate offset, 1 post-index, 2 offset, 3 pre-index
-	base := xsp(rn, flags)
-	addr, disp := base, off
-	if mode == 1 {
-		b.Mov(t0, base)
-		addr, disp = t0, 0
-	} else if mode == 3 {
-		b.Bin(tcg.OpAdd, t0, base, tcg.Imm(off))
-		addr, disp = t0, 0
-	}
+	addr, disp, writeback := pairAddr(b, insn, flags, uint64(size))
 	if load {
 		b.Load(t1, addr, disp, size, signed)
 		b.Load(t2, addr, disp+uint64(size), size, signed)
@@ -876,13 +866,7 @@ func lowerPair(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 		b.Store(addr, disp, xzr(rt), size)
 		b.Store(addr, disp+uint64(size), xzr(rt2), size)
 	}
-	if mode == 1 || mode == 3 {
-		if mode == 3 {
-			b.Mov(base, t0)
-		} else {
-			b.Bin(tcg.OpAdd, base, t0, tcg.Imm(off))
-		}
-	}
+	writeback()
 	if load {
 		if rt != 31 {
 			b.Mov(xreg(rt), t1)
@@ -892,6 +876,23 @@ func lowerPair(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 		}
 	}
 	return true
+}
+
+// pairAddr decodes the addressing of a load/store pair whose registers are size bytes
+// each: the address to access (addr+disp; t0 holds it for the pre- and post-index
+// forms) and the base write-back to emit after the accesses.
+func pairAddr(b *tcg.Builder[CPU], insn uint32, flags uint64, size uint64) (addr tcg.Arg, disp uint64, writeback func()) {
+	off := signExt(uint64(insn>>15&0x7f), 7) * size
+	base := xsp(insn>>5&31, flags)
+	switch insn >> 23 & 3 { // 0 no-allocate offset, 1 post-index, 2 offset, 3 pre-index
+	case 1:
+		b.Mov(t0, base)
+		return t0, 0, func() { b.Bin(tcg.OpAdd, base, t0, tcg.Imm(off)) }
+	case 3:
+		b.Bin(tcg.OpAdd, t0, base, tcg.Imm(off))
+		return t0, 0, func() { b.Mov(base, t0) }
+	}
+	return base, off, func() {}
 }
 
 // vreg returns half (0 low, 1 high) of SIMD&FP register n.
@@ -904,18 +905,8 @@ func vreg(n, half uint32) tcg.Arg {
 // temporaries first so a fault leaves every register unchanged (memcpy, copy_page).
 func lowerPairQ(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 	load := insn>>22&1 == 1
-	rt, rt2, rn := insn&31, insn>>10&31, insn>>5&31
-	off := signExt(uint64(insn>>15&0x7f), 7) * 16
-	mode := insn >> 23 & 3 // 0 no-allocate offset, 1 post-index, 2 offset, 3 pre-index
-	base := xsp(rn, flags)
-	addr, disp := base, off
-	if mode == 1 {
-		b.Mov(t0, base)
-		addr, disp = t0, 0
-	} else if mode == 3 {
-		b.Bin(tcg.OpAdd, t0, base, tcg.Imm(off))
-		addr, disp = t0, 0
-	}
+	rt, rt2 := insn&31, insn>>10&31
+	addr, disp, writeback := pairAddr(b, insn, flags, 16)
 	regs := [4]tcg.Arg{vreg(rt, 0), vreg(rt, 1), vreg(rt2, 0), vreg(rt2, 1)}
 	tmps := [4]tcg.Arg{t1, t2, t3, t4}
 	for i := range regs {
@@ -925,12 +916,7 @@ func lowerPairQ(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 			b.Store(addr, disp+8*uint64(i), regs[i], 8)
 		}
 	}
-	switch mode {
-	case 3:
-		b.Mov(base, t0)
-	case 1:
-		b.Bin(tcg.OpAdd, base, t0, tcg.Imm(off))
-	}
+	writeback()
 	if load {
 		for i := range regs {
 			b.Mov(regs[i], tmps[i])

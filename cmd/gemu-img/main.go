@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/pprof"
 	"sort"
 	"strings"
 
@@ -17,6 +16,7 @@ import (
 
 	"gemu/block"
 	_ "gemu/block/vmdk"
+	"gemu/cmd/internal/cpuprof"
 	_ "gemu/qcow2"
 )
 
@@ -45,19 +45,10 @@ var (
 )
 
 func main() {
-	// GEMU_CPUPROFILE=FILE writes a Go CPU profile of the run (for go tool pprof), as
-	// gemu-system-* do.
-	if p := os.Getenv("GEMU_CPUPROFILE"); p != "" {
-		if f, err := os.Create(p); err == nil {
-			if pprof.StartCPUProfile(f) == nil {
-				code := run(os.Args[1:])
-				pprof.StopCPUProfile()
-				f.Close()
-				os.Exit(code)
-			}
-		}
-	}
-	os.Exit(run(os.Args[1:]))
+	stop := cpuprof.Start()
+	code := run(os.Args[1:])
+	stop()
+	os.Exit(code)
 }
 
 // run executes one gemu-img invocation and returns its exit status.

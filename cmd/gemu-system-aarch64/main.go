@@ -10,12 +10,12 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 
+	"gemu/cmd/internal/cpuprof"
 	"gemu/hw/chardev"
 	"gemu/machine/virt"
 	arm "gemu/target-arm"
@@ -68,14 +68,9 @@ func main() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(200)
 	}
-	// GEMU_CPUPROFILE=FILE writes a Go CPU profile of the whole run (for go tool pprof).
-	if p := os.Getenv("GEMU_CPUPROFILE"); p != "" {
-		if f, err := os.Create(p); err == nil {
-			pprof.StartCPUProfile(f)
-		}
-	}
+	stop := cpuprof.Start()
 	code, err := run(os.Args[1:])
-	pprof.StopCPUProfile()
+	stop()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", prog, err)
 	}

@@ -80,21 +80,6 @@ work:
 	b.ne 3b
 	ret
 
-puthex:
-	ldr x1, =0x09000000
-	mov w2, #' '
-	str w2, [x1]
-	mov x3, #60
-6:	lsr x2, x0, x3
-	and x2, x2, #15
-	cmp x2, #10
-	b.lt 7f
-	add x2, x2, #('a' - 10 - '0')
-7:	add x2, x2, #'0'
-	str w2, [x1]
-	subs x3, x3, #4
-	b.ge 6b
-	ret
 	.ltorg
 
 	.data

@@ -34,7 +34,30 @@ const (
 	psciOff    = 0x84000008
 )
 
-// BuildSys assembles and links a bare-metal program at SysBase.
+// sysLib is assembled after every system test program: puthex prints a space and x0 in
+// hex on the UART (clobbers x1-x3).
+const sysLib = `
+	.text
+	.balign 4
+puthex:
+	ldr x1, =0x09000000
+	mov w2, #' '
+	str w2, [x1]
+	mov x3, #60
+1:	lsr x2, x0, x3
+	and x2, x2, #15
+	cmp x2, #10
+	b.lt 2f
+	add x2, x2, #('a' - 10 - '0')
+2:	add x2, x2, #'0'
+	str w2, [x1]
+	subs x3, x3, #4
+	b.ge 1b
+	ret
+	.ltorg
+`
+
+// BuildSys assembles and links a bare-metal program at SysBase, followed by sysLib.
 func BuildSys(t testing.TB, dir, src string) string {
 	t.Helper()
 	gcc, err := exec.LookPath("aarch64-linux-gnu-gcc")
@@ -43,7 +66,7 @@ func BuildSys(t testing.TB, dir, src string) string {
 	}
 	s := filepath.Join(dir, "sys.S")
 	bin := filepath.Join(dir, "sys.elf")
-	if err := os.WriteFile(s, []byte(src), 0o644); err != nil {
+	if err := os.WriteFile(s, []byte(src+sysLib), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	out, err := exec.Command(gcc, "-static", "-nostdlib", "-no-pie", "-march=armv8-a+crc",

@@ -234,23 +234,6 @@ el0_done:
 	hvc #0
 	b .
 
-// puthex prints a space and x0 in hex. Clobbers x1-x3.
-puthex:
-	ldr x1, =UART
-	mov w2, #' '
-	str w2, [x1]
-	mov x3, #60
-3:	lsr x2, x0, x3
-	and x2, x2, #15
-	cmp x2, #10
-	b.lt 4f
-	add x2, x2, #('a' - 10 - '0')
-4:	add x2, x2, #'0'
-	str w2, [x1]
-	subs x3, x3, #4
-	b.ge 3b
-	ret
-
 newline:
 	ldr x1, =UART
 	mov w2, #'\n'

@@ -148,7 +148,9 @@ type CPU struct {
 	lastExit *tcg.LinkRec
 	// jumps is the jump table native blocks probe for computed and other-page exits
 	// (tcg Target.Jumps); Run records every block it finds in it.
-	jumps  *tcg.JumpTable
+	jumps *tcg.JumpTable
+	// access is this vCPU's bus.Access for MMIO (banked devices select by it).
+	access bus.Access
 	fence  atomic.Uint32
 	excl   monitor
 	tlbReq tlbRequests
@@ -171,7 +173,7 @@ type CPU struct {
 // New creates a powered-off vCPU. Reset (boot CPU) or Start (PSCI CPU_ON) powers it on.
 func New(cfg Config) *CPU {
 	c := &CPU{cfg: cfg, sys: systemFor(cfg.RAM), wake: make(chan struct{}, 1), trace: cfg.Trace, tflag: cfg.TraceFlags,
-		jumps: new(tcg.JumpTable)}
+		jumps: new(tcg.JumpTable), access: bus.CPUAccess(cfg.ID)}
 	if c.trace == nil {
 		c.tflag = 0
 	}

@@ -203,7 +203,7 @@ func (c *CPU) ldSlow(va uint64, size int, idx uint64) (uint64, bool) {
 		c.abort(va, accRead, fscExtAbort)
 		return 0, false
 	}
-	c.cfg.MMIO.Read(pa, buf[:size])
+	c.cfg.MMIO.Read(c.access, pa, buf[:size])
 	return binary.LittleEndian.Uint64(buf[:]), true
 }
 
@@ -287,7 +287,7 @@ func (c *CPU) stSlow(va uint64, size int, v uint64, idx uint64) bool {
 	}
 	var buf [8]byte
 	binary.LittleEndian.PutUint64(buf[:], v)
-	c.cfg.MMIO.Write(pa, buf[:size])
+	c.cfg.MMIO.Write(c.access, pa, buf[:size])
 	return true
 }
 

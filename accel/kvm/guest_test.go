@@ -72,7 +72,7 @@ type pioDev struct {
 	base uint64
 }
 
-func (d pioDev) Read(off uint64, data []byte) {
+func (d pioDev) Read(_ bus.Access, off uint64, data []byte) {
 	port := d.base + off
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -93,7 +93,7 @@ func (d pioDev) Read(off uint64, data []byte) {
 	}
 }
 
-func (d pioDev) Write(off uint64, data []byte) {
+func (d pioDev) Write(_ bus.Access, off uint64, data []byte) {
 	port := d.base + off
 	switch port {
 	case portDone:
@@ -110,12 +110,12 @@ func (d pioDev) Write(off uint64, data []byte) {
 
 type mmioDev struct{ *testDev }
 
-func (d mmioDev) Read(off uint64, data []byte) {
+func (d mmioDev) Read(_ bus.Access, off uint64, data []byte) {
 	binary.LittleEndian.PutUint32(data[:4:4], 0xcafebabe)
 	d.record(fmt.Sprintf("mmio read %#x/%d", off, len(data)))
 }
 
-func (d mmioDev) Write(off uint64, data []byte) {
+func (d mmioDev) Write(_ bus.Access, off uint64, data []byte) {
 	d.record(fmt.Sprintf("mmio write %#x/%d=%#x", off, len(data), val(data)))
 }
 
@@ -840,13 +840,13 @@ func benchExits(b *testing.B, insn []byte) {
 
 type countDev struct{ n *int }
 
-func (d countDev) Read(uint64, []byte)  {}
-func (d countDev) Write(uint64, []byte) { *d.n++ }
+func (d countDev) Read(bus.Access, uint64, []byte)  {}
+func (d countDev) Write(bus.Access, uint64, []byte) { *d.n++ }
 
 type stopDev struct{ vm *VM }
 
-func (d stopDev) Read(uint64, []byte)  {}
-func (d stopDev) Write(uint64, []byte) { d.vm.Stop(accel.PowerOff) }
+func (d stopDev) Read(bus.Access, uint64, []byte)  {}
+func (d stopDev) Write(bus.Access, uint64, []byte) { d.vm.Stop(accel.PowerOff) }
 
 // TestIRQLineFromHost raises ISA IRQ 4 (COM1's line) from a host goroutine, as a device
 // backend does, while the guest waits in hlt with the 8259 programmed and IRQ 4

@@ -317,9 +317,9 @@ func (v *VM) drainCoalesced(mmio, pio *bus.Bus) {
 		e := &r.Entries[i]
 		n := min(e.Len, 8)
 		if e.PIO != 0 {
-			pio.Write(e.PhysAddr, e.Data[:n:n])
+			pio.Write(bus.Host, e.PhysAddr, e.Data[:n:n])
 		} else {
-			mmio.Write(e.PhysAddr, e.Data[:n:n])
+			mmio.Write(bus.Host, e.PhysAddr, e.Data[:n:n])
 		}
 		atomic.StoreUint32(&r.First, (i+1)%coalescedMax)
 	}

@@ -208,9 +208,9 @@ func (c *vcpu) exit(mmio, pio *bus.Bus) bool {
 			off := e.DataOffset + i*size
 			d := c.run[off : off+size : off+size]
 			if e.Direction == exitIOOut {
-				pio.Write(uint64(e.Port), d)
+				pio.Write(bus.CPUAccess(c.id), uint64(e.Port), d)
 			} else {
-				pio.Read(uint64(e.Port), d)
+				pio.Read(bus.CPUAccess(c.id), uint64(e.Port), d)
 			}
 		}
 	case exitMMIO:
@@ -221,9 +221,9 @@ func (c *vcpu) exit(mmio, pio *bus.Bus) bool {
 		}
 		d := e.Data[:n:n]
 		if e.IsWrite != 0 {
-			mmio.Write(e.PhysAddr, d)
+			mmio.Write(bus.CPUAccess(c.id), e.PhysAddr, d)
 		} else {
-			mmio.Read(e.PhysAddr, d)
+			mmio.Read(bus.CPUAccess(c.id), e.PhysAddr, d)
 		}
 	case exitIntr:
 		// A signal arrived while in the guest; loop re-checks stopping.

@@ -84,7 +84,7 @@ func (p *PM) regsLocked() [PMBlockSize]byte {
 }
 
 // Read implements bus.Device.
-func (p *PM) Read(off uint64, data []byte) {
+func (p *PM) Read(_ bus.Access, off uint64, data []byte) {
 	p.mu.Lock()
 	r := p.regsLocked()
 	p.mu.Unlock()
@@ -99,7 +99,7 @@ func (p *PM) Read(off uint64, data []byte) {
 
 // Write implements bus.Device. Status registers are write-one-to-clear; SLP_EN is
 // write-only and triggers the sleep transition.
-func (p *PM) Write(off uint64, data []byte) {
+func (p *PM) Write(_ bus.Access, off uint64, data []byte) {
 	p.mu.Lock()
 	var w, mask [PMBlockSize]byte
 	for i, b := range data {

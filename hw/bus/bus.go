@@ -13,13 +13,54 @@ import (
 	"sync"
 )
 
+// Access says who makes an access, as crosvm's BusAccessInfo does: devices whose
+// registers are banked per CPU (the GICv2 distributor's SGI/PPI registers and its CPU
+// interface) select the bank by it, so one device serves every vCPU on one bus.
+type Access struct {
+	// CPU is the index of the vCPU making the access, or NoCPU for an access that no
+	// vCPU makes (device DMA, the host, a replay of queued writes).
+	CPU int
+}
+
+// NoCPU is Access.CPU for accesses no vCPU makes.
+const NoCPU = -1
+
+// Host is the Access of the host itself (loaders, tests, queued-write replay).
+var Host = Access{CPU: NoCPU}
+
+// CPUAccess returns the Access of vCPU i.
+func CPUAccess(i int) Access { return Access{CPU: i} }
+
 // Device is an emulated device, or one region of one. Offsets are relative to the base
 // the device was inserted at; len(data) is the access width (1, 2, 4 or 8 usually).
 // Values are little-endian in data. A device is called from any vCPU thread; it must do
 // its own locking.
 type Device interface {
-	Read(offset uint64, data []byte)
-	Write(offset uint64, data []byte)
+	Read(a Access, offset uint64, data []byte)
+	Write(a Access, offset uint64, data []byte)
+}
+
+// Resetter is a device with state that a machine reset returns to power-on values.
+// Machines call Reset with no vCPU running.
+type Resetter interface {
+	Reset()
+}
+
+// State is one device's saved state: Name and Version identify the encoding of Data,
+// which is the device's own (each device keeps its save/load code next to its model,
+// as Firecracker's persist.rs does, and bumps Version when the encoding changes).
+type State struct {
+	Name    string
+	Version int
+	Data    []byte
+}
+
+// Stateful is a device whose state can be saved and restored (snapshots, migration).
+// SaveState and LoadState are called with no vCPU running and the device quiesced;
+// LoadState refuses a State of another Name or an unknown Version with an error.
+type Stateful interface {
+	SaveState() (State, error)
+	LoadState(State) error
 }
 
 // IRQ is an interrupt line a device drives. Level-triggered devices call Set(true) to
@@ -42,6 +83,25 @@ type entry struct {
 	base, size uint64
 	dev        Device
 	name       string
+}
+
+// Devices calls f for every mapped range in address order (reset and save walk it).
+func (b *Bus) Devices(f func(name string, base, size uint64, dev Device)) {
+	for _, e := range b.entries.load() {
+		f(e.name, e.base, e.size, e.dev)
+	}
+}
+
+// Reset resets every device on the bus that implements Resetter, once each (a device
+// mapped at several ranges is reset once).
+func (b *Bus) Reset() {
+	seen := map[Device]bool{}
+	for _, e := range b.entries.load() {
+		if r, ok := e.dev.(Resetter); ok && !seen[e.dev] {
+			seen[e.dev] = true
+			r.Reset()
+		}
+	}
 }
 
 // Bus maps address ranges to devices. Lookups are lock-free against a copy-on-write
@@ -106,9 +166,9 @@ func (b *Bus) find(addr uint64) (*entry, bool) {
 
 // Read dispatches a read of len(data) bytes at addr. It reports whether a device claimed it;
 // unclaimed reads fill data with 0xff.
-func (b *Bus) Read(addr uint64, data []byte) bool {
+func (b *Bus) Read(a Access, addr uint64, data []byte) bool {
 	if e, ok := b.find(addr); ok {
-		e.dev.Read(addr-e.base, data)
+		e.dev.Read(a, addr-e.base, data)
 		return true
 	}
 	for i := range data {
@@ -121,9 +181,9 @@ func (b *Bus) Read(addr uint64, data []byte) bool {
 }
 
 // Write dispatches a write at addr. It reports whether a device claimed it.
-func (b *Bus) Write(addr uint64, data []byte) bool {
+func (b *Bus) Write(a Access, addr uint64, data []byte) bool {
 	if e, ok := b.find(addr); ok {
-		e.dev.Write(addr-e.base, data)
+		e.dev.Write(a, addr-e.base, data)
 		return true
 	}
 	if b.Unhandled != nil {

@@ -8,7 +8,11 @@
 // It must not know about accelerators or boards; reset goes through a callback.
 package i8042
 
-import "sync"
+import (
+	"sync"
+
+	"gemu/hw/bus"
+)
 
 // Status register bits.
 const (
@@ -73,7 +77,7 @@ func (c *I8042) statusLocked() byte {
 }
 
 // Read implements bus.Device.
-func (c *I8042) Read(off uint64, data []byte) {
+func (c *I8042) Read(_ bus.Access, off uint64, data []byte) {
 	for i := range data {
 		data[i] = 0xff
 	}
@@ -98,7 +102,7 @@ func (c *I8042) Read(off uint64, data []byte) {
 }
 
 // Write implements bus.Device.
-func (c *I8042) Write(off uint64, data []byte) {
+func (c *I8042) Write(_ bus.Access, off uint64, data []byte) {
 	if len(data) == 0 {
 		return
 	}

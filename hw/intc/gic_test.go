@@ -14,21 +14,21 @@ func (l *lines) SetFIQ(v bool) { l.fiq = v }
 
 func rd32(d bus.Device, off uint64) uint32 {
 	var b [4]byte
-	d.Read(off, b[:])
+	d.Read(bus.Host, off, b[:])
 	return binary.LittleEndian.Uint32(b[:])
 }
 
 func wr32(d bus.Device, off uint64, v uint32) {
 	var b [4]byte
 	binary.LittleEndian.PutUint32(b[:], v)
-	d.Write(off, b[:])
+	d.Write(bus.Host, off, b[:])
 }
 
-func wr8(d bus.Device, off uint64, v uint8) { d.Write(off, []byte{v}) }
+func wr8(d bus.Device, off uint64, v uint8) { d.Write(bus.Host, off, []byte{v}) }
 
 func rd8(d bus.Device, off uint64) uint8 {
 	var b [1]byte
-	d.Read(off, b[:])
+	d.Read(bus.Host, off, b[:])
 	return b[0]
 }
 
@@ -39,36 +39,36 @@ func v2(t *testing.T) (*GICv2, []*lines) {
 	out := []*lines{{}, {}}
 	for c := range out {
 		g.Connect(c, out[c])
-		wr32(g.CPUInterface(c), giccPMR, 0xf0)
-		wr32(g.CPUInterface(c), giccCTLR, 1)
+		wr32(at(g.CPUInterface(), c), giccPMR, 0xf0)
+		wr32(at(g.CPUInterface(), c), giccCTLR, 1)
 	}
-	wr32(g.Distributor(0), gicdCTLR, 1)
+	wr32(at(g.Distributor(), 0), gicdCTLR, 1)
 	return g, out
 }
 
 func TestV2Identification(t *testing.T) {
 	g := NewV2(2)
-	if ty := rd32(g.Distributor(0), gicdTYPER); ty&0x1f != NumIRQ/32-1 || ty>>5&7 != 1 {
+	if ty := rd32(at(g.Distributor(), 0), gicdTYPER); ty&0x1f != NumIRQ/32-1 || ty>>5&7 != 1 {
 		t.Fatalf("GICD_TYPER %#x", ty)
 	}
 	// ITARGETSR0-7 are banked: each CPU reads its own bit (Linux derives its CPU mask).
 	for c := range 2 {
-		if v := rd32(g.Distributor(c), regITARGETSR); v != 0x01010101<<c {
+		if v := rd32(at(g.Distributor(), c), regITARGETSR); v != 0x01010101<<c {
 			t.Fatalf("CPU%d ITARGETSR0 = %#x", c, v)
 		}
 	}
-	wr32(g.CPUInterface(0), giccPMR, 0xff)
-	if v := rd32(g.CPUInterface(0), giccPMR); v != 0xf8 {
+	wr32(at(g.CPUInterface(), 0), giccPMR, 0xff)
+	if v := rd32(at(g.CPUInterface(), 0), giccPMR); v != 0xf8 {
 		t.Fatalf("PMR keeps %#x, want 5 bits 0xf8", v)
 	}
-	if v := rd32(g.CPUInterface(0), giccIAR); v != Spurious {
+	if v := rd32(at(g.CPUInterface(), 0), giccIAR); v != Spurious {
 		t.Fatalf("idle IAR %d", v)
 	}
 }
 
 func TestV2LevelSPI(t *testing.T) {
 	g, out := v2(t)
-	d, cpu0 := g.Distributor(0), g.CPUInterface(0)
+	d, cpu0 := at(g.Distributor(), 0), at(g.CPUInterface(), 0)
 	wr32(d, regISENABLER+4, 1<<1) // SPI 1 = INTID 33
 	wr8(d, regIPRIORITYR+33, 0xa0)
 	wr8(d, regITARGETSR+33, 1) // CPU 0
@@ -111,7 +111,7 @@ func TestV2LevelSPI(t *testing.T) {
 
 func TestV2EdgePriorityPreemption(t *testing.T) {
 	g, out := v2(t)
-	d, cpu0 := g.Distributor(0), g.CPUInterface(0)
+	d, cpu0 := at(g.Distributor(), 0), at(g.CPUInterface(), 0)
 	wr32(d, regISENABLER+4, 0x7) // INTID 32, 33, 34
 	for id, p := range map[int]uint8{32: 0xc0, 33: 0x80, 34: 0xa0} {
 		wr8(d, regIPRIORITYR+uint64(id), p)
@@ -161,8 +161,8 @@ func TestV2EdgePriorityPreemption(t *testing.T) {
 
 func TestV2SGIAndSplitEOI(t *testing.T) {
 	g, out := v2(t)
-	d0, d1 := g.Distributor(0), g.Distributor(1)
-	cpu1 := g.CPUInterface(1)
+	d0, d1 := at(g.Distributor(), 0), at(g.Distributor(), 1)
+	cpu1 := at(g.CPUInterface(), 1)
 	wr32(d1, regIPRIORITYR, 0x80808080)
 	wr32(d0, gicdSGIR, 2<<16|3) // CPU0 → CPU1, SGI 3
 	if out[0].irq || !out[1].irq {
@@ -175,7 +175,7 @@ func TestV2SGIAndSplitEOI(t *testing.T) {
 	if v := rd32(cpu1, giccIAR); v != 3 { // source CPU 0 in bits 12:10
 		t.Fatalf("CPU1 IAR %#x", v)
 	}
-	if v := rd32(g.CPUInterface(0), giccIAR); v != 1<<10|3 {
+	if v := rd32(at(g.CPUInterface(), 0), giccIAR); v != 1<<10|3 {
 		t.Fatalf("CPU0 IAR %#x, want source CPU1", v)
 	}
 	// EOImode: EOIR drops priority only, DIR deactivates.
@@ -219,7 +219,7 @@ func TestV3Identification(t *testing.T) {
 	}
 	for c := uint64(0); c < 3; c++ {
 		var b [8]byte
-		r.Read(c*RedistStride+gicrTYPER, b[:])
+		r.Read(bus.Host, c*RedistStride+gicrTYPER, b[:])
 		ty := binary.LittleEndian.Uint64(b[:])
 		if ty>>32 != c || ty>>8&0xffff != c || (ty&(1<<4) != 0) != (c == 2) {
 			t.Fatalf("GICR_TYPER of CPU%d = %#x", c, ty)
@@ -256,7 +256,7 @@ func TestV3SPIRoutingAndAck(t *testing.T) {
 	wr8(d, regIPRIORITYR+33, 0xa0)
 	var b [8]byte
 	binary.LittleEndian.PutUint64(b[:], 1) // Aff0 = 1: CPU 1
-	d.Write(gicdIROUTER+8*33, b[:])
+	d.Write(bus.Host, gicdIROUTER+8*33, b[:])
 	g.SPI(1).Set(true)
 	if out[0].irq || !out[1].irq {
 		t.Fatal("IROUTER not honoured")
@@ -329,3 +329,16 @@ func TestV3SGIAndPPI(t *testing.T) {
 		t.Fatal("DIR did not deactivate")
 	}
 }
+
+// cpuView is a banked device as vCPU c reaches it: accesses carry c's bus.Access.
+type cpuView struct {
+	d bus.Device
+	c int
+}
+
+func (v cpuView) Read(_ bus.Access, off uint64, data []byte) { v.d.Read(bus.CPUAccess(v.c), off, data) }
+func (v cpuView) Write(_ bus.Access, off uint64, data []byte) {
+	v.d.Write(bus.CPUAccess(v.c), off, data)
+}
+
+func at(d bus.Device, c int) bus.Device { return cpuView{d, c} }

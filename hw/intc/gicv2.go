@@ -47,11 +47,43 @@ func NewV2(ncpu int) *GICv2 {
 	return g
 }
 
-// Distributor returns CPU c's view of the 4 KiB distributor.
-func (g *GICv2) Distributor(c int) bus.Device { return v2dist{g.GIC, c} }
+// Distributor returns the 4 KiB distributor. Its SGI and PPI registers are banked:
+// an access sees the bank of the vCPU making it (bus.Access.CPU).
+func (g *GICv2) Distributor() bus.Device {
+	return banked{g.GIC, func(c int) view { return v2dist{g.GIC, c} }}
+}
 
-// CPUInterface returns CPU c's 8 KiB CPU interface.
-func (g *GICv2) CPUInterface(c int) bus.Device { return v2cpu{g.GIC, c} }
+// CPUInterface returns the 8 KiB CPU interface; each vCPU reaches its own.
+func (g *GICv2) CPUInterface() bus.Device {
+	return banked{g.GIC, func(c int) view { return v2cpu{g.GIC, c} }}
+}
+
+// view is one CPU's bank of a banked register block.
+type view interface {
+	Read(off uint64, data []byte)
+	Write(off uint64, data []byte)
+}
+
+// banked dispatches an access to the bank of the CPU making it. An access no vCPU
+// makes (none should: the GIC is not a DMA target) reads as zero and is ignored.
+type banked struct {
+	g    *GIC
+	bank func(c int) view
+}
+
+func (b banked) Read(a bus.Access, off uint64, data []byte) {
+	if a.CPU < 0 || a.CPU >= b.g.ncpu {
+		clear(data)
+		return
+	}
+	b.bank(a.CPU).Read(off, data)
+}
+
+func (b banked) Write(a bus.Access, off uint64, data []byte) {
+	if a.CPU >= 0 && a.CPU < b.g.ncpu {
+		b.bank(a.CPU).Write(off, data)
+	}
+}
 
 type v2dist struct {
 	g *GIC

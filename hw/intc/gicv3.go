@@ -46,13 +46,13 @@ func (g *GICv3) Redistributors() bus.Device { return v3redist{g.GIC} }
 
 type v3dist struct{ g *GIC }
 
-func (d v3dist) Read(off uint64, data []byte) {
+func (d v3dist) Read(_ bus.Access, off uint64, data []byte) {
 	d.g.mu.Lock()
 	defer d.g.mu.Unlock()
 	access(off, data, false, d.read, nil)
 }
 
-func (d v3dist) Write(off uint64, data []byte) {
+func (d v3dist) Write(_ bus.Access, off uint64, data []byte) {
 	d.g.mu.Lock()
 	defer d.g.mu.Unlock()
 	access(off, data, true, nil, d.write)
@@ -104,13 +104,13 @@ func (d v3dist) write(off uint64, v, mask uint32) {
 
 type v3redist struct{ g *GIC }
 
-func (d v3redist) Read(off uint64, data []byte) {
+func (d v3redist) Read(_ bus.Access, off uint64, data []byte) {
 	d.g.mu.Lock()
 	defer d.g.mu.Unlock()
 	access(off, data, false, d.read, nil)
 }
 
-func (d v3redist) Write(off uint64, data []byte) {
+func (d v3redist) Write(_ bus.Access, off uint64, data []byte) {
 	d.g.mu.Lock()
 	defer d.g.mu.Unlock()
 	access(off, data, true, nil, d.write)

@@ -10,6 +10,7 @@ package pci
 import (
 	"encoding/binary"
 	"fmt"
+	"gemu/hw/bus"
 	"sync"
 )
 
@@ -154,7 +155,7 @@ func (c *ConfigIO) target(off uint64) (Function, uint32) {
 }
 
 // Read implements bus.Device.
-func (c *ConfigIO) Read(off uint64, data []byte) {
+func (c *ConfigIO) Read(_ bus.Access, off uint64, data []byte) {
 	for i := range data {
 		data[i] = 0xff
 	}
@@ -180,7 +181,7 @@ func (c *ConfigIO) Read(off uint64, data []byte) {
 }
 
 // Write implements bus.Device.
-func (c *ConfigIO) Write(off uint64, data []byte) {
+func (c *ConfigIO) Write(_ bus.Access, off uint64, data []byte) {
 	c.mu.Lock()
 	switch {
 	case off == 0 && len(data) == 4:

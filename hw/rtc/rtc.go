@@ -192,7 +192,7 @@ func isTimeReg(i byte) bool {
 }
 
 // Read implements bus.Device (offset 0: index, 1: data).
-func (r *RTC) Read(off uint64, data []byte) {
+func (r *RTC) Read(_ bus.Access, off uint64, data []byte) {
 	for i := range data {
 		data[i] = 0xff
 	}
@@ -239,7 +239,7 @@ func (r *RTC) Read(off uint64, data []byte) {
 }
 
 // Write implements bus.Device.
-func (r *RTC) Write(off uint64, data []byte) {
+func (r *RTC) Write(_ bus.Access, off uint64, data []byte) {
 	if len(data) == 0 {
 		return
 	}

@@ -1,6 +1,7 @@
 package rtc
 
 import (
+	"gemu/hw/bus"
 	"sync"
 	"testing"
 	"time"
@@ -11,15 +12,15 @@ type clock struct{ t time.Time }
 func (c *clock) now() time.Time { return c.t }
 
 func rd(r *RTC, i byte) byte {
-	r.Write(0, []byte{i})
+	r.Write(bus.Host, 0, []byte{i})
 	var b [1]byte
-	r.Read(1, b[:])
+	r.Read(bus.Host, 1, b[:])
 	return b[0]
 }
 
 func wr(r *RTC, i, v byte) {
-	r.Write(0, []byte{i | 0x80}) // with the NMI mask bit, as Linux's CMOS_READ does
-	r.Write(1, []byte{v})
+	r.Write(bus.Host, 0, []byte{i | 0x80}) // with the NMI mask bit, as Linux's CMOS_READ does
+	r.Write(bus.Host, 1, []byte{v})
 }
 
 func TestBCDAndBinary(t *testing.T) {
@@ -94,7 +95,7 @@ func TestGuestSetsClock(t *testing.T) {
 		t.Error("NVRAM byte lost")
 	}
 	var b [1]byte
-	r.Read(0, b[:])
+	r.Read(bus.Host, 0, b[:])
 	if b[0] != 0xff {
 		t.Errorf("index port reads %#x", b[0])
 	}

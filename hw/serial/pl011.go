@@ -151,7 +151,7 @@ func (u *PL011) Receive(b byte) {
 	u.update()
 }
 
-func (u *PL011) Read(off uint64, data []byte) {
+func (u *PL011) Read(_ bus.Access, off uint64, data []byte) {
 	u.mu.Lock()
 	v := u.read(off)
 	u.mu.Unlock()
@@ -208,7 +208,7 @@ func (u *PL011) read(off uint64) uint32 {
 	return 0
 }
 
-func (u *PL011) Write(off uint64, data []byte) {
+func (u *PL011) Write(_ bus.Access, off uint64, data []byte) {
 	var b [8]byte
 	copy(b[:], data)
 	v := binary.LittleEndian.Uint32(b[:])

@@ -3,6 +3,7 @@ package serial
 import (
 	"bytes"
 	"encoding/binary"
+	"gemu/hw/bus"
 	"sync"
 	"testing"
 )
@@ -27,14 +28,14 @@ func (l *plLine) Set(v bool) { l.level = v }
 
 func plRd(u *PL011, off uint64) uint32 {
 	var b [4]byte
-	u.Read(off, b[:])
+	u.Read(bus.Host, off, b[:])
 	return binary.LittleEndian.Uint32(b[:])
 }
 
 func plWr(u *PL011, off uint64, v uint32) {
 	var b [4]byte
 	binary.LittleEndian.PutUint32(b[:], v)
-	u.Write(off, b[:])
+	u.Write(bus.Host, off, b[:])
 }
 
 // TestPL011IDs checks the PrimeCell identification Linux's AMBA bus matches on

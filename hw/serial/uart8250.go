@@ -208,7 +208,7 @@ func (u *UART8250) receiveLocked(b byte) {
 }
 
 // Read implements bus.Device. Only the low byte of a wider access is meaningful.
-func (u *UART8250) Read(off uint64, data []byte) {
+func (u *UART8250) Read(_ bus.Access, off uint64, data []byte) {
 	for i := range data {
 		data[i] = 0
 	}
@@ -267,7 +267,7 @@ func (u *UART8250) Read(off uint64, data []byte) {
 }
 
 // Write implements bus.Device.
-func (u *UART8250) Write(off uint64, data []byte) {
+func (u *UART8250) Write(_ bus.Access, off uint64, data []byte) {
 	if len(data) == 0 {
 		return
 	}

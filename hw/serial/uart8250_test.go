@@ -2,6 +2,7 @@ package serial
 
 import (
 	"bytes"
+	"gemu/hw/bus"
 	"sync"
 	"testing"
 )
@@ -35,11 +36,11 @@ func newUART() (*UART8250, *sink, *line) {
 
 func in(u *UART8250, reg uint64) byte {
 	var b [1]byte
-	u.Read(reg, b[:])
+	u.Read(bus.Host, reg, b[:])
 	return b[0]
 }
 
-func out(u *UART8250, reg uint64, v byte) { u.Write(reg, []byte{v}) }
+func out(u *UART8250, reg uint64, v byte) { u.Write(bus.Host, reg, []byte{v}) }
 
 // TestLinuxProbe replays the register dance of Linux's 8250 autoconfig() and checks it
 // identifies a 16550A.

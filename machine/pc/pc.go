@@ -213,8 +213,8 @@ func setCMOSMemory(r *rtc.RTC, l Layout) {
 // sink is a port that ignores writes and reads as zero (POST codes, I/O delay).
 type sink struct{}
 
-func (sink) Read(_ uint64, data []byte) { clear(data) }
-func (sink) Write(uint64, []byte)       {}
+func (sink) Read(_ bus.Access, _ uint64, data []byte) { clear(data) }
+func (sink) Write(bus.Access, uint64, []byte)         {}
 
 // shifted presents dev at an offset: the i8042's command port 0x64 is its offset 4,
 // inserted on its own so that 0x61-0x63 (the in-kernel PIT's speaker port) stay free.
@@ -223,21 +223,21 @@ type shifted struct {
 	by  uint64
 }
 
-func (s shifted) Read(off uint64, data []byte)  { s.dev.Read(off+s.by, data) }
-func (s shifted) Write(off uint64, data []byte) { s.dev.Write(off+s.by, data) }
+func (s shifted) Read(a bus.Access, off uint64, data []byte)  { s.dev.Read(a, off+s.by, data) }
+func (s shifted) Write(a bus.Access, off uint64, data []byte) { s.dev.Write(a, off+s.by, data) }
 
 // systemPortA is port 0x92: bit 1 is the A20 gate (always on: the CPU's A20 is never
 // masked under KVM), bit 0 a fast CPU reset.
 type systemPortA struct{ reset func() }
 
-func (p *systemPortA) Read(_ uint64, data []byte) {
+func (p *systemPortA) Read(_ bus.Access, _ uint64, data []byte) {
 	clear(data)
 	if len(data) > 0 {
 		data[0] = 0x02
 	}
 }
 
-func (p *systemPortA) Write(_ uint64, data []byte) {
+func (p *systemPortA) Write(_ bus.Access, _ uint64, data []byte) {
 	if len(data) > 0 && data[0]&0x01 != 0 {
 		p.reset()
 	}

@@ -1,6 +1,6 @@
 // Package virt owns the aarch64 `virt` board, laid out like QEMU 7.2's: the memory map,
 // the GIC (v2 or v3) and its wiring to the vCPUs' IRQ lines and generic-timer PPIs, the
-// PL011 console, empty virtio-mmio slots, PSCI over HVC, the generated flattened device
+// PL011 console on one MMIO bus shared by the vCPUs, empty virtio-mmio slots, PSCI over HVC, the generated flattened device
 // tree and the arm64 Image loader.
 //
 // It must not know instruction semantics (target-arm), translation (tcg) or host
@@ -73,6 +73,7 @@ const (
 type Machine struct {
 	cfg  Config
 	ram  *memory.RAM
+	mmio *bus.Bus
 	cpus []*arm.CPU
 	gic  *intc.GIC
 	dtb  []byte
@@ -145,31 +146,31 @@ func New(cfg Config) (*Machine, error) {
 	}
 	uart := serial.NewPL011(cfg.Serial, m.gic.SPI(UARTSPI))
 
+	// One MMIO bus for every vCPU: the GICv2's banked registers select the accessing
+	// CPU's bank from the access context.
+	m.mmio = bus.New()
+	ins := func(d bus.Device, name string, base, size uint64) {
+		if err := m.mmio.Insert(d, name, base, size); err != nil {
+			panic(err) // the fixed map cannot overlap
+		}
+	}
+	ins(uart, "pl011", UARTBase, UARTSize)
+	if v3 != nil {
+		ins(v3.Distributor(), "gicd", GICDistBase, GICDistSize)
+		ins(v3.Redistributors(), "gicr", GICRedistBase, uint64(cfg.SMP)*redistStride)
+	} else {
+		ins(v2.Distributor(), "gicd", GICDistBase, GICDistSize)
+		ins(v2.CPUInterface(), "gicc", GICCPUBase, GICCPUSize)
+	}
+	for n := range VirtioSlots {
+		ins(emptyVirtio{}, fmt.Sprintf("virtio-mmio%d", n), VirtioBase+uint64(n)*VirtioStride, VirtioStride)
+	}
 	for i := range cfg.SMP {
-		// Each vCPU has its own bus: the GICv2's distributor and CPU interface are
-		// banked per CPU, so they are inserted as that CPU's views.
-		b := bus.New()
-		ins := func(d bus.Device, name string, base, size uint64) {
-			if err := b.Insert(d, name, base, size); err != nil {
-				panic(err) // the fixed map cannot overlap
-			}
-		}
-		ins(uart, "pl011", UARTBase, UARTSize)
-		if v3 != nil {
-			ins(v3.Distributor(), "gicd", GICDistBase, GICDistSize)
-			ins(v3.Redistributors(), "gicr", GICRedistBase, uint64(cfg.SMP)*redistStride)
-		} else {
-			ins(v2.Distributor(i), "gicd", GICDistBase, GICDistSize)
-			ins(v2.CPUInterface(i), "gicc", GICCPUBase, GICCPUSize)
-		}
-		for n := range VirtioSlots {
-			ins(emptyVirtio{}, fmt.Sprintf("virtio-mmio%d", n), VirtioBase+uint64(n)*VirtioStride, VirtioStride)
-		}
 		timers := [3]bus.IRQ{m.gic.PPI(i, ppiPhys), m.gic.PPI(i, ppiVirt), m.gic.PPI(i, ppiHyp)}
 		c := arm.New(arm.Config{
 			ID:      i,
 			RAM:     m.ram,
-			MMIO:    b,
+			MMIO:    m.mmio,
 			SysRegs: sysregs,
 			GICv3:   v3 != nil,
 			HVC:     m.hvc,
@@ -340,7 +341,7 @@ func (m *Machine) launch(i int) {
 // QEMU presents unused slots: the guest's virtio-mmio driver probes and skips it.
 type emptyVirtio struct{}
 
-func (emptyVirtio) Read(off uint64, data []byte) {
+func (emptyVirtio) Read(_ bus.Access, off uint64, data []byte) {
 	var v uint32
 	switch off {
 	case 0x000:
@@ -355,4 +356,4 @@ func (emptyVirtio) Read(off uint64, data []byte) {
 	}
 }
 
-func (emptyVirtio) Write(uint64, []byte) {}
+func (emptyVirtio) Write(bus.Access, uint64, []byte) {}

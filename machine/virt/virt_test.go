@@ -2,6 +2,7 @@ package virt
 
 import (
 	"encoding/binary"
+	"gemu/hw/bus"
 	"strings"
 	"testing"
 )
@@ -12,13 +13,13 @@ func TestEmptyVirtioSlots(t *testing.T) {
 	var d emptyVirtio
 	rd := func(off uint64) uint32 {
 		var b [4]byte
-		d.Read(off, b[:])
+		d.Read(bus.Host, off, b[:])
 		return binary.LittleEndian.Uint32(b[:])
 	}
 	if rd(0) != 0x74726976 || rd(4) != 2 || rd(8) != 0 {
 		t.Fatalf("magic %#x version %d device %d", rd(0), rd(4), rd(8))
 	}
-	d.Write(0x70, []byte{1, 0, 0, 0}) // status writes are ignored
+	d.Write(bus.Host, 0x70, []byte{1, 0, 0, 0}) // status writes are ignored
 	if rd(0x70) != 0 {
 		t.Fatal("status not zero")
 	}

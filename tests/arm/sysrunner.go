@@ -114,14 +114,14 @@ type uart struct {
 	out bytes.Buffer
 }
 
-func (u *uart) Read(off uint64, data []byte) {
+func (u *uart) Read(_ bus.Access, off uint64, data []byte) {
 	clear(data)
 	if off == 0x18 && len(data) > 0 {
 		data[0] = 0x90 // TXFE | RXFE
 	}
 }
 
-func (u *uart) Write(off uint64, data []byte) {
+func (u *uart) Write(_ bus.Access, off uint64, data []byte) {
 	if off == 0 && len(data) > 0 {
 		u.mu.Lock()
 		u.out.WriteByte(data[0])

@@ -191,6 +191,7 @@ func (c *ConfigSpace) remapPassLocked() (removed bool) {
 			b.on.Remove(b.base)
 			b.mapped, b.on = false, nil
 			removed = true
+			c.barChangedLocked(i, b.base, false)
 		}
 		if !ok || target == nil {
 			b.err = nil
@@ -209,8 +210,25 @@ func (c *ConfigSpace) remapPassLocked() (removed bool) {
 			continue
 		}
 		b.mapped, b.base, b.on, b.err = true, addr, target, nil
+		c.barChangedLocked(i, addr, true)
 	}
 	return removed
+}
+
+func (c *ConfigSpace) barChangedLocked(i int, base uint64, mapped bool) {
+	if f := c.onBAR; f != nil {
+		c.fx = append(c.fx, func() { f(i, base, mapped) })
+	}
+}
+
+// OnBARChange has f called (with no pci lock held) each time a BAR is mapped at base
+// (mapped true) or unmapped from base (mapped false), in that order for a move, so a
+// device can follow its BARs with state kept outside the bus (a KVM ioeventfd on a
+// doorbell, for one).
+func (c *ConfigSpace) OnBARChange(f func(index int, base uint64, mapped bool)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.onBAR = f
 }
 
 func (c *ConfigSpace) retryBARs() {

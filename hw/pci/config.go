@@ -81,9 +81,10 @@ type ConfigSpace struct {
 	extNext uint32 // next free offset in the extended area 0x100..0xfff
 	extLast uint32 // offset of the last extended capability, 0 if none
 
-	bars [6]bar
-	msi  *MSI
-	msix *MSIX
+	bars  [6]bar
+	onBAR func(index int, base uint64, mapped bool)
+	msi   *MSI
+	msix  *MSIX
 
 	level   bool        // INTx level the device drives
 	intxOut atomic.Bool // level && interrupt-disable clear: what the wire sees
@@ -102,9 +103,9 @@ type hook struct {
 }
 
 // NewConfigSpace returns a header with the given ids and class code (class<<16 |
-// subclass<<8 | prog-if). Command (I/O, memory, bus master, parity, SERR, interrupt
-// disable), the status error bits, the cache line size and the interrupt line are
-// writable.
+// subclass<<8 | prog-if). Command (I/O, memory, bus master, SERR, interrupt disable:
+// QEMU's mask, parity error response stays clear), the status error bits, the cache
+// line size and the interrupt line are writable.
 func NewConfigSpace(vendor, device uint16, class uint32, rev byte) *ConfigSpace {
 	c := &ConfigSpace{size: ConfigSize, capNext: 0x40}
 	c.init16(RegVendorID, vendor)
@@ -114,7 +115,7 @@ func NewConfigSpace(vendor, device uint16, class uint32, rev byte) *ConfigSpace 
 	c.init8(RegClass+1, byte(class>>8))
 	c.init8(RegClass+2, byte(class>>16))
 	le := binary.LittleEndian
-	le.PutUint16(c.wmask[RegCommand:], CmdIO|CmdMemory|CmdBusMaster|CmdParity|CmdSERR|CmdIntxDisable)
+	le.PutUint16(c.wmask[RegCommand:], CmdIO|CmdMemory|CmdBusMaster|CmdSERR|CmdIntxDisable)
 	le.PutUint16(c.w1c[RegStatus:], statusW1C)
 	c.wmask[regCacheLine] = 0xff
 	c.wmask[RegIntLine] = 0xff

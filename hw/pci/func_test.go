@@ -141,6 +141,10 @@ func newDev(t *testing.T, tag uint32) (*ConfigSpace, *MSIX, [3]*regs) {
 func TestBARSizingAndMoves(t *testing.T) {
 	r := newRig(t)
 	c, _, _ := newDev(t, 0x1000)
+	var moves []string
+	c.OnBARChange(func(i int, base uint64, mapped bool) {
+		moves = append(moves, fmt.Sprintf("%d@%#x:%v", i, base, mapped))
+	})
 	must(t, r.pci.Add(3, 0, c))
 
 	// Sizing: all-ones in, size mask and kind bits out (Linux's __pci_read_base).
@@ -188,7 +192,11 @@ func TestBARSizingAndMoves(t *testing.T) {
 	}
 
 	// Move the 32-bit BAR: the old address misses, the new one hits.
+	moves = nil
 	r.cfgWrite(3, 0, 0x14, 4, 0xfe10_0000)
+	if fmt.Sprint(moves) != "[1@0xfe000000:false 1@0xfe100000:true]" {
+		t.Fatalf("OnBARChange heard %v", moves)
+	}
 	if _, ok := mmio32(r.mmio, 0xfe00_0800); ok {
 		t.Fatal("old BAR address still decodes")
 	}

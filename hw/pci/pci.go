@@ -204,10 +204,15 @@ func (b *Bus) retryBARs(except *ConfigSpace) {
 	}
 }
 
-// NewHostBridge returns 00:00.0 as an Intel 440FX PMC (8086:1237), the host bridge
-// QEMU's "pc" machine has, so guests see a familiar chipset.
+// NewHostBridge returns 00:00.0 as an Intel 440FX PMC (8086:1237, revision 2,
+// subsystem 1af4:1100), the host bridge QEMU's "pc" machine has, so guests see a
+// familiar chipset. Its standard header matches QEMU's register for register
+// (TestHostBridge440FXAgainstQEMU); the chipset registers past 0x40 (PAM, SMRAM)
+// are not modelled.
 func NewHostBridge() *ConfigSpace {
-	return NewConfigSpace(0x8086, 0x1237, 0x060000, 0x02)
+	c := NewConfigSpace(0x8086, 0x1237, 0x060000, 0x02)
+	c.SetSubsystem(0x1af4, 0x1100)
+	return c
 }
 
 // NewPCIeHostBridge returns the host bridge function of QEMU's generic PCIe host (arm

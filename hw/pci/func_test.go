@@ -780,3 +780,60 @@ func TestHostileConfigWrites(t *testing.T) {
 	r.pio.Write(bus.Host, 0xcfd, []byte{1, 2, 3})
 	r.pio.Write(bus.Host, 0xcf9, []byte{1, 2})
 }
+
+func TestSaveLoadConfig(t *testing.T) {
+	r := newRig(t)
+	c, m, _ := newDev(t, 0x1000)
+	must(t, r.pci.Add(3, 0, c))
+	r.cfgWrite(3, 0, 0x14, 4, 0xfe00_0000)
+	r.cfgWrite(3, 0, 0x10, 4, 0xc040)
+	r.cfgWrite(3, 0, RegCommand, 2, CmdIO|CmdMemory|CmdBusMaster)
+	r.mmio.Write(bus.Host, 0xfe00_0010, binary.LittleEndian.AppendUint64(nil, 0xfee0_0000))
+	r.mmio.Write(bus.Host, 0xfe00_0018, binary.LittleEndian.AppendUint32(nil, 0x31))
+	enableMSIX(r, 3, m, msixEnable)
+	m.Notify(1) // vector 1 still masked: pending
+	c.SetIRQ(true)
+	saved := c.SaveConfig()
+
+	// A second machine with the same device, restored from the state.
+	r2 := newRig(t)
+	c2, m2, _ := newDev(t, 0x1000)
+	must(t, r2.pci.Add(3, 0, c2))
+	must(t, c2.LoadConfig(saved))
+	if base, ok := c2.BAR(1); !ok || base != 0xfe00_0000 {
+		t.Fatal("restored BAR not mapped")
+	}
+	if !r2.pio.Read(bus.Host, 0xc040, make([]byte, 1)) {
+		t.Fatal("restored I/O BAR not mapped")
+	}
+	if a, d, masked := m2.Vector(1); a != 0xfee0_0000 || d != 0x31 || !masked || !m2.Pending(1) {
+		t.Fatalf("restored vector 1: %#x %#x %v pending %v", a, d, masked, m2.Pending(1))
+	}
+	if !c2.IRQ() || r2.line(3) { // MSI-X on: INTx not driven
+		t.Fatal("INTx state not restored")
+	}
+	r2.mmio.Write(bus.Host, 0xfe00_001c, []byte{0, 0, 0, 0})
+	if got := r2.takeMSIs(); len(got) != 1 || got[0] != (msg{0xfee0_0000, 0x31}) {
+		t.Fatalf("restored pending vector sent %v on unmask", got)
+	}
+	if string(c2.SaveConfig()) == string(saved) {
+		t.Fatal("state did not change after the unmask")
+	}
+
+	// State of another function is refused, and leaves the function alone.
+	other := NewConfigSpace(0x1af4, 0x1042, 0x010000, 1)
+	if err := other.LoadConfig(saved); err == nil {
+		t.Fatal("state loaded into a function of another shape")
+	}
+	bad := append([]byte(nil), saved...)
+	bad[6] ^= 1 // vendor id
+	if err := c2.LoadConfig(bad); err == nil {
+		t.Fatal("state with another vendor id loaded")
+	}
+	if err := c2.LoadConfig(saved[:len(saved)-1]); err == nil {
+		t.Fatal("truncated state loaded")
+	}
+	if base, ok := c2.BAR(1); !ok || base != 0xfe00_0000 {
+		t.Fatal("refused state changed the function")
+	}
+}

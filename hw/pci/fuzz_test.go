@@ -132,3 +132,23 @@ func runProg(t *testing.T, prog []byte) {
 		}
 	}
 }
+
+// FuzzLoadConfig feeds LoadConfig hostile state: it is refused or restored, never a
+// panic, and restored state keeps the function's identity.
+func FuzzLoadConfig(f *testing.F) {
+	c, _, _ := newDev(&testing.T{}, 0)
+	f.Add(c.SaveConfig())
+	f.Add([]byte{1, 0, 0, 1, 0, 0})
+	f.Fuzz(func(t *testing.T, state []byte) {
+		r := newRig(t)
+		c, _, _ := newDev(t, 0)
+		must(t, r.pci.Add(1, 0, c))
+		if c.LoadConfig(state) != nil {
+			return
+		}
+		if v := r.cfgRead(1, 0, 0, 4); v != 0x10411af4 {
+			t.Fatalf("ids %#x after load", v)
+		}
+		c.Reset()
+	})
+}

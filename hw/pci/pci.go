@@ -5,7 +5,7 @@
 // every function builds on (ConfigSpace: write masks, capability lists, PCI Express
 // extended space); BARs and their mapping onto the board's MMIO and port-I/O buses;
 // MSI and MSI-X; INTx pins, the board's swizzle and the interrupt-disable bit; function
-// reset; and the host bridges (Intel 440FX for pc, the Red Hat generic PCIe host bridge
+// reset and the save/restore of a function's guest-visible state; and the host bridges (Intel 440FX for pc, the Red Hat generic PCIe host bridge
 // for arm virt). Devices such as virtio-pci plug in as Functions.
 //
 // It must not know about accelerators, which board it is on (the board hands it its
@@ -26,9 +26,10 @@ import (
 // configuration mechanisms pass naturally aligned accesses of 1, 2 or 4 bytes, but a
 // Function must tolerate anything (bytes past its space read all-ones).
 //
-// *ConfigSpace implements Function; a device type that embeds *ConfigSpace (and may
-// override ConfigRead/ConfigWrite or Reset) is one too, and Bus.Add attaches the
-// embedded space (BAR mapping, INTx routing, MSI delivery) all the same.
+// *ConfigSpace implements Function and bus.Resetter; a device type that embeds
+// *ConfigSpace is one too, and Bus.Add attaches the embedded space (BAR mapping, INTx
+// routing, MSI delivery) all the same. Such a device may override Reset to reset its
+// own state as well; the override must call the embedded ConfigSpace's Reset.
 type Function interface {
 	ConfigRead(off uint32, data []byte)
 	ConfigWrite(off uint32, data []byte)

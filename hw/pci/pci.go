@@ -118,6 +118,9 @@ func (b *Bus) Add(dev, fn uint8, f Function) error {
 		if err := c.attach(b, dev, fn, w); err != nil {
 			return err
 		}
+		if w != nil && c.intxOut.Load() {
+			w.sync(c) // raised before it was plugged in
+		}
 	}
 	b.fns[df] = f
 	if fn != 0 {

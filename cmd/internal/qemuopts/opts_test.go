@@ -380,5 +380,7 @@ func FuzzParse(f *testing.F) {
 		ParseMem(s)
 		ParseSMP(s, pcProps)
 		ParseCPU(s)
+		var c Common
+		c.Parse(strings.Split(s, " "), map[string]bool{"x": true}, func(string, string) error { return nil })
 	})
 }

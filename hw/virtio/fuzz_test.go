@@ -48,6 +48,7 @@ func fuzzSeeds(n int) [][]byte {
 			}
 		}
 		img := append([]byte(nil), m.B...)
+		m.Close()
 		// Corrupt a few bytes of the rings in most seeds.
 		for k := rnd.Intn(4); k > 0; k-- {
 			img[rnd.Intn(int(r.Used-fuzzBase)+64)] ^= byte(rnd.Intn(256))
@@ -85,6 +86,7 @@ func FuzzQueue(f *testing.F) {
 			want |= 1 << virtio.FEventIdx
 		}
 		m := virtiotest.NewMem(fuzzBase, fuzzRAM)
+		defer m.Close()
 		copy(m.B, in[2:])
 		r := &virtiotest.Ring{Mem: m, Size: size, Desc: fuzzBase}
 		r.Avail = fuzzBase + 16*uint64(size)

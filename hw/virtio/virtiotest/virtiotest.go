@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"gemu/hw/virtio"
 )
 
@@ -27,8 +29,20 @@ type Mem struct {
 // Range is a written guest-physical range.
 type Range struct{ GPA, N uint64 }
 
-// NewMem returns size bytes of zeroed fake RAM at base.
-func NewMem(base, size uint64) *Mem { return &Mem{Base: base, B: make([]byte, size)} }
+// NewMem returns size bytes of zeroed fake RAM at base. Like hw/memory's RAM it is an
+// anonymous mapping outside the Go heap, so the race detector treats the driver's and
+// the device's accesses to it as it treats a real guest's (the ring protocol orders
+// them, not Go's memory model). Close unmaps it.
+func NewMem(base, size uint64) *Mem {
+	b, err := unix.Mmap(-1, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+	if err != nil {
+		panic(err)
+	}
+	return &Mem{Base: base, B: b}
+}
+
+// Close unmaps the memory.
+func (m *Mem) Close() error { return unix.Munmap(m.B) }
 
 // Slice implements virtio.Memory.
 func (m *Mem) Slice(gpa, n uint64) ([]byte, bool) {

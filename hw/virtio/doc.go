@@ -14,14 +14,15 @@
 // offered, so drivers use split rings.
 //
 // Every value the guest controls is checked before use: queue sizes (a power of two, at
-// most the device's maximum), ring addresses (inside one RAM slot), head and next
-// indices, descriptor chains (no loops, no longer than the queue size, readable before
-// writable, at most one indirect table that does not nest and whose length is a multiple
-// of 16), the available index (never more than the queue size ahead of the device).
-// A queue that breaks one of these rules is broken: the device stops using it and the
-// transport sets DEVICE_NEEDS_RESET and sends a configuration change notification, as
-// the spec asks (2.1.2) and QEMU's virtio_error does. No guest value panics, hangs or
-// sizes an allocation beyond the queue size.
+// most the device's maximum), ring addresses (aligned, inside one RAM slot), head and
+// next indices, descriptor chains (no loops, no longer than the queue size, readable
+// before writable, at most one indirect table, not nested, a multiple of 16 bytes long,
+// of at most max(queue size, MaxIndirect) entries), buffers (inside one RAM slot,
+// address + length not wrapping), the available index (never more than the queue size
+// ahead of the device). A queue that breaks one of these rules is broken: the device
+// stops using it and the transport sets DEVICE_NEEDS_RESET and sends a configuration
+// change notification, as the spec asks (2.1.2) and QEMU's virtio_error does. No guest
+// value panics, hangs or sizes an allocation beyond those bounds.
 //
 // Guest memory is reached zero-copy through Memory (hw/memory's *RAM satisfies it);
 // after writing guest memory the device calls Memory.Written so the memory layer marks

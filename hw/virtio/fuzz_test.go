@@ -109,7 +109,7 @@ func FuzzQueue(f *testing.F) {
 			if c == nil {
 				return
 			}
-			if len(c.Out)+len(c.In) > int(size) {
+			if len(c.Out)+len(c.In) > int(size)+virtio.MaxIndirect {
 				t.Fatalf("chain of %d buffers in a queue of %d", len(c.Out)+len(c.In), size)
 			}
 			for _, s := range append(append(virtio.Buffers{}, c.Out...), c.In...) {

@@ -22,6 +22,12 @@ type Memory interface {
 // MaxQueueSize is the largest queue size the split ring format allows.
 const MaxQueueSize = 32768
 
+// MaxIndirect bounds an indirect table's entries when the queue is smaller. A driver
+// sizes its indirect tables by the device's limits (virtio-blk: seg_max + 2), not by
+// the queue size it ended up with (Linux halves a ring it cannot allocate), so the
+// bound is QEMU's VIRTQUEUE_MAX_SIZE rather than the queue size.
+const MaxIndirect = 1024
+
 // Descriptor flags.
 const (
 	descFNext     = 1
@@ -197,13 +203,13 @@ func (q *Queue) walk(head uint16) (*Chain, error) {
 	entries := uint32(q.size)
 	i := uint32(head)
 	indirect := false
-	max := uint32(q.size) // descriptors allowed in the chain (spec 2.7.5.3.1)
+	limit := uint32(q.size) // descriptors allowed in the chain (spec 2.7.5.3.1)
 	var n uint32
 	var seenWrite bool
 	var inLen uint64
 	for {
-		if n++; n > max {
-			return nil, fmt.Errorf("virtio: queue %d: chain at head %d longer than %d descriptors (loop?)", q.index, head, max)
+		if n++; n > limit {
+			return nil, fmt.Errorf("virtio: queue %d: chain at head %d longer than %d descriptors (loop?)", q.index, head, limit)
 		}
 		d := table[i*descSize : i*descSize+descSize]
 		addr := binary.LittleEndian.Uint64(d[0:])
@@ -220,15 +226,15 @@ func (q *Queue) walk(head uint16) (*Chain, error) {
 				return nil, fmt.Errorf("virtio: queue %d: indirect descriptor with NEXT set", q.index)
 			case ln == 0 || ln%descSize != 0:
 				return nil, fmt.Errorf("virtio: queue %d: indirect table length %d is not a positive multiple of 16", q.index, ln)
-			case ln/descSize > uint32(q.size)-(n-1):
-				return nil, fmt.Errorf("virtio: queue %d: indirect table of %d entries makes the chain longer than %d", q.index, ln/descSize, q.size)
+			case ln/descSize > max(uint32(q.size), MaxIndirect):
+				return nil, fmt.Errorf("virtio: queue %d: indirect table of %d entries (at most %d)", q.index, ln/descSize, max(uint32(q.size), MaxIndirect))
 			}
 			t, ok := sliceChecked(q.mem, addr, uint64(ln))
 			if !ok {
 				return nil, fmt.Errorf("virtio: queue %d: indirect table [%#x,+%#x) outside guest RAM", q.index, addr, ln)
 			}
 			table, entries, i, indirect = t, ln/descSize, 0, true
-			max = n + entries // the table's entries after the descriptors so far
+			limit = n + entries // the table's entries after the descriptors so far
 			continue
 		}
 		var b []byte

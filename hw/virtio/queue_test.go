@@ -219,14 +219,15 @@ func TestQueueHostile(t *testing.T) {
 			r.SetDesc(r.Desc, 0, tbl, 32, 4, 0)
 			r.Publish(0)
 		}},
-		{"indirect table longer than the queue", 1 << virtio.FIndirectDesc, func(r *virtiotest.Ring) {
-			tbl := r.Alloc(16 * 17)
+		{"indirect table above MaxIndirect", 1 << virtio.FIndirectDesc, func(r *virtiotest.Ring) {
+			n := uint16(virtio.MaxIndirect + 1)
+			tbl := r.Alloc(16 * uint64(n))
 			a := r.Alloc(16)
-			for i := uint16(0); i < 17; i++ {
+			for i := uint16(0); i < n; i++ {
 				r.SetDesc(tbl, i, a, 1, 1, i+1)
 			}
-			r.SetDesc(tbl, 16, a, 1, 0, 0)
-			r.SetDesc(r.Desc, 0, tbl, 16*17, 4, 0)
+			r.SetDesc(tbl, n-1, a, 1, 0, 0)
+			r.SetDesc(r.Desc, 0, tbl, 16*uint32(n), 4, 0)
 			r.Publish(0)
 		}},
 		{"available index runs ahead", 0, func(r *virtiotest.Ring) {
@@ -280,14 +281,14 @@ func TestQueueChainAtLimits(t *testing.T) {
 	if err != nil || len(c.In) != 8 || c.In.Len() != 4 {
 		t.Fatalf("8-descriptor chain: %v %v", c, err)
 	}
-	// An indirect table of queue size entries is fine.
-	bufs := make([]virtiotest.Buf, 8)
+	// An indirect table longer than the queue is fine (Linux sizes tables by seg_max).
+	bufs := make([]virtiotest.Buf, 40)
 	for i := range bufs {
 		bufs[i] = virtiotest.Buf{Write: 1}
 	}
 	rg.ring.AddIndirect(bufs...)
-	if c, err := rg.q.Pop(); err != nil || len(c.In) != 8 {
-		t.Fatalf("indirect of 8: %v %v", c, err)
+	if c, err := rg.q.Pop(); err != nil || len(c.In) != 40 {
+		t.Fatalf("indirect of 40: %v %v", c, err)
 	}
 }
 

@@ -371,6 +371,21 @@ func (t *Transport) Notify(i uint32) {
 	}
 }
 
+// NotifyAll wakes every queue's worker: a doorbell that cannot tell queues apart (an
+// accelerator's IOEventFD on virtio-mmio's shared QueueNotify register, which has no
+// data match) calls it. Workers that find nothing new simply wait again.
+func (t *Transport) NotifyAll() {
+	p := t.live.Load()
+	if p == nil {
+		return
+	}
+	for _, q := range *p {
+		if q != nil {
+			q.notify()
+		}
+	}
+}
+
 // Reset returns the device and the transport state to their reset values (the driver
 // writing 0 to status, or a machine reset). The transport's own state (its interrupt
 // status) is the caller's to clear, after Reset returns.

@@ -126,7 +126,11 @@ func (m *memDisk) stats() (flushes int, discards [][2]int64, zeroes [][3]int64) 
 	return m.flushes, append([][2]int64(nil), m.discards...), append([][3]int64(nil), m.zeroes...)
 }
 
-func (m *memDisk) Size() int64    { return int64(len(m.b)) }
+func (m *memDisk) Size() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return int64(len(m.b))
+}
 func (m *memDisk) ReadOnly() bool { return m.ro }
 
 const (
@@ -141,6 +145,7 @@ type rig struct {
 	tr   *virtio.Transport
 	dev  *Device
 	disk *memDisk
+	irq  *virtiotest.IRQ
 }
 
 func newRig(t *testing.T, c Config) *rig {
@@ -161,12 +166,13 @@ func newRig(t *testing.T, c Config) *rig {
 	for i := 1; i < c.NumQueues; i++ {
 		rings = append(rings, virtiotest.NewRing(m, 16, ramBase+uint64(2<<20+i*(64<<10)), 32<<10))
 	}
-	tr := virtiotest.Bringup(d, m, &virtiotest.IRQ{}, ^uint64(0), rings...)
+	irq := &virtiotest.IRQ{}
+	tr := virtiotest.Bringup(d, m, irq, ^uint64(0), rings...)
 	if !tr.Active() {
 		t.Fatalf("bring-up: status %#x %v", tr.Status(), tr.Err())
 	}
 	t.Cleanup(func() { tr.SetStatus(0) })
-	return &rig{t: t, mem: m, ring: r, tr: tr, dev: d, disk: disk}
+	return &rig{t: t, mem: m, ring: r, tr: tr, dev: d, disk: disk, irq: irq}
 }
 
 func hdr(typ uint32, sector uint64) []byte {
@@ -538,5 +544,26 @@ func TestNewRefuses(t *testing.T) {
 		if _, err := New(c); err == nil {
 			t.Errorf("New(%+v) accepted", c)
 		}
+	}
+}
+
+func TestCapacityChanged(t *testing.T) {
+	disk := &memDisk{b: make([]byte, diskLen)}
+	r := newRig(t, Config{Backend: disk})
+	gen := r.tr.ConfigGeneration()
+	disk.mu.Lock()
+	disk.b = make([]byte, 2*diskLen)
+	disk.mu.Unlock()
+	r.dev.CapacityChanged()
+	if _, cfg := r.irq.Counts(); cfg != 1 || r.tr.ConfigGeneration() == gen {
+		t.Fatalf("config interrupts %d, generation %d -> %d", cfg, gen, r.tr.ConfigGeneration())
+	}
+	var c [8]byte
+	r.tr.ReadConfig(0, c[:])
+	if binary.LittleEndian.Uint64(c[:]) != 2*diskLen/512 {
+		t.Fatal("capacity not updated")
+	}
+	if st, _, _ := r.do(r.ring, 0, hdr(TIn, diskLen/512+1), nil, 512); st != SOK {
+		t.Fatalf("read in the grown part: %d", st)
 	}
 }

@@ -29,6 +29,9 @@ func Open(filename string, opts OpenOptions) (Driver, error) {
 	if HasProtocol(filename) {
 		return nil, fmt.Errorf("Could not open '%s': protocol and json: filenames are not supported", filename)
 	}
+	if opts.ForceShare && !opts.ReadOnly {
+		return nil, errors.New("force-share=on can only be used with read-only images")
+	}
 	if opts.Format != "" {
 		f, err := Lookup(opts.Format)
 		if err != nil {

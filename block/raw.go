@@ -22,12 +22,12 @@ func (rawFormat) Name() string { return "raw" }
 func (rawFormat) Probe([]byte, string) int { return 1 }
 
 func (rawFormat) Open(filename string, opts OpenOptions) (Driver, error) {
-	flag := os.O_RDWR
-	if opts.ReadOnly {
-		flag = os.O_RDONLY
-	}
-	f, err := os.OpenFile(filename, flag, 0)
+	f, err := OpenImageFile(filename, opts, RoleFiltered)
 	if err != nil {
+		var le *LockError
+		if errors.As(err, &le) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("Could not open '%s': %s", filename, errnoText(err))
 	}
 	size, err := f.Seek(0, io.SeekEnd)
@@ -67,15 +67,16 @@ func (rawFormat) Create(filename string, opts CreateOptions) error {
 		return fmt.Errorf("Image size must be less than 8 EiB!")
 	}
 	opts.Size = (opts.Size + 511) &^ 511 // whole sectors, as qemu-img creates them
-	f, err := os.OpenFile(filename, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := CreateImageFile(filename)
 	if err != nil {
+		var le *LockError
+		if errors.As(err, &le) {
+			return err
+		}
 		return fmt.Errorf("Could not create '%s': %s", filename, errnoText(err))
 	}
 	defer f.Close()
 	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
-		if err := f.Truncate(0); err != nil {
-			return fmt.Errorf("Could not resize file: %s", errnoText(err))
-		}
 		if err := f.Truncate(opts.Size); err != nil {
 			return fmt.Errorf("Could not resize file: %s", errnoText(err))
 		}

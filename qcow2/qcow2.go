@@ -83,11 +83,7 @@ func open(filename string, opts block.OpenOptions) (*Image, error) {
 	if opts.Depth > block.MaxChainDepth {
 		return nil, fmt.Errorf("%s: backing chain too deep (loop?)", filename)
 	}
-	flag := os.O_RDWR
-	if opts.ReadOnly {
-		flag = os.O_RDONLY
-	}
-	f, err := os.OpenFile(filename, flag, 0)
+	f, err := block.OpenImageFile(filename, opts, block.RoleImage)
 	if err != nil {
 		return nil, err
 	}
@@ -161,12 +157,14 @@ func openFile(f *os.File, filename string, opts block.OpenOptions) (*Image, erro
 		if err != nil {
 			return nil, fmt.Errorf("qcow2: data file: %v", err)
 		}
-		flag := os.O_RDWR
-		if img.ro {
-			flag = os.O_RDONLY
-		}
-		df, err := os.OpenFile(p, flag, 0)
+		dopts := opts
+		dopts.ReadOnly = img.ro
+		df, err := block.OpenImageFile(p, dopts, block.RoleData)
 		if err != nil {
+			var le *block.LockError
+			if errors.As(err, &le) {
+				return nil, err
+			}
 			return nil, fmt.Errorf("Could not open '%s': %v", p, errors.Unwrap(err))
 		}
 		img.data = df
@@ -250,7 +248,7 @@ func (img *Image) openBacking(opts block.OpenOptions) error {
 	if opts.Depth+1 > block.MaxChainDepth {
 		return fmt.Errorf("Could not open backing file: backing chain of '%s' is too deep (loop?)", img.filename)
 	}
-	d, err := block.Open(p, block.OpenOptions{ReadOnly: true, Format: fmtName, Depth: opts.Depth + 1})
+	d, err := block.Open(p, opts.BackingOptions(fmtName))
 	if err != nil {
 		if strings.HasPrefix(err.Error(), "Could not open backing file: ") {
 			return err // already said by a deeper layer

@@ -171,7 +171,7 @@ func (vmdkFormat) Create(filename string, opts block.CreateOptions) error {
 }
 
 func writeFlatFile(path string, size int64) error {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := block.CreateImageFile(path)
 	if err != nil {
 		return fmt.Errorf("Could not create '%s': %v", path, unwrapPathErr(err))
 	}
@@ -246,7 +246,7 @@ func writeSparseFile(path string, sectors int64, compress, zeroed bool, desc str
 	if int64(len(img)) > 1<<30 {
 		return fmt.Errorf("vmdk: image too large for a single sparse extent")
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := block.CreateImageFile(path)
 	if err != nil {
 		return fmt.Errorf("Could not create '%s': %v", path, unwrapPathErr(err))
 	}

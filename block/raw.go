@@ -194,6 +194,9 @@ func (d *rawDriver) checkBlock0(p []byte, off int64) error {
 	if f, err := bestFormat(b0, d.name, ""); err == nil && f.Name() != "raw" {
 		return fmt.Errorf("Operation not permitted: write to block 0 of a probed raw image would make it look like %s", f.Name())
 	}
+	if name := knownUnsupported(b0, nil, ""); name != "" {
+		return fmt.Errorf("Operation not permitted: write to block 0 of a probed raw image would make it look like %s", name)
+	}
 	return nil
 }
 

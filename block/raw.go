@@ -36,6 +36,18 @@ func (rawFormat) Open(filename string, opts OpenOptions) (Driver, error) {
 		return nil, fmt.Errorf("Could not open '%s': %s", filename, errnoText(err))
 	}
 	d := &rawDriver{f: f, name: filename, ro: opts.ReadOnly}
+	if opts.Direct {
+		fl := os.O_RDWR
+		if opts.ReadOnly {
+			fl = os.O_RDONLY
+		}
+		fb, err := os.OpenFile(filename, fl, 0)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("Could not open '%s': %s", filename, errnoText(err))
+		}
+		d.dio = &directIO{align: probeDirectAlignment(f), buffered: fb}
+	}
 	// Like QEMU, the disk is a whole number of sectors; the tail of a partial last
 	// sector reads as zeroes.
 	d.size.Store((size + 511) &^ 511)
@@ -137,6 +149,8 @@ type rawDriver struct {
 	size atomic.Int64
 	// probed: format came from probing, so block 0 writes are checked (see Open).
 	probed bool
+	// dio is set when f was opened with O_DIRECT.
+	dio *directIO
 	// noFalloc remembers that fallocate is unsupported so we stop asking.
 	noFalloc atomic.Bool
 	mu       sync.Mutex // serialises block-0 check-and-write
@@ -155,7 +169,13 @@ func (d *rawDriver) ReadAt(p []byte, off int64) (int, error) {
 	if int64(len(p)) > size-off {
 		want = p[:size-off]
 	}
-	n, err := d.f.ReadAt(want, off)
+	var n int
+	var err error
+	if d.dio != nil {
+		n, err = d.dio.readAt(d.f, want, off)
+	} else {
+		n, err = d.f.ReadAt(want, off)
+	}
 	if errors.Is(err, io.EOF) {
 		// The file shrank under us: what is gone reads as zeroes, as in QEMU.
 		clear(want[n:])
@@ -180,6 +200,9 @@ func (d *rawDriver) WriteAt(p []byte, off int64) (int, error) {
 		if err := d.checkBlock0(p, off); err != nil {
 			return 0, err
 		}
+	}
+	if d.dio != nil {
+		return d.dio.writeAt(d.f, p, off)
 	}
 	return d.f.WriteAt(p, off)
 }
@@ -324,7 +347,11 @@ func (d *rawDriver) Resize(size int64, opts ResizeOptions) error {
 		return fmt.Errorf("Failed to resize underlying file: %s", errnoText(err))
 	}
 	d.size.Store(size)
-	return preallocate(d.f, cur, size, opts.Preallocation)
+	f := d.f
+	if d.dio != nil {
+		f = d.dio.buffered
+	}
+	return preallocate(f, cur, size, opts.Preallocation)
 }
 
 func (d *rawDriver) ActualSize() (int64, error) {
@@ -335,4 +362,9 @@ func (d *rawDriver) ActualSize() (int64, error) {
 	return st.Blocks * 512, nil
 }
 
-func (d *rawDriver) Close() error { return d.f.Close() }
+func (d *rawDriver) Close() error {
+	if d.dio != nil {
+		d.dio.buffered.Close()
+	}
+	return d.f.Close()
+}

@@ -87,6 +87,13 @@ func open(filename string, opts block.OpenOptions) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
+	if opts.Direct {
+		// Metadata I/O is not block-aligned: O_DIRECT was only checked (see block.BufferedAfterDirect).
+		if err := block.BufferedAfterDirect(f); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
 	img, err := openFile(f, filename, opts)
 	if err != nil {
 		f.Close()
@@ -166,6 +173,12 @@ func openFile(f *os.File, filename string, opts block.OpenOptions) (*Image, erro
 				return nil, err
 			}
 			return nil, fmt.Errorf("Could not open '%s': %v", p, errors.Unwrap(err))
+		}
+		if dopts.Direct {
+			if err := block.BufferedAfterDirect(df); err != nil {
+				df.Close()
+				return nil, err
+			}
 		}
 		img.data = df
 	}

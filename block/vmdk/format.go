@@ -61,6 +61,13 @@ func (vmdkFormat) Open(filename string, opts block.OpenOptions) (block.Driver, e
 		}
 		return nil, fmt.Errorf("Could not open '%s': %v", filename, unwrapPathErr(err))
 	}
+	if opts.Direct {
+		// Grain-table I/O is not block-aligned: O_DIRECT was only checked (see block.BufferedAfterDirect).
+		if err := block.BufferedAfterDirect(f); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
 	m := &image{filename: filename, readOnly: opts.ReadOnly, opts: opts}
 	err = m.open(f, flag)
 	if err == nil {
@@ -248,6 +255,11 @@ func (m *image) openExtents(desc *descriptor, flag int) error {
 				return err
 			}
 			return fmt.Errorf("vmdk: could not open extent '%s': %v", l.Name, unwrapPathErr(err))
+		}
+		if eo.Direct {
+			if err := block.BufferedAfterDirect(e.f); err != nil {
+				return err
+			}
 		}
 		if st, err := e.f.Stat(); err != nil || !st.Mode().IsRegular() {
 			return fmt.Errorf("vmdk: extent %q is not a regular file", l.Name)

@@ -58,7 +58,7 @@ func TestLockBytesLikeQEMUDevices(t *testing.T) {
 	}
 	dir := t.TempDir()
 	kinds := []struct {
-		name, format   string
+		name, format string
 		ro, snapshot bool
 	}{
 		{"rw", "raw", false, false},

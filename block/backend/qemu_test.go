@@ -67,11 +67,15 @@ func TestLockBytesLikeQEMUDevices(t *testing.T) {
 		{"ro", "qcow2", true, false},
 		{"snap", "raw", false, true},
 		{"snap", "qcow2", false, true},
+		{"rw", "vmdk", false, false},
+		{"ro", "vmdk", true, false},
 	}
 	args := []string{"-machine", "pc", "-S", "-nodefaults", "-display", "none", "-monitor", "none", "-serial", "none"}
 	for i, k := range kinds {
 		for _, who := range []string{"q", "g"} {
-			run(t, dir, "qemu-img", "create", "-q", "-f", k.format, fmt.Sprintf("%s-%s-%s", who, k.name, k.format), "1M")
+			// VMDK as a descriptor and a flat extent: two files, two roles.
+			run(t, dir, "qemu-img", "create", "-q", "-f", k.format, "-o", map[string]string{"raw": "preallocation=off", "qcow2": "compat=1.1", "vmdk": "subformat=monolithicFlat"}[k.format],
+				fmt.Sprintf("%s-%s-%s", who, k.name, k.format), "1M")
 		}
 		opt := ""
 		if k.ro {
@@ -116,9 +120,15 @@ func TestLockBytesLikeQEMUDevices(t *testing.T) {
 			t.Fatalf("%s %s: %v", k.name, k.format, err)
 		}
 		defer b.Close()
-		q := lockBytes(t, filepath.Join(dir, fmt.Sprintf("q-%s-%s", k.name, k.format)))
-		if got := lockBytes(t, g); fmt.Sprint(got) != fmt.Sprint(q) || len(q) == 0 {
-			t.Errorf("%s %s drive: gemu locks %v, QEMU %v", k.name, k.format, got, q)
+		files := []string{""}
+		if k.format == "vmdk" {
+			files = append(files, "-flat")
+		}
+		for _, suffix := range files {
+			q := lockBytes(t, filepath.Join(dir, fmt.Sprintf("q-%s-%s%s", k.name, k.format, suffix)))
+			if got := lockBytes(t, g+suffix); fmt.Sprint(got) != fmt.Sprint(q) || len(q) == 0 {
+				t.Errorf("%s %s%s drive: gemu locks %v, QEMU %v", k.name, k.format, suffix, got, q)
+			}
 		}
 	}
 }

@@ -252,10 +252,11 @@ func openSnapshot(file string, opts block.OpenOptions) (block.Driver, string, er
 	path := tmp.Name()
 	tmp.Close()
 	defer os.Remove(path)
+	// base stays open (and locked) until the overlay's chain holds the image: two
+	// read-only opens of it are compatible, and no writer can slip in between.
+	defer base.Close()
 	err = qf.Create(path, block.CreateOptions{Size: size, Backing: abs, BackingFormat: format,
 		Options: map[string]string{}})
-	// The overlay's chain opens the image again; drop this handle (and its locks) first.
-	base.Close()
 	if err != nil {
 		return nil, "", fmt.Errorf("Could not create temporary overlay '%s': %v", path, err)
 	}

@@ -447,3 +447,35 @@ func TestErrorAction(t *testing.T) {
 		t.Errorf("read past the end succeeded")
 	}
 }
+
+// Format "" probes; a probed raw read-write drive gets QEMU's warning, once.
+func TestProbeWarning(t *testing.T) {
+	img := filepath.Join(t.TempDir(), "p.img")
+	if err := os.WriteFile(img, make([]byte, 1<<16), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var warnings []string
+	old := block.Warn
+	block.Warn = func(m string) { warnings = append(warnings, m) }
+	defer func() { block.Warn = old }()
+	b, err := backend.Open(backend.Options{File: img})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Driver().Format() != "raw" {
+		t.Errorf("probed %s", b.Driver().Format())
+	}
+	b.Close()
+	if len(warnings) != 1 || !strings.Contains(warnings[0], "WARNING: Image format was not specified for '"+img+"' and probing guessed raw.") {
+		t.Errorf("warnings %q", warnings)
+	}
+	warnings = nil
+	b, err = backend.Open(backend.Options{File: img, Format: "raw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	if len(warnings) != 0 {
+		t.Errorf("explicit raw warned: %q", warnings)
+	}
+}

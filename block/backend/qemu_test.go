@@ -60,22 +60,29 @@ func TestLockBytesLikeQEMUDevices(t *testing.T) {
 	kinds := []struct {
 		name, format string
 		ro, snapshot bool
+		suffixes     []string // further files of the image: "-flat" extent, ".data" file
 	}{
-		{"rw", "raw", false, false},
-		{"rw", "qcow2", false, false},
-		{"ro", "raw", true, false},
-		{"ro", "qcow2", true, false},
-		{"snap", "raw", false, true},
-		{"snap", "qcow2", false, true},
-		{"rw", "vmdk", false, false},
-		{"ro", "vmdk", true, false},
+		{"rw", "raw", false, false, nil},
+		{"rw", "qcow2", false, false, nil},
+		{"ro", "raw", true, false, nil},
+		{"ro", "qcow2", true, false, nil},
+		{"snap", "raw", false, true, nil},
+		{"snap", "qcow2", false, true, nil},
+		{"rw", "vmdk", false, false, []string{"-flat"}},
+		{"ro", "vmdk", true, false, []string{"-flat"}},
+		{"df", "qcow2", false, false, []string{".data"}},
+		{"dfro", "qcow2", true, false, []string{".data"}},
 	}
 	args := []string{"-machine", "pc", "-S", "-nodefaults", "-display", "none", "-monitor", "none", "-serial", "none"}
 	for i, k := range kinds {
 		for _, who := range []string{"q", "g"} {
 			// VMDK as a descriptor and a flat extent: two files, two roles.
-			run(t, dir, "qemu-img", "create", "-q", "-f", k.format, "-o", map[string]string{"raw": "preallocation=off", "qcow2": "compat=1.1", "vmdk": "subformat=monolithicFlat"}[k.format],
-				fmt.Sprintf("%s-%s-%s", who, k.name, k.format), "1M")
+			name := fmt.Sprintf("%s-%s-%s", who, k.name, k.format)
+			o := map[string]string{"raw": "preallocation=off", "qcow2": "compat=1.1", "vmdk": "subformat=monolithicFlat"}[k.format]
+			if len(k.suffixes) > 0 && k.suffixes[0] == ".data" {
+				o += ",data_file=" + filepath.Join(dir, name+".data") // QEMU 7.2 takes it relative to the working directory
+			}
+			run(t, dir, "qemu-img", "create", "-q", "-f", k.format, "-o", o, name, "1M")
 		}
 		opt := ""
 		if k.ro {
@@ -120,11 +127,7 @@ func TestLockBytesLikeQEMUDevices(t *testing.T) {
 			t.Fatalf("%s %s: %v", k.name, k.format, err)
 		}
 		defer b.Close()
-		files := []string{""}
-		if k.format == "vmdk" {
-			files = append(files, "-flat")
-		}
-		for _, suffix := range files {
+		for _, suffix := range append([]string{""}, k.suffixes...) {
 			q := lockBytes(t, filepath.Join(dir, fmt.Sprintf("q-%s-%s%s", k.name, k.format, suffix)))
 			if got := lockBytes(t, g+suffix); fmt.Sprint(got) != fmt.Sprint(q) || len(q) == 0 {
 				t.Errorf("%s %s%s drive: gemu locks %v, QEMU %v", k.name, k.format, suffix, got, q)

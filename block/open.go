@@ -35,6 +35,11 @@ func Open(filename string, opts OpenOptions) (Driver, error) {
 	if opts.Format != "" {
 		f, err := Lookup(opts.Format)
 		if err != nil {
+			for _, k := range knownFormats {
+				if k.name == opts.Format {
+					return nil, &UnsupportedFormatError{Format: k.name, Named: true}
+				}
+			}
 			return nil, err
 		}
 		return f.Open(filename, opts)

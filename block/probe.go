@@ -104,12 +104,16 @@ func knownUnsupported(head, tail []byte, filename string) string {
 	return ""
 }
 
-// UnsupportedFormatError is returned by Open when probing finds a format qemu-img knows
-// and gemu does not implement.
+// UnsupportedFormatError is returned by Open when probing finds (or the caller names) a
+// format qemu-img knows and gemu does not implement.
 type UnsupportedFormatError struct {
 	Format string
+	Named  bool // asked for by name (-f), not found by probing
 }
 
 func (e *UnsupportedFormatError) Error() string {
+	if e.Named {
+		return fmt.Sprintf("Image format '%s' is not supported by gemu-img", e.Format)
+	}
 	return fmt.Sprintf("Image format '%s' is not supported by gemu-img (use -f raw to open it as raw)", e.Format)
 }

@@ -371,6 +371,18 @@ func TestOverlayConcurrent(t *testing.T) {
 			}
 			wg.Done()
 		}})
+		// Reads of neighbouring slots race the writes (results unchecked: only errors
+		// and data races count).
+		wg.Add(1)
+		roff := int64(rng.Intn(2048)) << 12
+		b.Submit(backend.Request{Op: backend.OpRead, Off: roff, Buf: make([]byte, 4096), Done: func(_ int, err error) {
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+			wg.Done()
+		}})
 		if i%64 == 0 {
 			wg.Add(1)
 			b.Submit(backend.Request{Op: backend.OpFlush, Done: func(_ int, err error) { wg.Done() }})

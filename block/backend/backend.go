@@ -1,7 +1,8 @@
 // Package backend is the layer between the emulator's virtual disks and block.Driver
 // (QEMU's BlockBackend role): it opens a -drive's image chain with QEMU's drive options
 // (format probing, read-only, snapshot=on, cache modes, discard, detect-zeroes, locking,
-// werror/rerror) and serves byte-addressed requests that devices make, concurrently.
+// werror/rerror) and serves byte-addressed requests that devices make: every method is
+// safe for concurrent use, so a device's worker pool runs many requests at once.
 //
 // It owns the drive-option semantics only. It must not know about devices, buses or
 // guests (virtio-blk and the CLI call it), nor import any format driver: formats come
@@ -14,7 +15,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -99,7 +99,6 @@ type Backend struct {
 	overlay  string // snapshot=on: the (already unlinked) overlay path, for messages
 	flushAll bool   // writethrough/directsync
 	noFlush  bool   // unsafe
-	slots    chan struct{}
 }
 
 // ErrClosed is returned by requests after Close.
@@ -110,7 +109,7 @@ func Open(o Options) (*Backend, error) {
 	if o.File == "" {
 		return nil, errors.New("drive has no file")
 	}
-	b := &Backend{ro: o.ReadOnly, slots: make(chan struct{}, min(max(2*runtime.NumCPU(), 4), 32))}
+	b := &Backend{ro: o.ReadOnly}
 	var direct bool
 	switch o.Cache {
 	case "", "writeback":
@@ -460,56 +459,4 @@ func allZero(p []byte) bool {
 		}
 	}
 	return true
-}
-
-// Op is the kind of a Request.
-type Op int
-
-const (
-	OpRead Op = iota
-	OpWrite
-	OpFlush
-	OpDiscard
-	OpWriteZeroes
-)
-
-// Request is one asynchronous request for Submit.
-type Request struct {
-	Op    Op
-	Off   int64
-	Buf   []byte // OpRead, OpWrite
-	Len   int64  // OpDiscard, OpWriteZeroes
-	Unmap bool   // OpWriteZeroes
-	// Done is called once, from a pool goroutine, with the bytes transferred (Buf
-	// requests) and the error.
-	Done func(n int, err error)
-}
-
-// Submit runs r on the backend's worker pool (a bounded number of requests at once,
-// twice the CPUs, 4 to 32) and returns; it blocks while the pool is full, so a device
-// cannot queue without bound. Requests run concurrently and complete in any order.
-func (b *Backend) Submit(r Request) {
-	b.slots <- struct{}{}
-	go func() {
-		defer func() { <-b.slots }()
-		var n int
-		var err error
-		switch r.Op {
-		case OpRead:
-			n, err = b.ReadAt(r.Buf, r.Off)
-		case OpWrite:
-			n, err = b.WriteAt(r.Buf, r.Off)
-		case OpFlush:
-			err = b.Flush()
-		case OpDiscard:
-			err = b.Discard(r.Off, r.Len)
-		case OpWriteZeroes:
-			err = b.WriteZeroes(r.Off, r.Len, r.Unmap)
-		default:
-			err = fmt.Errorf("unknown block request %d", r.Op)
-		}
-		if r.Done != nil {
-			r.Done(n, err)
-		}
-	}()
 }

@@ -354,6 +354,37 @@ func TestOverlayConcurrent(t *testing.T) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var errs []error
+	// A worker pool of 16, as a device runs requests.
+	work := make(chan func())
+	for range 16 {
+		go func() {
+			for f := range work {
+				f()
+			}
+		}()
+	}
+	defer close(work)
+	type request struct {
+		op   string
+		off  int64
+		buf  []byte
+		done func(int, error)
+	}
+	submit := func(r request) {
+		work <- func() {
+			var n int
+			var err error
+			switch r.op {
+			case "read":
+				n, err = b.ReadAt(r.buf, r.off)
+			case "write":
+				n, err = b.WriteAt(r.buf, r.off)
+			case "flush":
+				err = b.Flush()
+			}
+			r.done(n, err)
+		}
+	}
 	for i, slot := range rng.Perm(2048) {
 		off := int64(slot)<<12 + int64(rng.Intn(8))*512
 		n := (1 + rng.Intn(8)) * 512
@@ -363,7 +394,7 @@ func TestOverlayConcurrent(t *testing.T) {
 		data := pattern(n, byte(slot))
 		copy(model[off:], data)
 		wg.Add(1)
-		b.Submit(backend.Request{Op: backend.OpWrite, Off: off, Buf: data, Done: func(_ int, err error) {
+		submit(request{op: "write", off: off, buf: data, done: func(_ int, err error) {
 			if err != nil {
 				mu.Lock()
 				errs = append(errs, err)
@@ -375,7 +406,7 @@ func TestOverlayConcurrent(t *testing.T) {
 		// and data races count).
 		wg.Add(1)
 		roff := int64(rng.Intn(2048)) << 12
-		b.Submit(backend.Request{Op: backend.OpRead, Off: roff, Buf: make([]byte, 4096), Done: func(_ int, err error) {
+		submit(request{op: "read", off: roff, buf: make([]byte, 4096), done: func(_ int, err error) {
 			if err != nil {
 				mu.Lock()
 				errs = append(errs, err)
@@ -385,7 +416,7 @@ func TestOverlayConcurrent(t *testing.T) {
 		}})
 		if i%64 == 0 {
 			wg.Add(1)
-			b.Submit(backend.Request{Op: backend.OpFlush, Done: func(_ int, err error) { wg.Done() }})
+			submit(request{op: "flush", done: func(_ int, err error) { wg.Done() }})
 		}
 	}
 	wg.Wait()

@@ -296,3 +296,41 @@ func TestLockVMDK(t *testing.T) {
 		}
 	}
 }
+
+// Read-only opens lock as qemu-io's read-only opens do, with and without -U.
+func TestLockBytesReadOnlyMatchQEMU(t *testing.T) {
+	needQemu(t)
+	dir := t.TempDir()
+	for _, force := range []bool{false, true} {
+		q, g := filepath.Join(dir, fmt.Sprintf("q%v.qcow2", force)), filepath.Join(dir, fmt.Sprintf("g%v.qcow2", force))
+		ok(t, qemu(t, dir, "create", "-q", "-f", "qcow2", q, "1M"), "create")
+		ok(t, qemu(t, dir, "create", "-q", "-f", "qcow2", g, "1M"), "create")
+		args := []string{"-r", q}
+		if force {
+			args = append([]string{"-U"}, args...)
+		}
+		cmd := exec.Command("qemu-io", args...)
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(20 * time.Second); len(lockBytes(t, q)) == 0; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("qemu-io took no lock")
+			}
+		}
+		d, err := block.Open(g, block.OpenOptions{ReadOnly: true, ForceShare: force})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a, b := lockBytes(t, q), lockBytes(t, g); fmt.Sprint(a) != fmt.Sprint(b) {
+			t.Errorf("read-only, force-share %v: QEMU locks %v, gemu %v", force, a, b)
+		}
+		d.Close()
+		stdin.Close()
+		cmd.Wait()
+	}
+}

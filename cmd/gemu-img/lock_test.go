@@ -127,6 +127,9 @@ func TestLockQEMUHoldsImage(t *testing.T) {
 	ok(t, gemu(t, dir, "create", "-q", "-f", "qcow2", "-b", "a.qcow2", "-F", "qcow2", "o.qcow2"), "gemu-img create overlay")
 	sameRefusal(t, dir, "resize", "o.qcow2", "8M")
 	sameRefusal(t, dir, "info", "--backing-chain", "o.qcow2")
+	sameRefusal(t, dir, "commit", "o.qcow2")
+	sameRefusal(t, dir, "convert", "-O", "raw", "o.qcow2", "o.raw")
+	ok(t, gemu(t, dir, "info", "o.qcow2"), "gemu-img info of the overlay alone")
 
 	// Creating over the held image is refused before it is truncated.
 	g := gemu(t, dir, "create", "-q", "-f", "qcow2", "a.qcow2", "1M")

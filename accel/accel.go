@@ -106,3 +106,28 @@ type Accelerator interface {
 	// NewX86 creates an x86 VM.
 	NewX86(cfg Config) (X86VM, error)
 }
+
+// IOEventFD is implemented by VMs that can turn a guest's write to a doorbell register
+// into a host notification without a vCPU exit to Go (KVM_IOEVENTFD): a virtio queue
+// notify then costs the vCPU one in-kernel signal instead of an exit, a bus dispatch
+// and a return. fn runs on a goroutine of the accelerator, never on a vCPU thread.
+// The returned cancel removes the doorbell; the write then exits to the bus again.
+type IOEventFD interface {
+	IOEventFD(addr uint64, size uint32, pio bool, fn func()) (cancel func(), err error)
+}
+
+// MSIRoute is one message-signalled interrupt the accelerator can inject without the
+// caller's ioctl per interrupt on the accelerator's own thread (KVM: an irqfd bound to a
+// GSI routed to the message). Fire may be called from any goroutine.
+type MSIRoute interface {
+	// Update re-targets the route (the guest rewrote the MSI-X vector).
+	Update(addr uint64, data uint32) error
+	Fire() error
+	Close() error
+}
+
+// MSIRouter is implemented by VMs that can allocate MSIRoutes (KVM_IRQFD with MSI
+// routing entries).
+type MSIRouter interface {
+	NewMSIRoute(addr uint64, data uint32) (MSIRoute, error)
+}

@@ -207,6 +207,7 @@ func (c *CPU) Close() {
 		systemsMu.Lock()
 		if systems[c.cfg.RAM] == c.sys {
 			delete(systems, c.cfg.RAM)
+			c.sys.cache.Close() // unregisters from the RAM's code-write notification
 		}
 		systemsMu.Unlock()
 	}

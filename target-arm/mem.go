@@ -28,7 +28,7 @@ func (c *CPU) hostR(va, align uint64) unsafe.Pointer {
 
 func (c *CPU) hostW(va, align uint64) unsafe.Pointer {
 	e := &c.mmu.E[(va>>tcg.PageBits)&(1<<tcg.TLBBits-1)]
-	if e.Write != va&(tcg.PageMask|align) || atomic.LoadUint32(e.Code) != 0 {
+	if e.Write != va&(tcg.PageMask|align) || atomic.LoadUint32(e.Code)&tcg.CodeBit != 0 {
 		return nil
 	}
 	return unsafe.Add(e.Host, va&0xfff)
@@ -68,7 +68,7 @@ func (c *CPU) ld64(va uint64) (uint64, bool) {
 
 func (c *CPU) st8(va, v uint64) bool {
 	e := c.mmu.Entry(va)
-	if e.Write == va&tcg.PageMask && atomic.LoadUint32(e.Code) == 0 {
+	if e.Write == va&tcg.PageMask && atomic.LoadUint32(e.Code)&tcg.CodeBit == 0 {
 		*(*uint8)(unsafe.Add(e.Host, va&0xfff)) = uint8(v)
 		return true
 	}
@@ -77,7 +77,7 @@ func (c *CPU) st8(va, v uint64) bool {
 
 func (c *CPU) st16(va, v uint64) bool {
 	e := c.mmu.Entry(va)
-	if e.Write == va&(tcg.PageMask|1) && atomic.LoadUint32(e.Code) == 0 {
+	if e.Write == va&(tcg.PageMask|1) && atomic.LoadUint32(e.Code)&tcg.CodeBit == 0 {
 		*(*uint16)(unsafe.Add(e.Host, va&0xfff)) = uint16(v)
 		return true
 	}
@@ -86,7 +86,7 @@ func (c *CPU) st16(va, v uint64) bool {
 
 func (c *CPU) st32(va, v uint64) bool {
 	e := c.mmu.Entry(va)
-	if e.Write == va&(tcg.PageMask|3) && atomic.LoadUint32(e.Code) == 0 {
+	if e.Write == va&(tcg.PageMask|3) && atomic.LoadUint32(e.Code)&tcg.CodeBit == 0 {
 		*(*uint32)(unsafe.Add(e.Host, va&0xfff)) = uint32(v)
 		return true
 	}
@@ -95,7 +95,7 @@ func (c *CPU) st32(va, v uint64) bool {
 
 func (c *CPU) st64(va, v uint64) bool {
 	e := c.mmu.Entry(va)
-	if e.Write == va&(tcg.PageMask|7) && atomic.LoadUint32(e.Code) == 0 {
+	if e.Write == va&(tcg.PageMask|7) && atomic.LoadUint32(e.Code)&tcg.CodeBit == 0 {
 		*(*uint64)(unsafe.Add(e.Host, va&0xfff)) = v
 		return true
 	}
@@ -244,7 +244,7 @@ func (c *CPU) writable(va uint64, size int, idx uint64) (host unsafe.Pointer, pa
 		}
 		host = unsafe.Add(host, va&0xfff)
 	}
-	if c.sys.cache.Code.IsCode(pa) {
+	if c.sys.cache.IsCode(pa) {
 		c.sys.cache.InvalidateRange(pa, uint64(size))
 	}
 	return host, pa, true

@@ -372,7 +372,7 @@ func storeOp[E any, T uint8 | uint16 | uint32 | uint64](t *Target[E], op *Op[E],
 			val := *word(p, src)
 			tlb := *(**TLB)(unsafe.Add(p, tlbOff))
 			ent := &tlb.E[(va>>PageBits)&(1<<TLBBits-1)]
-			if ent.Write == va&(PageMask|align) && atomic.LoadUint32(ent.Code) == 0 {
+			if ent.Write == va&(PageMask|align) && atomic.LoadUint32(ent.Code)&CodeBit == 0 {
 				*(*T)(unsafe.Add(ent.Host, va&(PageSize-1))) = T(val)
 				return true
 			}
@@ -386,7 +386,7 @@ func storeOp[E any, T uint8 | uint16 | uint32 | uint64](t *Target[E], op *Op[E],
 		val := v.read(p)
 		tlb := *(**TLB)(unsafe.Add(p, tlbOff))
 		ent := &tlb.E[(va>>PageBits)&(1<<TLBBits-1)]
-		if ent.Write == va&(PageMask|align) && atomic.LoadUint32(ent.Code) == 0 {
+		if ent.Write == va&(PageMask|align) && atomic.LoadUint32(ent.Code)&CodeBit == 0 {
 			*(*T)(unsafe.Add(ent.Host, va&(PageSize-1))) = T(val)
 			return true
 		}

@@ -6,58 +6,44 @@ import (
 	"gemu/hw/memory"
 )
 
-// CodePages holds one flag per guest physical RAM page saying whether translated code
-// exists for it. Softmmu store fast paths test the flag through the pointer kept in the
-// TLB entry (TLBEntry.Code) and take the slow path, which invalidates, when it is set.
-// Keeping the flag per page rather than clearing write permission in every vCPU's TLB
-// avoids touching other vCPUs' TLBs from the translating thread.
-type CodePages struct {
-	slots []codeSlot
-}
+// Code pages. Whether a guest physical page holds translated code is hw/memory's
+// PageCode flag, not tcg's: the block cache sets it when it inserts a block and clears
+// it when the page's last block goes, and memory calls the cache back (OnCodeWrite,
+// registered by NewCache) when a device or host write touches such a page, so DMA
+// invalidates translated code exactly like a vCPU store. vCPU stores see the flag
+// through the pointer the softmmu TLB entry keeps to the page's flag word
+// (TLBEntry.Code): the fast paths test CodeBit, and when it is set take the slow path,
+// which calls InvalidateRange. Keeping the flag per page rather than clearing write
+// permission in every vCPU's TLB avoids touching other vCPUs' TLBs from the
+// translating thread.
 
-type codeSlot struct {
-	gpa, end uint64
-	flags    []uint32
-}
+// CodeBit is the bit of a page flag word (TLBEntry.Code) that sends stores to the slow
+// path. Other bits of the word (memory.PageDirty) must not.
+const CodeBit = memory.PageCode
 
-// NewCodePages returns flags (all clear) for every page of ram's slots as they are now.
-func NewCodePages(ram *memory.RAM) *CodePages {
-	cp := &CodePages{}
-	if ram == nil {
-		return cp
+// CodeFlag returns the flag word of the RAM page holding phys, for TLBEntry.Code, or
+// nil when phys is not RAM.
+func (c *Cache[Op]) CodeFlag(phys uint64) *uint32 {
+	if c.ram == nil {
+		return nil
 	}
-	for _, s := range ram.Slots() {
-		cp.slots = append(cp.slots, codeSlot{gpa: s.GPA, end: s.End(), flags: make([]uint32, (s.End()-s.GPA+PageSize-1)>>PageBits)})
-	}
-	return cp
-}
-
-// Flag returns the code flag of the RAM page holding phys, or nil when phys is not RAM.
-// A non-zero *Flag means stores must go through the invalidating slow path.
-func (cp *CodePages) Flag(phys uint64) *uint32 {
-	for i := range cp.slots {
-		s := &cp.slots[i]
-		if phys >= s.gpa && phys < s.end {
-			return &s.flags[(phys-s.gpa)>>PageBits]
-		}
-	}
-	return nil
-}
-
-func (cp *CodePages) set(page uint64) {
-	if f := cp.Flag(page); f != nil {
-		atomic.StoreUint32(f, 1)
-	}
-}
-
-func (cp *CodePages) clear(page uint64) {
-	if f := cp.Flag(page); f != nil {
-		atomic.StoreUint32(f, 0)
-	}
+	return c.ram.PageFlags(phys)
 }
 
 // IsCode reports whether the page holding phys has translated code.
-func (cp *CodePages) IsCode(phys uint64) bool {
-	f := cp.Flag(phys)
-	return f != nil && atomic.LoadUint32(f) != 0
+func (c *Cache[Op]) IsCode(phys uint64) bool {
+	f := c.CodeFlag(phys)
+	return f != nil && atomic.LoadUint32(f)&CodeBit != 0
+}
+
+func (c *Cache[Op]) setCode(page uint64) {
+	if c.ram != nil {
+		c.ram.SetCode(page)
+	}
+}
+
+func (c *Cache[Op]) clearCode(page uint64) {
+	if c.ram != nil {
+		c.ram.ClearCode(page)
+	}
 }

@@ -2,7 +2,8 @@
 // translation-block (TB) cache keyed by guest physical PC, virtual PC and mode flags; the
 // per-vCPU direct-mapped jump cache; direct block chaining; the softmmu TLB structure
 // (virtual page → host pointer, per vCPU and MMU index); and the bookkeeping that
-// invalidates translated code when the guest writes to a page holding it. It must not
+// invalidates translated code when the guest or a device writes to a page holding it
+// (the per-page "holds code" flag itself is hw/memory's PageCode: code.go). It must not
 // know any guest instruction set, device or machine: targets (target-arm, target-x86)
 // decode guest code, walk their page tables and raise their exceptions, and hand tcg
 // only addresses, flags and backend code.
@@ -74,8 +75,8 @@
 // segment; helpers stay direct Go calls from the block function (one call site per
 // position, as in the closure backend). Loads and stores inline the softmmu fast path
 // (index, tag compare including the alignment bits, host pointer plus page offset, the
-// code-page flag on stores); misses, MMIO, misaligned accesses and stores to code
-// pages leave the segment with an exit status naming an exit-table entry, Go performs
+// code bit of the page's flag word on stores); misses, MMIO, misaligned accesses and
+// stores to code pages leave the segment with an exit status naming an exit-table entry, Go performs
 // the target's slow path and re-enters at the entry's resume address. An op the
 // native emitter does not handle makes its segment use closures, so coverage can grow
 // an op at a time; malformed IR is rejected the same way by both backends.

@@ -964,7 +964,7 @@ func emitStore[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 	a.load(rSI, a.src(op.B))
 	s := emitAddr(a, t, op, tlbWriteOff, exStore, i)
 	a.bytes(0x48, 0x8b, 0x42, byte(tlbCodeOff)) // mov rax, [rdx+Code]
-	a.bytes(0x83, 0x38, 0x00)                   // cmp dword [rax], 0
+	a.bytes(0xf6, 0x00, byte(CodeBit))          // test byte [rax], CodeBit
 	s.patch = append(s.patch, a.jcc(0x85))
 	a.emitHost()
 	switch op.Size {

@@ -5,6 +5,8 @@ import (
 	"math/rand"
 	"testing"
 	"unsafe"
+
+	"gemu/hw/memory"
 )
 
 // randArg returns a random global or temporary.
@@ -219,12 +221,18 @@ func TestNativeSelfLoop(t *testing.T) {
 		{5000, 0, 0, (5000 + loopBudget - 1) / loopBudget}, // a budget's worth of iterations per call
 		{5000, 0, 1, 5000},
 		{300, 1, 0, 300}, // every store takes the slow path
+		// A dirty bit in the flag word must not send stores to the slow path.
+		{5000, memory.PageDirty, 0, (5000 + loopBudget - 1) / loopBudget},
+		{300, memory.PageCode | memory.PageDirty, 0, 300},
 	} {
 		want, _ := run(BackendClosure, c.iters, c.code, c.req)
 		got, calls := run(BackendNative, c.iters, c.code, c.req)
 		if got.R != want.R || got.PC != want.PC || len(got.slow) != len(want.slow) {
 			t.Errorf("iters=%d code=%d req=%d: native R=%#x PC=%#x slow=%d, closure R=%#x PC=%#x slow=%d",
 				c.iters, c.code, c.req, got.R, got.PC, len(got.slow), want.R, want.PC, len(want.slow))
+		}
+		if wantSlow := map[bool]int{false: 0, true: int(c.iters)}[c.code&CodeBit != 0]; len(want.slow) != wantSlow {
+			t.Errorf("iters=%d code=%#x: %d slow-path stores, want %d", c.iters, c.code, len(want.slow), wantSlow)
 		}
 		if calls != c.wantCalls {
 			t.Errorf("iters=%d code=%d req=%d: native block ran in %d calls, want %d", c.iters, c.code, c.req, calls, c.wantCalls)

@@ -88,12 +88,32 @@ type Cache[Op any] struct {
 	mu    sync.Mutex
 	m     map[Key]*TB[Op]
 	pages map[uint64][]*TB[Op] // physical page → blocks translated from it
-	Code  *CodePages
+	ram   *memory.RAM          // owns the pages' code flags (code.go); nil in some tests
+	unreg func()               // removes the code-write handler
 }
 
-// NewCache returns an empty cache for a guest whose RAM is ram.
+// NewCache returns an empty cache for a guest whose RAM is ram (nil: no RAM, for tests)
+// and registers it as ram's code-write handler, so device and host writes to pages
+// holding translated code invalidate it. A RAM has one cache at a time (memory keeps
+// one code flag per page, not one per cache); Close the cache before making another.
 func NewCache[Op any](ram *memory.RAM) *Cache[Op] {
-	return &Cache[Op]{m: make(map[Key]*TB[Op]), pages: make(map[uint64][]*TB[Op]), Code: NewCodePages(ram)}
+	c := &Cache[Op]{m: make(map[Key]*TB[Op]), pages: make(map[uint64][]*TB[Op]), ram: ram}
+	if ram != nil {
+		c.unreg = ram.OnCodeWrite(c.codeWritten)
+	}
+	return c
+}
+
+// codeWritten is the code-write handler: [phys, phys+n) lies in one page.
+func (c *Cache[Op]) codeWritten(phys, n uint64) { c.InvalidateRange(phys, n) }
+
+// Close drops every block and unregisters the cache from its RAM. The cache must not
+// be used afterwards.
+func (c *Cache[Op]) Close() {
+	c.InvalidateAll()
+	if c.unreg != nil {
+		c.unreg()
+	}
 }
 
 // Lookup returns the valid TB for k, or nil.
@@ -131,7 +151,7 @@ func (c *Cache[Op]) InsertLinked(k Key, code Op, end uint64, lk Linkage) *TB[Op]
 	}
 	c.m[k] = tb
 	c.pages[page] = append(c.pages[page], tb)
-	c.Code.set(page)
+	c.setCode(page)
 	return tb
 }
 
@@ -173,7 +193,7 @@ func (c *Cache[Op]) InvalidatePage(phys uint64) bool {
 	page := phys & PageMask
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.Code.clear(page)
+	c.clearCode(page)
 	tbs := c.pages[page]
 	if len(tbs) == 0 {
 		return false
@@ -211,7 +231,7 @@ func (c *Cache[Op]) InvalidateRange(phys, n uint64) bool {
 	clear(tbs[len(kept):])
 	if len(kept) == 0 {
 		delete(c.pages, page)
-		c.Code.clear(page)
+		c.clearCode(page)
 	} else {
 		c.pages[page] = kept
 	}
@@ -226,7 +246,7 @@ func (c *Cache[Op]) InvalidateAll() {
 		for _, tb := range tbs {
 			c.kill(tb)
 		}
-		c.Code.clear(page)
+		c.clearCode(page)
 	}
 	c.m = make(map[Key]*TB[Op])
 	c.pages = make(map[uint64][]*TB[Op])

@@ -35,10 +35,10 @@ func TestCacheInsertLookup(t *testing.T) {
 	if c.Lookup(k2) != nil {
 		t.Fatal("lookup with other mode flags hit")
 	}
-	if !c.Code.IsCode(0x40001abc) || c.Code.IsCode(0x40002000) {
+	if !c.IsCode(0x40001abc) || c.IsCode(0x40002000) {
 		t.Fatal("code flag not set exactly on the block's page")
 	}
-	if c.Code.Flag(0x1000) != nil {
+	if c.CodeFlag(0x1000) != nil {
 		t.Fatal("code flag for non-RAM address")
 	}
 }
@@ -54,7 +54,7 @@ func TestInvalidatePage(t *testing.T) {
 	if a.Valid() || b.Valid() || !o.Valid() {
 		t.Fatalf("valid after page invalidation: a=%v b=%v other=%v", a.Valid(), b.Valid(), o.Valid())
 	}
-	if c.Lookup(a.Key) != nil || c.Code.IsCode(0x40001000) || !c.Code.IsCode(0x40002000) {
+	if c.Lookup(a.Key) != nil || c.IsCode(0x40001000) || !c.IsCode(0x40002000) {
 		t.Fatal("invalidated page still cached or flagged")
 	}
 	if c.InvalidatePage(0x40001000) {
@@ -74,10 +74,10 @@ func TestInvalidateRange(t *testing.T) {
 	if !c.InvalidateRange(0x40001104, 8) || !a.Valid() || b.Valid() {
 		t.Fatalf("after overlapping store: a=%v b=%v", a.Valid(), b.Valid())
 	}
-	if !c.Code.IsCode(0x40001000) {
+	if !c.IsCode(0x40001000) {
 		t.Fatal("page with a live block lost its code flag")
 	}
-	if !c.InvalidateRange(0x4000100c, 1) || a.Valid() || c.Code.IsCode(0x40001000) {
+	if !c.InvalidateRange(0x4000100c, 1) || a.Valid() || c.IsCode(0x40001000) {
 		t.Fatal("last block not dropped or code flag not cleared")
 	}
 	if c.Len() != 0 {
@@ -89,7 +89,7 @@ func TestInvalidateAll(t *testing.T) {
 	c := NewCache[int](newRAM(t))
 	a := c.Insert(Key{PC: 0x1000, Phys: 0x40001000}, 0, 0x1004)
 	c.InvalidateAll()
-	if a.Valid() || c.Len() != 0 || c.Code.IsCode(0x40001000) {
+	if a.Valid() || c.Len() != 0 || c.IsCode(0x40001000) {
 		t.Fatal("InvalidateAll left state behind")
 	}
 }
@@ -193,5 +193,40 @@ func TestChaining(t *testing.T) {
 	}
 	if a.Next(0x1010, 1) != fall {
 		t.Fatal("unrelated link lost")
+	}
+}
+
+// Device and host writes through hw/memory reach the cache registered for that RAM:
+// they drop the overlapped blocks and clear the page's code flag like a vCPU store.
+func TestMemoryWriteInvalidates(t *testing.T) {
+	ram := newRAM(t)
+	c := NewCache[int](ram)
+	a := c.Insert(Key{PC: 0x1000, Phys: 0x40001000}, 0, 0x1010) // [0x000,0x010)
+	b := c.Insert(Key{PC: 0x1100, Phys: 0x40001100}, 0, 0x1108) // [0x100,0x108)
+	if !ram.IsCode(0x40001000) {
+		t.Fatal("Insert did not set memory's code flag")
+	}
+	if err := ram.Write32(0x40001104, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !a.Valid() || b.Valid() {
+		t.Fatalf("after WriteAt over b: a=%v b=%v", a.Valid(), b.Valid())
+	}
+	s, _ := ram.Slice(0x40001008, 4)
+	s[0] = 0
+	ram.Written(0x40001008, 4)
+	if a.Valid() || ram.IsCode(0x40001000) || c.Len() != 0 {
+		t.Fatalf("after Written over a: a=%v IsCode=%v Len=%d", a.Valid(), ram.IsCode(0x40001000), c.Len())
+	}
+	// A closed cache no longer receives the notification; its successor does.
+	c.Close()
+	d := NewCache[int](ram)
+	e := d.Insert(Key{PC: 0x2000, Phys: 0x40002000}, 0, 0x2004)
+	c.Close() // a second Close of the old cache must not unregister the new one
+	if err := ram.Write32(0x40002000, 0); err != nil {
+		t.Fatal(err)
+	}
+	if e.Valid() {
+		t.Fatal("the new cache's block survived a write to its code")
 	}
 }

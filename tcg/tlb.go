@@ -16,7 +16,8 @@ type TLBEntry struct {
 	Read, Write, Exec uint64
 	// Host points at the first byte of the guest page in host memory.
 	Host unsafe.Pointer
-	// Code is the code flag of the physical page (see CodePages); stores check it.
+	// Code is the physical page's flag word in hw/memory (see code.go); stores take
+	// the slow path when its CodeBit is set.
 	Code *uint32
 	// Phys is the guest physical page address.
 	Phys uint64

@@ -181,9 +181,10 @@ type irqRoutingEntry struct {
 	Type    uint32
 	Flags   uint32
 	_       uint32
-	IRQChip uint32 // u.irqchip.irqchip
-	Pin     uint32 // u.irqchip.pin
-	_       [6]uint32
+	IRQChip uint32 // u.irqchip.irqchip; u.msi.address_lo
+	Pin     uint32 // u.irqchip.pin; u.msi.address_hi
+	MSIData uint32 // u.msi.data
+	_       [5]uint32
 }
 
 type regs struct {

@@ -171,6 +171,8 @@ type VM struct {
 	ringMu     sync.Mutex
 	coalescing atomic.Bool // a range was registered: Run also drains the ring periodically
 
+	msi msiRoutes // MSI routes behind irqfds (eventfd.go)
+
 	stopping atomic.Bool
 	mu       sync.Mutex // guards reason, err
 	reason   accel.ExitReason
@@ -332,6 +334,14 @@ func (v *VM) drainCoalesced(mmio, pio *bus.Bus) {
 // Linux, following the MADT, would program pin 2 for the timer, see no ticks and panic
 // with "IO-APIC + timer doesn't work". GSIs 16-23 are IOAPIC-only (PCI).
 func (v *VM) setRouting() error {
+	v.msi.mu.Lock()
+	defer v.msi.mu.Unlock()
+	return v.setRoutingLocked()
+}
+
+// setRoutingLocked installs the fixed irqchip routes and the MSI routes of
+// NewMSIRoute; v.msi.mu is held.
+func (v *VM) setRoutingLocked() error {
 	var es []irqRoutingEntry
 	add := func(gsi, chip, pin uint32) {
 		es = append(es, irqRoutingEntry{GSI: gsi, Type: irqRoutingIRQChip, IRQChip: chip, Pin: pin})
@@ -351,6 +361,9 @@ func (v *VM) setRouting() error {
 		default:
 			add(i, irqchipIOAPIC, i)
 		}
+	}
+	for _, r := range v.msi.routes {
+		es = append(es, irqRoutingEntry{GSI: r.gsi, Type: irqRoutingMSI, IRQChip: uint32(r.addr), Pin: uint32(r.addr >> 32), MSIData: r.data})
 	}
 	hdr := unsafe.Sizeof(irqRoutingHeader{})
 	buf := make([]byte, hdr+uintptr(len(es))*unsafe.Sizeof(irqRoutingEntry{}))

@@ -1,10 +1,13 @@
 // Package memory owns guest physical RAM: one anonymous mmap'ed host region per slot,
-// and the guest-physical view of it (translation of a guest physical address to host
-// bytes, DMA-style reads and writes for devices).
+// the guest-physical view of it (translation of a guest physical address to host
+// bytes, DMA-style reads and writes for devices), and per-page flags (pageflags.go):
+// "holds translated code" (PageCode) and "written since the dirty log was last taken"
+// (PageDirty), with the code-write notification a translator registers.
 //
 // It is shared by every accelerator (KVM registers the same host regions as memory
-// slots; TCG's softmmu TLB points straight into them) and by every target. It must not
-// know about devices, MMIO or which accelerator runs the guest.
+// slots; TCG's softmmu TLB points straight into them and at the page flag words) and by
+// every target. It must not know about devices, MMIO or which accelerator runs the
+// guest: it calls the code-write handler it was given and nothing else.
 package memory
 
 import (
@@ -12,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -24,7 +28,8 @@ type Slot struct {
 	Mem   []byte // host mapping; len(Mem) is the slot size
 	Name  string
 
-	mapping []byte // the whole host mapping Mem lies in (see hugeAlign)
+	mapping []byte   // the whole host mapping Mem lies in (see hugeAlign)
+	flags   []uint32 // one word of Page* bits per PageSize page of Mem, accessed atomically
 }
 
 // End is the first guest physical address past the slot.
@@ -33,6 +38,8 @@ func (s *Slot) End() uint64 { return s.GPA + uint64(len(s.Mem)) }
 // RAM is the set of RAM slots of one guest, sorted by GPA.
 type RAM struct {
 	slots []*Slot
+	// onCode is the code-write handler (see OnCodeWrite), nil when none.
+	onCode atomic.Pointer[codeHandler]
 }
 
 // ErrOverlap is returned when a new slot overlaps an existing one.
@@ -52,11 +59,15 @@ func New() *RAM { return &RAM{} }
 const hugeAlign = 2 << 20
 
 // Add maps size bytes of anonymous, zeroed host memory at guest physical address gpa.
-// size must be a multiple of the host page size. The mapping is MAP_NORESERVE so an
+// gpa must be PageSize-aligned (page flags are per guest page) and size a multiple of
+// the host page size. The mapping is MAP_NORESERVE so an
 // untouched guest costs no host memory.
 func (r *RAM) Add(name string, gpa, size uint64) (*Slot, error) {
 	if size == 0 || size%uint64(unix.Getpagesize()) != 0 {
 		return nil, fmt.Errorf("memory: slot %q size %#x is not a positive multiple of the page size", name, size)
+	}
+	if gpa%PageSize != 0 {
+		return nil, fmt.Errorf("memory: slot %q base %#x is not %d KiB aligned", name, gpa, PageSize>>10)
 	}
 	if gpa+size < gpa {
 		return nil, fmt.Errorf("memory: slot %q wraps the address space", name)
@@ -89,7 +100,8 @@ func (r *RAM) Add(name string, gpa, size uint64) (*Slot, error) {
 		// works the same with small pages.
 		_ = unix.Madvise(mem, unix.MADV_HUGEPAGE)
 	}
-	s := &Slot{Index: len(r.slots), GPA: gpa, Mem: mem, Name: name, mapping: mapping}
+	s := &Slot{Index: len(r.slots), GPA: gpa, Mem: mem, Name: name, mapping: mapping,
+		flags: make([]uint32, (size+PageSize-1)>>PageBits)}
 	r.slots = append(r.slots, s)
 	sort.Slice(r.slots, func(i, j int) bool { return r.slots[i].GPA < r.slots[j].GPA })
 	return s, nil
@@ -105,7 +117,7 @@ func (r *RAM) Close() error {
 		if err := unix.Munmap(s.mapping); err != nil && first == nil {
 			first = err
 		}
-		s.Mem, s.mapping = nil, nil
+		s.Mem, s.mapping, s.flags = nil, nil, nil
 	}
 	r.slots = nil
 	return first
@@ -121,7 +133,8 @@ func (r *RAM) Find(gpa uint64) *Slot {
 }
 
 // Slice returns the host bytes for [gpa, gpa+n) if the whole range lies in one slot.
-// The returned slice aliases guest memory.
+// The returned slice aliases guest memory. A device that writes guest memory through
+// it must call Written for the range afterwards (dirty log, translated code).
 func (r *RAM) Slice(gpa, n uint64) ([]byte, bool) {
 	s := r.Find(gpa)
 	if s == nil {
@@ -151,7 +164,8 @@ func (r *RAM) ReadAt(p []byte, gpa uint64) error {
 	return nil
 }
 
-// WriteAt copies p into guest RAM at gpa; the range may span adjacent slots.
+// WriteAt copies p into guest RAM at gpa; the range may span adjacent slots. Like any
+// DMA write it marks the pages dirty and invalidates translated code on them (Written).
 func (r *RAM) WriteAt(p []byte, gpa uint64) error {
 	for len(p) > 0 {
 		s := r.Find(gpa)
@@ -159,6 +173,7 @@ func (r *RAM) WriteAt(p []byte, gpa uint64) error {
 			return fmt.Errorf("%w: %#x", ErrNotRAM, gpa)
 		}
 		n := copy(s.Mem[gpa-s.GPA:], p)
+		s.written(gpa, uint64(n), r.onCode.Load())
 		p = p[n:]
 		gpa += uint64(n)
 	}

@@ -1,6 +1,7 @@
 package blk
 
 import (
+	"bytes"
 	"context"
 	"testing"
 
@@ -87,8 +88,8 @@ func FuzzBlkRequest(f *testing.F) {
 		}
 		if ro {
 			_, ds, zs := disk.stats()
-			if len(ds)+len(zs) != 0 {
-				t.Fatal("read-only disk discarded or zeroed")
+			if len(ds)+len(zs) != 0 || !bytes.Equal(disk.get(0, 64<<10), make([]byte, 64<<10)) {
+				t.Fatal("read-only disk written, discarded or zeroed")
 			}
 		}
 	})

@@ -10,12 +10,13 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 
 	"gemu/cmd/internal/cpuprof"
+	"gemu/cmd/internal/qemuopts"
+	"gemu/cmd/internal/sysdev"
 	"gemu/hw/chardev"
 	"gemu/machine/virt"
 	arm "gemu/target-arm"
@@ -25,39 +26,58 @@ const prog = "gemu-system-aarch64"
 
 const version = "gemu-system-aarch64 version 0.1 (qemu-system-aarch64 7.2 compatible command line)"
 
-const usage = `usage: gemu-system-aarch64 [options]
+const usage = `usage: gemu-system-aarch64 [options] [disk_image]
 
-  -M, -machine virt[,gic-version=2|3|max|host][,dumpdtb=FILE]
-                         the board (only virt); GIC version (default 2)
-  -cpu cortex-a57        CPU model (cortex-a53 and max run as a Cortex-A57)
-  -m SIZE                RAM size, MiB unless suffixed K/M/G (default 128M)
-  -smp N                 number of CPUs (default 1)
+gemu-system-aarch64 is a QEMU-compatible arm64 emulator: it takes qemu-system-aarch64's
+option syntax and boots a Linux kernel directly on the virt board with Cortex-A57 class
+vCPUs under gemu's own translator (TCG).
+
+  -M, -machine virt[,gic-version=2|3|max|host][,dumpdtb=FILE][,accel=tcg]
+                         the board (only virt); GIC version (default 2); -machine help
+  -cpu cortex-a57        CPU model (cortex-a53 and max run as a Cortex-A57); -cpu help
+  -m [size=]SIZE         RAM, MiB without a suffix; K M G T suffixes, 1.5G (default 128M)
+  -smp [cpus=]N[,sockets=S][,clusters=L][,cores=C][,threads=T][,maxcpus=M]
+                         CPUs (default 1); the guest sees N CPUs in one cluster
   -kernel FILE           arm64 Linux Image (or gzip-compressed Image)
   -initrd FILE           initial ramdisk
   -append STRING         kernel command line
   -dtb FILE              use this device tree instead of the generated one
   -nographic             no display; serial console on stdio (the default here)
   -serial stdio|file:PATH|null
-                         where the PL011 console goes (default stdio)
+                         where the PL011 console goes (default stdio; the last one counts)
   -no-reboot             exit instead of rebooting when the guest resets
-  -accel tcg             accelerator (only tcg: KVM cannot run arm64 guests on this host)
+  -accel tcg[,thread=multi]
+                         accelerator (only tcg: KVM cannot run arm64 guests on this host)
   -d in_asm,exec,int     trace translated code, executed blocks, exceptions
   -D FILE                write -d traces to FILE instead of stderr
-  -display none, -monitor none
+  -display none, -vga none, -monitor none, -name NAME
                          accepted for compatibility
-  -h, -help              this help
-  -version               version
+  -drive, -hda FILE, -blockdev, -device, -netdev, -nic, -chardev, -object, -global,
+  -mon, -monitor, -qmp, -snapshot
+                         parsed and checked, not yet connected to the board (warned)
+  -nodefaults, -no-user-config, -msg timestamp=on
+                         accepted for QEMU compatibility
+  -h, -help, --help      this help
+  -version, --version    version
 On the stdio console, Ctrl-A x quits and Ctrl-A h lists the escapes.
 GEMU_CPUPROFILE=FILE in the environment writes a Go CPU profile of the run.
 `
 
+// options is the parsed command line. The embedded qemuopts.Common holds everything
+// both system emulators share, including the device options stored for syntax only
+// (Drives, Devices, Blockdevs, Chardevs, Objects, Netdevs, NICs, Globals, Mons, QMP):
+// the board does not take them yet.
 type options struct {
+	qemuopts.Common
+
 	cfg       virt.Config
+	topology  qemuopts.Topology // from -smp; the board flattens it to cfg.SMP (warned)
 	serial    string
 	noReboot  bool
 	dumpDTB   string
 	traceSpec string
 	traceFile string
+	warnings  []string // one line each, printed before the guest starts
 }
 
 func main() {
@@ -81,6 +101,9 @@ func run(args []string) (int, error) {
 	o, done, err := parse(args)
 	if err != nil || done {
 		return exitFor(err), err
+	}
+	for _, w := range o.warnings {
+		fmt.Fprintf(os.Stderr, "%s: warning: %s\n", prog, w)
 	}
 	if o.traceSpec != "" {
 		f, err := arm.ParseTraceFlags(o.traceSpec)
@@ -111,6 +134,13 @@ func run(args []string) (int, error) {
 		}
 		return 0, nil
 	}
+	if h, ok, err := sysdev.Help(&o.Common); ok {
+		if err != nil {
+			return 1, err
+		}
+		fmt.Print(h)
+		return 0, nil
+	}
 	if o.cfg.Kernel == "" {
 		return 1, errors.New("no -kernel given: the virt board has no firmware to boot")
 	}
@@ -129,12 +159,22 @@ func run(args []string) (int, error) {
 			cur.Stop()
 		}
 	}
+	// Drives and -chardevs are opened once: they (and the image locks) outlive a reboot.
+	wiring, err := sysdev.Open(&o.Common, "virtio", chardev.Options{OnQuit: quit})
+	if err != nil {
+		return 1, err
+	}
+	defer wiring.Close()
+	if wiring.StdioUsed && len(o.Serials) == 0 {
+		o.serial = "null" // a -chardev took stdio (QEMU would refuse the clash)
+	}
 	be, err := chardev.Open(o.serial, chardev.Options{OnQuit: quit})
 	if err != nil {
 		return 1, err
 	}
 	defer be.Close()
 	o.cfg.Serial = be
+	warn := func(msg string) { fmt.Fprintf(os.Stderr, "%s: warning: %s\n", prog, msg) }
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
@@ -150,6 +190,12 @@ func run(args []string) (int, error) {
 		if err != nil {
 			return 1, err
 		}
+		env, err := wiring.Plug(m, warn)
+		if err != nil {
+			m.Close()
+			return 1, err
+		}
+		m.OnRelease(env.Reset)
 		curMu.Lock()
 		cur = m
 		if quitting {
@@ -173,175 +219,159 @@ func exitFor(err error) int {
 	return 0
 }
 
+// machineName is QEMU's name for the board, in messages.
+const machineName = "virt-7.2"
+
+const machineHelp = `Supported machines are:
+virt                 QEMU 7.2 ARM Virtual Machine (alias of virt-7.2)
+virt-7.2             QEMU 7.2 ARM Virtual Machine
+`
+
+const cpuHelp = `Available CPUs:
+  cortex-a53
+  cortex-a57
+  max
+`
+
 // parse reads QEMU-style options (one or two leading dashes). done reports that the
-// request was fully handled (-h, -version).
+// request was fully handled (-h, -version, -machine help, -cpu help).
 func parse(args []string) (o options, done bool, err error) {
 	o.cfg = virt.Config{RAMSize: 128 << 20, SMP: 1, GICVersion: 2}
 	o.serial = "stdio"
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if !strings.HasPrefix(a, "-") {
-			return o, false, fmt.Errorf("unexpected argument %q (options start with -)", a)
-		}
-		name := strings.TrimLeft(a, "-")
-		val := func() (string, error) {
-			if i+1 >= len(args) {
-				return "", fmt.Errorf("option -%s needs an argument", name)
-			}
-			i++
-			return args[i], nil
-		}
-		var v string
+	o.topology = qemuopts.Topology{CPUs: 1, Sockets: 1, Dies: 1, Clusters: 1, Cores: 1, Threads: 1, MaxCPUs: 1}
+	own := map[string]bool{"dtb": true, "d": true, "D": true, "S": false}
+	err = o.Parse(args, own, func(name, v string) error {
 		switch name {
-		case "h", "help":
-			fmt.Print(usage)
-			return o, true, nil
-		case "version":
-			fmt.Println(version)
-			return o, true, nil
-		case "nographic", "no-reboot", "enable-kvm", "S":
-		case "M", "machine", "cpu", "m", "smp", "kernel", "initrd", "append", "dtb", "serial", "accel", "d", "D", "display", "monitor":
-			if v, err = val(); err != nil {
-				return o, false, err
-			}
-		default:
-			return o, false, fmt.Errorf("unknown option %q (see -help)", a)
-		}
-		switch name {
-		case "nographic":
-		case "no-reboot":
-			o.noReboot = true
-		case "enable-kvm":
-			return o, false, errKVM
 		case "S":
-			return o, false, errors.New("-S (start paused) is not supported: there is no monitor")
-		case "M", "machine":
-			err = o.machine(v)
-		case "cpu":
-			switch v {
-			case "cortex-a57", "cortex-a53", "max":
-			default:
-				err = fmt.Errorf("unsupported -cpu %q (supported: cortex-a57, cortex-a53, max)", v)
-			}
-		case "m":
-			o.cfg.RAMSize, err = parseSize(v)
-		case "smp":
-			o.cfg.SMP, err = parseSMP(v)
-		case "kernel":
-			o.cfg.Kernel = v
-		case "initrd":
-			o.cfg.Initrd = v
-		case "append":
-			o.cfg.Append = v
+			return errors.New("-S (start paused) is not supported: there is no monitor")
 		case "dtb":
 			o.cfg.DTB = v
-		case "serial":
-			o.serial = v
-		case "accel":
-			switch strings.SplitN(v, ",", 2)[0] {
-			case "tcg":
-			case "kvm":
-				err = errKVM
-			default:
-				err = fmt.Errorf("unsupported -accel %q (only tcg)", v)
-			}
 		case "d":
 			o.traceSpec = v
 		case "D":
 			o.traceFile = v
-		case "display", "monitor":
-			if v != "none" {
-				err = fmt.Errorf("-%s %s is not supported (only none)", name, v)
-			}
 		}
+		return nil
+	})
+	if err != nil {
+		return o, false, err
+	}
+	if o.Help {
+		fmt.Print(usage)
+		return o, true, nil
+	}
+	if o.Version {
+		fmt.Println(version)
+		return o, true, nil
+	}
+	if m := o.Machine; m != nil && m.Help {
+		fmt.Print(machineHelp)
+		return o, true, nil
+	}
+	if c := o.CPU; c != nil && c.Help {
+		fmt.Print(cpuHelp)
+		return o, true, nil
+	}
+	if err := o.machine(); err != nil {
+		return o, false, err
+	}
+	if err := o.cpu(); err != nil {
+		return o, false, err
+	}
+	for _, a := range o.Accels {
+		if a.Help {
+			fmt.Print("Accelerators supported in QEMU binary:\ntcg\n")
+			return o, true, nil
+		}
+		switch a.ImpliedValue() {
+		case "tcg":
+		case "kvm":
+			return o, false, errKVM
+		default:
+			return o, false, fmt.Errorf("-accel %s: unsupported accelerator (only tcg)", a.Spec)
+		}
+		if v, ok := a.Get("thread"); ok && v != "multi" {
+			return o, false, fmt.Errorf("-accel %s: thread=%s is not supported (gemu runs every vCPU in its own thread: multi)", a.Spec, v)
+		}
+		if err := a.Check(); err != nil {
+			return o, false, err
+		}
+	}
+	if o.MemSpec != "" {
+		o.cfg.RAMSize = o.Mem.Size
+	}
+	if o.SMP != "" {
+		t, err := qemuopts.ParseSMP(o.SMP, qemuopts.SMPProps{Machine: machineName, Clusters: true})
 		if err != nil {
 			return o, false, err
 		}
+		o.topology, o.cfg.SMP = t, t.CPUs
+		if !t.Flat() {
+			o.warnings = append(o.warnings, fmt.Sprintf("-smp %s: the CPU topology (%s) is flattened to %d CPUs in one cluster (MPIDR Aff0 = CPU index; no CPU hotplug)", o.SMP, t, t.CPUs))
+		}
+	}
+	o.cfg.Kernel, o.cfg.Initrd, o.cfg.Append = o.Kernel, o.Initrd, o.Append
+	if n := len(o.Serials); n > 0 {
+		o.serial = o.Serials[n-1] // virt has one PL011 for the console
+	}
+	o.noReboot = o.NoReboot
+	o.warnings = append(o.warnings, o.Warnings...)
+	if u := o.Unwired(); len(u) > 0 {
+		o.warnings = append(o.warnings, strings.Join(u, ", ")+": accepted, but not yet connected to the board")
 	}
 	return o, false, nil
 }
 
 var errKVM = errors.New("KVM cannot run aarch64 guests on this x86-64 host; use -accel tcg")
 
-// machine parses -M virt[,gic-version=N][,dumpdtb=FILE].
-func (o *options) machine(v string) error {
-	parts := strings.Split(v, ",")
-	for i, p := range parts {
-		k, val, hasVal := strings.Cut(p, "=")
-		if i == 0 && !hasVal {
-			k, val = "type", k
-		}
-		switch k {
-		case "type":
-			if val != "virt" && val != "virt-7.2" {
-				return fmt.Errorf("unsupported machine %q (only virt)", val)
-			}
-		case "gic-version":
-			switch val {
-			case "2":
-				o.cfg.GICVersion = 2
-			case "3", "max", "host":
-				o.cfg.GICVersion = 3
-			default:
-				return fmt.Errorf("unsupported gic-version %q (2, 3, max or host)", val)
-			}
-		case "dumpdtb":
-			o.dumpDTB = val
-		case "accel":
-			if val != "tcg" {
-				return errKVM
-			}
-		default:
-			return fmt.Errorf("unsupported machine property %q", k)
-		}
+// cpu checks -cpu: the models gemu runs, no properties.
+func (o *options) cpu() error {
+	c := o.CPU
+	if c == nil {
+		return nil
+	}
+	switch c.Model {
+	case "cortex-a57", "cortex-a53", "max":
+	default:
+		return fmt.Errorf("unsupported -cpu %q (supported: cortex-a57, cortex-a53, max)", c.Model)
+	}
+	if len(c.Features) > 0 {
+		return fmt.Errorf("-cpu %s: CPU properties are not supported (%s)", o.CPUSpec, c.Features[0].Name)
 	}
 	return nil
 }
 
-// parseSize reads a QEMU -m value: a number of MiB, or with a K/M/G/T suffix; "size=" may prefix it.
-func parseSize(s string) (uint64, error) {
-	s = strings.TrimPrefix(s, "size=")
-	mul := uint64(1 << 20)
-	if n := len(s); n > 0 {
-		switch s[n-1] {
-		case 'k', 'K':
-			mul = 1 << 10
-		case 'm', 'M':
-			mul = 1 << 20
-		case 'g', 'G':
-			mul = 1 << 30
-		case 't', 'T':
-			mul = 1 << 40
-		}
-		if s[n-1] > '9' {
-			s = s[:n-1]
+// machine applies -M virt[,gic-version=N][,dumpdtb=FILE][,accel=tcg].
+func (o *options) machine() error {
+	m := o.Machine
+	if m == nil {
+		return nil
+	}
+	switch t := m.ImpliedValue(); t {
+	case "", "virt", "virt-7.2":
+	default:
+		return fmt.Errorf("-machine %s: unsupported machine type '%s' (supported: virt, virt-7.2; -machine help)", m.Spec, t)
+	}
+	if val, ok := m.Get("gic-version"); ok {
+		switch val {
+		case "2":
+			o.cfg.GICVersion = 2
+		case "3", "max", "host":
+			o.cfg.GICVersion = 3
+		default:
+			return fmt.Errorf("unsupported gic-version %q (2, 3, max or host)", val)
 		}
 	}
-	n, err := strconv.ParseUint(s, 10, 64)
-	if err != nil || n > (1<<62)/mul {
-		return 0, fmt.Errorf("invalid -m size %q", s)
-	}
-	if n == 0 {
-		return 0, errors.New("invalid RAM size 0")
-	}
-	return n * mul, nil
-}
-
-// parseSMP reads "-smp N" or "-smp cpus=N[,...]".
-func parseSMP(s string) (int, error) {
-	for _, p := range strings.Split(s, ",") {
-		k, v, ok := strings.Cut(p, "=")
-		if !ok {
-			v, k = k, "cpus"
+	o.dumpDTB = m.String("dumpdtb", "")
+	if val, ok := m.Get("accel"); ok {
+		for _, a := range strings.Split(val, ":") {
+			if a != "tcg" {
+				return errKVM
+			}
 		}
-		if k != "cpus" {
-			continue // sockets/cores/threads: topology is flat here
-		}
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			return 0, fmt.Errorf("invalid -smp %q: need a CPU count of at least 1", s)
-		}
-		return n, nil
 	}
-	return 0, fmt.Errorf("invalid -smp %q", s)
+	for _, k := range m.Unused() {
+		return fmt.Errorf("-machine %s: Property '%s-machine.%s' not found (virt takes gic-version, dumpdtb, accel)", m.Spec, machineName, k)
+	}
+	return nil
 }

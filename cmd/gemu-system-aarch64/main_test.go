@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"gemu/cmd/internal/qemuopts"
 	"gemu/tests/assets"
 	"gemu/tests/testbin"
 )
@@ -49,7 +50,17 @@ func TestBadInput(t *testing.T) {
 		{"missing initrd", []string{"-kernel", bzImage, "-initrd", filepath.Join(dir, "nope")}, "not an arm64 Image"},
 		{"no kernel", []string{"-m", "64"}, "no -kernel"},
 		{"-m 0", []string{"-m", "0", "-kernel", bzImage}, "RAM size 0"},
-		{"-m junk", []string{"-m", "lots"}, "invalid -m"},
+		{"-m junk", []string{"-m", "lots"}, "-m lots: Parameter 'size' expects a non-negative number below 2^64"},
+		{"-m fraction", []string{"-m", "1.5"}, "-m 1.5: Parameter 'size'"},
+		{"-m hotplug", []string{"-m", "1G,maxmem=2G"}, "memory hotplug (maxmem=) is not supported"},
+		{"-smp key", []string{"-smp", "2,foo=1"}, "Parameter 'smp.foo' is unexpected"},
+		{"-smp product", []string{"-smp", "4,clusters=3"}, "sockets (1) * clusters (3) * cores (1) * threads (1) != maxcpus (4)"},
+		{"-smp dies", []string{"-smp", "4,dies=2"}, "dies not supported by this machine's CPU topology"},
+		{"cpu props", []string{"-cpu", "max,pauth=off"}, "CPU properties are not supported (pauth)"},
+		{"machine prop", []string{"-M", "virt,its=off"}, "Property 'virt-7.2-machine.its' not found"},
+		{"accel thread", []string{"-accel", "tcg,thread=single"}, "thread=single is not supported"},
+		{"accel key", []string{"-accel", "tcg,tb-size=64"}, "Invalid parameter 'tb-size'"},
+		{"device syntax", []string{"-device", `{"driver":`}, "-device"},
 		{"-smp 0", []string{"-smp", "0", "-kernel", bzImage}, "-smp"},
 		{"-smp 9 gicv2", []string{"-smp", "9", "-kernel", bzImage}, "GICv2"},
 		{"cpu", []string{"-cpu", "cortex-a72"}, "unsupported -cpu"},
@@ -57,8 +68,8 @@ func TestBadInput(t *testing.T) {
 		{"enable-kvm", []string{"-enable-kvm"}, "KVM"},
 		{"machine", []string{"-M", "pc"}, "unsupported machine"},
 		{"gic", []string{"-M", "virt,gic-version=4"}, "gic-version"},
-		{"option", []string{"-bogus"}, "unknown option"},
-		{"missing value", []string{"-kernel"}, "needs an argument"},
+		{"option", []string{"-bogus"}, "-bogus: invalid option"},
+		{"missing value", []string{"-kernel"}, "-kernel: requires an argument"},
 		{"trace", []string{"-d", "everything"}, "-d"},
 		{"serial", []string{"-serial", "tcp:1234", "-kernel", bzImage}, "chardev"},
 		{"dtb", []string{"-dtb", bzImage, "-kernel", bzImage}, "device tree"},
@@ -116,6 +127,45 @@ func TestParse(t *testing.T) {
 	o, _, _ = parse([]string{"-m", "size=512"})
 	if o.cfg.RAMSize != 512<<20 || o.cfg.GICVersion != 2 || o.cfg.SMP != 1 || o.serial != "stdio" {
 		t.Fatalf("defaults: %+v", o)
+	}
+}
+
+// TestTopologyAndStoredOptions: -smp keeps the whole topology (and warns it is
+// flattened), -m takes fractions, device options are stored and named in a warning.
+func TestTopologyAndStoredOptions(t *testing.T) {
+	o, _, err := parse([]string{"-smp", "8,sockets=2,clusters=2,threads=2", "-m", "1.5G", "-M", "virt", "-M", "gic-version=3",
+		"-device", `{"driver":"virtio-blk-device","drive":"d0"}`, "-drive", "file=x.img,if=none,id=d0", "-qmp", "unix:/tmp/q,server=on,wait=off",
+		"-nodefaults", "-no-user-config", "-vga", "none", "-msg", "timestamp=on", "-name", "vm", "-snapshot"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := qemuopts.Topology{CPUs: 8, Sockets: 2, Dies: 1, Clusters: 2, Cores: 1, Threads: 2, MaxCPUs: 8}
+	if o.topology != want || o.cfg.SMP != 8 || o.cfg.RAMSize != 3<<29 || o.cfg.GICVersion != 3 || len(o.Devices) != 1 ||
+		len(o.Drives) != 1 || len(o.QMP) != 1 || !o.Snapshot || len(o.warnings) != 2 ||
+		!strings.Contains(o.warnings[0], "flattened to 8 CPUs") || !strings.HasPrefix(o.warnings[1], "-drive, -device, -qmp: accepted, but not yet connected") {
+		t.Fatalf("%+v %q", o.topology, o.warnings)
+	}
+	if o, _, _ := parse([]string{"-smp", "cpus=4,cores=4"}); len(o.warnings) != 0 || o.cfg.SMP != 4 {
+		t.Errorf("flat topology warned: %q", o.warnings)
+	}
+}
+
+// TestHelp runs the binary's help and listing options.
+func TestHelp(t *testing.T) {
+	bin := buildBinary(t)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-h"}, "QEMU-compatible"}, {[]string{"--help"}, "gemu-system-aarch64 [options]"}, {[]string{"-help"}, "QEMU-compatible"},
+		{[]string{"-version"}, "gemu-system-aarch64 version"}, {[]string{"--version"}, "gemu-system-aarch64 version"},
+		{[]string{"-machine", "help"}, "Supported machines are:\nvirt "}, {[]string{"-cpu", "help"}, "cortex-a57"},
+		{[]string{"-accel", "help"}, "tcg"},
+	} {
+		out, err := exec.Command(bin, c.args...).Output()
+		if err != nil || !strings.Contains(string(out), c.want) {
+			t.Errorf("%q: %v %q", c.args, err, out)
+		}
 	}
 }
 

@@ -56,6 +56,13 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 		fmt.Fprintln(stdout, version)
 		return 0
 	}
+	if o.list != "" {
+		fmt.Fprint(stdout, o.list)
+		return 0
+	}
+	for _, w := range o.warnings {
+		fmt.Fprintf(stderr, "%s: warning: %s\n", prog, w)
+	}
 	if o.kernel == "" {
 		return fail(stderr, "no -kernel given: gemu boots Linux bzImages directly (firmware boot is not supported)")
 	}
@@ -66,7 +73,7 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 		return fail(stderr, "-m %s: %v", o.memArg, err)
 	}
 	if o.cpus > kvm.MaxCPUs {
-		return fail(stderr, "-smp %d: at most %d CPUs are supported", o.cpus, kvm.MaxCPUs)
+		return fail(stderr, "-smp %s: at most %d CPUs are supported", o.SMP, kvm.MaxCPUs)
 	}
 	kernel, err := openImage(o.kernel)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"gemu/accel/kvm"
+	"gemu/cmd/internal/qemuopts"
 )
 
 var binPath string
@@ -44,7 +45,7 @@ func TestParseSizes(t *testing.T) {
 			t.Errorf("parseMem(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
-	for _, bad := range []string{"", "abc", "-1", "1X", "0x10", "1e3", "slots=2", "99999999999T", "NaN", "inf"} {
+	for _, bad := range []string{"size=", "abc", "-1", "1X", "0x10", "1e3", "slots=2", "99999999999T", "NaN", "inf"} {
 		if _, err := parseMem(bad); err == nil {
 			t.Errorf("parseMem(%q) accepted", bad)
 		}
@@ -54,7 +55,7 @@ func TestParseSizes(t *testing.T) {
 			t.Errorf("parseSMP(%q) = %d, %v", in, got, err)
 		}
 	}
-	for _, bad := range []string{"0", "cpus=0", "x", "-2", "2,foo=1", "sockets=2"} {
+	for _, bad := range []string{"0", "cpus=0", "x", "-2", "2,foo=1", "sockets=2,maxcpus=3"} {
 		if _, err := parseSMP(bad); err == nil {
 			t.Errorf("parseSMP(%q) accepted", bad)
 		}
@@ -62,17 +63,78 @@ func TestParseSizes(t *testing.T) {
 }
 
 func TestParseArgs(t *testing.T) {
-	o, err := parseArgs(strings.Fields("-M q35,accel=kvm -cpu host -display none --nographic -name vm1 -m size=1G -smp cpus=3 -no-reboot -serial null -enable-kvm -nodefaults"))
+	o, err := parseArgs(strings.Fields("-M pc,accel=kvm -cpu host -display none --nographic -name vm1 -m size=1G -smp cpus=3 -no-reboot -serial null -enable-kvm -nodefaults"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.machine != "q35" || o.memSize != 1<<30 || o.cpus != 3 || !o.noReboot || !o.noGraph || o.serial != "null" ||
-		len(o.accels) != 2 || o.accels[0] != "kvm" || o.name != "vm1" {
+	if o.machine != "pc" || o.memSize != 1<<30 || o.cpus != 3 || !o.noReboot || !o.noGraph || o.serial != "null" ||
+		len(o.accels) != 2 || o.accels[0] != "kvm" || o.name != "vm1" || len(o.warnings) != 0 {
 		t.Fatalf("parsed %+v", o)
 	}
-	for _, bad := range []string{"-M isapc", "-cpu 486", "-display gtk", "-machine pc,usb=on", "disk.img", "-kernel"} {
-		if _, err := parseArgs(strings.Fields(bad)); err == nil {
-			t.Errorf("%q accepted", bad)
+	for bad, want := range map[string]string{
+		"-M isapc":                        "unsupported machine type 'isapc'",
+		"-M q35":                          "machine type 'q35' is not supported",
+		"-machine pc-q35-7.2":             "machine type 'pc-q35-7.2' is not supported",
+		"-cpu 486":                        "unsupported CPU model '486'",
+		"-cpu host,-x2apic":               "cannot turn CPU flag 'x2apic' off",
+		"-cpu host,model-id=x":            "CPU property 'model-id' is not supported",
+		"-display gtk":                    "display 'gtk' is not supported",
+		"-machine pc,usb=on":              "usb=on is not supported",
+		"-machine pc,foo=bar":             "-machine pc,foo=bar: Property 'pc-i440fx-7.2-machine.foo' not found",
+		"-M pc -M nvdimm=on":              "Property 'pc-i440fx-7.2-machine.nvdimm' not found",
+		"-kernel":                         "-kernel: requires an argument",
+		"-smp 4,sockets=3":                "product of the hierarchy must match maxcpus: sockets (3) * dies (1) * cores (1) * threads (1) != maxcpus (4)",
+		"-smp 2,clusters=2":               "clusters not supported",
+		"-smp 2,books=2":                  "Parameter 'smp.books' is unexpected",
+		"-m 2G,slots=4,maxmem=8G":         "memory hotplug (slots=) is not supported",
+		"-m 1.5":                          "-m 1.5: Parameter 'size' expects a non-negative number below 2^64",
+		"-accel kvm,kernel-irqchip=split": "kernel-irqchip=split is not supported",
+		"-accel kvm,thread=multi":         "-accel kvm,thread=multi: Invalid parameter 'thread'",
+		"-device e1000,=x":                "-device e1000,=x: Invalid parameter ''",
+		"-chardev socket,path=/x":         "Parameter 'id' is missing",
+		"-vga std":                        "-vga std: gemu has no display adapter",
+		"-msg timestamp=maybe":            "Parameter 'timestamp' expects 'on' or 'off'",
+	} {
+		_, err := parseArgs(strings.Fields(bad))
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%q: %v; want %q", bad, err, want)
+		}
+	}
+
+	// -smp keeps the topology and says it is flattened; -cpu flags gemu does not
+	// apply are named in one warning.
+	o, err = parseArgs([]string{"-smp", "4,sockets=1,cores=2,threads=2", "-cpu", "host,+x2apic,+avx512f,pmu=on", "-M", "pc-i440fx-7.2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := qemuopts.Topology{CPUs: 4, Sockets: 1, Dies: 1, Clusters: 1, Cores: 2, Threads: 2, MaxCPUs: 4}
+	if o.topology != want || o.cpus != 4 || o.machine != "pc-i440fx-7.2" || len(o.warnings) != 2 ||
+		!strings.Contains(o.warnings[0], "flattened to 4 CPUs") || !strings.Contains(o.warnings[1], "CPU flags not applied (avx512f, pmu)") {
+		t.Fatalf("topology %+v cpus %d warnings %q", o.topology, o.cpus, o.warnings)
+	}
+	if o, _ := parseArgs([]string{"-smp", "4,cores=4", "-cpu", "max,+x2apic"}); len(o.warnings) != 0 || o.cpuModel != "max" {
+		t.Errorf("flat topology or honoured flag warned: %q", o.warnings)
+	}
+
+	// Device options are stored, checked for syntax, and named in one warning.
+	o, err = parseArgs([]string{"-drive", "file=a,,b.qcow2,if=none,id=d0,format=qcow2", "-device", `{"driver":"virtio-blk-pci","drive":"d0"}`,
+		"-blockdev", `{"driver":"qcow2","node-name":"n","file":{"driver":"file","filename":"x"}}`, "-netdev", "user,id=n0",
+		"-nic", "user", "-chardev", "socket,id=c0,path=/tmp/s,server=on,wait=off", "-mon", "chardev=c0,mode=control",
+		"-qmp", "unix:/tmp/q,server=on,wait=off", "-object", "rng-random,id=r0,filename=/dev/urandom", "-global", "kvm-pit.lost_tick_policy=delay",
+		"-hda", "disk.img", "-snapshot", "-no-user-config", "-msg", "timestamp=on", "-vga", "none", "other.img"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(o.Drives) != 3 || o.Drives[0].String("file", "") != "a,b.qcow2" || o.Drives[2].String("file", "") != "other.img" ||
+		len(o.Devices) != 1 || o.Devices[0].String("drive", "") != "d0" || o.Blockdevs[0].String("file.filename", "") != "x" ||
+		len(o.Netdevs) != 1 || len(o.NICs) != 1 || len(o.Chardevs) != 1 || len(o.Mons) != 1 || len(o.QMP) != 1 || len(o.Objects) != 1 ||
+		len(o.Globals) != 1 || !o.Snapshot || !o.MsgTimestamp || len(o.warnings) != 1 ||
+		!strings.HasPrefix(o.warnings[0], "-drive, -device, -blockdev, -chardev, -object, -netdev, -nic, -global, -mon, -qmp: accepted, but not yet connected") {
+		t.Fatalf("stored %+v warnings %q", o.Common, o.warnings)
+	}
+	for _, a := range [][]string{{"-machine", "help"}, {"-M", "?"}, {"-cpu", "help"}, {"-accel", "help"}} {
+		if o, err := parseArgs(a); err != nil || o.list == "" {
+			t.Errorf("%q: list %q, %v", a, o.list, err)
 		}
 	}
 }
@@ -152,7 +214,9 @@ func TestBadInput(t *testing.T) {
 		{"empty", []string{"-kernel", write("empty", nil)}, "not a bzImage"},
 		{"mem 0", []string{"-m", "0", "-kernel", good}, "-m 0"},
 		{"mem huge", []string{"-m", "64T", "-kernel", good}, "more than the host"},
-		{"mem garbage", []string{"-m", "lots", "-kernel", good}, "invalid size"},
+		{"mem garbage", []string{"-m", "lots", "-kernel", good}, "-m lots: Parameter 'size' expects a non-negative number"},
+		{"q35", []string{"-M", "q35", "-kernel", good}, "machine type 'q35' is not supported"},
+		{"smp topology", []string{"-smp", "4,sockets=3", "-kernel", good}, "Invalid CPU topology"},
 		{"smp 0", []string{"-smp", "0", "-kernel", good}, "-smp 0"},
 		{"smp many", []string{"-smp", "100000", "-kernel", good}, "at most"},
 		{"unknown flag", []string{"-frobnicate", "-kernel", good}, "-frobnicate: invalid option"},
@@ -173,14 +237,20 @@ func TestBadInput(t *testing.T) {
 }
 
 func TestHelpVersion(t *testing.T) {
-	for _, a := range []string{"-h", "--help"} {
+	for _, a := range []string{"-h", "-help", "--help"} {
 		code, out, _ := gemu(t, "", a)
-		if code != 0 || !strings.Contains(out, "-kernel FILE") {
+		if code != 0 || !strings.Contains(out, "-kernel FILE") || !strings.Contains(out, "gemu-system-x86_64") || !strings.Contains(out, "QEMU-compatible") {
 			t.Errorf("%s: exit %d output %q", a, code, out)
 		}
 	}
-	if code, out, _ := gemu(t, "", "-version"); code != 0 || !strings.HasPrefix(out, "gemu-system-x86_64 version") {
-		t.Errorf("-version: %d %q", code, out)
+	for _, a := range []string{"-version", "--version"} {
+		if code, out, _ := gemu(t, "", a); code != 0 || !strings.HasPrefix(out, "gemu-system-x86_64 version") {
+			t.Errorf("%s: %d %q", a, code, out)
+		}
+	}
+	code, out, stderr := gemu(t, "", "-machine", "help")
+	if code != 0 || !strings.HasPrefix(out, "Supported machines are:\npc ") || stderr != "" {
+		t.Errorf("-machine help: %d %q %q", code, out, stderr)
 	}
 }
 

@@ -2,18 +2,27 @@ package main
 
 import (
 	"fmt"
-	"math"
-	"strconv"
+	"regexp"
 	"strings"
+
+	"gemu/cmd/internal/qemuopts"
 )
 
-// options is the parsed command line.
+// options is the parsed command line. The embedded qemuopts.Common holds everything
+// both system emulators share, including the device options stored for syntax only
+// (Drives, Devices, Blockdevs, Chardevs, Objects, Netdevs, NICs, Globals, Mons, QMP):
+// the board does not take them yet.
 type options struct {
+	qemuopts.Common
+
 	accels   []string // -accel / -enable-kvm / -machine accel=, in order of preference
-	machine  string
+	machine  string   // the -machine type as given (pc, pc-i440fx-7.2, ...)
 	memSize  uint64
 	memArg   string
 	cpus     int
+	topology qemuopts.Topology // from -smp; the board flattens it to cpus (warned)
+	cpuModel string            // host or max
+	cpuFlags []qemuopts.CPUFeature
 	kernel   string
 	initrd   string
 	append   string
@@ -23,211 +32,214 @@ type options struct {
 	name     string
 	help     bool
 	version  bool
+	list     string   // -machine help, -cpu help, -accel help: print and exit 0
+	warnings []string // one line each, printed before the guest starts
 }
 
-// flagArgs lists the options that take an argument.
-var flagArgs = map[string]bool{
-	"accel": true, "machine": true, "M": true, "m": true, "smp": true, "kernel": true,
-	"initrd": true, "append": true, "serial": true, "name": true, "cpu": true, "display": true,
-}
+const usage = `usage: gemu-system-x86_64 [options] [disk_image]
 
-const usage = `usage: gemu-system-x86_64 [options]
+gemu-system-x86_64 is a QEMU-compatible x86-64 PC emulator: it takes qemu-system-x86_64's
+option syntax and boots a Linux bzImage directly on an i440FX-style PC (ACPI, COM1) on KVM.
 
-Boots a Linux bzImage directly on an x86-64 PC (i440FX-style board, ACPI, COM1).
-
-  -accel kvm|tcg        accelerator (default: hardware KVM, else TCG, else emulated KVM)
+  -accel kvm[,kernel-irqchip=on]
+                        accelerator (default: hardware KVM, else emulated KVM)
   -enable-kvm           same as -accel kvm
-  -machine|-M pc|q35[,accel=kvm]
-                        board (both names give gemu's PC)
-  -m SIZE               RAM, e.g. 512, 512M, 2G, size=2G (default 128M)
-  -smp N|cpus=N         number of CPUs (default 1)
-  -cpu host|max         CPU model (the host's, as KVM offers it)
+  -machine|-M pc[,accel=kvm][,usb=off][,vmport=off]
+                        board: pc or pc-i440fx-* (q35 is not supported); -machine help
+  -m [size=]SIZE        RAM, MiB without a suffix; K M G T P E suffixes, 1.5G (default 128M)
+  -smp [cpus=]N[,sockets=S][,dies=D][,cores=C][,threads=T][,maxcpus=M]
+                        CPUs (default 1); the guest sees N cores in one socket
+  -cpu host|max[,+x2apic]
+                        CPU model (the host's, as KVM offers it); -cpu help
   -kernel FILE          bzImage to boot (required)
   -initrd FILE          initial ramdisk
   -append CMDLINE       kernel command line
   -nographic            no display; serial on stdio (Ctrl-A h for help, Ctrl-A x to quit)
-  -display none         no display
+  -display none, -vga none
+                        no display
   -serial stdio|file:PATH|null|none
                         COM1 backend (default stdio)
   -no-reboot            exit instead of rebooting when the guest resets
-  -name NAME            guest name
-  -nodefaults, -no-user-config
+  -name [guest=]NAME    guest name
+  -drive, -hda FILE, -cdrom FILE, -blockdev, -device, -netdev, -nic, -chardev, -object,
+  -global, -mon, -monitor, -qmp, -snapshot
+                        parsed and checked, not yet connected to the board (warned)
+  -nodefaults, -no-user-config, -msg timestamp=on
                         accepted for QEMU compatibility
-  -h, --help            this help
-  -version              version
+  -h, -help, --help     this help
+  -version, --version   version
 `
 
-const version = "gemu-system-x86_64 version 0.1.0 (gemu)"
+const version = "gemu-system-x86_64 version 0.1.0 (gemu), QEMU 7.2 compatible command line"
 
-// parseArgs parses QEMU-style options (one or two leading dashes, value in the next
-// argument). Errors name the option and are one line.
+// machines are the -machine types gemu's PC answers to, as -machine help lists them.
+const machineHelp = `Supported machines are:
+pc                   Standard PC (i440FX + PIIX, 1996) (alias of pc-i440fx-7.2)
+pc-i440fx-7.2        Standard PC (i440FX + PIIX, 1996) (default)
+`
+
+// machineName is QEMU's name for the board, in messages.
+const machineName = "pc-i440fx-7.2"
+
+var i440fxVersion = regexp.MustCompile(`^pc-i440fx-[0-9]+\.[0-9]+$`)
+
+// honouredCPUFlags are the flags gemu's -cpu host already gives the guest: KVM's
+// in-kernel LAPIC always offers x2APIC, and accel/kvm sets the hypervisor bit.
+var honouredCPUFlags = map[string]bool{"x2apic": true, "hypervisor": true}
+
+// parseArgs parses QEMU-style options. Errors name the option and are one line.
 func parseArgs(args []string) (*options, error) {
-	o := &options{machine: "pc", memSize: 128 << 20, cpus: 1}
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if !strings.HasPrefix(a, "-") || a == "-" {
-			return nil, fmt.Errorf("%s: unexpected argument (disk images are not supported yet)", a)
-		}
-		name := strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
-		var val string
-		if flagArgs[name] {
-			if i+1 >= len(args) {
-				return nil, fmt.Errorf("-%s: requires an argument", name)
-			}
-			i++
-			val = args[i]
-		}
-		var err error
-		switch name {
-		case "h", "help":
-			o.help = true
-		case "version":
-			o.version = true
-		case "accel":
-			acc, _, _ := strings.Cut(val, ",")
-			o.accels = append(o.accels, acc)
-		case "enable-kvm":
-			o.accels = append(o.accels, "kvm")
-		case "machine", "M":
-			err = o.parseMachine(val)
-		case "m":
-			o.memSize, err = parseMem(val)
-			o.memArg = val
-		case "smp":
-			o.cpus, err = parseSMP(val)
-		case "kernel":
-			o.kernel = val
-		case "initrd":
-			o.initrd = val
-		case "append":
-			o.append = val
-		case "serial":
-			if o.serial != "" {
-				// QEMU would give the guest COM2; gemu's PC has COM1 only.
-				err = fmt.Errorf("only one serial port (COM1) is supported")
-				break
-			}
-			o.serial = val
-		case "nographic":
-			o.noGraph = true
-		case "no-reboot":
-			o.noReboot = true
-		case "name":
-			o.name = val
-		case "cpu":
-			model, _, _ := strings.Cut(val, ",")
-			switch model {
-			case "host", "max":
-			default:
-				err = fmt.Errorf("unsupported CPU model %q (use host or max)", model)
-			}
-		case "display":
-			if d, _, _ := strings.Cut(val, ","); d != "none" {
-				err = fmt.Errorf("display %q is not supported (gemu has no graphical display; use none)", d)
-			}
-		case "nodefaults", "no-user-config":
-		default:
-			return nil, fmt.Errorf("%s: invalid option", a)
-		}
+	o := &options{machine: "pc", memSize: 128 << 20, cpus: 1, cpuModel: "host"}
+	if err := o.Parse(args, nil, nil); err != nil {
+		return nil, err
+	}
+	o.help, o.version = o.Help, o.Version
+	if o.help || o.version {
+		return o, nil
+	}
+	if err := o.parseMachine(); err != nil || o.list != "" {
+		return o, err
+	}
+	if o.MemSpec != "" {
+		o.memSize, o.memArg = o.Mem.Size, o.MemSpec
+	}
+	if o.SMP != "" {
+		t, err := qemuopts.ParseSMP(o.SMP, qemuopts.SMPProps{Machine: machineName, Dies: true})
 		if err != nil {
-			return nil, fmt.Errorf("-%s %s: %v", name, val, err)
+			return nil, err
 		}
+		o.topology, o.cpus = t, t.CPUs
+		if !t.Flat() {
+			o.warnings = append(o.warnings, fmt.Sprintf("-smp %s: the CPU topology (%s) is flattened to %d CPUs, each its own core in one socket (no CPU hotplug)", o.SMP, t, t.CPUs))
+		}
+	} else {
+		o.topology = qemuopts.Topology{CPUs: 1, Sockets: 1, Dies: 1, Clusters: 1, Cores: 1, Threads: 1, MaxCPUs: 1}
+	}
+	if err := o.parseCPU(); err != nil || o.list != "" {
+		return o, err
+	}
+	if err := o.parseAccels(); err != nil || o.list != "" {
+		return o, err
+	}
+	if len(o.Serials) > 1 {
+		// QEMU would give the guest COM2; gemu's PC has COM1 only.
+		return nil, fmt.Errorf("-serial %s: only one serial port (COM1) is supported", o.Serials[1])
+	}
+	if len(o.Serials) == 1 {
+		o.serial = o.Serials[0]
+	}
+	o.kernel, o.initrd, o.append = o.Kernel, o.Initrd, o.Append
+	o.noGraph, o.noReboot, o.name = o.NoGraphic, o.NoReboot, o.Name
+	o.warnings = append(o.warnings, o.Warnings...)
+	if u := o.Unwired(); len(u) > 0 {
+		o.warnings = append(o.warnings, strings.Join(u, ", ")+": accepted, but not yet connected to the board")
 	}
 	return o, nil
 }
 
-func (o *options) parseMachine(val string) error {
-	for i, part := range strings.Split(val, ",") {
-		k, v, hasEq := strings.Cut(part, "=")
-		if !hasEq && i == 0 {
-			k, v = "type", part
-		}
-		switch k {
-		case "type":
-			switch v {
-			case "pc", "q35", "pc-i440fx", "pc-q35":
-				o.machine = v
-			default:
-				if strings.HasPrefix(v, "pc-i440fx-") || strings.HasPrefix(v, "pc-q35-") {
-					o.machine = v
-					continue
-				}
-				return fmt.Errorf("unsupported machine type %q (use pc or q35)", v)
+// parseMachine reads -machine pc[,accel=...][,usb=off][,vmport=off].
+func (o *options) parseMachine() error {
+	m := o.Machine
+	if m == nil {
+		return nil
+	}
+	if m.Help {
+		o.list = machineHelp
+		return nil
+	}
+	typ := m.ImpliedValue()
+	switch {
+	case typ == "":
+	case typ == "pc" || i440fxVersion.MatchString(typ):
+		o.machine = typ
+	case typ == "q35" || strings.HasPrefix(typ, "pc-q35"):
+		return fmt.Errorf("-machine %s: machine type '%s' is not supported: gemu's PC is i440FX-based (supported: pc, pc-i440fx-*; -machine help)", m.Spec, typ)
+	default:
+		return fmt.Errorf("-machine %s: unsupported machine type '%s' (supported: pc, pc-i440fx-*; -machine help)", m.Spec, typ)
+	}
+	if v, ok := m.Get("accel"); ok {
+		o.accels = append(o.accels, strings.Split(v, ":")...)
+	}
+	for _, k := range []string{"usb", "vmport"} {
+		if v, ok := m.Get(k); ok {
+			if b, ok := qemuopts.ParseBool(v); !ok || b {
+				return fmt.Errorf("-machine %s: %s=%s is not supported (gemu's PC has none; use %s=off)", m.Spec, k, v, k)
 			}
-		case "accel":
-			for _, a := range strings.Split(v, ":") {
-				o.accels = append(o.accels, a)
-			}
-		default:
-			return fmt.Errorf("unsupported machine property %q", k)
 		}
+	}
+	for _, k := range m.Unused() {
+		return fmt.Errorf("-machine %s: Property '%s-machine.%s' not found (gemu's PC takes accel, usb=off, vmport=off)", m.Spec, machineName, k)
 	}
 	return nil
 }
 
-// parseMem parses a QEMU memory size: a number with an optional K/M/G/T suffix
-// (default MiB), optionally as size=N.
+// parseCPU reads -cpu host|max[,flags]: flags the guest gets anyway are accepted,
+// others are warned about (turning on) or refused (turning off, properties).
+func (o *options) parseCPU() error {
+	c := o.CPU
+	if c == nil {
+		return nil
+	}
+	if c.Help {
+		o.list = "Available CPUs:\nx86 host                  KVM processor with all supported host features\nx86 max                   same as host\n"
+		return nil
+	}
+	switch c.Model {
+	case "host", "max":
+		o.cpuModel = c.Model
+	default:
+		return fmt.Errorf("-cpu %s: unsupported CPU model '%s' (use host or max)", o.CPUSpec, c.Model)
+	}
+	var ignored []string
+	for _, f := range c.Features {
+		on, ok := f.On()
+		switch {
+		case !ok:
+			return fmt.Errorf("-cpu %s: CPU property '%s' is not supported", o.CPUSpec, f.Name)
+		case !on:
+			return fmt.Errorf("-cpu %s: cannot turn CPU flag '%s' off: the guest sees the host's CPUID as KVM offers it", o.CPUSpec, f.Name)
+		case !honouredCPUFlags[f.Name]:
+			ignored = append(ignored, f.Name)
+		}
+		o.cpuFlags = append(o.cpuFlags, f)
+	}
+	if len(ignored) > 0 {
+		o.warnings = append(o.warnings, fmt.Sprintf("-cpu %s: CPU flags not applied (%s): the guest sees the host's CPUID as KVM offers it", o.CPUSpec, strings.Join(ignored, ", ")))
+	}
+	return nil
+}
+
+// parseAccels reads every -accel (and -enable-kvm) after -machine accel=.
+func (o *options) parseAccels() error {
+	for _, a := range o.Accels {
+		if a.Help {
+			o.list = "Accelerators supported in QEMU binary:\nkvm\n"
+			return nil
+		}
+		name := a.ImpliedValue()
+		if name == "kvm" {
+			if v, ok := a.Get("kernel-irqchip"); ok {
+				if b, ok := qemuopts.ParseBool(v); !ok || !b {
+					return fmt.Errorf("-accel %s: kernel-irqchip=%s is not supported (gemu uses KVM's in-kernel irqchip: on)", a.Spec, v)
+				}
+			}
+		}
+		if err := a.Check(); err != nil {
+			return err
+		}
+		o.accels = append(o.accels, name)
+	}
+	return nil
+}
+
+// parseMem parses a -m value (kept for the size tests): qemuopts.ParseMem.
 func parseMem(val string) (uint64, error) {
-	k, v, hasEq := strings.Cut(val, "=")
-	if !hasEq {
-		v = k
-	} else if k != "size" {
-		return 0, fmt.Errorf("unsupported memory property %q", k)
-	}
-	return parseSize(v)
+	m, err := qemuopts.ParseMem(val)
+	return m.Size, err
 }
 
-func parseSize(s string) (uint64, error) {
-	if s == "" {
-		return 0, fmt.Errorf("missing size")
-	}
-	shift := uint(20)
-	num := s
-	switch s[len(s)-1] {
-	case 'b', 'B':
-		shift, num = 0, s[:len(s)-1]
-	case 'k', 'K':
-		shift, num = 10, s[:len(s)-1]
-	case 'm', 'M':
-		shift, num = 20, s[:len(s)-1]
-	case 'g', 'G':
-		shift, num = 30, s[:len(s)-1]
-	case 't', 'T':
-		shift, num = 40, s[:len(s)-1]
-	}
-	f, err := strconv.ParseFloat(num, 64)
-	if err != nil || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) || strings.ContainsAny(num, "eEpPxX_") {
-		return 0, fmt.Errorf("invalid size %q", s)
-	}
-	v := f * float64(uint64(1)<<shift)
-	if v >= 1<<63 {
-		return 0, fmt.Errorf("size %q is too large", s)
-	}
-	return uint64(v), nil
-}
-
+// parseSMP parses a -smp value for gemu's PC and returns the number of CPUs.
 func parseSMP(val string) (int, error) {
-	cpus := -1
-	for i, part := range strings.Split(val, ",") {
-		k, v, hasEq := strings.Cut(part, "=")
-		if !hasEq && i == 0 {
-			k, v = "cpus", part
-		}
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			return 0, fmt.Errorf("invalid number %q", v)
-		}
-		switch k {
-		case "cpus":
-			cpus = n
-		case "maxcpus", "sockets", "cores", "threads", "dies":
-			// Topology is accepted; every CPU is its own core to the guest.
-		default:
-			return 0, fmt.Errorf("unsupported property %q", k)
-		}
-	}
-	if cpus < 1 {
-		return 0, fmt.Errorf("the number of CPUs must be at least 1")
-	}
-	return cpus, nil
+	t, err := qemuopts.ParseSMP(val, qemuopts.SMPProps{Machine: machineName, Dies: true})
+	return t.CPUs, err
 }

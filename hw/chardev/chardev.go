@@ -1,5 +1,7 @@
 // Package chardev owns host-side character backends for emulated serial ports and
-// consoles: stdio (raw terminal, QEMU's Ctrl-A escape keys), file:PATH, null. A device
+// consoles: stdio (raw terminal, QEMU's Ctrl-A escape keys), file, pipe (PATH.in and
+// PATH.out FIFOs), socket (Unix or TCP, server or client), null; Open takes a -serial
+// style spec, OpenOpts the keys of a parsed -chardev option. A device
 // (8250, PL011, virtio-console) writes guest output to a Backend and receives host input
 // through the callback it registers.
 //

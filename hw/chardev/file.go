@@ -14,8 +14,13 @@ type File struct {
 }
 
 // NewFile creates or truncates path.
-func NewFile(path string) (*File, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+func NewFile(path string) (*File, error) { return openFile(path, os.O_TRUNC) }
+
+// NewFileAppend creates path or appends to it (QEMU's file backend with append=on).
+func NewFileAppend(path string) (*File, error) { return openFile(path, os.O_APPEND) }
+
+func openFile(path string, mode int) (*File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|mode, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("chardev file: %w", err)
 	}

@@ -29,9 +29,10 @@ const (
 	NumSGI   = 16
 	NumPriv  = 32 // SGIs and PPIs, banked per CPU
 	Spurious = 1023
-	// NumIRQ is the number of interrupt IDs implemented (32 private + 96 SPIs). The
-	// virt board uses SPIs 0-47.
-	NumIRQ = 128
+	// NumIRQ is the number of interrupt IDs implemented: 32 private and 256 SPIs, as
+	// QEMU's virt (NUM_IRQS). The virt board's devices use SPIs 0-47, its GICv2m MSI
+	// frame SPIs 48-111.
+	NumIRQ = 288
 )
 
 // priMask keeps the 5 implemented priority bits (32 levels), as QEMU's GICs do.

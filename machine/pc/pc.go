@@ -132,7 +132,15 @@ func (m *Machine) addDevices(c Config) error {
 	clock := rtc.New(vm.IRQ(RTCIRQ))
 	m.rtc = clock
 	setCMOSMemory(clock, m.Layout)
-	m.PCI = pci.NewBus()
+	gsis := make([]bus.IRQ, 8)
+	for i := range gsis {
+		gsis[i] = vm.IRQ(acpi.PCIIntxGSI(0, uint8(i)))
+	}
+	cfg := pci.BusConfig{MMIO: m.MMIO, PIO: m.PIO, INTx: pci.RotatingINTx(gsis)}
+	if msi, ok := vm.(accel.MSI); ok {
+		cfg.MSI = msiSink{msi}
+	}
+	m.PCI = pci.NewBus(cfg)
 	if err := m.PCI.Add(0, 0, pci.NewHostBridge()); err != nil {
 		return err
 	}
@@ -209,6 +217,11 @@ func setCMOSMemory(r *rtc.RTC, l Layout) {
 	r.SetByte(0x5c, byte(high>>8))
 	r.SetByte(0x5d, byte(high>>16))
 }
+
+// msiSink delivers PCI MSI/MSI-X messages through the accelerator (KVM_SIGNAL_MSI).
+type msiSink struct{ vm accel.MSI }
+
+func (s msiSink) SendMSI(addr uint64, data uint32) { s.vm.SignalMSI(addr, data) }
 
 // sink is a port that ignores writes and reads as zero (POST codes, I/O delay).
 type sink struct{}

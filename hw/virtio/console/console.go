@@ -3,9 +3,11 @@
 // several ports, each a console (virtconsole: the guest's hvcN) or a named serial port
 // (virtserialport: /dev/virtio-ports/NAME), each bound to a host character backend.
 // Without multiport (a driver that does not accept it, or Config.Multiport false) the
-// device is a single console on port 0. VIRTIO_CONSOLE_F_EMERG_WRITE is offered (early
-// output through the configuration space, to port 0's backend); VIRTIO_CONSOLE_F_SIZE
-// and port hot-plug are not.
+// device is a single console on port 0. A multiport device may be created with no
+// ports and get them from AddPort until the driver first starts it (QEMU's -device
+// virtio-serial followed by virtconsole and virtserialport options).
+// VIRTIO_CONSOLE_F_EMERG_WRITE is offered (early output through the configuration
+// space, to port 0's backend); VIRTIO_CONSOLE_F_SIZE and port hot-plug are not.
 //
 // The control protocol follows QEMU's and the Linux driver's: the driver sends
 // DEVICE_READY, the device announces every port with DEVICE_ADD, the driver answers

@@ -211,8 +211,16 @@ func TestHostileControl(t *testing.T) {
 	dr.send(3, ctrl(7, EvPortReady, 1))
 	dr.send(3, ctrl(0xffffffff, EvPortOpen, 1))
 	// A flood of DEVICE_READY with no receive buffers is held to the backlog bound.
-	for i := 0; i < 2*ctrlBacklog; i++ {
-		dr.send(3, ctrl(0, EvDeviceReady, 1))
+	for i := 0; i < 2*ctrlBacklog; i += 16 {
+		for k := 0; k < 16; k++ {
+			dr.rings[3].Add(virtiotest.Buf{Data: ctrl(0, EvDeviceReady, 1)})
+		}
+		dr.tr.Notify(3)
+		for k := 0; k < 16; k++ {
+			if _, _, ok := dr.rings[3].WaitUsed(5 * time.Second); !ok {
+				t.Fatal("control message not consumed")
+			}
+		}
 	}
 	d.mu.Lock()
 	n := len(d.ctrlOut)

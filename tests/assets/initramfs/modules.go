@@ -63,8 +63,11 @@ func (im *Image) AddModules(moddir, kver string, names ...string) error {
 	sort.Strings(all)
 	for _, n := range all {
 		im.AddFile(base+rel(n), index[n], 0o644)
-		// modules.dep lists every transitive dependency, nearest first.
-		var closure []string
+		// modules.dep lists every transitive dependency with each module before the
+		// ones it needs (modprobe loads the list from its end): a post-order walk,
+		// reversed. (Listing a dependency's own dependency first made busybox load
+		// virtio before virtio_ring on amd64: "Unknown symbol virtio_break_device".)
+		var post []string
 		seen := map[string]bool{}
 		var walk func(string)
 		walk = func(m string) {
@@ -72,12 +75,16 @@ func (im *Image) AddModules(moddir, kver string, names ...string) error {
 				d = modName(d)
 				if !seen[d] {
 					seen[d] = true
-					closure = append(closure, rel(d))
 					walk(d)
+					post = append(post, rel(d))
 				}
 			}
 		}
 		walk(n)
+		closure := make([]string, len(post))
+		for i, r := range post {
+			closure[len(post)-1-i] = r
+		}
 		fmt.Fprintf(&dep, "%s: %s\n", rel(n), strings.Join(closure, " "))
 	}
 	im.AddBytes(base+"modules.dep", []byte(dep.String()), 0o644)

@@ -305,30 +305,36 @@ func cmdCheck(c *cli.Context) error {
 	if !ok {
 		return &exitError{code: 63, msg: "This image format does not support checks"}
 	}
+	// Like qemu-img: the driver's findings go to stderr as they are made (also when
+	// the check then fails), the summary to stdout only for a check that ran to the
+	// end, and check errors make it "Check failed" with exit 1.
+	printMessages := func(res *block.CheckResult) {
+		if res != nil {
+			for _, m := range res.Messages {
+				fmt.Fprintln(stderr, m)
+			}
+		}
+	}
 	res, err := ck.Check(mode)
+	printMessages(res)
 	if err != nil {
 		return fail("Check failed: %s", oneLine(err.Error()))
 	}
 	var buf bytes.Buffer
 	if mode != block.RepairNone && (res.LeaksFixed > 0 || res.CorruptionsFixed > 0) {
 		leaksFixed, corrFixed := res.LeaksFixed, res.CorruptionsFixed
-		for _, m := range res.Messages {
-			fmt.Fprintln(stderr, m)
-		}
-		if !asJSON {
+		if !asJSON && !c.Bool("q") {
 			fmt.Fprintf(&buf, "The following inconsistencies were found and repaired:\n\n"+
 				"    %d leaked clusters\n    %d corruptions\n\nDouble checking the fixed image now...\n",
 				leaksFixed, corrFixed)
 		}
 		res, err = ck.Check(block.RepairNone)
+		printMessages(res)
 		if err != nil {
+			stdout.Write(buf.Bytes())
 			return fail("Check failed: %s", oneLine(err.Error()))
 		}
 		res.LeaksFixed, res.CorruptionsFixed = leaksFixed, corrFixed
-	} else {
-		for _, m := range res.Messages {
-			fmt.Fprintln(stderr, m)
-		}
 	}
 	if res.Filename == "" {
 		res.Filename = name
@@ -381,7 +387,7 @@ func cmdCheck(c *cli.Context) error {
 	}
 	switch {
 	case res.CheckErrors > 0:
-		return &exitError{code: 1}
+		return fail("Check failed")
 	case res.Corruptions > 0:
 		return &exitError{code: 2}
 	case res.Leaks > 0:

@@ -107,7 +107,7 @@ func parseHeader(buf []byte, fileSize int64) (*header, error) {
 		return nil, errors.New("image is too small to hold a qcow2 header")
 	}
 	if be.Uint32(buf) != magic {
-		return nil, errors.New("image is not in qcow2 format")
+		return nil, errors.New("Image is not in qcow2 format")
 	}
 	h := &header{
 		version:          be.Uint32(buf[4:]),

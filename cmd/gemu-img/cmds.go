@@ -396,34 +396,53 @@ func cmdCheck(c *cli.Context) error {
 	return nil
 }
 
+// cmdCompare exits as qemu-img compare: 0 identical, 1 different, 2 an image could not
+// be opened (or compared), 1 with a usage hint for bad arguments.
 func cmdCompare(c *cli.Context) error {
 	if err := checkNoImageOpts(c); err != nil {
 		return &exitError{code: 2, msg: err.Error()}
 	}
 	if c.NArg() != 2 {
-		return &exitError{code: 2, msg: "Expecting two image file names"}
+		return &usageError{"Expecting two image file names"}
+	}
+	showProgress := c.Bool("p") && !c.Bool("q")
+	// qemu-img ends the progress line with the result: no final 100% line after a
+	// mismatch, the newline after the message (also after an error).
+	endProgress := func() {
+		if showProgress {
+			fmt.Fprint(stdout, "\n")
+		}
 	}
 	fa, fb := c.String("f"), c.String("F")
 	a, err := openImage(c.Args().Get(0), fa, true, false)
 	if err != nil {
+		endProgress()
 		return &exitError{code: 2, msg: err.Error()}
 	}
 	defer a.Close()
 	b, err := openImage(c.Args().Get(1), fb, true, false)
 	if err != nil {
+		endProgress()
 		return &exitError{code: 2, msg: err.Error()}
 	}
 	defer b.Close()
-	prog, end := progress(c.Bool("p") && !c.Bool("q"))
+	prog, _ := progress(showProgress)
 	res, err := block.Compare(a, b, c.Bool("s"), prog)
 	if err != nil {
+		endProgress()
 		return &exitError{code: 2, msg: oneLine(err.Error())}
 	}
-	end()
+	// qemu-img warns about the sizes only once the common part compared equal.
 	if res.SizeWarning {
-		qprintf(c, "Warning: Image size mismatch!\n")
+		var at int64
+		if res.Identical || !strings.HasPrefix(res.Message, "Content mismatch at offset ") ||
+			func() bool { _, e := fmt.Sscanf(res.Message, "Content mismatch at offset %d!", &at); return e != nil }() ||
+			at >= min(a.Size(), b.Size()) {
+			qprintf(c, "Warning: Image size mismatch!\n")
+		}
 	}
 	qprintf(c, "%s\n", res.Message)
+	endProgress()
 	if !res.Identical {
 		return &exitError{code: 1}
 	}
@@ -852,7 +871,7 @@ func cmdAmend(c *cli.Context) error {
 		return err
 	}
 	if len(c.StringSlice("o")) == 0 {
-		return fail("Must specify options (-o)")
+		return &usageError{"Must specify options (-o)"}
 	}
 	opts, err := parseOptions(c.StringSlice("o"))
 	if err != nil {
@@ -869,7 +888,8 @@ func cmdAmend(c *cli.Context) error {
 		return fail("Format driver '%s' does not support option amendment", d.Format())
 	}
 	if err := a.Amend(opts); err != nil {
-		return fail("Error while amending options: %s", oneLine(err.Error()))
+		// As qemu-img 7.2: the driver's message alone, with its hint lines if any.
+		return fail("%s", strings.TrimRight(err.Error(), "\n"))
 	}
 	if err := closeD(); err != nil {
 		return fail("%s", err)

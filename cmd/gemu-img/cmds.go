@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"sync"
 
 	"fmt"
@@ -317,6 +318,10 @@ func cmdCheck(c *cli.Context) error {
 	}
 	res, err := ck.Check(mode)
 	printMessages(res)
+	if errors.Is(err, block.ErrUnsupported) {
+		// QEMU's -ENOTSUP, e.g. a repair of a vmdk image.
+		return &exitError{code: 63, msg: "This image format does not support checks"}
+	}
 	if err != nil {
 		return fail("Check failed: %s", oneLine(err.Error()))
 	}

@@ -311,7 +311,7 @@ func (img *Image) changeRefcountOrder(order uint32) error {
 // computeRefs runs the check computation and returns the refcounts the structures
 // should hold once the current refcount table and blocks are replaced.
 func (img *Image) computeRefs() (*block.CheckResult, []uint64, error) {
-	res, err := img.checkLocked(block.RepairNone)
+	res, err := img.checkRefs(block.RepairNone, true)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -63,7 +63,7 @@ func (img *Image) check(mode block.RepairMode) (*block.CheckResult, error) {
 
 type checker struct {
 	img     *Image
-	ref     []uint64 // computed refcounts per host cluster (QEMU's in-memory refcount table)
+	ref     refArray // computed refcounts per host cluster (QEMU's in-memory refcount table)
 	res     *block.CheckResult
 	fix     block.RepairMode
 	fileLen int64
@@ -74,12 +74,68 @@ func (c *checker) msg(format string, a ...any) {
 	c.res.Messages = append(c.res.Messages, fmt.Sprintf(format, a...))
 }
 
-func (c *checker) grow(n int64) {
-	if n > int64(len(c.ref)) {
-		nr := make([]uint64, n, n+n/8)
-		copy(nr, c.ref)
-		c.ref = nr
+func (c *checker) grow(n int64) { c.ref.grow(n) }
+
+// refArray holds the computed refcounts as compactly as the refcount width allows
+// (2 bytes a cluster up to 16-bit refcounts, as QEMU's in-memory table), so checking
+// a huge sparse file stays within the memory QEMU would use.
+type refArray struct {
+	w16 []uint16
+	w64 []uint64
+	n   int64
+}
+
+func newRefArray(bits uint, n int64) refArray {
+	if bits <= 16 {
+		return refArray{w16: make([]uint16, n), n: n}
 	}
+	return refArray{w64: make([]uint64, n), n: n}
+}
+
+func (r *refArray) len() int64 { return r.n }
+
+func (r *refArray) get(k int64) uint64 {
+	if r.w64 != nil {
+		return r.w64[k]
+	}
+	return uint64(r.w16[k])
+}
+
+func (r *refArray) set(k int64, v uint64) {
+	if r.w64 != nil {
+		r.w64[k] = v
+	} else {
+		r.w16[k] = uint16(v)
+	}
+}
+
+func (r *refArray) grow(n int64) {
+	if n <= r.n {
+		return
+	}
+	if r.w64 != nil {
+		nr := make([]uint64, n, n+n/8)
+		copy(nr, r.w64)
+		r.w64 = nr
+	} else {
+		nr := make([]uint16, n, n+n/8)
+		copy(nr, r.w16)
+		r.w16 = nr
+	}
+	r.n = n
+}
+
+func (r *refArray) clear() {
+	clear(r.w16)
+	clear(r.w64)
+}
+
+func (r *refArray) uint64s() []uint64 {
+	out := make([]uint64, r.n)
+	for k := range out {
+		out[k] = r.get(int64(k))
+	}
+	return out
 }
 
 // inc counts a reference to every cluster overlapping [off, off+size)
@@ -98,13 +154,13 @@ func (c *checker) inc(off, size int64) {
 	first, last := off>>img.clusterBits, (off+size-1)>>img.clusterBits
 	c.grow(last + 1)
 	for k := first; k <= last; k++ {
-		if c.ref[k] >= img.rc.maxVal {
+		if c.ref.get(k) >= img.rc.maxVal {
 			c.msg("ERROR: overflow cluster offset=0x%x", k<<img.clusterBits)
 			c.msg("Use qemu-img amend to increase the refcount entry width or qemu-img convert to create a clean copy if the image cannot be opened for writing")
 			c.res.Corruptions++
 			continue
 		}
-		c.ref[k]++
+		c.ref.set(k, c.ref.get(k)+1)
 	}
 }
 
@@ -117,6 +173,12 @@ func (img *Image) fileLength() (int64, error) {
 }
 
 func (img *Image) checkLocked(mode block.RepairMode) (*block.CheckResult, error) {
+	return img.checkRefs(mode, false)
+}
+
+// checkRefs is checkLocked; with keep it leaves the computed refcounts (the refcount
+// table and blocks counted) in img.lastCheck for amend.
+func (img *Image) checkRefs(mode block.RepairMode, keep bool) (*block.CheckResult, error) {
 	if err := img.loadTables(); err != nil {
 		return nil, err
 	}
@@ -148,13 +210,15 @@ func (img *Image) checkLocked(mode block.RepairMode) (*block.CheckResult, error)
 		}
 	}
 	res.Messages = snapMsgs
-	c := &checker{img: img, res: res, fix: mode, fileLen: size, ref: make([]uint64, nb)}
+	c := &checker{img: img, res: res, fix: mode, fileLen: size, ref: newRefArray(img.rc.bits, nb)}
 	res.TotalClusters = (img.size + img.clusterSize - 1) >> img.clusterBits
 	if err := c.calculate(mode); err != nil {
 		return res, err
 	}
 	// QEMU's calculation alone (the refcount table and blocks counted): amend reuses it.
-	img.lastCheck = append([]uint64(nil), c.ref...)
+	if keep {
+		img.lastCheck = c.ref.uint64s()
+	}
 	pre := *res
 	pre.Messages = nil
 	highest, err := c.compare(block.RepairNone)
@@ -170,7 +234,7 @@ func (img *Image) checkLocked(mode block.RepairMode) (*block.CheckResult, error)
 		res.Corruptions, res.Leaks = 0, 0
 		// The new table replaced the old one: count the references again.
 		c.rebuild = false
-		clear(c.ref)
+		c.ref.clear()
 		if err := c.calculate(block.RepairNone); err != nil {
 			return res, err
 		}
@@ -518,7 +582,7 @@ func (c *checker) refblocks(fix block.RepairMode) error {
 			c.rebuild = true
 			continue
 		}
-		if cluster >= uint64(len(c.ref)) {
+		if cluster >= uint64(c.ref.len()) {
 			c.res.Corruptions++
 			word := "ERROR"
 			if fix == block.RepairAll {
@@ -548,7 +612,7 @@ func (c *checker) refblocks(fix block.RepairMode) error {
 		}
 		if off != 0 {
 			c.inc(int64(off), cs)
-			if r := c.ref[cluster]; r != 1 {
+			if r := c.ref.get(int64(cluster)); r != 1 {
 				c.msg("ERROR refcount block %d refcount=%d", i, r)
 				c.res.Corruptions++
 				c.rebuild = true
@@ -584,14 +648,14 @@ func (c *checker) compare(fix block.RepairMode) (int64, error) {
 	img := c.img
 	res := c.res
 	var highest int64
-	for k := int64(0); k < int64(len(c.ref)); k++ {
+	for k := int64(0); k < c.ref.len(); k++ {
 		r1, err := img.storedRefcount(k)
 		if err != nil {
 			c.msg("Can't get refcount for cluster %d: %v", k, err)
 			res.CheckErrors++
 			continue
 		}
-		r2 := c.ref[k]
+		r2 := c.ref.get(k)
 		if r1 > 0 || r2 > 0 {
 			highest = k
 		}
@@ -851,8 +915,8 @@ func (c *checker) allocIMRT(n int64, firstFree *int64) int64 {
 	k := *firstFree
 	run := int64(0)
 	firstGap := true
-	for ; k < int64(len(c.ref)) && run < n; k++ {
-		if c.ref[k] == 0 {
+	for ; k < c.ref.len() && run < n; k++ {
+		if c.ref.get(k) == 0 {
 			run++
 			if firstGap {
 				*firstFree = k
@@ -867,7 +931,7 @@ func (c *checker) allocIMRT(n int64, firstFree *int64) int64 {
 	}
 	k -= run
 	for i := int64(0); i < n; i++ {
-		c.ref[k+i] = 1
+		c.ref.set(k+i, 1)
 	}
 	return k << c.img.clusterBits
 }
@@ -884,8 +948,8 @@ func (c *checker) writeRefblocks(first, end int64, table *[]uint64) (bool, error
 	var firstFree int64
 	buf := make([]byte, cs)
 	for k := first; k < end; k++ {
-		if k >= int64(len(c.ref)) || c.ref[k] == 0 {
-			if k >= int64(len(c.ref)) {
+		if k >= c.ref.len() || c.ref.get(k) == 0 {
+			if k >= c.ref.len() {
 				break
 			}
 			continue
@@ -918,8 +982,8 @@ func (c *checker) writeRefblocks(first, end int64, table *[]uint64) (bool, error
 			return false, err
 		}
 		clear(buf)
-		for j := start; j < min(start+rc.perBlock, int64(len(c.ref))); j++ {
-			rc.setEntry(buf, j-start, c.ref[j])
+		for j := start; j < min(start+rc.perBlock, c.ref.len()); j++ {
+			rc.setEntry(buf, j-start, c.ref.get(j))
 		}
 		if _, err := img.f.WriteAt(buf, boff); err != nil {
 			return false, fmt.Errorf("ERROR writing refblock: %v", err)
@@ -937,7 +1001,7 @@ func (c *checker) writeRefblocks(first, end int64, table *[]uint64) (bool, error
 func (img *Image) rebuildRefcountStructure(c *checker) error {
 	cs := img.clusterSize
 	var table []uint64
-	grown, err := c.writeRefblocks(0, int64(len(c.ref)), &table)
+	grown, err := c.writeRefblocks(0, c.ref.len(), &table)
 	if err != nil {
 		return err
 	}

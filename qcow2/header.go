@@ -4,6 +4,11 @@
 // reached only through the block package's Driver interfaces and registers itself as
 // the "qcow2" format from init.
 //
+// Damaged images are opened as QEMU opens them: tables that lie (partly) past the end
+// of the file read as zeroes, and check (check.go, QEMU 7.2's algorithm step for
+// step) reports every reference past the end; repairs and emptying (empty.go, as
+// make_completely_empty) write in an order a crash cannot turn into data loss.
+//
 // It must not know about the emulator, the gemu-img command line or other formats
 // (backing files are opened through the block registry).
 package qcow2

@@ -280,7 +280,7 @@ func cmdCheck(c *cli.Context) error {
 	}
 	name, err := onePositional(c)
 	if err != nil {
-		return err
+		return &usageError{err.Error()} // qemu-img adds its --help hint here
 	}
 	asJSON, err := outputFormat(c)
 	if err != nil {
@@ -294,9 +294,10 @@ func cmdCheck(c *cli.Context) error {
 	case "all":
 		mode = block.RepairAll
 	default:
-		return fail("Unknown option value for -r (expecting 'leaks' or 'all'): %s", c.String("r"))
+		return &usageError{fmt.Sprintf("Unknown option value for -r (expecting 'leaks' or 'all'): %s", c.String("r"))}
 	}
-	d, err := openImage(name, c.String("f"), mode == block.RepairNone, true)
+	// qemu-img check opens the backing chain too (a missing backing file fails it).
+	d, err := openImage(name, c.String("f"), mode == block.RepairNone, false)
 	if err != nil {
 		return err
 	}
@@ -811,7 +812,7 @@ func cmdCommit(c *cli.Context) error {
 	}
 	name, err := onePositional(c)
 	if err != nil {
-		return err
+		return &usageError{err.Error()} // qemu-img adds its --help hint here
 	}
 	top, err := openImage(name, c.String("f"), false, false)
 	if err != nil {
@@ -839,7 +840,7 @@ func cmdCommit(c *cli.Context) error {
 	}
 	if base == nil {
 		if c.IsSet("b") {
-			return fail("Base '%s' not found", c.String("b"))
+			return fail("Did not find '%s' in the backing chain of '%s'", c.String("b"), name)
 		}
 		return fail("Image does not have a backing file")
 	}
@@ -871,18 +872,19 @@ func cmdAmend(c *cli.Context) error {
 	if err := checkNoImageOpts(c); err != nil {
 		return err
 	}
+	if len(c.StringSlice("o")) == 0 {
+		return &usageError{"Must specify options (-o)"}
+	}
 	name, err := onePositional(c)
 	if err != nil {
 		return err
-	}
-	if len(c.StringSlice("o")) == 0 {
-		return &usageError{"Must specify options (-o)"}
 	}
 	opts, err := parseOptions(c.StringSlice("o"))
 	if err != nil {
 		return fail("%s", err)
 	}
-	d, err := openImage(name, c.String("f"), false, true)
+	// qemu-img amend opens the backing chain too (a missing backing file fails it).
+	d, err := openImage(name, c.String("f"), false, false)
 	if err != nil {
 		return err
 	}

@@ -84,6 +84,7 @@ func TestAmendRefusalsMatchQemu(t *testing.T) {
 		{"-f", "raw", "-o", "size=1M", "o.qcow2"}, {"-o", "refcount_bits=3", "o.qcow2"},
 		{"-o", "encrypt.format=luks", "o.qcow2"}, {"-o", "data_file=x", "o.qcow2"},
 		{"-o", "lazy_refcounts=maybe", "o.qcow2"}, {"-o", "compat=0.9", "o.qcow2"},
+		{}, {"-o", "compat=1.1", "o.qcow2", "t.qcow2"},
 	} {
 		var runs [2]result
 		var infos [2]any
@@ -93,7 +94,10 @@ func TestAmendRefusalsMatchQemu(t *testing.T) {
 				copyFile(t, filepath.Join(src, f), filepath.Join(d, f))
 			}
 			runs[i] = tool(t, d, append([]string{"amend"}, args...)...)
-			img := args[len(args)-1]
+			img := "o.qcow2"
+			if len(args) > 0 {
+				img = args[len(args)-1]
+			}
 			if r := qemu(t, d, "info", "--output=json", img); r.code == 0 {
 				m := jsonOf(t, r.stdout).(map[string]any)
 				delete(m, "actual-size")
@@ -105,5 +109,28 @@ func TestAmendRefusalsMatchQemu(t *testing.T) {
 		if !reflect.DeepEqual(infos[0], infos[1]) {
 			t.Errorf("%s: image after gemu-img %v\nafter qemu-img %v", what, infos[0], infos[1])
 		}
+	}
+}
+
+// TestCheckCommitUsageMatchesQemu: argument errors of check and commit (with
+// qemu-img's --help hint), a -b that is not in the chain, a layer without a backing
+// file, a missing file: the same exit status and messages as qemu-img.
+func TestCheckCommitUsageMatchesQemu(t *testing.T) {
+	needQemu(t)
+	needFormat(t, "qcow2")
+	for _, args := range [][]string{
+		{"check"}, {"check", "a.qcow2", "b.qcow2"}, {"check", "-r", "foo", "t.qcow2"},
+		{"check", "missing.qcow2"}, {"check", "--output=xml", "t.qcow2"},
+		{"commit"}, {"commit", "a", "b"}, {"commit", "b.qcow2"}, {"commit", "missing.qcow2"},
+		{"commit", "-b", "nothere.qcow2", "t.qcow2"},
+	} {
+		var runs [2]result
+		for i, tool := range []func(*testing.T, string, ...string) result{gemu, qemu} {
+			d := t.TempDir()
+			ok(t, qemu(t, d, "create", "-q", "-f", "qcow2", "b.qcow2", "1M"), "create")
+			ok(t, qemu(t, d, "create", "-q", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2", "t.qcow2"), "create")
+			runs[i] = tool(t, d, args...)
+		}
+		sameRun(t, strings.Join(args, " "), runs[0], runs[1])
 	}
 }

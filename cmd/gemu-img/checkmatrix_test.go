@@ -301,6 +301,10 @@ func sameCheckJSON(t *testing.T, what string, g, q result) {
 	if q.stdout == "" {
 		return
 	}
+	if g.stdout != q.stdout {
+		// Same text too: qemu-img's key order (its QDict hash order) included.
+		t.Errorf("%s: JSON text differs:\ngemu-img %s\nqemu-img %s", what, g.stdout, q.stdout)
+	}
 	gj, qj := jsonOf(t, g.stdout).(map[string]any), jsonOf(t, q.stdout).(map[string]any)
 	if !reflect.DeepEqual(gj, qj) {
 		var diff string

@@ -277,6 +277,7 @@ func (img *Image) checkRefs(mode block.RepairMode, keep bool) (*block.CheckResul
 		if err := img.writeBack(false); err != nil {
 			return res, err
 		}
+		crashPoint()
 	}
 	if err := c.copiedFlags(); err != nil {
 		return res, err
@@ -303,11 +304,12 @@ func (img *Image) checkRefs(mode block.RepairMode, keep bool) (*block.CheckResul
 		if err := img.writeBack(false); err != nil {
 			return res, err
 		}
+		crashPoint()
 		if res.CheckErrors == 0 && res.Corruptions == 0 && img.hdr.incompatible&incDirty != 0 {
 			img.hdr.incompatible &^= incDirty
 			var b [8]byte
 			be.PutUint64(b[:], img.hdr.incompatible)
-			if _, err := img.f.WriteAt(b[:], 72); err != nil {
+			if _, err := img.repairWrite(b[:], 72); err != nil {
 				return res, err
 			}
 		}
@@ -545,7 +547,7 @@ func (c *checker) zeroL2Entry(b []byte, l2off, i int64, active bool) error {
 		c.res.CheckErrors++
 		return errOverlap
 	}
-	if _, err := img.f.WriteAt(b[i*es:(i+1)*es], off); err != nil {
+	if _, err := img.repairWrite(b[i*es:(i+1)*es], off); err != nil {
 		c.msg("ERROR: Failed to overwrite L2 table entry: %v", err)
 		c.res.CheckErrors++
 		return err
@@ -790,7 +792,7 @@ func (c *checker) copiedFlags() error {
 			}
 			be.PutUint64(t.b[j*es:], le)
 		}
-		if _, err := img.f.WriteAt(t.b, l2off); err != nil {
+		if _, err := img.repairWrite(t.b, l2off); err != nil {
 			c.msg("ERROR: Could not write L2 table: %v", err)
 			res.CheckErrors++
 			return err
@@ -880,7 +882,7 @@ func (c *checker) preWrite(ign int, off, size int64) error {
 	img.hdr.incompatible |= incCorrupt
 	var b [8]byte
 	be.PutUint64(b[:], img.hdr.incompatible)
-	if _, err := img.f.WriteAt(b[:], 72); err == nil {
+	if _, err := img.repairWrite(b[:], 72); err == nil {
 		img.sync(img.f)
 	}
 	return errIO
@@ -901,7 +903,7 @@ func (c *checker) writeL1Entry(i int) error {
 	if err := c.preWrite(olActiveL1, off, 512); err != nil {
 		return err
 	}
-	if _, err := img.f.WriteAt(b, off); err != nil {
+	if _, err := img.repairWrite(b, off); err != nil {
 		return err
 	}
 	return nil
@@ -985,7 +987,7 @@ func (c *checker) writeRefblocks(first, end int64, table *[]uint64) (bool, error
 		for j := start; j < min(start+rc.perBlock, c.ref.len()); j++ {
 			rc.setEntry(buf, j-start, c.ref.get(j))
 		}
-		if _, err := img.f.WriteAt(buf, boff); err != nil {
+		if _, err := img.repairWrite(buf, boff); err != nil {
 			return false, fmt.Errorf("ERROR writing refblock: %v", err)
 		}
 		img.extendFile(boff + cs)
@@ -1023,7 +1025,7 @@ func (img *Image) rebuildRefcountStructure(c *checker) error {
 	for i, v := range table {
 		be.PutUint64(tb[i*8:], v)
 	}
-	if _, err := img.f.WriteAt(tb, toff); err != nil {
+	if _, err := img.repairWrite(tb, toff); err != nil {
 		return fmt.Errorf("ERROR writing reftable: %v", err)
 	}
 	img.extendFile(toff + tclusters*cs)
@@ -1034,7 +1036,7 @@ func (img *Image) rebuildRefcountStructure(c *checker) error {
 	var hb [12]byte
 	be.PutUint64(hb[:], uint64(toff))
 	be.PutUint32(hb[8:], uint32(tclusters))
-	if _, err := img.f.WriteAt(hb[:], 48); err != nil {
+	if _, err := img.repairWrite(hb[:], 48); err != nil {
 		return fmt.Errorf("ERROR setting reftable: %v", err)
 	}
 	if err := img.sync(img.f); err != nil {
@@ -1051,6 +1053,23 @@ func (img *Image) rebuildRefcountStructure(c *checker) error {
 		c.fileLen = sz
 	}
 	return nil
+}
+
+// checkCrashHook, when set (by tests), runs after every write a repair makes: a
+// panic there stands for a crash at that point.
+var checkCrashHook func()
+
+func crashPoint() {
+	if checkCrashHook != nil {
+		checkCrashHook()
+	}
+}
+
+// repairWrite is every write of a check repair (a crash point for the tests).
+func (img *Image) repairWrite(b []byte, off int64) (int, error) {
+	n, err := img.f.WriteAt(b, off)
+	crashPoint()
+	return n, err
 }
 
 // rebuildRefcounts writes fresh refcount blocks and a fresh table describing ref

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
+	"strings"
 
 	"gemu/block"
 )
@@ -46,11 +48,62 @@ func (img *Image) Check(mode block.RepairMode) (*block.CheckResult, error) {
 	img.mu.Lock()
 	defer img.mu.Unlock()
 	if mode != block.RepairNone {
+		if err := img.loadTables(); err != nil {
+			return nil, err
+		}
 		if err := img.writeBack(false); err != nil {
 			return nil, err
 		}
 	}
 	return img.checkLocked(mode)
+}
+
+// OpenForRepair makes an image opened read-only writable for check -r, as QEMU's
+// BDRV_O_CHECK open: allowed also when the image is marked corrupt (a repair that
+// leaves the image clean clears the mark), and without the automatic repair of a
+// dirty image a read-write open does (check -r is that repair).
+func (img *Image) OpenForRepair() error {
+	img.wmu.Lock()
+	defer img.wmu.Unlock()
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	if !img.ro {
+		return nil
+	}
+	reopen := func(name string) (*os.File, error) {
+		f, err := os.OpenFile(name, os.O_RDWR, 0)
+		if err != nil {
+			var pe *os.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err
+			}
+			t := err.Error()
+			if t != "" {
+				t = strings.ToUpper(t[:1]) + t[1:]
+			}
+			return nil, fmt.Errorf("Could not open '%s': %s", name, t)
+		}
+		return f, nil
+	}
+	f, err := reopen(img.filename)
+	if err != nil {
+		return err
+	}
+	if img.data != img.f {
+		df, err := reopen(img.data.Name())
+		if err != nil {
+			f.Close()
+			return err
+		}
+		img.data.Close()
+		img.data = df
+	} else {
+		img.data = f
+	}
+	img.f.Close()
+	img.f = f
+	img.ro = false
+	return nil
 }
 
 func (img *Image) check(mode block.RepairMode) (*block.CheckResult, error) {
@@ -68,6 +121,44 @@ type checker struct {
 	fix     block.RepairMode
 	fileLen int64
 	rebuild bool
+	// signaled: the corruption event was reported (qcow2_signal_corruption reports
+	// once; on a writable image it also marks the image corrupt).
+	signaled bool
+}
+
+// signalCorruption is qcow2_signal_corruption for what the check itself trips on.
+func (c *checker) signalCorruption(what string) {
+	if c.signaled {
+		return
+	}
+	c.signaled = true
+	if c.img.ro {
+		c.msg("qcow2: Image is corrupt: %s; further non-fatal corruption events will be suppressed", what)
+		return
+	}
+	c.msg("qcow2: Marking image as corrupt: %s; further corruption events will be suppressed", what)
+	c.img.markCorrupt()
+}
+
+// markCorrupt sets the corrupt bit on disk (qcow2_mark_corrupt).
+func (img *Image) markCorrupt() {
+	img.hdr.incompatible |= incCorrupt
+	var b [8]byte
+	be.PutUint64(b[:], img.hdr.incompatible)
+	if _, err := img.repairWrite(b[:], 72); err == nil {
+		img.sync(img.f)
+	}
+}
+
+// stored is the stored refcount of cluster k (qcow2_get_refcount), signalling an
+// unaligned refcount block as QEMU does.
+func (c *checker) stored(k int64) (uint64, error) {
+	r, err := c.img.storedRefcount(k)
+	if err != nil {
+		ti := k / c.img.rc.perBlock
+		c.signalCorruption(fmt.Sprintf("Refblock offset %#x unaligned (reftable index: %#x)", c.img.rc.table[ti]&refTableMask, ti))
+	}
+	return r, err
 }
 
 func (c *checker) msg(format string, a ...any) {
@@ -305,8 +396,10 @@ func (img *Image) checkRefs(mode block.RepairMode, keep bool) (*block.CheckResul
 			return res, err
 		}
 		crashPoint()
-		if res.CheckErrors == 0 && res.Corruptions == 0 && img.hdr.incompatible&incDirty != 0 {
-			img.hdr.incompatible &^= incDirty
+		// qcow2_mark_clean and qcow2_mark_consistent: a clean result clears the dirty
+		// bit and the corrupt mark.
+		if res.CheckErrors == 0 && res.Corruptions == 0 && img.hdr.incompatible&(incDirty|incCorrupt) != 0 {
+			img.hdr.incompatible &^= incDirty | incCorrupt
 			var b [8]byte
 			be.PutUint64(b[:], img.hdr.incompatible)
 			if _, err := img.repairWrite(b[:], 72); err != nil {
@@ -651,7 +744,7 @@ func (c *checker) compare(fix block.RepairMode) (int64, error) {
 	res := c.res
 	var highest int64
 	for k := int64(0); k < c.ref.len(); k++ {
-		r1, err := img.storedRefcount(k)
+		r1, err := c.stored(k)
 		if err != nil {
 			c.msg("Can't get refcount for cluster %d: %v", k, err)
 			res.CheckErrors++
@@ -715,7 +808,7 @@ func (c *checker) copiedFlags() error {
 		if l2off == 0 {
 			continue
 		}
-		r, err := img.storedRefcount(l2off >> img.clusterBits)
+		r, err := c.stored(l2off >> img.clusterBits)
 		if err != nil {
 			continue
 		}
@@ -753,7 +846,7 @@ func (c *checker) copiedFlags() error {
 			}
 			r := uint64(1)
 			if !img.external {
-				if r, err = img.storedRefcount(int64(le&l2OffsetMask) >> img.clusterBits); err != nil {
+				if r, err = c.stored(int64(le&l2OffsetMask) >> img.clusterBits); err != nil {
 					continue
 				}
 			}
@@ -878,13 +971,7 @@ func (c *checker) preWrite(ign int, off, size int64) error {
 			name = n
 		}
 	}
-	c.msg("qcow2: Marking image as corrupt: Preventing invalid write on metadata (overlaps with %s); further corruption events will be suppressed", name)
-	img.hdr.incompatible |= incCorrupt
-	var b [8]byte
-	be.PutUint64(b[:], img.hdr.incompatible)
-	if _, err := img.repairWrite(b[:], 72); err == nil {
-		img.sync(img.f)
-	}
+	c.signalCorruption(fmt.Sprintf("Preventing invalid write on metadata (overlaps with %s)", name))
 	return errIO
 }
 

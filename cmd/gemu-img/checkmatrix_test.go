@@ -233,6 +233,17 @@ func damageMatrix() []damaged {
 			putU64(t, p, e+8, u64At(t, p, e))
 		}},
 		{"rb1_trunc", "rb1", func(t *testing.T, p string, l qcowLayout) { truncateTo(t, p, l.size-100000) }},
+		{"corrupt_mark", "64k", func(t *testing.T, p string, l qcowLayout) { putU64(t, p, 72, u64At(t, p, 72)|2) }},
+		{"corrupt_mark_and_leak", "64k", func(t *testing.T, p string, l qcowLayout) {
+			putU64(t, p, 72, u64At(t, p, 72)|2)
+			truncateTo(t, p, l.size+2*l.cs)
+			setRef16(t, p, l, l.size/l.cs+1, 1)
+		}},
+		{"dirty_bit_and_leak", "64k", func(t *testing.T, p string, l qcowLayout) {
+			putU64(t, p, 72, u64At(t, p, 72)|1)
+			truncateTo(t, p, l.size+2*l.cs)
+			setRef16(t, p, l, l.size/l.cs+1, 1)
+		}},
 		{"trunc_compressed", "comp", func(t *testing.T, p string, l qcowLayout) { truncateTo(t, p, l.size*2/3) }},
 	}
 }
@@ -271,10 +282,19 @@ func TestCheckDamagedMatchesQemu(t *testing.T) {
 				g := gemu(t, gd, "check", "-r", mode, "--output=json", mode+".qcow2")
 				q := qemu(t, qd, "check", "-r", mode, "--output=json", mode+".qcow2")
 				sameCheckJSON(t, "check -r "+mode, g, q)
-				// What the oracle finds on both repaired copies.
+				// What the oracle finds on both repaired copies, and their header flags
+				// (dirty, corrupt) as qemu-img info shows them.
 				ga := qemu(t, gd, "check", "--output=json", mode+".qcow2")
 				qa := qemu(t, qd, "check", "--output=json", mode+".qcow2")
 				sameCheckJSON(t, "qemu-img check after check -r "+mode, ga, qa)
+				gi := qemu(t, gd, "info", "--output=json", mode+".qcow2")
+				qi := qemu(t, qd, "info", "--output=json", mode+".qcow2")
+				if gi.code == 0 && qi.code == 0 {
+					gm, qm := jsonOf(t, gi.stdout).(map[string]any), jsonOf(t, qi.stdout).(map[string]any)
+					if !reflect.DeepEqual(gm["format-specific"], qm["format-specific"]) || gm["dirty-flag"] != qm["dirty-flag"] {
+						t.Errorf("after check -r %s: header %v dirty %v, qemu-img's %v dirty %v", mode, gm["format-specific"], gm["dirty-flag"], qm["format-specific"], qm["dirty-flag"])
+					}
+				}
 			}
 		})
 	}

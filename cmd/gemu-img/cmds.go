@@ -297,9 +297,24 @@ func cmdCheck(c *cli.Context) error {
 		return &usageError{fmt.Sprintf("Unknown option value for -r (expecting 'leaks' or 'all'): %s", c.String("r"))}
 	}
 	// qemu-img check opens the backing chain too (a missing backing file fails it).
-	d, err := openImage(name, c.String("f"), mode == block.RepairNone, false)
+	// A repair opens like QEMU's BDRV_O_CHECK where the driver offers it (qcow2: an
+	// image marked corrupt can be repaired); other drivers are reopened read-write.
+	d, err := openImage(name, c.String("f"), true, false)
 	if err != nil {
 		return err
+	}
+	if mode != block.RepairNone {
+		if r, ok := d.(interface{ OpenForRepair() error }); ok {
+			if err := r.OpenForRepair(); err != nil {
+				d.Close()
+				return fail("Could not open '%s': %s", name, oneLine(err.Error()))
+			}
+		} else if _, ok := d.(block.Checker); ok {
+			d.Close()
+			if d, err = openImage(name, c.String("f"), false, false); err != nil {
+				return err
+			}
+		}
 	}
 	closeD := closer(d)
 	defer closeD()

@@ -115,12 +115,13 @@ func (img *Image) check(mode block.RepairMode) (*block.CheckResult, error) {
 }
 
 type checker struct {
-	img     *Image
-	ref     refArray // computed refcounts per host cluster (QEMU's in-memory refcount table)
-	res     *block.CheckResult
-	fix     block.RepairMode
-	fileLen int64
-	rebuild bool
+	img        *Image
+	ref        refArray // computed refcounts per host cluster (QEMU's in-memory refcount table)
+	res        *block.CheckResult
+	fix        block.RepairMode
+	fileLen    int64
+	rebuild    bool
+	suppressed int64 // messages past maxCheckMessages
 	// signaled: the corruption event was reported (qcow2_signal_corruption reports
 	// once; on a writable image it also marks the image corrupt).
 	signaled bool
@@ -154,14 +155,22 @@ func (img *Image) markCorrupt() {
 // unaligned refcount block as QEMU does.
 func (c *checker) stored(k int64) (uint64, error) {
 	r, err := c.img.storedRefcount(k)
-	if err != nil {
+	if err != nil && !c.signaled {
 		ti := k / c.img.rc.perBlock
 		c.signalCorruption(fmt.Sprintf("Refblock offset %#x unaligned (reftable index: %#x)", c.img.rc.table[ti]&refTableMask, ti))
 	}
 	return r, err
 }
 
+// maxCheckMessages bounds the findings kept for printing: QEMU streams them to
+// stderr, one per bad cluster, and a hostile image can have hundreds of millions.
+const maxCheckMessages = 100000
+
 func (c *checker) msg(format string, a ...any) {
+	if len(c.res.Messages) >= maxCheckMessages {
+		c.suppressed++
+		return
+	}
 	c.res.Messages = append(c.res.Messages, fmt.Sprintf(format, a...))
 }
 
@@ -373,6 +382,11 @@ func (img *Image) checkRefs(mode block.RepairMode, keep bool) (*block.CheckResul
 	if err := c.copiedFlags(); err != nil {
 		return res, err
 	}
+	defer func() {
+		if c.suppressed > 0 {
+			res.Messages = append(res.Messages, fmt.Sprintf("(%d more messages not shown)", c.suppressed))
+		}
+	}()
 	res.ImageEndOffset = (highest + 1) * img.clusterSize
 	if snapCorrupt > 0 {
 		if mode == block.RepairAll {
@@ -746,7 +760,11 @@ func (c *checker) compare(fix block.RepairMode) (int64, error) {
 	for k := int64(0); k < c.ref.len(); k++ {
 		r1, err := c.stored(k)
 		if err != nil {
-			c.msg("Can't get refcount for cluster %d: %v", k, err)
+			if len(res.Messages) < maxCheckMessages { // no formatting cost past the cap
+				c.msg("Can't get refcount for cluster %d: %v", k, err)
+			} else {
+				c.suppressed++
+			}
 			res.CheckErrors++
 			continue
 		}

@@ -81,3 +81,37 @@ func TestCheckTruncatedNotClean(t *testing.T) {
 		}
 	}
 }
+
+// A misaligned refcount block entry in a huge sparse file: QEMU prints one line per
+// cluster; we keep the first maxCheckMessages and count the rest, in bounded memory.
+func TestCheckMessagesBounded(t *testing.T) {
+	dir := t.TempDir()
+	f, _ := block.Lookup("qcow2")
+	p := filepath.Join(dir, "m.qcow2")
+	if err := f.Create(p, block.CreateOptions{Size: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(p)
+	l := parseLayout(b)
+	// Every refcount block entry covering the 1 TiB (512 of them) misaligned.
+	for i := int64(0); i < 512; i++ {
+		be.PutUint64(b[l.rt+8*i:], uint64(l.rb+512))
+	}
+	os.WriteFile(p, b, 0o644)
+	if err := os.Truncate(p, 1<<40); err != nil {
+		t.Skipf("cannot make a sparse 1 TiB file: %v", err)
+	}
+	r, err, alloc := checkAlloc(t, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.CheckErrors != 1<<24 {
+		t.Errorf("check errors %d, want one per cluster (%d)", r.CheckErrors, 1<<24)
+	}
+	if n := len(r.Messages); n > maxCheckMessages+2 || !strings.Contains(r.Messages[n-1], "more messages not shown") {
+		t.Errorf("%d messages kept, last %q", n, r.Messages[n-1])
+	}
+	if alloc > 96<<20 {
+		t.Errorf("check allocated %d MiB", alloc>>20)
+	}
+}

@@ -282,6 +282,13 @@ func TestCheckDamagedMatchesQemu(t *testing.T) {
 				g := gemu(t, gd, "check", "-r", mode, "--output=json", mode+".qcow2")
 				q := qemu(t, qd, "check", "-r", mode, "--output=json", mode+".qcow2")
 				sameCheckJSON(t, "check -r "+mode, g, q)
+				// The human report of the same repair, on fresh copies.
+				hg, hq := filepath.Join(gd, "h"+mode+".qcow2"), filepath.Join(qd, "h"+mode+".qcow2")
+				copyFile(t, gp, hg)
+				copyFile(t, gp, hq)
+				if g, q := gemu(t, gd, "check", "-r", mode, "h"+mode+".qcow2"), qemu(t, qd, "check", "-r", mode, "h"+mode+".qcow2"); g.code != q.code || g.stdout != q.stdout {
+					t.Errorf("check -r %s: gemu-img exit %d\n%s\nqemu-img exit %d\n%s", mode, g.code, g.stdout, q.code, q.stdout)
+				}
 				// What the oracle finds on both repaired copies, and their header flags
 				// (dirty, corrupt) as qemu-img info shows them.
 				ga := qemu(t, gd, "check", "--output=json", mode+".qcow2")

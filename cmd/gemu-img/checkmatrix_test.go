@@ -120,6 +120,12 @@ func checkBases(t *testing.T, dir string) map[string]string {
 	ok(t, qemu(t, dir, "create", "-q", "-f", "qcow2", "-o", "refcount_bits=1", p, "16M"), "create")
 	qemuIO(t, dir, p, "qcow2", "write -P 0x81 0 512k")
 	bases["rb1"] = p
+	// Version 2 (compat=0.10): no dirty or corrupt bits, no reserved-bit rules for
+	// zero clusters.
+	p = filepath.Join(dir, "bv2.qcow2")
+	ok(t, qemu(t, dir, "create", "-q", "-f", "qcow2", "-o", "compat=0.10", p, "16M"), "create")
+	qemuIO(t, dir, p, "qcow2", "write -P 0x91 0 700k", "write -P 0x92 9M 64k")
+	bases["v2"] = p
 	return bases
 }
 
@@ -243,6 +249,14 @@ func damageMatrix() []damaged {
 			putU64(t, p, 72, u64At(t, p, 72)|1)
 			truncateTo(t, p, l.size+2*l.cs)
 			setRef16(t, p, l, l.size/l.cs+1, 1)
+		}},
+		{"v2_trunc", "v2", func(t *testing.T, p string, l qcowLayout) { truncateTo(t, p, l.size-100000) }},
+		{"v2_refcount_zero", "v2", func(t *testing.T, p string, l qcowLayout) {
+			setRef16(t, p, l, int64(u64At(t, p, firstMapped(t, p, l, 0, isNormal))&0x00fffffffffffe00)/l.cs, 0)
+		}},
+		{"v2_shared", "v2", func(t *testing.T, p string, l qcowLayout) {
+			e := firstMapped(t, p, l, 0, isNormal)
+			putU64(t, p, e+8*20, u64At(t, p, e))
 		}},
 		{"trunc_compressed", "comp", func(t *testing.T, p string, l qcowLayout) { truncateTo(t, p, l.size*2/3) }},
 	}

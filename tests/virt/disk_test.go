@@ -200,6 +200,7 @@ func TestExt4QcowOverlay(t *testing.T) {
 	const newLine, newSize = "gemu-guest-line", 3000000
 	script := `loadmods virtio_pci virtio_blk crc32c_generic ext4
 w /dev/vda
+echo SYS=$(readlink -f /sys/block/vda)
 mount -t ext4 /dev/vda /mnt || echo MOUNT-FAILED
 echo BIG=$(sha256sum </mnt/big)
 yes ` + newLine + ` | head -c ` + fmt.Sprint(newSize) + ` >/mnt/newfile
@@ -218,6 +219,10 @@ umount /mnt && echo UMOUNT=ok
 	}
 	if field(out, "UMOUNT") != "ok" {
 		t.Errorf("umount failed")
+	}
+	// On virt, if=virtio is virtio-blk-pci on the PCIe host, as in QEMU.
+	if sys := field(out, "SYS"); !strings.Contains(sys, "pci0000:00") {
+		t.Errorf("vda is not on PCI: %s", sys)
 	}
 	if c := diskimg.Check(t, top, "qcow2"); !c.Clean() {
 		t.Errorf("qemu-img check top.qcow2 not clean:\n%s", c.Text)
@@ -264,7 +269,7 @@ func TestVirtioMMIODisks(t *testing.T) {
 		id := fmt.Sprintf("d%d", i)
 		args = append(args, "-drive", "file="+d.path+",if=none,id="+id+",format="+d.format,
 			"-device", "virtio-blk-device,drive="+id+",serial="+d.serial)
-		script += fmt.Sprintf("d=$(ser %[1]s); mount -t ext4 $d /mnt || echo MOUNT-FAILED=%[1]s\n"+
+		script += fmt.Sprintf("d=$(ser %[1]s); echo SYS-%[1]s=$(readlink -f /sys/block/${d#/dev/}); mount -t ext4 $d /mnt || echo MOUNT-FAILED=%[1]s\n"+
 			"echo BIG-%[1]s=$(sha256sum </mnt/big)\nyes gemu-%[1]s | head -c 1000000 >/mnt/newfile\n"+
 			"sync; umount /mnt && echo UMOUNT-%[1]s=ok\n", d.serial)
 	}
@@ -275,6 +280,9 @@ func TestVirtioMMIODisks(t *testing.T) {
 		}
 		if field(out, "UMOUNT-"+d.serial) != "ok" {
 			t.Errorf("%s: umount failed", d.serial)
+		}
+		if sys := field(out, "SYS-"+d.serial); !strings.Contains(sys, "virtio_mmio") {
+			t.Errorf("%s is not on virtio-mmio: %s", d.serial, sys)
 		}
 		if d.format != "raw" {
 			if c := diskimg.Check(t, d.path, d.format); !c.Clean() {
@@ -504,6 +512,7 @@ func TestVirtconsole(t *testing.T) {
 	script := `loadmods virtio_mmio virtio_console
 w /dev/hvc0
 echo HVC-UP >/dev/hvc0
+echo "<3>GEMU-KMSG-HVC" >/dev/kmsg
 sh </dev/hvc0 >/dev/hvc0 2>&1
 echo SHELL-DONE
 `
@@ -513,6 +522,11 @@ echo SHELL-DONE
 	if g.con.waitFor("HVC-UP") == "" {
 		g.kill()
 		t.Fatalf("no HVC-UP on the virtio console (stdout):\n%s\nstderr:\n%s\nserial:\n%s", g.con, g.stderr, serialLog())
+	}
+	// console=hvc0 made hvc0 a kernel console too: printk reaches it.
+	if g.con.waitFor("GEMU-KMSG-HVC") == "" {
+		g.kill()
+		t.Fatalf("a kernel message did not reach hvc0 (console=hvc0):\n%s\nserial:\n%s", g.con, serialLog())
 	}
 	io.WriteString(g.in, "echo hvc-$((6*7))-ok\n")
 	if g.con.waitFor("hvc-42-ok") == "" {
@@ -577,6 +591,10 @@ func TestKillMidWrite(t *testing.T) {
 	g := start(t, script, "", "-drive", "file="+img+",if=virtio,format=qcow2")
 	if g.con.waitFor(fmt.Sprintf("BLK=%d", killAfter)) == "" {
 		t.Fatalf("guest did not write %d blocks:\n%s\nstderr:\n%s", killAfter, g.con, g.stderr)
+	}
+	// While the guest runs, the emulator holds the image's write lock, as QEMU does.
+	if b, err := exec.Command("qemu-img", "info", img).CombinedOutput(); err == nil || !bytes.Contains(b, []byte(`Failed to get shared "write" lock`)) {
+		t.Errorf("qemu-img info on the running guest's image: %v\n%s\n(want QEMU's lock refusal)", err, b)
 	}
 	time.Sleep(300 * time.Millisecond) // land the kill inside a later write
 	g.kill()

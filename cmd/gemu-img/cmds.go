@@ -81,7 +81,8 @@ func cmdCreate(c *cli.Context) error {
 		if err != nil {
 			return fail("%s: %s", filename, err)
 		}
-		bd, err := block.Open(path, block.OpenOptions{Format: backingFmt, ReadOnly: true})
+		// As qemu-img: the backing file is only measured, so it may be in use (force-share).
+		bd, err := block.Open(path, block.OpenOptions{Format: backingFmt, ReadOnly: true, ForceShare: true})
 		if err != nil {
 			return fail("%s: Could not open backing image: %s", filename, oneLine(err.Error()))
 		}
@@ -815,7 +816,9 @@ func cmdCommit(c *cli.Context) error {
 	}
 	// A second, writable handle on the base, with its own backing chain: a write of part
 	// of a base cluster must copy the rest from the base's backing file.
-	bw, err := block.Open(base.Filename(), block.OpenOptions{Format: base.Format()})
+	// NoLock: the chain above already holds the base locked (read-only, other writers
+	// refused); a second lock on it from this process would conflict with that one.
+	bw, err := block.Open(base.Filename(), block.OpenOptions{Format: base.Format(), NoLock: true})
 	if err != nil {
 		return fail("Could not open '%s': %s", base.Filename(), oneLine(err.Error()))
 	}

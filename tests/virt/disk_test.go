@@ -502,42 +502,47 @@ func TestImageLock(t *testing.T) {
 	}
 }
 
-// TestVirtconsole: with console=hvc0 and a virtconsole on -chardev stdio, the guest's
-// shell on /dev/hvc0 is reached through the emulator's stdin and stdout (the PL011 goes
-// to a file).
+// TestVirtconsole: with console=hvc0 and a virtconsole on -chardev stdio, on a
+// virtio-serial bus over either transport, the guest's shell on /dev/hvc0 is reached
+// through the emulator's stdin and stdout (the PL011 goes to a file), and kernel
+// messages reach hvc0.
 func TestVirtconsole(t *testing.T) {
 	needAssets(t)
-	dir := t.TempDir()
-	serial := filepath.Join(dir, "serial.log")
-	script := `loadmods virtio_mmio virtio_console
+	for _, c := range []struct{ bus, mod string }{{"virtio-serial-device", "virtio_mmio"}, {"virtio-serial-pci", "virtio_pci"}} {
+		t.Run(c.bus, func(t *testing.T) {
+			serial := filepath.Join(t.TempDir(), "serial.log")
+			script := "loadmods " + c.mod + ` virtio_console
 w /dev/hvc0
 echo HVC-UP >/dev/hvc0
 echo "<3>GEMU-KMSG-HVC" >/dev/kmsg
 sh </dev/hvc0 >/dev/hvc0 2>&1
 echo SHELL-DONE
 `
-	g := start(t, script, "console=hvc0 ", "-serial", "file:"+serial, "-monitor", "none",
-		"-chardev", "stdio,id=c0", "-device", "virtio-serial-device", "-device", "virtconsole,chardev=c0")
-	serialLog := func() string { b, _ := os.ReadFile(serial); return string(b) }
-	if g.con.waitFor("HVC-UP") == "" {
-		g.kill()
-		t.Fatalf("no HVC-UP on the virtio console (stdout):\n%s\nstderr:\n%s\nserial:\n%s", g.con, g.stderr, serialLog())
-	}
-	// console=hvc0 made hvc0 a kernel console too: printk reaches it.
-	if g.con.waitFor("GEMU-KMSG-HVC") == "" {
-		g.kill()
-		t.Fatalf("a kernel message did not reach hvc0 (console=hvc0):\n%s\nserial:\n%s", g.con, serialLog())
-	}
-	io.WriteString(g.in, "echo hvc-$((6*7))-ok\n")
-	if g.con.waitFor("hvc-42-ok") == "" {
-		t.Fatalf("the shell on hvc0 did not answer:\n%s\nserial:\n%s", g.con, serialLog())
-	}
-	io.WriteString(g.in, "exit\n")
-	if err := g.wait(); err != nil {
-		t.Fatalf("emulator: %v\nstderr:\n%s", err, g.stderr)
-	}
-	if s := serialLog(); !strings.Contains(s, "SHELL-DONE") || !strings.Contains(s, "GEMU-CMD-EXIT 0") {
-		t.Errorf("serial log (ttyAMA0) lacks the script's end:\n%s", s)
+			g := start(t, script, "console=hvc0 ", "-serial", "file:"+serial, "-monitor", "none",
+				"-chardev", "stdio,id=c0", "-device", c.bus, "-device", "virtconsole,chardev=c0")
+			serialLog := func() string { b, _ := os.ReadFile(serial); return string(b) }
+			if g.con.waitFor("HVC-UP") == "" {
+				g.kill()
+				t.Fatalf("no HVC-UP on the virtio console (stdout):\n%s\nstderr:\n%s\nserial:\n%s", g.con, g.stderr, serialLog())
+			}
+			// console=hvc0 made hvc0 a kernel console too: printk reaches it.
+			if g.con.waitFor("GEMU-KMSG-HVC") == "" {
+				g.kill()
+				t.Fatalf("a kernel message did not reach hvc0 (console=hvc0):\n%s\nserial:\n%s", g.con, serialLog())
+			}
+			io.WriteString(g.in, "echo hvc-$((6*7))-ok\n")
+			if g.con.waitFor("hvc-42-ok") == "" {
+				g.kill()
+				t.Fatalf("the shell on hvc0 did not answer:\n%s\nserial:\n%s", g.con, serialLog())
+			}
+			io.WriteString(g.in, "exit\n")
+			if err := g.wait(); err != nil {
+				t.Fatalf("emulator: %v\nstderr:\n%s", err, g.stderr)
+			}
+			if s := serialLog(); !strings.Contains(s, "SHELL-DONE") || !strings.Contains(s, "GEMU-CMD-EXIT 0") {
+				t.Errorf("serial log (ttyAMA0) lacks the script's end:\n%s", s)
+			}
+		})
 	}
 }
 

@@ -20,7 +20,7 @@ func TestCloseDropsSystem(t *testing.T) {
 		return systems[ram] != nil
 	}
 	a, b := New(Config{ID: 0, RAM: ram}), New(Config{ID: 1, RAM: ram})
-	if a.sys != b.sys || !registered() {
+	if a.eng != b.eng || !registered() {
 		t.Fatal("vCPUs of one guest do not share one registered system")
 	}
 	a.Close()
@@ -33,7 +33,7 @@ func TestCloseDropsSystem(t *testing.T) {
 	}
 	c := New(Config{ID: 0, RAM: ram})
 	defer c.Close()
-	if c.sys == a.sys {
+	if c.eng == a.eng {
 		t.Fatal("a vCPU created after the guest closed reuses the dropped cache")
 	}
 }

@@ -17,18 +17,15 @@ var (
 	offPC     = unsafe.Offsetof(CPU{}.State) + unsafe.Offsetof(State{}.PC)
 	offTemps  = unsafe.Offsetof(CPU{}.temps)
 	offTLBPtr = unsafe.Offsetof(CPU{}.mmu)
-	offExit   = unsafe.Offsetof(CPU{}.exitReq)
 )
 
-// irTarget describes CPU to tcg backends.
-var irTarget = &tcg.Target[CPU]{
-	PC:       offPC,
-	TLB:      offTLBPtr,
-	Temps:    offTemps,
-	ExitReq:  offExit,
-	LastExit: unsafe.Offsetof(CPU{}.lastExit),
-	Flags:    unsafe.Offsetof(CPU{}.flags),
-	Jumps:    unsafe.Offsetof(CPU{}.jumps),
+// irTarget describes CPU to tcg backends (the run loop's exit-request word, last exit
+// and jump table are in CPU.v: newIRTarget adds them).
+var irTarget = newIRTarget(tcg.Target[CPU]{
+	PC:    offPC,
+	TLB:   offTLBPtr,
+	Temps: offTemps,
+	Flags: unsafe.Offsetof(CPU{}.flags),
 	LoadSlow: func(c *CPU, va uint64, size int) (uint64, bool) {
 		return c.ldSlow(va, size, c.el)
 	},
@@ -42,6 +39,11 @@ var irTarget = &tcg.Target[CPU]{
 	UserStoreSlow: func(c *CPU, va uint64, size int, v uint64) bool {
 		return c.stSlow(va, size, v, 0)
 	},
+})
+
+func newIRTarget(t tcg.Target[CPU]) *tcg.Target[CPU] {
+	t.SetVCPU(unsafe.Offsetof(CPU{}.v))
+	return &t
 }
 
 // TB flag bits (see tbFlags).

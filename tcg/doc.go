@@ -1,12 +1,30 @@
 // Package tcg owns the target-independent half of gemu's translating CPU engine: the
-// translation-block (TB) cache keyed by guest physical PC, virtual PC and mode flags; the
-// per-vCPU direct-mapped jump cache; direct block chaining; the softmmu TLB structure
-// (virtual page → host pointer, per vCPU and MMU index); and the bookkeeping that
-// invalidates translated code when the guest or a device writes to a page holding it
-// (the per-page "holds code" flag itself is hw/memory's PageCode: code.go). It must not
-// know any guest instruction set, device or machine: targets (target-arm, target-x86)
-// decode guest code, walk their page tables and raise their exceptions, and hand tcg
-// only addresses, flags and backend code.
+// run loop (exec.go: VCPU.Run, QEMU's cpu-exec.c) that drives a vCPU through the hooks
+// its target implements (CPUOps, QEMU's TCGCPUOps: Fetch, Translate, HandleExit,
+// ExecInterrupt); the per-guest Engine (engine.go) the board creates once and hands to
+// every vCPU, holding the translation-block (TB) cache keyed by guest physical PC,
+// virtual PC and mode flags and the set of vCPUs TLB shootdowns reach; the per-vCPU
+// direct-mapped jump cache and jump table; direct block chaining; exit requests and
+// cross-vCPU TLB invalidation at block boundaries; the softmmu TLB structure (virtual
+// page → host pointer, per vCPU and MMU index); and the bookkeeping that invalidates
+// translated code when the guest or a device writes to a page holding it (the per-page
+// "holds code" flag itself is hw/memory's PageCode: code.go). It must not know any
+// guest instruction set, device or machine: targets (target-arm, target-x86) decode
+// guest code, walk their page tables, raise and deliver their exceptions and
+// interrupts, and hand tcg only addresses, flags, IR and exit-request bits.
+//
+// # Run loop
+//
+// A target embeds a VCPU in its per-vCPU environment E, points Target.SetVCPU at it,
+// and calls VCPU.Init with its engine, its CPUOps and pointers to its PC, current mode
+// flags and current TLB. Per block the loop checks the exit-request word, follows the
+// previous block's chain link or probes the jump cache (validated against the
+// instruction TLB) with no hook call; on a miss it calls Fetch (alignment, MMU fill)
+// and, when the engine's cache has no block, Translate, and inserts the result. It
+// links the native exit the last block took and records native blocks in the jump
+// table. With an exit requested it applies queued TLB shootdowns, hands the target
+// its request bits (HandleExit; a vCPU that cannot run sleeps until Kick) and lets it
+// deliver an interrupt (ExecInterrupt).
 //
 // # Frontend, IR, backend
 //

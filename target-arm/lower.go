@@ -727,7 +727,7 @@ func lowerWide(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 		if sf {
 			size = 8
 		}
-		b.Div(opc, xreg(rd), xzr(rn), xzr(insn>>16&31), size)
+		b.Div(opc, xreg(rd), xzr(rn), xzr(insn>>16&31), size, tcg.DivZeroIsZero)
 		return true
 	case insn>>23&0x3f == 0x26 && insn>>29&3 == 1: // BFM: BFI, BFXIL
 		immr, imms := insn>>16&63, insn>>10&63
@@ -1062,7 +1062,7 @@ func lowerAddSubFlags(b *tcg.Builder[CPU], sf, sub bool, a, x tcg.Arg, rd uint32
 			b.Un(tcg.OpZext32, t0, t0)
 		}
 	}
-	b.Flags(flags, nzcv, a, x, size)
+	b.Flags(flags, nzcv, a, x, size, tcg.FlagsNZCV)
 	if rd != 31 {
 		b.Mov(xreg(rd), t0)
 	}
@@ -1075,7 +1075,7 @@ func lowerLogicFlags(b *tcg.Builder[CPU], sf bool, rd uint32) {
 	if !sf {
 		size = 4
 	}
-	b.Flags(tcg.OpFlagsLogic, nzcv, t0, tcg.Imm(0), size)
+	b.Flags(tcg.OpFlagsLogic, nzcv, t0, tcg.Imm(0), size, tcg.FlagsNZCV)
 	if rd != 31 {
 		b.Mov(xreg(rd), t0)
 	}

@@ -31,8 +31,9 @@
 // A target frontend translates one block of guest code into the IR defined in ir.go
 // (Builder): moves, 64-bit arithmetic/logic/shift ops, zero/sign extension, byte
 // reversal and count-leading-zeros (one host instruction each natively), condition
-// flags of an add, subtract or value in the A-profile NZCV layout (one host ALU
-// instruction and setcc), 32/64-bit division with A64's defined results, a full
+// flags of an add, subtract or value in a layout the op names (FlagsNZCV, A-profile,
+// is the only one: one host ALU instruction and setcc), 32/64-bit division whose
+// zero-divisor and overflow results the op names (DivZeroIsZero, A64's), a full
 // fence, loads and stores through the softmmu TLB (size, sign; little-endian guests;
 // unprivileged ones through a second TLB), conditional and unconditional block exits
 // (goto-tb: direct links between native blocks, else a jump-table probe, else the run

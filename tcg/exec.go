@@ -116,7 +116,7 @@ func (v *VCPU[E]) Engine() *Engine[E] { return v.eng }
 // SetVCPU fills in the run-loop offsets of t (ExitReq, LastExit, Jumps) for a target
 // whose environment embeds its VCPU at byte offset off.
 func (t *Target[E]) SetVCPU(off uintptr) {
-	var v VCPU[E]
+	v := (*VCPU[E])(nil) // no value: a VCPU is too big for the stack
 	t.ExitReq = off + unsafe.Offsetof(v.exitReq)
 	t.LastExit = off + unsafe.Offsetof(v.lastExit)
 	t.Jumps = off + unsafe.Offsetof(v.jumps)

@@ -37,7 +37,7 @@ func (c *CPU) fetch(pc uint64) (pa uint64, host unsafe.Pointer, ok bool) {
 
 // translateBlock is the run loop's Translate hook: it decodes guest code from host page
 // memory (the page holding k.Phys) into IR and compiles it.
-func (c *CPU) translateBlock(k tcg.Key, host unsafe.Pointer) (func(*CPU), uint64, tcg.Linkage) {
+func (c *CPU) translateBlock(k tcg.Key, host unsafe.Pointer) tcg.Translation[CPU] {
 	var b tcg.Builder[CPU]
 	pc := k.PC
 	for off, n := k.Phys&0xfff, 0; off < 0x1000 && n < maxBlockInsns; off, n = off+4, n+1 {
@@ -87,7 +87,7 @@ func (c *CPU) translateBlock(k tcg.Key, host unsafe.Pointer) (func(*CPU), uint64
 		start := k.PC
 		f, lk = func(c *CPU) { c.undef(start) }, tcg.Linkage{}
 	}
-	return f, pc, lk
+	return tcg.Translation[CPU]{Code: f, End: pc, Link: lk}
 }
 
 func (c *CPU) traceInsn(pc uint64, insn uint32) {

@@ -24,7 +24,11 @@
 // links the native exit the last block took and records native blocks in the jump
 // table. With an exit requested it applies queued TLB shootdowns, hands the target
 // its request bits (HandleExit; a vCPU that cannot run sleeps until Kick) and lets it
-// deliver an interrupt (ExecInterrupt).
+// deliver an interrupt (ExecInterrupt). A block may run on into the next virtual page
+// when the target says so (Translation.Spans, for ISAs whose instructions straddle
+// pages): the cache records it on both physical pages, the loop checks the second
+// page's mapping (instruction TLB, else the target's Probe) before entering it, and
+// generated code never chains or jumps to it.
 //
 // # Frontend, IR, backend
 //

@@ -48,11 +48,18 @@ type CPUOps[E any] struct {
 	// that is not RAM) and returns ok=false; the loop then goes on at the new PC.
 	Fetch func(env *E, pc uint64) (phys uint64, host unsafe.Pointer, ok bool)
 	// Translate decodes the guest code of the block at k (host points at the start of
-	// k.Phys's page) into IR and compiles it (CompileLinked), returning the code, the
-	// guest virtual PC just past the block's last instruction and the native linkage.
-	// It must not fail: a block it cannot translate raises the guest's exception.
-	// Blocks end at or before the end of the page (the cache tracks one page a block).
-	Translate func(env *E, k Key, host unsafe.Pointer) (code func(*E), end uint64, lk Linkage)
+	// k.Phys's page) into IR and compiles it (CompileLinked). It must not fail: a block
+	// it cannot translate raises the guest's exception when run. A block ends at or
+	// before the end of its page unless the target lets it run on into the next
+	// virtual page (x86, whose instructions may straddle pages): it then fetches that
+	// page itself and reports it in Translation.Page2, and must provide Probe.
+	Translate func(env *E, k Key, host unsafe.Pointer) Translation[E]
+	// Probe, for targets whose blocks may span two pages, translates the virtual page
+	// address va for an instruction fetch in the current mode without raising any
+	// exception (it may fill the TLB), returning the physical page, ok=false if the
+	// fetch would fault. The loop uses it to check that a cached spanning block's
+	// second page still maps where it did. nil: no block spans.
+	Probe func(env *E, va uint64) (phys uint64, ok bool)
 	// HandleExit receives the target's exit-request bits (all but ExitStop and
 	// ExitTLB; possibly none) at a block boundary where an exit was requested: timer
 	// deadlines, power-state changes, interrupt lines. It reports whether the vCPU can
@@ -66,6 +73,17 @@ type CPUOps[E any] struct {
 	// TraceExec, if non-nil, is called before each block runs (QEMU's -d exec). Blocks
 	// are then not linked natively, so that every block passes through the loop.
 	TraceExec func(env *E, tb *Block[E])
+}
+
+// Translation is a block Translate made.
+type Translation[E any] struct {
+	Code func(*E) // the compiled block
+	End  uint64   // the guest virtual PC just past its last instruction
+	Link Linkage  // from CompileLinked
+	// Spans says the code runs on into the virtual page after k.PC's, which maps to
+	// the physical page Page2.
+	Spans bool
+	Page2 uint64
 }
 
 // VCPU is the run loop's per-vCPU state, embedded in the target's environment E. Init
@@ -323,7 +341,32 @@ func (v *VCPU[E]) lookup() *Block[E] {
 	if t == nil || t.Phys&PageMask != e.Phys {
 		return nil
 	}
+	if t.spans {
+		if e2 := (*v.itlb).Entry(t.page2VA()); e2.Exec != t.page2VA() || e2.Phys != t.page2 {
+			return nil // find checks the second page
+		}
+	}
 	return t
+}
+
+// page2 returns the physical page the page after the block at pc's maps to now, from
+// the instruction TLB or the target's Probe.
+func (v *VCPU[E]) page2(pc uint64) (uint64, bool) {
+	va := pc&PageMask + PageSize
+	if e := (*v.itlb).Entry(va); e.Exec == va {
+		return e.Phys, true
+	}
+	if v.ops.Probe == nil {
+		return 0, false
+	}
+	p, ok := v.ops.Probe(v.env, va)
+	return p & PageMask, ok
+}
+
+// page2OK reports whether spanning block t's second page still maps where it did.
+func (v *VCPU[E]) page2OK(t *Block[E]) bool {
+	p, ok := v.page2(t.PC)
+	return ok && p == t.page2
 }
 
 // find finds or translates the block at the PC. It returns nil when the instruction
@@ -335,15 +378,22 @@ func (v *VCPU[E]) find() *Block[E] {
 		return nil
 	}
 	flags := *v.flags
-	if t := v.jc.Lookup(pc, flags); t != nil && t.Phys == pa {
+	if t := v.jc.Lookup(pc, flags); t != nil && t.Phys == pa && (!t.spans || v.page2OK(t)) {
 		return t
 	}
 	k := Key{PC: pc, Phys: pa, Flags: flags}
 	cache := v.eng.cache
 	t := cache.Lookup(k)
+	if t == nil && v.ops.Probe != nil {
+		t = cache.lookupSpanning(k, func() (uint64, bool) { return v.page2(pc) })
+	}
 	if t == nil {
-		code, end, lk := v.ops.Translate(v.env, k, host)
-		t = cache.InsertLinked(k, code, end, lk)
+		tr := v.ops.Translate(v.env, k, host)
+		if tr.Spans {
+			t = cache.InsertSpanning(k, tr.Code, tr.End, tr.Link, tr.Page2)
+		} else {
+			t = cache.InsertLinked(k, tr.Code, tr.End, tr.Link)
+		}
 	}
 	v.jc.Set(t)
 	return t

@@ -43,6 +43,7 @@ type toyGuest struct {
 	be      Backend
 	tgt     *Target[toyCPU]
 	helpers []func(c *toyCPU) bool
+	span    bool // blocks may run on into the next page
 	ntrans  atomic.Int64
 	pcs     []uint64 // the blocks translated (by their one vCPU)
 }
@@ -75,37 +76,47 @@ var toyOps = CPUOps[toyCPU]{
 		}
 		return pa, host, true
 	},
-	Translate: func(c *toyCPU, k Key, host unsafe.Pointer) (func(*toyCPU), uint64, Linkage) {
+	Translate: func(c *toyCPU, k Key, host unsafe.Pointer) Translation[toyCPU] {
 		c.g.ntrans.Add(1)
 		c.g.pcs = append(c.g.pcs, k.PC)
 		var b Builder[toyCPU]
-		pc := k.PC
+		var tr Translation[toyCPU]
+		pc, page := k.PC, k.PC&PageMask
 		reg := func(r uint32) Arg { return Global(unsafe.Offsetof(toyCPU{}.R) + 8*uintptr(r)) }
-		for off := k.Phys & ^PageMask; off < PageSize; off += 4 {
-			w := *(*uint32)(unsafe.Add(host, off))
+	decode:
+		for {
+			if pc&PageMask != page { // run on into the next page when the guest allows it
+				if !c.g.span || tr.Spans {
+					break
+				}
+				pa2, host2, ok := c.fill(pc)
+				if !ok {
+					break
+				}
+				tr.Spans, tr.Page2, host, page = true, pa2&PageMask, host2, pc&PageMask
+			}
+			w := *(*uint32)(unsafe.Add(host, pc&^PageMask))
 			op, r, imm := w>>24, w>>16&7, uint64(w&0xffff)
 			b.SetPC(pc)
 			pc += 4
 			switch op {
 			case toyAddi:
 				b.Bin(OpAdd, reg(r), reg(r), Imm(imm))
-				continue
 			case toyJmp:
 				b.Exit(Imm(imm))
+				break decode
 			case toyBne:
 				b.Bin(OpSetEq, Temp(0), reg(r), reg(3))
 				b.ExitIf(Temp(0), false, imm)
 				b.Exit(Imm(pc))
+				break decode
 			case toyLd:
 				b.Load(reg(r), Imm(0), imm, 8, false)
-				continue
 			case toyCall:
 				b.Call(c.g.helpers[imm])
-				continue
 			default:
 				panic("toy: bad instruction")
 			}
-			break
 		}
 		if len(b.Ops) == 0 || b.Ops[len(b.Ops)-1].Opc != OpExit {
 			b.Exit(Imm(pc))
@@ -114,7 +125,12 @@ var toyOps = CPUOps[toyCPU]{
 		if err != nil {
 			panic(err)
 		}
-		return f, pc, lk
+		tr.Code, tr.End, tr.Link = f, pc, lk
+		return tr
+	},
+	Probe: func(c *toyCPU, va uint64) (uint64, bool) {
+		pa, _, ok := c.fill(va)
+		return pa, ok
 	},
 	HandleExit: func(c *toyCPU, req uint32) bool {
 		if c.onExit != nil {
@@ -457,6 +473,72 @@ func TestRunLoopFetchFault(t *testing.T) {
 			if pc != 0x1000 && pc < toyFaultVector {
 				t.Errorf("a block at %#x was translated (translated: %#x)", pc, g.pcs)
 			}
+		}
+	})
+}
+
+// TestRunLoopSpanningBlock runs a loop whose one block starts 8 bytes before a page
+// boundary and runs on into the next page. The block is translated once, as one; when
+// the test remaps the second virtual page to other code (and flushes the TLB, as the
+// guest's TLB maintenance would) the vCPU runs the new code although the block's first
+// page, and so its key, is unchanged; when the second page's physical memory is
+// rewritten (a DMA write's code-write notification) the block is dropped and the new
+// code runs.
+func TestRunLoopSpanningBlock(t *testing.T) {
+	toyBackends(t, func(t *testing.T, be Backend) {
+		const start, va2, pa2, pa3 = 0x1ff8, 0x2000, 0x2000, 0x3000
+		stop := make(chan struct{})
+		var g *toyGuest
+		var last uint64
+		var deltas []uint64 // R2's increase over each iteration: the second page's ADDI
+		g = newToyGuest(t, be, func(c *toyCPU) bool {
+			deltas = append(deltas, c.R[2]-last)
+			last = c.R[2]
+			switch len(deltas) {
+			case 100:
+				g.mu.Lock()
+				g.pt[va2] = pa3
+				g.mu.Unlock()
+				c.v.FlushTLB()
+			case 200:
+				g.write(pa3, toyInsn(toyAddi, 2, 256))
+				g.eng.Cache().InvalidateRange(pa3, 4)
+			case 300:
+				close(stop)
+			}
+			return true
+		})
+		g.span = true
+		g.write(start, toyInsn(toyAddi, 0, 1), toyInsn(toyCall, 0, 0))
+		g.write(pa2, toyInsn(toyAddi, 2, 1), toyInsn(toyJmp, 0, start))
+		g.write(pa3, toyInsn(toyAddi, 2, 16), toyInsn(toyJmp, 0, start))
+		c := g.newCPU(start)
+		runToy(t, c, stop, 30*time.Second)
+		for _, pc := range g.pcs {
+			if pc != start {
+				t.Fatalf("blocks translated at %#x, want only the spanning one at %#x", g.pcs, start)
+			}
+		}
+		if len(deltas) < 300 {
+			t.Fatalf("%d iterations, want 300", len(deltas))
+		}
+		// Iteration i's delta is the ADDI run after the (i-1)th call: the old code up to
+		// and including the iteration that remapped (the rest of that block was
+		// translated already), then the new page's.
+		for i, d := range deltas[1:300] {
+			want := uint64(1)
+			switch n := i + 2; {
+			case n > 201:
+				want = 256
+			case n > 101:
+				want = 16
+			}
+			if d != want {
+				t.Fatalf("iteration %d added %d to R2, want %d (all: %v)", i+2, d, want, deltas)
+			}
+		}
+		if n := len(g.pcs); n != 3 {
+			t.Errorf("the spanning block was translated %d times, want 3 (first, after the remap, after the write)", n)
 		}
 	})
 }

@@ -3,6 +3,9 @@
 // operations built only on the interface (convert, compare, map, measure, dd, bench,
 // commit, rebase).
 // Format drivers (qcow2/, block/vmdk) implement Driver and register a Format.
+// It also owns QEMU-compatible image locking (lock.go): every image file a driver opens
+// goes through OpenImageFile, which takes the OFD byte locks QEMU's file-posix takes, so
+// gemu and QEMU processes refuse each other as QEMU refuses itself.
 //
 // It must not know about the emulator, nor import any format driver (drivers register
 // themselves from init; mains import them).
@@ -118,6 +121,17 @@ type OpenOptions struct {
 	BackingFormat string
 	// Depth counts the layers opened above this one, so loops and absurd chains fail.
 	Depth int
+	// NoLock opens without taking or checking image locks (QEMU's file.locking=off).
+	NoLock bool
+	// ForceShare (qemu-img -U) lets others use every permission: the open takes no
+	// "shared" locks and checks only that nobody refuses it reading. Read-only opens only.
+	ForceShare bool
+	// Unshare lists permissions the users of this image refuse to other processes on top
+	// of what the format itself refuses (QEMU's device-level shared permissions): 0 for
+	// qemu-img-like tools, PermWrite for a guest disk (QEMU's devices without share-rw).
+	Unshare Perm
+	// Direct opens the image's files with O_DIRECT (cache=none / directsync).
+	Direct bool
 }
 
 // MaxChainDepth bounds backing-chain length.

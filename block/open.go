@@ -29,9 +29,17 @@ func Open(filename string, opts OpenOptions) (Driver, error) {
 	if HasProtocol(filename) {
 		return nil, fmt.Errorf("Could not open '%s': protocol and json: filenames are not supported", filename)
 	}
+	if opts.ForceShare && !opts.ReadOnly {
+		return nil, errors.New("force-share=on can only be used with read-only images")
+	}
 	if opts.Format != "" {
 		f, err := Lookup(opts.Format)
 		if err != nil {
+			for _, k := range knownFormats {
+				if k.name == opts.Format {
+					return nil, &UnsupportedFormatError{Format: k.name, Named: true}
+				}
+			}
 			return nil, err
 		}
 		return f.Open(filename, opts)
@@ -70,7 +78,23 @@ func probe(filename string) (Format, error) {
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("Could not read '%s': %s", filename, errnoText(err))
 	}
-	return bestFormat(buf[:n], filename, "")
+	f, err := bestFormat(buf[:n], filename, "")
+	if err != nil || f.Name() != "raw" {
+		return f, err
+	}
+	// Raw only if no format qemu-img knows claims the file: look at the trailer too
+	// (fixed VHD footer, DMG koly block).
+	var tail []byte
+	if size, err := fh.Seek(0, io.SeekEnd); err == nil && size >= 512 {
+		tail = make([]byte, 512)
+		if _, err := fh.ReadAt(tail, size-512); err != nil {
+			tail = nil
+		}
+	}
+	if name := knownUnsupported(buf[:n], tail, filename); name != "" {
+		return nil, &UnsupportedFormatError{Format: name}
+	}
+	return f, nil
 }
 
 // bestFormat returns the highest Probe score among registered formats, skipping skip.

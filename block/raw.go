@@ -22,12 +22,12 @@ func (rawFormat) Name() string { return "raw" }
 func (rawFormat) Probe([]byte, string) int { return 1 }
 
 func (rawFormat) Open(filename string, opts OpenOptions) (Driver, error) {
-	flag := os.O_RDWR
-	if opts.ReadOnly {
-		flag = os.O_RDONLY
-	}
-	f, err := os.OpenFile(filename, flag, 0)
+	f, err := OpenImageFile(filename, opts, RoleFiltered)
 	if err != nil {
+		var le *LockError
+		if errors.As(err, &le) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("Could not open '%s': %s", filename, errnoText(err))
 	}
 	size, err := f.Seek(0, io.SeekEnd)
@@ -36,6 +36,18 @@ func (rawFormat) Open(filename string, opts OpenOptions) (Driver, error) {
 		return nil, fmt.Errorf("Could not open '%s': %s", filename, errnoText(err))
 	}
 	d := &rawDriver{f: f, name: filename, ro: opts.ReadOnly}
+	if opts.Direct {
+		fl := os.O_RDWR
+		if opts.ReadOnly {
+			fl = os.O_RDONLY
+		}
+		fb, err := os.OpenFile(filename, fl, 0)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("Could not open '%s': %s", filename, errnoText(err))
+		}
+		d.dio = &directIO{align: probeDirectAlignment(f), buffered: fb}
+	}
 	// Like QEMU, the disk is a whole number of sectors; the tail of a partial last
 	// sector reads as zeroes.
 	d.size.Store((size + 511) &^ 511)
@@ -67,15 +79,16 @@ func (rawFormat) Create(filename string, opts CreateOptions) error {
 		return fmt.Errorf("Image size must be less than 8 EiB!")
 	}
 	opts.Size = (opts.Size + 511) &^ 511 // whole sectors, as qemu-img creates them
-	f, err := os.OpenFile(filename, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := CreateImageFile(filename)
 	if err != nil {
+		var le *LockError
+		if errors.As(err, &le) {
+			return err
+		}
 		return fmt.Errorf("Could not create '%s': %s", filename, errnoText(err))
 	}
 	defer f.Close()
 	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
-		if err := f.Truncate(0); err != nil {
-			return fmt.Errorf("Could not resize file: %s", errnoText(err))
-		}
 		if err := f.Truncate(opts.Size); err != nil {
 			return fmt.Errorf("Could not resize file: %s", errnoText(err))
 		}
@@ -136,6 +149,8 @@ type rawDriver struct {
 	size atomic.Int64
 	// probed: format came from probing, so block 0 writes are checked (see Open).
 	probed bool
+	// dio is set when f was opened with O_DIRECT.
+	dio *directIO
 	// noFalloc remembers that fallocate is unsupported so we stop asking.
 	noFalloc atomic.Bool
 	mu       sync.Mutex // serialises block-0 check-and-write
@@ -154,7 +169,13 @@ func (d *rawDriver) ReadAt(p []byte, off int64) (int, error) {
 	if int64(len(p)) > size-off {
 		want = p[:size-off]
 	}
-	n, err := d.f.ReadAt(want, off)
+	var n int
+	var err error
+	if d.dio != nil {
+		n, err = d.dio.readAt(d.f, want, off)
+	} else {
+		n, err = d.f.ReadAt(want, off)
+	}
 	if errors.Is(err, io.EOF) {
 		// The file shrank under us: what is gone reads as zeroes, as in QEMU.
 		clear(want[n:])
@@ -180,6 +201,9 @@ func (d *rawDriver) WriteAt(p []byte, off int64) (int, error) {
 			return 0, err
 		}
 	}
+	if d.dio != nil {
+		return d.dio.writeAt(d.f, p, off)
+	}
 	return d.f.WriteAt(p, off)
 }
 
@@ -192,6 +216,9 @@ func (d *rawDriver) checkBlock0(p []byte, off int64) error {
 	copy(b0[off:], p)
 	if f, err := bestFormat(b0, d.name, ""); err == nil && f.Name() != "raw" {
 		return fmt.Errorf("Operation not permitted: write to block 0 of a probed raw image would make it look like %s", f.Name())
+	}
+	if name := knownUnsupported(b0, nil, ""); name != "" {
+		return fmt.Errorf("Operation not permitted: write to block 0 of a probed raw image would make it look like %s", name)
 	}
 	return nil
 }
@@ -320,7 +347,11 @@ func (d *rawDriver) Resize(size int64, opts ResizeOptions) error {
 		return fmt.Errorf("Failed to resize underlying file: %s", errnoText(err))
 	}
 	d.size.Store(size)
-	return preallocate(d.f, cur, size, opts.Preallocation)
+	f := d.f
+	if d.dio != nil {
+		f = d.dio.buffered
+	}
+	return preallocate(f, cur, size, opts.Preallocation)
 }
 
 func (d *rawDriver) ActualSize() (int64, error) {
@@ -331,4 +362,9 @@ func (d *rawDriver) ActualSize() (int64, error) {
 	return st.Blocks * 512, nil
 }
 
-func (d *rawDriver) Close() error { return d.f.Close() }
+func (d *rawDriver) Close() error {
+	if d.dio != nil {
+		d.dio.buffered.Close()
+	}
+	return d.f.Close()
+}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
-	"os"
 	"strconv"
 	"strings"
 
@@ -237,7 +236,7 @@ func (format) Create(filename string, o block.CreateOptions) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.OpenFile(filename, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := block.CreateImageFile(filename)
 	if err != nil {
 		return err
 	}
@@ -259,7 +258,7 @@ func (format) Create(filename string, o block.CreateOptions) error {
 		if err != nil {
 			return err
 		}
-		df, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+		df, err := block.CreateImageFile(p)
 		if err != nil {
 			return err
 		}

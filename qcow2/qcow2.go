@@ -83,13 +83,16 @@ func open(filename string, opts block.OpenOptions) (*Image, error) {
 	if opts.Depth > block.MaxChainDepth {
 		return nil, fmt.Errorf("%s: backing chain too deep (loop?)", filename)
 	}
-	flag := os.O_RDWR
-	if opts.ReadOnly {
-		flag = os.O_RDONLY
-	}
-	f, err := os.OpenFile(filename, flag, 0)
+	f, err := block.OpenImageFile(filename, opts, block.RoleImage)
 	if err != nil {
 		return nil, err
+	}
+	if opts.Direct {
+		// Metadata I/O is not block-aligned: O_DIRECT was only checked (see block.BufferedAfterDirect).
+		if err := block.BufferedAfterDirect(f); err != nil {
+			f.Close()
+			return nil, err
+		}
 	}
 	img, err := openFile(f, filename, opts)
 	if err != nil {
@@ -161,13 +164,21 @@ func openFile(f *os.File, filename string, opts block.OpenOptions) (*Image, erro
 		if err != nil {
 			return nil, fmt.Errorf("qcow2: data file: %v", err)
 		}
-		flag := os.O_RDWR
-		if img.ro {
-			flag = os.O_RDONLY
-		}
-		df, err := os.OpenFile(p, flag, 0)
+		dopts := opts
+		dopts.ReadOnly = img.ro
+		df, err := block.OpenImageFile(p, dopts, block.RoleData)
 		if err != nil {
+			var le *block.LockError
+			if errors.As(err, &le) {
+				return nil, err
+			}
 			return nil, fmt.Errorf("Could not open '%s': %v", p, errors.Unwrap(err))
+		}
+		if dopts.Direct {
+			if err := block.BufferedAfterDirect(df); err != nil {
+				df.Close()
+				return nil, err
+			}
 		}
 		img.data = df
 	}
@@ -250,7 +261,7 @@ func (img *Image) openBacking(opts block.OpenOptions) error {
 	if opts.Depth+1 > block.MaxChainDepth {
 		return fmt.Errorf("Could not open backing file: backing chain of '%s' is too deep (loop?)", img.filename)
 	}
-	d, err := block.Open(p, block.OpenOptions{ReadOnly: true, Format: fmtName, Depth: opts.Depth + 1})
+	d, err := block.Open(p, opts.BackingOptions(fmtName))
 	if err != nil {
 		if strings.HasPrefix(err.Error(), "Could not open backing file: ") {
 			return err // already said by a deeper layer

@@ -2,6 +2,7 @@ package vmdk
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"os"
@@ -167,13 +168,36 @@ func (vmdkFormat) Create(filename string, opts block.CreateOptions) error {
 		}
 	}
 	desc := formatDescriptor(cid, pcid, p.subformat, hint, lines, p.hw, p.adapter, p.tools, sectors)
-	return os.WriteFile(filename, []byte(desc), 0o644)
+	return writeDescriptorFile(filename, []byte(desc))
+}
+
+// writeDescriptorFile writes a separate descriptor file, taking the create locks first
+// (block.CreateImageFile) so a descriptor in use is not overwritten.
+func writeDescriptorFile(filename string, desc []byte) error {
+	f, err := block.CreateImageFile(filename)
+	if err != nil {
+		return createError(filename, err)
+	}
+	if _, err := f.Write(desc); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// createError words a failure to create path: lock conflicts as qemu-img prints them.
+func createError(path string, err error) error {
+	var le *block.LockError
+	if errors.As(err, &le) {
+		return err
+	}
+	return fmt.Errorf("Could not create '%s': %v", path, unwrapPathErr(err))
 }
 
 func writeFlatFile(path string, size int64) error {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := block.CreateImageFile(path)
 	if err != nil {
-		return fmt.Errorf("Could not create '%s': %v", path, unwrapPathErr(err))
+		return createError(path, err)
 	}
 	defer f.Close()
 	if err := f.Truncate(size); err != nil {
@@ -246,9 +270,9 @@ func writeSparseFile(path string, sectors int64, compress, zeroed bool, desc str
 	if int64(len(img)) > 1<<30 {
 		return fmt.Errorf("vmdk: image too large for a single sparse extent")
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := block.CreateImageFile(path)
 	if err != nil {
-		return fmt.Errorf("Could not create '%s': %v", path, unwrapPathErr(err))
+		return createError(path, err)
 	}
 	defer f.Close()
 	if _, err := f.Write(img); err != nil {

@@ -53,11 +53,22 @@ func (vmdkFormat) Open(filename string, opts block.OpenOptions) (block.Driver, e
 	if opts.ReadOnly {
 		flag = os.O_RDONLY
 	}
-	f, err := os.OpenFile(filename, flag, 0)
+	f, err := block.OpenImageFile(filename, opts, block.RoleImage)
 	if err != nil {
+		var le *block.LockError
+		if errors.As(err, &le) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("Could not open '%s': %v", filename, unwrapPathErr(err))
 	}
-	m := &image{filename: filename, readOnly: opts.ReadOnly}
+	if opts.Direct {
+		// Grain-table I/O is not block-aligned: O_DIRECT was only checked (see block.BufferedAfterDirect).
+		if err := block.BufferedAfterDirect(f); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	m := &image{filename: filename, readOnly: opts.ReadOnly, opts: opts}
 	err = m.open(f, flag)
 	if err == nil {
 		err = m.openParent(opts)
@@ -230,12 +241,25 @@ func (m *image) openExtents(desc *descriptor, flag int) error {
 			return err
 		}
 		e.path, e.infoName = p, prefix+l.Name
-		fl := flag
-		if l.ReadOnly {
-			fl = os.O_RDONLY
+		eo := m.opts
+		if l.ReadOnly || flag&(os.O_WRONLY|os.O_RDWR) == 0 {
+			eo.ReadOnly = true
 		}
-		if e.f, err = os.OpenFile(p, fl, 0); err != nil {
+		role := block.RoleImage
+		if l.Kind == kindFlat {
+			role = block.RoleData
+		}
+		if e.f, err = block.OpenImageFile(p, eo, role); err != nil {
+			var le *block.LockError
+			if errors.As(err, &le) {
+				return err
+			}
 			return fmt.Errorf("vmdk: could not open extent '%s': %v", l.Name, unwrapPathErr(err))
+		}
+		if eo.Direct {
+			if err := block.BufferedAfterDirect(e.f); err != nil {
+				return err
+			}
 		}
 		if st, err := e.f.Stat(); err != nil || !st.Mode().IsRegular() {
 			return fmt.Errorf("vmdk: extent %q is not a regular file", l.Name)
@@ -301,7 +325,7 @@ func (m *image) openParent(opts block.OpenOptions) error {
 	} else if !st.Mode().IsRegular() {
 		return fmt.Errorf("Could not open backing file: '%s' is not a regular file", m.parentFull)
 	}
-	p, err := vmdkFormat{}.Open(m.parentFull, block.OpenOptions{ReadOnly: true, Format: "vmdk", Depth: opts.Depth + 1})
+	p, err := vmdkFormat{}.Open(m.parentFull, opts.BackingOptions("vmdk"))
 	if errors.Is(err, errChainTooLong) {
 		return err
 	} else if err != nil {

@@ -165,7 +165,7 @@ func ourMap(t testing.TB, d block.Driver) []mapEntry {
 
 func qemuMap(t testing.TB, img string) []mapEntry {
 	var m []mapEntry
-	if err := json.Unmarshal([]byte(run(t, "qemu-img", "map", "-f", "vmdk", "--output=json", img)), &m); err != nil {
+	if err := json.Unmarshal([]byte(run(t, "qemu-img", "map", "-U", "-f", "vmdk", "--output=json", img)), &m); err != nil {
 		t.Fatal(err)
 	}
 	return m
@@ -179,7 +179,7 @@ func mapString(m []mapEntry) string {
 // qemuInfo returns qemu-img info --output=json decoded generically.
 func qemuInfo(t testing.TB, img string) map[string]any {
 	var m map[string]any
-	if err := json.Unmarshal([]byte(run(t, "qemu-img", "info", "-f", "vmdk", "--output=json", img)), &m); err != nil {
+	if err := json.Unmarshal([]byte(run(t, "qemu-img", "info", "-U", "-f", "vmdk", "--output=json", img)), &m); err != nil {
 		t.Fatal(err)
 	}
 	return m

@@ -33,6 +33,7 @@ type extent struct {
 type image struct {
 	filename   string
 	readOnly   bool
+	opts       block.OpenOptions // as opened: extents inherit locking and O_DIRECT
 	size       int64
 	desc       *descriptor
 	createType string

@@ -81,8 +81,18 @@ func run(args []string) (code int) {
 }
 
 func oneLine(s string) string {
-	return strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", " ")
+	s = strings.TrimRight(s, "\n")
+	// A lock conflict keeps qemu-img's hint on its own line.
+	hint := ""
+	if i := strings.LastIndex(s, "\nIs another process using the image ["); i >= 0 {
+		s, hint = s[:i], s[i:]
+	}
+	return strings.ReplaceAll(s, "\n", " ") + hint
 }
+
+// forceShare is -U/--force-share of the running command: read-only opens share every
+// permission (qemu-img's force-share=on).
+var forceShare bool
 
 func dispatch(args []string) error {
 	if len(args) == 0 {
@@ -213,6 +223,12 @@ func newApp() *cli.App {
 	for _, c := range app.Commands {
 		c.HideHelp = true
 		c.OnUsageError = app.OnUsageError
+		act := c.Action
+		c.Action = func(ctx *cli.Context) error {
+			forceShare = ctx.Bool("U")
+			defer func() { forceShare = false }()
+			return act(ctx)
+		}
 	}
 	return app
 }
@@ -339,7 +355,7 @@ func openImage(name, format string, readOnly, noBacking bool) (block.Driver, err
 	if name == "" {
 		return nil, fail("Expecting one image file name")
 	}
-	d, err := block.Open(name, block.OpenOptions{Format: format, ReadOnly: readOnly, NoBacking: noBacking})
+	d, err := block.Open(name, block.OpenOptions{Format: format, ReadOnly: readOnly, NoBacking: noBacking, ForceShare: forceShare})
 	if err != nil {
 		return nil, fail("Could not open '%s': %s", name, oneLine(err.Error()))
 	}

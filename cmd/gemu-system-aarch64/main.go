@@ -16,6 +16,7 @@ import (
 
 	"gemu/cmd/internal/cpuprof"
 	"gemu/cmd/internal/qemuopts"
+	"gemu/cmd/internal/sysdev"
 	"gemu/hw/chardev"
 	"gemu/machine/virt"
 	arm "gemu/target-arm"
@@ -133,6 +134,13 @@ func run(args []string) (int, error) {
 		}
 		return 0, nil
 	}
+	if h, ok, err := sysdev.Help(&o.Common); ok {
+		if err != nil {
+			return 1, err
+		}
+		fmt.Print(h)
+		return 0, nil
+	}
 	if o.cfg.Kernel == "" {
 		return 1, errors.New("no -kernel given: the virt board has no firmware to boot")
 	}
@@ -151,12 +159,22 @@ func run(args []string) (int, error) {
 			cur.Stop()
 		}
 	}
+	// Drives and -chardevs are opened once: they (and the image locks) outlive a reboot.
+	wiring, err := sysdev.Open(&o.Common, "virtio", chardev.Options{OnQuit: quit})
+	if err != nil {
+		return 1, err
+	}
+	defer wiring.Close()
+	if wiring.StdioUsed && len(o.Serials) == 0 {
+		o.serial = "null" // a -chardev took stdio (QEMU would refuse the clash)
+	}
 	be, err := chardev.Open(o.serial, chardev.Options{OnQuit: quit})
 	if err != nil {
 		return 1, err
 	}
 	defer be.Close()
 	o.cfg.Serial = be
+	warn := func(msg string) { fmt.Fprintf(os.Stderr, "%s: warning: %s\n", prog, msg) }
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
@@ -172,6 +190,12 @@ func run(args []string) (int, error) {
 		if err != nil {
 			return 1, err
 		}
+		env, err := wiring.Plug(m, warn)
+		if err != nil {
+			m.Close()
+			return 1, err
+		}
+		m.OnRelease(env.Reset)
 		curMu.Lock()
 		cur = m
 		if quitting {

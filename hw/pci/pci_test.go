@@ -11,7 +11,7 @@ func cfgAddr(dev, fn, reg uint32) []byte {
 }
 
 func TestHostBridgeThroughCF8(t *testing.T) {
-	b := NewBus()
+	b := NewBus(BusConfig{})
 	if err := b.Add(0, 0, NewHostBridge()); err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestHostBridgeThroughCF8(t *testing.T) {
 
 func TestResetControl(t *testing.T) {
 	n := 0
-	io := NewConfigIO(NewBus(), func() { n++ })
+	io := NewConfigIO(NewBus(BusConfig{}), func() { n++ })
 	io.Write(bus.Host, 1, []byte{0x02}) // Linux: SYS_RST first ...
 	if n != 0 {
 		t.Fatal("reset on SYS_RST alone")

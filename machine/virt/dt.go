@@ -7,11 +7,13 @@ import (
 	"gemu/hw/fdt"
 )
 
-// Phandles, numbered like QEMU's (from 0x8000) so dumps compare easily.
-const (
-	phClock = 0x8000
-	phIntc  = 0x8001
-)
+// Phandles, numbered as QEMU's so dumps compare equal, interrupt-map included: the
+// clock first, then one per CPU (QEMU's cpu-map refers to them), then the GIC and its
+// MSI frame.
+const phClock = 0x8000
+
+func (m *Machine) phIntc() uint32 { return phClock + 1 + uint32(m.cfg.SMP) }
+func (m *Machine) phV2M() uint32  { return m.phIntc() + 1 }
 
 // GIC interrupt specifier cells: type, number, flags.
 const (
@@ -33,7 +35,7 @@ const (
 // has (no flash, fw-cfg, PCIe, RTC, GPIO, PMU or MSI frame).
 func (m *Machine) deviceTree() *fdt.Node {
 	r := fdt.NewRoot()
-	r.SetU32("interrupt-parent", phIntc)
+	r.SetU32("interrupt-parent", m.phIntc())
 	r.SetString("model", "linux,dummy-virt")
 	r.SetU32("#size-cells", 2)
 	r.SetU32("#address-cells", 2)
@@ -60,6 +62,8 @@ func (m *Machine) deviceTree() *fdt.Node {
 		v.SetString("compatible", "virtio,mmio")
 	}
 
+	m.pcieNode(r)
+
 	uart := r.Child(fmt.Sprintf("pl011@%x", UARTBase))
 	uart.SetString("clock-names", "uartclk", "apb_pclk")
 	uart.SetU32("clocks", phClock, phClock)
@@ -68,7 +72,7 @@ func (m *Machine) deviceTree() *fdt.Node {
 	uart.SetString("compatible", "arm,pl011", "arm,primecell")
 
 	intc := r.Child(fmt.Sprintf("intc@%x", GICDistBase))
-	intc.SetU32("phandle", phIntc)
+	intc.SetU32("phandle", m.phIntc())
 	if m.cfg.GICVersion == 3 {
 		intc.SetU64("reg", GICDistBase, GICDistSize, GICRedistBase, uint64(m.cfg.SMP)*redistStride)
 		intc.SetU32("#redistributor-regions", 1)
@@ -77,8 +81,20 @@ func (m *Machine) deviceTree() *fdt.Node {
 		intc.SetU64("reg", GICDistBase, GICDistSize, GICCPUBase, GICCPUSize)
 		intc.SetString("compatible", "arm,cortex-a15-gic")
 	}
+	// #address-cells 2 on the GIC, as QEMU's: the PCIe interrupt-map's parent unit
+	// addresses have two cells, and the v2m frame is a child.
+	intc.SetEmpty("ranges")
+	intc.SetU32("#size-cells", 2)
+	intc.SetU32("#address-cells", 2)
 	intc.SetEmpty("interrupt-controller")
 	intc.SetU32("#interrupt-cells", 3)
+	if m.cfg.GICVersion == 2 {
+		v2m := intc.Child(fmt.Sprintf("v2m@%x", GICV2MBase))
+		v2m.SetU32("phandle", m.phV2M())
+		v2m.SetU64("reg", GICV2MBase, 0x1000)
+		v2m.SetEmpty("msi-controller")
+		v2m.SetString("compatible", "arm,gic-v2m-frame")
+	}
 
 	cpus := r.Child("cpus")
 	cpus.SetU32("#size-cells", 0)
@@ -115,6 +131,40 @@ func (m *Machine) deviceTree() *fdt.Node {
 	rand.Read(seed)
 	chosen.Set("rng-seed", seed)
 	return r
+}
+
+// pcieNode describes the generic ECAM host as QEMU 7.2's create_pcie does: the
+// interrupt-map swizzles INTA-INTD of slots 0-3 onto SPIs 3-6 (the mask repeats it for
+// every slot), ranges give the I/O, 32-bit and 64-bit windows, msi-map points at the
+// v2m frame when there is one.
+func (m *Machine) pcieNode(r *fdt.Node) {
+	p := r.Child(fmt.Sprintf("pcie@%x", PCIeMMIOBase))
+	p.SetU32("interrupt-map-mask", 0x1800, 0, 0, 7)
+	var imap []uint32
+	for slot := uint32(0); slot < 4; slot++ {
+		for pin := uint32(1); pin <= 4; pin++ {
+			spi := PCIeINTxSPI + (slot+pin-1)%4
+			imap = append(imap, slot<<11, 0, 0, pin, m.phIntc(), 0, 0, dtSPI, spi, dtLevelHigh)
+		}
+	}
+	p.SetU32("interrupt-map", imap...)
+	p.SetU32("#interrupt-cells", 1)
+	hi, size := uint64(PCIeHighMMIO), uint64(PCIeHighSize)
+	p.SetU32("ranges",
+		0x1000000, 0, 0, 0, PCIePIOBase, 0, PCIePIOSize,
+		0x2000000, 0, PCIeMMIOBase, 0, PCIeMMIOBase, 0, PCIeMMIOSize,
+		0x3000000, uint32(hi>>32), uint32(hi), uint32(hi>>32), uint32(hi), uint32(size>>32), uint32(size))
+	p.SetU64("reg", PCIeECAMBase, PCIeECAMSize)
+	if m.cfg.GICVersion == 2 {
+		p.SetU32("msi-map", 0, m.phV2M(), 0, 0x10000)
+	}
+	p.SetEmpty("dma-coherent")
+	p.SetU32("bus-range", 0, PCIeECAMSize>>20-1)
+	p.SetU32("linux,pci-domain", 0)
+	p.SetU32("#size-cells", 2)
+	p.SetU32("#address-cells", 3)
+	p.SetString("device_type", "pci")
+	p.SetString("compatible", "pci-host-ecam-generic")
 }
 
 // setChosen records the boot parameters in /chosen (of the generated tree or a user's

@@ -18,7 +18,9 @@ import (
 	"gemu/hw/fdt"
 	"gemu/hw/intc"
 	"gemu/hw/memory"
+	"gemu/hw/pci"
 	"gemu/hw/serial"
+	"gemu/hw/virtio/mmio"
 	arm "gemu/target-arm"
 )
 
@@ -74,9 +76,15 @@ type Machine struct {
 	cfg  Config
 	ram  *memory.RAM
 	mmio *bus.Bus
-	cpus []*arm.CPU
-	gic  *intc.GIC
-	dtb  []byte
+	pio  *bus.Bus // the PCI I/O space behind the PCIe I/O window
+	pci  *pci.Bus
+	// vmmio are the 32 virtio-mmio transports (empty until a device is attached).
+	vmmio       [VirtioSlots]*mmio.Device
+	onRelease   []func()
+	releaseOnce sync.Once
+	cpus        []*arm.CPU
+	gic         *intc.GIC
+	dtb         []byte
 
 	entry, dtbAddr uint64
 
@@ -162,8 +170,16 @@ func New(cfg Config) (*Machine, error) {
 		ins(v2.Distributor(), "gicd", GICDistBase, GICDistSize)
 		ins(v2.CPUInterface(), "gicc", GICCPUBase, GICCPUSize)
 	}
-	for n := range VirtioSlots {
-		ins(emptyVirtio{}, fmt.Sprintf("virtio-mmio%d", n), VirtioBase+uint64(n)*VirtioStride, VirtioStride)
+	if err := m.initVirtioMMIO(); err != nil {
+		return nil, err
+	}
+	var v2m *intc.V2M
+	if v2 != nil {
+		v2m = m.gic.NewV2M(GICV2MSPIBase, GICV2MSPICount)
+		ins(v2m, "gicv2m", GICV2MBase, intc.V2MSize)
+	}
+	if err := m.initPCIe(v2m); err != nil {
+		return nil, err
 	}
 	for i := range cfg.SMP {
 		timers := [3]bus.IRQ{m.gic.PPI(i, ppiPhys), m.gic.PPI(i, ppiVirt), m.gic.PPI(i, ppiHyp)}
@@ -280,6 +296,14 @@ func (m *Machine) finish(e Exit, err error) {
 // target-arm's per-RAM registry (a reboot would otherwise leak one cache), then
 // guest RAM. No vCPU may be running.
 func (m *Machine) release() {
+	m.releaseOnce.Do(m.releaseNow)
+}
+
+// Close releases a machine that will not be run (Run releases it itself).
+func (m *Machine) Close() { m.release() }
+
+func (m *Machine) releaseNow() {
+	m.releaseDevices()
 	for _, c := range m.cpus {
 		c.Close()
 	}
@@ -336,24 +360,3 @@ func (m *Machine) launch(i int) {
 		}
 	}()
 }
-
-// emptyVirtio is a virtio-mmio transport with no device behind it (DeviceID 0), as
-// QEMU presents unused slots: the guest's virtio-mmio driver probes and skips it.
-type emptyVirtio struct{}
-
-func (emptyVirtio) Read(_ bus.Access, off uint64, data []byte) {
-	var v uint32
-	switch off {
-	case 0x000:
-		v = 0x74726976 // "virt"
-	case 0x004:
-		v = 2 // modern (virtio 1.0) register layout
-	case 0x00c:
-		v = 0x554d4551 // vendor "QEMU"
-	}
-	for i := range data {
-		data[i] = byte(v >> (8 * i))
-	}
-}
-
-func (emptyVirtio) Write(bus.Access, uint64, []byte) {}

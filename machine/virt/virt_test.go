@@ -3,25 +3,38 @@ package virt
 import (
 	"encoding/binary"
 	"gemu/hw/bus"
+	"gemu/hw/virtio/rng"
 	"strings"
 	"testing"
 )
 
-// TestEmptyVirtioSlots: each slot answers like QEMU's unused virtio-mmio transports, so
-// Linux's virtio_mmio driver probes all 32 and binds nothing.
-func TestEmptyVirtioSlots(t *testing.T) {
-	var d emptyVirtio
-	rd := func(off uint64) uint32 {
+// TestVirtioSlots: unused slots answer like QEMU's unused virtio-mmio transports
+// (magic, version 2, device 0), so Linux's virtio_mmio probes all 32 and binds nothing;
+// attached devices take the slots from the top, as on QEMU.
+func TestVirtioSlots(t *testing.T) {
+	m, err := New(Config{RAMSize: 128 << 20, SMP: 1, GICVersion: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.release()
+	rd := func(slot int, off uint64) uint32 {
 		var b [4]byte
-		d.Read(bus.Host, off, b[:])
+		m.mmio.Read(bus.CPUAccess(0), VirtioBase+uint64(slot)*VirtioStride+off, b[:])
 		return binary.LittleEndian.Uint32(b[:])
 	}
-	if rd(0) != 0x74726976 || rd(4) != 2 || rd(8) != 0 {
-		t.Fatalf("magic %#x version %d device %d", rd(0), rd(4), rd(8))
+	if rd(0, 0) != 0x74726976 || rd(0, 4) != 2 || rd(0, 8) != 0 || rd(0, 0xc) != 0x554d4551 {
+		t.Fatalf("empty slot: magic %#x version %d device %d vendor %#x", rd(0, 0), rd(0, 4), rd(0, 8), rd(0, 0xc))
 	}
-	d.Write(bus.Host, 0x70, []byte{1, 0, 0, 0}) // status writes are ignored
-	if rd(0x70) != 0 {
-		t.Fatal("status not zero")
+	for i := range 2 {
+		if err := m.VirtioMMIO(rng.New()); err != nil {
+			t.Fatal(err)
+		}
+		if id := rd(VirtioSlots-1-i, 8); id != 4 {
+			t.Fatalf("device %d: slot %d reports device %d, want 4 (entropy)", i, VirtioSlots-1-i, id)
+		}
+	}
+	if rd(0, 8) != 0 {
+		t.Fatal("slot 0 taken before the higher slots")
 	}
 }
 

@@ -332,11 +332,6 @@ func (c *Common) Unwired() []string {
 			u = append(u, "-"+name)
 		}
 	}
-	add("drive", len(c.Drives))
-	add("device", len(c.Devices))
-	add("blockdev", len(c.Blockdevs))
-	add("chardev", len(c.Chardevs))
-	add("object", len(c.Objects))
 	add("netdev", len(c.Netdevs))
 	add("nic", len(c.NICs))
 	add("global", len(c.Globals))

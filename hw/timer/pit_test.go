@@ -73,7 +73,7 @@ func TestPITLatchAndCount(t *testing.T) {
 	r := newPIT(t)
 	r.out(0x43, 0x34)
 	r.out(0x40, 0x00)
-	r.out(0x40, 0x10) // 0x1000
+	r.out(0x40, 0x10)               // 0x1000
 	r.clk.Advance(time.Millisecond) // 1193 ticks
 	r.out(0x43, 0x00)               // latch channel 0
 	r.clk.Advance(time.Millisecond)

@@ -1,7 +1,9 @@
 package acpi
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -226,7 +228,7 @@ func TestTablesIasl(t *testing.T) {
 	if err != nil {
 		t.Skip("iasl not installed (Debian package acpica-tools); skipping the ACPICA cross-check")
 	}
-	tb, err := Build(testBase, testConfig())
+	tb, err := Build(testBase, hpetConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,6 +268,8 @@ func TestTablesIasl(t *testing.T) {
 			`Address : 0000000000000CF9`, `Value to cause reset : 06`, `Hardware Reduced (V5) : 0`},
 		"APIC": {`Local Apic ID : 03`, `Address : FEC00000`, `Source : 09`, `Interrupt : 00000002`},
 		"FACS": {`Version : 02`},
+		"HPET": {`Hardware Block ID : 8086A201`, `Space ID : 00 [SystemMemory]`,
+			`Address : 00000000FED00000`, `Sequence Number : 00`},
 	}
 	space := regexp.MustCompile(`\s+`)
 	for sig, subs := range want {
@@ -274,6 +278,62 @@ func TestTablesIasl(t *testing.T) {
 			if !strings.Contains(text, space.ReplaceAllString(s, " ")) {
 				t.Errorf("%s disassembly lacks %q:\n%s", sig, s, dis[sig])
 			}
+		}
+	}
+}
+
+// TestTablesUnchangedWithoutHPET pins the tables of configurations without the HPET
+// option to the bytes the KVM PC has always booted with (digests taken before the
+// option existed), so options for the userspace chipset cannot change them.
+func TestTablesUnchangedWithoutHPET(t *testing.T) {
+	small := testConfig()
+	small.PCI, small.PCIRouting, small.CPUs = false, false, 1
+	for _, c := range []struct {
+		cfg  Config
+		want string
+	}{
+		{testConfig(), "aebdba68c958e801bded5eb04cde6856b47ca278df7cdaea00bd4f7c81c9f7fa"},
+		{small, "ea4a28d9ec836b36a493cb979e83fe92c1b7058051c10a1ba3b6899963eac53a"},
+	} {
+		tb, err := Build(testBase, c.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprintf("%x", sha256.Sum256(tb.Blob)); got != c.want {
+			t.Errorf("tables changed: sha256 %s, want %s", got, c.want)
+		}
+	}
+}
+
+func hpetConfig() Config {
+	c := testConfig()
+	c.HPET, c.HPETAddr, c.HPETID = true, 0xfed00000, 0x8086a201
+	return c
+}
+
+func TestHPETTable(t *testing.T) {
+	tb, err := Build(testBase, hpetConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables := decode(t, tb)
+	h := tables["HPET"]
+	if h == nil {
+		t.Fatal("no HPET table in the XSDT")
+	}
+	le := binary.LittleEndian
+	if len(h) != 56 || h[8] != 1 {
+		t.Fatalf("HPET length %d revision %d, want 56 and 1", len(h), h[8])
+	}
+	if le.Uint32(h[36:]) != 0x8086a201 || h[40] != 0 || le.Uint64(h[44:]) != 0xfed00000 {
+		t.Errorf("HPET id %#x space %d base %#x", le.Uint32(h[36:]), h[40], le.Uint64(h[44:]))
+	}
+	// The other tables are the same bytes as without the option.
+	plain, _ := Build(testBase, testConfig())
+	for _, sig := range []string{"FACP", "APIC", "DSDT", "FACS"} {
+		a, b := decode(t, plain)[sig], tables[sig]
+		if string(a) != string(b) {
+			t.Errorf("%s differs with the HPET option", sig)
 		}
 	}
 }

@@ -1,5 +1,5 @@
 // Package acpi owns the ACPI firmware tables a PC guest finds in memory (RSDP,
-// XSDT/RSDT, FADT, FACS, MADT and an AML DSDT with \_S5 and the PCI root bridge) and the
+// XSDT/RSDT, FADT, FACS, MADT, optionally the HPET table, and an AML DSDT with \_S5 and the PCI root bridge) and the
 // fixed-hardware PM register block (PM1 event/control, PM timer, GPE0) through which
 // the guest powers off.
 //

@@ -31,6 +31,14 @@ type Config struct {
 	// PCIRouting, if set, gives PCI0 a _PRT sending INTA-INTD of slots 1-31 to
 	// IOAPIC GSIs per PCIIntxGSI, so INTx devices (virtio-pci without MSI-X) work.
 	PCIRouting bool
+
+	// HPET, if set, adds an HPET table (after the MADT in the RSDT/XSDT) announcing
+	// the event timer block at HPETAddr (0xfed00000) whose capabilities register's
+	// low half is HPETID (0x8086a201 for hw/timer's 3-timer HPET). Unset, the tables
+	// are byte-identical to those of a build without the option (the KVM PC's).
+	HPET     bool
+	HPETAddr uint32
+	HPETID   uint32
 }
 
 // PCIIntxGSI is the GSI that INTx pin (0 = INTA .. 3 = INTD) of a device in slot raises
@@ -117,6 +125,9 @@ func Build(base uint64, c Config) (*Tables, error) {
 	fadt := place("FACP", buildFADT(c, facs, dsdt), 16)
 	madt := place("APIC", buildMADT(c), 16)
 	entries := []uint64{fadt, madt}
+	if c.HPET {
+		entries = append(entries, place("HPET", buildHPET(c), 16))
+	}
 
 	rsdt := header("RSDT", 1)
 	xsdt := header("XSDT", 1)
@@ -217,7 +228,7 @@ func buildMADT(c Config) []byte {
 	m := header("APIC", 4)
 	le := binary.LittleEndian
 	m = le.AppendUint32(m, c.LAPICAddr)
-	m = le.AppendUint32(m, 1) // PCAT_COMPAT: dual 8259s present (KVM's in-kernel PIC)
+	m = le.AppendUint32(m, 1) // PCAT_COMPAT: dual 8259s present (KVM's in-kernel pair or hw/intc/i8259)
 	for i := 0; i < c.CPUs; i++ {
 		// Processor Local APIC: UID i, APIC id i, enabled.
 		m = append(m, 0, 8, byte(i), byte(i))
@@ -238,6 +249,21 @@ func buildMADT(c Config) []byte {
 	// Local APIC NMI on LINT1 for all processors.
 	m = append(m, 4, 6, 0xff, 0, 0, 1)
 	return finish(m)
+}
+
+// buildHPET encodes the IA-PC HPET table (HPET specification 1.0a, section 3.2.4) as
+// QEMU's build_hpet does: the event timer block id, its base as a system-memory GAS,
+// HPET number 0, no minimum tick, no page protection.
+func buildHPET(c Config) []byte {
+	h := header("HPET", 1)
+	le := binary.LittleEndian
+	h = le.AppendUint32(h, c.HPETID)
+	h = append(h, 0, 0, 0, 0) // GAS: system memory, width/offset/access 0 as QEMU
+	h = le.AppendUint64(h, uint64(c.HPETAddr))
+	h = append(h, 0)          // HPET number
+	h = le.AppendUint16(h, 0) // minimum clock tick in periodic mode
+	h = append(h, 0)          // page protection and OEM attributes
+	return finish(h)
 }
 
 // SleepTypeS5 is the SLP_TYP value the DSDT's \_S5 names; writing it to PM1_CNT with

@@ -1,8 +1,27 @@
 // Package accel owns the accelerator interface: what a machine (machine/pc,
 // machine/virt) programs against to run a guest, whichever engine executes the guest's
-// instructions (accel/kvm through /dev/kvm, or TCG). A machine adds its RAM slots, takes
-// interrupt lines for its devices, sets the boot CPU's state and calls Run with its MMIO
-// and port-I/O buses; devices and the host UI call Stop to end the run.
+// instructions (accel/kvm through /dev/kvm, or accel/tcg in userspace). A machine adds
+// its RAM slots, takes interrupt lines for its devices, sets the boot CPU's state and
+// calls Run with its MMIO and port-I/O buses; devices and the host UI call Stop to end
+// the run.
+//
+// One VM interface for every engine (as Cloud Hypervisor's hypervisor crate has one
+// Vm/Vcpu trait for KVM and MSHV): what differs is what the engine emulates itself.
+//
+//   - KVM runs the vCPUs in the kernel and emulates the interrupt controllers and the
+//     PIT there (accel/kvm); IRQ lines are KVM_IRQ_LINE.
+//   - A userspace engine (accel/tcg) emulates neither the ISA nor the chipset: the
+//     board supplies both in Config. Target creates one CPU per vCPU (the guest ISA's
+//     vCPU, e.g. target-x86's on tcg's run loop: accel knows no ISA) and IRQChip is the
+//     board's interrupt controllers (hw/intc/pcirq on the PC), to which the VM's IRQ
+//     lines and MSIs go. A board asks Chipset.InEngineChipset to know which case it
+//     is in.
+//
+// The vCPU lifecycle is Firecracker's state machine, driven by the engine: created
+// (New) → running (Run) ⇄ paused (Pauser.Pause/Resume) → exited (the guest's or
+// Stop's ExitReason). A userspace engine owns one goroutine per vCPU and calls
+// CPU.Run in a loop on it: Run returns Stopped when CPU.Kick asked it to (Stop, Pause),
+// any other reason ends the whole VM's run with that reason.
 //
 // It must not know about any device, board or instruction semantics.
 package accel
@@ -53,6 +72,80 @@ type Config struct {
 	// MPIDR affinity i; vCPU 0 is the boot CPU, the others wait for the guest to start
 	// them (x86: INIT/SIPI through the local APIC).
 	CPUs int
+
+	// Target and IRQChip are what a userspace engine (accel/tcg) needs from the board
+	// and an in-kernel one (accel/kvm) ignores: see the package doc.
+	Target  Target
+	IRQChip IRQChip
+}
+
+// IO is where a vCPU's accesses outside RAM go: MMIO always, PIO on architectures with
+// port I/O (nil elsewhere). Accesses carry bus.CPUAccess(vCPU index).
+type IO struct {
+	MMIO, PIO *bus.Bus
+}
+
+// CPU is one vCPU run by a userspace engine, implemented by the guest ISA's package
+// and created by the board's Target. The engine calls Run on a goroutine it owns, one
+// per vCPU, and Kick from any goroutine.
+type CPU interface {
+	// Run executes guest code until Kick asks it to return (reason Stopped) or the guest
+	// ends the run: Shutdown (x86 triple fault), PowerOff or Reset where the CPU itself
+	// decides them (PSCI on arm; on the PC, devices call VM.Stop instead), Error with
+	// err set when the CPU cannot go on. A halted CPU (HLT, WFI, an AP waiting for
+	// SIPI) sleeps inside Run until an interrupt or Kick. After a Stopped return the
+	// engine may call Run again, which continues where the CPU stopped.
+	Run(io IO) (ExitReason, error)
+	// Kick makes the Run in progress return Stopped at its next instruction boundary,
+	// or, if none is in progress, the next Run return Stopped at once; one Kick causes
+	// at most one such return. It must not block.
+	Kick()
+}
+
+// Target creates the vCPUs of a userspace engine. NewCPU is called once per vCPU,
+// index 0..CPUs-1, when the VM is created (vCPU 0 is the boot CPU; the others wait for
+// the guest to start them).
+type Target interface {
+	NewCPU(index int) (CPU, error)
+}
+
+// TargetFunc adapts a function to Target.
+type TargetFunc func(index int) (CPU, error)
+
+// NewCPU calls f(index).
+func (f TargetFunc) NewCPU(index int) (CPU, error) { return f(index) }
+
+// IRQChip is the board's userspace interrupt controllers as a userspace engine sees
+// them: IRQ returns the line of global system interrupt gsi (the PC: ISA IRQs 0-15 to
+// the 8259s and the IOAPIC, 16-23 to the IOAPIC). If it also implements MSI, the VM's
+// SignalMSI delivers through it (the local APICs).
+type IRQChip interface {
+	IRQ(gsi uint32) bus.IRQ
+}
+
+// X86BootCPU is implemented by x86 CPUs of a userspace engine that take the loader's
+// register state (X86VM.SetBootState reaches vCPU 0 through it).
+type X86BootCPU interface {
+	SetBootState(bs *x86.BootState) error
+}
+
+// Chipset is implemented by accelerators to say whether they emulate the platform's
+// interrupt controllers and timers themselves (KVM's in-kernel irqchip and PIT). An
+// accelerator without the method does (the historical KVM behaviour); accel/tcg says
+// false, and the board then builds them (hw/intc, hw/timer) and passes
+// Config.IRQChip.
+type Chipset interface {
+	InEngineChipset() bool
+}
+
+// Pauser is implemented by VMs whose vCPUs can be paused in the middle of a Run and
+// resumed (Firecracker's Pause/Resume events): Pause returns when no vCPU executes
+// guest code and no device callback is in flight from a vCPU; a paused VM's Run keeps
+// running (it returns only for Stop or the guest). Pause and Resume may be called from
+// any goroutine except a vCPU's.
+type Pauser interface {
+	Pause() error
+	Resume() error
 }
 
 // VM is one guest being run by an accelerator. Methods other than Run and Stop must be

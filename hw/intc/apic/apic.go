@@ -756,7 +756,7 @@ func (a *APIC) WriteReg(off uint32, v uint32) {
 	case off == RegDFR:
 		a.dfr = v | 0x0fffffff
 	case off == RegSVR:
-		a.svr = v & 0x11ff
+		a.svr = v & 0x1ff // no directed EOI (version bit 24 clear): bit 12 reads 0, as QEMU and KVM
 		if v&svrEnable == 0 {
 			for i := range a.lvt {
 				a.lvt[i] |= lvtMasked

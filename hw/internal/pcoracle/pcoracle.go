@@ -1,0 +1,241 @@
+// Package pcoracle runs scripts of port-I/O and MMIO accesses both inside QEMU's pc
+// machine (on TCG, so QEMU's own userspace PIC, PIT, IOAPIC, local APIC and HPET
+// answer) and against gemu's device models, so device tests can compare the two
+// register by register. This QEMU build has no qtest accelerator, so the QEMU side is
+// a tiny multiboot guest (guest/: built with the host's gcc -m32) that
+// replays the script from a multiboot module with interrupts off and reports every
+// value read on the debug console.
+//
+// It is test support for hw/: it must not be imported by non-test code.
+package pcoracle
+
+import (
+	_ "embed"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"gemu/hw/bus"
+)
+
+//go:embed guest/guest.S
+var guestS []byte
+
+//go:embed guest/guest.c
+var guestC []byte
+
+//go:embed guest/guest.ld
+var guestLD []byte
+
+// Op kinds.
+const (
+	kOutB = 1 + iota
+	kInB
+	kOutW
+	kInW
+	kOutL
+	kInL
+	kWriteL
+	kReadL
+)
+
+// Op is one access. Reads produce one value; Mask selects the bits compared (0: all).
+type Op struct {
+	Kind, Addr, Val uint32
+	Mask            uint32
+	Note            string
+}
+
+// Script is a sequence of accesses.
+type Script []Op
+
+func (s *Script) add(k, a, v uint32) *Script { *s = append(*s, Op{Kind: k, Addr: a, Val: v}); return s }
+
+// Outb, Outw, Outl, Writel append writes.
+func (s *Script) Outb(port uint16, v uint8) *Script  { return s.add(kOutB, uint32(port), uint32(v)) }
+func (s *Script) Outw(port uint16, v uint16) *Script { return s.add(kOutW, uint32(port), uint32(v)) }
+func (s *Script) Outl(port uint16, v uint32) *Script { return s.add(kOutL, uint32(port), v) }
+func (s *Script) Writel(addr, v uint32) *Script      { return s.add(kWriteL, addr, v) }
+
+// Inb, Inw, Inl, Readl append reads, with a note naming what is read.
+func (s *Script) Inb(port uint16, note string) *Script { return s.read(kInB, uint32(port), note, 0) }
+func (s *Script) Inw(port uint16, note string) *Script { return s.read(kInW, uint32(port), note, 0) }
+func (s *Script) Inl(port uint16, note string) *Script { return s.read(kInL, uint32(port), note, 0) }
+func (s *Script) Readl(addr uint32, note string) *Script {
+	return s.read(kReadL, addr, note, 0)
+}
+
+// InbMask and ReadlMask compare only the bits in mask (time-dependent bits excluded).
+func (s *Script) InbMask(port uint16, mask uint32, note string) *Script {
+	return s.read(kInB, uint32(port), note, mask)
+}
+func (s *Script) ReadlMask(addr, mask uint32, note string) *Script {
+	return s.read(kReadL, addr, note, mask)
+}
+
+func (s *Script) read(k, a uint32, note string, mask uint32) *Script {
+	*s = append(*s, Op{Kind: k, Addr: a, Note: note, Mask: mask})
+	return s
+}
+
+func isRead(k uint32) bool { return k == kInB || k == kInW || k == kInL || k == kReadL }
+
+var (
+	buildOnce sync.Once
+	guestPath string
+	buildErr  error
+)
+
+func buildGuest() (string, error) {
+	buildOnce.Do(func() {
+		gcc, err := exec.LookPath("gcc")
+		if err != nil {
+			buildErr = fmt.Errorf("gcc not installed: %v", err)
+			return
+		}
+		dir, err := os.MkdirTemp("", "pcoracle")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		for name, b := range map[string][]byte{"guest.S": guestS, "guest.c": guestC, "guest.ld": guestLD} {
+			if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+				buildErr = err
+				return
+			}
+		}
+		out := filepath.Join(dir, "guest.elf")
+		cmd := exec.Command(gcc, "-m32", "-ffreestanding", "-fno-pic", "-fno-stack-protector",
+			"-fno-asynchronous-unwind-tables", "-nostdlib", "-static", "-O2", "-Wl,-n",
+			"-Wl,-z,noexecstack", "-Wl,--no-warn-rwx-segments", "-Wl,--build-id=none",
+			"-T", "guest.ld", "-o", out, "guest.S", "guest.c")
+		cmd.Dir = dir
+		if b, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("building the oracle guest with gcc -m32: %v\n%s", err, b)
+			return
+		}
+		guestPath = out
+	})
+	return guestPath, buildErr
+}
+
+// QEMU runs s in qemu-system-x86_64 -machine pc on TCG and returns the values read.
+// It skips the test (with the reason) when QEMU or gcc -m32 is missing.
+func QEMU(t testing.TB, s Script) []uint32 {
+	t.Helper()
+	qemu, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
+		t.Skip("qemu-system-x86_64 not installed: no QEMU oracle")
+	}
+	guest, err := buildGuest()
+	if err != nil {
+		t.Skipf("no oracle guest: %v", err)
+	}
+	dir := t.TempDir()
+	var mod []byte
+	for _, op := range s {
+		mod = binary.LittleEndian.AppendUint32(mod, op.Kind)
+		mod = binary.LittleEndian.AppendUint32(mod, op.Addr)
+		mod = binary.LittleEndian.AppendUint32(mod, op.Val)
+	}
+	script, out := filepath.Join(dir, "script.bin"), filepath.Join(dir, "out.bin")
+	if err := os.WriteFile(script, mod, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(qemu, "-machine", "pc", "-accel", "tcg", "-nodefaults", "-display", "none",
+		"-m", "32", "-kernel", guest, "-initrd", script,
+		"-chardev", "file,id=o,path="+out, "-device", "isa-debugcon,iobase=0xe9,chardev=o",
+		"-device", "isa-debug-exit,iobase=0xf4,iosize=1")
+	b, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("QEMU oracle run: %v (want exit status 1 from isa-debug-exit 0)\n%s", err, b)
+	}
+	res, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) < 4 || binary.LittleEndian.Uint32(res) != 0x4f524347 {
+		t.Fatalf("QEMU oracle guest did not start the script (output %x)", res)
+	}
+	res = res[4:]
+	var vals []uint32
+	for len(res) >= 4 {
+		vals = append(vals, binary.LittleEndian.Uint32(res))
+		res = res[4:]
+	}
+	if n := s.reads(); len(vals) != n {
+		t.Fatalf("QEMU oracle returned %d values for %d reads", len(vals), n)
+	}
+	return vals
+}
+
+func (s Script) reads() int {
+	n := 0
+	for _, op := range s {
+		if isRead(op.Kind) {
+			n++
+		}
+	}
+	return n
+}
+
+// Model runs s against gemu's devices on mmio and pio as vCPU 0 and returns the
+// values read (an access nothing claims reads as all ones, as on the PC).
+func Model(s Script, mmio, pio *bus.Bus) []uint32 {
+	var vals []uint32
+	a := bus.CPUAccess(0)
+	for _, op := range s {
+		var size int
+		b := mmio
+		switch op.Kind {
+		case kOutB, kInB:
+			size, b = 1, pio
+		case kOutW, kInW:
+			size, b = 2, pio
+		case kOutL, kInL:
+			size, b = 4, pio
+		default:
+			size = 4
+		}
+		buf := make([]byte, 4)
+		if isRead(op.Kind) {
+			if !b.Read(a, uint64(op.Addr), buf[:size]) {
+				for i := range buf[:size] {
+					buf[i] = 0xff
+				}
+			}
+			vals = append(vals, binary.LittleEndian.Uint32(buf))
+			continue
+		}
+		binary.LittleEndian.PutUint32(buf, op.Val)
+		b.Write(a, uint64(op.Addr), buf[:size])
+	}
+	return vals
+}
+
+// Compare runs s on both sides and reports every read that differs, with its note.
+func Compare(t *testing.T, s Script, mmio, pio *bus.Bus) {
+	t.Helper()
+	want := QEMU(t, s)
+	got := Model(s, mmio, pio)
+	i, bad := 0, 0
+	for n, op := range s {
+		if !isRead(op.Kind) {
+			continue
+		}
+		m := op.Mask
+		if m == 0 {
+			m = ^uint32(0)
+		}
+		if want[i]&m != got[i]&m {
+			t.Errorf("op %d (%s, %#x): gemu %#x, QEMU %#x (mask %#x)", n, op.Note, op.Addr, got[i], want[i], m)
+			bad++
+		}
+		i++
+	}
+	t.Logf("%d reads compared with QEMU, %d differ", i, bad)
+}

@@ -24,7 +24,8 @@ const (
 type pitChannel struct {
 	count      uint32 // reload value, 1..0x10000 (binary)
 	loadTime   time.Duration
-	mode       uint8
+	mode       uint8 // 0-5 (6 and 7 run as 2 and 3)
+	ctrlMode   uint8 // the mode bits as written, for the read-back status
 	bcd        bool
 	gate       bool
 	rwMode     uint8
@@ -80,7 +81,7 @@ func (p *PIT) Reset() {
 	defer p.mu.Unlock()
 	p.speaker = false
 	for i := range p.ch {
-		p.ch[i] = pitChannel{mode: 3, gate: i != 2}
+		p.ch[i] = pitChannel{mode: 3, ctrlMode: 3, gate: i != 2}
 		p.loadLocked(i, 0)
 	}
 }
@@ -342,7 +343,7 @@ func (p *PIT) Write(_ bus.Access, off uint64, data []byte) {
 					if c.bcd {
 						b = 1
 					}
-					c.status = out | c.rwMode<<4 | c.mode<<1 | b
+					c.status = out | c.rwMode<<4 | c.ctrlMode<<1 | b
 					c.statusLatched = true
 				}
 			}
@@ -356,6 +357,7 @@ func (p *PIT) Write(_ bus.Access, off uint64, data []byte) {
 		}
 		c.rwMode, c.readState, c.writeState = access, access, access
 		c.mode = (v >> 1) & 7
+		c.ctrlMode = c.mode
 		if c.mode >= 6 {
 			c.mode -= 4 // 6 and 7 are aliases of modes 2 and 3
 		}

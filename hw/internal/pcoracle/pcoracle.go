@@ -41,12 +41,14 @@ const (
 	kInL
 	kWriteL
 	kReadL
+	kWaitB
 )
 
 // Op is one access. Reads produce one value; Mask selects the bits compared (0: all).
 type Op struct {
 	Kind, Addr, Val uint32
 	Mask            uint32
+	Ignore          bool // read for its side effect only (a time-dependent value)
 	Note            string
 }
 
@@ -77,9 +79,22 @@ func (s *Script) ReadlMask(addr, mask uint32, note string) *Script {
 	return s.read(kReadL, addr, note, mask)
 }
 
+// InbIgnore reads a port for its side effect (consuming a latch) without comparing.
+func (s *Script) InbIgnore(port uint16) *Script {
+	*s = append(*s, Op{Kind: kInB, Addr: uint32(port), Ignore: true, Note: "ignored"})
+	return s
+}
+
 func (s *Script) read(k, a uint32, note string, mask uint32) *Script {
 	*s = append(*s, Op{Kind: k, Addr: a, Note: note, Mask: mask})
 	return s
+}
+
+// WaitB waits until inb(port) & mask == value, writing pre to prePort (if not 0)
+// before each read (a PIT latch command, say). QEMU's guest spins in real time; the
+// model calls the tick function given to ModelTicks between reads.
+func (s *Script) WaitB(port uint16, mask, value uint8, prePort uint16, pre uint8) *Script {
+	return s.add(kWaitB, uint32(port)|uint32(prePort)<<16, uint32(mask)|uint32(value)<<8|uint32(pre)<<16)
 }
 
 func isRead(k uint32) bool { return k == kInB || k == kInW || k == kInL || k == kReadL }
@@ -185,10 +200,33 @@ func (s Script) reads() int {
 
 // Model runs s against gemu's devices on mmio and pio as vCPU 0 and returns the
 // values read (an access nothing claims reads as all ones, as on the PC).
-func Model(s Script, mmio, pio *bus.Bus) []uint32 {
+func Model(s Script, mmio, pio *bus.Bus) []uint32 { return ModelTicks(s, mmio, pio, nil) }
+
+// ModelTicks is Model with tick called while a WaitB waits (the test advances its
+// fake clock); with tick nil a WaitB whose condition does not hold panics.
+func ModelTicks(s Script, mmio, pio *bus.Bus, tick func()) []uint32 {
 	var vals []uint32
 	a := bus.CPUAccess(0)
 	for _, op := range s {
+		if op.Kind == kWaitB {
+			port, pre := uint64(op.Addr&0xffff), uint64(op.Addr>>16)
+			mask, val := byte(op.Val), byte(op.Val>>8)
+			for n := 0; ; n++ {
+				if pre != 0 {
+					pio.Write(a, pre, []byte{byte(op.Val >> 16)})
+				}
+				d := []byte{0xff}
+				pio.Read(a, port, d)
+				if d[0]&mask == val {
+					break
+				}
+				if tick == nil || n == 10_000_000 {
+					panic(fmt.Sprintf("pcoracle: wait on port %#x never satisfied", port))
+				}
+				tick()
+			}
+			continue
+		}
 		var size int
 		b := mmio
 		switch op.Kind {
@@ -220,22 +258,31 @@ func Model(s Script, mmio, pio *bus.Bus) []uint32 {
 // Compare runs s on both sides and reports every read that differs, with its note.
 func Compare(t *testing.T, s Script, mmio, pio *bus.Bus) {
 	t.Helper()
+	CompareTicks(t, s, mmio, pio, nil)
+}
+
+// CompareTicks is Compare with a tick function for WaitB (see ModelTicks).
+func CompareTicks(t *testing.T, s Script, mmio, pio *bus.Bus, tick func()) {
+	t.Helper()
 	want := QEMU(t, s)
-	got := Model(s, mmio, pio)
-	i, bad := 0, 0
+	got := ModelTicks(s, mmio, pio, tick)
+	i, bad, cmp := 0, 0, 0
 	for n, op := range s {
 		if !isRead(op.Kind) {
 			continue
+		}
+		if !op.Ignore {
+			cmp++
 		}
 		m := op.Mask
 		if m == 0 {
 			m = ^uint32(0)
 		}
-		if want[i]&m != got[i]&m {
+		if !op.Ignore && want[i]&m != got[i]&m {
 			t.Errorf("op %d (%s, %#x): gemu %#x, QEMU %#x (mask %#x)", n, op.Note, op.Addr, got[i], want[i], m)
 			bad++
 		}
 		i++
 	}
-	t.Logf("%d reads compared with QEMU, %d differ", i, bad)
+	t.Logf("%d reads compared with QEMU, %d differ", cmp, bad)
 }

@@ -44,6 +44,18 @@ void kmain(u32 magic, struct mbi *mbi) {
 		case 6: emit(inl(a)); break;
 		case 7: *(volatile u32 *)a = v; break;
 		case 8: emit(*(volatile u32 *)a); break;
+		case 9: { /* wait: pre-write (a>>16, v>>16), then inb(a&0xffff) & (v&0xff) == (v>>8)&0xff */
+			u32 n = 0;
+			for (;;) {
+				if (a >> 16)
+					outb(a >> 16, v >> 16);
+				if ((inb(a & 0xffff) & (v & 0xff)) == ((v >> 8) & 0xff))
+					break;
+				if (++n == 100000000)
+					quit(4);
+			}
+			break;
+		}
 		default: quit(3);
 		}
 	}

@@ -107,3 +107,38 @@ func TestQEMUDifferentialHPET(t *testing.T) {
 	mmio.Insert(h, "hpet", HPETBase, HPETSize)
 	pcoracle.Compare(t, s, mmio, bus.New())
 }
+
+// TestQEMUDifferentialHPETFire lets timers expire in QEMU and here: a level-triggered
+// one-shot (waited for in the ISR), its ISR clearing, and a periodic timer whose
+// comparator advances.
+func TestQEMUDifferentialHPETFire(t *testing.T) {
+	const b = HPETBase
+	var s pcoracle.Script
+	t2 := uint32(b + 0x100 + 0x20*2)
+	t0 := uint32(b + 0x100)
+	s.Writel(b+0x10, 0).Writel(b+0xf0, 0).Writel(b+0xf4, 0)
+	s.Writel(t2, 2<<9|tnIntEn|tnLevel).Writel(t2+8, 20000).Writel(t2+12, 0)
+	s.Writel(b+0x10, 1)
+	s.WaitL(b+0x20, 4, 4)
+	s.Readl(b+0x20, "ISR after level one-shot").Readl(t2, "timer 2 config").Readl(t2+8, "one-shot comparator unchanged")
+	s.Writel(b+0x20, 4).Readl(b+0x20, "ISR cleared")
+	s.Writel(t2, 0)
+	// Halted: comparator high half 0 through SETVAL, then low 5000 (SETVAL again),
+	// then the period (writes without SETVAL go to the period in periodic mode).
+	s.Writel(b+0x10, 0).Writel(b+0xf0, 0).Writel(b+0xf4, 0)
+	cfg := uint32(2<<9 | tnIntEn | tnLevel | tnPeriodic)
+	s.Writel(t0, cfg|tnSetVal).Writel(t0+12, 0)
+	s.Writel(t0, cfg|tnSetVal).Writel(t0+8, 5000)
+	s.Writel(t0+12, 0).Writel(t0+8, 10000)
+	s.Readl(t0+8, "comparator").Readl(t0+12, "comparator high")
+	s.Writel(b+0x10, 1)
+	s.WaitL(b+0x20, 1, 1).Readl(b+0x20, "ISR periodic")
+	s.ReadlIgnore(t0 + 8) // 5000 + k*10000, k depending on QEMU's real time
+	s.Writel(b+0x10, 0).Writel(t0, 0).Writel(b+0x20, 7).Readl(b+0x20, "ISR")
+
+	clk := NewFake()
+	h := NewHPET(clk, func(int) bus.IRQ { return bus.NoIRQ })
+	mmio := bus.New()
+	mmio.Insert(h, "hpet", HPETBase, HPETSize)
+	pcoracle.CompareTicks(t, s, mmio, bus.New(), func() { clk.Advance(time.Microsecond) })
+}

@@ -799,8 +799,9 @@ func (a *APIC) WriteReg(off uint32, v uint32) {
 		}
 		old := a.lvt[n]
 		a.lvt[n] = nv
-		if n == lvtTimer && (old>>17)&3 != (nv>>17)&3 {
-			// A mode change disarms the timer (SDM 10.5.4.1).
+		if n == lvtTimer && ((old>>17)&3 == timerDeadline) != ((nv>>17)&3 == timerDeadline) {
+			// Entering or leaving TSC-deadline mode disarms the timer (SDM 10.5.4.1,
+			// as KVM does); one-shot ⇄ periodic keeps the count running.
 			a.initial, a.deadline = 0, 0
 			a.stopTimerLocked()
 		} else if n == lvtTimer {

@@ -2,6 +2,7 @@ package apic
 
 import (
 	"testing"
+	"time"
 
 	"gemu/hw/bus"
 	"gemu/hw/internal/pcoracle"
@@ -60,4 +61,31 @@ func TestQEMUDifferential(t *testing.T) {
 	mmio := bus.New()
 	mmio.Insert(sys, "lapic", DefaultBase, PageSize)
 	pcoracle.Compare(t, s, mmio, bus.New())
+}
+
+// TestQEMUDifferentialTimer runs the APIC timer in QEMU and here: one-shot and
+// periodic expiries (waited for in the IRR, as the guest runs with interrupts off),
+// counts, and mode changes.
+func TestQEMUDifferentialTimer(t *testing.T) {
+	const b = DefaultBase
+	var s pcoracle.Script
+	irr := func(v uint32) (uint32, uint32) { return b + RegIRR + (v>>5)<<4, 1 << (v & 31) }
+	s.Writel(b+RegSVR, 0x1ff).Writel(b+RegLVTTimer, 0x10000).Writel(b+RegInitial, 0)
+	s.Writel(b+RegDivide, 0xb)
+	s.Writel(b+RegLVTTimer, 0xe5).Writel(b+RegInitial, 20000)
+	a, m := irr(0xe5)
+	s.WaitL(a, m, m)
+	s.Readl(b+RegCurrent, "one-shot count after expiry").Readl(b+RegInitial, "initial kept").Readl(a, "IRR").Readl(b+RegLVTTimer, "LVT")
+	s.Writel(b+RegDivide, 0x1).Writel(b+RegLVTTimer, 0x200e6).Writel(b+RegInitial, 30000)
+	a, m = irr(0xe6)
+	s.WaitL(a, m, m).Readl(a, "IRR periodic").Readl(b+RegLVTTimer, "LVT periodic")
+	s.Writel(b+RegLVTTimer, 0x000e6).Readl(b+RegInitial, "initial after periodic→one-shot")
+	s.Writel(b+RegInitial, 0).Readl(b+RegCurrent, "count stopped").Readl(b+RegDivide, "divide")
+	s.Writel(b+RegLVTTimer, 0x10000)
+
+	clk := timer.NewFake()
+	sys := New(1, clk)
+	mmio := bus.New()
+	mmio.Insert(sys, "lapic", DefaultBase, PageSize)
+	pcoracle.CompareTicks(t, s, mmio, bus.New(), func() { clk.Advance(time.Microsecond) })
 }

@@ -42,6 +42,7 @@ const (
 	kWriteL
 	kReadL
 	kWaitB
+	kWaitL
 )
 
 // Op is one access. Reads produce one value; Mask selects the bits compared (0: all).
@@ -85,6 +86,12 @@ func (s *Script) InbIgnore(port uint16) *Script {
 	return s
 }
 
+// ReadlIgnore reads MMIO for its side effect without comparing.
+func (s *Script) ReadlIgnore(addr uint32) *Script {
+	*s = append(*s, Op{Kind: kReadL, Addr: addr, Ignore: true, Note: "ignored"})
+	return s
+}
+
 func (s *Script) read(k, a uint32, note string, mask uint32) *Script {
 	*s = append(*s, Op{Kind: k, Addr: a, Note: note, Mask: mask})
 	return s
@@ -95,6 +102,13 @@ func (s *Script) read(k, a uint32, note string, mask uint32) *Script {
 // model calls the tick function given to ModelTicks between reads.
 func (s *Script) WaitB(port uint16, mask, value uint8, prePort uint16, pre uint8) *Script {
 	return s.add(kWaitB, uint32(port)|uint32(prePort)<<16, uint32(mask)|uint32(value)<<8|uint32(pre)<<16)
+}
+
+// WaitL waits until readl(addr) & mask == value (encoded as two ops: the second
+// carries value).
+func (s *Script) WaitL(addr, mask, value uint32) *Script {
+	s.add(kWaitL, addr, mask)
+	return s.add(0, value, 0)
 }
 
 func isRead(k uint32) bool { return k == kInB || k == kInW || k == kInL || k == kReadL }
@@ -207,7 +221,24 @@ func Model(s Script, mmio, pio *bus.Bus) []uint32 { return ModelTicks(s, mmio, p
 func ModelTicks(s Script, mmio, pio *bus.Bus, tick func()) []uint32 {
 	var vals []uint32
 	a := bus.CPUAccess(0)
-	for _, op := range s {
+	for i := 0; i < len(s); i++ {
+		op := s[i]
+		if op.Kind == kWaitL {
+			want := s[i+1].Addr
+			i++
+			for n := 0; ; n++ {
+				d := make([]byte, 4)
+				mmio.Read(a, uint64(op.Addr), d)
+				if binary.LittleEndian.Uint32(d)&op.Val == want {
+					break
+				}
+				if tick == nil || n == 10_000_000 {
+					panic(fmt.Sprintf("pcoracle: wait on %#x never satisfied", op.Addr))
+				}
+				tick()
+			}
+			continue
+		}
 		if op.Kind == kWaitB {
 			port, pre := uint64(op.Addr&0xffff), uint64(op.Addr>>16)
 			mask, val := byte(op.Val), byte(op.Val>>8)

@@ -56,6 +56,14 @@ void kmain(u32 magic, struct mbi *mbi) {
 			}
 			break;
 		}
+		case 10: { /* wait: readl(a) & v == the address word of the next triple */
+			u32 want = p[1], n = 0;
+			p += 3;
+			while ((*(volatile u32 *)a & v) != want)
+				if (++n == 100000000)
+					quit(4);
+			break;
+		}
 		default: quit(3);
 		}
 	}

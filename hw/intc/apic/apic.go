@@ -10,7 +10,9 @@
 //
 // The register behaviour follows QEMU's hw/intc/apic.c (version 0x50014, a timer
 // counting at 1 GHz before the divider, APR reading 0), with the ESR latched on write
-// as the SDM describes. There is no x2APIC mode.
+// as the SDM describes. x2APIC mode (entered through SetBase) exposes the registers as
+// MSRs 0x800-0x8ff (ReadMSR, WriteMSR: the 64-bit ICR, SELF IPI, the derived logical
+// id, 32-bit destinations) for the vCPU's RDMSR/WRMSR.
 //
 // Interface to the vCPU (QEMU's apic_get_interrupt and cpu_interrupt): the vCPU polls
 // HighestPending at instruction boundaries and calls Acknowledge when it delivers an
@@ -37,6 +39,7 @@ const (
 	Version     = 0x50014 // version 0x14, 6 LVT entries (QEMU's value)
 	// BaseEnable and BaseBSP are IA32_APIC_BASE's global-enable and BSP bits.
 	BaseEnable = 1 << 11
+	BaseX2APIC = 1 << 10
 	BaseBSP    = 1 << 8
 )
 
@@ -129,13 +132,25 @@ const (
 // Message is one interrupt message on the APIC bus: from the IOAPIC, a PCI MSI, or an
 // IPI (Shorthand and the source are only meaningful for IPIs).
 type Message struct {
-	Dest      uint8 // physical APIC id (0xff: broadcast) or logical destination
+	Dest      uint32 // physical APIC id (Broadcast: all) or logical destination
 	Logical   bool
 	Mode      uint8 // Mode*
 	Vector    uint8
 	Level     bool // assert (INIT level de-assert has it false)
 	LevelTrig bool // level-triggered: the EOI is broadcast to the IOAPIC
 	Shorthand uint8
+}
+
+// Broadcast is the destination of a message to every APIC (an 8-bit 0xff from the
+// IOAPIC, an MSI or the xAPIC ICR; 0xffffffff in x2APIC mode).
+const Broadcast = 0xffffffff
+
+// Dest8 widens an 8-bit destination (IOAPIC entry, MSI address, xAPIC ICR).
+func Dest8(d uint8) uint32 {
+	if d == 0xff {
+		return Broadcast
+	}
+	return uint32(d)
 }
 
 // ExtINTSource is the 8259 as the APIC sees it in ExtINT mode: Acknowledge runs the
@@ -205,7 +220,11 @@ func (s *System) Read(a bus.Access, off uint64, data []byte) {
 	if a.CPU < 0 || a.CPU >= len(s.apics) || len(data) != 4 || off&3 != 0 {
 		return
 	}
-	binary.LittleEndian.PutUint32(data, s.apics[a.CPU].ReadReg(uint32(off&0xff0)))
+	c := s.apics[a.CPU]
+	if c.X2APIC() {
+		return // in x2APIC mode the registers are MSRs only
+	}
+	binary.LittleEndian.PutUint32(data, c.ReadReg(uint32(off&0xff0)))
 }
 
 // Write writes the xAPIC page of the accessing vCPU; an access with no vCPU is an MSI.
@@ -216,7 +235,7 @@ func (s *System) Write(a bus.Access, off uint64, data []byte) {
 		}
 		return
 	}
-	if len(data) != 4 || off&3 != 0 {
+	if len(data) != 4 || off&3 != 0 || s.apics[a.CPU].X2APIC() {
 		return
 	}
 	s.apics[a.CPU].WriteReg(uint32(off&0xff0), binary.LittleEndian.Uint32(data))
@@ -228,7 +247,7 @@ func MSIMessage(addr uint64, data uint32) (Message, error) {
 		return Message{}, fmt.Errorf("apic: MSI address %#x is outside the 0xfee00000 window", addr)
 	}
 	return Message{
-		Dest:      uint8(addr >> 12),
+		Dest:      Dest8(uint8(addr >> 12)),
 		Logical:   addr&(1<<2) != 0,
 		Mode:      uint8(data>>8) & 7,
 		Vector:    uint8(data),
@@ -309,6 +328,7 @@ type APIC struct {
 	kick   func()
 	ext    ExtINTSource
 	base   uint64
+	x2     bool // x2APIC mode (IA32_APIC_BASE bit 10)
 	id     uint8
 	tpr    uint32
 	ldr    uint32
@@ -395,24 +415,104 @@ func (a *APIC) Base() uint64 {
 	return a.base
 }
 
-// SetBase writes IA32_APIC_BASE (the vCPU's WRMSR 0x1b). Relocating the page and
-// x2APIC mode are refused (the vCPU raises #GP); clearing the enable bit disables the
-// APIC until the next reset, as on hardware.
+// SetBase writes IA32_APIC_BASE (the vCPU's WRMSR 0x1b); an error means #GP.
+// Relocating the page is refused; x2APIC mode (bit 10) may be entered from an enabled
+// xAPIC and left only by disabling the APIC (SDM 10.12.5); disabling resets it.
 func (a *APIC) SetBase(v uint64) error {
-	if v&(1<<10) != 0 {
-		return fmt.Errorf("apic: x2APIC mode is not supported")
-	}
+	en, x2 := v&BaseEnable != 0, v&BaseX2APIC != 0
 	if v&0xfffff000 != DefaultBase {
 		return fmt.Errorf("apic: relocating the APIC page to %#x is not supported", v&0xfffff000)
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.base = (a.base & BaseBSP) | (v & (0xfffff000 | BaseEnable))
-	if v&BaseEnable == 0 {
+	switch {
+	case x2 && !en:
+		return fmt.Errorf("apic: x2APIC mode without the global enable")
+	case a.x2 && en && !x2:
+		return fmt.Errorf("apic: leaving x2APIC mode without disabling the APIC first")
+	}
+	a.base = (a.base & BaseBSP) | (v & (0xfffff000 | BaseEnable | BaseX2APIC))
+	a.x2 = x2
+	if !en {
 		a.resetLocked(false)
 	}
 	a.kick()
 	return nil
+}
+
+// X2APIC reports whether the APIC is in x2APIC mode (its registers are then MSRs
+// 0x800-0x8ff, and the xAPIC page reads zeros).
+func (a *APIC) X2APIC() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.x2
+}
+
+// x2APIC MSRs that are not plain xAPIC registers.
+const (
+	MSRBase    = 0x800
+	msrSelfIPI = 0x83f
+)
+
+// ReadMSR is RDMSR of an x2APIC register (0x800 + xAPIC offset >> 4); ok=false means
+// #GP (not in x2APIC mode, a write-only or missing register).
+func (a *APIC) ReadMSR(msr uint32) (v uint64, ok bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.x2 || msr < MSRBase || msr > MSRBase+0xff {
+		return 0, false
+	}
+	off := (msr - MSRBase) << 4
+	switch {
+	case off == RegID:
+		return uint64(a.index), true
+	case off == RegLDR:
+		return uint64(a.x2LDR()), true
+	case off == RegICRLow:
+		return uint64(a.icr[0]&^(1<<12)) | uint64(a.icr[1])<<32, true
+	case off == RegVersion, off == RegTPR, off == RegPPR, off == RegSVR,
+		off >= RegISR && off < RegIRR+0x80, off == RegESR,
+		off >= RegLVTTimer && off <= RegLVTError, off == RegInitial, off == RegCurrent, off == RegDivide:
+		return uint64(a.readLocked(off)), true
+	}
+	return 0, false // APR, EOI, DFR, ICR high, self IPI, reserved
+}
+
+// WriteMSR is WRMSR of an x2APIC register; false means #GP (not in x2APIC mode, a
+// read-only or missing register, reserved bits set).
+func (a *APIC) WriteMSR(msr uint32, v uint64) bool {
+	a.mu.Lock()
+	if !a.x2 || msr < MSRBase || msr > MSRBase+0xff {
+		a.mu.Unlock()
+		return false
+	}
+	off := (msr - MSRBase) << 4
+	switch {
+	case off == RegICRLow:
+		a.icr[0], a.icr[1] = uint32(v)&^(1<<12), uint32(v>>32)
+		msg, ok := a.icrMessageLocked(uint32(v), uint32(v>>32))
+		a.mu.Unlock()
+		if ok {
+			a.sys.deliverFrom(a, msg)
+		}
+		return true
+	case msr == msrSelfIPI:
+		a.mu.Unlock()
+		if v>>8 != 0 {
+			return false
+		}
+		a.sys.deliverFrom(a, Message{Mode: ModeFixed, Vector: uint8(v), Level: true, Shorthand: ShortSelf})
+		return true
+	case (off == RegEOI || off == RegESR) && v != 0:
+	case off == RegEOI, off == RegESR, off == RegTPR, off == RegSVR,
+		off >= RegLVTTimer && off <= RegLVTError, off == RegInitial, off == RegDivide:
+		if v>>32 == 0 {
+			a.writeRegLocked(off, uint32(v)) // unlocks
+			return true
+		}
+	}
+	a.mu.Unlock()
+	return false
 }
 
 // TPR returns the task priority register (CR8 is TPR >> 4).
@@ -621,21 +721,39 @@ func (a *APIC) errorLocked(bits uint32) {
 	}
 }
 
-func (a *APIC) matches(dest uint8, logical bool) bool {
+func (a *APIC) matches(dest uint32, logical bool) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if !a.enabledLocked() {
 		return false
 	}
+	if dest == Broadcast {
+		return true
+	}
+	if a.x2 {
+		if !logical {
+			return dest == uint32(a.index)
+		}
+		ldr := a.x2LDR()
+		return dest>>16 == ldr>>16 && dest&ldr&0xffff != 0
+	}
+	d := uint8(dest)
 	if !logical {
-		return dest == 0xff || dest == a.id
+		return dest < 0x100 && d == a.id
 	}
 	ldr := uint8(a.ldr >> 24)
 	if a.dfr>>28 == 0xf { // flat
-		return dest&ldr != 0
+		return d&ldr != 0
 	}
 	// cluster: high nibble the cluster (0xf: all), low nibble a member bitmap
-	return (dest>>4 == 0xf || dest>>4 == ldr>>4) && dest&ldr&0xf != 0
+	return (d>>4 == 0xf || d>>4 == ldr>>4) && d&ldr&0xf != 0
+}
+
+// x2LDR is the x2APIC logical id, derived from the x2APIC id: cluster id << 16 | one
+// bit of 16 (SDM 10.12.10.2).
+func (a *APIC) x2LDR() uint32 {
+	id := uint32(a.index)
+	return (id>>4)<<16 | 1<<(id&0xf)
 }
 
 func (a *APIC) accept(m Message) {
@@ -681,6 +799,10 @@ func (a *APIC) eoiLocked() (broadcast int) {
 func (a *APIC) ReadReg(off uint32) uint32 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	return a.readLocked(off)
+}
+
+func (a *APIC) readLocked(off uint32) uint32 {
 	switch {
 	case off == RegID:
 		return uint32(a.id) << 24
@@ -737,11 +859,38 @@ var lvtWritable = [numLVT]uint32{
 // WriteReg writes the 32-bit register at offset off of the xAPIC page.
 func (a *APIC) WriteReg(off uint32, v uint32) {
 	a.mu.Lock()
+	a.writeRegLocked(off, v)
+}
+
+// icrMessageLocked builds the IPI an ICR write (low word lo, destination dest) sends;
+// ok=false for an illegal vector (the send error is recorded).
+func (a *APIC) icrMessageLocked(lo, dest uint32) (Message, bool) {
+	msg := Message{
+		Dest:      dest,
+		Logical:   lo&(1<<11) != 0,
+		Mode:      uint8(lo>>8) & 7,
+		Vector:    uint8(lo),
+		Level:     lo&(1<<14) != 0,
+		LevelTrig: lo&(1<<15) != 0,
+		Shorthand: uint8(lo>>18) & 3,
+	}
+	if (msg.Mode == ModeFixed || msg.Mode == ModeLowest) && msg.Vector < 16 {
+		a.errorLocked(esrSendIllegal)
+		return msg, false
+	}
+	if msg.Mode == ModeFixed || msg.Mode == ModeLowest || msg.Mode == ModeSIPI {
+		msg.Level = true // the level bit only qualifies INIT
+	}
+	return msg, true
+}
+
+// writeRegLocked writes a register with a.mu held and releases it (the EOI broadcast
+// and IPIs it causes run unlocked).
+func (a *APIC) writeRegLocked(off uint32, v uint32) {
 	var (
-		ipi   bool
-		msg   Message
-		eoi   = -1
-		short uint8
+		ipi bool
+		msg Message
+		eoi = -1
 	)
 	switch {
 	case off == RegID:
@@ -767,24 +916,7 @@ func (a *APIC) WriteReg(off uint32, v uint32) {
 		a.esr, a.errAcc = a.errAcc, 0
 	case off == RegICRLow:
 		a.icr[0] = v &^ (1 << 12)
-		msg = Message{
-			Dest:      uint8(a.icr[1] >> 24),
-			Logical:   v&(1<<11) != 0,
-			Mode:      uint8(v>>8) & 7,
-			Vector:    uint8(v),
-			Level:     v&(1<<14) != 0,
-			LevelTrig: v&(1<<15) != 0,
-		}
-		short = uint8(v>>18) & 3
-		msg.Shorthand = short
-		if (msg.Mode == ModeFixed || msg.Mode == ModeLowest) && msg.Vector < 16 {
-			a.errorLocked(esrSendIllegal)
-		} else {
-			ipi = true
-		}
-		if msg.Mode == ModeFixed || msg.Mode == ModeLowest || msg.Mode == ModeSIPI {
-			msg.Level = true // the level bit only qualifies INIT
-		}
+		msg, ipi = a.icrMessageLocked(v, Dest8(uint8(a.icr[1]>>24)))
 	case off == RegICRHigh:
 		a.icr[1] = v & 0xff000000
 	case off >= RegLVTTimer && off <= RegLVTError:

@@ -137,7 +137,7 @@ func (io *IOAPIC) serviceLocked() {
 			io.irr &^= m
 		}
 		io.sink.Deliver(apic.Message{
-			Dest:      uint8(e >> 56),
+			Dest:      apic.Dest8(uint8(e >> 56)),
 			Logical:   e&entLogical != 0,
 			Mode:      uint8(e>>8) & 7,
 			Vector:    uint8(e),

@@ -24,16 +24,27 @@ type Stopper interface {
 	Stop() bool
 }
 
-type hostClock struct{ start time.Time }
+type goClock struct{ start time.Time }
 
-// Host returns a Clock on the host's monotonic clock; callbacks are time.AfterFunc
-// timers (the Go runtime's timer heap: no goroutine per timer until it fires, and
-// deadlines accurate to the scheduler's wakeup latency, microseconds).
-func Host() Clock { return &hostClock{start: time.Now()} }
+// Host returns the process's host Clock: the monotonic clock since the first call,
+// with callbacks from one shared timer wheel (clock_linux.go: a min-heap of deadlines
+// behind one timerfd and one goroutine; no goroutine per timer or tick). Elsewhere,
+// or if the timerfd cannot be made, callbacks are time.AfterFunc timers, whose
+// deadlines the Go runtime rounds to about a millisecond here (measured: 700 µs median
+// lateness against the timerfd's 25 µs).
+func Host() Clock {
+	hostOnce.Do(func() { host = newHostClock() })
+	return host
+}
 
-func (h *hostClock) Now() time.Duration { return time.Since(h.start) }
+var (
+	hostOnce sync.Once
+	host     Clock
+)
 
-func (h *hostClock) AfterFunc(d time.Duration, f func()) Stopper { return time.AfterFunc(d, f) }
+func (h *goClock) Now() time.Duration { return time.Since(h.start) }
+
+func (h *goClock) AfterFunc(d time.Duration, f func()) Stopper { return time.AfterFunc(d, f) }
 
 // Fake is a manual Clock for tests: time moves only with Advance, which runs the
 // callbacks that fall due, in deadline order, on the caller's goroutine.

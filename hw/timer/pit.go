@@ -14,6 +14,10 @@ const (
 	PITHz       = 1193182
 )
 
+// maxCatchUp is how far behind the clock a late PIT callback may replay missed
+// output transitions (lost ticks beyond it are dropped, as after a host stall).
+const maxCatchUp = 100 * time.Millisecond
+
 const (
 	rwLSB = 1 + iota
 	rwMSB
@@ -231,13 +235,24 @@ func (p *PIT) updateIRQLocked(now time.Duration) {
 		return
 	}
 	g := p.gen
-	p.stop = p.clk.AfterFunc(next-now, func() {
+	// The delay is from the clock's real now, not from the (possibly late) time this
+	// transition was due: relative delays would add every callback's latency to the
+	// period (measured: 68 edges instead of 205 in 205 ms at 1 kHz).
+	p.stop = p.clk.AfterFunc(next-p.clk.Now(), func() {
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		if p.gen == g {
-			p.stop = nil
-			p.updateIRQLocked(next)
+		if p.gen != g {
+			return
 		}
+		p.stop = nil
+		// Evaluate the output at the transition's own time, so a late callback still
+		// produces every edge (catching up one transition per callback), unless the
+		// host stalled so long that replaying them would be a storm.
+		at := next
+		if now := p.clk.Now(); now-next > maxCatchUp {
+			at = now
+		}
+		p.updateIRQLocked(at)
 	})
 }
 

@@ -174,9 +174,12 @@ func (t *hpetTimer) diff(cur uint64) uint64 {
 func (h *HPET) setTimerLocked(n int) {
 	t := &h.t[n]
 	h.delTimerLocked(t)
-	d := t.diff(h.ticksLocked())
+	delay := time.Duration(t.diff(h.ticksLocked())) * hpetTick
+	if t.config&tnPeriodic != 0 && t.period != 0 && delay < MinPeriod && time.Duration(t.period)*hpetTick < MinPeriod {
+		delay = MinPeriod // coalesce a guest's too-short period (see MinPeriod)
+	}
 	g := t.gen
-	t.stop = h.clk.AfterFunc(time.Duration(d)*hpetTick, func() {
+	t.stop = h.clk.AfterFunc(delay, func() {
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		if t.gen == g {
@@ -190,14 +193,14 @@ func (h *HPET) fireLocked(n int) {
 	t := &h.t[n]
 	cur := h.ticksLocked()
 	if t.config&tnPeriodic != 0 && t.period != 0 {
+		// Advance the comparator past the counter by whole periods (QEMU loops; a
+		// guest's period of 1 tick would make that loop as long as the time elapsed).
 		if t.config&tn32Bit != 0 {
-			for int32(uint32(cur)-uint32(t.cmp)) >= 0 {
-				t.cmp = uint64(uint32(t.cmp + t.period))
+			if d := uint32(cur) - uint32(t.cmp); int32(d) >= 0 {
+				t.cmp = uint64(uint32(t.cmp) + (d/uint32(t.period)+1)*uint32(t.period))
 			}
-		} else {
-			for int64(cur-t.cmp) >= 0 {
-				t.cmp += t.period
-			}
+		} else if d := cur - t.cmp; int64(d) >= 0 {
+			t.cmp += (d/t.period + 1) * t.period
 		}
 		h.setTimerLocked(n)
 	}

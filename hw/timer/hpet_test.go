@@ -166,3 +166,21 @@ func TestHPETLegacyPeriodic(t *testing.T) {
 		t.Fatal("leaving legacy mode did not restore the PIT's level")
 	}
 }
+
+// TestHPETShortPeriodCoalesces: a 1-tick (10 ns) periodic timer fires once per
+// MinPeriod, and its comparator still advances by whole periods past the counter.
+func TestHPETShortPeriodCoalesces(t *testing.T) {
+	r := newHPET(t)
+	l2 := r.line(2)
+	r.writel(0x100, 2<<9|tnIntEn|tnPeriodic|tnSetVal)
+	r.writel(0x108, 1)
+	r.writel(0x108, 1)
+	r.writel(0x10, 1)
+	r.clk.Advance(10 * time.Millisecond)
+	if n := len(l2.rises); n < 49 || n > 51 {
+		t.Fatalf("%d interrupts in 10 ms for a 10 ns period, want about 50", n)
+	}
+	if cmp, cnt := r.readq(0x108), r.readq(0xf0); cmp <= cnt-uint64(MinPeriod/hpetTick) || cmp > cnt+1 {
+		t.Fatalf("comparator %d not just past the counter %d", cmp, cnt)
+	}
+}

@@ -14,6 +14,11 @@ const (
 	PITHz       = 1193182
 )
 
+// MinPeriod is the shortest interval between timer callbacks a guest can program
+// (PIT, local APIC and HPET periodic timers): shorter periods coalesce their
+// interrupts, as KVM limits its in-kernel timers (min_timer_period_us = 200).
+const MinPeriod = 200 * time.Microsecond
+
 // maxCatchUp is how far behind the clock a late PIT callback may replay missed
 // output transitions (lost ticks beyond it are dropped, as after a host stall).
 const maxCatchUp = 100 * time.Millisecond
@@ -56,7 +61,8 @@ type PIT struct {
 	out     bus.IRQ
 	gen     uint64
 	stop    Stopper
-	speaker bool // port 0x61 bit 1
+	edges   uint64 // periods of channel 0 already pulsed in the coalescing mode
+	speaker bool   // port 0x61 bit 1
 	refresh uint8
 }
 
@@ -216,6 +222,7 @@ func (p *PIT) loadLocked(i int, v uint32) {
 	c.count = v
 	c.loadTime = p.clk.Now()
 	if i == 0 {
+		p.edges = 0
 		p.updateIRQLocked(c.loadTime)
 	}
 }
@@ -229,6 +236,10 @@ func (p *PIT) updateIRQLocked(now time.Duration) {
 		p.stop = nil
 	}
 	c := &p.ch[0]
+	if (c.mode == 2 || c.mode == 3) && ticksToTime(uint64(c.count)) < MinPeriod {
+		p.fastLocked()
+		return
+	}
 	p.out.Set(c.getOut(now))
 	next := c.nextTransition(now)
 	if next < 0 {
@@ -256,6 +267,31 @@ func (p *PIT) updateIRQLocked(now time.Duration) {
 	})
 }
 
+// fastLocked drives channel 0's output for a period below MinPeriod: instead of a
+// callback per transition (a guest-chosen storm: count 2 is 600k edges a second), one
+// callback every MinPeriod pulses IRQ0 once if any rising edge (the end of a period,
+// in modes 2 and 3) fell since the last, coalescing them as an unserviced request
+// would. KVM's in-kernel PIT limits the period the same way (min_timer_period_us).
+func (p *PIT) fastLocked() {
+	c := &p.ch[0]
+	now := p.clk.Now()
+	if k := ticksSince(now, c.loadTime) / uint64(c.count); k > p.edges {
+		p.edges = k
+		p.out.Set(false)
+		p.out.Set(true)
+	}
+	p.out.Set(c.getOut(now))
+	g := p.gen
+	p.stop = p.clk.AfterFunc(MinPeriod, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.gen == g {
+			p.stop = nil
+			p.updateIRQLocked(p.clk.Now())
+		}
+	})
+}
+
 func (c *pitChannel) counterValue(now time.Duration) uint16 {
 	v := c.getCount(now)
 	if c.bcd {
@@ -279,6 +315,7 @@ func (p *PIT) setGateLocked(i int, gate bool) {
 		if gate && !c.gate { // rising edge restarts the count
 			c.loadTime = now
 			if i == 0 {
+				p.edges = 0
 				p.updateIRQLocked(now)
 			}
 		}

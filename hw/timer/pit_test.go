@@ -179,3 +179,25 @@ func TestSpeakerPortCalibration(t *testing.T) {
 		t.Fatal("speaker data bit")
 	}
 }
+
+// TestPITShortPeriodCoalesces: a guest-chosen count of 2 (600k interrupts a second)
+// costs one callback per MinPeriod, each pulsing IRQ0 once.
+func TestPITShortPeriodCoalesces(t *testing.T) {
+	r := newPIT(t)
+	r.out(0x43, 0x34)
+	r.out(0x40, 2)
+	r.out(0x40, 0)
+	r.irq.rises = nil
+	r.clk.Advance(10 * time.Millisecond)
+	if n := len(r.irq.rises); n < 49 || n > 51 {
+		t.Fatalf("%d IRQ0 edges in 10 ms with count 2, want about 50 (one per %v)", n, MinPeriod)
+	}
+	// Back to a normal period: exact edges again.
+	r.out(0x40, 1193&0xff)
+	r.out(0x40, 1193>>8)
+	r.irq.rises = nil
+	r.clk.Advance(10*time.Millisecond + time.Microsecond)
+	if n := len(r.irq.rises); n != 10 {
+		t.Fatalf("%d edges at 1 kHz after a short period", n)
+	}
+}

@@ -1011,6 +1011,9 @@ func (a *APIC) armTimerLocked() {
 	} else if at <= now {
 		return // one-shot already expired
 	}
+	if mode == timerPeriodic && at-now < timer.MinPeriod {
+		at = now + timer.MinPeriod // coalesce a guest's too-short period, as KVM does
+	}
 	a.scheduleLocked(at - now)
 }
 

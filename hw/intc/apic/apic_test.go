@@ -352,13 +352,13 @@ func TestTimerOneShotPeriodicDivide(t *testing.T) {
 	if clk.Pending() != 0 {
 		t.Fatal("one-shot left a callback armed")
 	}
-	// Periodic, divide by 1 (0xb): count 100 → a fire every 100 ns.
+	// Periodic, divide by 1 (0xb): count 300000 → a fire every 300 µs.
 	wr(s, 0, RegDivide, 0xb)
 	wr(s, 0, RegLVTTimer, 1<<17|0xed)
-	wr(s, 0, RegInitial, 100)
+	wr(s, 0, RegInitial, 300000)
 	fires := 0
 	for i := 0; i < 10; i++ {
-		clk.Advance(100)
+		clk.Advance(300 * time.Microsecond)
 		if a.HighestPending() == 0xed {
 			fires++
 			a.Acknowledge()
@@ -369,8 +369,22 @@ func TestTimerOneShotPeriodicDivide(t *testing.T) {
 		t.Fatalf("periodic timer fired %d times in 10 periods", fires)
 	}
 	clk.Advance(30)
-	if g := rd(s, 0, RegCurrent); g != 70 {
-		t.Fatalf("periodic current = %d, want 70", g)
+	if g := rd(s, 0, RegCurrent); g != 300000-30 {
+		t.Fatalf("periodic current = %d, want %d", g, 300000-30)
+	}
+	// A period below timer.MinPeriod (100 ns) coalesces: one interrupt per MinPeriod.
+	wr(s, 0, RegInitial, 100)
+	fires = 0
+	for i := 0; i < 100; i++ {
+		clk.Advance(100 * time.Microsecond)
+		if a.HighestPending() == 0xed {
+			fires++
+			a.Acknowledge()
+			wr(s, 0, RegEOI, 0)
+		}
+	}
+	if fires < 48 || fires > 51 {
+		t.Fatalf("100 ns period over 10 ms: %d interrupts, want about 50 (one per 200 µs)", fires)
 	}
 	wr(s, 0, RegInitial, 0)
 	if clk.Pending() != 0 {

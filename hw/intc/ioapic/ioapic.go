@@ -89,8 +89,8 @@ func (io *IOAPIC) IRQ(n int) bus.IRQ {
 	return bus.IRQFunc(func(level bool) { io.SetPin(n, level) })
 }
 
-// SetPin drives input pin n. An edge-triggered pin latches a request on the rising
-// edge; a level-triggered one requests while high.
+// SetPin drives input pin n. An edge-triggered pin requests on the rising edge (if
+// unmasked); a level-triggered one requests while high.
 func (io *IOAPIC) SetPin(n int, level bool) {
 	if n < 0 || n >= NumPins {
 		return
@@ -113,7 +113,9 @@ func (io *IOAPIC) SetPin(n int, level bool) {
 		}
 		return
 	}
-	if level && !was {
+	// An edge on a masked pin is ignored, not held pending (82093AA datasheet, and
+	// QEMU; KVM's in-kernel IOAPIC latches it).
+	if level && !was && io.redir[n]&entMask == 0 {
 		io.irr |= m
 		io.serviceLocked()
 	}

@@ -55,10 +55,15 @@ func TestEdgeDeliveryAndMask(t *testing.T) {
 	if len(r.msgs) != 0 {
 		t.Fatal("masked pin delivered")
 	}
-	// Unmasking delivers the latched edge (QEMU services on every entry write).
+	// An edge while masked is dropped, not held (82093AA datasheet; QEMU).
 	setReg(io, 0x10+2*4, 1<<11|1<<8|0x34)
+	if len(r.msgs) != 0 {
+		t.Fatalf("%d messages after unmask: a masked edge was kept", len(r.msgs))
+	}
+	io.SetPin(4, false)
+	io.SetPin(4, true)
 	if len(r.msgs) != 1 {
-		t.Fatalf("%d messages after unmask", len(r.msgs))
+		t.Fatalf("%d messages after an unmasked edge", len(r.msgs))
 	}
 	m := r.msgs[0]
 	if m.Dest != 3 || !m.Logical || m.Mode != apic.ModeLowest || m.Vector != 0x34 || m.LevelTrig {

@@ -43,6 +43,7 @@ const (
 	kReadL
 	kWaitB
 	kWaitL
+	kIntr
 )
 
 // Op is one access. Reads produce one value; Mask selects the bits compared (0: all).
@@ -111,7 +112,21 @@ func (s *Script) WaitL(addr, mask, value uint32) *Script {
 	return s.add(0, value, 0)
 }
 
-func isRead(k uint32) bool { return k == kInB || k == kInW || k == kInL || k == kReadL }
+// Intr lets the CPU take one interrupt (sti, wait, cli) and reads its vector, or
+// 0xffffffff if none arrived within the wait. The guest's handlers do not EOI: the
+// script does.
+func (s *Script) Intr(note string) *Script { return s.read(kIntr, 0, note, 0) }
+
+// CPU is the model's side of Intr: the interrupt-acknowledge interface of the vCPU's
+// local APIC (apic.APIC).
+type CPU interface {
+	HighestPending() int
+	Acknowledge() int
+}
+
+func isRead(k uint32) bool {
+	return k == kInB || k == kInW || k == kInL || k == kReadL || k == kIntr
+}
 
 var (
 	buildOnce sync.Once
@@ -219,10 +234,33 @@ func Model(s Script, mmio, pio *bus.Bus) []uint32 { return ModelTicks(s, mmio, p
 // ModelTicks is Model with tick called while a WaitB waits (the test advances its
 // fake clock); with tick nil a WaitB whose condition does not hold panics.
 func ModelTicks(s Script, mmio, pio *bus.Bus, tick func()) []uint32 {
+	return ModelCPU(s, mmio, pio, tick, nil)
+}
+
+// ModelCPU is ModelTicks with cpu answering Intr (ticking up to 100000 times while
+// nothing is pending).
+func ModelCPU(s Script, mmio, pio *bus.Bus, tick func(), cpu CPU) []uint32 {
 	var vals []uint32
 	a := bus.CPUAccess(0)
 	for i := 0; i < len(s); i++ {
 		op := s[i]
+		if op.Kind == kIntr {
+			v := uint32(0xffffffff)
+			for n := 0; cpu != nil && n < 100000; n++ {
+				if cpu.HighestPending() >= 0 {
+					if x := cpu.Acknowledge(); x >= 0 {
+						v = uint32(x)
+					}
+					break
+				}
+				if tick == nil {
+					break
+				}
+				tick()
+			}
+			vals = append(vals, v)
+			continue
+		}
 		if op.Kind == kWaitL {
 			want := s[i+1].Addr
 			i++
@@ -295,8 +333,14 @@ func Compare(t *testing.T, s Script, mmio, pio *bus.Bus) {
 // CompareTicks is Compare with a tick function for WaitB (see ModelTicks).
 func CompareTicks(t *testing.T, s Script, mmio, pio *bus.Bus, tick func()) {
 	t.Helper()
+	CompareCPU(t, s, mmio, pio, tick, nil)
+}
+
+// CompareCPU is CompareTicks with the model's CPU for Intr.
+func CompareCPU(t *testing.T, s Script, mmio, pio *bus.Bus, tick func(), cpu CPU) {
+	t.Helper()
 	want := QEMU(t, s)
-	got := ModelTicks(s, mmio, pio, tick)
+	got := ModelCPU(s, mmio, pio, tick, cpu)
 	i, bad, cmp := 0, 0, 0
 	for n, op := range s {
 		if !isRead(op.Kind) {

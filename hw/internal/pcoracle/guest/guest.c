@@ -64,6 +64,17 @@ void kmain(u32 magic, struct mbi *mbi) {
 					quit(4);
 			break;
 		}
+		case 11: { /* take one interrupt: sti, wait up to a bound, report the vector */
+			extern volatile u32 last_vector, got_interrupt;
+			u32 n = 0;
+			got_interrupt = 0;
+			__asm__ volatile("sti");
+			while (!got_interrupt && ++n < 4000000)
+				__asm__ volatile("pause");
+			__asm__ volatile("cli");
+			emit(got_interrupt ? last_vector : 0xffffffff);
+			break;
+		}
 		default: quit(3);
 		}
 	}

@@ -20,6 +20,17 @@
 // APIC calls the vCPU's kick function whenever any of these changes. It knows nothing
 // of the CPU's internals, of accelerators or of boards (the board wires the 8259's
 // INTR to LINT0 with SetLINT0 and gives the ExtINT source).
+//
+// A vCPU uses its APIC (System.CPU(i)) like this: SetKick(f) where f sets the
+// vCPU's exit request and wakes it (non-blocking); at an exit request, TakeEvents:
+// INIT → InitReset and wait for SIPI, SIPI → start at vector << 12 (CS = vector <<
+// 8), NMI and SMI → deliver; at an instruction boundary with EFLAGS.IF=1,
+// HighestPending() >= 0 → Acknowledge() gives the vector to deliver (-1: none any
+// more); HLT wakes when HighestPending() >= 0 or an event is pending. MSRs:
+// IA32_APIC_BASE (0x1b) → Base/SetBase, IA32_TSC_DEADLINE (0x6e0) →
+// WriteTSCDeadline/TSCDeadline, 0x800-0x8ff → ReadMSR/WriteMSR; CR8 → TPR() >> 4 and
+// SetTPR(v << 4). The xAPIC page is on the machine's MMIO bus and banked by the
+// access's vCPU index, so the vCPU needs nothing else for it.
 package apic
 
 import (

@@ -738,20 +738,22 @@ func (a *APIC) matches(dest uint32, logical bool) bool {
 	if !a.enabledLocked() {
 		return false
 	}
-	if dest == Broadcast {
-		return true
-	}
 	if a.x2 {
+		if dest == Broadcast {
+			return true
+		}
 		if !logical {
 			return dest == uint32(a.index)
 		}
 		ldr := a.x2LDR()
 		return dest>>16 == ldr>>16 && dest&ldr&0xffff != 0
 	}
-	d := uint8(dest)
 	if !logical {
-		return dest < 0x100 && d == a.id
+		return dest == Broadcast || dest == uint32(a.id)
 	}
+	// xAPIC logical: an 8-bit destination (0xff matches every APIC whose logical id
+	// has a bit in it, not those left at LDR 0).
+	d := uint8(dest)
 	ldr := uint8(a.ldr >> 24)
 	if a.dfr>>28 == 0xf { // flat
 		return d&ldr != 0

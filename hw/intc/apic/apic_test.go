@@ -186,6 +186,15 @@ func TestLogicalAndShorthands(t *testing.T) {
 			}
 		}
 	}
+	// Logical 0xff reaches the APICs with a logical id, not one left at LDR 0.
+	wr(s, 3, RegLDR, 0)
+	wr(s, 0, RegICRHigh, 0xff<<24)
+	wr(s, 0, RegICRLow, 1<<11|0x98)
+	for i := 0; i < 4; i++ {
+		if got := rd(s, i, RegIRR+0x40)&(1<<24) != 0; got != (i != 3) {
+			t.Errorf("logical 0xff: cpu %d got=%v", i, got)
+		}
+	}
 	// Physical broadcast.
 	wr(s, 0, RegICRHigh, 0xff<<24)
 	wr(s, 0, RegICRLow, 0x90)

@@ -364,8 +364,10 @@ type APIC struct {
 	shift    uint
 	loadTime time.Duration
 	deadline uint64 // IA32_TSC_DEADLINE as last written
-	tmrGen   uint64
-	tmrStop  timer.Stopper
+	// deadlineAt is the clock time the armed TSC deadline fires (for save/restore).
+	deadlineAt time.Duration
+	tmrGen     uint64
+	tmrStop    timer.Stopper
 }
 
 // SetKick sets the function the APIC calls (from any goroutine, possibly with APIC
@@ -1070,6 +1072,7 @@ func (a *APIC) WriteTSCDeadline(deadline, tscNow, tscHz uint64) {
 		// ns = delta * 1e9 / hz without overflow for deltas up to centuries.
 		d = time.Duration(delta/tscHz)*time.Second + time.Duration((delta%tscHz)*1e9/tscHz)
 	}
+	a.deadlineAt = a.sys.clock.Now() + d
 	a.scheduleLocked(d)
 }
 

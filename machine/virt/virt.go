@@ -57,6 +57,7 @@ type Config struct {
 	Append     string
 	DTB        string // user device tree; nil means generate
 	Serial     chardev.Backend
+	FwCfg      []FwCfgFile // -fw_cfg items, added to fw_cfg's file directory
 	Trace      io.Writer
 	TraceFlags arm.TraceFlags
 }
@@ -84,6 +85,7 @@ type Machine struct {
 	releaseOnce sync.Once
 	cpus        []*arm.CPU
 	gic         *intc.GIC
+	plat        platform // RTC, GPIO and power button, fw_cfg (platform.go)
 	dtb         []byte
 
 	entry, dtbAddr uint64
@@ -179,6 +181,9 @@ func New(cfg Config) (*Machine, error) {
 		ins(v2m, "gicv2m", GICV2MBase, intc.V2MSize)
 	}
 	if err := m.initPCIe(v2m); err != nil {
+		return nil, err
+	}
+	if err := m.initPlatform(); err != nil {
 		return nil, err
 	}
 	for i := range cfg.SMP {

@@ -15,7 +15,6 @@ import (
 
 	"gemu/hw/bus"
 	"gemu/hw/chardev"
-	"gemu/hw/fdt"
 	"gemu/hw/intc"
 	"gemu/hw/memory"
 	"gemu/hw/pci"
@@ -57,7 +56,8 @@ type Config struct {
 	Append     string
 	DTB        string // user device tree; nil means generate
 	Serial     chardev.Backend
-	FwCfg      []FwCfgFile // -fw_cfg items, added to fw_cfg's file directory
+	FwCfg      []FwCfgFile  // -fw_cfg items, added to fw_cfg's file directory
+	Warn       func(string) // one-line warnings while loading (nil: dropped)
 	Trace      io.Writer
 	TraceFlags arm.TraceFlags
 }
@@ -217,72 +217,7 @@ func New(cfg Config) (*Machine, error) {
 // for -machine dumpdtb).
 func (m *Machine) DTB() []byte { return m.dtb }
 
-// load places the kernel, initrd and device tree: the kernel at RAM base + text_offset
-// (the base is 2 MiB aligned, as the boot protocol wants), the DTB at the next 2 MiB
-// boundary after the kernel's image_size (a DTB may not cross one), the initrd 2 MiB
-// after that.
-func (m *Machine) load() error {
-	ramEnd := RAMBase + m.cfg.RAMSize
-	var root *fdt.Node
-	var blob *fdt.Blob
-	if m.cfg.DTB != "" {
-		raw, err := readBounded(m.cfg.DTB, "device tree", 2<<20)
-		if err != nil {
-			return err
-		}
-		if blob, err = fdt.Parse(raw); err != nil {
-			return fmt.Errorf("device tree %q: %w", m.cfg.DTB, err)
-		}
-		root = blob.Root
-	} else {
-		root = m.deviceTree()
-		blob = &fdt.Blob{Root: root}
-	}
-	if m.cfg.Kernel == "" {
-		if m.cfg.Initrd != "" || m.cfg.Append != "" {
-			return errors.New("-initrd and -append need -kernel")
-		}
-		m.dtb = blob.Marshal()
-		return nil
-	}
-	raw, err := readBounded(m.cfg.Kernel, "kernel", m.cfg.RAMSize)
-	if err != nil {
-		return err
-	}
-	k, err := parseImage(raw, m.cfg.RAMSize)
-	if err != nil {
-		return fmt.Errorf("kernel %q: %w", m.cfg.Kernel, err)
-	}
-	m.entry = RAMBase + k.textOffset
-	m.dtbAddr = alignUp(m.entry+k.size, 2<<20)
-	initrdAddr := m.dtbAddr + 2<<20
-	if initrdAddr > ramEnd {
-		return fmt.Errorf("kernel %q (%d MiB in memory) does not fit in %d MiB of RAM", m.cfg.Kernel, k.size>>20, m.cfg.RAMSize>>20)
-	}
-	var initrd []byte
-	if m.cfg.Initrd != "" {
-		if initrd, err = readBounded(m.cfg.Initrd, "initrd", ramEnd-initrdAddr); err != nil {
-			return err
-		}
-	}
-	setChosen(root, m.cfg.Append, initrdAddr, initrdAddr+uint64(len(initrd)))
-	m.dtb = blob.Marshal()
-	if len(m.dtb) > 2<<20 {
-		return fmt.Errorf("device tree is %d bytes, over the 2 MiB the boot protocol allows", len(m.dtb))
-	}
-	for _, w := range []struct {
-		data []byte
-		at   uint64
-	}{{k.data, m.entry}, {m.dtb, m.dtbAddr}, {initrd, initrdAddr}} {
-		if err := m.ram.WriteAt(w.data, w.at); err != nil {
-			return err
-		}
-	}
-	m.cpus[0].Reset(m.entry, m.dtbAddr)
-	return nil
-}
-
-func alignUp(v, a uint64) uint64 { return (v + a - 1) &^ (a - 1) }
+// load (loader.go) places the kernel, initrd and device tree as QEMU does.
 
 // finish records the first reason to stop and wakes Run.
 func (m *Machine) finish(e Exit, err error) {

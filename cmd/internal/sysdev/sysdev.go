@@ -46,13 +46,31 @@ func Help(c *qemuopts.Common) (string, bool, error) {
 		h, err := qdev.PropHelp(drv)
 		return h, true, err
 	}
+	for _, o := range c.Chardevs {
+		if o.Help {
+			return chardevHelp(), true, nil
+		}
+	}
 	return "", false, nil
+}
+
+// chardevHelp lists the -chardev backends gemu opens, in qemu-system's order (and
+// with its header, trailing space included).
+func chardevHelp() string {
+	var b strings.Builder
+	b.WriteString("Available chardev backend types: \n")
+	for _, typ := range []string{"stdio", "vc", "serial", "pipe", "pty", "null", "ringbuf", "socket", "udp", "file"} {
+		if _, err := chardev.Keys(typ); err == nil {
+			fmt.Fprintf(&b, "  %s\n", typ)
+		}
+	}
+	return b.String()
 }
 
 // Open opens every -chardev, -object, -blockdev and -drive. defIf is the board's default
 // -drive interface ("virtio" on virt; "ide" on pc, which gemu refuses with advice).
-func Open(c *qemuopts.Common, defIf string, co chardev.Options) (w *Wiring, err error) {
-	w = &Wiring{c: c, Drives: map[string]*backend.Backend{}, Chardevs: map[string]chardev.Backend{}}
+func Open(c *qemuopts.Common, defIf string, co chardev.Options) (_ *Wiring, err error) {
+	w := &Wiring{c: c, Drives: map[string]*backend.Backend{}, Chardevs: map[string]chardev.Backend{}}
 	defer func() {
 		if err != nil {
 			w.Close()

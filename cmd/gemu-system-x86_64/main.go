@@ -7,6 +7,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"gemu/cmd/internal/sysdev"
 	"io"
 	"os"
 	"os/signal"
@@ -63,6 +64,13 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 	for _, w := range o.warnings {
 		fmt.Fprintf(stderr, "%s: warning: %s\n", prog, w)
 	}
+	if h, ok, err := sysdev.Help(&o.Common); ok {
+		if err != nil {
+			return fail(stderr, "%v", err)
+		}
+		fmt.Fprint(stdout, h)
+		return 0
+	}
 	if o.kernel == "" {
 		return fail(stderr, "no -kernel given: gemu boots Linux bzImages directly (firmware boot is not supported)")
 	}
@@ -115,9 +123,18 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 		cur.Unlock()
 	}
 
+	// Drives and -chardevs are opened once: they (and the image locks) outlive a reboot.
+	wiring, err := sysdev.Open(&o.Common, "ide", chardev.Options{OnQuit: stopAll, Stdin: stdin, Stdout: stdout})
+	if err != nil {
+		return fail(stderr, "%v", err)
+	}
+	defer wiring.Close()
 	spec := o.serial
 	if spec == "" {
 		spec = "stdio"
+		if wiring.StdioUsed {
+			spec = "null" // a -chardev took stdio (QEMU would refuse the clash)
+		}
 	}
 	if spec == "none" {
 		spec = "null"
@@ -164,6 +181,13 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 			vm.Close()
 			return fail(stderr, "%v", err)
 		}
+		env, err := wiring.Plug(m, func(msg string) { fmt.Fprintf(stderr, "%s: warning: %s\n", prog, msg) })
+		if err != nil {
+			vm.Close()
+			m.Close()
+			return fail(stderr, "%v", err)
+		}
+		m.OnRelease(env.Reset)
 		cur.Lock()
 		cur.vm = vm
 		if cur.quitting {

@@ -194,7 +194,7 @@ func loadELF(f *os.File, ramBase, ramSize uint64) (*kernelLoad, error) {
 			return nil, errors.New("corrupt ELF file: segments larger than RAM")
 		}
 		data := make([]byte, p.Filesz)
-		if _, err := p.ReadAt(data, 0); err != nil {
+		if _, err := p.ReadAt(data, 0); err != nil && p.Filesz > 0 {
 			return nil, fmt.Errorf("truncated ELF file: segment at %#x: %w", p.Paddr, err)
 		}
 		// The bytes past p_filesz stay zero: the board's RAM is fresh.

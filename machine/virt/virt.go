@@ -1,7 +1,9 @@
 // Package virt owns the aarch64 `virt` board, laid out like QEMU 7.2's: the memory map,
 // the GIC (v2 or v3) and its wiring to the vCPUs' IRQ lines and generic-timer PPIs, the
-// PL011 console on one MMIO bus shared by the vCPUs, empty virtio-mmio slots, PSCI over HVC, the generated flattened device
-// tree and the arm64 Image loader.
+// PL011 console on one MMIO bus shared by the vCPUs, the virtio-mmio transports and the
+// PCIe host, the platform devices (PL031 RTC, fw_cfg, PL061 GPIO with the gpio-keys power
+// button: platform.go), PSCI over HVC, the generated flattened device tree, and direct
+// kernel boot by QEMU's rules (ELF, uImage, arm64 Image, raw binary; loader.go).
 //
 // It must not know instruction semantics (target-arm), translation (tcg) or host
 // terminal handling (hw/chardev): it wires them.

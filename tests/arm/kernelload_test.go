@@ -145,13 +145,13 @@ func uImage(payload []byte, load, entry uint32) []byte {
 }
 
 // runBoard runs prog (qemu-system-aarch64 or gemu-system-aarch64) on -M virt with kernel.
-func runBoard(t *testing.T, prog, kernel string) string {
+func runBoard(t *testing.T, prog, kernel string, extra ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, prog, "-M", "virt", "-cpu", "cortex-a57", "-m", "128",
-		"-display", "none", "-monitor", "none", "-serial", "stdio", "-kernel", kernel)
+	cmd := exec.CommandContext(ctx, prog, append([]string{"-M", "virt", "-cpu", "cortex-a57", "-m", "128",
+		"-display", "none", "-monitor", "none", "-serial", "stdio", "-kernel", kernel}, extra...)...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("%s: %v\n%s\noutput so far:\n%s", filepath.Base(prog), err, stderr.Bytes(), stdout.Bytes())

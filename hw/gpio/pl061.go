@@ -87,9 +87,10 @@ func (g *PL061) SetInput(n int, level bool) {
 func (g *PL061) levels() uint8 { return g.outv&g.dir | g.in&^g.dir }
 
 // latch records the edge interrupts of the change from old to the current levels.
+// Only input lines interrupt, as in QEMU's model (an output's own writes do not).
 func (g *PL061) latch(old uint8) {
 	now := g.levels()
-	changed := old ^ now
+	changed := (old ^ now) &^ g.dir
 	edge := changed &^ g.is
 	rising := edge & now
 	falling := edge &^ now

@@ -184,3 +184,15 @@ func TestState(t *testing.T) {
 		t.Fatal("short state accepted")
 	}
 }
+
+func TestOutputsDoNotInterrupt(t *testing.T) {
+	irq := &line{}
+	g := NewPL061(irq)
+	wr(g, RegDir, 1)
+	wr(g, RegIBE, 1)
+	wr(g, RegIE, 1)
+	wr(g, RegData+1<<2, 1)
+	if irq.get() || rd(g, RegRIS) != 0 {
+		t.Fatal("an output line's own write raised an edge interrupt")
+	}
+}

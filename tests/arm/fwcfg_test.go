@@ -179,9 +179,9 @@ func TestFwCfgAsQEMU(t *testing.T) {
 	g := runBoard(t, gemu, bin, args...)
 	want := " " + strings.Join([]string{
 		"00000000554d4551", "00000000554d4551", // "QEMU" bytewise, and one 8-byte read (zero-padded)
-		"0000000000000003", // ID: traditional + DMA
-		"0000000000000001", // one CPU
-		"0000000000000010", // the file's size
+		"0000000000000003",                                         // ID: traditional + DMA
+		"0000000000000001",                                         // one CPU
+		"0000000000000010",                                         // the file's size
 		"0000000000000000", "3736353433323130", "6665646362613938", // DMA status, the 16 bytes
 		"0000000000000000", "0000000000000000", // past the end: status 0, zeros
 		"0000000000000001", // write refused: the error bit

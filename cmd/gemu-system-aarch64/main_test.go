@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -241,5 +242,37 @@ func TestDumpDTB(t *testing.T) {
 	b, err := os.ReadFile(f)
 	if err != nil || len(b) < 40 || binary.BigEndian.Uint32(b) != 0xd00dfeed {
 		t.Fatalf("dtb: %v", err)
+	}
+}
+
+// TestNoDefaults: -nodefaults leaves the PL011 without a backend unless -serial gives one.
+func TestNoDefaults(t *testing.T) {
+	if o, _, err := parse([]string{"-nodefaults"}); err != nil || o.serial != "null" {
+		t.Fatalf("-nodefaults: serial %q, %v", o.serial, err)
+	}
+	if o, _, err := parse([]string{"-nodefaults", "-serial", "stdio"}); err != nil || o.serial != "stdio" {
+		t.Fatalf("-nodefaults -serial stdio: serial %q, %v", o.serial, err)
+	}
+}
+
+// TestMessagesAsQEMU: a kernel that cannot be loaded fails as in QEMU (exit 1, the
+// "could not load kernel" line), with -msg timestamp=on's UTC prefix.
+func TestMessagesAsQEMU(t *testing.T) {
+	qemu, err := exec.LookPath("qemu-system-aarch64")
+	if err != nil {
+		t.Skip("qemu-system-aarch64 not installed")
+	}
+	bin := buildBinary(t)
+	missing := filepath.Join(t.TempDir(), "nope")
+	re := regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z (qemu|gemu)-system-aarch64: could not load kernel '` + regexp.QuoteMeta(missing) + `'`)
+	for _, prog := range []string{qemu, bin} {
+		var stderr bytes.Buffer
+		cmd := exec.Command(prog, "-M", "virt", "-display", "none", "-msg", "timestamp=on", "-kernel", missing)
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !re.MatchString(stderr.String()) {
+			t.Errorf("%s: %v, stderr %q", filepath.Base(prog), err, stderr.String())
+		}
 	}
 }

@@ -161,6 +161,9 @@ func loadKernelFile(path string, ramBase, ramSize uint64, warn func(string)) (*k
 			warn(fmt.Sprintf("kernel '%s': %s; loading it as a raw binary", path, why))
 		}
 	}
+	if len(data) >= 0x206 && string(data[0x202:0x206]) == "HdrS" && warn != nil {
+		warn(fmt.Sprintf("kernel '%s' is an x86 bzImage (boot protocol header \"HdrS\"); loading it as a raw binary, as QEMU does", path))
+	}
 	return loadAArch64Image(data, ramBase, ramSize)
 }
 

@@ -63,6 +63,16 @@ func TestAArch64Image(t *testing.T) {
 	}
 }
 
+func TestBzImageWarned(t *testing.T) {
+	bz := make([]byte, 0x1000)
+	copy(bz[0x202:], "HdrS")
+	var warned string
+	k, err := loadKernelFile(writeTemp(t, "bzImage", bz), RAMBase, 64<<20, func(s string) { warned = s })
+	if err != nil || k.format != "raw binary" || !strings.Contains(warned, "x86 bzImage") {
+		t.Fatalf("%+v %v %q", k, err, warned)
+	}
+}
+
 func TestRawBinary(t *testing.T) {
 	bz := make([]byte, 0x1000) // an x86 bzImage is just bytes to QEMU's arm loader
 	copy(bz[0x202:], "HdrS")

@@ -52,7 +52,11 @@ func (m *Machine) initPlatform() error {
 	p.fwcfg = fwcfg.New(m.ram)
 	p.fwcfg.AddU16(fwcfg.KeyNbCPUs, uint16(m.cfg.SMP))
 	p.fwcfg.AddU16(fwcfg.KeyNoGraphic, 1)
-	for _, f := range []FwCfgFile{{"bootorder", nil}, {"etc/boot-fail-wait", binary.LittleEndian.AppendUint32(nil, 0xffffffff)}} {
+	// The files every QEMU 7.2 fw_cfg has (boot order and geometry lists, empty without
+	// bootindex; the boot-fail wait, -1: no reboot timeout). QEMU's virt also carries
+	// its ACPI and SMBIOS tables (etc/acpi/*, etc/smbios/*, etc/table-loader,
+	// etc/tpm/log) for firmware; gemu has no firmware boot, so no tables.
+	for _, f := range []FwCfgFile{{"bios-geometry", nil}, {"bootorder", nil}, {"etc/boot-fail-wait", binary.LittleEndian.AppendUint32(nil, 0xffffffff)}} {
 		if err := p.fwcfg.AddFile(f.Name, f.Data); err != nil {
 			return err
 		}

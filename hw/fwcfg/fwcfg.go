@@ -312,3 +312,39 @@ func (d *Device) dma() {
 	be.PutUint32(desc[0:], control&dmaError)
 	d.mem.WriteAt(desc[0:4], at)
 }
+
+// stateSize is the encoded selection state: selected key, valid flag, offset, DMA
+// address (the items are configuration, rebuilt from the command line).
+const stateSize = 2 + 1 + 8 + 8
+
+// SaveState implements bus.Stateful.
+func (d *Device) SaveState() (bus.State, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	b := binary.LittleEndian.AppendUint16(nil, d.cur)
+	if d.valid {
+		b = append(b, 1)
+	} else {
+		b = append(b, 0)
+	}
+	b = binary.LittleEndian.AppendUint64(b, d.offset)
+	b = binary.LittleEndian.AppendUint64(b, d.dmaAddr)
+	return bus.State{Name: "fw_cfg", Version: 1, Data: b}, nil
+}
+
+// LoadState implements bus.Stateful. The device must hold the same items.
+func (d *Device) LoadState(s bus.State) error {
+	if s.Name != "fw_cfg" || s.Version != 1 || len(s.Data) != stateSize {
+		return fmt.Errorf("fw_cfg: cannot load state %q version %d (%d bytes)", s.Name, s.Version, len(s.Data))
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.seal()
+	le := binary.LittleEndian
+	d.cur = le.Uint16(s.Data)
+	_, ok := d.items[d.cur]
+	d.valid = s.Data[2] == 1 && ok
+	d.offset = le.Uint64(s.Data[3:])
+	d.dmaAddr = le.Uint64(s.Data[11:])
+	return nil
+}

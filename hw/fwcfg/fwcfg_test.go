@@ -185,3 +185,23 @@ func FuzzRegisters(f *testing.F) {
 		}
 	})
 }
+
+func TestState(t *testing.T) {
+	d := New(nil)
+	sel(d, KeySignature)
+	stream(d, 2, 1)
+	s, err := d.SaveState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := New(nil)
+	if err := e.LoadState(s); err != nil {
+		t.Fatal(err)
+	}
+	if got := stream(e, 2, 1); string(got) != "MU" {
+		t.Fatalf("restored stream continues with %q", got)
+	}
+	if e.LoadState(bus.State{Name: "fw_cfg", Version: 2, Data: s.Data}) == nil {
+		t.Fatal("unknown version accepted")
+	}
+}

@@ -203,3 +203,34 @@ func TestKernelErrors(t *testing.T) {
 		}
 	}
 }
+
+// FuzzKernelFile: any -kernel file resolves or fails with an error, within bounded
+// memory (RAM is 4 MiB here).
+func FuzzKernelFile(f *testing.F) {
+	f.Add(uimage(uimageTypeKernel, uimageCompNone, uimageOSLinux, 0x40100000, 0x40100000, []byte("x")))
+	f.Add(fakeImage(0x2000, 0, 0x4000))
+	f.Add([]byte("\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00"))
+	f.Add(gzBytes(fakeImage(0x2000, 0, 0x4000)))
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p := filepath.Join(dir, "k")
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		k, err := loadKernelFile(p, RAMBase, 4<<20, func(string) {})
+		if err != nil {
+			return
+		}
+		if _, err := layout(k, "", RAMBase, 4<<20, 0x1000, nil); err != nil {
+			return
+		}
+	})
+}
+
+func gzBytes(b []byte) []byte {
+	var buf bytes.Buffer
+	w := gzip.NewWriter(&buf)
+	w.Write(b)
+	w.Close()
+	return buf.Bytes()
+}

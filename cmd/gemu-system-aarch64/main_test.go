@@ -41,6 +41,7 @@ func TestBadInput(t *testing.T) {
 	copy(bz[0x202:], "HdrS")
 	binary.LittleEndian.PutUint16(bz[0x206:], 0x020f)
 	bzImage := write("bzImage", bz)
+	rawKernel := write("raw", make([]byte, 4096)) // loads (as a raw binary) without a warning
 	cases := []struct {
 		name string
 		args []string
@@ -49,8 +50,8 @@ func TestBadInput(t *testing.T) {
 		{"corrupt gzip", []string{"-kernel", write("gz", []byte("\x1f\x8b\x08\x00junk"))}, "could not load kernel '" + filepath.Join(dir, "gz") + "': corrupt gzip"},
 		{"missing kernel", []string{"-kernel", filepath.Join(dir, "nope")}, "could not load kernel '" + filepath.Join(dir, "nope") + "': no such file"},
 		{"x86 ELF", []string{"-kernel", "/bin/true"}, "could not load kernel '/bin/true': ELF file for EM_X86_64"},
-		{"missing initrd", []string{"-kernel", bzImage, "-initrd", filepath.Join(dir, "nope")}, "could not load initrd '" + filepath.Join(dir, "nope") + "'"},
-		{"big initrd", []string{"-m", "64", "-kernel", bzImage, "-initrd", write("big", make([]byte, 40<<20))}, "too big to fit into RAM after the kernel"},
+		{"missing initrd", []string{"-kernel", rawKernel, "-initrd", filepath.Join(dir, "nope")}, "could not load initrd '" + filepath.Join(dir, "nope") + "'"},
+		{"big initrd", []string{"-m", "64", "-kernel", rawKernel, "-initrd", write("big", make([]byte, 40<<20))}, "too big to fit into RAM after the kernel"},
 		{"-bios", []string{"-bios", bzImage}, "-bios " + bzImage + ": firmware boot is not supported yet"},
 		{"-pflash", []string{"-pflash", bzImage}, "-pflash " + bzImage + ": firmware boot is not supported yet"},
 		{"pflash drive", []string{"-drive", "if=pflash,format=raw,file=" + bzImage}, "if=pflash: flash firmware boot is not supported yet"},

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -82,4 +83,42 @@ func msgPrefix() string {
 		return ""
 	}
 	return time.Now().UTC().Format("2006-01-02T15:04:05.000000Z ")
+}
+
+// rtc applies -rtc [base=utc|localtime|DATE][,clock=host|rt|vm][,driftfix=none|slew] as
+// QEMU's configure_rtc does: the PL031 starts at host UTC, local time or DATE (UTC).
+// clock=vm and clock=rt run with the host clock here (gemu does not pause a guest).
+func (o *options) rtc(spec string) error {
+	op, err := qemuopts.ParseOpt("rtc", spec, "")
+	if err != nil {
+		return err
+	}
+	if err := op.Check("base", "clock", "driftfix"); err != nil {
+		return err
+	}
+	for key, allowed := range map[string][]string{"clock": {"host", "rt", "vm"}, "driftfix": {"none", "slew"}} {
+		if v, ok := op.Get(key); ok && !slices.Contains(allowed, v) {
+			return fmt.Errorf("invalid option value '%s'", v)
+		}
+	}
+	base, _ := op.Get("base")
+	switch base {
+	case "", "utc":
+		o.cfg.RTCBase = 0
+	case "localtime":
+		_, off := time.Now().Zone()
+		o.cfg.RTCBase = time.Duration(off) * time.Second
+	default:
+		var start time.Time
+		for _, layout := range []string{"2006-01-02T15:04:05", "2006-01-02"} {
+			if start, err = time.ParseInLocation(layout, base, time.UTC); err == nil {
+				break
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("-rtc %s: invalid datetime format (valid formats: '2006-06-17T16:01:21' or '2006-06-17')", spec)
+		}
+		o.cfg.RTCBase = time.Until(start)
+	}
+	return nil
 }

@@ -43,6 +43,8 @@ vCPUs under gemu's own translator (TCG).
   -initrd FILE           initial ramdisk (raw or U-Boot ramdisk image)
   -fw_cfg [name=]opt/NAME,file=FILE|string=STR
                          add a file to the fw_cfg device's directory
+  -rtc [base=utc|localtime|DATE][,clock=host|rt|vm][,driftfix=none|slew]
+                         where the PL031 RTC starts (DATE: 2006-06-17T16:01:21 or 2006-06-17)
   -bios, -pflash, -drive if=pflash
                          firmware boot: not supported yet
   -append STRING         kernel command line
@@ -247,11 +249,13 @@ func parse(args []string) (o options, done bool, err error) {
 	o.cfg = virt.Config{RAMSize: 128 << 20, SMP: 1, GICVersion: 2}
 	o.serial = "stdio"
 	o.topology = qemuopts.Topology{CPUs: 1, Sockets: 1, Dies: 1, Clusters: 1, Cores: 1, Threads: 1, MaxCPUs: 1}
-	own := map[string]bool{"dtb": true, "d": true, "D": true, "S": false, "fw_cfg": true, "bios": true, "pflash": true}
+	own := map[string]bool{"dtb": true, "d": true, "D": true, "S": false, "fw_cfg": true, "bios": true, "pflash": true, "rtc": true}
 	err = o.Parse(args, own, func(name, v string) error {
 		switch name {
 		case "fw_cfg":
 			return o.fwCfg(v)
+		case "rtc":
+			return o.rtc(v)
 		case "bios", "pflash":
 			return fmt.Errorf("-%s %s: firmware boot is not supported yet (boot a kernel directly with -kernel)", name, v)
 		case "S":

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"gemu/cmd/internal/qemuopts"
 	"gemu/tests/assets"
@@ -275,5 +276,39 @@ func TestMessagesAsQEMU(t *testing.T) {
 		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !re.MatchString(stderr.String()) {
 			t.Errorf("%s: %v, stderr %q", filepath.Base(prog), err, stderr.String())
 		}
+	}
+}
+
+// TestRTC: -rtc as QEMU takes it (libvirt always passes base=utc).
+func TestRTC(t *testing.T) {
+	for _, c := range []struct {
+		spec string
+		want time.Duration // expected base, within a few seconds
+		err  string
+	}{
+		{"base=utc", 0, ""},
+		{"base=utc,clock=host,driftfix=slew", 0, ""},
+		{"base=2006-06-17T16:01:21", time.Until(time.Date(2006, 6, 17, 16, 1, 21, 0, time.UTC)), ""},
+		{"base=2006-06-17", time.Until(time.Date(2006, 6, 17, 0, 0, 0, 0, time.UTC)), ""},
+		{"clock=foo", 0, "invalid option value 'foo'"},
+		{"driftfix=foo", 0, "invalid option value 'foo'"},
+		{"foo=1", 0, "Invalid parameter 'foo'"},
+		{"base=yesterday", 0, "invalid datetime format"},
+	} {
+		o, _, err := parse([]string{"-rtc", c.spec})
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("-rtc %s: %v, want %q", c.spec, err, c.err)
+			}
+			continue
+		}
+		if err != nil || (o.cfg.RTCBase-c.want).Abs() > 5*time.Second {
+			t.Errorf("-rtc %s: base %v, want %v (%v)", c.spec, o.cfg.RTCBase, c.want, err)
+		}
+	}
+	if o, _, err := parse([]string{"-rtc", "base=localtime"}); err != nil {
+		t.Fatal(err)
+	} else if _, off := time.Now().Zone(); o.cfg.RTCBase != time.Duration(off)*time.Second {
+		t.Errorf("localtime: %v", o.cfg.RTCBase)
 	}
 }

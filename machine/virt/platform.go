@@ -47,6 +47,9 @@ type platform struct {
 func (m *Machine) initPlatform() error {
 	p := &m.plat
 	p.rtc = pl031.New(m.gic.SPI(RTCSPI))
+	if m.cfg.RTCBase != 0 {
+		p.rtc.SetBase(m.cfg.RTCBase)
+	}
 	p.gpio = gpio.NewPL061(m.gic.SPI(GPIOSPI))
 	p.key = gpio.NewKey(p.gpio.Input(PowerButtonLine))
 	p.fwcfg = fwcfg.New(m.ram)

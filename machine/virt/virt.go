@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"gemu/hw/bus"
 	"gemu/hw/chardev"
@@ -58,8 +59,9 @@ type Config struct {
 	Append     string
 	DTB        string // user device tree; nil means generate
 	Serial     chardev.Backend
-	FwCfg      []FwCfgFile  // -fw_cfg items, added to fw_cfg's file directory
-	Warn       func(string) // one-line warnings while loading (nil: dropped)
+	FwCfg      []FwCfgFile   // -fw_cfg items, added to fw_cfg's file directory
+	Warn       func(string)  // one-line warnings while loading (nil: dropped)
+	RTCBase    time.Duration // -rtc base=: the PL031 reads host UTC time + this
 	Trace      io.Writer
 	TraceFlags arm.TraceFlags
 }

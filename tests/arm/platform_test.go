@@ -140,3 +140,40 @@ func TestPlatformRegistersAsQEMU(t *testing.T) {
 		t.Errorf("gemu printed %q\nQEMU         %q", g, q)
 	}
 }
+
+// rtcBaseProgram prints the PL031 count minus 2006-06-17T00:00:00Z, in minutes.
+const rtcBaseProgram = `
+	.text
+	.global _start
+_start:
+	ldr x19, =0x09010000
+	ldr w0, [x19]
+	ldr w1, =1150502400
+	sub w0, w0, w1
+	mov w1, #60
+	udiv w0, w0, w1
+	bl puthex
+	ldr x1, =0x09000000
+	mov w2, #'\n'
+	str w2, [x1]
+	ldr x0, =0x84000008
+	hvc #0
+	b .
+	.ltorg
+`
+
+// TestRTCBaseAsQEMU: with -rtc base=2006-06-17 the PL031 starts at that date under both.
+func TestRTCBaseAsQEMU(t *testing.T) {
+	qemu, err := exec.LookPath("qemu-system-aarch64")
+	if err != nil {
+		t.Skip("qemu-system-aarch64 not installed (apt-get install qemu-system-arm)")
+	}
+	bin := BuildSys(t, t.TempDir(), rtcBaseProgram)
+	gemu := testbin.MustBuild(t, "gemu/cmd/gemu-system-aarch64")
+	want := " 0000000000000000\n" // less than a minute after the base
+	for _, prog := range []string{qemu, gemu} {
+		if got := runBoard(t, prog, bin, "-rtc", "base=2006-06-17,clock=host"); got != want {
+			t.Errorf("%s printed %q, want %q", prog, got, want)
+		}
+	}
+}

@@ -56,6 +56,15 @@ func newRTC(irq bus.IRQ, now func() time.Time) *RTC {
 	return &RTC{irq: irq, now: now}
 }
 
+// SetBase makes the counter read the host's UTC time plus d (QEMU's -rtc base=:
+// localtime is the zone's offset, a date the distance to it), from now on.
+func (r *RTC) SetBase(d time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.offset = int64(d / time.Second)
+	r.arm()
+}
+
 // count is the counter now (seconds since the epoch, modulo 2^32, as the hardware's).
 func (r *RTC) count() uint32 { return uint32(r.now().Unix() + r.offset) }
 

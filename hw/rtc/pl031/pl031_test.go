@@ -126,3 +126,13 @@ func TestState(t *testing.T) {
 	r.Reset()
 	r2.Reset()
 }
+
+func TestSetBase(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	r := newRTC(nil, func() time.Time { return now })
+	r.SetBase(-time.Hour)
+	if v := rd(r, RegDR); v != 1_700_000_000-3600 {
+		t.Fatalf("DR with base -1h: %d", v)
+	}
+	r.Reset()
+}

@@ -219,6 +219,7 @@ func run(args []string) (int, error) {
 		if exit != virt.ExitReset || o.noReboot {
 			return 0, nil
 		}
+		o.cfg.RTCBase = m.RTCBase() // the RTC keeps what the guest set across a reset, as QEMU's
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"gemu/hw/bus"
 	"gemu/hw/fdt"
@@ -86,6 +87,10 @@ func (m *Machine) initPlatform() error {
 	m.OnRelease(p.key.Reset)
 	return nil
 }
+
+// RTCBase returns the PL031's distance from host UTC time, guest writes included: a
+// reset's new board takes it as Config.RTCBase so the clock survives a reboot.
+func (m *Machine) RTCBase() time.Duration { return m.plat.rtc.Base() }
 
 // PowerButton presses the virt board's power button as QEMU's system_powerdown does
 // without ACPI: the gpio-key raises PL061 line 3 and lets it go 100 ms later; Linux's

@@ -65,6 +65,14 @@ func (r *RTC) SetBase(d time.Duration) {
 	r.arm()
 }
 
+// Base returns how far the counter is from the host's UTC time (what SetBase sets,
+// moved by the guest's LR writes).
+func (r *RTC) Base() time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return time.Duration(r.offset) * time.Second
+}
+
 // count is the counter now (seconds since the epoch, modulo 2^32, as the hardware's).
 func (r *RTC) count() uint32 { return uint32(r.now().Unix() + r.offset) }
 

@@ -131,8 +131,12 @@ func TestSetBase(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	r := newRTC(nil, func() time.Time { return now })
 	r.SetBase(-time.Hour)
-	if v := rd(r, RegDR); v != 1_700_000_000-3600 {
-		t.Fatalf("DR with base -1h: %d", v)
+	if v := rd(r, RegDR); v != 1_700_000_000-3600 || r.Base() != -time.Hour {
+		t.Fatalf("DR with base -1h: %d (base %v)", v, r.Base())
+	}
+	wr(r, RegLR, 1_700_000_100)
+	if r.Base() != 100*time.Second {
+		t.Fatalf("base after LR: %v", r.Base())
 	}
 	r.Reset()
 }

@@ -19,6 +19,7 @@ type FrameLink struct {
 	addr tcpip.LinkAddress
 	caps stack.LinkEndpointCapabilities
 	gso  uint32
+	kind stack.SupportedGSO
 	out  func(frame []byte)
 	buf  func() []byte // optional frame buffer source (the rx queue's pool)
 
@@ -41,8 +42,15 @@ func NewFrameLink(mtu uint32, mac [6]byte, noChecksum bool, out func(frame []byt
 // checksums partial: the far end must accept such frames (Offloads.MaxFrame and
 // NoChecksum). Test guests use it to model a NIC with TSO.
 func (l *FrameLink) EnableGSO(max uint32) {
-	l.gso = max
+	l.gso, l.kind = max, stack.HostGSOSupported
 	l.caps |= stack.CapabilityTXChecksumOffload
+}
+
+// enableBatching lets the stack build TCP segments in batches of up to 64 KiB
+// (gVisor's own GSO: it still cuts MSS-sized, checksummed packets, but per batch
+// rather than per segment), for frames that must stay complete and MTU-sized.
+func (l *FrameLink) enableBatching() {
+	l.gso, l.kind = stack.GVisorGSOMaxSize, stack.GVisorGSOSupported
 }
 
 func (l *FrameLink) MTU() uint32                                  { return l.mtu }
@@ -59,10 +67,7 @@ func (l *FrameLink) SetOnCloseAction(func())                      {}
 // GSOMaxSize and SupportedGSO implement stack.GSOEndpoint.
 func (l *FrameLink) GSOMaxSize() uint32 { return l.gso }
 func (l *FrameLink) SupportedGSO() stack.SupportedGSO {
-	if l.gso == 0 {
-		return stack.GSONotSupported
-	}
-	return stack.HostGSOSupported
+	return l.kind
 }
 
 func (l *FrameLink) Attach(d stack.NetworkDispatcher) {

@@ -207,3 +207,57 @@ func TestTapNoPermission(t *testing.T) {
 	}
 	t.Logf("error: %s", msg)
 }
+
+// TestUserPingExternal: in a fresh network namespace whose loopback also holds
+// 192.0.2.1 and ping sockets allowed for every group, the guest's echo to 192.0.2.1
+// leaves through an unprivileged ICMP socket and the reply comes back with the
+// guest's id and sequence; with ping sockets forbidden it is dropped.
+func TestUserPingExternal(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	run(t, "ip", "link", "set", "lo", "up")
+	run(t, "ip", "addr", "add", "192.0.2.1/32", "dev", "lo")
+	setRange := func(r string) {
+		if err := os.WriteFile("/proc/sys/net/ipv4/ping_group_range", []byte(r), 0); err != nil {
+			t.Skipf("cannot set ping_group_range in the namespace: %v", err)
+		}
+	}
+	ping := func() ([]byte, bool) {
+		u := openUserT(t, Options{})
+		g := newTestGuest(t, u, 1500, 0)
+		g.configure(guestIP, 24, gwAddr)
+		replies := make(chan []byte, 4)
+		g.setHook(func(f []byte) bool {
+			ip, ok := ipv4Of(f)
+			if ok && ip.proto == 1 && f[ip.off+ip.ihl] == 0 {
+				replies <- append([]byte(nil), f[ip.off:ip.off+ip.total]...)
+				return true
+			}
+			return false
+		})
+		u.Send(echoFrame(netip.MustParseAddr("192.0.2.1"), 0x4321, 9, []byte("outside")))
+		select {
+		case r := <-replies:
+			return r, true
+		case <-time.After(2 * time.Second):
+			return nil, false
+		}
+	}
+	setRange("1 0")
+	if r, ok := ping(); ok {
+		t.Errorf("ping sockets forbidden, yet a reply came: %x", r)
+	}
+	setRange("0 2147483647")
+	r, ok := ping()
+	if !ok {
+		t.Fatal("no echo reply from 192.0.2.1 through the ICMP socket")
+	}
+	if netip.AddrFrom4([4]byte(r[12:16])).String() != "192.0.2.1" || netip.AddrFrom4([4]byte(r[16:20])) != guestIP ||
+		r[20+4] != 0x43 || r[20+5] != 0x21 || r[20+7] != 9 || string(r[28:]) != "outside" {
+		t.Errorf("bad reply %x", r)
+	}
+	if c := csumFold(csumAdd(0, r[20:])); c != 0 {
+		t.Errorf("reply ICMP checksum does not verify")
+	}
+}

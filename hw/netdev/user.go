@@ -292,6 +292,7 @@ func newUser(cfg *userConfig) (*User, error) {
 	u.dhcp.init(cfg)
 	u.link = NewFrameLink(userMTU, u.mac, true, u.toGuest)
 	u.link.buf = u.rx.buf
+	u.link.enableBatching()
 	s := stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4},
@@ -389,11 +390,13 @@ func (u *User) Offloads() Offloads {
 
 // Close implements Backend.
 func (u *User) Close() error {
-	if u.closed.Swap(true) {
+	u.mu.Lock()
+	if u.closed.Load() {
+		u.mu.Unlock()
 		return nil
 	}
+	u.closed.Store(true)
 	close(u.stop)
-	u.mu.Lock()
 	ls := u.listeners
 	u.listeners = nil
 	u.mu.Unlock()

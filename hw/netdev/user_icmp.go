@@ -70,8 +70,11 @@ func (p *pinger) open() {
 	}
 	tv := unix.NsecToTimeval(pingRecvT * int64(time.Millisecond))
 	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	if !p.u.track() {
+		unix.Close(fd)
+		return
+	}
 	p.fd, p.ok = fd, true
-	p.u.wg.Add(1)
 	go p.recv()
 }
 

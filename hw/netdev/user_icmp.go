@@ -134,7 +134,7 @@ func (p *pinger) recv() {
 		if 14+20+len(msg) > userMTU+14 {
 			continue
 		}
-		f := ipv4Frame(p.u.rx.buf(), w.mac, p.u.mac, sa.Addr, w.src, 1, msg)
+		f := ipv4Frame(p.u.frameBuf(), w.mac, p.u.mac, sa.Addr, w.src, 1, msg)
 		p.u.rx.put(f, 0)
 	}
 }

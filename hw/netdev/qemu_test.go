@@ -112,9 +112,16 @@ func TestQEMUWire(t *testing.T) {
 // -netdev socket our stream backend dials, and returns that backend: a test guest
 // on it talks to QEMU's slirp exactly as to ours.
 func qemuSlirp(t testing.TB, userOpts string) Backend {
+	be, _ := qemuSlirpPID(t, userOpts)
+	return be
+}
+
+// qemuSlirpPID is qemuSlirp also returning QEMU's process id.
+func qemuSlirpPID(t testing.TB, userOpts string) (Backend, int) {
 	qemu, err := exec.LookPath("qemu-system-x86_64")
 	if err != nil {
 		t.Skip("qemu-system-x86_64 not installed")
+		return nil, 0
 	}
 	port := 0
 	{
@@ -151,7 +158,7 @@ func qemuSlirp(t testing.TB, userOpts string) Backend {
 		t.Fatalf("QEMU's socket netdev never listened: %v; %s", err, stderr.String())
 	}
 	t.Cleanup(func() { be.Close() })
-	return be
+	return be, cmd.Process.Pid
 }
 
 // TestQEMUSlirpDHCP runs the same DHCP exchange against QEMU's slirp and ours, with

@@ -70,8 +70,9 @@ type Offloads struct {
 	// NoChecksum: TCP and UDP checksums in frames from the guest are not verified, so
 	// a NIC may pass a partial checksum (virtio-net's NEEDS_CSUM) unfinished.
 	NoChecksum bool
-	// MaxFrame is the largest frame Send accepts whole; IPv4 TCP frames up to this
-	// size need no segmentation (TSO). Equal to MTU+14 when the backend has no TSO.
+	// MaxFrame is the largest frame (vnet header not counted) Send accepts whole;
+	// IPv4 TCP frames up to this size need no segmentation (TSO). Equal to MTU+14
+	// when the backend has no TSO.
 	MaxFrame int
 	// VnetHdr: frames in both directions start with a 12-byte virtio_net_hdr_v1
 	// (num_buffers included): a tap opened with vnet_hdr=on, or a user or tap

@@ -300,6 +300,24 @@ func cmdCheck(c *cli.Context) error {
 	// qemu-img check opens the backing chain too (a missing backing file fails it).
 	// A repair opens like QEMU's BDRV_O_CHECK where the driver offers it (qcow2: an
 	// image marked corrupt can be repaired); other drivers are reopened read-write.
+	if mode != block.RepairNone {
+		// qemu-img opens an image to repair read-write from the start, so an image
+		// another process holds is refused with the "write" lock message before any
+		// check runs (a read-only first open would say "shared write").
+		if forceShare {
+			return fail("Could not open '%s': force-share=on can only be used with read-only images", name)
+		}
+		// Only the top file's locks are probed (OpenImageFile takes and drops them): a
+		// driver-level read-write open could change the image before the check.
+		f, err := block.OpenImageFile(name, block.OpenOptions{}, block.RoleImage)
+		var le *block.LockError
+		if errors.As(err, &le) {
+			return fail("Could not open '%s': %s", name, oneLine(err.Error()))
+		}
+		if err == nil {
+			f.Close()
+		}
+	}
 	d, err := openImage(name, c.String("f"), true, false)
 	if err != nil {
 		return err

@@ -1,0 +1,310 @@
+// Package netdev owns the host ends of emulated network cards, QEMU's -netdev
+// backends: user (a gVisor netstack with a thin slirp layer of ours: DHCP, DNS
+// forwarding, NAT of TCP/UDP/ICMP echo to host sockets, hostfwd, restrict), socket and
+// stream (Ethernet frames over TCP or Unix sockets with QEMU's 4-byte big-endian length
+// framing, so gemu and QEMU guests share a wire), dgram (one frame per UDP datagram) and
+// tap (/dev/net/tun). A NIC model (virtio-net, e1000, …) sends guest frames with
+// Backend.Send and receives host frames through the function it registers.
+//
+// Open takes the keys of a parsed -netdev option set; Keys lists the keys each type
+// reads so the caller refuses any other with QEMU's "Invalid parameter"; Help lists the
+// types for `-netdev help`.
+//
+// It must not know about any NIC model, virtqueue, accelerator or board.
+package netdev
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Backend carries Ethernet frames (destination MAC first, no FCS) between a NIC and
+// the host.
+type Backend interface {
+	// Send hands one frame from the guest to the host. The backend does not keep frame
+	// after returning. It may block briefly; it returns ErrClosed once closed. A frame
+	// the backend cannot carry (malformed, oversized, refused by restrict=on) is
+	// dropped without an error, as a wire would.
+	Send(frame []byte) error
+	// SetReceiver registers the function frames for the guest are delivered to, one at
+	// a time from the backend's own goroutine; frame is valid only during the call. It
+	// returns false when the NIC has no room: the backend holds that frame and retries
+	// when the NIC calls RxReady (or after a short poll interval), queueing at most a
+	// bounded number of further frames and dropping beyond that.
+	SetReceiver(func(frame []byte) bool)
+	// RxReady tells the backend the NIC has room again after refusing a frame.
+	RxReady()
+	Close() error
+}
+
+// Offloads describes what a backend accepts from the guest beyond plain, fully
+// checksummed frames of at most MTU+14 bytes. A NIC may use them to skip work
+// (virtio-net: not finishing partial checksums, not segmenting TSO frames). Frames
+// to the guest are always complete: checksummed and at most MTU+14 bytes.
+type Offloads struct {
+	// NoChecksum: TCP and UDP checksums in frames from the guest are not verified, so
+	// a NIC may pass a partial checksum (virtio-net's NEEDS_CSUM) unfinished.
+	NoChecksum bool
+	// MaxFrame is the largest frame Send accepts whole; IPv4 TCP frames up to this
+	// size need no segmentation (TSO). Equal to MTU+14 when the backend has no TSO.
+	MaxFrame int
+	// VnetHdr: frames in both directions start with a 12-byte virtio_net_hdr_v1
+	// (num_buffers included); only a tap opened with vnet_hdr=on sets it.
+	VnetHdr bool
+}
+
+// Offloader is implemented by backends that accept more than plain frames.
+type Offloader interface {
+	Offloads() Offloads
+}
+
+// ErrClosed is returned by Send on a closed backend.
+var ErrClosed = errors.New("netdev: backend closed")
+
+// Help returns the -netdev types this package opens, one a line as QEMU's `-netdev
+// help` prints them after "Available netdev backend types:".
+func Help() []string {
+	return []string{"socket", "stream", "dgram", "tap", "user"}
+}
+
+// typeKeys lists, per -netdev type, the keys Open reads (besides id= and type=). An
+// entry ending in "." admits the dotted keys under it (QEMU's flattened addr.type,
+// hostfwd.0.str, …).
+var typeKeys = map[string][]string{
+	"user": {"net", "host", "dhcpstart", "dns", "hostname", "domainname", "restrict",
+		"hostfwd", "hostfwd.", "ipv4", "ipv6", "dnssearch", "ipv6-net", "ipv6-host", "ipv6-dns", "mtu"},
+	"socket": {"listen", "connect", "fd", "udp", "localaddr", "mcast"},
+	"stream": {"addr.", "server", "reconnect", "reconnect-ms"},
+	"dgram":  {"local.", "remote."},
+	"tap":    {"ifname", "fd", "script", "downscript", "vhost", "vnet_hdr", "br", "helper", "queues", "sndbuf", "vhostforce"},
+}
+
+// Keys returns the keys Open reads for type typ, so the caller can refuse any other
+// key (with QEMU's "Invalid parameter 'KEY'") before opening.
+func Keys(typ string) ([]string, error) {
+	k, ok := typeKeys[typ]
+	if !ok {
+		return nil, badType(typ)
+	}
+	return append([]string(nil), k...), nil
+}
+
+func badType(typ string) error {
+	if typ == "" {
+		return errors.New("Parameter 'type' is missing")
+	}
+	return fmt.Errorf("Parameter 'type' expects a netdev backend type (%s), not '%s'", strings.Join(Help(), ", "), typ)
+}
+
+// Open opens the backend of type typ from the keys of a parsed -netdev option set;
+// get returns a key's value and whether it was given (qemuopts.Opts.Get). Booleans
+// take QEMU's on/off/yes/no/true/false. Errors are one line and name the key.
+func Open(typ string, get func(key string) (string, bool)) (Backend, error) {
+	return OpenWith(typ, get, Options{})
+}
+
+// Options are settings of Open that do not come from the command line.
+type Options struct {
+	// ResolvConf is the host resolver configuration the user backend forwards DNS to
+	// when dns= does not name it (default /etc/resolv.conf).
+	ResolvConf string
+	// DNSUpstream, if set, overrides the host resolver address ("127.0.0.1:5353"):
+	// tests run their own resolver.
+	DNSUpstream string
+	// Notify, if set, receives one-line notices (a waiting stream server's address).
+	Notify func(msg string)
+}
+
+// OpenWith is Open with host-side settings.
+func OpenWith(typ string, get func(key string) (string, bool), o Options) (Backend, error) {
+	if _, ok := typeKeys[typ]; !ok {
+		return nil, badType(typ)
+	}
+	a := &args{typ: typ, get: get}
+	switch typ {
+	case "user":
+		return openUser(a, o)
+	case "socket":
+		return openSocket(a, o)
+	case "stream":
+		return openStream(a, o)
+	case "dgram":
+		return openDgram(a, o)
+	case "tap":
+		return openTap(a)
+	}
+	return nil, badType(typ)
+}
+
+// args reads option values, keeping the first error.
+type args struct {
+	typ string
+	get func(string) (string, bool)
+	err error
+}
+
+func (a *args) fail(format string, v ...any) {
+	if a.err == nil {
+		a.err = fmt.Errorf(format, v...)
+	}
+}
+
+func (a *args) str(key string) (string, bool) {
+	if a.get == nil {
+		return "", false
+	}
+	return a.get(key)
+}
+
+func (a *args) bool(key string, def bool) bool {
+	v, ok := a.str(key)
+	if !ok {
+		return def
+	}
+	switch v {
+	case "on", "yes", "true", "y":
+		return true
+	case "off", "no", "false", "n":
+		return false
+	}
+	a.fail("Parameter '%s' expects 'on' or 'off'", key)
+	return def
+}
+
+func (a *args) uint(key string, def, max uint64) uint64 {
+	v, ok := a.str(key)
+	if !ok {
+		return def
+	}
+	n, err := strconv.ParseUint(v, 0, 64)
+	if err != nil || n > max {
+		a.fail("Parameter '%s' expects a number up to %d", key, max)
+		return def
+	}
+	return n
+}
+
+// rxQueue is the bounded queue of frames for the guest, shared by every backend: one
+// goroutine delivers them to the receiver, holding a refused frame until RxReady.
+type rxQueue struct {
+	mu      sync.Mutex
+	recv    func([]byte) bool
+	ch      chan []byte
+	ready   chan struct{}
+	done    chan struct{}
+	once    sync.Once
+	dropped uint64
+	pool    sync.Pool
+	maxLen  int
+}
+
+const rxQueueLen = 1024
+
+func newRxQueue(maxLen int) *rxQueue {
+	q := &rxQueue{ch: make(chan []byte, rxQueueLen), ready: make(chan struct{}, 1), done: make(chan struct{}), maxLen: maxLen}
+	q.pool.New = func() any { b := make([]byte, 0, maxLen); return &b }
+	go q.run()
+	return q
+}
+
+func (q *rxQueue) setReceiver(f func([]byte) bool) {
+	q.mu.Lock()
+	q.recv = f
+	q.mu.Unlock()
+	q.kick()
+}
+
+func (q *rxQueue) kick() {
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+}
+
+// buf returns a buffer for one frame of up to maxLen bytes, for put.
+func (q *rxQueue) buf() []byte { return (*q.pool.Get().(*[]byte))[:0] }
+
+// put queues frame (a buffer from buf or any slice the queue may keep), waiting at
+// most wait when the queue is full; it reports whether the frame was queued, and
+// recycles it when not.
+func (q *rxQueue) put(frame []byte, wait time.Duration) bool {
+	if q.putKeep(frame, wait) {
+		return true
+	}
+	q.recycle(frame)
+	return false
+}
+
+// putKeep is put leaving a frame it could not queue to the caller.
+func (q *rxQueue) putKeep(frame []byte, wait time.Duration) bool {
+	select {
+	case q.ch <- frame:
+		return true
+	case <-q.done:
+		return false
+	default:
+	}
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case q.ch <- frame:
+			return true
+		case <-q.done:
+		case <-t.C:
+		}
+	}
+	q.mu.Lock()
+	q.dropped++
+	q.mu.Unlock()
+	return false
+}
+
+func (q *rxQueue) recycle(b []byte) {
+	if cap(b) == q.maxLen {
+		b = b[:0]
+		q.pool.Put(&b)
+	}
+}
+
+func (q *rxQueue) run() {
+	poll := time.NewTimer(time.Hour)
+	poll.Stop()
+	for {
+		var f []byte
+		select {
+		case f = <-q.ch:
+		case <-q.done:
+			return
+		}
+		for {
+			q.mu.Lock()
+			recv := q.recv
+			q.mu.Unlock()
+			if recv != nil && recv(f) {
+				break
+			}
+			// Hold the frame: wait for the NIC (or a receiver) and retry.
+			poll.Reset(5 * time.Millisecond)
+			select {
+			case <-q.ready:
+			case <-poll.C:
+			case <-q.done:
+				return
+			}
+			if !poll.Stop() {
+				select {
+				case <-poll.C:
+				default:
+				}
+			}
+		}
+		q.recycle(f)
+	}
+}
+
+func (q *rxQueue) close() { q.once.Do(func() { close(q.done) }) }

@@ -29,16 +29,40 @@ type testGuest struct {
 	mac  [6]byte
 
 	mu   sync.Mutex
-	hook func(frame []byte) bool // returns true when it consumed the frame
+	hook func(frame []byte) bool // sees frames without vnet header; true when it consumed the frame
+	wire func(frame []byte)      // sees every frame as it came, vnet header included
+}
+
+// send gives the backend a hand-made frame (with a zero vnet header when the
+// guest uses one).
+func (g *testGuest) send(f []byte) {
+	if g.link.vnet.Load() {
+		f = append(make([]byte, VnetHdrLen), f...)
+	}
+	g.be.Send(f)
 }
 
 var guestMAC = [6]byte{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}
+
+// vnetGuest asks newTestGuest for a guest with virtio-net offloads: a vnet header
+// on every frame, TSO both ways.
+const vnetGuest = ^uint32(0)
 
 func newTestGuest(t testing.TB, be Backend, mtu uint32, gso uint32) *testGuest {
 	t.Helper()
 	g := &testGuest{t: t, be: be, mac: guestMAC}
 	g.link = NewFrameLink(mtu, g.mac, gso != 0, func(f []byte) { be.Send(f) })
-	if gso != 0 {
+	if gso == vnetGuest {
+		vb, ok := be.(VnetHdrBackend)
+		if !ok {
+			t.Fatalf("%T has no vnet header mode", be)
+		}
+		if err := vb.EnableVnetHdr(true); err != nil {
+			t.Fatal(err)
+		}
+		g.link.EnableGSO(65000)
+		g.link.EnableVnetHdr()
+	} else if gso != 0 {
 		g.link.EnableGSO(gso)
 	}
 	g.st = stack.New(stack.Options{
@@ -56,9 +80,16 @@ func newTestGuest(t testing.TB, be Backend, mtu uint32, gso uint32) *testGuest {
 	}
 	be.SetReceiver(func(f []byte) bool {
 		g.mu.Lock()
-		h := g.hook
+		h, w := g.hook, g.wire
 		g.mu.Unlock()
-		if h != nil && h(f) {
+		if w != nil {
+			w(f)
+		}
+		body := f
+		if g.link.vnet.Load() && len(f) >= VnetHdrLen {
+			body = f[VnetHdrLen:]
+		}
+		if h != nil && h(body) {
 			return true
 		}
 		g.link.Inject(f)
@@ -145,7 +176,7 @@ func (g *testGuest) dhcpExchange(typ byte, xid uint32, extra []byte) (dhcpLease,
 	m = append(m, 255)
 	bcast := [6]byte{255, 255, 255, 255, 255, 255}
 	f := udpFrame(nil, bcast, g.mac, [4]byte{}, [4]byte{255, 255, 255, 255}, 68, 67, m)
-	g.be.Send(f)
+	g.send(f)
 	select {
 	case r := <-got:
 		return parseDHCPReply(g.t, r, xid)

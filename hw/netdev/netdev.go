@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -60,6 +61,18 @@ type Offloads struct {
 // Offloader is implemented by backends that accept more than plain frames.
 type Offloader interface {
 	Offloads() Offloads
+}
+
+// VnetHdrBackend is implemented by backends that can carry a virtio_net_hdr_v1
+// (VnetHdrLen bytes, num_buffers included) before every frame in both directions,
+// so a virtio-net NIC passes checksum and segmentation offloads through instead of
+// doing them. The NIC calls EnableVnetHdr once, after feature negotiation and
+// before the guest's traffic: guestTSO says the guest took VIRTIO_NET_F_GUEST_CSUM
+// and GUEST_TSO4, so frames to it may carry NEEDS_CSUM and gso_type TCPV4 with up
+// to 64 KiB of segment; without it frames to the guest are complete and the header
+// is zero. Frames from the guest may use any offload the header describes.
+type VnetHdrBackend interface {
+	EnableVnetHdr(guestTSO bool) error
 }
 
 // ErrClosed is returned by Send on a closed backend.
@@ -198,17 +211,33 @@ type rxQueue struct {
 	done    chan struct{}
 	once    sync.Once
 	dropped uint64
-	pool    sync.Pool
-	maxLen  int
+	pool    atomic.Pointer[framePool]
+}
+
+// framePool recycles frame buffers of one capacity.
+type framePool struct {
+	sync.Pool
+	size int
+}
+
+func newFramePool(n int) *framePool {
+	p := &framePool{size: n}
+	p.New = func() any { b := make([]byte, 0, n); return &b }
+	return p
 }
 
 const rxQueueLen = 1024
 
 func newRxQueue(maxLen int) *rxQueue {
-	q := &rxQueue{ch: make(chan []byte, rxQueueLen), ready: make(chan struct{}, 1), done: make(chan struct{}), maxLen: maxLen}
-	q.pool.New = func() any { b := make([]byte, 0, maxLen); return &b }
+	q := &rxQueue{ch: make(chan []byte, rxQueueLen), ready: make(chan struct{}, 1), done: make(chan struct{})}
+	q.pool.Store(newFramePool(maxLen))
 	go q.run()
 	return q
+}
+
+// setMaxLen changes the frame buffer size (before frames flow).
+func (q *rxQueue) setMaxLen(n int) {
+	q.pool.Store(newFramePool(n))
 }
 
 func (q *rxQueue) setReceiver(f func([]byte) bool) {
@@ -226,7 +255,7 @@ func (q *rxQueue) kick() {
 }
 
 // buf returns a buffer for one frame of up to maxLen bytes, for put.
-func (q *rxQueue) buf() []byte { return (*q.pool.Get().(*[]byte))[:0] }
+func (q *rxQueue) buf() []byte { return (*q.pool.Load().Get().(*[]byte))[:0] }
 
 // put queues frame (a buffer from buf or any slice the queue may keep), waiting at
 // most wait when the queue is full; it reports whether the frame was queued, and
@@ -265,9 +294,9 @@ func (q *rxQueue) putKeep(frame []byte, wait time.Duration) bool {
 }
 
 func (q *rxQueue) recycle(b []byte) {
-	if cap(b) == q.maxLen {
+	if p := q.pool.Load(); cap(b) == p.size {
 		b = b[:0]
-		q.pool.Put(&b)
+		p.Put(&b)
 	}
 }
 

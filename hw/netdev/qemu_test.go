@@ -3,6 +3,7 @@ package netdev
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -87,4 +88,79 @@ func TestQEMUWire(t *testing.T) {
 			t.Fatalf("stream→QEMU→socket: %d bytes arrived as %d", n, len(got))
 		}
 	}
+}
+
+// qemuSlirp starts QEMU with its own user backend (libslirp) joined on a hub to a
+// -netdev socket our stream backend dials, and returns that backend: a test guest
+// on it talks to QEMU's slirp exactly as to ours.
+func qemuSlirp(t testing.TB, userOpts string) Backend {
+	qemu, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
+		t.Skip("qemu-system-x86_64 not installed")
+	}
+	port := 0
+	{
+		l, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port = l.Addr().(*net.TCPAddr).Port
+		l.Close()
+	}
+	user := "user,id=u0"
+	if userOpts != "" {
+		user += "," + userOpts
+	}
+	cmd := exec.Command(qemu, "-M", "none", "-nographic", "-nodefaults", "-monitor", "none",
+		"-netdev", fmt.Sprintf("socket,id=s0,listen=127.0.0.1:%d", port),
+		"-netdev", user,
+		"-netdev", "hubport,id=h0,hubid=0,netdev=s0",
+		"-netdev", "hubport,id=h1,hubid=0,netdev=u0")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	var be Backend
+	for i := 0; i < 100; i++ {
+		if be, err = Open("socket", getter("connect", fmt.Sprintf("127.0.0.1:%d", port))); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("QEMU's socket netdev never listened: %v; %s", err, stderr.String())
+	}
+	t.Cleanup(func() { be.Close() })
+	return be
+}
+
+// TestQEMUSlirpDHCP runs the same DHCP exchange against QEMU's slirp and ours, with
+// the same options, and compares the leases.
+func TestQEMUSlirpDHCP(t *testing.T) {
+	opts := "net=10.0.5.0/24,dhcpstart=10.0.5.20,hostname=vm7,domainname=gemu.example"
+	kv := []string{"net", "10.0.5.0/24", "dhcpstart", "10.0.5.20", "hostname", "vm7", "domainname", "gemu.example"}
+	qb := qemuSlirp(t, opts)
+	qg := newTestGuest(t, qb, 1500, 0)
+	var ql dhcpLease
+	ok := false
+	for i := 0; i < 20 && !ok; i++ { // QEMU drops frames until it has seen our connection
+		ql, ok = qg.dhcpExchange(dhcpDiscover, 0x4242, nil)
+	}
+	if !ok {
+		t.Fatal("no OFFER from QEMU's slirp")
+	}
+	ours := openUserT(t, Options{}, kv...)
+	og := newTestGuest(t, ours, 1500, 0)
+	ol, ok := og.dhcpExchange(dhcpDiscover, 0x4242, nil)
+	if !ok {
+		t.Fatal("no OFFER from ours")
+	}
+	ol.typ, ql.typ = 0, 0
+	if ol != ql {
+		t.Errorf("OFFER differs:\nours %+v\nqemu %+v", ol, ql)
+	}
+	t.Logf("QEMU's slirp and ours offer %v/%v router %v dns %v lease %ds hostname %q domain %q",
+		ql.yiaddr, ql.mask, ql.router, ql.dns, ql.lease, ql.hostname, ql.domain)
 }

@@ -17,12 +17,17 @@ import (
 // vnet_hdr=on puts before each frame, both ways.
 const VnetHdrLen = 12
 
-// Tap is a /dev/net/tun TAP interface (IFF_TAP|IFF_NO_PI, and IFF_VNET_HDR with
-// vnet_hdr=on). The host end is configured outside gemu (script=no only).
+// Tap is a /dev/net/tun TAP interface (IFF_TAP|IFF_NO_PI|IFF_VNET_HDR, as QEMU
+// opens it, unless vnet_hdr=off). The kernel's vnet header is hidden from the NIC
+// (zero on frames to the kernel, dropped from frames from it) until the NIC asks
+// for it with EnableVnetHdr, or from the start with vnet_hdr=on. The host end is
+// configured outside gemu (script=no only).
 type Tap struct {
 	f       *os.File
 	name    string
-	vnetHdr bool
+	vnetHdr bool        // the device has IFF_VNET_HDR
+	expose  atomic.Bool // the NIC sees the header
+	txPool  sync.Pool
 	rx      *rxQueue
 	closed  atomic.Bool
 	wg      sync.WaitGroup
@@ -50,21 +55,32 @@ func openTap(a *args) (Backend, error) {
 		a.fail("Parameter 'queues': only one queue is supported")
 	}
 	a.uint("sndbuf", 0, 1<<62)
-	vnet := a.bool("vnet_hdr", false)
+	_, vnetGiven := a.str("vnet_hdr")
+	vnet := a.bool("vnet_hdr", true)
 	if len(ifname) >= unix.IFNAMSIZ {
 		a.fail("Parameter 'ifname': '%s' is longer than %d bytes", ifname, unix.IFNAMSIZ-1)
 	}
 	if a.err != nil {
 		return nil, a.err
 	}
+	var t *Tap
+	var err error
 	if hasFD {
-		fd, err := strconv.Atoi(fdStr)
-		if err != nil || fd < 0 {
+		fd, aerr := strconv.Atoi(fdStr)
+		if aerr != nil || fd < 0 {
 			return nil, errors.New("Parameter 'fd' expects a file descriptor number")
 		}
-		return newTapFD(fd, vnet)
+		t, err = newTapFD(fd, vnet, vnetGiven)
+	} else {
+		t, err = OpenTap(ifname, vnet)
 	}
-	return OpenTap(ifname, vnet)
+	if err != nil {
+		return nil, err
+	}
+	if vnetGiven && vnet {
+		t.expose.Store(true)
+	}
+	return t, nil
 }
 
 // OpenTap creates (or attaches to) the TAP interface ifname ("" lets the kernel
@@ -102,7 +118,7 @@ func OpenTap(ifname string, vnetHdr bool) (*Tap, error) {
 	return newTap(fd, ifr.Name(), vnetHdr)
 }
 
-func newTapFD(fd int, vnetHdr bool) (*Tap, error) {
+func newTapFD(fd int, vnetHdr, given bool) (*Tap, error) {
 	ifr, err := unix.NewIfreq("")
 	if err == nil {
 		err = unix.IoctlIfreq(fd, unix.TUNGETIFF, ifr)
@@ -113,6 +129,9 @@ func newTapFD(fd int, vnetHdr bool) (*Tap, error) {
 	flags := ifr.Uint16()
 	if flags&unix.IFF_TAP == 0 || flags&unix.IFF_NO_PI == 0 {
 		return nil, fmt.Errorf("netdev tap: fd=%d is not an IFF_TAP|IFF_NO_PI device", fd)
+	}
+	if !given {
+		vnetHdr = flags&unix.IFF_VNET_HDR != 0
 	}
 	if vnetHdr != (flags&unix.IFF_VNET_HDR != 0) {
 		return nil, fmt.Errorf("netdev tap: fd=%d: vnet_hdr=%v does not match the device", fd, onOff(vnetHdr))
@@ -138,6 +157,7 @@ func newTap(fd int, name string, vnetHdr bool) (*Tap, error) {
 		}
 	}
 	t := &Tap{f: os.NewFile(uintptr(fd), "/dev/net/tun"), name: strings.TrimRight(name, "\x00"), vnetHdr: vnetHdr}
+	t.txPool.New = func() any { b := make([]byte, 0, tapMaxFrame); return &b }
 	t.rx = newRxQueue(tapMaxFrame)
 	t.wg.Add(1)
 	go t.readLoop()
@@ -150,10 +170,10 @@ func (t *Tap) Name() string { return t.name }
 // SetOffload tells the kernel which offloads the guest accepts on frames it receives
 // (virtio-net's negotiated GUEST_CSUM, GUEST_TSO4/6, GUEST_ECN, GUEST_UFO), so the
 // kernel may hand partial checksums and GSO frames described by the vnet header.
-// Only valid with vnet_hdr=on.
+// Only valid on a device with the vnet header.
 func (t *Tap) SetOffload(csum, tso4, tso6, ecn, ufo bool) error {
 	if !t.vnetHdr {
-		return errors.New("netdev tap: offloads need vnet_hdr=on")
+		return errors.New("netdev tap: offloads need the vnet header (vnet_hdr=off was given)")
 	}
 	var fl int
 	if csum {
@@ -183,6 +203,20 @@ func (t *Tap) SetOffload(csum, tso4, tso6, ecn, ufo bool) error {
 	return nil
 }
 
+// EnableVnetHdr implements VnetHdrBackend: the NIC sees the kernel's header from
+// now on, and the kernel may send partial checksums (and TSO frames when the guest
+// takes them).
+func (t *Tap) EnableVnetHdr(guestTSO bool) error {
+	if !t.vnetHdr {
+		return errors.New("netdev tap: vnet_hdr=off: the device has no vnet header")
+	}
+	if err := t.SetOffload(true, guestTSO, guestTSO, false, false); err != nil {
+		return err
+	}
+	t.expose.Store(true)
+	return nil
+}
+
 func (t *Tap) readLoop() {
 	defer t.wg.Done()
 	for {
@@ -197,6 +231,14 @@ func (t *Tap) readLoop() {
 				return // the interface went away
 			}
 			continue
+		}
+		if t.vnetHdr && !t.expose.Load() {
+			// Offloads are off (TUNSETOFFLOAD 0), so the header says nothing.
+			if n < VnetHdrLen {
+				t.rx.recycle(f)
+				continue
+			}
+			n = copy(f, f[VnetHdrLen:n])
 		}
 		if n == 0 {
 			t.rx.recycle(f)
@@ -214,6 +256,17 @@ func (t *Tap) Send(frame []byte) error {
 	if len(frame) == 0 || len(frame) > tapMaxFrame {
 		return nil
 	}
+	if t.vnetHdr && !t.expose.Load() {
+		bp := t.txPool.Get().(*[]byte)
+		b := append(append((*bp)[:0], make([]byte, VnetHdrLen)...), frame...)
+		_, err := t.f.Write(b)
+		*bp = b[:0]
+		t.txPool.Put(bp)
+		if err != nil && t.closed.Load() {
+			return ErrClosed
+		}
+		return nil
+	}
 	if _, err := t.f.Write(frame); err != nil {
 		if t.closed.Load() {
 			return ErrClosed
@@ -228,7 +281,7 @@ func (t *Tap) RxReady()                        { t.rx.kick() }
 
 // Offloads implements Offloader.
 func (t *Tap) Offloads() Offloads {
-	if t.vnetHdr {
+	if t.expose.Load() {
 		return Offloads{NoChecksum: true, MaxFrame: tapMaxFrame, VnetHdr: true}
 	}
 	return Offloads{MaxFrame: 1500 + 14}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -206,4 +207,122 @@ func TestTapNoPermission(t *testing.T) {
 		t.Errorf("error %q", msg)
 	}
 	t.Logf("error: %s", msg)
+}
+
+// TestUserPingExternal: in a fresh network namespace whose loopback also holds
+// 192.0.2.1 and ping sockets allowed for every group, the guest's echo to 192.0.2.1
+// leaves through an unprivileged ICMP socket and the reply comes back with the
+// guest's id and sequence; with ping sockets forbidden it is dropped.
+func TestUserPingExternal(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	run(t, "ip", "link", "set", "lo", "up")
+	run(t, "ip", "addr", "add", "192.0.2.1/32", "dev", "lo")
+	setRange := func(r string) {
+		if err := os.WriteFile("/proc/sys/net/ipv4/ping_group_range", []byte(r), 0); err != nil {
+			t.Skipf("cannot set ping_group_range in the namespace: %v", err)
+		}
+	}
+	ping := func() ([]byte, bool) {
+		u := openUserT(t, Options{})
+		g := newTestGuest(t, u, 1500, 0)
+		g.configure(guestIP, 24, gwAddr)
+		replies := make(chan []byte, 4)
+		g.setHook(func(f []byte) bool {
+			ip, ok := ipv4Of(f)
+			if ok && ip.proto == 1 && f[ip.off+ip.ihl] == 0 {
+				replies <- append([]byte(nil), f[ip.off:ip.off+ip.total]...)
+				return true
+			}
+			return false
+		})
+		u.Send(echoFrame(netip.MustParseAddr("192.0.2.1"), 0x4321, 9, []byte("outside")))
+		select {
+		case r := <-replies:
+			return r, true
+		case <-time.After(2 * time.Second):
+			return nil, false
+		}
+	}
+	setRange("1 0")
+	if r, ok := ping(); ok {
+		t.Errorf("ping sockets forbidden, yet a reply came: %x", r)
+	}
+	setRange("0 2147483647")
+	r, ok := ping()
+	if !ok {
+		t.Fatal("no echo reply from 192.0.2.1 through the ICMP socket")
+	}
+	if netip.AddrFrom4([4]byte(r[12:16])).String() != "192.0.2.1" || netip.AddrFrom4([4]byte(r[16:20])) != guestIP ||
+		r[20+4] != 0x43 || r[20+5] != 0x21 || r[20+7] != 9 || string(r[28:]) != "outside" {
+		t.Errorf("bad reply %x", r)
+	}
+	if c := csumFold(csumAdd(0, r[20:])); c != 0 {
+		t.Errorf("reply ICMP checksum does not verify")
+	}
+}
+
+// TestTapVnetTSO: the kernel as the oracle for the vnet header encoding. A guest
+// with TSO both ways sits behind a tap whose NIC enabled the header: the kernel
+// must accept the guest's 64 KiB GSO frames (it segments and checks them) and hand
+// the guest GSO frames of its own; data crosses intact both ways.
+func TestTapVnetTSO(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	be, err := Open("tap", getter("ifname", "tap2", "script", "no", "downscript", "no"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	run(t, "ip", "link", "set", "lo", "up")
+	run(t, "ip", "addr", "add", "192.168.79.1/24", "dev", "tap2")
+	run(t, "ip", "link", "set", "tap2", "up")
+	g := newTestGuest(t, be, 1500, vnetGuest)
+	var gsoIn, gsoOut atomic.Int32
+	g.mu.Lock()
+	g.wire = func(f []byte) {
+		if len(f) > VnetHdrLen && f[1] != 0 {
+			gsoIn.Add(1)
+		}
+	}
+	g.mu.Unlock()
+	out := g.link.out
+	g.link.out = func(f []byte) {
+		if len(f) > VnetHdrLen && f[1] == 1 {
+			gsoOut.Add(1)
+		}
+		out(f)
+	}
+	g.configure(netip.MustParseAddr("192.168.79.2"), 24, netip.MustParseAddr("192.168.79.1"))
+	ln, err := gonet.ListenTCP(g.st, fullAddr("192.168.79.2:8080"), ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		io.Copy(c, c)
+		c.Close()
+	}()
+	c, err := net.DialTimeout("tcp4", "192.168.79.2:8080", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	msg := pattern(8<<20, 6)
+	go c.Write(msg)
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != string(msg) {
+		t.Fatalf("echo over the TSO tap: %v", err)
+	}
+	if gsoIn.Load() == 0 || gsoOut.Load() == 0 {
+		t.Errorf("GSO frames: %d from the kernel, %d to it; want both > 0", gsoIn.Load(), gsoOut.Load())
+	}
+	t.Logf("GSO frames: %d from the kernel, %d to it", gsoIn.Load(), gsoOut.Load())
 }

@@ -36,6 +36,7 @@ const (
 	tcpBufMax       = 4 << 20
 	spliceBufSize   = 64 << 10
 	maxFrameFromNIC = 65535 + header.EthernetMinimumSize
+	maxGuestGSO     = 65535 - 60 // TCP segment bytes in one frame to a TSO guest (IP and TCP headers fit)
 )
 
 // gatewayMAC is slirp's: 52:55 followed by the gateway's IPv4 address.
@@ -272,6 +273,8 @@ type User struct {
 	wg        sync.WaitGroup
 	stop      chan struct{}
 
+	vnet atomic.Bool
+
 	// dropped counts guest frames refused by the slirp layer (restrict, bad ICMP).
 	dropped atomic.Uint64
 }
@@ -292,6 +295,7 @@ func newUser(cfg *userConfig) (*User, error) {
 	u.dhcp.init(cfg)
 	u.link = NewFrameLink(userMTU, u.mac, true, u.toGuest)
 	u.link.buf = u.rx.buf
+	u.link.enableBatching()
 	s := stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4},
@@ -354,6 +358,15 @@ func (u *User) Send(frame []byte) error {
 	if u.closed.Load() {
 		return ErrClosed
 	}
+	wire := frame
+	if u.vnet.Load() {
+		// The header's offload requests need no work here: checksums are not
+		// verified and TSO frames are taken whole. The link strips it.
+		if len(frame) < VnetHdrLen {
+			return nil
+		}
+		frame = frame[VnetHdrLen:]
+	}
 	if len(frame) > maxFrameFromNIC || len(frame) < header.EthernetMinimumSize {
 		u.dropped.Add(1)
 		return nil
@@ -371,7 +384,7 @@ func (u *User) Send(frame []byte) error {
 			}
 		}
 	}
-	u.link.Inject(frame)
+	u.link.Inject(wire)
 	return nil
 }
 
@@ -381,19 +394,44 @@ func (u *User) SetReceiver(f func([]byte) bool) { u.rx.setReceiver(f) }
 // RxReady implements Backend.
 func (u *User) RxReady() { u.rx.kick() }
 
+// EnableVnetHdr implements VnetHdrBackend.
+func (u *User) EnableVnetHdr(guestTSO bool) error {
+	if u.vnet.Swap(true) {
+		return errors.New("netdev user: vnet header already enabled")
+	}
+	if guestTSO {
+		u.rx.setMaxLen(VnetHdrLen + maxFrameFromNIC)
+		u.link.enableHostGSO(maxGuestGSO)
+	}
+	u.link.vnet.Store(true)
+	return nil
+}
+
+// frameBuf returns a buffer for one frame to the guest, with its (zero) vnet
+// header when enabled.
+func (u *User) frameBuf() []byte {
+	b := u.rx.buf()
+	if u.vnet.Load() {
+		b = append(b, make([]byte, VnetHdrLen)...)
+	}
+	return b
+}
+
 // Offloads implements Offloader: checksums are not verified and TSO frames of up to
 // 64 KiB are taken whole.
 func (u *User) Offloads() Offloads {
-	return Offloads{NoChecksum: true, MaxFrame: maxFrameFromNIC}
+	return Offloads{NoChecksum: true, MaxFrame: maxFrameFromNIC, VnetHdr: u.vnet.Load()}
 }
 
 // Close implements Backend.
 func (u *User) Close() error {
-	if u.closed.Swap(true) {
+	u.mu.Lock()
+	if u.closed.Load() {
+		u.mu.Unlock()
 		return nil
 	}
+	u.closed.Store(true)
 	close(u.stop)
-	u.mu.Lock()
 	ls := u.listeners
 	u.listeners = nil
 	u.mu.Unlock()
@@ -463,18 +501,19 @@ func csumFold(sum uint32) uint16 {
 	return ^uint16(sum)
 }
 
-// ipv4Frame builds an Ethernet+IPv4 frame around payload (whose transport checksum,
-// if any, the caller fills in with udpChecksum or its own).
+// ipv4Frame appends an Ethernet+IPv4 frame around payload to buf (whose transport
+// checksum, if any, the caller fills in with udpFrame or its own).
 func ipv4Frame(buf []byte, dstMAC, srcMAC [6]byte, src, dst [4]byte, proto byte, payload []byte) []byte {
-	f := append(buf[:0], dstMAC[:]...)
+	at := len(buf)
+	f := append(buf, dstMAC[:]...)
 	f = append(f, srcMAC[:]...)
 	f = append(f, 0x08, 0x00)
 	tot := 20 + len(payload)
 	f = append(f, 0x45, 0, byte(tot>>8), byte(tot), 0, 0, 0x40, 0, 64, proto, 0, 0)
 	f = append(f, src[:]...)
 	f = append(f, dst[:]...)
-	c := csumFold(csumAdd(0, f[14:34]))
-	f[24], f[25] = byte(c>>8), byte(c)
+	c := csumFold(csumAdd(0, f[at+14:at+34]))
+	f[at+24], f[at+25] = byte(c>>8), byte(c)
 	return append(f, payload...)
 }
 

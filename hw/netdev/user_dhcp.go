@@ -198,7 +198,7 @@ func (d *dhcpServer) handle(u *User, frame []byte, ip ipHdr) {
 			dstIP = yi
 		}
 	}
-	f := udpFrame(u.rx.buf(), dstMAC, u.mac, host, dstIP, 67, 68, out)
+	f := udpFrame(u.frameBuf(), dstMAC, u.mac, host, dstIP, 67, 68, out)
 	u.rx.put(f, 0)
 }
 

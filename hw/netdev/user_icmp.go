@@ -70,8 +70,11 @@ func (p *pinger) open() {
 	}
 	tv := unix.NsecToTimeval(pingRecvT * int64(time.Millisecond))
 	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	if !p.u.track() {
+		unix.Close(fd)
+		return
+	}
 	p.fd, p.ok = fd, true
-	p.u.wg.Add(1)
 	go p.recv()
 }
 
@@ -131,7 +134,7 @@ func (p *pinger) recv() {
 		if 14+20+len(msg) > userMTU+14 {
 			continue
 		}
-		f := ipv4Frame(p.u.rx.buf(), w.mac, p.u.mac, sa.Addr, w.src, 1, msg)
+		f := ipv4Frame(p.u.frameBuf(), w.mac, p.u.mac, sa.Addr, w.src, 1, msg)
 		p.u.rx.put(f, 0)
 	}
 }

@@ -136,7 +136,12 @@ func (u *User) tcpForward(r *tcp.ForwarderRequest) {
 		tc.SetNoDelay(true)
 	}
 	g := gonet.NewTCPConn(&wq, ep)
-	u.wg.Add(1)
+	if !u.track() {
+		release()
+		g.Close()
+		h.Close()
+		return
+	}
 	go func() {
 		defer u.wg.Done()
 		defer release()
@@ -176,7 +181,12 @@ func (u *User) udpForward(r *udp.ForwarderRequest) bool {
 	if id.LocalPort == 53 {
 		idle = dnsIdle
 	}
-	u.wg.Add(1)
+	if !u.track() {
+		u.udpFlows.Add(-1)
+		g.Close()
+		h.Close()
+		return true
+	}
 	go func() {
 		defer u.wg.Done()
 		defer u.udpFlows.Add(-1)
@@ -287,6 +297,18 @@ func (u *User) startHostFwd(f hostFwd) error {
 		u.udpHostFwd(pc.(*net.UDPConn), local, guest)
 	}()
 	return nil
+}
+
+// track counts one more goroutine for Close to wait for, unless the backend is
+// closing (callers on the stack's goroutines race with Close).
+func (u *User) track() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.closed.Load() {
+		return false
+	}
+	u.wg.Add(1)
+	return true
 }
 
 func (u *User) addListener(l interface{ Close() error }) {

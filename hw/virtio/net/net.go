@@ -6,6 +6,13 @@
 // per frame with MRG_RXBUF, the receive filter: promiscuous, all-multicast, MAC
 // tables) and the control queue (CTRL_RX, CTRL_MAC, CTRL_ANNOUNCE, CTRL_MQ).
 //
+// A backend that can carry the virtio-net header (VnetHdrEnabler: hw/netdev's user
+// and tap) gets it switched on at DRIVER_OK: the guest's offload requests then pass
+// through to the backend (no segmentation or checksum work here), GUEST_TSO4/6 are
+// offered, and the backend's headers reach the guest after being checked against
+// what the driver negotiated. Other backends get plain frames: partial checksums
+// finished when the backend needs them complete, TSO frames cut into MSS segments.
+//
 // Transmit runs on one worker goroutine per tx queue, woken by the driver's kick.
 // Receive runs on the backend's delivery goroutine: its callback copies one frame
 // into rx buffers, or returns false when the driver has not posted enough, and the
@@ -56,16 +63,18 @@ type Offloads struct {
 	// when it fits and NoChecksum is set (a host stack that segments itself);
 	// otherwise the device segments it.
 	MaxFrame int
-	// VnetHdr: frames both ways start with a 12-byte virtio_net_hdr_v1 (a tap with
-	// vnet_hdr=on); the device then passes headers through and offers the GUEST_TSO
-	// features.
+	// VnetHdr: frames both ways start with a 12-byte virtio_net_hdr_v1; the device
+	// then passes the guest's offload requests through instead of doing them.
 	VnetHdr bool
 }
 
-// OffloadSetter is optionally implemented by a VnetHdr backend (hw/netdev's tap)
-// that must be told which offloads the guest accepts on received frames.
-type OffloadSetter interface {
-	SetOffload(csum, tso4, tso6, ecn, ufo bool) error
+// VnetHdrEnabler is optionally implemented by a backend that can carry a
+// virtio_net_hdr_v1 before every frame both ways (hw/netdev.VnetHdrBackend: user,
+// tap with vnet_hdr=on). The device enables it at DRIVER_OK; guestTSO says the
+// driver took GUEST_CSUM, GUEST_TSO4 and GUEST_TSO6, so frames to it may be partial
+// or GSO. Such a backend makes the device offer GUEST_TSO4/6.
+type VnetHdrEnabler interface {
+	EnableVnetHdr(guestTSO bool) error
 }
 
 // Feature bits (spec 5.1.3).
@@ -129,7 +138,10 @@ const (
 type Config struct {
 	Backend  Backend
 	Offloads Offloads // what Backend takes; zero: plain 1514-byte frames
-	MAC      [6]byte
+	// OffloadsNow, if set, reads the backend's offloads as they are now (a backend
+	// whose vnet header stays on once enabled, across a driver reset); else Offloads.
+	OffloadsNow func() Offloads
+	MAC         [6]byte
 	// MTU, if non-zero, is offered to the driver (VIRTIO_NET_F_MTU, host_mtu=).
 	MTU uint16
 	// QueuePairs is the number of rx/tx queue pairs; default 1, more offers MQ.
@@ -194,8 +206,8 @@ func New(c Config) (*Device, error) {
 	d := &Device{c: c}
 	f := uint64(1<<FCsum | 1<<FGuestCsum | 1<<FMAC | 1<<FHostTSO4 | 1<<FHostTSO6 | 1<<FHostECN |
 		1<<FMrgRxbuf | 1<<FStatus | 1<<FCtrlVQ | 1<<FCtrlRx | 1<<FCtrlMACAddr | 1<<FGuestAnnounce)
-	if c.Offloads.VnetHdr {
-		f |= 1<<FGuestTSO4 | 1<<FGuestTSO6 | 1<<FGuestECN
+	if _, ok := c.Backend.(VnetHdrEnabler); ok || c.Offloads.VnetHdr {
+		f |= 1<<FGuestTSO4 | 1<<FGuestTSO6
 	}
 	if c.MTU != 0 {
 		f |= 1 << FMTU
@@ -359,7 +371,8 @@ func (d *Device) Activate(a virtio.Activation) error {
 	stop := make(chan struct{})
 	d.stop, d.irq, d.running = stop, a.Interrupt, true
 	n := d.c.QueuePairs
-	rx := &rxState{features: a.Features, q: a.Queues[0], mergeable: a.Features&(1<<FMrgRxbuf) != 0}
+	vnet := d.enableVnet(a.Features)
+	rx := &rxState{features: a.Features, q: a.Queues[0], mergeable: a.Features&(1<<FMrgRxbuf) != 0, vnet: vnet}
 	d.rxMu.Lock()
 	d.rx = rx
 	d.filt.reset(d.c.MAC)
@@ -368,15 +381,9 @@ func (d *Device) Activate(a virtio.Activation) error {
 		// Without STATUS the link is always up to the driver.
 		d.setStatus(StatusLinkUp, true)
 	}
-	if o, ok := d.c.Backend.(OffloadSetter); ok && d.c.Offloads.VnetHdr {
-		has := func(b uint) bool { return a.Features&(1<<b) != 0 }
-		if err := o.SetOffload(has(FGuestCsum), has(FGuestTSO4), has(FGuestTSO6), has(FGuestECN), has(FGuestUFO)); err != nil {
-			d.logf("virtio-net: %v", err)
-		}
-	}
 	for i := 0; i < n; i++ {
 		if q := a.Queues[2*i+1]; q != nil {
-			t := newTxWorker(d, q, a.Features)
+			t := newTxWorker(d, q, a.Features, vnet)
 			d.wg.Add(1)
 			go t.run(stop)
 		}
@@ -407,11 +414,33 @@ func (d *Device) Reset() {
 	d.rx = nil
 	d.filt.reset(d.c.MAC)
 	d.rxMu.Unlock()
-	if o, ok := d.c.Backend.(OffloadSetter); ok && d.c.Offloads.VnetHdr {
-		o.SetOffload(false, false, false, false, false)
-	}
 	d.setStatus(StatusAnnounce, false)
 	d.running, d.irq, d.stop = false, nil, nil
+}
+
+// offloads is what the backend takes now.
+func (d *Device) offloads() Offloads {
+	if d.c.OffloadsNow != nil {
+		o := d.c.OffloadsNow()
+		o.MaxFrame = max(o.MaxFrame, 1514)
+		return o
+	}
+	return d.c.Offloads
+}
+
+// enableVnet turns the backend's vnet header on for the negotiated features and
+// reports whether frames carry one. A backend that keeps it on from an earlier
+// activation (and refuses a second enable) still carries it.
+func (d *Device) enableVnet(features uint64) bool {
+	e, ok := d.c.Backend.(VnetHdrEnabler)
+	if !ok {
+		return d.offloads().VnetHdr
+	}
+	tso := features&(1<<FGuestCsum|1<<FGuestTSO4|1<<FGuestTSO6) == 1<<FGuestCsum|1<<FGuestTSO4|1<<FGuestTSO6
+	if err := e.EnableVnetHdr(tso); err != nil {
+		d.logf("virtio-net: %v", err)
+	}
+	return d.offloads().VnetHdr
 }
 
 // watchRx turns the driver's rx kicks into Backend.RxReady, so a backend holding a

@@ -3,6 +3,7 @@ package net
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -730,4 +731,109 @@ func TestMultiqueue(t *testing.T) {
 
 func (d *Device) broken(tr interface{ Status() uint8 }) bool {
 	return tr.Status()&virtio.StatusNeedsReset != 0
+}
+
+// vnetBackend is a backend with a switchable vnet header (as hw/netdev's user and tap).
+type vnetBackend struct {
+	fakeBackend
+	on, tso bool
+	enables int
+}
+
+func (b *vnetBackend) EnableVnetHdr(tso bool) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.enables++
+	if b.on {
+		return errors.New("already enabled")
+	}
+	b.on, b.tso = true, tso
+	return nil
+}
+
+func (b *vnetBackend) offloads() Offloads {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return Offloads{NoChecksum: true, MaxFrame: 65549, VnetHdr: b.on}
+}
+
+func TestVnetHdrBackend(t *testing.T) {
+	for _, tso := range []bool{true, false} {
+		m := virtiotest.NewMem(ramBase, 8<<20)
+		be := &vnetBackend{}
+		d, err := New(Config{Backend: be, MAC: guestMAC, OffloadsNow: be.offloads})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Features()&(1<<FGuestTSO4|1<<FGuestTSO6) == 0 {
+			t.Fatal("GUEST_TSO not offered for a vnet-header backend")
+		}
+		rx := virtiotest.NewRing(m, 64, ramBase, 2<<20)
+		tx := virtiotest.NewRing(m, 64, ramBase+3<<20, 2<<20)
+		want := allFeatures
+		if !tso {
+			want &^= 1<<FGuestCsum | 1<<FGuestTSO4 | 1<<FGuestTSO6
+		}
+		tr := virtiotest.Bringup(d, m, &virtiotest.IRQ{}, want, rx, tx, nil)
+		if !be.on || be.tso != tso {
+			t.Fatalf("EnableVnetHdr: on %v tso %v", be.on, be.tso)
+		}
+		// tx: the guest's header goes to the backend (num_buffers zeroed), unsegmented.
+		f := tcp4(pattern(5000), 1, 0x10)
+		h := hdr{flags: HdrFNeedsCsum, gsoType: GSOTCPv4, gsoSize: 1448, csumStart: 34, csumOffset: 16}
+		tx.Add(virtiotest.Buf{Data: append(encodeHdr(h), f...)})
+		tr.Notify(1)
+		if s := be.waitSent(t, 1); !bytes.Equal(s[0], append(encodeHdr(h), f...)) {
+			t.Fatal("tx header not passed through")
+		}
+		// rx: a GSO frame with a partial checksum.
+		bufAt := map[uint32]uint64{}
+		for i := 0; i < 8; i++ {
+			head, g := rx.Add(virtiotest.Buf{Write: 4096})
+			bufAt[uint32(head)] = g[0]
+		}
+		in := append(encodeHdr(h), f...)
+		if !be.deliver(in) {
+			t.Fatal("rx refused")
+		}
+		if tso {
+			id, ln, ok := rx.PopUsed()
+			if !ok || ln != 4096 {
+				t.Fatalf("rx used %d %v", ln, ok)
+			}
+			rx.PopUsed()
+			got := m.At(bufAt[id], HdrLen)
+			if got[0] != HdrFNeedsCsum || got[1] != GSOTCPv4 || binary.LittleEndian.Uint16(got[4:]) != 1448 || binary.LittleEndian.Uint16(got[10:]) != 2 {
+				t.Fatalf("rx header % x", got)
+			}
+		} else if _, _, ok := rx.PopUsed(); ok || d.RxDropped.Load() != 1 {
+			t.Fatal("GSO frame given to a guest without GUEST_TSO")
+		}
+		// A partial checksum to a guest without GUEST_CSUM is finished by the device.
+		u := udp4(pattern(99))
+		in = append(encodeHdr(hdr{flags: HdrFNeedsCsum, csumStart: 34, csumOffset: 6}), u...)
+		if !be.deliver(in) {
+			t.Fatal("rx refused")
+		}
+		if !tso {
+			id, ln, ok := rx.PopUsed()
+			if !ok || ln != uint32(len(in)) {
+				t.Fatalf("used %d %v", ln, ok)
+			}
+			got := m.At(bufAt[id], uint64(ln))
+			seg := got[HdrLen+34:]
+			ph := header.PseudoHeaderChecksum(header.UDPProtocolNumber, tcpip.AddrFrom4(srcIP), tcpip.AddrFrom4(dstIP), uint16(len(seg)))
+			if got[0] != 0 || checksum.Checksum(seg, ph) != 0xffff {
+				t.Fatalf("checksum not finished: flags %#x", got[0])
+			}
+		}
+		// A second activation (driver reload) keeps the header the backend still has.
+		tr.SetStatus(0)
+		tr = virtiotest.Bringup(d, m, &virtiotest.IRQ{}, want, virtiotest.NewRing(m, 16, ramBase+6<<20, 1<<20))
+		if be.enables != 2 || !d.rx.vnet {
+			t.Fatalf("re-activation: enables %d vnet %v", be.enables, d.rx.vnet)
+		}
+		tr.SetStatus(0)
+		m.Close()
+	}
 }

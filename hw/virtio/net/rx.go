@@ -11,6 +11,7 @@ type rxState struct {
 	features  uint64
 	q         *virtio.Queue
 	mergeable bool
+	vnet      bool // frames from the backend start with a virtio-net header
 	// held are chains popped from the rx queue but not yet used: a frame that needs
 	// more buffers than the driver has posted keeps them for the next attempt. At
 	// most the queue size.
@@ -82,25 +83,23 @@ func (d *Device) receive(frame []byte) bool {
 		d.RxDropped.Add(1)
 		return true
 	}
-	var vh []byte
-	if d.c.Offloads.VnetHdr {
-		if len(frame) < HdrLen {
+	var h [HdrLen]byte
+	if rx.vnet {
+		if len(frame) < HdrLen+14 {
 			d.RxDropped.Add(1)
 			return true
 		}
-		vh, frame = frame[:HdrLen], frame[HdrLen:]
-	}
-	if len(frame) < 14 || len(frame) > maxFrame {
-		d.RxDropped.Add(1)
-		return true
-	}
-	if !d.filt.accept(frame) {
-		d.RxDropped.Add(1)
-		return true
-	}
-	var h [HdrLen]byte
-	if vh != nil {
+		vh := frame[:HdrLen]
+		frame = frame[HdrLen:]
+		if !rx.offloadsOK(vh, frame) {
+			d.RxDropped.Add(1)
+			return true
+		}
 		copy(h[:10], vh)
+	}
+	if len(frame) < 14 || len(frame) > maxFrame || !d.filt.accept(frame) {
+		d.RxDropped.Add(1)
+		return true
 	}
 	need := uint64(HdrLen + len(frame))
 	// Gather chains until they hold the frame (one chain without MRG_RXBUF).
@@ -172,6 +171,39 @@ func (d *Device) receive(frame []byte) bool {
 	rx.held = append(rx.held[:0], rx.held[n:]...)
 	rx.q.Signal()
 	d.RxFrames.Add(1)
+	return true
+}
+
+// offloadsOK checks the backend's header h against what the driver negotiated: a
+// partial checksum the driver did not accept (GUEST_CSUM) is finished here; a GSO
+// frame it did not accept, or offsets outside the frame, drop the frame. The
+// finished checksum and cleared flag are written back into h and frame, so a frame
+// the backend offers again (no rx buffers yet) is not finished twice.
+func (rx *rxState) offloadsOK(h, frame []byte) bool {
+	hd := parseHdr(h)
+	if hd.flags&HdrFNeedsCsum != 0 {
+		if int(hd.csumStart)+int(hd.csumOffset)+2 > len(frame) {
+			return false
+		}
+		if rx.features&(1<<FGuestCsum) == 0 {
+			finishCsum(frame, int(hd.csumStart), int(hd.csumOffset))
+			h[0] &^= HdrFNeedsCsum
+		}
+	}
+	var need uint
+	switch hd.gsoType &^ GSOECN {
+	case GSONone:
+		return hd.gsoType == GSONone
+	case GSOTCPv4:
+		need = FGuestTSO4
+	case GSOTCPv6:
+		need = FGuestTSO6
+	default:
+		return false
+	}
+	if rx.features&(1<<need) == 0 || (hd.gsoType&GSOECN != 0 && rx.features&(1<<FGuestECN) == 0) || hd.gsoSize == 0 {
+		return false
+	}
 	return true
 }
 

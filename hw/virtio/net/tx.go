@@ -16,12 +16,13 @@ type txWorker struct {
 	d        *Device
 	q        *virtio.Queue
 	features uint64
+	vnet     bool   // frames to the backend carry the virtio-net header
 	buf      []byte // header + frame as the guest wrote it
 	seg      []byte // one segment (or a finished frame for a vnet-header backend)
 }
 
-func newTxWorker(d *Device, q *virtio.Queue, features uint64) *txWorker {
-	return &txWorker{d: d, q: q, features: features, buf: make([]byte, HdrLen+maxFrame), seg: make([]byte, HdrLen+maxFrame)}
+func newTxWorker(d *Device, q *virtio.Queue, features uint64, vnet bool) *txWorker {
+	return &txWorker{d: d, q: q, features: features, vnet: vnet, buf: make([]byte, HdrLen+maxFrame), seg: make([]byte, HdrLen+maxFrame)}
 }
 
 func (t *txWorker) run(stop <-chan struct{}) {
@@ -101,7 +102,7 @@ func (t *txWorker) transmit(b []byte) {
 		d.drop(&d.TxDropped, "runt tx frame of %d bytes", len(frame))
 		return
 	}
-	off := d.c.Offloads
+	off := d.offloads()
 	if h.flags&HdrFNeedsCsum != 0 {
 		if t.features&(1<<FCsum) == 0 {
 			d.drop(&d.TxDropped, "NEEDS_CSUM without VIRTIO_NET_F_CSUM")
@@ -119,11 +120,11 @@ func (t *txWorker) transmit(b []byte) {
 			d.drop(&d.TxDropped, "ECN flag without a GSO type")
 			return
 		}
-		if len(frame) > off.MaxFrame-t.hdrRoom() {
+		if !t.vnet && len(frame) > off.MaxFrame {
 			d.drop(&d.TxDropped, "tx frame of %d bytes is over the backend's %d", len(frame), off.MaxFrame)
 			return
 		}
-		if off.VnetHdr {
+		if t.vnet {
 			binary.LittleEndian.PutUint16(b[10:], 0)
 			t.send(b)
 			return
@@ -150,7 +151,7 @@ func (t *txWorker) transmit(b []byte) {
 			d.drop(&d.TxDropped, "GSO frame: %v", err)
 			return
 		}
-		if off.VnetHdr {
+		if t.vnet {
 			binary.LittleEndian.PutUint16(b[10:], 0)
 			t.send(b)
 			return
@@ -169,15 +170,6 @@ func (t *txWorker) transmit(b []byte) {
 	default:
 		d.drop(&d.TxDropped, "unsupported GSO type %#x", h.gsoType)
 	}
-}
-
-// hdrRoom is the header the backend's frames carry (a vnet-header backend counts
-// it in MaxFrame).
-func (t *txWorker) hdrRoom() int {
-	if t.d.c.Offloads.VnetHdr {
-		return HdrLen
-	}
-	return 0
 }
 
 func (t *txWorker) send(f []byte) {

@@ -148,6 +148,9 @@ type Config struct {
 	QueuePairs int
 	// QueueSize is each queue's maximum size (a power of two); default 256.
 	QueueSize uint16
+	// Disable clears offered feature bits (QEMU's csum=off, mrg_rxbuf=off, …); the
+	// features that depend on a cleared one are cleared too.
+	Disable uint64
 	// Logf, if set, receives one-line notes on dropped frames (rate is the caller's).
 	Logf func(format string, args ...any)
 }
@@ -215,12 +218,33 @@ func New(c Config) (*Device, error) {
 	if c.QueuePairs > 1 {
 		f |= 1 << FMQ
 	}
-	d.features = f
+	d.features = withDeps(f &^ c.Disable)
 	d.link.Store(true)
 	d.status.Store(StatusLinkUp)
 	d.filt.reset(d.c.MAC)
 	c.Backend.SetReceiver(d.receive)
 	return d, nil
+}
+
+// withDeps clears the features whose dependencies (spec 5.1.3.1) are not offered.
+func withDeps(f uint64) uint64 {
+	has := func(b uint) bool { return f&(1<<b) != 0 }
+	if !has(FCsum) {
+		f &^= 1<<FHostTSO4 | 1<<FHostTSO6 | 1<<FHostUFO
+	}
+	if !has(FGuestCsum) {
+		f &^= 1<<FGuestTSO4 | 1<<FGuestTSO6 | 1<<FGuestUFO
+	}
+	if !has(FHostTSO4) && !has(FHostTSO6) {
+		f &^= 1 << FHostECN
+	}
+	if !has(FGuestTSO4) && !has(FGuestTSO6) {
+		f &^= 1 << FGuestECN
+	}
+	if !has(FCtrlVQ) {
+		f &^= 1<<FCtrlRx | 1<<FCtrlVLAN | 1<<FGuestAnnounce | 1<<FMQ | 1<<FCtrlMACAddr
+	}
+	return f
 }
 
 // MACString formats a MAC address as QEMU prints it.

@@ -1,14 +1,33 @@
 // Package netdev owns the host ends of emulated network cards, QEMU's -netdev
-// backends: user (a gVisor netstack with a thin slirp layer of ours: DHCP, DNS
-// forwarding, NAT of TCP/UDP/ICMP echo to host sockets, hostfwd, restrict), socket and
-// stream (Ethernet frames over TCP or Unix sockets with QEMU's 4-byte big-endian length
-// framing, so gemu and QEMU guests share a wire), dgram (one frame per UDP datagram) and
-// tap (/dev/net/tun). A NIC model (virtio-net, e1000, …) sends guest frames with
-// Backend.Send and receives host frames through the function it registers.
+// backends, behind one Backend interface a NIC model (virtio-net, e1000, …) uses:
+// it sends guest frames with Send and receives host frames through the function it
+// registers with SetReceiver (held, bounded, when the NIC has no room).
 //
-// Open takes the keys of a parsed -netdev option set; Keys lists the keys each type
-// reads so the caller refuses any other with QEMU's "Invalid parameter"; Help lists the
-// types for `-netdev help`.
+//   - user: QEMU's slirp on gVisor's netstack (gvisor.dev/gvisor) with a thin slirp
+//     layer of ours: network 10.0.2.0/24 (net=), gateway and host 10.0.2.2 (host=,
+//     the host's 127.0.0.1 as in QEMU), DNS 10.0.2.3 (dns=) forwarding UDP and TCP
+//     queries to the host's resolver from /etc/resolv.conf, a DHCP server handing
+//     out 10.0.2.15 onward (dhcpstart=, hostname=, domainname=), TCP and UDP NAT to
+//     host sockets through the netstack's forwarders, ICMP echo answered by the
+//     gateway and sent to other hosts through unprivileged ICMP sockets when the host
+//     allows them, hostfwd=tcp|udp:[hostaddr]:hostport-[guestaddr]:guestport
+//     (several as hostfwd.N.str), restrict=on. Connections, flows and queues are
+//     bounded. IPv4 only: ipv6= is accepted and not served.
+//   - socket, stream: frames over TCP or Unix streams with QEMU's 4-byte big-endian
+//     length framing (listen=/connect=/fd=; addr.type=inet|unix|fd with server=
+//     and reconnect=), so gemu and QEMU guests share a wire; socket,udp= and dgram
+//     send one frame per datagram.
+//   - tap: /dev/net/tun with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR (ifname=, fd=,
+//     vnet_hdr=, script=no and downscript=no only, vhost=off only).
+//
+// Optional capabilities by type assertion: Offloader (what Send accepts beyond plain
+// frames) and VnetHdrBackend (user and tap: a virtio_net_hdr_v1 before every frame,
+// so a virtio-net NIC passes TSO and partial checksums through both ways).
+//
+// A main opens a parsed -netdev with Keys (refusing other keys with its own
+// "Invalid parameter") and Open or OpenWith; Help lists the types for `-netdev
+// help`. Errors are one line and name the key. Differences from QEMU: tap runs no
+// scripts (script= absent means no), user serves no TFTP, SMB, guestfwd or IPv6.
 //
 // It must not know about any NIC model, virtqueue, accelerator or board.
 package netdev
@@ -45,16 +64,19 @@ type Backend interface {
 // Offloads describes what a backend accepts from the guest beyond plain, fully
 // checksummed frames of at most MTU+14 bytes. A NIC may use them to skip work
 // (virtio-net: not finishing partial checksums, not segmenting TSO frames). Frames
-// to the guest are always complete: checksummed and at most MTU+14 bytes.
+// to the guest are complete (checksummed, at most MTU+14 bytes) unless the NIC
+// enabled the vnet header with guest TSO (VnetHdrBackend).
 type Offloads struct {
 	// NoChecksum: TCP and UDP checksums in frames from the guest are not verified, so
 	// a NIC may pass a partial checksum (virtio-net's NEEDS_CSUM) unfinished.
 	NoChecksum bool
-	// MaxFrame is the largest frame Send accepts whole; IPv4 TCP frames up to this
-	// size need no segmentation (TSO). Equal to MTU+14 when the backend has no TSO.
+	// MaxFrame is the largest frame (vnet header not counted) Send accepts whole;
+	// IPv4 TCP frames up to this size need no segmentation (TSO). Equal to MTU+14
+	// when the backend has no TSO.
 	MaxFrame int
 	// VnetHdr: frames in both directions start with a 12-byte virtio_net_hdr_v1
-	// (num_buffers included); only a tap opened with vnet_hdr=on sets it.
+	// (num_buffers included): a tap opened with vnet_hdr=on, or a user or tap
+	// backend after EnableVnetHdr.
 	VnetHdr bool
 }
 
@@ -89,7 +111,7 @@ func Help() []string {
 // hostfwd.0.str, …).
 var typeKeys = map[string][]string{
 	"user": {"net", "host", "dhcpstart", "dns", "hostname", "domainname", "restrict",
-		"hostfwd", "hostfwd.", "ipv4", "ipv6", "dnssearch", "ipv6-net", "ipv6-host", "ipv6-dns", "mtu"},
+		"hostfwd", "hostfwd.", "ipv4", "ipv6", "dnssearch", "ipv6-net", "ipv6-host", "ipv6-dns"},
 	"socket": {"listen", "connect", "fd", "udp", "localaddr", "mcast"},
 	"stream": {"addr.", "server", "reconnect", "reconnect-ms"},
 	"dgram":  {"local.", "remote."},
@@ -212,6 +234,7 @@ type rxQueue struct {
 	once    sync.Once
 	dropped uint64
 	pool    atomic.Pointer[framePool]
+	bytes   atomic.Int64 // bytes queued, bounded by rxQueueBytes
 }
 
 // framePool recycles frame buffers of one capacity.
@@ -226,7 +249,12 @@ func newFramePool(n int) *framePool {
 	return p
 }
 
-const rxQueueLen = 1024
+// The receive queue holds at most rxQueueLen frames and rxQueueBytes bytes (64 KiB
+// TSO frames would otherwise make 1024 entries 64 MiB).
+const (
+	rxQueueLen   = 1024
+	rxQueueBytes = 8 << 20
+)
 
 func newRxQueue(maxLen int) *rxQueue {
 	q := &rxQueue{ch: make(chan []byte, rxQueueLen), ready: make(chan struct{}, 1), done: make(chan struct{})}
@@ -270,21 +298,45 @@ func (q *rxQueue) put(frame []byte, wait time.Duration) bool {
 
 // putKeep is put leaving a frame it could not queue to the caller.
 func (q *rxQueue) putKeep(frame []byte, wait time.Duration) bool {
-	select {
-	case q.ch <- frame:
-		return true
-	case <-q.done:
-		return false
-	default:
-	}
-	if wait > 0 {
-		t := time.NewTimer(wait)
-		defer t.Stop()
+	n := int64(len(frame))
+	if q.bytes.Add(n) <= rxQueueBytes {
 		select {
 		case q.ch <- frame:
 			return true
 		case <-q.done:
-		case <-t.C:
+			q.bytes.Add(-n)
+			return false
+		default:
+		}
+	}
+	q.bytes.Add(-n)
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		tick := time.NewTicker(wait/8 + time.Microsecond)
+		defer tick.Stop()
+	retry:
+		for {
+			if q.bytes.Add(n) <= rxQueueBytes {
+				select {
+				case q.ch <- frame:
+					return true
+				case <-q.done:
+					q.bytes.Add(-n)
+					break retry
+				case <-t.C:
+					q.bytes.Add(-n)
+					break retry
+				}
+			}
+			q.bytes.Add(-n) // over the byte budget: wait for the consumer
+			select {
+			case <-q.done:
+				break retry
+			case <-t.C:
+				break retry
+			case <-tick.C:
+			}
 		}
 	}
 	q.mu.Lock()
@@ -310,6 +362,7 @@ func (q *rxQueue) run() {
 		case <-q.done:
 			return
 		}
+		q.bytes.Add(-int64(len(f)))
 		for {
 			q.mu.Lock()
 			recv := q.recv

@@ -4,6 +4,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 func writeFile(p, s string) error { return os.WriteFile(p, []byte(s), 0o644) }
@@ -66,6 +67,61 @@ func TestOptionErrors(t *testing.T) {
 		_, err := Open(c.typ, getter(c.kv...))
 		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%s %v: error %v, want one line containing %q", c.typ, c.kv, err, c.want)
+		}
+	}
+}
+
+// TestRxQueueBounded: with a receiver that never has room, the queue stops taking
+// frames at its byte budget (big frames) or its length (small ones), then delivers
+// the held frames in order once the receiver has room.
+func TestRxQueueBounded(t *testing.T) {
+	q := newRxQueue(65536)
+	defer q.close()
+	room := make(chan bool, 1)
+	room <- false
+	var got [][]byte
+	done := make(chan struct{})
+	var total int
+	q.setReceiver(func(f []byte) bool {
+		select {
+		case ok := <-room:
+			room <- ok
+			if !ok {
+				return false
+			}
+		default:
+		}
+		got = append(got, append([]byte(nil), f[:1]...))
+		if len(got) == total {
+			close(done)
+		}
+		return true
+	})
+	n := 0
+	for i := 0; i < 10000; i++ {
+		f := make([]byte, 65536)
+		f[0] = byte(i)
+		if !q.put(f, 0) {
+			break
+		}
+		n++
+	}
+	// One frame is held by the delivery goroutine, the rest are queued.
+	if max := rxQueueBytes/65536 + 1; n > max || n < max-2 {
+		t.Errorf("queued %d 64 KiB frames, want about %d", n, max)
+	}
+	total = n
+	<-room
+	room <- true
+	q.kick()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("delivered %d of %d", len(got), n)
+	}
+	for i, f := range got {
+		if f[0] != byte(i) {
+			t.Fatalf("frame %d out of order", i)
 		}
 	}
 }

@@ -266,7 +266,11 @@ func fileConn(a *args, key, v string) net.Conn {
 		a.fail("Parameter '%s' expects a file descriptor number", key)
 		return nil
 	}
-	c, err := net.FileConn(os.NewFile(uintptr(fd), "netdev-fd"))
+	// The backend owns the descriptor, as QEMU's fd=: FileConn dups it, and the
+	// original is closed here rather than by a finalizer at an unknown time.
+	f := os.NewFile(uintptr(fd), "netdev-fd")
+	c, err := net.FileConn(f)
+	f.Close()
 	if err != nil {
 		a.fail("Parameter '%s': descriptor %d is not a socket: %v", key, fd, err)
 		return nil

@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // frameSink collects the frames a backend delivers.
@@ -274,5 +277,36 @@ func TestStreamHeldFrames(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("frame %d never delivered", i)
 		}
+	}
+}
+
+// TestSocketFD: fd= takes an inherited connected stream socket.
+func TestSocketFD(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := os.NewFile(uintptr(fds[1]), "peer")
+	defer other.Close()
+	be, err := Open("socket", getter("fd", fmt.Sprint(fds[0])))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	sink := make(frameSink, 2)
+	be.SetReceiver(sink.recv)
+	f := pattern(1000, 11)
+	other.Write(append(binary.BigEndian.AppendUint32(nil, 1000), f...))
+	if got := sink.wait(t); !bytes.Equal(got, f) {
+		t.Fatalf("frame over fd= arrived as %d bytes", len(got))
+	}
+	be.Send(f)
+	other.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 1004)
+	if _, err := io.ReadFull(other, buf); err != nil || binary.BigEndian.Uint32(buf) != 1000 || !bytes.Equal(buf[4:], f) {
+		t.Fatalf("frame out over fd=: %v", err)
+	}
+	if _, err := Open("socket", getter("fd", "987654")); err == nil || !strings.Contains(err.Error(), "Parameter 'fd'") {
+		t.Errorf("bad fd: %v", err)
 	}
 }

@@ -282,7 +282,7 @@ func (t *Tap) RxReady()                        { t.rx.kick() }
 // Offloads implements Offloader.
 func (t *Tap) Offloads() Offloads {
 	if t.expose.Load() {
-		return Offloads{NoChecksum: true, MaxFrame: tapMaxFrame, VnetHdr: true}
+		return Offloads{NoChecksum: true, MaxFrame: tapMaxFrame - VnetHdrLen, VnetHdr: true}
 	}
 	return Offloads{MaxFrame: 1500 + 14}
 }

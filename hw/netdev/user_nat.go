@@ -22,7 +22,7 @@ import (
 // dials, as slirp's sotranslate_out: the DNS address to the host's resolver, any
 // other address of the virtual network to the host's loopback, the rest unchanged.
 // ok is false for what the NAT refuses (restrict=on, broadcast, multicast).
-func (u *User) hostTarget(dst tcpip.Address, port uint16, udpProto bool) (string, bool) {
+func (u *User) hostTarget(dst tcpip.Address, port uint16) (string, bool) {
 	if u.cfg.restrict {
 		return "", false
 	}
@@ -95,7 +95,7 @@ func (u *User) splice(g *gonet.TCPConn, h net.Conn) {
 // or reset it when the host refuses, as slirp does.
 func (u *User) tcpForward(r *tcp.ForwarderRequest) {
 	id := r.ID()
-	target, ok := u.hostTarget(id.LocalAddress, id.LocalPort, false)
+	target, ok := u.hostTarget(id.LocalAddress, id.LocalPort)
 	if !ok || u.closed.Load() {
 		r.Complete(true)
 		return
@@ -154,7 +154,7 @@ func (u *User) tcpForward(r *tcp.ForwarderRequest) {
 // the flow is idle.
 func (u *User) udpForward(r *udp.ForwarderRequest) bool {
 	id := r.ID()
-	target, ok := u.hostTarget(id.LocalAddress, id.LocalPort, true)
+	target, ok := u.hostTarget(id.LocalAddress, id.LocalPort)
 	if !ok || u.closed.Load() {
 		u.dropped.Add(1)
 		return true

@@ -83,6 +83,7 @@ type Machine struct {
 	onRelease   []func()
 	releaseOnce sync.Once
 	cpus        []*arm.CPU
+	engine      *arm.Engine // the translator state the vCPUs share
 	gic         *intc.GIC
 	dtb         []byte
 
@@ -181,11 +182,15 @@ func New(cfg Config) (*Machine, error) {
 	if err := m.initPCIe(v2m); err != nil {
 		return nil, err
 	}
+	// One translator engine per guest (block cache, TLB-shootdown domain, clock),
+	// owned by the board and closed after the vCPUs.
+	m.engine = arm.NewEngine(m.ram)
 	for i := range cfg.SMP {
 		timers := [3]bus.IRQ{m.gic.PPI(i, ppiPhys), m.gic.PPI(i, ppiVirt), m.gic.PPI(i, ppiHyp)}
 		c := arm.New(arm.Config{
 			ID:      i,
 			RAM:     m.ram,
+			Engine:  m.engine,
 			MMIO:    m.mmio,
 			SysRegs: sysregs,
 			GICv3:   v3 != nil,
@@ -306,6 +311,9 @@ func (m *Machine) releaseNow() {
 	m.releaseDevices()
 	for _, c := range m.cpus {
 		c.Close()
+	}
+	if m.engine != nil {
+		m.engine.Close()
 	}
 	m.ram.Close()
 }

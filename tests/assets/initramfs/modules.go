@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -63,32 +64,33 @@ func (im *Image) AddModules(moddir, kver string, names ...string) error {
 	sort.Strings(all)
 	for _, n := range all {
 		im.AddFile(base+rel(n), index[n], 0o644)
-		// modules.dep lists every transitive dependency with each module before the
-		// ones it needs (modprobe loads the list from its end): a post-order walk,
-		// reversed. (Listing a dependency's own dependency first made busybox load
-		// virtio before virtio_ring on amd64: "Unknown symbol virtio_break_device".)
-		var post []string
-		seen := map[string]bool{}
-		var walk func(string)
-		walk = func(m string) {
-			for _, d := range deps[m] {
-				d = modName(d)
-				if !seen[d] {
-					seen[d] = true
-					walk(d)
-					post = append(post, rel(d))
-				}
-			}
-		}
-		walk(n)
-		closure := make([]string, len(post))
-		for i, r := range post {
-			closure[len(post)-1-i] = r
-		}
-		fmt.Fprintf(&dep, "%s: %s\n", rel(n), strings.Join(closure, " "))
+		fmt.Fprintf(&dep, "%s: %s\n", rel(n), strings.Join(loadOrder(deps, n), " "))
 	}
 	im.AddBytes(base+"modules.dep", []byte(dep.String()), 0o644)
 	return nil
+}
+
+// loadOrder returns n's transitive dependencies as modules.dep lists them: modprobe
+// loads them from the last to the first, so every module comes before the modules it
+// depends on (the reverse of a depth-first post-order). virtio_pci needs virtio,
+// which needs virtio_ring: virtio_ring must be loaded first, so it is listed last.
+func loadOrder(deps map[string][]string, n string) []string {
+	var post []string
+	seen := map[string]bool{n: true}
+	var walk func(string)
+	walk = func(m string) {
+		for _, d := range deps[m] {
+			d = modName(d)
+			if !seen[d] {
+				seen[d] = true
+				walk(d)
+				post = append(post, "kernel/"+d+".ko")
+			}
+		}
+	}
+	walk(n)
+	slices.Reverse(post)
+	return post
 }
 
 func modName(s string) string {

@@ -363,7 +363,8 @@ func TestNetNICRestrict(t *testing.T) {
 
 // TestNetSocket: two guests on one wire through -netdev socket (QEMU's length-framed
 // TCP stream): B pings A and downloads 8 MiB from A's httpd, so A's TSO frames are
-// segmented by its device for a backend without offloads. GEMU_NET_PEER names
+// segmented by its device for a backend without offloads; B runs mq=on on two CPUs.
+// GEMU_NET_PEER names
 // another emulator (qemu-system-aarch64) to run guest B, to check the wire against
 // QEMU.
 func TestNetSocket(t *testing.T) {
@@ -385,9 +386,10 @@ func TestNetSocket(t *testing.T) {
 	a.expect(assets.Marker) // A listens once its emulator runs the guest
 	scriptB := "up virtio_pci virtio_net\nip addr add 192.168.76.2/24 dev eth0\n" +
 		"i=0;until ping -c 1 -W 1 192.168.76.1 >/dev/null;do i=$((i+1));[ $i -gt 60 ]&&break;done;echo PINGS $i\n" +
-		"echo BSHA $(wget -q -O - http://192.168.76.1/f|sha256sum)\n"
-	b := netStart(t, "B", peer, scriptB, nil, "-netdev", "socket,id=s0,connect=127.0.0.1:"+port,
-		"-device", "virtio-net-pci,netdev=s0,mac=52:54:00:00:00:0b")
+		"echo BSHA $(wget -q -O - http://192.168.76.1/f|sha256sum)\necho QUEUES $(ls /sys/class/net/eth0/queues)\n"
+	// B has two CPUs and mq=on, so Linux spreads its transmits over both tx queues.
+	b := netStart(t, "B", peer, scriptB, nil, "-smp", "2", "-netdev", "socket,id=s0,connect=127.0.0.1:"+port,
+		"-device", "virtio-net-pci,netdev=s0,mac=52:54:00:00:00:0b,mq=on")
 	asha := lineField(a.expect("ASHA "), 1)
 	a.expect("A-READY")
 	if l := b.expect("PINGS "); lineField(l, 1) == "61" {
@@ -395,6 +397,9 @@ func TestNetSocket(t *testing.T) {
 	}
 	if l := b.expect("BSHA "); lineField(l, 1) != asha || len(asha) != 64 {
 		t.Errorf("B downloaded sha256 %q, A served %s", l, asha)
+	}
+	if l := b.expect("QUEUES "); peer == bin && l != "QUEUES rx-0 rx-1 tx-0 tx-1" {
+		t.Errorf("mq=on with two CPUs: %q, want two queue pairs in use", l)
 	}
 	b.finish()
 	io.WriteString(a.in, "done\n")

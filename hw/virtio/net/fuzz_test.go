@@ -80,3 +80,26 @@ func FuzzTxChain(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCtrlCommand runs arbitrary control commands: any ack is fine, but not a panic,
+// a MAC table beyond MACTableEntries, or an ack other than OK or ERR.
+func FuzzCtrlCommand(f *testing.F) {
+	f.Add(uint8(CtrlRx), uint8(CtrlRxPromisc), []byte{0})
+	f.Add(uint8(CtrlMAC), uint8(CtrlMACTableSet), append(macTableBytes(guestMAC), macTableBytes(hostMAC)...))
+	f.Add(uint8(CtrlMAC), uint8(CtrlMACAddrSet), guestMAC[:])
+	f.Add(uint8(CtrlMQ), uint8(CtrlMQVQPairsSet), []byte{2, 0})
+	f.Add(uint8(CtrlMAC), uint8(CtrlMACTableSet), []byte{0xff, 0xff, 0xff, 0x3f})
+	f.Fuzz(func(t *testing.T, class, cmd uint8, data []byte) {
+		d, err := New(Config{Backend: &fakeBackend{}, MAC: guestMAC, QueuePairs: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a := d.command(allFeatures, class, cmd, data); a != CtrlOK && a != CtrlErr {
+			t.Fatalf("ack %d", a)
+		}
+		if len(d.filt.uni) > MACTableEntries || len(d.filt.multi) > MACTableEntries {
+			t.Fatalf("tables %d/%d", len(d.filt.uni), len(d.filt.multi))
+		}
+		d.filt.accept(append(data, make([]byte, 14)...))
+	})
+}

@@ -53,7 +53,8 @@ type netVM struct {
 	done   chan error
 }
 
-// netStart boots a guest running script with the emulator arguments extra.
+// netStart boots a guest running script with the emulator arguments extra, under
+// -no-reboot unless the first extra argument is "reboot" (which is dropped).
 func netStart(t *testing.T, name, bin, script string, env []string, extra ...string) *netVM {
 	t.Helper()
 	arg := assets.CmdArg(netLib + script)
@@ -62,9 +63,15 @@ func netStart(t *testing.T, name, bin, script string, env []string, extra ...str
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
-	args := append([]string{"-M", "virt", "-cpu", "cortex-a57", "-m", "512",
+	args := []string{"-M", "virt", "-cpu", "cortex-a57", "-m", "512",
 		"-kernel", assets.Kernel("arm64"), "-initrd", assets.Initrd("arm64"),
-		"-append", "console=ttyAMA0 quiet panic=-1 " + arg, "-nographic", "-no-reboot"}, extra...)
+		"-append", "console=ttyAMA0 quiet panic=-1 " + arg, "-nographic"}
+	if len(extra) > 0 && extra[0] == "reboot" {
+		extra = extra[1:]
+	} else {
+		args = append(args, "-no-reboot")
+	}
+	args = append(args, extra...)
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.WaitDelay = 5 * time.Second
@@ -405,4 +412,26 @@ func TestNetSocket(t *testing.T) {
 	io.WriteString(a.in, "done\n")
 	a.expect("GOT-done")
 	a.finish()
+}
+
+// TestNetReboot: the netdev outlives a guest reset (PSCI SYSTEM_RESET), as in QEMU; the
+// NIC of the rebuilt machine finds the user backend's vnet header already on and
+// still gets a lease and a download through it.
+func TestNetReboot(t *testing.T) {
+	needAssets(t)
+	blob := newBlobServer(t, 1<<20)
+	script := "up virtio_pci virtio_net\ndh\necho FETCH $(wget -q -O - http://10.0.2.2:" + blob.port() + "/blob|sha256sum)\nreboot -f\n"
+	vm := netStart(t, "guest", emulator(t), script, nil, "reboot", "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0")
+	for i := 1; i <= 2; i++ {
+		if l := vm.expect("DHCP-OK"); lineField(l, 1) != "10.0.2.15" {
+			t.Fatalf("boot %d: lease %q", i, l)
+		}
+		if l := vm.expect("FETCH "); lineField(l, 1) != blob.sum {
+			t.Fatalf("boot %d: download %q, want %s", i, l, blob.sum)
+		}
+	}
+	if n := blob.count("/blob"); n != 2 {
+		t.Errorf("%d downloads reached the server, want 2", n)
+	}
+	vm.cmd.Process.Kill()
 }

@@ -427,6 +427,7 @@ type Dgram struct {
 	c      *net.UDPConn
 	uc     *net.UnixConn
 	remote net.Addr
+	path   string // a Unix socket file to remove on Close
 	closed atomic.Bool
 	wg     sync.WaitGroup
 }
@@ -454,7 +455,7 @@ func newDgram(network, local, remote string) (*Dgram, error) {
 		if err != nil {
 			return nil, fmt.Errorf("netdev dgram: can't bind %s: %v", local, unwrapOp(err))
 		}
-		d.uc, d.remote = c, &net.UnixAddr{Name: remote, Net: "unixgram"}
+		d.uc, d.remote, d.path = c, &net.UnixAddr{Name: remote, Net: "unixgram"}, local
 	}
 	d.wg.Add(1)
 	go d.readLoop()
@@ -521,6 +522,9 @@ func (d *Dgram) Close() error {
 	}
 	d.rx.close()
 	d.wg.Wait()
+	if d.path != "" {
+		os.Remove(d.path)
+	}
 	return nil
 }
 

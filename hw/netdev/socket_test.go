@@ -310,3 +310,32 @@ func TestSocketFD(t *testing.T) {
 		t.Errorf("bad fd: %v", err)
 	}
 }
+
+func TestDgramUnix(t *testing.T) {
+	dir := t.TempDir()
+	pa, pb := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	a, err := Open("dgram", getter("local.type", "unix", "local.path", pa, "remote.type", "unix", "remote.path", pb))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := Open("dgram", getter("local.type", "unix", "local.path", pb, "remote.type", "unix", "remote.path", pa))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	sa, sb := make(frameSink, 4), make(frameSink, 4)
+	a.SetReceiver(sa.recv)
+	b.SetReceiver(sb.recv)
+	for _, n := range []int{60, 1514, 9014} {
+		f := pattern(n, int64(n))
+		a.Send(f)
+		if got := sb.wait(t); !bytes.Equal(got, f) {
+			t.Fatalf("a→b %d bytes: got %d", n, len(got))
+		}
+		b.Send(f)
+		if got := sa.wait(t); !bytes.Equal(got, f) {
+			t.Fatalf("b→a %d bytes: got %d", n, len(got))
+		}
+	}
+}

@@ -1,7 +1,8 @@
 // Package qdev owns the board-independent half of QEMU's -drive, -blockdev and -device:
-// the table of device types a user can name (virtio-blk-pci, virtio-rng-device, ...),
-// their properties, `-device help` and `-device TYPE,help`, opening drives through
-// block/backend, and plugging the built device into whatever the board offers (a PCI
+// the table of device types a user can name (virtio-blk-pci, virtio-net-pci,
+// virtio-rng-device, ...), their properties, `-device help` and `-device TYPE,help`,
+// opening drives through block/backend, connecting NICs to the -netdev backends the
+// caller opened (hw/netdev; QEMU's default MACs), and plugging the built device into whatever the board offers (a PCI
 // bus, virtio-mmio slots) through the Board interface.
 //
 // It must not know a board's memory map or interrupt wiring (the board implements
@@ -19,6 +20,7 @@ import (
 
 	"gemu/block/backend"
 	"gemu/hw/chardev"
+	"gemu/hw/netdev"
 	"gemu/hw/pci"
 	"gemu/hw/virtio"
 	"gemu/hw/virtio/blk"
@@ -56,6 +58,8 @@ type Env struct {
 	Board    Board
 	Drives   map[string]*backend.Backend
 	Chardevs map[string]chardev.Backend
+	// Netdevs are the process's -netdev backends by id (the caller sets them).
+	Netdevs map[string]netdev.Backend
 	// Warn prints a one-line warning (the main's stderr).
 	Warn func(string)
 
@@ -64,6 +68,7 @@ type Env struct {
 	serials  []*serialBus // virtio-serial buses, in creation order
 	resets   []func()
 	attached map[string]string // drive id → device that took it
+	net      netState          // NICs (net.go)
 }
 
 // NewEnv returns an Env for board.

@@ -332,8 +332,6 @@ func (c *Common) Unwired() []string {
 			u = append(u, "-"+name)
 		}
 	}
-	add("netdev", len(c.Netdevs))
-	add("nic", len(c.NICs))
 	add("global", len(c.Globals))
 	add("mon", len(c.Mons))
 	add("monitor", len(c.Monitors))

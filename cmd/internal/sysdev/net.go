@@ -60,7 +60,7 @@ func (w *Wiring) openNetdevs() error {
 		if err := opt.Check(append(append(keys, "id", "type"), extra...)...); err != nil {
 			return err
 		}
-		be, err := netdev.OpenWith(typ, opt.Get, o)
+		be, err := netdev.OpenWith(typ, repeatedGet(opt, "hostfwd"), o)
 		if err != nil {
 			return fmt.Errorf("-%s %s: %v", opt.Option, opt.Spec, err)
 		}
@@ -160,4 +160,26 @@ func (w *Wiring) closeNetdevs() error {
 		errs = append(errs, be.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// repeatedGet is opt.Get, except that a key QEMU lets repeat (hostfwd=) is handed to
+// hw/netdev as its numbered form: the first value as key, the later ones as key.0,
+// key.1, ... (qemuopts keeps only the last value under the plain key).
+func repeatedGet(opt *qemuopts.Opts, key string) func(string) (string, bool) {
+	all := opt.All(key)
+	return func(k string) (string, bool) {
+		if len(all) > 1 {
+			if k == key {
+				return all[0], true
+			}
+			var i int
+			if n, err := fmt.Sscanf(k, key+".%d", &i); err == nil && n == 1 && k == fmt.Sprintf("%s.%d", key, i) {
+				if i+1 < len(all) {
+					return all[i+1], true
+				}
+				return "", false
+			}
+		}
+		return opt.Get(k)
+	}
 }

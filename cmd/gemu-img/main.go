@@ -15,6 +15,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"gemu/block"
+	_ "gemu/block/vdi"
+	_ "gemu/block/vpc"
 	_ "gemu/block/vmdk"
 	"gemu/cmd/internal/cpuprof"
 	_ "gemu/qcow2"

@@ -17,6 +17,8 @@ import (
 	"gemu/machine/qdev"
 
 	// The image formats a -drive may name or probe.
+	_ "gemu/block/vdi"
+	_ "gemu/block/vpc"
 	_ "gemu/block/vmdk"
 	_ "gemu/qcow2"
 )

@@ -16,8 +16,8 @@ import (
 
 	"gemu/block"
 	_ "gemu/block/vdi"
-	_ "gemu/block/vpc"
 	_ "gemu/block/vmdk"
+	_ "gemu/block/vpc"
 	"gemu/cmd/internal/cpuprof"
 	_ "gemu/qcow2"
 )

@@ -18,8 +18,8 @@ import (
 
 	// The image formats a -drive may name or probe.
 	_ "gemu/block/vdi"
-	_ "gemu/block/vpc"
 	_ "gemu/block/vmdk"
+	_ "gemu/block/vpc"
 	_ "gemu/qcow2"
 )
 

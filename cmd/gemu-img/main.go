@@ -16,6 +16,7 @@ import (
 
 	"gemu/block"
 	_ "gemu/block/vdi"
+	_ "gemu/block/vhdx"
 	_ "gemu/block/vmdk"
 	_ "gemu/block/vpc"
 	"gemu/cmd/internal/cpuprof"

@@ -18,6 +18,7 @@ import (
 
 	// The image formats a -drive may name or probe.
 	_ "gemu/block/vdi"
+	_ "gemu/block/vhdx"
 	_ "gemu/block/vmdk"
 	_ "gemu/block/vpc"
 	_ "gemu/qcow2"

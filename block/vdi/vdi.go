@@ -467,6 +467,11 @@ func (m *Image) BlockStatus(off, n int64) (block.Status, error) {
 	if h >= 0 {
 		st.Data = true
 		st.HostOffset = h + off%blockSize
+		if m.h.ImageType == typeStatic {
+			// QEMU asks the file about static images (BDRV_BLOCK_RECURSE):
+			// host holes read as zero.
+			st.Zero, st.Length = imgfile.HostExtent(m.f, st.HostOffset, length)
+		}
 	} else {
 		st.Zero = true
 		st.HostFile = ""

@@ -569,22 +569,7 @@ func (m *Image) BlockStatus(off, n int64) (block.Status, error) {
 	st := block.Status{Offset: off, Allocated: true, HostOffset: -1}
 	if m.fixed {
 		st.Data, st.HostOffset, st.HostFile = true, off, m.name
-		fd := int(m.f.Fd())
-		data, err := unix.Seek(fd, off, unix.SEEK_DATA)
-		switch {
-		case errors.Is(err, unix.ENXIO):
-			st.Zero, st.Length = true, n
-		case err != nil:
-			st.Length = n
-		case data > off:
-			st.Zero, st.Length = true, min(data-off, n)
-		default:
-			hole, err := unix.Seek(fd, off, unix.SEEK_HOLE)
-			if err != nil || hole <= off {
-				hole = off + n
-			}
-			st.Length = min(hole-off, n)
-		}
+		st.Zero, st.Length = imgfile.HostExtent(m.f, off, n)
 		return st, nil
 	}
 	m.mu.RLock()

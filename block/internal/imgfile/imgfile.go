@@ -11,6 +11,8 @@ import (
 	"os"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"gemu/block"
 )
 
@@ -151,4 +153,25 @@ func IsZero(p []byte) bool {
 		}
 	}
 	return true
+}
+
+// HostExtent reports whether the file range starting at off is a hole (reads as
+// zeroes without being allocated) and how far, at most n bytes, that stays so, by
+// SEEK_DATA/SEEK_HOLE. Where the file system cannot tell, everything is data.
+func HostExtent(f *os.File, off, n int64) (hole bool, length int64) {
+	fd := int(f.Fd())
+	data, err := unix.Seek(fd, off, unix.SEEK_DATA)
+	switch {
+	case errors.Is(err, unix.ENXIO):
+		return true, n
+	case err != nil:
+		return false, n
+	case data > off:
+		return true, min(data-off, n)
+	}
+	h, err := unix.Seek(fd, off, unix.SEEK_HOLE)
+	if err != nil || h <= off {
+		return false, n
+	}
+	return false, min(h-off, n)
 }

@@ -497,14 +497,16 @@ func (m *Image) readHeaders() error {
 // sequence number, this session's file write GUID, a new data write GUID if asked,
 // and the given log GUID (vhdx_update_headers).
 func (m *Image) updateHeaders(newData bool, logGUID *[16]byte) error {
+	data := m.hdrs[m.cur].DataWriteGUID
+	if newData {
+		data = newGUID()
+	}
 	for range 2 {
 		cur := m.hdrs[m.cur]
 		n := *cur
 		n.Sequence = cur.Sequence + 1
 		n.FileWriteGUID = m.session
-		if newData {
-			n.DataWriteGUID = newGUID()
-		}
+		n.DataWriteGUID = data
 		if logGUID != nil {
 			n.LogGUID = *logGUID
 		}

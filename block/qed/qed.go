@@ -377,9 +377,6 @@ func (m *Image) BlockStatus(off, n int64) (block.Status, error) {
 	default:
 		if m.backing == nil || off >= m.backing.Size() {
 			st.Zero = true
-			if m.backing != nil {
-				st.Depth = 1
-			}
 			return st, nil
 		}
 		bs, err := m.backing.BlockStatus(off, min(length, m.backing.Size()-off))
@@ -417,24 +414,29 @@ func (m *Image) Info() (*block.ImageInfo, error) {
 func (m *Image) ActualSize() (int64, error) { return block.FileSize(m.name) }
 
 // Check is qemu-img check for qed (qed_check): every table and cluster offset valid,
-// no cluster referenced twice; total and allocated cluster counts. No repairs: the
-// image is read-only.
+// no cluster referenced twice, clusters of the file nothing references counted as
+// leaks; total, allocated and fragmented cluster counts as qemu-img reports them. No
+// repairs: the image is read-only.
 func (m *Image) Check(mode block.RepairMode) (*block.CheckResult, error) {
 	if mode != block.RepairNone {
 		return nil, block.ErrReadOnly
 	}
 	r := &block.CheckResult{Filename: m.name, Format: "qed"}
 	r.TotalClusters = (m.size + m.cluster - 1) / m.cluster
-	used := map[uint64]bool{}
+	nclusters := (m.fsize + m.cluster - 1) / m.cluster
+	used := make(map[int64]bool)
 	mark := func(off uint64, n int64) bool {
-		for c := off; c < off+uint64(n); c += uint64(m.cluster) {
+		ok := true
+		for c := int64(off) / m.cluster; c < (int64(off)+n+m.cluster-1)/m.cluster; c++ {
 			if used[c] {
-				return false
+				ok = false
 			}
 			used[c] = true
 		}
-		return true
+		return ok
 	}
+	mark(0, int64(m.h.HeaderSize)*m.cluster)
+	mark(m.h.L1Offset, m.tableLen)
 	for i, l2off := range m.l1 {
 		if l2off == 0 {
 			continue
@@ -444,7 +446,7 @@ func (m *Image) Check(mode block.RepairMode) (*block.CheckResult, error) {
 			r.Corruptions++
 			continue
 		}
-		if !mark(l2off, m.tableLen) || l2off == m.h.L1Offset {
+		if !mark(l2off, m.tableLen) {
 			r.Messages = append(r.Messages, fmt.Sprintf("ERROR: L2 table at %d is referenced more than once", l2off))
 			r.Corruptions++
 			continue
@@ -453,10 +455,16 @@ func (m *Image) Check(mode block.RepairMode) (*block.CheckResult, error) {
 		if err != nil {
 			return nil, err
 		}
+		var last uint64
 		for _, e := range t {
 			if e <= clusterZero {
 				continue
 			}
+			r.AllocatedClusters++
+			if last != 0 && last+uint64(m.cluster) != e {
+				r.FragmentedClusters++
+			}
+			last = e
 			if e%uint64(m.cluster) != 0 || e >= uint64(m.fsize) || e < uint64(m.h.HeaderSize)*uint64(m.cluster) {
 				r.Messages = append(r.Messages, fmt.Sprintf("ERROR: invalid cluster offset %d", e))
 				r.Corruptions++
@@ -465,9 +473,13 @@ func (m *Image) Check(mode block.RepairMode) (*block.CheckResult, error) {
 			if !mark(e, m.cluster) {
 				r.Messages = append(r.Messages, fmt.Sprintf("ERROR: cluster at %d is referenced more than once", e))
 				r.Corruptions++
-				continue
 			}
-			r.AllocatedClusters++
+		}
+	}
+	for c := int64(0); c < nclusters; c++ {
+		if !used[c] {
+			r.Messages = append(r.Messages, fmt.Sprintf("Leaked cluster %d", c))
+			r.Leaks++
 		}
 	}
 	return r, nil

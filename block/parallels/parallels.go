@@ -259,10 +259,9 @@ func (m *Image) Check(mode block.RepairMode) (*block.CheckResult, error) {
 			continue
 		}
 		off := int64(e) * m.mult * 512
-		if off+m.cluster > m.fsize {
-			r.Messages = append(r.Messages, fmt.Sprintf("ERROR cluster %d is out of range", i))
+		if off > m.fsize {
+			r.Messages = append(r.Messages, fmt.Sprintf("ERROR cluster %d is outside image", i))
 			r.Corruptions++
-			continue
 		}
 		r.AllocatedClusters++
 		high = max(high, off)
@@ -283,3 +282,5 @@ func (m *Image) Check(mode block.RepairMode) (*block.CheckResult, error) {
 	}
 	return r, nil
 }
+
+func decodeHeader(b []byte, h *Header) { binary.Decode(b, le, h) }

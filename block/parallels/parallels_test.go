@@ -64,7 +64,7 @@ func parse(b []byte) *Image {
 }
 
 func base(t testing.TB) []byte {
-	return fmttest.QemuBuild(t, "parallels", "4M", "cluster_size=64k", "write -P 0x41 0 64k", "write -P 0x42 1M 4k", "write -P 0x43 3M 64k")
+	return fmttest.QemuBuild(t, "parallels", "1M", "cluster_size=16k", "write -P 0x41 0 16k", "write -P 0x42 256k 4k", "write -P 0x43 768k 16k")
 }
 
 func mut(fn func(b []byte) []byte) func(testing.TB) []byte {

@@ -60,7 +60,7 @@ func (Format) Name() string { return "qcow" }
 
 // Probe: magic and version 1 (qcow_probe).
 func (Format) Probe(b []byte, _ string) int {
-	if len(b) >= headerLen && be.Uint32(b) == magic && be.Uint32(b[4:]) == 1 {
+	if len(b) >= 8 && be.Uint32(b) == magic && be.Uint32(b[4:]) == 1 {
 		return 100
 	}
 	return 0

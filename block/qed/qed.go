@@ -63,7 +63,7 @@ func (Format) Name() string { return "qed" }
 
 // Probe: "QED\0" (bdrv_qed_probe).
 func (Format) Probe(b []byte, _ string) int {
-	if len(b) >= 64 && le.Uint32(b) == magic {
+	if len(b) >= 4 && le.Uint32(b) == magic {
 		return 100
 	}
 	return 0

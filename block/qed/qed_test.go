@@ -64,7 +64,7 @@ func TestBacking(t *testing.T) {
 }
 
 func base(t testing.TB) []byte {
-	return fmttest.QemuBuild(t, "qed", "2M", "", "write -P 0x41 0 64k", "write -z 64k 64k", "write -P 0x42 1M 64k")
+	return fmttest.QemuBuild(t, "qed", "2M", "cluster_size=4k", "write -P 0x41 0 8k", "write -z 8k 4k", "write -P 0x42 1M 4k")
 }
 
 func mut(fn func(b []byte) []byte) func(testing.TB) []byte {
@@ -95,7 +95,7 @@ var hostileCases = toCases([]hc{
 	{"image-size-odd", "not a multiple of 512", mut(p64(48, 1<<20+1))},
 	{"image-size-2^63", "larger than its tables can map", mut(p64(48, 1<<63))},
 	{"l1-past-eof", "L1 table offset", mut(p64(40, 1<<40))},
-	{"l1-unaligned", "L1 table offset", mut(p64(40, 65536+8))},
+	{"l1-unaligned", "L1 table offset", mut(func(b []byte) []byte { le.PutUint64(b[40:], le.Uint64(b[40:])+8); return b })},
 	{"l1-in-header", "L1 table offset", mut(p64(40, 0))},
 	{"l2-past-eof", "L2 table offset", mut(func(b []byte) []byte { le.PutUint64(b[le.Uint64(b[40:]):], 1<<40); return b })},
 	{"l2-overflow", "L2 table offset", mut(func(b []byte) []byte { le.PutUint64(b[le.Uint64(b[40:]):], ^uint64(0)&^0xffff); return b })},
@@ -109,7 +109,7 @@ var hostileCases = toCases([]hc{
 		return b
 	})},
 	{"cluster-past-eof", "cluster offset", mut(func(b []byte) []byte { le.PutUint64(b[l2(b):], 1<<40); return b })},
-	{"cluster-unaligned", "cluster offset", mut(func(b []byte) []byte { le.PutUint64(b[l2(b):], 65536*5+4); return b })},
+	{"cluster-unaligned", "cluster offset", mut(func(b []byte) []byte { le.PutUint64(b[l2(b):], le.Uint64(b[l2(b):])+4); return b })},
 	{"backing-protocol", "protocol", mut(func(b []byte) []byte {
 		copy(b[64:], "nbd:localhost:10809")
 		le.PutUint64(b[16:], featBacking)
@@ -119,7 +119,7 @@ var hostileCases = toCases([]hc{
 	})},
 	{"backing-name-outside-header", "outside the header", mut(func(b []byte) []byte {
 		le.PutUint64(b[16:], featBacking)
-		le.PutUint32(b[56:], 65530)
+		le.PutUint32(b[56:], le.Uint32(b[4:])*le.Uint32(b[12:])-6)
 		le.PutUint32(b[60:], 100)
 		return b
 	})},

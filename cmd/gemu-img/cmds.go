@@ -35,6 +35,9 @@ func cmdCreate(c *cli.Context) error {
 	if fmtName == "" {
 		fmtName = "raw"
 	}
+	if wantsOptionsHelp(c.StringSlice("o")) {
+		return printOptionsHelp(c.App.Writer, fmtName)
+	}
 	opts, err := parseOptions(c.StringSlice("o"))
 	if err != nil {
 		return fail("%s", err)
@@ -172,6 +175,9 @@ func cmdConvert(c *cli.Context) error {
 	f, err := block.Lookup(outFmt)
 	if err != nil {
 		return fail("%s", err)
+	}
+	if wantsOptionsHelp(c.StringSlice("o")) {
+		return printOptionsHelp(c.App.Writer, outFmt)
 	}
 	opts, err := parseOptions(c.StringSlice("o"))
 	if err != nil {

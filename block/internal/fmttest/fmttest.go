@@ -518,7 +518,7 @@ func Hostile(t *testing.T, format string, cases []HostileCase) {
 			if err := os.WriteFile(p, b, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			if *updateHostile && len(b) <= 256<<10 {
+			if *updateHostile && len(b) <= 128<<10 {
 				os.WriteFile(filepath.Join("testdata/hostile", c.Name), b, 0o644)
 			}
 			cmd := exec.Command(os.Args[0], "-test.run=^$")

@@ -1,7 +1,6 @@
 package vhdx
 
 import (
-	"errors"
 	"fmt"
 
 	"gemu/block/internal/imgfile"
@@ -158,6 +157,31 @@ func (m *Image) findLog(fsize int64) ([]*logEntry, error) {
 // replay writes every descriptor of the sequence to the file, extends the file to the
 // head entry's last file offset, and empties the log (vhdx_log_flush).
 func (m *Image) replay(seq []*logEntry, fsize int64) error {
+	// Validate every descriptor of the sequence before writing anything, so a bad
+	// log leaves the file as it was.
+	if err := m.applyLog(seq, fsize, false); err != nil {
+		return err
+	}
+	if err := m.applyLog(seq, fsize, true); err != nil {
+		return err
+	}
+	if err := m.f.Sync(); err != nil {
+		return err
+	}
+	// Re-read the headers (a log may rewrite them) and clear the log GUID.
+	if err := m.readHeaders(); err != nil {
+		return err
+	}
+	m.session = newGUID()
+	var zero [16]byte
+	if err := m.updateHeaders(false, &zero); err != nil {
+		return fmt.Errorf("vhdx: clearing the log after replay: %v", err)
+	}
+	return nil
+}
+
+// applyLog checks (write false) or applies (write true) the sequence's descriptors.
+func (m *Image) applyLog(seq []*logEntry, fsize int64, write bool) error {
 	for _, e := range seq {
 		if int64(e.h.FlushedOffset) > fsize || e.h.FlushedOffset > 1<<62 {
 			return fmt.Errorf("vhdx: log entry %d names a flushed file offset %d past the end of the file", e.h.Sequence, e.h.FlushedOffset)
@@ -183,8 +207,10 @@ func (m *Image) replay(seq []*logEntry, fsize int64) error {
 				if off+logSector > max(fsize, int64(e.h.LastOffset)) {
 					return fmt.Errorf("vhdx: log descriptor writes at %d, past the end of the file", off)
 				}
-				if _, err := m.f.WriteAt(sec, off); err != nil {
-					return err
+				if write {
+					if _, err := m.f.WriteAt(sec, off); err != nil {
+						return err
+					}
 				}
 				data++
 			case sigZero:
@@ -192,8 +218,10 @@ func (m *Image) replay(seq []*logEntry, fsize int64) error {
 				if n < 0 || n%logSector != 0 || off+n > max(fsize, int64(e.h.LastOffset)) {
 					return fmt.Errorf("vhdx: log zero descriptor (%d bytes at %d) reaches past the end of the file", n, off)
 				}
-				if err := imgfile.ZeroFill(m.f, off, n); err != nil {
-					return err
+				if write {
+					if err := imgfile.ZeroFill(m.f, off, n); err != nil {
+						return err
+					}
 				}
 			}
 		}
@@ -202,23 +230,13 @@ func (m *Image) replay(seq []*logEntry, fsize int64) error {
 				return fmt.Errorf("vhdx: log entry names a last file offset %d far past the end of the file", last)
 			}
 			last = (last + miB - 1) &^ (miB - 1)
-			if err := m.f.Truncate(last); err != nil {
-				return err
+			if write {
+				if err := m.f.Truncate(last); err != nil {
+					return err
+				}
 			}
 			fsize = last
 		}
-	}
-	if err := m.f.Sync(); err != nil {
-		return err
-	}
-	// Re-read the headers (a log may rewrite them) and clear the log GUID.
-	if err := m.readHeaders(); err != nil {
-		return err
-	}
-	m.session = newGUID()
-	var zero [16]byte
-	if err := m.updateHeaders(false, &zero); err != nil {
-		return errors.Join(errors.New("vhdx: clearing the log after replay"), err)
 	}
 	return nil
 }

@@ -334,9 +334,13 @@ func TestHostileLikeQemu(t *testing.T) {
 		}
 	}
 	p := filepath.Join(dir, "log-desc-past-eof")
+	before, _ := os.ReadFile(p)
 	_, err := (Format{}).Open(p, block.OpenOptions{})
 	if err == nil || strings.Contains(err.Error(), "\n") {
 		t.Errorf("read-write open of a log writing past EOF: %v", err)
+	}
+	if after, _ := os.ReadFile(p); !bytes.Equal(before, after) {
+		t.Errorf("a refused log replay changed the file")
 	}
 	for _, name := range []string{"log-desc-past-eof", "log-pending"} {
 		p := filepath.Join(dir, name)

@@ -289,6 +289,7 @@ type Image struct {
 	size     int64
 	footer   Footer
 	fixed    bool
+	dataEnd  int64 // fixed disks: where the footer starts
 
 	// dynamic disks
 	mu         sync.RWMutex
@@ -357,10 +358,10 @@ func open(f *os.File, name string, fsize int64, ro bool) (*Image, error) {
 	m.size = total * 512
 	if ft.Type == typeFixed {
 		m.fixed = true
-		if m.size > fsize-footerLen {
-			// QEMU reads past the data as zeroes; gemu does too (ReadZeroPast), but
-			// never lets the footer be overwritten by guest data.
-		}
+		// The data ends where the footer starts. A footer claiming more (another
+		// creator's current_size) reads zeroes past it, as QEMU reads past the end of
+		// the file, but guest writes never reach the footer.
+		m.dataEnd = fsize - footerLen
 		return m, nil
 	}
 	if ft.DataOffset > uint64(fsize) || ft.DataOffset+dynHeaderLen > uint64(fsize) {
@@ -423,7 +424,10 @@ func (m *Image) Size() int64      { return m.size }
 // contiguous in its block (-1: unallocated).
 func (m *Image) hostOff(off int64) (int64, int64) {
 	if m.fixed {
-		return off, m.size - off
+		if off >= m.dataEnd {
+			return -1, m.size - off
+		}
+		return off, min(m.size, m.dataEnd) - off
 	}
 	b := off / m.blockBytes
 	in := off % m.blockBytes
@@ -471,6 +475,9 @@ func (m *Image) WriteAt(p []byte, off int64) (int, error) {
 		h, left := m.hostOff(off + done)
 		m.mu.RUnlock()
 		k := min(n-done, left)
+		if h < 0 && m.fixed {
+			return int(done), fmt.Errorf("vpc: write at %d reaches the footer of the fixed disk (data ends at %d)", off+done, m.dataEnd)
+		}
 		if h < 0 {
 			var err error
 			if h, err = m.alloc(off + done); err != nil {

@@ -362,7 +362,13 @@ func (m *Image) WriteAt(p []byte, off int64) (int, error) {
 func (m *Image) writeBlock(b, in int64, q []byte) error {
 	m.mu.RLock()
 	h := m.hostOff(b)
+	e := m.bmap[b]
 	m.mu.RUnlock()
+	if e < Discarded && e >= m.h.BlocksInImage {
+		// Only a corrupt map holds such an entry: writing there would grow the file
+		// to wherever it points.
+		return fmt.Errorf("vdi: block map entry of block %d is out of range (%d, image has %d blocks)", b, e, m.h.BlocksInImage)
+	}
 	if h >= 0 {
 		_, err := m.f.WriteAt(q, h+in)
 		return err
@@ -388,9 +394,9 @@ func (m *Image) writeBlock(b, in int64, q []byte) error {
 	}
 	m.bmap[b] = idx
 	m.h.BlocksAllocated++
-	var e [4]byte
-	le.PutUint32(e[:], idx)
-	if _, err := m.f.WriteAt(e[:], int64(m.h.OffsetBmap)+b*4); err != nil {
+	var eb [4]byte
+	le.PutUint32(eb[:], idx)
+	if _, err := m.f.WriteAt(eb[:], int64(m.h.OffsetBmap)+b*4); err != nil {
 		return err
 	}
 	_, err := m.f.WriteAt(m.h.bytes(), 0)

@@ -136,6 +136,23 @@ func binary64(b []byte, off int, v uint64) { le.PutUint64(b[off:], v) }
 
 func TestHostileCorpus(t *testing.T) { fmttest.Hostile(t, "vdi", hostileCases) }
 
+// A guest write to a block whose map entry is out of range fails instead of growing
+// the file to wherever the entry points.
+func TestWriteOutOfRangeEntry(t *testing.T) {
+	p := t.TempDir() + "/e.vdi"
+	b := base(t)
+	le.PutUint32(b[0x208:], 0x3fffffff)
+	os.WriteFile(p, b, 0o644)
+	d := fmttest.Open(t, "vdi", p, false)
+	defer d.Close()
+	if _, err := d.WriteAt([]byte{1}, 2<<20); err == nil {
+		t.Fatal("write through an out-of-range block map entry succeeded")
+	}
+	if st, _ := os.Stat(p); st.Size() > int64(len(b)) {
+		t.Errorf("file grew to %d bytes", st.Size())
+	}
+}
+
 // An image qemu-img refuses is refused by gemu too, and check agrees on the block map
 // entry past the end of the image.
 func TestHostileLikeQemu(t *testing.T) {

@@ -376,7 +376,8 @@ type Image struct {
 	metaOff  int64
 	logOff   int64
 	logLen   int64
-	replayed bool // a log was replayed on open (check reports it as fixed)
+	replayed bool   // a log was replayed on open (check reports it as fixed)
+	meta     []span // headers, log and regions: no payload block may overlap them
 
 	mu      sync.RWMutex
 	bat     []uint64
@@ -540,7 +541,6 @@ func (m *Image) readRegions(fsize int64) error {
 	if err != nil {
 		return err
 	}
-	type span struct{ off, end int64 }
 	used := []span{{0, headerEnd}}
 	if m.logLen > 0 {
 		used = append(used, span{m.logOff, m.logOff + m.logLen})
@@ -581,8 +581,12 @@ func (m *Image) readRegions(fsize int64) error {
 	if !haveBAT || !haveMeta {
 		return errors.New("vhdx: region table lacks the BAT or the metadata region")
 	}
+	m.meta = used
 	return nil
 }
+
+// span is a byte range of the file [off, end).
+type span struct{ off, end int64 }
 
 func (m *Image) readRegionTable(off int64) ([]regionEntry, error) {
 	b := make([]byte, regionLen)
@@ -728,8 +732,10 @@ func (m *Image) readBAT(fsize int64) error {
 			if e>>20 > uint64(fsize)>>20 {
 				return fmt.Errorf("vhdx: BAT entry %d points past the end of the file", m.g.batIndex(b))
 			}
-			if off < headerEnd {
-				return fmt.Errorf("vhdx: BAT entry %d points into the header section", m.g.batIndex(b))
+			for _, u := range m.meta {
+				if off < u.end && u.off < off+m.g.blockSize {
+					return fmt.Errorf("vhdx: BAT entry %d points into the header section, the log or a metadata region", m.g.batIndex(b))
+				}
 			}
 		case stateNotPresent, stateUndefined, stateZero, stateUnmapped:
 		default:

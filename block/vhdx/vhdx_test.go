@@ -277,6 +277,7 @@ var hostileCases = toCases([]hc{
 		le.PutUint64(b[m.batOff+8:], 1<<45|stateFull)
 	})},
 	{"bat-entry-in-header", "header section", mutate(func(b []byte, m *Image) { le.PutUint64(b[m.batOff+8:], stateFull) })},
+	{"bat-entry-on-bat", "metadata region", mutate(func(b []byte, m *Image) { le.PutUint64(b[m.batOff+8:], uint64(m.batOff)|stateFull) })},
 	{"bat-bad-state", "invalid state", mutate(func(b []byte, m *Image) { le.PutUint64(b[m.batOff+8:], 4) })},
 	{"log-unaligned", "misaligned", mutate(func(b []byte, m *Image) {
 		for _, off := range []int{header1Off, header2Off} {

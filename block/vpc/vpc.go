@@ -406,6 +406,9 @@ func open(f *os.File, name string, fsize int64, ro bool) (*Image, error) {
 		e := be.Uint32(raw[i*4:])
 		m.bat[i] = e
 		if e != 0xffffffff {
+			if 512*int64(e) < m.batOff+n*4 {
+				return nil, fmt.Errorf("vpc: BAT entry %d points into the image's headers or BAT", i)
+			}
 			next := 512*int64(e) + m.bitmapLen + bs
 			m.freeOff = max(m.freeOff, next)
 		}

@@ -177,6 +177,11 @@ var hostileCases = toCases([]hc{
 		be.PutUint32(b[1536+4:], 0x7fffffff)
 		return b
 	}},
+	{"bat-entry-into-header", "points into the image's headers", func(t testing.TB) []byte {
+		b := base(t)
+		be.PutUint32(b[1536+4:], 1)
+		return b
+	}},
 	{"truncated", "File too small", func(testing.TB) []byte { return []byte("conectix") }},
 })
 

@@ -363,3 +363,42 @@ func FuzzOpen(f *testing.F) {
 	fmttest.Seeds(f, hostileCases)
 	f.Fuzz(func(t *testing.T, b []byte) { fmttest.FuzzImage(t, "vhdx", b) })
 }
+
+// TestLogical4K: an image with 4 KiB logical sectors (as Hyper-V makes them; qemu-img
+// can neither create nor open one: QEMU 7.2 supports 512-byte sectors only) has a
+// chunk ratio eight times larger (MS-VHDX 2.5: 2^23 * sector size / block size), so
+// the BAT has no sector-bitmap entry after block 4095 as a 512-byte image has; gemu
+// puts the entry of block 4097 where the spec says and reads it back.
+func TestLogical4K(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "4k.vhdx")
+	if err := (Format{}).Create(p, block.CreateOptions{Size: 5 << 30, Options: map[string]string{"block_size": "1M"}}); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(p)
+	m := parse(t, b)
+	setMeta(guidLogical, 4096, 4)(b, m)
+	setMeta(guidPhysical, 4096, 4)(b, m)
+	os.WriteFile(p, b, 0o644)
+	d := fmttest.Open(t, "vhdx", p, false)
+	if r := d.(*Image).g.chunkRatio; r != 32768 {
+		t.Fatalf("chunk ratio %d, want 32768", r)
+	}
+	d.WriteAt(bytes.Repeat([]byte{0x5b}, 4096), 4097<<20)
+	d.Close()
+	b, _ = os.ReadFile(p)
+	e := le.Uint64(b[m.batOff+4097*8:])
+	if e&stateMask != stateFull {
+		t.Errorf("BAT entry 4097 is %#x, want a fully present block (512-byte layout would put it at 4098)", e)
+	}
+	d = fmttest.Open(t, "vhdx", p, true)
+	defer d.Close()
+	buf := make([]byte, 4096)
+	d.ReadAt(buf, 4097<<20)
+	if !bytes.Equal(buf, bytes.Repeat([]byte{0x5b}, 4096)) {
+		t.Errorf("block 4097 does not read back")
+	}
+	if out, err := fmttest.RunErr("qemu-img", "info", p); err == nil {
+		t.Logf("qemu-img now opens 4 KiB-sector VHDX images: compare against it (%s)", out)
+	}
+}

@@ -200,7 +200,9 @@ func (Format) Create(filename string, o block.CreateOptions) error {
 	if o.Backing != "" {
 		return fmt.Errorf("Backing file not supported for file format 'vhdx'")
 	}
-	if _, err := imgfile.Prealloc(o.Options["preallocation"], "off"); err != nil {
+	// preallocation is the file layer's option: QEMU applies it to the empty file
+	// before the format writes its structures, so it changes nothing here.
+	if _, err := imgfile.Prealloc(o.Options["preallocation"], "off", "falloc", "full"); err != nil {
 		return err
 	}
 	size := o.Size
@@ -241,11 +243,15 @@ func (Format) Create(filename string, o block.CreateOptions) error {
 	case "fixed":
 		fixed = true
 	default:
-		return fmt.Errorf("Invalid subformat '%s'", o.Options["subformat"])
+		return fmt.Errorf("Parameter 'subformat' does not accept value '%s'", o.Options["subformat"])
 	}
-	if logSize < miB || logSize%miB != 0 || logSize > 1<<32-miB {
+	// As vhdx_co_create: sizes round up to 1 MiB, the block size is capped at 256 MiB.
+	logSize = (logSize + miB - 1) &^ (miB - 1)
+	if logSize < miB || logSize > 1<<32-miB {
 		return fmt.Errorf("Log size must be a multiple of 1 MB")
 	}
+	bs = (bs + miB - 1) &^ (miB - 1)
+	bs = min(bs, maxBlock)
 	if bs == 0 {
 		switch {
 		case size > 32*tiB:
@@ -257,9 +263,6 @@ func (Format) Create(filename string, o block.CreateOptions) error {
 		default:
 			bs = 8 * miB
 		}
-	}
-	if bs < minBlock || bs > maxBlock || bs%miB != 0 {
-		return fmt.Errorf("Block size must be a multiple of 1 MB")
 	}
 	if bs&(bs-1) != 0 {
 		return fmt.Errorf("Block size must be a power of two")

@@ -42,7 +42,7 @@ func TestWriteReadByQemu(t *testing.T) {
 
 func TestCreateLikeQemu(t *testing.T) {
 	fmttest.CreateLikeQemu(t, "vhdx", []string{"", "subformat=fixed", "block_state_zero=off", "subformat=fixed,block_state_zero=off",
-		"block_size=1M,log_size=2M", "block_size=256M"}, []string{"512", "1000001", "10M", "1G", "2G"}, true)
+		"block_size=1M,log_size=2M", "block_size=256M", "block_size=512M", "block_size=100k,log_size=1000k", "preallocation=full"}, []string{"512", "1000001", "10M", "1G", "2G"}, true)
 	fmttest.CreateLikeQemu(t, "vhdx", []string{"", "block_size=1M"}, []string{"101G", "2T"}, true)
 }
 

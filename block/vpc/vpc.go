@@ -181,7 +181,7 @@ func (Format) Create(filename string, o block.CreateOptions) error {
 		sub = "dynamic"
 	}
 	if sub != "dynamic" && sub != "fixed" {
-		return fmt.Errorf("Invalid parameter '%s'", sub)
+		return fmt.Errorf("Parameter 'subformat' does not accept value '%s'", sub)
 	}
 	force := false
 	if v, ok := o.Options["force_size"]; ok {
@@ -253,9 +253,8 @@ func (Format) Create(filename string, o block.CreateOptions) error {
 		}
 		return f.Sync()
 	}
-	if prealloc != "off" {
-		return fmt.Errorf("Preallocation mode '%s' is only supported for fixed VHD images", prealloc)
-	}
+	// preallocation is the file layer's option: QEMU applies it to the empty file,
+	// which a dynamic disk then fills with its structures only.
 	ft.Type = typeDynamic
 	ft.DataOffset = footerLen
 	entries := (size + blockSize - 1) / blockSize

@@ -244,9 +244,14 @@ func (m *Image) ActualSize() (int64, error) { return block.FileSize(m.name) }
 // Check is parallels_co_check without repairs: BAT entries past the end of the file,
 // an image left in use, space leaked after the last cluster, fragmentation.
 func (m *Image) Check(mode block.RepairMode) (*block.CheckResult, error) {
-	if mode != block.RepairNone {
-		return nil, block.ErrReadOnly
+	r, err := m.check()
+	if err == nil && mode != block.RepairNone && (r.Corruptions > 0 || r.Leaks > 0) {
+		return nil, errors.New("parallels images are read-only in gemu: cannot repair")
 	}
+	return r, err
+}
+
+func (m *Image) check() (*block.CheckResult, error) {
 	r := &block.CheckResult{Filename: m.name, Format: "parallels", TotalClusters: int64(len(m.bat))}
 	if m.h.Inuse == inuseMagic {
 		r.Messages = append(r.Messages, "ERROR image was not closed correctly")

@@ -37,9 +37,11 @@ func TestCompressedAndBacking(t *testing.T) {
 	os.WriteFile(c, cbase(t), 0o644)
 	b := filepath.Join(dir, "b.qcow")
 	fmttest.Run(t, dir, "qemu-img", "create", "-q", "-f", "qcow", "-b", "src.raw", "-F", "raw", b)
-	if a, o := fmttest.QemuMap(t, "qcow", c), fmttest.OurMap(t, fmttest.Open(t, "qcow", c, true)); a != o {
+	cd := fmttest.Open(t, "qcow", c, true)
+	if a, o := fmttest.QemuMap(t, "qcow", c), fmttest.OurMap(t, cd); a != o {
 		t.Errorf("compressed map differs:\nqemu:\n%s\nours:\n%s", a, o)
 	}
+	cd.Close()
 	fmttest.Run(t, dir, "qemu-io", "-f", "qcow", "-c", "write -P 0x77 64k 8k", b)
 	for _, img := range []string{c, b} {
 		d := fmttest.Open(t, "qcow", img, true)

@@ -418,9 +418,14 @@ func (m *Image) ActualSize() (int64, error) { return block.FileSize(m.name) }
 // leaks; total, allocated and fragmented cluster counts as qemu-img reports them. No
 // repairs: the image is read-only.
 func (m *Image) Check(mode block.RepairMode) (*block.CheckResult, error) {
-	if mode != block.RepairNone {
-		return nil, block.ErrReadOnly
+	r, err := m.check()
+	if err == nil && mode != block.RepairNone && (r.Corruptions > 0 || r.Leaks > 0) {
+		return nil, errors.New("qed images are read-only in gemu: cannot repair")
 	}
+	return r, err
+}
+
+func (m *Image) check() (*block.CheckResult, error) {
 	r := &block.CheckResult{Filename: m.name, Format: "qed"}
 	r.TotalClusters = (m.size + m.cluster - 1) / m.cluster
 	nclusters := (m.fsize + m.cluster - 1) / m.cluster

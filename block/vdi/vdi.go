@@ -515,7 +515,7 @@ func (m *Image) ActualSize() (int64, error) { return block.FileSize(m.name) }
 // image and used once, and blocks_allocated equal to their count. No repairs.
 func (m *Image) Check(mode block.RepairMode) (*block.CheckResult, error) {
 	if mode != block.RepairNone {
-		return nil, block.ErrUnsupported
+		return nil, block.ErrUnsupported // vdi_co_check: -ENOTSUP for any repair
 	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()

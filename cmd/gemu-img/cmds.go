@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"sync"
 
 	"fmt"
@@ -313,6 +314,9 @@ func cmdCheck(c *cli.Context) error {
 		return &exitError{code: 63, msg: "This image format does not support checks"}
 	}
 	res, err := ck.Check(mode)
+	if errors.Is(err, block.ErrUnsupported) {
+		return &exitError{code: 63, msg: "This image format does not support checks"}
+	}
 	if err != nil {
 		return fail("Check failed: %s", oneLine(err.Error()))
 	}

@@ -36,6 +36,9 @@ func cmdCreate(c *cli.Context) error {
 	if fmtName == "" {
 		fmtName = "raw"
 	}
+	if wantsOptionsHelp(c.StringSlice("o")) {
+		return printOptionsHelp(c.App.Writer, fmtName)
+	}
 	opts, err := parseOptions(c.StringSlice("o"))
 	if err != nil {
 		return fail("%s", err)
@@ -173,6 +176,9 @@ func cmdConvert(c *cli.Context) error {
 	f, err := block.Lookup(outFmt)
 	if err != nil {
 		return fail("%s", err)
+	}
+	if wantsOptionsHelp(c.StringSlice("o")) {
+		return printOptionsHelp(c.App.Writer, outFmt)
 	}
 	opts, err := parseOptions(c.StringSlice("o"))
 	if err != nil {
@@ -354,7 +360,7 @@ func cmdCheck(c *cli.Context) error {
 	res, err := ck.Check(mode)
 	printMessages(res)
 	if errors.Is(err, block.ErrUnsupported) {
-		// QEMU's -ENOTSUP, e.g. a repair of a vmdk image.
+		// QEMU's -ENOTSUP, e.g. a repair of a vmdk or vdi image.
 		return &exitError{code: 63, msg: "This image format does not support checks"}
 	}
 	if err != nil {

@@ -19,7 +19,13 @@ import (
 	"gemu/machine/qdev"
 
 	// The image formats a -drive may name or probe.
+	_ "gemu/block/parallels"
+	_ "gemu/block/qcow1"
+	_ "gemu/block/qed"
+	_ "gemu/block/vdi"
+	_ "gemu/block/vhdx"
 	_ "gemu/block/vmdk"
+	_ "gemu/block/vpc"
 	_ "gemu/qcow2"
 )
 

@@ -93,7 +93,12 @@ type tb = tcg.TB[code]
 type system struct {
 	cache *tcg.Cache[code]
 	start time.Time
-	mu    sync.Mutex
+	// clockOff is the time the guest was paused (PauseClock), taken off the counter;
+	// pausedAt is when the current pause began (zero when running).
+	clockOff atomic.Int64
+	clockMu  sync.Mutex
+	pausedAt time.Time
+	mu       sync.Mutex
 	cpus  []*CPU
 	pair  sync.Mutex // serialises 128-bit exclusive pair stores
 }
@@ -165,6 +170,7 @@ type CPU struct {
 	startX0  uint64
 	starting bool
 	stopped  bool
+	park     parking
 
 	trace io.Writer
 	tflag TraceFlags
@@ -177,6 +183,7 @@ func New(cfg Config) *CPU {
 	if c.trace == nil {
 		c.tflag = 0
 	}
+	c.park.init()
 	c.sys.mu.Lock()
 	c.sys.cpus = append(c.sys.cpus, c)
 	c.sys.mu.Unlock()
@@ -324,6 +331,8 @@ func (c *CPU) Start(pc, contextID uint64) bool {
 func (c *CPU) Run(stop <-chan struct{}) error {
 	done := make(chan struct{})
 	defer close(done)
+	c.setRunning(true)
+	defer c.setRunning(false)
 	go func() {
 		select {
 		case <-stop:
@@ -332,6 +341,7 @@ func (c *CPU) Run(stop <-chan struct{}) error {
 			c.startMu.Unlock()
 			c.exitReq.Or(reqStop)
 			c.kick()
+			c.stopParked()
 		case <-done:
 		}
 	}()
@@ -403,6 +413,9 @@ func (c *CPU) service() bool {
 		}
 		c.startMu.Unlock()
 		if stopped {
+			return true
+		}
+		if req&reqPark != 0 && c.parkNow() {
 			return true
 		}
 		if req&reqTLB != 0 {

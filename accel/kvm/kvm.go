@@ -181,11 +181,13 @@ type VM struct {
 	ran      bool
 	closed   bool
 	threads  sync.WaitGroup // vCPU goroutines of a Run in progress
+	pause    pausing        // Pause/Resume (pause.go)
 }
 
 var (
-	_ accel.X86VM = (*VM)(nil)
-	_ accel.MSI   = (*VM)(nil)
+	_ accel.X86VM  = (*VM)(nil)
+	_ accel.MSI    = (*VM)(nil)
+	_ accel.Pauser = (*VM)(nil)
 )
 
 // New creates a VM with cfg.CPUs vCPUs, the in-kernel PIC/IOAPIC/LAPICs and PIT, the
@@ -445,6 +447,7 @@ func (v *VM) Stop(reason accel.ExitReason) {
 	for _, c := range v.vcpus {
 		c.kick()
 	}
+	v.wakePaused()
 }
 
 // fail records err as the reason the run ended and stops every vCPU.

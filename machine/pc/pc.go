@@ -64,6 +64,7 @@ type Machine struct {
 	// here, their INTx pins raising acpi.PCIIntxGSI(slot, pin) through VM.IRQ.
 	PCI *pci.Bus
 	rtc *rtc.RTC
+	pm  *acpi.PM // the power button (control.go)
 }
 
 // New builds the board on vm: RAM slots, ACPI tables, the kernel and its boot state,
@@ -145,6 +146,7 @@ func (m *Machine) addDevices(c Config) error {
 		return err
 	}
 	pm := acpi.NewPM(vm.IRQ(SCIIRQ), func() { vm.Stop(accel.PowerOff) })
+	m.pm = pm
 
 	for _, d := range []struct {
 		dev        bus.Device

@@ -95,6 +95,9 @@ type Machine struct {
 	stop    chan struct{}  // closed when Run ends, to stop the vCPU goroutines
 	wg      sync.WaitGroup // the vCPU goroutines
 	running map[int]bool   // vCPUs whose goroutine was started
+	paused  bool           // Pause was called (control.go)
+	ramMu   sync.RWMutex   // ReadPhys against the release of guest RAM
+	ramGone bool
 }
 
 // Validate checks a configuration's sizes without building anything.
@@ -307,7 +310,10 @@ func (m *Machine) releaseNow() {
 	for _, c := range m.cpus {
 		c.Close()
 	}
+	m.ramMu.Lock()
+	m.ramGone = true
 	m.ram.Close()
+	m.ramMu.Unlock()
 }
 
 // Stop makes Run return ExitStopped (the user quit). Safe from any goroutine.

@@ -99,8 +99,8 @@ type system struct {
 	clockMu  sync.Mutex
 	pausedAt time.Time
 	mu       sync.Mutex
-	cpus  []*CPU
-	pair  sync.Mutex // serialises 128-bit exclusive pair stores
+	cpus     []*CPU
+	pair     sync.Mutex // serialises 128-bit exclusive pair stores
 }
 
 var (

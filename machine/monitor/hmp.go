@@ -291,8 +291,8 @@ func (s *Server) hmpDump(w *strings.Builder, cmd, rest string) {
 		fmt.Fprintf(w, "Cannot access memory\n")
 		return
 	}
-	perLine := 16
-	if format == 'c' {
+	perLine := 16 // QEMU's line sizes: 8 bytes a line for byte units, else 16
+	if size == 1 && format != 'c' {
 		perLine = 8
 	}
 	for off := 0; off < n; off += perLine {
@@ -316,9 +316,9 @@ func (s *Server) hmpDump(w *strings.Builder, cmd, rest string) {
 			case 'o':
 				fmt.Fprintf(w, " %#*o", (size*8+2)/3, v)
 			case 'd':
-				sv := int64(v << (64 - 8*size) >> 0)
-				sv >>= 64 - 8*size
-				fmt.Fprintf(w, " %*d", (size*8*10+32)/33, sv)
+				// As QEMU's memory_dump: the value is loaded zero-extended, so only
+				// 8-byte units can print negative.
+				fmt.Fprintf(w, " %*d", (size*8*10+32)/33, int64(v))
 			case 'u':
 				fmt.Fprintf(w, " %*d", (size*8*10+32)/33, v)
 			case 'c':

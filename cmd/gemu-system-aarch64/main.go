@@ -198,6 +198,9 @@ func run(args []string) (int, error) {
 		Blocks:   runloop.Blocks(wiring, &o.Common, attached),
 		Chardevs: chardevs,
 		Restore:  func() { be.Close() },
+		BeforeRun: func() error {
+			return loop.OpenMonitors(&o.Common, monChardevs, o.serial == "stdio")
+		},
 		New: func() (runloop.Guest, error) {
 			m, err := virt.New(o.cfg)
 			if err != nil {
@@ -215,9 +218,6 @@ func run(args []string) (int, error) {
 			return virtGuest{m}, nil
 		},
 	})
-	if err := loop.OpenMonitors(&o.Common, monChardevs, o.serial == "stdio"); err != nil {
-		return 1, err
-	}
 	return loop.Run()
 }
 

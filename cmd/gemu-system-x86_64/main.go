@@ -127,6 +127,9 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 				HotpluggableCPUs: true, NUMAMemSupported: false, DefaultCPUType: "qemu64-x86_64-cpu", DefaultRAMID: "pc.ram"}}},
 		Chardevs: []monitor.Chardev{{Label: "serial0", Filename: spec, FrontendOpen: true}},
 		Restore:  func() { be.Close() },
+		BeforeRun: func() error {
+			return loop.OpenMonitors(&o.Common, monChardevs, spec == "stdio")
+		},
 		New: func() (runloop.Guest, error) {
 			vm, err := acc.NewX86(accel.Config{CPUs: o.cpus})
 			if err != nil {
@@ -145,9 +148,6 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 			return &pcGuest{vm: vm, m: m}, nil
 		},
 	})
-	if err := loop.OpenMonitors(&o.Common, monChardevs, spec == "stdio"); err != nil {
-		return fail(stderr, "%v", err)
-	}
 	code, err := loop.Run()
 	if err != nil {
 		return fail(stderr, "%v", err)

@@ -71,6 +71,9 @@ type Config struct {
 	// Restore, if set, runs before the loop prints its last message (the console
 	// backend restores the terminal).
 	Restore func()
+	// BeforeRun, if set, runs once the first guest is built and before it runs (the
+	// monitors open then, so that their first client sees the machine: QEMU's order).
+	BeforeRun func() error
 }
 
 // Loop runs guests one after the other and is the monitors' Machine.
@@ -172,6 +175,15 @@ func (l *Loop) Run() (int, error) {
 			}
 		}
 		l.mu.Unlock()
+		if f := l.cfg.BeforeRun; f != nil {
+			l.cfg.BeforeRun = nil
+			if err := f(); err != nil {
+				g.Stop()
+				g.Run()
+				g.Close()
+				return 1, err
+			}
+		}
 		exit, err := g.Run()
 		l.mu.Lock()
 		l.cur = nil

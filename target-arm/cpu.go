@@ -96,6 +96,7 @@ type system struct {
 	// clockOff is the time the guest was paused (PauseClock), taken off the counter;
 	// pausedAt is when the current pause began (zero when running).
 	clockOff atomic.Int64
+	frozen   atomic.Int64 // while paused: the counter's nanoseconds + 1; else 0
 	clockMu  sync.Mutex
 	pausedAt time.Time
 	mu       sync.Mutex

@@ -105,6 +105,7 @@ func (c *CPU) PauseClock() {
 	s.clockMu.Lock()
 	if s.pausedAt.IsZero() {
 		s.pausedAt = time.Now()
+		s.frozen.Store(int64(s.pausedAt.Sub(s.start)) - s.clockOff.Load() + 1)
 	}
 	s.clockMu.Unlock()
 }
@@ -116,6 +117,7 @@ func (c *CPU) ResumeClock() {
 	if !s.pausedAt.IsZero() {
 		s.clockOff.Add(int64(time.Since(s.pausedAt)))
 		s.pausedAt = time.Time{}
+		s.frozen.Store(0)
 	}
 	s.clockMu.Unlock()
 }

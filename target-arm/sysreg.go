@@ -158,6 +158,9 @@ func (c *CPU) el0Access(k uint32, read bool) int {
 
 // counter returns the current CNTPCT/CNTVCT value.
 func (c *CPU) counter() uint64 {
+	if f := c.sys.frozen.Load(); f != 0 {
+		return uint64(f-1) / cntNsPerTic // paused (PauseClock)
+	}
 	return uint64(time.Since(c.sys.start).Nanoseconds()-c.sys.clockOff.Load()) / cntNsPerTic
 }
 

@@ -20,7 +20,7 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
 # All tests: unit, interop with qemu-img, bare-metal KVM guests, Linux boots (assets are fetched first).
-test: build vet fmt-check assets
+test: deps build vet fmt-check assets fuzz
 	$(GO) test -timeout 80m -count=1 ./...
 
 # Side-by-side benchmarks against QEMU and qemu-img; fragments add their targets.

@@ -113,7 +113,7 @@ type UnsupportedFormatError struct {
 
 func (e *UnsupportedFormatError) Error() string {
 	if e.Named {
-		return fmt.Sprintf("Image format '%s' is not supported by gemu-img", e.Format)
+		return fmt.Sprintf("Image format '%s' is not supported by gemu", e.Format)
 	}
-	return fmt.Sprintf("Image format '%s' is not supported by gemu-img (use -f raw to open it as raw)", e.Format)
+	return fmt.Sprintf("Image format '%s' is not supported by gemu (use -f raw, or format=raw on a drive, to open it as raw)", e.Format)
 }

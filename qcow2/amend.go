@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"sort"
 	"strconv"
 
 	"gemu/block"
@@ -61,15 +62,50 @@ func (img *Image) SetBacking(filename, format string) error {
 	return nil
 }
 
-// Amend changes compat, lazy_refcounts and refcount_bits in place (qemu-img amend).
+// amendOptions and createOnlyOptions are qcow2's option lists in QEMU 7.2
+// (qcow2_amend_opts, and the rest of qcow2_create_opts).
+var (
+	amendOptions = map[string]bool{"size": true, "compat": true, "backing_file": true, "backing_fmt": true,
+		"data_file": true, "data_file_raw": true, "lazy_refcounts": true, "refcount_bits": true,
+		"encrypt.new-secret": true, "encrypt.old-secret": true, "encrypt.keyslot": true,
+		"encrypt.state": true, "encrypt.iter-time": true}
+	createOnlyOptions = map[string]bool{"cluster_size": true, "preallocation": true, "extended_l2": true,
+		"compression_type": true, "encryption": true, "encrypt.format": true, "encrypt.key-secret": true,
+		"encrypt.cipher-alg": true, "encrypt.cipher-mode": true, "encrypt.ivgen-alg": true,
+		"encrypt.ivgen-hash-alg": true, "encrypt.hash-alg": true}
+)
+
+// Amend changes compat, lazy_refcounts, refcount_bits and size in place (qemu-img
+// amend), with QEMU 7.2's checks and messages: option names are checked first (a
+// creation-only option gets qemu-img's hint on a second line), and the backing file
+// cannot be changed (rebase does that) — naming the current one is accepted.
 func (img *Image) Amend(options map[string]string) error {
 	if img.ro {
 		return block.ErrReadOnly
 	}
+	keys := make([]string, 0, len(options))
+	for k := range options {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	allKnown := true
+	for _, k := range keys {
+		allKnown = allKnown && (amendOptions[k] || createOnlyOptions[k])
+	}
+	for _, k := range keys {
+		if !amendOptions[k] {
+			if allKnown {
+				return fmt.Errorf("Invalid parameter '%s'\nThis option is only supported for image creation", k)
+			}
+			return fmt.Errorf("Invalid parameter '%s'", k)
+		}
+	}
 	version := img.hdr.version
 	lazy := img.hdr.compatible&compatLazyRefs != 0
 	order := img.hdr.refcountOrder
-	for k, v := range options {
+	newSize := int64(-1)
+	for _, k := range keys {
+		v := options[k]
 		switch k {
 		case "compat":
 			switch v {
@@ -93,24 +129,29 @@ func (img *Image) Amend(options map[string]string) error {
 			}
 			order = uint32(bits.TrailingZeros(uint(n)))
 		case "size":
-			return errors.New("qcow2: use resize to change the size")
-		case "cluster_size":
-			return errors.New("Changing the cluster size is not supported")
-		case "preallocation":
-			return errors.New("Changing the preallocation mode is not supported")
-		case "compression_type":
-			return errors.New("Changing the compression type is not supported")
-		case "extended_l2":
-			return errors.New("Toggling extended L2 entries is not supported")
-		case "data_file", "data_file_raw":
+			n, err := ParseSize(v)
+			if err != nil || n < 0 {
+				return errors.New("Parameter 'size' expects a non-negative number below 2^64\n" +
+					"Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\n" +
+					"and exabytes, respectively.")
+			}
+			newSize = n
+		case "data_file":
+			if !img.external {
+				return errors.New("data-file can only be set for images that use an external data file")
+			}
 			return errors.New("qcow2: changing the data file is not supported")
-		case "encryption", "encrypt.format":
-			return errors.New("Changing the encryption flag is not supported")
+		case "data_file_raw":
+			return errors.New("qcow2: changing data_file_raw is not supported")
 		case "backing_file", "backing_fmt":
-			// Handled below through SetBacking.
-		default:
-			return fmt.Errorf("Invalid parameter '%s'", k)
+		default: // encrypt.*
+			return errors.New("Changing the encryption parameters is not supported")
 		}
+	}
+	_, hasFile := options["backing_file"]
+	_, hasFmt := options["backing_fmt"]
+	if (hasFile || hasFmt) && (options["backing_file"] != img.hdr.backingFile || options["backing_fmt"] != img.hdr.backingFormat) {
+		return errors.New("Cannot amend the backing file\nYou can use 'qemu-img rebase' instead.")
 	}
 	if version == 2 {
 		switch {
@@ -127,9 +168,10 @@ func (img *Image) Amend(options map[string]string) error {
 		}
 		lazy = false
 	}
-	if bf, ok := options["backing_file"]; ok {
-		bfmt := options["backing_fmt"]
-		if err := img.SetBacking(bf, bfmt); err != nil {
+	if newSize >= 0 && newSize != img.Size() {
+		// QEMU truncates after the other changes, before a downgrade; doing it first
+		// gives the same image.
+		if err := img.Resize(newSize, block.ResizeOptions{Shrink: true}); err != nil {
 			return err
 		}
 	}
@@ -269,7 +311,7 @@ func (img *Image) changeRefcountOrder(order uint32) error {
 // computeRefs runs the check computation and returns the refcounts the structures
 // should hold once the current refcount table and blocks are replaced.
 func (img *Image) computeRefs() (*block.CheckResult, []uint64, error) {
-	res, err := img.checkLocked(block.RepairNone)
+	res, err := img.checkRefs(block.RepairNone, true)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -4,6 +4,11 @@
 // reached only through the block package's Driver interfaces and registers itself as
 // the "qcow2" format from init.
 //
+// Damaged images are opened as QEMU opens them: tables that lie (partly) past the end
+// of the file read as zeroes, and check (check.go, QEMU 7.2's algorithm step for
+// step) reports every reference past the end; repairs and emptying (empty.go, as
+// make_completely_empty) write in an order a crash cannot turn into data loss.
+//
 // It must not know about the emulator, the gemu-img command line or other formats
 // (backing files are opened through the block registry).
 package qcow2
@@ -107,7 +112,7 @@ func parseHeader(buf []byte, fileSize int64) (*header, error) {
 		return nil, errors.New("image is too small to hold a qcow2 header")
 	}
 	if be.Uint32(buf) != magic {
-		return nil, errors.New("image is not in qcow2 format")
+		return nil, errors.New("Image is not in qcow2 format")
 	}
 	h := &header{
 		version:          be.Uint32(buf[4:]),
@@ -257,14 +262,17 @@ func (h *header) checkTables(fileSize int64) error {
 	if uint64(h.refTableClusters)*cs > maxRefTableBytes {
 		return errors.New("Reference count table too large")
 	}
-	if err := checkOffset(h.refTableOffset, uint64(h.refTableClusters)*cs, cs, fileSize, "Reference count table"); err != nil {
+	// The L1 and refcount tables may lie (partly) past the end of the file, as in a
+	// truncated image: QEMU opens those (the missing part reads as zeroes) and check
+	// reports every reference past the end, so only alignment and overflow are refused.
+	if err := checkOffset(h.refTableOffset, uint64(h.refTableClusters)*cs, cs, -1, "Reference count table"); err != nil {
 		return err
 	}
 	if uint64(h.l1Size)*8 > maxL1Bytes {
 		return errors.New("Active L1 table too large")
 	}
 	if h.l1Size > 0 {
-		if err := checkOffset(h.l1Offset, uint64(h.l1Size)*8, cs, fileSize, "Active L1 table"); err != nil {
+		if err := checkOffset(h.l1Offset, uint64(h.l1Size)*8, cs, -1, "Active L1 table"); err != nil {
 			return err
 		}
 	}
@@ -281,20 +289,20 @@ func (h *header) checkTables(fileSize int64) error {
 		return errors.New("Too many snapshots")
 	}
 	if h.nbSnapshots > 0 {
-		if err := checkOffset(h.snapshotsOffset, uint64(h.nbSnapshots)*40, cs, fileSize, "Snapshot table"); err != nil {
+		if err := checkOffset(h.snapshotsOffset, uint64(h.nbSnapshots)*40, cs, -1, "Snapshot table"); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// checkOffset rejects a table that is misaligned, overflows or lies past the end of
-// the file.
+// checkOffset rejects a table that is misaligned, overflows or (with fileSize >= 0)
+// lies past the end of the file.
 func checkOffset(off, size, cs uint64, fileSize int64, what string) error {
 	if off&(cs-1) != 0 {
 		return fmt.Errorf("%s offset invalid", what)
 	}
-	if off > 1<<56 || size > 1<<56 || off+size > uint64(fileSize) {
+	if off > 1<<56 || size > 1<<56 || (fileSize >= 0 && off+size > uint64(fileSize)) {
 		return fmt.Errorf("%s offset invalid", what)
 	}
 	return nil

@@ -21,6 +21,10 @@ type snapshot struct {
 	diskSize    uint64
 	icount      int64
 	extra       []byte // extra data beyond what we understand, kept verbatim
+	// As read from disk (zero for entries made here): the entry's length without
+	// padding, and whether its extra data is shorter than v3 requires (16 bytes).
+	diskLen    int64
+	shortExtra bool
 }
 
 func (s *snapshot) info() block.SnapshotInfo {
@@ -39,11 +43,10 @@ func (img *Image) loadSnapshots() error {
 	off := int64(h.snapshotsOffset)
 	var total int64
 	for i := 0; i < int(h.nbSnapshots); i++ {
+		// A table cut short by truncation reads as zeroes past the end, as in QEMU
+		// (check then reports the references past the end of the file).
 		var fixed [40]byte
-		if off+40 > img.fileSize {
-			return errors.New("qcow2: snapshot table exceeds the file size")
-		}
-		if _, err := img.f.ReadAt(fixed[:], off); err != nil {
+		if err := readFull(img.f, fixed[:], off); err != nil {
 			return fmt.Errorf("qcow2: could not read snapshot table: %v", err)
 		}
 		s := snapshot{
@@ -63,11 +66,8 @@ func (img *Image) loadSnapshots() error {
 			return errors.New("qcow2: too much extra metadata in snapshot table entry")
 		}
 		varLen := extraLen + idLen + nameLen
-		if off+40+varLen > img.fileSize {
-			return errors.New("qcow2: snapshot table exceeds the file size")
-		}
 		v := make([]byte, varLen)
-		if _, err := img.f.ReadAt(v, off+40); err != nil {
+		if err := readFull(img.f, v, off+40); err != nil {
 			return fmt.Errorf("qcow2: could not read snapshot table: %v", err)
 		}
 		extra := v[:extraLen]
@@ -89,10 +89,12 @@ func (img *Image) loadSnapshots() error {
 			return errors.New("qcow2: snapshot L1 table too large")
 		}
 		if s.l1Size > 0 {
-			if err := checkOffset(s.l1Offset, uint64(s.l1Size)*8, uint64(img.clusterSize), img.fileSize, "Snapshot L1 table"); err != nil {
+			if err := checkOffset(s.l1Offset, uint64(s.l1Size)*8, uint64(img.clusterSize), -1, "Snapshot L1 table"); err != nil {
 				return err
 			}
 		}
+		s.diskLen = 40 + varLen
+		s.shortExtra = extraLen < 16
 		n := (40 + varLen + 7) &^ 7
 		off += n
 		total += n

@@ -1164,6 +1164,9 @@ func (img *Image) MakeEmpty() error {
 	if err := img.writeBack(false); err != nil {
 		return err
 	}
+	if img.canEmptyCompletely() {
+		return img.emptyCompletely() // QEMU's layout (qcow2/empty.go)
+	}
 	old := append([]uint64(nil), img.l1...)
 	clear(img.l1)
 	if err := img.writeL1(); err != nil {

@@ -434,6 +434,13 @@ func TestCheckAgainstQemu(t *testing.T) {
 		}
 		r, err = d.(block.Checker).Check(block.RepairLeaks)
 		d.Close()
+		if len(out) == 0 {
+			// qemu-img refuses: a refcount of 0 needs a rebuild -r leaks may not do.
+			if err == nil || err.Error() != "Input/output error" {
+				t.Errorf("%s: -r leaks: err %v, qemu-img failed with Input/output error", p, err)
+			}
+			continue
+		}
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -203,7 +203,7 @@ func (c *CPU) decodeSystem(insn uint32, pc uint64) (op, bool) {
 				} else {
 					c.daif &^= imm << 6
 				}
-				c.exitReq.Or(reqIRQ)
+				c.v.Request(reqIRQ)
 				c.PC = next
 				return false
 			}, true
@@ -283,7 +283,7 @@ func (c *CPU) decodeSys(insn uint32, pc uint64, op1, crn, crm, op2, rt uint32) (
 		}
 	case crn == 7 && op1 == 0 && (crm == 1 || crm == 5) && op2 == 0: // IC IALLUIS, IALLU
 		f = func(c *CPU) bool {
-			c.sys.cache.InvalidateAll()
+			c.eng.Cache().InvalidateAll()
 			c.PC = next
 			return false
 		}
@@ -293,7 +293,7 @@ func (c *CPU) decodeSys(insn uint32, pc uint64, op1, crn, crm, op2, rt uint32) (
 			va := c.r(rt)
 			w := c.translate(va, int(c.el))
 			if !w.faulted {
-				c.sys.cache.InvalidatePage(w.pa)
+				c.eng.Cache().InvalidatePage(w.pa)
 			}
 			return true
 		}

@@ -5,7 +5,6 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"gemu/hw/bus"
 	"gemu/hw/memory"
@@ -21,11 +20,14 @@ type SysRegHandler interface {
 	WriteSysReg(cpu int, op0, op1, crn, crm, op2 uint32, v uint64) bool
 }
 
-// Config describes one vCPU. vCPUs created with the same RAM share one translation
-// cache, TLB-maintenance broadcast domain and clock.
+// Config describes one vCPU. The vCPUs of one guest share one Engine (translation
+// cache, TLB-maintenance broadcast domain, clock).
 type Config struct {
-	ID      int         // MPIDR_EL1.Aff0
-	RAM     *memory.RAM // guest RAM; physical accesses elsewhere go to MMIO
+	ID  int         // MPIDR_EL1.Aff0
+	RAM *memory.RAM // guest RAM; physical accesses elsewhere go to MMIO
+	// Engine is the guest's translator engine (NewEngine(RAM)), owned by the caller.
+	// nil: vCPUs with the same RAM share one New creates and the last Close drops.
+	Engine  *Engine
 	MMIO    *bus.Bus
 	SysRegs SysRegHandler // may be nil
 	GICv3   bool          // advertise the GIC system-register interface (ID_AA64PFR0.GIC)
@@ -84,56 +86,38 @@ func ParseTraceFlags(s string) (TraceFlags, error) {
 // end after it (taken branch, exception, state change); it has then set PC.
 type op = func(c *CPU) bool
 
-// code is a compiled translation block.
-type code = func(c *CPU)
+// Engine is the translator state the vCPUs of one guest share (tcg.Engine): block
+// cache, TLB-shootdown domain, clock epoch. A board creates one per guest with
+// NewEngine, passes it in every vCPU's Config and closes it after the vCPUs.
+type Engine = tcg.Engine[CPU]
 
-type tb = tcg.TB[code]
+// NewEngine returns the engine of a guest whose RAM is ram.
+func NewEngine(ram *memory.RAM) *Engine { return tcg.NewEngine[CPU](ram) }
 
-// system is what the vCPUs of one guest share.
-type system struct {
-	cache *tcg.Cache[code]
-	start time.Time
-	// clockOff is the time the guest was paused (PauseClock), taken off the counter;
-	// pausedAt is when the current pause began (zero when running).
-	clockOff atomic.Int64
-	frozen   atomic.Int64 // while paused: the counter's nanoseconds + 1; else 0
-	clockMu  sync.Mutex
-	pausedAt time.Time
-	mu       sync.Mutex
-	cpus     []*CPU
-	pair     sync.Mutex // serialises 128-bit exclusive pair stores
-}
+type tb = tcg.Block[CPU]
 
+// Engines of vCPUs created without Config.Engine, one per guest RAM, dropped when the
+// last of their vCPUs is closed. This keeps boards that predate Config.Engine working.
 var (
 	systemsMu sync.Mutex
-	systems   = map[*memory.RAM]*system{}
+	systems   = map[*memory.RAM]*Engine{}
 )
 
-func systemFor(ram *memory.RAM) *system {
-	systemsMu.Lock()
-	defer systemsMu.Unlock()
-	s := systems[ram]
-	if s == nil {
-		s = &system{cache: tcg.NewCache[code](ram), start: time.Now()}
-		systems[ram] = s
-	}
-	return s
-}
-
-// Exit-request bits, checked once per block.
+// Exit-request bits of the target (tcg.VCPU.Request), checked once per block; the run
+// loop owns stop and TLB-shootdown requests.
 const (
-	reqIRQ   = 1 << iota // interrupt lines or masks changed
-	reqTimer             // a timer deadline passed
-	reqTLB               // another vCPU broadcast a TLB invalidation
-	reqStop              // Run's stop channel closed
-	reqPower             // power state changed
+	reqIRQ   = tcg.ExitTarget << iota // interrupt lines or masks changed
+	reqTimer                          // a timer deadline passed
+	reqPower                          // power state changed
 )
 
 // CPU is one AArch64 vCPU.
 type CPU struct {
 	State
 	cfg Config
-	sys *system
+	eng *Engine
+	// ownEng: eng comes from the per-RAM registry (systems), not from Config.
+	ownEng bool
 
 	el    uint64  // current exception level, 0 or 1
 	spsel uint64  // PSTATE.SP
@@ -143,81 +127,98 @@ type CPU struct {
 
 	sr sysRegs
 
-	tlb    [2]tcg.TLB // per MMU index: 0 = EL0 permissions, 1 = EL1
-	mmu    *tcg.TLB   // &tlb[el]
-	utlb   *tcg.TLB   // &tlb[0]: unprivileged accesses (LDTR/STTR) in IR
-	tlbGen uint64     // counts TLB flushes, so chained blocks know their mapping held
-	jc     tcg.JumpCache[code]
-	temps  [tcg.MaxTemps]uint64 // IR scratch temporaries
-	// lastExit is the chainable exit the last native block left through (tcg
-	// Target.LastExit), linked by Run to the block found next.
-	lastExit *tcg.LinkRec
-	// jumps is the jump table native blocks probe for computed and other-page exits
-	// (tcg Target.Jumps); Run records every block it finds in it.
-	jumps *tcg.JumpTable
+	tlb   [2]tcg.TLB           // per MMU index: 0 = EL0 permissions, 1 = EL1
+	mmu   *tcg.TLB             // &tlb[el]
+	utlb  *tcg.TLB             // &tlb[0]: unprivileged accesses (LDTR/STTR) in IR
+	temps [tcg.MaxTemps]uint64 // IR scratch temporaries
 	// access is this vCPU's bus.Access for MMIO (banked devices select by it).
 	access bus.Access
 	fence  atomic.Uint32
 	excl   monitor
-	tlbReq tlbRequests
 	timers [2]genTimer
 
-	exitReq  atomic.Uint32
 	irq, fiq atomic.Bool
-	wake     chan struct{}
 	on       atomic.Bool
 	startMu  sync.Mutex
 	startPC  uint64
 	startX0  uint64
 	starting bool
-	stopped  bool
-	park     parking
 
 	trace io.Writer
 	tflag TraceFlags
+
+	// v is the tcg run loop's state: exit requests, jump cache and table, chaining,
+	// TLB shootdowns (the hooks it calls are cpuOps).
+	v tcg.VCPU[CPU]
+}
+
+// cpuOps are the hooks the tcg run loop calls; cpuOpsTraced adds -d exec.
+var cpuOps, cpuOpsTraced = tcg.CPUOps[CPU]{
+	Fetch:         (*CPU).fetch,
+	Translate:     (*CPU).translateBlock,
+	HandleExit:    (*CPU).handleExit,
+	ExecInterrupt: (*CPU).checkInterrupts,
+}, tcg.CPUOps[CPU]{
+	Fetch:         (*CPU).fetch,
+	Translate:     (*CPU).translateBlock,
+	HandleExit:    (*CPU).handleExit,
+	ExecInterrupt: (*CPU).checkInterrupts,
+	TraceExec: func(c *CPU, t *tb) {
+		fmt.Fprintf(c.trace, "cpu%d Trace %#x [%016x] EL%d\n", c.cfg.ID, c.PC, t.Phys, c.el)
+	},
 }
 
 // New creates a powered-off vCPU. Reset (boot CPU) or Start (PSCI CPU_ON) powers it on.
 func New(cfg Config) *CPU {
-	c := &CPU{cfg: cfg, sys: systemFor(cfg.RAM), wake: make(chan struct{}, 1), trace: cfg.Trace, tflag: cfg.TraceFlags,
-		jumps: new(tcg.JumpTable), access: bus.CPUAccess(cfg.ID)}
+	c := &CPU{cfg: cfg, trace: cfg.Trace, tflag: cfg.TraceFlags, access: bus.CPUAccess(cfg.ID)}
 	if c.trace == nil {
 		c.tflag = 0
 	}
-	c.park.init()
-	c.sys.mu.Lock()
-	c.sys.cpus = append(c.sys.cpus, c)
-	c.sys.mu.Unlock()
+	ops := &cpuOps
+	if c.tflag&TraceExec != 0 {
+		ops = &cpuOpsTraced
+	}
+	init := func(eng *Engine) {
+		c.eng = eng
+		c.v.Init(eng, c, ops, &c.PC, &c.flags, &c.mmu, &c.tlb[0], &c.tlb[1])
+	}
+	if cfg.Engine != nil {
+		init(cfg.Engine)
+	} else {
+		systemsMu.Lock()
+		eng := systems[cfg.RAM]
+		if eng == nil {
+			eng = NewEngine(cfg.RAM)
+			systems[cfg.RAM] = eng
+		}
+		c.ownEng = true
+		init(eng)
+		systemsMu.Unlock()
+	}
 	c.resetState(0, 0)
-	c.exitReq.Store(reqPower) // Run starts by parking the powered-off vCPU
+	c.v.Request(reqPower) // Run starts by parking the powered-off vCPU
 	return c
 }
 
-// Close releases the vCPU's host resources (its timers) and its share of the
-// translation cache; when the last vCPU of a guest is closed the cache is dropped. The
-// vCPU must not be running and must not be used afterwards.
+// Close releases the vCPU's host resources (its timers) and leaves its engine; when the
+// last vCPU of an engine New created (no Config.Engine) is closed, the engine is
+// closed too. The vCPU must not be running and must not be used afterwards.
 func (c *CPU) Close() {
 	for i := range c.timers {
 		if c.timers[i].t != nil {
 			c.timers[i].t.Stop()
 		}
 	}
-	c.sys.mu.Lock()
-	for i, o := range c.sys.cpus {
-		if o == c {
-			c.sys.cpus = append(c.sys.cpus[:i], c.sys.cpus[i+1:]...)
-			break
-		}
+	if !c.ownEng {
+		c.v.Close()
+		return
 	}
-	empty := len(c.sys.cpus) == 0
-	c.sys.mu.Unlock()
-	if empty {
-		systemsMu.Lock()
-		if systems[c.cfg.RAM] == c.sys {
-			delete(systems, c.cfg.RAM)
-			c.sys.cache.Close() // unregisters from the RAM's code-write notification
-		}
-		systemsMu.Unlock()
+	systemsMu.Lock()
+	defer systemsMu.Unlock()
+	c.v.Close()
+	if c.eng.VCPUs() == 0 && systems[c.cfg.RAM] == c.eng {
+		delete(systems, c.cfg.RAM)
+		c.eng.Close() // unregisters from the RAM's code-write notification
 	}
 }
 
@@ -229,7 +230,7 @@ func (c *CPU) ID() int { return c.cfg.ID }
 func (c *CPU) Reset(pc, x0 uint64) {
 	c.resetState(pc, x0)
 	c.on.Store(true)
-	c.exitReq.Or(reqPower)
+	c.v.Request(reqPower)
 	c.kick()
 }
 
@@ -274,7 +275,7 @@ func (c *CPU) EL() int { return int(c.el) }
 // SetIRQ sets the level of the vCPU's IRQ input. Safe from any goroutine.
 func (c *CPU) SetIRQ(level bool) {
 	if c.irq.Swap(level) != level {
-		c.exitReq.Or(reqIRQ)
+		c.v.Request(reqIRQ)
 		c.kick()
 	}
 }
@@ -282,24 +283,19 @@ func (c *CPU) SetIRQ(level bool) {
 // SetFIQ sets the level of the vCPU's FIQ input. Safe from any goroutine.
 func (c *CPU) SetFIQ(level bool) {
 	if c.fiq.Swap(level) != level {
-		c.exitReq.Or(reqIRQ)
+		c.v.Request(reqIRQ)
 		c.kick()
 	}
 }
 
 // kick wakes the vCPU if it sleeps in WFI or powered off.
-func (c *CPU) kick() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
-}
+func (c *CPU) kick() { c.v.Kick() }
 
 // PowerOff powers the vCPU off (PSCI CPU_OFF, called from the HVC hook on the vCPU's own
 // goroutine): Run stops executing it until Start.
 func (c *CPU) PowerOff() {
 	c.on.Store(false)
-	c.exitReq.Or(reqPower)
+	c.v.Request(reqPower)
 	c.kick()
 }
 
@@ -320,7 +316,7 @@ func (c *CPU) Start(pc, contextID uint64) bool {
 		return false
 	}
 	c.starting, c.startPC, c.startX0 = true, pc, contextID
-	c.exitReq.Or(reqPower)
+	c.v.Request(reqPower)
 	c.kick()
 	return true
 }
@@ -328,113 +324,28 @@ func (c *CPU) Start(pc, contextID uint64) bool {
 // Run executes the vCPU until stop is closed, then returns nil. Guest errors never stop
 // it: they become guest exceptions (UNDEFINED, aborts), as on hardware, so nothing ends
 // Run early today; the error result is for host-side failures (a native backend's code
-// arena, for instance). A powered-off vCPU waits in Run for Start.
-func (c *CPU) Run(stop <-chan struct{}) error {
-	done := make(chan struct{})
-	defer close(done)
-	c.setRunning(true)
-	defer c.setRunning(false)
-	go func() {
-		select {
-		case <-stop:
-			c.startMu.Lock()
-			c.stopped = true
-			c.startMu.Unlock()
-			c.exitReq.Or(reqStop)
-			c.kick()
-			c.stopParked()
-		case <-done:
-		}
-	}()
-	var prevGen uint64
-	var prev *tb // the block just executed, while its page mapping is known unchanged
-	var link *tcg.LinkRec
-	for {
-		if c.exitReq.Load() != 0 {
-			prev, link = nil, nil
-			if stopped := c.service(); stopped {
-				return nil
-			}
-			if !c.on.Load() {
-				continue
-			}
-		}
-		var t *tb
-		if prev != nil && c.tlbGen == prevGen {
-			t = prev.Next(c.PC, c.flags)
-		}
-		if t == nil {
-			if t = c.lookupTB(); t == nil {
-				if t = c.findTB(); t == nil {
-					prev, link = nil, nil
-					continue // the fetch raised an exception
-				}
-			}
-			if h := t.JumpHdr(); h != nil && c.tflag&TraceExec == 0 {
-				c.jumps.Set(t.PC, h)
-			}
-			if prev != nil && c.tlbGen == prevGen && t.Flags == prev.Flags {
-				prev.Chain(t)
-			}
-		}
-		if link != nil {
-			// The previous block left through a chainable exit to this block: from
-			// now on its code jumps straight here (tcg/link.go says why that is safe).
-			c.sys.cache.Link(link, t)
-		}
-		prev, prevGen = t, c.tlbGen
-		tracing := c.tflag&TraceExec != 0
-		if tracing {
-			fmt.Fprintf(c.trace, "cpu%d Trace %#x [%016x] EL%d\n", c.cfg.ID, c.PC, t.Phys, c.el)
-		}
-		c.lastExit = nil
-		t.Code(c)
-		switch link = c.lastExit; {
-		case tracing:
-			link = nil // linked blocks would run untraced
-		case link != nil && link.SrcPC != t.PC:
-			// Another block, reached through links, ended the run: prev is not the
-			// block that left, so the Go-level chain must not use it.
-			prev = nil
-		}
+// arena, for instance). A powered-off vCPU waits in Run for Start. The loop itself is
+// tcg's (tcg.VCPU.Run); the hooks it calls are fetch, translateBlock, handleExit and
+// checkInterrupts.
+func (c *CPU) Run(stop <-chan struct{}) error { return c.v.Run(stop) }
+
+// handleExit is the run loop's HandleExit hook: a pending PSCI CPU_ON, timer deadlines
+// and power changes. It reports whether the vCPU is on.
+func (c *CPU) handleExit(req uint32) bool {
+	c.startMu.Lock()
+	if c.starting {
+		c.starting = false
+		c.resetState(c.startPC, c.startX0)
+		c.on.Store(true)
 	}
+	c.startMu.Unlock()
+	if req&(reqTimer|reqPower) != 0 {
+		c.updateTimers()
+	}
+	return c.on.Load()
 }
 
-// service handles pending exit requests at a block boundary; it reports whether Run
-// must return.
-func (c *CPU) service() bool {
-	for {
-		req := c.exitReq.Swap(0)
-		c.startMu.Lock()
-		stopped := c.stopped
-		if c.starting {
-			c.starting = false
-			c.resetState(c.startPC, c.startX0)
-			c.on.Store(true)
-		}
-		c.startMu.Unlock()
-		if stopped {
-			return true
-		}
-		if req&reqPark != 0 && c.parkNow() {
-			return true
-		}
-		if req&reqTLB != 0 {
-			c.applyTLBRequests()
-		}
-		if req&reqTimer != 0 || req&reqPower != 0 {
-			c.updateTimers()
-		}
-		if !c.on.Load() {
-			c.sleep()
-			continue
-		}
-		c.checkInterrupts()
-		return false
-	}
-}
-
-// checkInterrupts takes a pending unmasked FIQ or IRQ.
+// checkInterrupts takes a pending unmasked FIQ or IRQ (the run loop's ExecInterrupt).
 func (c *CPU) checkInterrupts() {
 	if c.fiq.Load() && c.daif&pstateF == 0 {
 		c.takeException(excFIQ, 0, 0, false, c.PC)
@@ -443,18 +354,13 @@ func (c *CPU) checkInterrupts() {
 	}
 }
 
-// sleep blocks until kicked or a timer deadline passes (WFI, powered off).
-func (c *CPU) sleep() {
-	<-c.wake
-}
-
 // wfi implements WFI: return at once if an interrupt is pending (even masked),
 // otherwise sleep until something changes.
 func (c *CPU) wfi() {
-	if c.irq.Load() || c.fiq.Load() || c.exitReq.Load() != 0 {
+	if c.irq.Load() || c.fiq.Load() || c.v.ExitRequested() {
 		return
 	}
-	c.sleep()
+	c.v.Sleep()
 }
 
 // tbFlags returns the translation flags for the current mode: things that change what
@@ -482,79 +388,19 @@ func (c *CPU) modeChanged() {
 }
 
 // flushTLB drops this vCPU's softmmu TLBs. The jump cache survives: its hits are
-// checked against the instruction TLB (see lookupTB).
-func (c *CPU) flushTLB() {
-	c.tlb[0].Flush()
-	c.tlb[1].Flush()
-	c.tlbGen++
-}
+// checked against the instruction TLB.
+func (c *CPU) flushTLB() { c.v.FlushTLB() }
 
 // broadcastTLBFlush flushes every vCPU's TLB (TLBI ... IS): this one at once, the others
 // at their next block boundary.
-func (c *CPU) broadcastTLBFlush() {
-	c.flushTLB()
-	c.sys.mu.Lock()
-	for _, o := range c.sys.cpus {
-		if o != c {
-			o.tlbReq.Lock()
-			o.tlbReq.all = true
-			o.tlbReq.Unlock()
-			o.exitReq.Or(reqTLB)
-		}
-	}
-	c.sys.mu.Unlock()
-}
-
-// maxPendingPages bounds the per-vCPU queue of by-VA invalidations from other vCPUs;
-// beyond it the whole TLB is flushed.
-const maxPendingPages = 64
-
-// tlbRequests are invalidations other vCPUs asked for, applied at the next block
-// boundary.
-type tlbRequests struct {
-	sync.Mutex
-	all   bool
-	pages []uint64
-}
+func (c *CPU) broadcastTLBFlush() { c.v.BroadcastFlushTLB() }
 
 // flushTLBPage drops the translations of the page holding va, on every vCPU when
 // broadcast (TLBI VAE1IS and friends).
 func (c *CPU) flushTLBPage(va uint64, broadcast bool) {
-	c.tlb[0].FlushPage(va)
-	c.tlb[1].FlushPage(va)
-	c.tlbGen++
-	if !broadcast {
-		return
-	}
-	c.sys.mu.Lock()
-	for _, o := range c.sys.cpus {
-		if o != c {
-			o.tlbReq.Lock()
-			if len(o.tlbReq.pages) < maxPendingPages {
-				o.tlbReq.pages = append(o.tlbReq.pages, va)
-			} else {
-				o.tlbReq.all = true
-			}
-			o.tlbReq.Unlock()
-			o.exitReq.Or(reqTLB)
-		}
-	}
-	c.sys.mu.Unlock()
-}
-
-// applyTLBRequests performs the invalidations other vCPUs queued for this one.
-func (c *CPU) applyTLBRequests() {
-	c.tlbReq.Lock()
-	all, pages := c.tlbReq.all, c.tlbReq.pages
-	c.tlbReq.all, c.tlbReq.pages = false, c.tlbReq.pages[:0]
-	if all {
-		c.flushTLB()
+	if broadcast {
+		c.v.BroadcastFlushTLBPage(va)
 	} else {
-		for _, va := range pages {
-			c.tlb[0].FlushPage(va)
-			c.tlb[1].FlushPage(va)
-		}
-		c.tlbGen++
+		c.v.FlushTLBPage(va)
 	}
-	c.tlbReq.Unlock()
 }

@@ -2,7 +2,11 @@
 // EL1, AArch64 only) with its architectural state, the A64 decoder/frontend that turns
 // guest instructions into tcg backend code, the stage-1 MMU and softmmu slow paths,
 // exceptions and the vector table, system registers, the exclusive monitor and the
-// generic timer. FP/AdvSIMD data processing lives in fpsimd*.go (decodeFPSIMD).
+// generic timer. FP/AdvSIMD data processing lives in fpsimd*.go (decodeFPSIMD). The run
+// loop is tcg's (tcg.VCPU.Run); this package implements its hooks (cpu.go: handleExit,
+// checkInterrupts; translate.go: fetch, translateBlock). The guest-wide translator
+// state is a tcg.Engine (arm.Engine), passed in Config.Engine by the board; without
+// one, vCPUs sharing a RAM share an engine New creates.
 //
 // It must not know about devices or machines: physical accesses that miss RAM go to the
 // machine's MMIO bus, the GIC CPU interface and IMPLEMENTATION DEFINED system registers

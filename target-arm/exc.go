@@ -93,7 +93,7 @@ func (c *CPU) eret() {
 	}
 	c.excl.valid = false
 	c.modeChanged()
-	c.exitReq.Or(reqIRQ) // DAIF may have unmasked a pending interrupt
+	c.v.Request(reqIRQ) // DAIF may have unmasked a pending interrupt
 	if c.tflag&TraceInt != 0 {
 		fmt.Fprintf(c.trace, "cpu%d Exception return from EL1 to EL%d PC %#x\n", c.cfg.ID, c.el, c.PC)
 	}

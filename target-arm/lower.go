@@ -17,18 +17,15 @@ var (
 	offPC     = unsafe.Offsetof(CPU{}.State) + unsafe.Offsetof(State{}.PC)
 	offTemps  = unsafe.Offsetof(CPU{}.temps)
 	offTLBPtr = unsafe.Offsetof(CPU{}.mmu)
-	offExit   = unsafe.Offsetof(CPU{}.exitReq)
 )
 
-// irTarget describes CPU to tcg backends.
-var irTarget = &tcg.Target[CPU]{
-	PC:       offPC,
-	TLB:      offTLBPtr,
-	Temps:    offTemps,
-	ExitReq:  offExit,
-	LastExit: unsafe.Offsetof(CPU{}.lastExit),
-	Flags:    unsafe.Offsetof(CPU{}.flags),
-	Jumps:    unsafe.Offsetof(CPU{}.jumps),
+// irTarget describes CPU to tcg backends (the run loop's exit-request word, last exit
+// and jump table are in CPU.v: newIRTarget adds them).
+var irTarget = newIRTarget(tcg.Target[CPU]{
+	PC:    offPC,
+	TLB:   offTLBPtr,
+	Temps: offTemps,
+	Flags: unsafe.Offsetof(CPU{}.flags),
 	LoadSlow: func(c *CPU, va uint64, size int) (uint64, bool) {
 		return c.ldSlow(va, size, c.el)
 	},
@@ -42,6 +39,11 @@ var irTarget = &tcg.Target[CPU]{
 	UserStoreSlow: func(c *CPU, va uint64, size int, v uint64) bool {
 		return c.stSlow(va, size, v, 0)
 	},
+})
+
+func newIRTarget(t tcg.Target[CPU]) *tcg.Target[CPU] {
+	t.SetVCPU(unsafe.Offsetof(CPU{}.v))
+	return &t
 }
 
 // TB flag bits (see tbFlags).
@@ -725,7 +727,7 @@ func lowerWide(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 		if sf {
 			size = 8
 		}
-		b.Div(opc, xreg(rd), xzr(rn), xzr(insn>>16&31), size)
+		b.Div(opc, xreg(rd), xzr(rn), xzr(insn>>16&31), size, tcg.DivZeroIsZero)
 		return true
 	case insn>>23&0x3f == 0x26 && insn>>29&3 == 1: // BFM: BFI, BFXIL
 		immr, imms := insn>>16&63, insn>>10&63
@@ -1060,7 +1062,7 @@ func lowerAddSubFlags(b *tcg.Builder[CPU], sf, sub bool, a, x tcg.Arg, rd uint32
 			b.Un(tcg.OpZext32, t0, t0)
 		}
 	}
-	b.Flags(flags, nzcv, a, x, size)
+	b.Flags(flags, nzcv, a, x, size, tcg.FlagsNZCV)
 	if rd != 31 {
 		b.Mov(xreg(rd), t0)
 	}
@@ -1073,7 +1075,7 @@ func lowerLogicFlags(b *tcg.Builder[CPU], sf bool, rd uint32) {
 	if !sf {
 		size = 4
 	}
-	b.Flags(tcg.OpFlagsLogic, nzcv, t0, tcg.Imm(0), size)
+	b.Flags(tcg.OpFlagsLogic, nzcv, t0, tcg.Imm(0), size, tcg.FlagsNZCV)
 	if rd != 31 {
 		b.Mov(xreg(rd), t0)
 	}

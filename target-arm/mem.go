@@ -244,8 +244,8 @@ func (c *CPU) writable(va uint64, size int, idx uint64) (host unsafe.Pointer, pa
 		}
 		host = unsafe.Add(host, va&0xfff)
 	}
-	if c.sys.cache.IsCode(pa) {
-		c.sys.cache.InvalidateRange(pa, uint64(size))
+	if c.eng.Cache().IsCode(pa) {
+		c.eng.Cache().InvalidateRange(pa, uint64(size))
 	}
 	return host, pa, true
 }
@@ -369,8 +369,8 @@ func (c *CPU) stExcl(va uint64, size int, lo, hi uint64) (status uint64, ok bool
 		return 1, true
 	}
 	// 16 bytes: both halves lie in the same page (16-byte aligned).
-	c.sys.pair.Lock()
-	defer c.sys.pair.Unlock()
+	c.eng.Exclusive.Lock()
+	defer c.eng.Exclusive.Unlock()
 	p0 := (*uint64)(host)
 	p1 := (*uint64)(unsafe.Add(host, 8))
 	if atomic.LoadUint64(p0) != m.val || atomic.LoadUint64(p1) != m.hi {

@@ -162,7 +162,7 @@ func (c *CPU) fill(va uint64, acc int, idx int) (pa uint64, host unsafe.Pointer,
 	}
 	host = c.hostPage(w.pa)
 	if host != nil {
-		code := c.sys.cache.CodeFlag(w.pa)
+		code := c.eng.Cache().CodeFlag(w.pa)
 		c.tlb[idx].Fill(va, w.pa, host, code, w.r, w.w && code != nil, w.x, 0)
 	}
 	return w.pa, host, true

@@ -158,10 +158,7 @@ func (c *CPU) el0Access(k uint32, read bool) int {
 
 // counter returns the current CNTPCT/CNTVCT value.
 func (c *CPU) counter() uint64 {
-	if f := c.sys.frozen.Load(); f != 0 {
-		return uint64(f-1) / cntNsPerTic // paused (PauseClock)
-	}
-	return uint64(time.Since(c.sys.start).Nanoseconds()-c.sys.clockOff.Load()) / cntNsPerTic
+	return uint64(c.eng.GuestTime().Nanoseconds()) / cntNsPerTic
 }
 
 // readSys implements MRS. ok=false makes the instruction UNDEFINED.
@@ -375,7 +372,7 @@ func (c *CPU) writeSys(op0, op1, crn, crm, op2 uint32, v uint64) (ok, end bool) 
 		c.NZCV = v & 0xf0000000
 	case kDAIF:
 		c.daif = v & pstateDAIF
-		c.exitReq.Or(reqIRQ)
+		c.v.Request(reqIRQ)
 		return true, true
 	case kFPCR:
 		c.FPCR = v & 0x07ff9f00
@@ -461,7 +458,7 @@ func (c *CPU) updateTimers() {
 			}
 			if t.t == nil {
 				t.t = time.AfterFunc(d, func() {
-					c.exitReq.Or(reqTimer)
+					c.v.Request(reqTimer)
 					c.kick()
 				})
 			} else {

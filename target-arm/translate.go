@@ -12,60 +12,32 @@ import (
 // maxBlockInsns bounds a translation block so interrupts are checked often enough.
 const maxBlockInsns = 128
 
-// lookupTB returns the block at c.PC from the jump cache if the instruction TLB still
-// maps c.PC, executable, to the physical page the block was translated from.
-func (c *CPU) lookupTB() *tb {
-	pc := c.PC
-	e := c.mmu.Entry(pc)
-	if e.Exec != pc&tcg.PageMask {
-		return nil
-	}
-	t := c.jc.Lookup(pc, c.flags)
-	if t == nil || t.Phys&tcg.PageMask != e.Phys {
-		return nil
-	}
-	return t
-}
-
-// findTB finds or translates the block at c.PC. It returns nil when the instruction
-// fetch raised an exception.
-func (c *CPU) findTB() *tb {
-	pc := c.PC
+// fetch is the run loop's Fetch hook: the PC alignment check, then the instruction
+// TLB or a stage-1 walk for the fetch at pc. It returns false after raising the PC
+// alignment fault or instruction abort.
+func (c *CPU) fetch(pc uint64) (pa uint64, host unsafe.Pointer, ok bool) {
 	if pc&3 != 0 {
 		c.takeException(excSync, ecPCAlign<<26|1<<25, pc, true, pc)
-		return nil
+		return 0, nil, false
 	}
 	e := c.mmu.Entry(pc)
-	var pa uint64
-	var host unsafe.Pointer
 	if e.Exec == pc&tcg.PageMask {
-		pa, host = e.Phys|pc&0xfff, e.Host
-	} else {
-		var ok bool
-		pa, host, ok = c.fill(pc, accExec, int(c.el))
-		if !ok {
-			return nil
-		}
-		if host == nil {
-			c.abort(pc, accExec, fscExtAbort)
-			return nil
-		}
+		return e.Phys | pc&0xfff, e.Host, true
 	}
-	if t := c.jc.Lookup(pc, c.flags); t != nil && t.Phys == pa {
-		return t
+	pa, host, ok = c.fill(pc, accExec, int(c.el))
+	if !ok {
+		return 0, nil, false
 	}
-	k := tcg.Key{PC: pc, Phys: pa, Flags: c.flags}
-	t := c.sys.cache.Lookup(k)
-	if t == nil {
-		t = c.translateBlock(k, host)
+	if host == nil {
+		c.abort(pc, accExec, fscExtAbort)
+		return 0, nil, false
 	}
-	c.jc.Set(t)
-	return t
+	return pa, host, true
 }
 
-// translateBlock decodes guest code from host page memory (the page holding k.Phys)
-// into IR and compiles it into a new TB.
-func (c *CPU) translateBlock(k tcg.Key, host unsafe.Pointer) *tb {
+// translateBlock is the run loop's Translate hook: it decodes guest code from host page
+// memory (the page holding k.Phys) into IR and compiles it.
+func (c *CPU) translateBlock(k tcg.Key, host unsafe.Pointer) tcg.Translation[CPU] {
 	var b tcg.Builder[CPU]
 	pc := k.PC
 	for off, n := k.Phys&0xfff, 0; off < 0x1000 && n < maxBlockInsns; off, n = off+4, n+1 {
@@ -115,7 +87,7 @@ func (c *CPU) translateBlock(k tcg.Key, host unsafe.Pointer) *tb {
 		start := k.PC
 		f, lk = func(c *CPU) { c.undef(start) }, tcg.Linkage{}
 	}
-	return c.sys.cache.InsertLinked(k, f, pc, lk)
+	return tcg.Translation[CPU]{Code: f, End: pc, Link: lk}
 }
 
 func (c *CPU) traceInsn(pc uint64, insn uint32) {

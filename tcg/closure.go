@@ -503,7 +503,7 @@ func compileSized[E any](t *Target[E], op *Op[E], value func(opc Opcode, a, b ui
 	if op.Opc == OpFlagsLogic {
 		b = operand{imm: true, valid: true}
 	}
-	if !okd || !a.valid || !b.valid || op.Size != 4 && op.Size != 8 {
+	if !okd || !a.valid || !b.valid || op.Size != 4 && op.Size != 8 || !op.modeOK() {
 		return nil, fmt.Errorf("tcg: malformed IR op %v", op)
 	}
 	opc, size := op.Opc, int(op.Size)

@@ -1,20 +1,43 @@
 // Package tcg owns the target-independent half of gemu's translating CPU engine: the
-// translation-block (TB) cache keyed by guest physical PC, virtual PC and mode flags; the
-// per-vCPU direct-mapped jump cache; direct block chaining; the softmmu TLB structure
-// (virtual page → host pointer, per vCPU and MMU index); and the bookkeeping that
-// invalidates translated code when the guest or a device writes to a page holding it
-// (the per-page "holds code" flag itself is hw/memory's PageCode: code.go). It must not
-// know any guest instruction set, device or machine: targets (target-arm, target-x86)
-// decode guest code, walk their page tables and raise their exceptions, and hand tcg
-// only addresses, flags and backend code.
+// run loop (exec.go: VCPU.Run, QEMU's cpu-exec.c) that drives a vCPU through the hooks
+// its target implements (CPUOps, QEMU's TCGCPUOps: Fetch, Translate, HandleExit,
+// ExecInterrupt); the per-guest Engine (engine.go) the board creates once and hands to
+// every vCPU, holding the translation-block (TB) cache keyed by guest physical PC,
+// virtual PC and mode flags and the set of vCPUs TLB shootdowns reach; the per-vCPU
+// direct-mapped jump cache and jump table; direct block chaining; exit requests and
+// cross-vCPU TLB invalidation at block boundaries; the softmmu TLB structure (virtual
+// page → host pointer, per vCPU and MMU index); and the bookkeeping that invalidates
+// translated code when the guest or a device writes to a page holding it (the per-page
+// "holds code" flag itself is hw/memory's PageCode: code.go). It must not know any
+// guest instruction set, device or machine: targets (target-arm, target-x86) decode
+// guest code, walk their page tables, raise and deliver their exceptions and
+// interrupts, and hand tcg only addresses, flags, IR and exit-request bits.
+//
+// # Run loop
+//
+// A target embeds a VCPU in its per-vCPU environment E, points Target.SetVCPU at it,
+// and calls VCPU.Init with its engine, its CPUOps and pointers to its PC, current mode
+// flags and current TLB. Per block the loop checks the exit-request word, follows the
+// previous block's chain link or probes the jump cache (validated against the
+// instruction TLB) with no hook call; on a miss it calls Fetch (alignment, MMU fill)
+// and, when the engine's cache has no block, Translate, and inserts the result. It
+// links the native exit the last block took and records native blocks in the jump
+// table. With an exit requested it applies queued TLB shootdowns, hands the target
+// its request bits (HandleExit; a vCPU that cannot run sleeps until Kick) and lets it
+// deliver an interrupt (ExecInterrupt). A block may run on into the next virtual page
+// when the target says so (Translation.Spans, for ISAs whose instructions straddle
+// pages): the cache records it on both physical pages, the loop checks the second
+// page's mapping (instruction TLB, else the target's Probe) before entering it, and
+// generated code never chains or jumps to it.
 //
 // # Frontend, IR, backend
 //
 // A target frontend translates one block of guest code into the IR defined in ir.go
 // (Builder): moves, 64-bit arithmetic/logic/shift ops, zero/sign extension, byte
 // reversal and count-leading-zeros (one host instruction each natively), condition
-// flags of an add, subtract or value in the A-profile NZCV layout (one host ALU
-// instruction and setcc), 32/64-bit division with A64's defined results, a full
+// flags of an add, subtract or value in a layout the op names (FlagsNZCV, A-profile,
+// is the only one: one host ALU instruction and setcc), 32/64-bit division whose
+// zero-divisor and overflow results the op names (DivZeroIsZero, A64's), a full
 // fence, loads and stores through the softmmu TLB (size, sign; little-endian guests;
 // unprivileged ones through a second TLB), conditional and unconditional block exits
 // (goto-tb: direct links between native blocks, else a jump-table probe, else the run

@@ -36,18 +36,45 @@ const (
 	OpSetLtu                   // D = 1 if A < B (unsigned) else 0
 	OpBswap                    // D = A with its 8 bytes reversed
 	OpClz                      // D = number of leading zero bits of A (64 if A == 0)
-	// Condition flags in the A-profile NZCV layout (N bit 31, Z 30, C 29, V 28, all
-	// other bits zero), computed on the low Size (4 or 8) bytes of the operands: one op
-	// instead of the dozen ALU ops spelling them out, and one host flag-setting
-	// instruction natively.
-	OpFlagsAdd   // D = NZCV of A + B (C: unsigned carry out, V: signed overflow)
-	OpFlagsSub   // D = NZCV of A - B (C: no borrow, as A64's SUBS/CMP)
-	OpFlagsLogic // D = NZCV of the value A (N, Z; C and V clear)
+	// Condition flags of an add, subtract or value, computed on the low Size (4 or 8)
+	// bytes of the operands and packed in the layout Op.Mode names (a FlagLayout:
+	// which bits, and what carry means on a subtract, are the target's): one op instead
+	// of the dozen ALU ops spelling them out, and one host flag-setting instruction
+	// natively. The only layout so far is FlagsNZCV (A-profile); a target whose flags
+	// differ (x86's EFLAGS, with borrow rather than no-borrow carry on SUB) adds a
+	// layout here, or computes its flags with generic ops (QEMU's IR has no flags
+	// at all: target/arm keeps NF/ZF/CF/VF globals, target/i386 computes lazily from
+	// cc_op, cc_src, cc_dst).
+	OpFlagsAdd   // D = flags of A + B (carry out, signed overflow)
+	OpFlagsSub   // D = flags of A - B
+	OpFlagsLogic // D = flags of the value A (negative, zero; carry and overflow clear)
 	OpFence      // full memory barrier: earlier loads and stores before later ones
-	// Division on the low Size (4 or 8) bytes, A64 style: a zero divisor gives 0, the
-	// most negative value divided by -1 gives itself; 4-byte results are zero-extended.
+	// Division on the low Size (4 or 8) bytes; 4-byte results are zero-extended. What a
+	// zero divisor and the signed overflow (most negative / -1) give is Op.Mode, a
+	// DivResults the frontend states: architectures differ there (A64 defines both,
+	// x86 raises #DE, which a frontend emits as a test and a helper call before the
+	// division).
 	OpUdiv // D = A / B, unsigned
 	OpSdiv // D = A / B, signed, rounded towards zero
+)
+
+// FlagLayout is the Op.Mode of a flags op: how the flags are packed in D.
+type FlagLayout uint8
+
+const (
+	// FlagsNZCV is the A-profile layout: N bit 31, Z 30, C 29, V 28, all other bits
+	// zero; C of a subtract is "no borrow" (A64's SUBS/CMP).
+	FlagsNZCV FlagLayout = 1
+)
+
+// DivResults is the Op.Mode of a division op: its results where the quotient is not
+// representable.
+type DivResults uint8
+
+const (
+	// DivZeroIsZero is A64's UDIV/SDIV: a zero divisor gives 0, the most negative
+	// value divided by -1 gives itself (the wrapped quotient).
+	DivZeroIsZero DivResults = 1
 )
 
 var opNames = [...]string{OpMov: "mov", OpAdd: "add", OpSub: "sub", OpAnd: "and", OpOr: "or", OpXor: "xor",
@@ -114,6 +141,10 @@ type Op[E any] struct {
 	Size    uint8  // memory access size in bytes: 1, 2, 4 or 8
 	Signed  bool   // OpLoad: sign-extend
 	User    bool   // OpLoad, OpStore: unprivileged (Target.UserTLB and the user slow paths)
+	// Mode is the variant of the op's semantics the frontend chose: the FlagLayout of a
+	// flags op, the DivResults of a division; zero for other ops. A mode a backend does
+	// not know makes the op malformed.
+	Mode uint8
 	// PC is the guest PC of the instruction the op belongs to; backends store it to the
 	// target's PC before anything that can raise a guest exception (memory slow paths).
 	PC     uint64
@@ -128,6 +159,8 @@ func (o *Op[E]) String() string {
 		return fmt.Sprintf("%v [%v+%#x], %v size=%d", o.Opc, o.A, o.Off, o.B, o.Size)
 	case OpCall:
 		return fmt.Sprintf("call helper pc=%#x", o.PC)
+	case OpFlagsAdd, OpFlagsSub, OpFlagsLogic, OpUdiv, OpSdiv:
+		return fmt.Sprintf("%v %v, %v, %v size=%d mode=%d", o.Opc, o.D, o.A, o.B, o.Size, o.Mode)
 	}
 	return fmt.Sprintf("%v %v, %v, %v", o.Opc, o.D, o.A, o.B)
 }
@@ -198,15 +231,27 @@ func (b *Builder[E]) Bin(opc Opcode, d, a, x Arg) { b.emit(Op[E]{Opc: opc, D: d,
 // Un emits a one-operand op (OpZext32, OpSext32, OpBswap, OpClz).
 func (b *Builder[E]) Un(opc Opcode, d, a Arg) { b.emit(Op[E]{Opc: opc, D: d, A: a}) }
 
-// Flags emits a flags op (OpFlagsAdd, OpFlagsSub: D = NZCV of A op B; OpFlagsLogic: of
-// A, x unused) on the low size (4 or 8) bytes.
-func (b *Builder[E]) Flags(opc Opcode, d, a, x Arg, size int) {
-	b.emit(Op[E]{Opc: opc, D: d, A: a, B: x, Size: uint8(size)})
+// Flags emits a flags op (OpFlagsAdd, OpFlagsSub: D = flags of A op B; OpFlagsLogic:
+// of A, x unused) on the low size (4 or 8) bytes, in layout l.
+func (b *Builder[E]) Flags(opc Opcode, d, a, x Arg, size int, l FlagLayout) {
+	b.emit(Op[E]{Opc: opc, D: d, A: a, B: x, Size: uint8(size), Mode: uint8(l)})
 }
 
-// Div emits D = A / B (OpUdiv or OpSdiv) on size (4 or 8) bytes.
-func (b *Builder[E]) Div(opc Opcode, d, a, x Arg, size int) {
-	b.emit(Op[E]{Opc: opc, D: d, A: a, B: x, Size: uint8(size)})
+// Div emits D = A / B (OpUdiv or OpSdiv) on size (4 or 8) bytes, with results r where
+// the quotient is not representable.
+func (b *Builder[E]) Div(opc Opcode, d, a, x Arg, size int, r DivResults) {
+	b.emit(Op[E]{Opc: opc, D: d, A: a, B: x, Size: uint8(size), Mode: uint8(r)})
+}
+
+// modeOK reports whether op's Mode is one the backends implement.
+func (o *Op[E]) modeOK() bool {
+	switch o.Opc {
+	case OpFlagsAdd, OpFlagsSub, OpFlagsLogic:
+		return FlagLayout(o.Mode) == FlagsNZCV
+	case OpUdiv, OpSdiv:
+		return DivResults(o.Mode) == DivZeroIsZero
+	}
+	return o.Mode == 0
 }
 
 // Fence emits a full memory barrier.

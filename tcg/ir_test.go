@@ -146,6 +146,22 @@ func testCompileRejectsMalformedIR(t *testing.T, be Backend) {
 	if _, _, err := compileWith(be, testTarget(), b.Ops); err == nil {
 		t.Error("Compile accepted a nil helper")
 	}
+	// Flags and division ops must state their layout and results (Op.Mode): one a
+	// backend does not implement is malformed, not silently A64's.
+	for _, mode := range []uint8{0, 2} {
+		b = Builder[testEnv]{}
+		b.Flags(OpFlagsSub, reg(0), reg(1), reg(2), 8, FlagLayout(mode))
+		b.Exit(Imm(0))
+		if _, _, err := compileWith(be, testTarget(), b.Ops); err == nil {
+			t.Errorf("Compile accepted a flags op with layout %d", mode)
+		}
+		b = Builder[testEnv]{}
+		b.Div(OpSdiv, reg(0), reg(1), reg(2), 8, DivResults(mode))
+		b.Exit(Imm(0))
+		if _, _, err := compileWith(be, testTarget(), b.Ops); err == nil {
+			t.Errorf("Compile accepted a division with results %d", mode)
+		}
+	}
 }
 
 // runUnfused runs ops one compiled op at a time, bypassing fusion and unrolling: the

@@ -985,7 +985,7 @@ func emitStore[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 // emitFlags computes a flags op with one host ALU instruction (32- or 64-bit) and turns
 // SF, ZF, CF (inverted for a subtraction: A64's C is "no borrow") and OF into NZCV.
 func emitFlags[E any](a *emitter, op *Op[E]) bool {
-	if op.Size != 4 && op.Size != 8 {
+	if op.Size != 4 && op.Size != 8 || !op.modeOK() {
 		return false
 	}
 	w := op.Size == 8
@@ -1045,7 +1045,7 @@ func emitFlags[E any](a *emitter, op *Op[E]) bool {
 // faults on: a zero divisor (result 0) and, signed, a divisor of -1 (negation, which
 // wraps the most negative value onto itself).
 func emitDiv[E any](a *emitter, op *Op[E]) bool {
-	if op.Size != 4 && op.Size != 8 {
+	if op.Size != 4 && op.Size != 8 || !op.modeOK() {
 		return false
 	}
 	w := op.Size == 8

@@ -61,14 +61,14 @@ func randBlock(r *rand.Rand) []Op[testEnv] {
 		switch k := r.Intn(10); {
 		case k < 3 && r.Intn(3) == 0:
 			opc := []Opcode{OpFlagsAdd, OpFlagsSub, OpFlagsLogic}[r.Intn(3)]
-			b.Flags(opc, randLoc(r), randOperand(r), randOperand(r), 4<<r.Intn(2))
+			b.Flags(opc, randLoc(r), randOperand(r), randOperand(r), 4<<r.Intn(2), FlagsNZCV)
 		case k < 3:
 			opc := []Opcode{OpAdd, OpSub, OpAnd, OpOr, OpXor, OpShl, OpShr, OpSar, OpMul, OpSetEq, OpSetLtu}[r.Intn(11)]
 			b.Bin(opc, randLoc(r), randLoc(r), randOperand(r))
 		case k == 3 && r.Intn(8) == 0:
 			b.Fence()
 		case k == 3 && r.Intn(4) == 0:
-			b.Div([]Opcode{OpUdiv, OpSdiv}[r.Intn(2)], randLoc(r), randOperand(r), randOperand(r), 4<<r.Intn(2))
+			b.Div([]Opcode{OpUdiv, OpSdiv}[r.Intn(2)], randLoc(r), randOperand(r), randOperand(r), 4<<r.Intn(2), DivZeroIsZero)
 		case k == 3:
 			b.Mov(randLoc(r), randOperand(r))
 		case k == 4:

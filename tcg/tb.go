@@ -27,7 +27,8 @@ type Key struct {
 }
 
 // TB is one translation block: straight-line guest code from Key.PC up to and including
-// the first control transfer, never crossing a guest page. Code is the backend's code
+// the first control transfer, within one guest page or, for a spanning block
+// (InsertSpanning), extending into the next virtual page. Code is the backend's code
 // type (for the closure backend, the func returned by Compile).
 type TB[Code any] struct {
 	Key
@@ -35,6 +36,12 @@ type TB[Code any] struct {
 	Code Code
 	// End is the guest virtual PC just past the block's last instruction.
 	End uint64
+	// spans: the block's code extends into the virtual page after Key.PC's, which
+	// mapped to the physical page page2 when it was translated. Spanning blocks are
+	// never chained to nor jumped to by generated code: only the run loop enters them,
+	// after checking that the second page still maps to page2.
+	spans bool
+	page2 uint64
 	// next caches the successor reached by falling through or branching to End (slot 0)
 	// and by a taken branch elsewhere (slot 1), for direct chaining within a page.
 	next [2]atomic.Pointer[TB[Code]]
@@ -50,6 +57,28 @@ type TB[Code any] struct {
 // JumpHdr returns the block's header for JumpTable.Set, or nil when generated code
 // cannot jump to it.
 func (tb *TB[Code]) JumpHdr() *LinkRec { return tb.hdr }
+
+// Page2 returns the physical page the block's code extends into, and whether it spans
+// two pages at all.
+func (tb *TB[Code]) Page2() (uint64, bool) { return tb.page2, tb.spans }
+
+// page2VA is the virtual address of the page after the block's first.
+func (tb *TB[Code]) page2VA() uint64 { return tb.PC&PageMask + PageSize }
+
+// extent returns the physical range [start, end) of page (a page address) the block's
+// code occupies, ok false if none.
+func (tb *TB[Code]) extent(page uint64) (start, end uint64, ok bool) {
+	if first := tb.Phys & PageMask; page == first {
+		if tb.spans {
+			return tb.Phys, first + PageSize, true
+		}
+		return tb.Phys, tb.Phys + (tb.End - tb.PC), true
+	}
+	if tb.spans && page == tb.page2 {
+		return page, page + (tb.End - tb.page2VA()), true
+	}
+	return 0, 0, false
+}
 
 func (tb *TB[Code]) chainSlot(pc uint64) int {
 	if pc == tb.End {
@@ -72,9 +101,10 @@ func (tb *TB[Code]) Next(pc, flags uint64) *TB[Code] {
 }
 
 // Chain records n as tb's successor when both come from the same virtual and physical
-// page (one page invalidation or remapping then covers the link).
+// page (one page invalidation or remapping then covers the link) and n does not span
+// into another page (Next could not check that page's mapping).
 func (tb *TB[Code]) Chain(n *TB[Code]) {
-	if n.PC&PageMask == tb.PC&PageMask && n.Phys&PageMask == tb.Phys&PageMask {
+	if n.PC&PageMask == tb.PC&PageMask && n.Phys&PageMask == tb.Phys&PageMask && !n.spans {
 		tb.next[tb.chainSlot(n.PC)].Store(n)
 	}
 }
@@ -85,9 +115,12 @@ func (tb *TB[Op]) Valid() bool { return !tb.dead.Load() }
 // Cache is the block cache shared by all vCPUs of one guest; Op is the backend's code
 // type.
 type Cache[Op any] struct {
-	mu    sync.Mutex
-	m     map[Key]*TB[Op]
-	pages map[uint64][]*TB[Op] // physical page → blocks translated from it
+	mu sync.Mutex
+	m  map[Key]*TB[Op]
+	// span holds the spanning blocks by key: several second pages may be seen for one.
+	span  map[Key][]*TB[Op]
+	nspan int
+	pages map[uint64][]*TB[Op] // physical page → blocks translated from it (both pages of a spanning one)
 	ram   *memory.RAM          // owns the pages' code flags (code.go); nil in some tests
 	unreg func()               // removes the code-write handler
 }
@@ -97,7 +130,7 @@ type Cache[Op any] struct {
 // holding translated code invalidate it. A RAM has one cache at a time (memory keeps
 // one code flag per page, not one per cache); Close the cache before making another.
 func NewCache[Op any](ram *memory.RAM) *Cache[Op] {
-	c := &Cache[Op]{m: make(map[Key]*TB[Op]), pages: make(map[uint64][]*TB[Op]), ram: ram}
+	c := &Cache[Op]{m: make(map[Key]*TB[Op]), span: make(map[Key][]*TB[Op]), pages: make(map[uint64][]*TB[Op]), ram: ram}
 	if ram != nil {
 		c.unreg = ram.OnCodeWrite(c.codeWritten)
 	}
@@ -116,7 +149,7 @@ func (c *Cache[Op]) Close() {
 	}
 }
 
-// Lookup returns the valid TB for k, or nil.
+// Lookup returns the valid TB for k that lies in one page, or nil.
 func (c *Cache[Op]) Lookup(k Key) *TB[Op] {
 	c.mu.Lock()
 	tb := c.m[k]
@@ -133,12 +166,66 @@ func (c *Cache[Op]) Insert(k Key, code Op, end uint64) *TB[Op] {
 
 // InsertLinked is Insert for a block the native backend can chain (see link.go).
 func (c *Cache[Op]) InsertLinked(k Key, code Op, end uint64, lk Linkage) *TB[Op] {
-	page := k.Phys & PageMask
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if tb := c.m[k]; tb != nil {
 		return tb
 	}
+	tb := c.newTB(k, code, end, lk)
+	c.m[k] = tb
+	return tb
+}
+
+// InsertSpanning is InsertLinked for a block whose code extends past the end of its
+// first page into the next virtual page, which maps to the physical page page2: both
+// pages are marked as holding code and a write to either drops it. Generated code
+// never enters it (lk.Entry is ignored; its exits may be linked). It returns the block
+// now in the cache for k and page2.
+func (c *Cache[Op]) InsertSpanning(k Key, code Op, end uint64, lk Linkage, page2 uint64) *TB[Op] {
+	page2 &= PageMask
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, tb := range c.span[k] {
+		if tb.page2 == page2 {
+			return tb
+		}
+	}
+	lk.Entry = 0
+	tb := c.newTB(k, code, end, lk)
+	tb.spans, tb.page2 = true, page2
+	if page2 != k.Phys&PageMask {
+		c.pages[page2] = append(c.pages[page2], tb)
+		c.setCode(page2)
+	}
+	c.span[k] = append(c.span[k], tb)
+	c.nspan++
+	return tb
+}
+
+// lookupSpanning returns a valid spanning block for k whose second page is the one
+// page2 reports now (called only when there is a candidate; ok=false: not mapped).
+func (c *Cache[Op]) lookupSpanning(k Key, page2 func() (uint64, bool)) *TB[Op] {
+	c.mu.Lock()
+	cands := append([]*TB[Op](nil), c.span[k]...)
+	c.mu.Unlock()
+	if len(cands) == 0 {
+		return nil
+	}
+	p2, ok := page2()
+	if !ok {
+		return nil
+	}
+	for _, tb := range cands {
+		if tb.page2 == p2&PageMask && !tb.dead.Load() {
+			return tb
+		}
+	}
+	return nil
+}
+
+// newTB makes the block for k and records it on its first page. c.mu is held.
+func (c *Cache[Op]) newTB(k Key, code Op, end uint64, lk Linkage) *TB[Op] {
+	page := k.Phys & PageMask
 	for _, r := range lk.Exits {
 		r.SrcPC, r.SrcPhys, r.SrcFlags = k.PC, k.Phys, k.Flags
 	}
@@ -149,10 +236,55 @@ func (c *Cache[Op]) InsertLinked(k Key, code Op, end uint64, lk Linkage) *TB[Op]
 			tb.hdr = h
 		}
 	}
-	c.m[k] = tb
 	c.pages[page] = append(c.pages[page], tb)
 	c.setCode(page)
 	return tb
+}
+
+// drop kills tb, removes it from the key maps and, for a spanning block, from the
+// block list of its page other than page (the caller updates page's list). c.mu is
+// held.
+func (c *Cache[Op]) drop(tb *TB[Op], page uint64) {
+	c.kill(tb)
+	if !tb.spans {
+		if c.m[tb.Key] == tb {
+			delete(c.m, tb.Key)
+		}
+		return
+	}
+	l := c.span[tb.Key]
+	for i, o := range l {
+		if o == tb {
+			l = append(l[:i], l[i+1:]...)
+			c.nspan--
+			break
+		}
+	}
+	if len(l) == 0 {
+		delete(c.span, tb.Key)
+	} else {
+		c.span[tb.Key] = l
+	}
+	other := tb.Phys & PageMask
+	if page == other {
+		other = tb.page2
+	}
+	if other == page {
+		return
+	}
+	ol := c.pages[other]
+	for i, o := range ol {
+		if o == tb {
+			ol = append(ol[:i], ol[i+1:]...)
+			break
+		}
+	}
+	if len(ol) == 0 {
+		delete(c.pages, other)
+		c.clearCode(other)
+	} else {
+		c.pages[other] = ol
+	}
 }
 
 // kill marks tb dead and unlinks the exits chained to it. c.mu is held.
@@ -198,11 +330,10 @@ func (c *Cache[Op]) InvalidatePage(phys uint64) bool {
 	if len(tbs) == 0 {
 		return false
 	}
-	for _, tb := range tbs {
-		c.kill(tb)
-		delete(c.m, tb.Key)
-	}
 	delete(c.pages, page)
+	for _, tb := range tbs {
+		c.drop(tb, page)
+	}
 	return true
 }
 
@@ -217,12 +348,10 @@ func (c *Cache[Op]) InvalidateRange(phys, n uint64) bool {
 	tbs := c.pages[page]
 	kept := tbs[:0]
 	dropped := false
+	var drop []*TB[Op]
 	for _, tb := range tbs {
-		start := tb.Phys
-		end := start + (tb.End - tb.PC)
-		if phys < end && start < phys+n {
-			c.kill(tb)
-			delete(c.m, tb.Key)
+		if start, end, _ := tb.extent(page); phys < end && start < phys+n {
+			drop = append(drop, tb)
 			dropped = true
 			continue
 		}
@@ -234,6 +363,9 @@ func (c *Cache[Op]) InvalidateRange(phys, n uint64) bool {
 		c.clearCode(page)
 	} else {
 		c.pages[page] = kept
+	}
+	for _, tb := range drop {
+		c.drop(tb, page)
 	}
 	return dropped
 }
@@ -249,6 +381,8 @@ func (c *Cache[Op]) InvalidateAll() {
 		c.clearCode(page)
 	}
 	c.m = make(map[Key]*TB[Op])
+	c.span = make(map[Key][]*TB[Op])
+	c.nspan = 0
 	c.pages = make(map[uint64][]*TB[Op])
 }
 
@@ -256,7 +390,7 @@ func (c *Cache[Op]) InvalidateAll() {
 func (c *Cache[Op]) Len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.m)
+	return len(c.m) + c.nspan
 }
 
 // JumpCacheBits is log2 of the number of jump-cache entries per vCPU.

@@ -85,6 +85,47 @@ func TestInvalidateRange(t *testing.T) {
 	}
 }
 
+// A block spanning two pages is found only for the second page it was translated
+// with, is dropped by a write to the part of either page it occupies, and leaves
+// neither page marked as code once dropped.
+func TestSpanningBlock(t *testing.T) {
+	c := NewCache[int](newRAM(t))
+	k := Key{PC: 0x1ff8, Phys: 0x40001ff8}
+	const page2 = 0x40003000 // the next virtual page maps to a non-adjacent physical page
+	insert := func() *TB[int] {
+		tb := c.InsertSpanning(k, 0, 0x2008, Linkage{}, page2) // [ff8,1000) and [3000,3008)
+		if c.InsertSpanning(k, 0, 0x2008, Linkage{}, page2) != tb {
+			t.Fatal("a second insert for the same key and second page made another block")
+		}
+		return tb
+	}
+	a := insert()
+	if c.Len() != 1 || c.Lookup(k) != nil || !c.IsCode(0x40001000) || !c.IsCode(page2) {
+		t.Fatalf("Len %d, one-page Lookup %v, code flags %v %v", c.Len(), c.Lookup(k), c.IsCode(0x40001000), c.IsCode(page2))
+	}
+	at := func(p uint64) func() (uint64, bool) { return func() (uint64, bool) { return p, true } }
+	if c.lookupSpanning(k, at(page2+0x123)) != a || c.lookupSpanning(k, at(0x40004000)) != nil {
+		t.Fatal("spanning lookup does not check the second page")
+	}
+	b := c.InsertSpanning(k, 1, 0x2008, Linkage{}, 0x40004000)
+	if b == a || c.Len() != 2 || c.lookupSpanning(k, at(0x40004000)) != b {
+		t.Fatal("a second mapping of the second page did not get its own block")
+	}
+	if c.InvalidateRange(page2+8, 8) || c.InvalidateRange(0x40001000-16, 8) || !a.Valid() {
+		t.Fatal("a write outside the block's bytes dropped it")
+	}
+	if !c.InvalidateRange(page2+4, 8) || a.Valid() || !b.Valid() || c.IsCode(page2) || c.Len() != 1 {
+		t.Fatal("a write to the block's bytes in its second page did not drop it alone")
+	}
+	if !c.InvalidatePage(0x40001000) || b.Valid() || c.Len() != 0 || c.IsCode(0x40004000) || len(c.pages) != 0 {
+		t.Fatal("invalidating the first page did not drop the block from both pages")
+	}
+	a = insert()
+	if !c.InvalidateRange(0x40001ffc, 1) || a.Valid() || c.IsCode(page2) || len(c.pages) != 0 {
+		t.Fatal("a write to the first page did not drop the block from both pages")
+	}
+}
+
 func TestInvalidateAll(t *testing.T) {
 	c := NewCache[int](newRAM(t))
 	a := c.Insert(Key{PC: 0x1000, Phys: 0x40001000}, 0, 0x1004)

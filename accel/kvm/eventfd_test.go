@@ -1,8 +1,6 @@
 package kvm
 
 import (
-	"bytes"
-	"encoding/binary"
 	"strings"
 	"testing"
 	"time"
@@ -46,46 +44,22 @@ func TestIOEventFD(t *testing.T) {
 // virtio-pci's MSI-X vectors are on KVM), after re-targeting the route from vector
 // 0x41 with Update; the guest's handler for 0x42 reports it.
 func TestIRQFDMSI(t *testing.T) {
-	g := newGuest(t, 1)
-	r, err := g.vm.NewMSIRoute(0xfee00000, 0x41)
-	if err != nil {
-		t.Skipf("no irqfd MSI routing here: %v", err)
+	if err := Available(); err != nil {
+		t.Skipf("no usable KVM on this host: %v", err)
 	}
-	defer r.Close()
-	if err := r.Update(0xfee00000, 0x42); err != nil {
-		t.Fatal(err)
-	}
-	mov32 := func(addr, v uint32) []byte {
-		return cat([]byte{0xc7, 0x05}, binary.LittleEndian.AppendUint32(nil, addr), binary.LittleEndian.AppendUint32(nil, v))
-	}
-	const handler = 0x100
-	main := newAsm().
-		op(0xfa).
-		op(0xb0, 0xff, 0xe6, 0x21, 0xe6, 0xa1).
-		op(mov32(0xfee000f0, 0x1ff)...).
-		op(0xe6, portReady).
-		op(0xfb).
-		label("wait").op(0xf4).jcc(0xeb, "wait")
-	code := main.bytes()
-	code = append(code, make([]byte, handler-len(code))...)
-	code = append(code, newAsm().
-		op(0xb0, 0x42, 0xe6, portOut8).
-		op(mov32(0xfee000b0, 0)...).
-		op(0xe6, portDone, 0xf4).
-		bytes()...)
-	off := uint32(0x10000 + handler)
-	g.load(0x700+0x42*8, cat(a16(uint16(off)), a16(0x08), []byte{0, 0x8e}, a16(uint16(off>>16))))
-	g.protectedMode(code, 0x43*8-1)
-	errc := make(chan error, 1)
-	go func() {
-		<-g.dev.ready
-		errc <- r.Fire()
-	}()
-	g.expect(accel.PowerOff)
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
-	if got := g.dev.bytes[portOut8]; !bytes.Equal(got, []byte{0x42}) {
-		t.Errorf("guest reported % x, want 42", got)
+	var route accel.MSIRoute
+	msiGuest(t, 0x42, func(g *guest) error {
+		r, err := g.vm.NewMSIRoute(0xfee00000, 0x41)
+		if err != nil {
+			return err
+		}
+		route = r
+		if err := r.Update(0xfee00000, 0x42); err != nil {
+			return err
+		}
+		return r.Fire()
+	})
+	if route != nil {
+		route.Close()
 	}
 }

@@ -894,6 +894,15 @@ func TestIRQLineFromHost(t *testing.T) {
 // id 0) from a host goroutine, as a PCI device model will, while the guest waits in hlt
 // with the 8259s masked; the guest's IDT handler reports the vector.
 func TestSignalMSI(t *testing.T) {
+	// Fixed delivery, edge, physical destination APIC id 0, vector 0x41.
+	msiGuest(t, 0x41, func(g *guest) error { return g.vm.SignalMSI(0xfee00000, 0x41) })
+}
+
+// msiGuest runs a protected-mode guest that enables its local APIC, masks the 8259s and
+// waits in hlt with an IDT handler for vector that reports the vector and ends the run;
+// send delivers the interrupt from a host goroutine once the guest waits.
+func msiGuest(t *testing.T, vector byte, send func(*guest) error) {
+	t.Helper()
 	g := newGuest(t, 1)
 	mov32 := func(addr, v uint32) []byte { // mov dword [addr],v
 		return cat([]byte{0xc7, 0x05}, binary.LittleEndian.AppendUint32(nil, addr), binary.LittleEndian.AppendUint32(nil, v))
@@ -909,25 +918,24 @@ func TestSignalMSI(t *testing.T) {
 	code := main.bytes()
 	code = append(code, make([]byte, handler-len(code))...)
 	code = append(code, newAsm().
-		op(0xb0, 0x41, 0xe6, portOut8). // mov al,0x41; out 0xe0,al
-		op(mov32(0xfee000b0, 0)...).    // local APIC EOI
-		op(0xe6, portDone, 0xf4).       // out 0xf0,al; hlt
+		op(0xb0, vector, 0xe6, portOut8). // mov al,vector; out 0xe0,al
+		op(mov32(0xfee000b0, 0)...).      // local APIC EOI
+		op(0xe6, portDone, 0xf4).         // out 0xf0,al; hlt
 		bytes()...)
 	off := uint32(0x10000 + handler)
-	g.load(0x700+0x41*8, cat(a16(uint16(off)), a16(0x08), []byte{0, 0x8e}, a16(uint16(off>>16))))
-	g.protectedMode(code, 0x42*8-1)
+	g.load(0x700+uint64(vector)*8, cat(a16(uint16(off)), a16(0x08), []byte{0, 0x8e}, a16(uint16(off>>16))))
+	g.protectedMode(code, (uint16(vector)+1)*8-1)
 	errc := make(chan error, 1)
 	go func() {
 		<-g.dev.ready
-		// Fixed delivery, edge, physical destination APIC id 0, vector 0x41.
-		errc <- g.vm.SignalMSI(0xfee00000, 0x41)
+		errc <- send(g)
 	}()
 	g.expect(accel.PowerOff)
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
-	if got := g.dev.bytes[portOut8]; !bytes.Equal(got, []byte{0x41}) {
-		t.Errorf("guest reported % x, want 41", got)
+	if got := g.dev.bytes[portOut8]; !bytes.Equal(got, []byte{vector}) {
+		t.Errorf("guest reported % x, want %02x", got, vector)
 	}
 }
 

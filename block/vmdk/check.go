@@ -16,6 +16,13 @@ var errInvalid = errors.New("Invalid argument")
 // of its extent file. It only reports; repair is not supported (as in QEMU). On a
 // finding it returns the result (one corruption, the ERROR line in Messages) together
 // with an "Invalid argument" error, which qemu-img prints as "Check failed".
+//
+// One deliberate difference: a grain table (or directory) lying outside the file is a
+// finding here, where QEMU reads it as zeroes and calls the image clean. This driver
+// refuses to read such a table (so map and convert fail on it), and check agrees
+// with what reads do rather than calling an image clean that cannot be read.
+// Repair is refused with block.ErrUnsupported, which gemu-img reports as qemu-img
+// does ("This image format does not support checks", exit 63).
 func (m *image) Check(mode block.RepairMode) (*block.CheckResult, error) {
 	if mode != block.RepairNone {
 		return nil, fmt.Errorf("vmdk: %w: repair", block.ErrUnsupported)

@@ -136,7 +136,7 @@ var hostileCases = []hostileCase{
 		le.PutUint32(b[gt0(b)+8:], 0x7fffffff)
 		return b
 	})},
-	{"overhead-past-eof.vmdk", "file truncated", mutate(sparseBase, func(b []byte) []byte { le.PutUint64(b[64:], 1<<30); return b })},
+	{"overhead-past-eof.vmdk", "File truncated", mutate(sparseBase, func(b []byte) []byte { le.PutUint64(b[64:], 1<<30); return b })},
 	{"compress-algo-unknown.vmdk", "compression algorithm", mutate(sparseBase, func(b []byte) []byte { le.PutUint16(b[77:], 7); return b })},
 	{"embedded-desc-too-large.vmdk", "embedded descriptor of", mutate(sparseBase, func(b []byte) []byte { le.PutUint64(b[36:], 1<<20); return b })},
 	{"embedded-desc-past-eof.vmdk", "embedded descriptor at sector", mutate(sparseBase, func(b []byte) []byte { le.PutUint64(b[28:], 1<<33); return b })},

@@ -82,7 +82,7 @@ func openSparse(f *os.File, path string, dirBudget *int64) (*sparseExtent, error
 	s.markers = h.Flags&flagMarkers != 0
 	s.zeroGrain = h.Flags&flagZeroGrain != 0
 	if int64(h.OverHead) > size/sectorSize {
-		return nil, fmt.Errorf("vmdk: file truncated, expecting at least %d bytes", int64(h.OverHead)*sectorSize)
+		return nil, fmt.Errorf("File truncated, expecting at least %d bytes", int64(h.OverHead)*sectorSize)
 	}
 	n := int(h.gdEntries())
 	if dirBudget != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"sync"
 
 	"fmt"
@@ -280,7 +281,7 @@ func cmdCheck(c *cli.Context) error {
 	}
 	name, err := onePositional(c)
 	if err != nil {
-		return err
+		return &usageError{err.Error()} // qemu-img adds its --help hint here
 	}
 	asJSON, err := outputFormat(c)
 	if err != nil {
@@ -294,11 +295,27 @@ func cmdCheck(c *cli.Context) error {
 	case "all":
 		mode = block.RepairAll
 	default:
-		return fail("Unknown option value for -r (expecting 'leaks' or 'all'): %s", c.String("r"))
+		return &usageError{fmt.Sprintf("Unknown option value for -r (expecting 'leaks' or 'all'): %s", c.String("r"))}
 	}
-	d, err := openImage(name, c.String("f"), mode == block.RepairNone, true)
+	// qemu-img check opens the backing chain too (a missing backing file fails it).
+	// A repair opens like QEMU's BDRV_O_CHECK where the driver offers it (qcow2: an
+	// image marked corrupt can be repaired); other drivers are reopened read-write.
+	d, err := openImage(name, c.String("f"), true, false)
 	if err != nil {
 		return err
+	}
+	if mode != block.RepairNone {
+		if r, ok := d.(interface{ OpenForRepair() error }); ok {
+			if err := r.OpenForRepair(); err != nil {
+				d.Close()
+				return fail("Could not open '%s': %s", name, oneLine(err.Error()))
+			}
+		} else if _, ok := d.(block.Checker); ok {
+			d.Close()
+			if d, err = openImage(name, c.String("f"), false, false); err != nil {
+				return err
+			}
+		}
 	}
 	closeD := closer(d)
 	defer closeD()
@@ -306,30 +323,40 @@ func cmdCheck(c *cli.Context) error {
 	if !ok {
 		return &exitError{code: 63, msg: "This image format does not support checks"}
 	}
+	// Like qemu-img: the driver's findings go to stderr as they are made (also when
+	// the check then fails), the summary to stdout only for a check that ran to the
+	// end, and check errors make it "Check failed" with exit 1.
+	printMessages := func(res *block.CheckResult) {
+		if res != nil {
+			for _, m := range res.Messages {
+				fmt.Fprintln(stderr, m)
+			}
+		}
+	}
 	res, err := ck.Check(mode)
+	printMessages(res)
+	if errors.Is(err, block.ErrUnsupported) {
+		// QEMU's -ENOTSUP, e.g. a repair of a vmdk image.
+		return &exitError{code: 63, msg: "This image format does not support checks"}
+	}
 	if err != nil {
 		return fail("Check failed: %s", oneLine(err.Error()))
 	}
 	var buf bytes.Buffer
 	if mode != block.RepairNone && (res.LeaksFixed > 0 || res.CorruptionsFixed > 0) {
 		leaksFixed, corrFixed := res.LeaksFixed, res.CorruptionsFixed
-		for _, m := range res.Messages {
-			fmt.Fprintln(stderr, m)
-		}
-		if !asJSON {
+		if !asJSON && !c.Bool("q") {
 			fmt.Fprintf(&buf, "The following inconsistencies were found and repaired:\n\n"+
 				"    %d leaked clusters\n    %d corruptions\n\nDouble checking the fixed image now...\n",
 				leaksFixed, corrFixed)
 		}
 		res, err = ck.Check(block.RepairNone)
+		printMessages(res)
 		if err != nil {
+			stdout.Write(buf.Bytes())
 			return fail("Check failed: %s", oneLine(err.Error()))
 		}
 		res.LeaksFixed, res.CorruptionsFixed = leaksFixed, corrFixed
-	} else {
-		for _, m := range res.Messages {
-			fmt.Fprintln(stderr, m)
-		}
 	}
 	if res.Filename == "" {
 		res.Filename = name
@@ -382,7 +409,7 @@ func cmdCheck(c *cli.Context) error {
 	}
 	switch {
 	case res.CheckErrors > 0:
-		return &exitError{code: 1}
+		return fail("Check failed")
 	case res.Corruptions > 0:
 		return &exitError{code: 2}
 	case res.Leaks > 0:
@@ -391,34 +418,53 @@ func cmdCheck(c *cli.Context) error {
 	return nil
 }
 
+// cmdCompare exits as qemu-img compare: 0 identical, 1 different, 2 an image could not
+// be opened (or compared), 1 with a usage hint for bad arguments.
 func cmdCompare(c *cli.Context) error {
 	if err := checkNoImageOpts(c); err != nil {
 		return &exitError{code: 2, msg: err.Error()}
 	}
 	if c.NArg() != 2 {
-		return &exitError{code: 2, msg: "Expecting two image file names"}
+		return &usageError{"Expecting two image file names"}
+	}
+	showProgress := c.Bool("p") && !c.Bool("q")
+	// qemu-img ends the progress line with the result: no final 100% line after a
+	// mismatch, the newline after the message (also after an error).
+	endProgress := func() {
+		if showProgress {
+			fmt.Fprint(stdout, "\n")
+		}
 	}
 	fa, fb := c.String("f"), c.String("F")
 	a, err := openImage(c.Args().Get(0), fa, true, false)
 	if err != nil {
+		endProgress()
 		return &exitError{code: 2, msg: err.Error()}
 	}
 	defer a.Close()
 	b, err := openImage(c.Args().Get(1), fb, true, false)
 	if err != nil {
+		endProgress()
 		return &exitError{code: 2, msg: err.Error()}
 	}
 	defer b.Close()
-	prog, end := progress(c.Bool("p") && !c.Bool("q"))
+	prog, _ := progress(showProgress)
 	res, err := block.Compare(a, b, c.Bool("s"), prog)
 	if err != nil {
+		endProgress()
 		return &exitError{code: 2, msg: oneLine(err.Error())}
 	}
-	end()
+	// qemu-img warns about the sizes only once the common part compared equal.
 	if res.SizeWarning {
-		qprintf(c, "Warning: Image size mismatch!\n")
+		var at int64
+		if res.Identical || !strings.HasPrefix(res.Message, "Content mismatch at offset ") ||
+			func() bool { _, e := fmt.Sscanf(res.Message, "Content mismatch at offset %d!", &at); return e != nil }() ||
+			at >= min(a.Size(), b.Size()) {
+			qprintf(c, "Warning: Image size mismatch!\n")
+		}
 	}
 	qprintf(c, "%s\n", res.Message)
+	endProgress()
 	if !res.Identical {
 		return &exitError{code: 1}
 	}
@@ -782,7 +828,7 @@ func cmdCommit(c *cli.Context) error {
 	}
 	name, err := onePositional(c)
 	if err != nil {
-		return err
+		return &usageError{err.Error()} // qemu-img adds its --help hint here
 	}
 	top, err := openImage(name, c.String("f"), false, false)
 	if err != nil {
@@ -810,7 +856,7 @@ func cmdCommit(c *cli.Context) error {
 	}
 	if base == nil {
 		if c.IsSet("b") {
-			return fail("Base '%s' not found", c.String("b"))
+			return fail("Did not find '%s' in the backing chain of '%s'", c.String("b"), name)
 		}
 		return fail("Image does not have a backing file")
 	}
@@ -844,18 +890,19 @@ func cmdAmend(c *cli.Context) error {
 	if err := checkNoImageOpts(c); err != nil {
 		return err
 	}
+	if len(c.StringSlice("o")) == 0 {
+		return &usageError{"Must specify options (-o)"}
+	}
 	name, err := onePositional(c)
 	if err != nil {
 		return err
-	}
-	if len(c.StringSlice("o")) == 0 {
-		return fail("Must specify options (-o)")
 	}
 	opts, err := parseOptions(c.StringSlice("o"))
 	if err != nil {
 		return fail("%s", err)
 	}
-	d, err := openImage(name, c.String("f"), false, true)
+	// qemu-img amend opens the backing chain too (a missing backing file fails it).
+	d, err := openImage(name, c.String("f"), false, false)
 	if err != nil {
 		return err
 	}
@@ -866,7 +913,8 @@ func cmdAmend(c *cli.Context) error {
 		return fail("Format driver '%s' does not support option amendment", d.Format())
 	}
 	if err := a.Amend(opts); err != nil {
-		return fail("Error while amending options: %s", oneLine(err.Error()))
+		// As qemu-img 7.2: the driver's message alone, with its hint lines if any.
+		return fail("%s", strings.TrimRight(err.Error(), "\n"))
 	}
 	if err := closeD(); err != nil {
 		return fail("%s", err)

@@ -13,8 +13,8 @@ import (
 // order, stable for a given key set); unknown keys follow, alphabetically.
 var keyRank = func() map[string]int {
 	order := []string{
-		"image-end-offset", "compressed-clusters", "total-clusters", "check-errors", "corruptions",
-		"leaks", "corruptions-fixed", "leaks-fixed", "allocated-clusters", "bitmaps", "required",
+		"image-end-offset", "compressed-clusters", "total-clusters", "corruptions", "corruptions-fixed",
+		"check-errors", "leaks", "leaks-fixed", "allocated-clusters", "bitmaps", "required",
 		"backing-filename-format", "snapshots", "icount", "vm-clock-nsec", "name", "date-sec",
 		"date-nsec", "vm-clock-sec", "id", "vm-state-size", "compressed", "virtual-size", "filename",
 		"cluster-size", "format", "actual-size", "encrypted", "format-specific", "type", "data",

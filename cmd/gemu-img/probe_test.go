@@ -75,7 +75,7 @@ func TestProbeKnownUnsupported(t *testing.T) {
 		}
 		for _, cmd := range [][]string{{"info", im.file}, {"check", im.file}, {"map", im.file}, {"convert", "-O", "raw", im.file, "out.raw"}, {"compare", im.file, im.file}} {
 			g := gemu(t, dir, cmd...)
-			want := "gemu-img: Could not open '" + im.file + "': Image format '" + im.format + "' is not supported by gemu-img (use -f raw to open it as raw)\n"
+			want := "gemu-img: Could not open '" + im.file + "': Image format '" + im.format + "' is not supported by gemu (use -f raw, or format=raw on a drive, to open it as raw)\n"
 			code := 1
 			if cmd[0] == "compare" {
 				code = 2 // compare's "error" status, as qemu-img's
@@ -85,7 +85,7 @@ func TestProbeKnownUnsupported(t *testing.T) {
 			}
 		}
 		g := gemu(t, dir, "info", "-f", im.format, im.file)
-		if want := "gemu-img: Could not open '" + im.file + "': Image format '" + im.format + "' is not supported by gemu-img\n"; g.code != 1 || g.stderr != want {
+		if want := "gemu-img: Could not open '" + im.file + "': Image format '" + im.format + "' is not supported by gemu\n"; g.code != 1 || g.stderr != want {
 			t.Errorf("gemu-img info -f %s: exit %d, stderr %q, want %q", im.format, g.code, g.stderr, want)
 		}
 		g = gemu(t, dir, "info", "-f", "raw", im.file)

@@ -10,16 +10,19 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
 	"gemu/accel"
 	"gemu/accel/kvm"
 	"gemu/cmd/internal/runloop"
+	"gemu/cmd/internal/sysdev"
 	"gemu/hw/chardev"
 	"gemu/hw/pci"
 	"gemu/machine/monitor"
 	"gemu/machine/pc"
+	"gemu/machine/qdev"
 )
 
 const prog = "gemu-system-x86_64"
@@ -104,9 +107,18 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 	quit := func() { loop.QuitHost("host-ui") }
 	monChardevs := runloop.TakeMonitorChardevs(&o.Common)
 
+	// Drives and -chardevs are opened once: they (and the image locks) outlive a reboot.
+	wiring, err := sysdev.Open(&o.Common, "ide", chardev.Options{OnQuit: quit, Stdin: stdin, Stdout: stdout})
+	if err != nil {
+		return fail(stderr, "%v", err)
+	}
+	defer wiring.Close()
 	spec := o.serial
 	if spec == "" {
 		spec = "stdio"
+		if wiring.StdioUsed {
+			spec = "null" // a -chardev took stdio (QEMU would refuse the clash)
+		}
 	}
 	if spec == "none" {
 		spec = "null"
@@ -119,13 +131,25 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 	// unwinds this goroutine.
 	defer be.Close()
 
+	var envMu sync.Mutex
+	var env *qdev.Env // the current machine's devices
+	attached := func(id string) bool {
+		envMu.Lock()
+		defer envMu.Unlock()
+		return env != nil && env.Attached(id)
+	}
+	chardevs := []monitor.Chardev{{Label: "serial0", Filename: spec, FrontendOpen: true}}
+	for id := range wiring.Chardevs {
+		chardevs = append(chardevs, monitor.Chardev{Label: id, Filename: id, FrontendOpen: true})
+	}
 	loop = runloop.New(runloop.Config{
 		Prog: prog, Stderr: stderr, Package: "gemu-0.1",
 		StartPaused: o.StartPaused, NoShutdown: o.NoShutdown, NoReboot: o.noReboot,
 		Info: monitor.Info{Name: o.name, UUID: o.UUID, Target: "x86_64", KVMPresent: true, KVMEnabled: acc.Name() == "kvm",
 			Machines: []monitor.MachineType{{Name: "pc-i440fx-7.2", Alias: "pc", IsDefault: true, CPUMax: kvm.MaxCPUs,
 				HotpluggableCPUs: true, NUMAMemSupported: false, DefaultCPUType: "qemu64-x86_64-cpu", DefaultRAMID: "pc.ram"}}},
-		Chardevs: []monitor.Chardev{{Label: "serial0", Filename: spec, FrontendOpen: true}},
+		Chardevs: chardevs,
+		Blocks:   runloop.Blocks(wiring, &o.Common, attached),
 		Restore:  func() { be.Close() },
 		BeforeRun: func() error {
 			return loop.OpenMonitors(&o.Common, monChardevs, spec == "stdio")
@@ -145,6 +169,16 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 				vm.Close()
 				return nil, err
 			}
+			e, err := wiring.Plug(m, func(msg string) { fmt.Fprintf(stderr, "%s: warning: %s\n", prog, msg) })
+			if err != nil {
+				vm.Close()
+				m.Close()
+				return nil, err
+			}
+			m.OnRelease(e.Reset)
+			envMu.Lock()
+			env = e
+			envMu.Unlock()
 			return &pcGuest{vm: vm, m: m}, nil
 		},
 	})
@@ -189,7 +223,7 @@ func (g *pcGuest) Resume()                              { g.m.Resume() }
 func (g *pcGuest) Reset()                               { g.m.Reset() }
 func (g *pcGuest) PowerDown() error                     { return g.m.PowerDown() }
 func (g *pcGuest) ReadPhys(addr uint64, p []byte) error { return g.m.ReadPhys(addr, p) }
-func (g *pcGuest) PCI() *pci.Bus                        { return g.m.PCI }
+func (g *pcGuest) PCI() *pci.Bus                        { return g.m.PCIBus }
 func (g *pcGuest) Close() {
 	g.vm.Close()
 	g.m.Close()

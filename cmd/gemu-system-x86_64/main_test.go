@@ -116,7 +116,7 @@ func TestParseArgs(t *testing.T) {
 		t.Errorf("flat topology or honoured flag warned: %q", o.warnings)
 	}
 
-	// Device options are stored, checked for syntax, and named in one warning.
+	// Device options are stored and checked for syntax; those no board takes yet are named in one warning.
 	o, err = parseArgs([]string{"-drive", "file=a,,b.qcow2,if=none,id=d0,format=qcow2", "-device", `{"driver":"virtio-blk-pci","drive":"d0"}`,
 		"-blockdev", `{"driver":"qcow2","node-name":"n","file":{"driver":"file","filename":"x"}}`, "-netdev", "user,id=n0",
 		"-nic", "user", "-chardev", "socket,id=c0,path=/tmp/s,server=on,wait=off", "-mon", "chardev=c0,mode=control",

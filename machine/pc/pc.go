@@ -62,9 +62,10 @@ type Machine struct {
 	COM1   *serial.UART8250
 	// PCI is bus 0, with the host bridge at 00:00.0; PCI devices (virtio-pci) plug in
 	// here, their INTx pins raising acpi.PCIIntxGSI(slot, pin) through VM.IRQ.
-	PCI *pci.Bus
-	rtc *rtc.RTC
-	pm  *acpi.PM // the power button (control.go)
+	PCIBus    *pci.Bus
+	rtc       *rtc.RTC
+	onRelease []func()
+	pm        *acpi.PM // the power button (control.go)
 }
 
 // New builds the board on vm: RAM slots, ACPI tables, the kernel and its boot state,
@@ -141,8 +142,8 @@ func (m *Machine) addDevices(c Config) error {
 	if msi, ok := vm.(accel.MSI); ok {
 		cfg.MSI = msiSink{msi}
 	}
-	m.PCI = pci.NewBus(cfg)
-	if err := m.PCI.Add(0, 0, pci.NewHostBridge()); err != nil {
+	m.PCIBus = pci.NewBus(cfg)
+	if err := m.PCIBus.Add(0, 0, pci.NewHostBridge()); err != nil {
 		return err
 	}
 	pm := acpi.NewPM(vm.IRQ(SCIIRQ), func() { vm.Stop(accel.PowerOff) })
@@ -161,7 +162,7 @@ func (m *Machine) addDevices(c Config) error {
 		{sink{}, "dma-page", dmaPage, 1},
 		{sink{}, "io-delay", ioDelay, 1},
 		{&systemPortA{reset: reset}, "port-a", portA, 1},
-		{pci.NewConfigIO(m.PCI, reset), "pci-config", PCIConfig, 8},
+		{pci.NewConfigIO(m.PCIBus, reset), "pci-config", PCIConfig, 8},
 		{pm, "acpi-pm", PMBase, acpi.PMBlockSize},
 	} {
 		if err := m.PIO.Insert(d.dev, d.name, d.base, d.size); err != nil {
@@ -188,6 +189,9 @@ func (m *Machine) Run() (accel.ExitReason, error) { return m.VM.Run(m.MMIO, m.PI
 // Close stops the devices' timers and releases the guest RAM. The VM is the caller's
 // to close, before this.
 func (m *Machine) Close() error {
+	for _, f := range m.onRelease {
+		f()
+	}
 	if m.rtc != nil {
 		m.rtc.Close()
 	}

@@ -23,8 +23,8 @@ import (
 	"gemu/hw/virtio"
 	"gemu/hw/virtio/blk"
 	"gemu/hw/virtio/console"
-	"gemu/hw/virtio/rng"
 	virtiopci "gemu/hw/virtio/pci"
+	"gemu/hw/virtio/rng"
 )
 
 // Props is one parsed option string (cmd/internal/qemuopts.Opts satisfies it).
@@ -317,14 +317,6 @@ func buildBlk(e *Env, p Props) (virtio.Device, error) {
 	if be == nil {
 		return nil, fmt.Errorf("Property 'drive' can't find value '%s'", id)
 	}
-	e.mu.Lock()
-	if other, taken := e.attached[id]; taken {
-		e.mu.Unlock()
-		return nil, fmt.Errorf("Drive '%s' is already in use by %s", id, other)
-	}
-	drv, _ := p.Get("driver")
-	e.attached[id] = drv
-	e.mu.Unlock()
 	c := blk.Config{Backend: be, Discard: true, WriteZeroes: true, WriteZeroesMayUnmap: true}
 	c.Serial, _ = p.Get("serial")
 	if len(c.Serial) > blk.IDBytes {
@@ -356,8 +348,22 @@ func buildBlk(e *Env, p Props) (virtio.Device, error) {
 	if c.WriteZeroes, err = boolProp(p, "write-zeroes", true); err != nil {
 		return nil, err
 	}
+	e.mu.Lock()
+	other, taken := e.attached[id]
+	e.mu.Unlock()
+	if taken {
+		return nil, fmt.Errorf("Drive '%s' is already in use by %s", id, other)
+	}
 	c.OnError = e.errorPolicy(id, be)
-	return blk.New(c)
+	dev, err := blk.New(c)
+	if err != nil {
+		return nil, err
+	}
+	drv, _ := p.Get("driver")
+	e.mu.Lock()
+	e.attached[id] = drv
+	e.mu.Unlock()
+	return dev, nil
 }
 
 // errorPolicy maps the drive's werror/rerror to the device's action. "stop" would
@@ -439,9 +445,6 @@ func addPort(isConsole bool) func(e *Env, p Props) error {
 				return fmt.Errorf("-device %s: Bus '%s' not found", name, b)
 			}
 		}
-		if sb.dev.built() {
-			return fmt.Errorf("-device %s: the virtio-serial bus is already running", name)
-		}
 		port := console.Port{Console: isConsole}
 		port.Name, _ = p.Get("name")
 		if cid, ok := p.Get("chardev"); ok {
@@ -450,6 +453,9 @@ func addPort(isConsole bool) func(e *Env, p Props) error {
 				return fmt.Errorf("-device %s: Property '%s.chardev' can't find value '%s'", name, name, cid)
 			}
 			port.Backend = be
+		}
+		if sb.dev.built() {
+			return fmt.Errorf("-device %s: the virtio-serial bus is already running", name)
 		}
 		if len(sb.ports) >= sb.maxPorts {
 			return fmt.Errorf("-device %s: virtio-serial bus has no free port (max_ports=%d)", name, sb.maxPorts)

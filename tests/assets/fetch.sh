@@ -36,7 +36,7 @@ if [ ! -f "$dir/.$kernel" ]; then
   touch "$dir/.$kernel"
 fi
 kver=$(cat "$dir/kver")
-mods=virtio_pci,virtio_mmio,virtio_blk,virtio_net,virtio_console,virtio_rng
+mods=virtio_pci,virtio_mmio,virtio_blk,virtio_net,virtio_console,virtio_rng,ext4,crc32c_generic
 (cd "$top" && go run ./tests/assets/mkinitrd -o "$dir/initrd.gz" -busybox "$dir/busybox" \
   -moddir "$dir/root/lib/modules/$kver" -kver "$kver" -mods "$mods")
 echo "assets: $arch kernel $kver, initrd $(du -h "$dir/initrd.gz" | cut -f1)"

@@ -51,29 +51,33 @@ func Help(c *qemuopts.Common) (string, bool, error) {
 
 // Open opens every -chardev, -object, -blockdev and -drive. defIf is the board's default
 // -drive interface ("virtio" on virt; "ide" on pc, which gemu refuses with advice).
-func Open(c *qemuopts.Common, defIf string, co chardev.Options) (w *Wiring, err error) {
-	w = &Wiring{c: c, Drives: map[string]*backend.Backend{}, Chardevs: map[string]chardev.Backend{}}
-	defer func() {
-		if err != nil {
-			w.Close()
-		}
-	}()
+func Open(c *qemuopts.Common, defIf string, co chardev.Options) (*Wiring, error) {
+	w := &Wiring{c: c, Drives: map[string]*backend.Backend{}, Chardevs: map[string]chardev.Backend{}}
+	if err := w.open(defIf, co); err != nil {
+		w.Close() // what was opened before the failure
+		return nil, err
+	}
+	return w, nil
+}
+
+func (w *Wiring) open(defIf string, co chardev.Options) error {
+	c := w.c
 	for _, o := range c.Chardevs {
 		id, _ := o.Get("id")
 		typ := o.ImpliedValue()
 		if w.Chardevs[id] != nil {
-			return nil, fmt.Errorf("-chardev %s: duplicate chardev id '%s'", o.Spec, id)
+			return fmt.Errorf("-chardev %s: duplicate chardev id '%s'", o.Spec, id)
 		}
 		keys, err := chardev.Keys(typ)
 		if err != nil {
-			return nil, fmt.Errorf("-chardev %s: %v", o.Spec, err)
+			return fmt.Errorf("-chardev %s: %v", o.Spec, err)
 		}
 		if err := o.Check(append(keys, "id")...); err != nil {
-			return nil, err
+			return err
 		}
 		be, err := chardev.OpenOpts(typ, o.Get, co)
 		if err != nil {
-			return nil, fmt.Errorf("-chardev %s: %v", o.Spec, err)
+			return fmt.Errorf("-chardev %s: %v", o.Spec, err)
 		}
 		if typ == "stdio" {
 			w.StdioUsed = true
@@ -86,19 +90,19 @@ func Open(c *qemuopts.Common, defIf string, co chardev.Options) (w *Wiring, err 
 		switch typ {
 		case "rng-random", "rng-builtin":
 			if err := o.Check("qom-type", "id", "filename"); err != nil {
-				return nil, err
+				return err
 			}
 			if f, ok := o.Get("filename"); ok && f != "/dev/urandom" && f != "/dev/random" {
-				return nil, fmt.Errorf("-object %s: filename=%s: only /dev/urandom and /dev/random are supported (gemu reads the host's getrandom)", o.Spec, f)
+				return fmt.Errorf("-object %s: filename=%s: only /dev/urandom and /dev/random are supported (gemu reads the host's getrandom)", o.Spec, f)
 			}
 			qdev.AddRNGObject(id)
 		default:
-			return nil, fmt.Errorf("-object %s: object type '%s' is not supported", o.Spec, typ)
+			return fmt.Errorf("-object %s: object type '%s' is not supported", o.Spec, typ)
 		}
 	}
 	bds, err := qdev.ParseBlockdevs(props(c.Blockdevs))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for _, d := range bds {
 		w.drives = append(w.drives, d)
@@ -111,22 +115,22 @@ func Open(c *qemuopts.Common, defIf string, co chardev.Options) (w *Wiring, err 
 		}
 		d, err := qdev.ParseDrive(o, perIf[ifType], defIf, c.Snapshot)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		perIf[ifType]++
 		w.drives = append(w.drives, d)
 	}
 	for _, d := range w.drives {
 		if w.Drives[d.ID] != nil {
-			return nil, fmt.Errorf("-drive id=%s: Duplicate ID '%s' for drive", d.ID, d.ID)
+			return fmt.Errorf("-drive id=%s: Duplicate ID '%s' for drive", d.ID, d.ID)
 		}
 		be, err := backend.Open(d.Opts)
 		if err != nil {
-			return nil, fmt.Errorf("-drive file=%s: %v", d.Opts.File, err)
+			return fmt.Errorf("-drive file=%s: %v", d.Opts.File, err)
 		}
 		w.Drives[d.ID] = be
 	}
-	return w, nil
+	return nil
 }
 
 // Plug builds the devices on board b: a virtio-blk-pci for every -drive if=virtio (as

@@ -3,9 +3,11 @@
 // several ports, each a console (virtconsole: the guest's hvcN) or a named serial port
 // (virtserialport: /dev/virtio-ports/NAME), each bound to a host character backend.
 // Without multiport (a driver that does not accept it, or Config.Multiport false) the
-// device is a single console on port 0. VIRTIO_CONSOLE_F_EMERG_WRITE is offered (early
-// output through the configuration space, to port 0's backend); VIRTIO_CONSOLE_F_SIZE
-// and port hot-plug are not.
+// device is a single console on port 0. A multiport device may be created with no
+// ports and get them from AddPort until the driver first starts it (QEMU's -device
+// virtio-serial followed by virtconsole and virtserialport options).
+// VIRTIO_CONSOLE_F_EMERG_WRITE is offered (early output through the configuration
+// space, to port 0's backend); VIRTIO_CONSOLE_F_SIZE and port hot-plug are not.
 //
 // The control protocol follows QEMU's and the Linux driver's: the driver sends
 // DEVICE_READY, the device announces every port with DEVICE_ADD, the driver answers
@@ -93,6 +95,7 @@ type Device struct {
 
 	mu        sync.Mutex
 	active    bool
+	started   bool // activated once: the port set is fixed
 	multi     bool // MULTIPORT negotiated
 	ctrlOut   [][]byte
 	ctrlRx    *virtio.Queue
@@ -101,55 +104,78 @@ type Device struct {
 	emergency *port
 }
 
-// New checks c and returns the device. It registers a receiver with each backend.
+// New checks c and returns the device. It registers a receiver with each backend. A
+// multiport device may start with no ports (QEMU's bare -device virtio-serial) and get
+// them from AddPort before the driver starts it.
 func New(c Config) (*Device, error) {
-	if len(c.Ports) == 0 {
-		return nil, errors.New("virtio-console: no ports")
-	}
 	d := &Device{multiport: c.Multiport}
 	if !c.Multiport {
 		if len(c.Ports) != 1 || !c.Ports[0].Console {
 			return nil, errors.New("virtio-console: without multiport the device has exactly one console port")
 		}
 	}
-	next := 1
-	var nrs []int
-	zeroUsed := false
-	for _, p := range c.Ports {
-		if len(p.Name) > maxName {
-			return nil, fmt.Errorf("virtio-console: port name %q is longer than %d bytes", p.Name, maxName)
-		}
-		nr := next
-		if p.Console && !zeroUsed {
-			nr, zeroUsed = 0, true
-		} else {
-			next++
-		}
-		nrs = append(nrs, nr)
-	}
-	used := next
 	if c.MaxPorts == 0 {
-		c.MaxPorts = used
+		c.MaxPorts = max(len(c.Ports), 1)
 	}
-	if c.MaxPorts < used || c.MaxPorts > 511 {
-		return nil, fmt.Errorf("virtio-console: max ports %d: need %d..511", c.MaxPorts, used)
+	if c.MaxPorts < 1 || c.MaxPorts > 511 {
+		return nil, fmt.Errorf("virtio-console: max ports %d out of range 1..511", c.MaxPorts)
 	}
 	d.maxPorts = c.MaxPorts
-	d.order = nrs
 	d.ports = make([]*port, c.MaxPorts)
-	for i, p := range c.Ports {
-		pp := &port{nr: nrs[i], cfg: p}
-		d.ports[pp.nr] = pp
-		if p.Backend != nil {
-			p.Backend.SetReceiver(func(b byte) { d.input(pp, b) })
+	for _, p := range c.Ports {
+		if _, err := d.AddPort(p); err != nil {
+			return nil, err
 		}
 	}
-	d.emergency = d.ports[0]
 	return d, nil
 }
 
-// PortNumber returns the port number Config.Ports[i] got (-1 if i is out of range).
+// AddPort adds a port before the driver starts the device and returns its number: the
+// first console takes port 0, every other port the lowest free number from 1 (QEMU's
+// rule). It fails when no number is free (Config.MaxPorts) or the device already ran.
+func (d *Device) AddPort(p Port) (int, error) {
+	if len(p.Name) > maxName {
+		return 0, fmt.Errorf("virtio-console: port name %q is longer than %d bytes", p.Name, maxName)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.started {
+		return 0, errors.New("virtio-console: ports cannot be added once the driver started the device")
+	}
+	if !d.multiport && len(d.order) > 0 {
+		return 0, errors.New("virtio-console: without multiport the device has exactly one console port")
+	}
+	nr := -1
+	if p.Console && d.ports[0] == nil {
+		nr = 0
+	} else {
+		for i := 1; i < len(d.ports); i++ {
+			if d.ports[i] == nil {
+				nr = i
+				break
+			}
+		}
+	}
+	if nr < 0 {
+		return 0, fmt.Errorf("virtio-console: no free port number (max ports %d)", d.maxPorts)
+	}
+	pp := &port{nr: nr, cfg: p}
+	d.ports[nr] = pp
+	d.order = append(d.order, nr)
+	if nr == 0 {
+		d.emergency = pp
+	}
+	if p.Backend != nil {
+		p.Backend.SetReceiver(func(b byte) { d.input(pp, b) })
+	}
+	return nr, nil
+}
+
+// PortNumber returns the port number the i-th port added (Config.Ports, then AddPort)
+// got, or -1.
 func (d *Device) PortNumber(i int) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	if i < 0 || i >= len(d.order) {
 		return -1
 	}
@@ -199,8 +225,11 @@ func (d *Device) ReadConfig(off uint64, data []byte) {
 
 // WriteConfig: a write to emerg_wr sends its low byte to port 0's backend.
 func (d *Device) WriteConfig(off uint64, data []byte) {
-	if off == 8 && len(data) > 0 && d.emergency != nil && d.emergency.cfg.Backend != nil {
-		d.emergency.cfg.Backend.Write(data[:1])
+	d.mu.Lock()
+	p := d.emergency
+	d.mu.Unlock()
+	if off == 8 && len(data) > 0 && p != nil && p.cfg.Backend != nil {
+		p.cfg.Backend.Write(data[:1])
 	}
 }
 
@@ -211,6 +240,7 @@ func (d *Device) Activate(a virtio.Activation) error {
 	if d.active {
 		return errors.New("virtio-console: already active")
 	}
+	d.started = true
 	d.multi = a.Features&(1<<FMultiport) != 0
 	d.stop = make(chan struct{})
 	d.ctrlOut = nil

@@ -57,7 +57,7 @@ type driver struct {
 }
 
 func newDriver(t *testing.T, d *Device, multiport bool) *driver {
-	m := virtiotest.NewMem(0x4000_0000, 4<<20)
+	m := virtiotest.NewMem(0x4000_0000, 16<<20)
 	t.Cleanup(func() { m.Close() })
 	n := len(d.QueueMax())
 	dr := &driver{t: t, mem: m, bufs: map[[2]int]uint64{}}
@@ -211,8 +211,16 @@ func TestHostileControl(t *testing.T) {
 	dr.send(3, ctrl(7, EvPortReady, 1))
 	dr.send(3, ctrl(0xffffffff, EvPortOpen, 1))
 	// A flood of DEVICE_READY with no receive buffers is held to the backlog bound.
-	for i := 0; i < 2*ctrlBacklog; i++ {
-		dr.send(3, ctrl(0, EvDeviceReady, 1))
+	for i := 0; i < 2*ctrlBacklog; i += 16 {
+		for k := 0; k < 16; k++ {
+			dr.rings[3].Add(virtiotest.Buf{Data: ctrl(0, EvDeviceReady, 1)})
+		}
+		dr.tr.Notify(3)
+		for k := 0; k < 16; k++ {
+			if _, _, ok := dr.rings[3].WaitUsed(5 * time.Second); !ok {
+				t.Fatal("control message not consumed")
+			}
+		}
 	}
 	d.mu.Lock()
 	n := len(d.ctrlOut)
@@ -253,6 +261,12 @@ func TestSingleConsole(t *testing.T) {
 	if _, err := New(Config{Ports: []Port{{Console: true}, {Console: true}}}); err == nil {
 		t.Fatal("two ports without multiport accepted")
 	}
+	if _, err := d.AddPort(Port{Console: true}); err == nil {
+		t.Fatal("AddPort on a single-console device accepted")
+	}
+	if _, err := New(Config{}); err == nil {
+		t.Fatal("single-console device without a port accepted")
+	}
 }
 
 // A multiport device whose driver declines MULTIPORT works as a single console.
@@ -290,4 +304,52 @@ func TestResetAndReinit(t *testing.T) {
 	if got := string(dr2.recv(0)); got != "z" {
 		t.Fatalf("held input %q", got)
 	}
+}
+
+// A bare virtio-serial (no ports yet) gets its ports from AddPort, numbered as QEMU
+// numbers them, and a console added after serial ports still becomes port 0.
+func TestAddPort(t *testing.T) {
+	d, err := New(Config{Multiport: true, MaxPorts: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(d.QueueMax()); n != 10 {
+		t.Fatalf("%d queues for max_ports 4", n)
+	}
+	con := &fakeChar{}
+	for i, want := range []struct {
+		p  Port
+		nr int
+	}{{Port{Name: "a"}, 1}, {Port{Name: "b"}, 2}, {Port{Console: true, Backend: con}, 0}, {Port{Console: true}, 3}} {
+		nr, err := d.AddPort(want.p)
+		if err != nil || nr != want.nr || d.PortNumber(i) != want.nr {
+			t.Fatalf("port %d: nr %d err %v, want %d", i, nr, err, want.nr)
+		}
+	}
+	if _, err := d.AddPort(Port{Name: "e"}); err == nil {
+		t.Fatal("fifth port in max_ports 4 accepted")
+	}
+	dr := newDriver(t, d, true)
+	dr.post(2, 64)
+	dr.send(3, ctrl(0xffffffff, EvDeviceReady, 1))
+	if got := parse(dr.recv(2)); got != "0:1:1" {
+		t.Fatalf("first DEVICE_ADD %s", got)
+	}
+	if _, err := d.AddPort(Port{Name: "late"}); err == nil {
+		t.Fatal("AddPort after activation accepted")
+	}
+	// A device with no ports at all runs and answers DEVICE_READY with nothing.
+	empty, err := New(Config{Multiport: true, MaxPorts: 31})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dr2 := newDriver(t, empty, true)
+	dr2.post(2, 64)
+	dr2.send(3, ctrl(0xffffffff, EvDeviceReady, 1))
+	time.Sleep(10 * time.Millisecond)
+	if dr2.rings[2].UsedIdx() != 0 || dr2.tr.Status()&virtio.StatusNeedsReset != 0 {
+		t.Fatal("empty virtio-serial misbehaved")
+	}
+	var w [4]byte
+	dr2.tr.WriteConfig(8, w[:]) // emergency write without port 0: dropped
 }

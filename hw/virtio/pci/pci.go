@@ -164,6 +164,14 @@ func New(dev virtio.Device, mem virtio.Memory, c Config) (*Device, error) {
 		return nil, err
 	}
 	d.msix.OnChange = d.vectorChanged
+	// Doorbells follow the notify region: a BAR move or decode toggle while the driver
+	// runs drops them, and they are registered again where the BAR now is.
+	d.cfg.OnBARChange(func(i int, _ uint64, _ bool) {
+		if i == modernBAR && d.t.Active() {
+			d.stopDoorbells()
+			d.startFast()
+		}
+	})
 	for _, cp := range []struct {
 		typ      byte
 		off, len uint32
@@ -346,6 +354,7 @@ func (d *Device) startFast() {
 	if d.doorbells != nil {
 		return
 	}
+	d.doorbells = []func(){}
 	for q := 0; q < d.nq; q++ {
 		q := uint32(q)
 		cancel, err := d.hooks.Doorbell(base+notifyOff+uint64(q)*notifyMultiplier, 2, func() { d.t.Notify(q) })
@@ -357,15 +366,23 @@ func (d *Device) startFast() {
 }
 
 func (d *Device) stopFast() {
+	d.stopDoorbells()
 	d.fastMu.Lock()
-	bells, routes := d.doorbells, d.routes
-	d.doorbells, d.routes = nil, nil
+	routes := d.routes
+	d.routes = nil
+	d.fastMu.Unlock()
+	for _, r := range routes {
+		r.release()
+	}
+}
+
+func (d *Device) stopDoorbells() {
+	d.fastMu.Lock()
+	bells := d.doorbells
+	d.doorbells = nil
 	d.fastMu.Unlock()
 	for _, c := range bells {
 		c()
-	}
-	for _, r := range routes {
-		r.release()
 	}
 }
 

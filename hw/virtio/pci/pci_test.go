@@ -268,7 +268,6 @@ func TestVirtioPCIFastPaths(t *testing.T) {
 	var (
 		mu       sync.Mutex
 		bells    = map[uint64]func(){}
-		canceled int
 		fired    []uint32
 		released int
 	)
@@ -280,7 +279,7 @@ func TestVirtioPCIFastPaths(t *testing.T) {
 				t.Errorf("doorbell size %d, want 2 (Linux writes the queue index as 16 bits)", size)
 			}
 			bells[addr] = fn
-			return func() { mu.Lock(); canceled++; mu.Unlock() }, nil
+			return func() { mu.Lock(); delete(bells, addr); mu.Unlock() }, nil
 		},
 		Route: func(addr uint64, data uint32) (func(), func(uint64, uint32), func(), error) {
 			cur := data
@@ -353,11 +352,20 @@ func TestVirtioPCIFastPaths(t *testing.T) {
 		t.Fatalf("route after re-targeting fired %#x, want 0x52", fired[1])
 	}
 	mu.Unlock()
-	g.wr(common+ccStatus, 1, 0)
+	// Moving the BAR moves the doorbell.
+	const moved = barBase + 0x10_0000
+	g.setCfg32(0x20, moved)
+	mu.Lock()
+	if len(bells) != 1 || bells[moved+uint64(caps[capNotify][1])] == nil {
+		mu.Unlock()
+		t.Fatalf("after a BAR move the live doorbells are %v; want exactly one at %#x", bells, moved+uint64(caps[capNotify][1]))
+	}
+	mu.Unlock()
+	g.wr(moved+uint64(caps[capCommon][1])+ccStatus, 1, 0) // reset, through the moved BAR
 	mu.Lock()
 	defer mu.Unlock()
-	if canceled != 1 || released != 1 {
-		t.Fatalf("after reset: %d doorbells canceled, %d routes released; want 1 and 1", canceled, released)
+	if len(bells) != 0 || released != 1 {
+		t.Fatalf("after reset: doorbells %v live, %d routes released; want none and 1", bells, released)
 	}
 }
 

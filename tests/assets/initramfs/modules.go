@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -63,25 +64,33 @@ func (im *Image) AddModules(moddir, kver string, names ...string) error {
 	sort.Strings(all)
 	for _, n := range all {
 		im.AddFile(base+rel(n), index[n], 0o644)
-		// modules.dep lists every transitive dependency, nearest first.
-		var closure []string
-		seen := map[string]bool{}
-		var walk func(string)
-		walk = func(m string) {
-			for _, d := range deps[m] {
-				d = modName(d)
-				if !seen[d] {
-					seen[d] = true
-					closure = append(closure, rel(d))
-					walk(d)
-				}
-			}
-		}
-		walk(n)
-		fmt.Fprintf(&dep, "%s: %s\n", rel(n), strings.Join(closure, " "))
+		fmt.Fprintf(&dep, "%s: %s\n", rel(n), strings.Join(loadOrder(deps, n), " "))
 	}
 	im.AddBytes(base+"modules.dep", []byte(dep.String()), 0o644)
 	return nil
+}
+
+// loadOrder returns n's transitive dependencies as modules.dep lists them: modprobe
+// loads them from the last to the first, so every module comes before the modules it
+// depends on (the reverse of a depth-first post-order). virtio_pci needs virtio,
+// which needs virtio_ring: virtio_ring must be loaded first, so it is listed last.
+func loadOrder(deps map[string][]string, n string) []string {
+	var post []string
+	seen := map[string]bool{n: true}
+	var walk func(string)
+	walk = func(m string) {
+		for _, d := range deps[m] {
+			d = modName(d)
+			if !seen[d] {
+				seen[d] = true
+				walk(d)
+				post = append(post, "kernel/"+d+".ko")
+			}
+		}
+	}
+	walk(n)
+	slices.Reverse(post)
+	return post
 }
 
 func modName(s string) string {

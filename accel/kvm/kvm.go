@@ -1,7 +1,8 @@
 // Package kvm owns running guests on the host's /dev/kvm: the VM and its in-kernel
 // interrupt controllers and PIT, memory slots, one locked OS thread per vCPU, and the
 // translation of KVM exits into MMIO/port-I/O accesses on the machine's buses and into
-// accel exit reasons. It implements accel.X86VM for x86-64 hosts.
+// accel exit reasons, and pausing the vCPUs (pause.go). It implements accel.X86VM and
+// accel.Pauser for x86-64 hosts.
 //
 // It must not know about TCG, devices or boards: a machine hands it RAM slots, buses
 // and the boot CPU's register state, and nothing more.

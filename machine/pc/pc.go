@@ -4,6 +4,9 @@
 // ACPI tables in the BIOS area, and direct Linux boot of a bzImage (boot protocol
 // 2.06+) to the boot CPU's register state.
 //
+// control.go is the control surface a run loop drives: pause through the accelerator,
+// host reset, the ACPI power button.
+//
 // Under KVM the PIC, PIT, IOAPIC and local APICs are the kernel's; the board only
 // describes them (MADT) and raises their GSIs. It must not know instruction semantics
 // or how the accelerator runs vCPUs.

@@ -1,7 +1,8 @@
 // Package virt owns the aarch64 `virt` board, laid out like QEMU 7.2's: the memory map,
 // the GIC (v2 or v3) and its wiring to the vCPUs' IRQ lines and generic-timer PPIs, the
 // PL011 console on one MMIO bus shared by the vCPUs, empty virtio-mmio slots, PSCI over HVC, the generated flattened device
-// tree and the arm64 Image loader.
+// tree and the arm64 Image loader, and the control surface a run loop drives
+// (control.go: pause at block boundaries with the guest clock stopped, host reset).
 //
 // It must not know instruction semantics (target-arm), translation (tcg) or host
 // terminal handling (hw/chardev): it wires them.

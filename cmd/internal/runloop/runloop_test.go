@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"gemu/cmd/internal/qemuopts"
 	"gemu/hw/pci"
 	"gemu/machine/monitor"
 )
@@ -271,5 +272,70 @@ func TestEndpoints(t *testing.T) {
 		if err != nil || e.network != c.network || e.addr != c.addr || e.server != c.server || e.wait != c.wait {
 			t.Errorf("%s: %+v %v", c.spec, e, err)
 		}
+	}
+}
+
+// TestOpenMonitors opens a -qmp socket, a -chardev socket with -mon mode=control and a
+// -mon mode=readline at once; each answers in its protocol, and stdio is refused while
+// the serial console holds it.
+func TestOpenMonitors(t *testing.T) {
+	dir := t.TempDir()
+	var c qemuopts.Common
+	err := c.Parse([]string{"-qmp", "unix:" + dir + "/q1,server=on,wait=off",
+		"-chardev", "socket,id=m0,path=" + dir + "/q2,server=on,wait=off", "-mon", "chardev=m0,mode=control",
+		"-chardev", "socket,id=h0,path=" + dir + "/h,server=on,wait=off", "-mon", "chardev=h0,mode=readline",
+		"-chardev", "null,id=other"}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mons := TakeMonitorChardevs(&c)
+	if len(mons) != 2 || len(c.Chardevs) != 1 {
+		t.Fatalf("monitor chardevs %v, left %d", mons, len(c.Chardevs))
+	}
+	l := New(Config{Prog: "gemu-test", Stderr: io.Discard})
+	defer l.srv.Close()
+	if err := l.OpenMonitors(&c, mons, true); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"q1", "q2"} {
+		conn, err := net.Dial("unix", dir+"/"+q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := bufio.NewReader(conn)
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		g, _ := r.ReadString('\n')
+		if !strings.Contains(g, `"QMP"`) {
+			t.Errorf("%s greeting %q", q, g)
+		}
+		conn.Close()
+	}
+	conn, err := net.Dial("unix", dir+"/h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	g, _ := bufio.NewReader(conn).ReadString('\n')
+	if !strings.HasPrefix(g, "QEMU 7.2.0 monitor") {
+		t.Errorf("HMP banner %q", g)
+	}
+	conn.Close()
+	if n := len(l.Chardevs()); n != 3 {
+		t.Errorf("query-chardev lists %d monitors, want 3", n)
+	}
+
+	var s qemuopts.Common
+	if err := s.Parse([]string{"-monitor", "stdio"}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := New(Config{Stderr: io.Discard}).OpenMonitors(&s, nil, true); err == nil || !strings.Contains(err.Error(), "stdio") {
+		t.Errorf("-monitor stdio with the serial on stdio: %v", err)
+	}
+	var m qemuopts.Common
+	if err := m.Parse([]string{"-mon", "chardev=nope,mode=control"}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := New(Config{Stderr: io.Discard}).OpenMonitors(&m, TakeMonitorChardevs(&m), false); err == nil || !strings.Contains(err.Error(), `chardev "nope" not found`) {
+		t.Errorf("-mon naming no chardev: %v", err)
 	}
 }

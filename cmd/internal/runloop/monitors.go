@@ -222,12 +222,27 @@ func (l *Loop) listen(e endpoint) error {
 	}
 	if e.wait {
 		fmt.Fprintf(l.cfg.Stderr, "%s: waiting for connection on: %s\n", l.cfg.Prog, e.filename)
-		conn, err := ln.Accept()
-		if err != nil {
-			ln.Close()
-			return fmt.Errorf("monitor %s: %v", e.filename, err)
+		// A signal or Ctrl-A x while waiting ends the wait (and the process).
+		type accepted struct {
+			c   net.Conn
+			err error
 		}
-		go l.srv.Handle(conn, conn, conn, e.mode)
+		ch := make(chan accepted, 1)
+		go func() {
+			c, err := ln.Accept()
+			ch <- accepted{c, err}
+		}()
+		select {
+		case a := <-ch:
+			if a.err != nil {
+				ln.Close()
+				return fmt.Errorf("monitor %s: %v", e.filename, a.err)
+			}
+			go l.srv.Handle(a.c, a.c, a.c, e.mode)
+		case <-l.quitCh:
+			ln.Close()
+			return nil
+		}
 	}
 	go l.srv.Serve(ln, e.mode)
 	return nil

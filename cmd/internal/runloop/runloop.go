@@ -91,6 +91,7 @@ type Loop struct {
 	resetReq     bool // system_reset while in the shutdown state
 	wake         chan struct{}
 	sig          os.Signal
+	quitCh       chan struct{} // closed by the first QuitHost (ends a wait=on accept)
 }
 
 // New returns a loop; it runs nothing until Run.
@@ -98,7 +99,7 @@ func New(cfg Config) *Loop {
 	if cfg.Stderr == nil {
 		cfg.Stderr = os.Stderr
 	}
-	l := &Loop{cfg: cfg, status: monitor.Running, wake: make(chan struct{}, 1)}
+	l := &Loop{cfg: cfg, status: monitor.Running, wake: make(chan struct{}, 1), quitCh: make(chan struct{})}
 	if cfg.StartPaused {
 		l.status = monitor.Prelaunch
 	}
@@ -117,6 +118,7 @@ func (l *Loop) QuitHost(reason string) {
 	defer l.mu.Unlock()
 	if !l.quitting {
 		l.quitting, l.quitReason = true, reason
+		close(l.quitCh)
 	}
 	if l.cur != nil {
 		l.cur.Stop()

@@ -339,3 +339,29 @@ func TestOpenMonitors(t *testing.T) {
 		t.Errorf("-mon naming no chardev: %v", err)
 	}
 }
+
+// TestWaitInterrupted: a signal while a wait=on monitor waits for its first client
+// ends the wait and Run returns 0, as QEMU exits.
+func TestWaitInterrupted(t *testing.T) {
+	dir := t.TempDir()
+	var c qemuopts.Common
+	if err := c.Parse([]string{"-qmp", "unix:" + dir + "/q,server=on"}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	var l *Loop
+	l = New(Config{Prog: "gemu-test", Stderr: io.Discard,
+		New:       func() (Guest, error) { return newFake(), nil },
+		BeforeRun: func() error { return l.OpenMonitors(&c, nil, false) }})
+	res := make(chan int, 1)
+	go func() { code, _ := l.Run(); res <- code }()
+	time.Sleep(100 * time.Millisecond)
+	l.QuitHost("host-signal")
+	select {
+	case code := <-res:
+		if code != 0 {
+			t.Fatalf("exit %d", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a quit did not end the wait for the first monitor client")
+	}
+}

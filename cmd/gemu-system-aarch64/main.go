@@ -40,8 +40,15 @@ vCPUs under gemu's own translator (TCG).
   -m [size=]SIZE         RAM, MiB without a suffix; K M G T suffixes, 1.5G (default 128M)
   -smp [cpus=]N[,sockets=S][,clusters=L][,cores=C][,threads=T][,maxcpus=M]
                          CPUs (default 1); the guest sees N CPUs in one cluster
-  -kernel FILE           arm64 Linux Image (or gzip-compressed Image)
-  -initrd FILE           initial ramdisk
+  -kernel FILE           arm64 Linux Image (or gzip-compressed), ELF, U-Boot uImage, or a
+                         raw binary (entered at RAM base + 0x80000), as QEMU loads them
+  -initrd FILE           initial ramdisk (raw or U-Boot ramdisk image)
+  -fw_cfg [name=]opt/NAME,file=FILE|string=STR
+                         add a file to the fw_cfg device's directory
+  -rtc [base=utc|localtime|DATE][,clock=host|rt|vm][,driftfix=none|slew]
+                         where the PL031 RTC starts (DATE: 2006-06-17T16:01:21 or 2006-06-17)
+  -bios, -pflash, -drive if=pflash
+                         firmware boot: not supported yet
   -append STRING         kernel command line
   -dtb FILE              use this device tree instead of the generated one
   -nographic             no display; serial console on stdio (the default here)
@@ -67,8 +74,9 @@ vCPUs under gemu's own translator (TCG).
   -drive, -hda FILE, -blockdev, -device, -chardev, -object, -snapshot
                          block, virtio and character devices
   -netdev, -nic, -global parsed and checked, not yet connected to the board (warned)
-  -nodefaults, -no-user-config, -msg timestamp=on
-                         accepted for QEMU compatibility
+  -nodefaults            no default devices (the PL011 console goes nowhere without -serial)
+  -no-user-config        accepted (gemu reads no configuration files)
+  -msg timestamp=on      prefix error and warning lines with the UTC time, as QEMU
   -h, -help, --help      this help
   -version, --version    version
 On the stdio console, Ctrl-A x quits and Ctrl-A h lists the escapes.
@@ -104,7 +112,7 @@ func main() {
 	code, err := run(os.Args[1:])
 	stop()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", prog, err)
+		fmt.Fprintf(os.Stderr, "%s%s: %v\n", msgPrefix(), prog, err)
 	}
 	os.Exit(code)
 }
@@ -114,8 +122,9 @@ func run(args []string) (int, error) {
 	if err != nil || done {
 		return exitFor(err), err
 	}
+	msgTimestamp = o.MsgTimestamp
 	for _, w := range o.warnings {
-		fmt.Fprintf(os.Stderr, "%s: warning: %s\n", prog, w)
+		fmt.Fprintf(os.Stderr, "%s%s: warning: %s\n", msgPrefix(), prog, w)
 	}
 	if o.traceSpec != "" {
 		f, err := arm.ParseTraceFlags(o.traceSpec)
@@ -177,10 +186,12 @@ func run(args []string) (int, error) {
 	}
 	defer be.Close()
 	o.cfg.Serial = be
-	warn := func(msg string) { fmt.Fprintf(os.Stderr, "%s: warning: %s\n", prog, msg) }
+	warn := func(msg string) { fmt.Fprintf(os.Stderr, "%s%s: warning: %s\n", msgPrefix(), prog, msg) }
+	o.cfg.Warn = warn
 
 	var envMu sync.Mutex
-	var env *qdev.Env // the current machine's devices
+	var env *qdev.Env      // the current machine's devices
+	var last *virt.Machine // the machine before a reset (its RTC carries over)
 	attached := func(id string) bool {
 		envMu.Lock()
 		defer envMu.Unlock()
@@ -202,6 +213,9 @@ func run(args []string) (int, error) {
 			return loop.OpenMonitors(&o.Common, monChardevs, o.serial == "stdio")
 		},
 		New: func() (runloop.Guest, error) {
+			if last != nil {
+				o.cfg.RTCBase = last.RTCBase() // the RTC keeps what the guest set across a reset, as QEMU's
+			}
 			m, err := virt.New(o.cfg)
 			if err != nil {
 				return nil, err
@@ -215,6 +229,7 @@ func run(args []string) (int, error) {
 			envMu.Lock()
 			env = e
 			envMu.Unlock()
+			last = m
 			return virtGuest{m}, nil
 		},
 	})
@@ -288,9 +303,15 @@ func parse(args []string) (o options, done bool, err error) {
 	o.cfg = virt.Config{RAMSize: 128 << 20, SMP: 1, GICVersion: 2}
 	o.serial = "stdio"
 	o.topology = qemuopts.Topology{CPUs: 1, Sockets: 1, Dies: 1, Clusters: 1, Cores: 1, Threads: 1, MaxCPUs: 1}
-	own := map[string]bool{"dtb": true, "d": true, "D": true}
+	own := map[string]bool{"dtb": true, "d": true, "D": true, "fw_cfg": true, "bios": true, "pflash": true, "rtc": true}
 	err = o.Parse(args, own, func(name, v string) error {
 		switch name {
+		case "fw_cfg":
+			return o.fwCfg(v)
+		case "rtc":
+			return o.rtc(v)
+		case "bios", "pflash":
+			return fmt.Errorf("-%s %s: firmware boot is not supported yet (boot a kernel directly with -kernel)", name, v)
 		case "dtb":
 			o.cfg.DTB = v
 		case "d":
@@ -360,6 +381,13 @@ func parse(args []string) (o options, done bool, err error) {
 	o.cfg.Kernel, o.cfg.Initrd, o.cfg.Append = o.Kernel, o.Initrd, o.Append
 	if n := len(o.Serials); n > 0 {
 		o.serial = o.Serials[n-1] // virt has one PL011 for the console
+	} else if o.NoDefaults {
+		o.serial = "null" // -nodefaults: no default serial backend, as QEMU's
+	}
+	for _, d := range o.Drives {
+		if v, _ := d.Get("if"); v == "pflash" {
+			return o, false, fmt.Errorf("-drive %s: if=pflash: flash firmware boot is not supported yet (boot a kernel directly with -kernel)", d.Spec)
+		}
 	}
 	o.noReboot = o.NoReboot
 	o.warnings = append(o.warnings, o.Warnings...)

@@ -80,12 +80,12 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 	}
 	kernel, err := openImage(o.kernel)
 	if err != nil {
-		return fail(stderr, "-kernel %s: %v", o.kernel, err)
+		return fail(stderr, "could not load kernel '%s': %v", o.kernel, err)
 	}
 	defer kernel.Close()
 	hdr, err := pc.CheckKernel(kernel)
 	if err != nil {
-		return fail(stderr, "-kernel %s: %v", o.kernel, err)
+		return fail(stderr, "could not load kernel '%s': %v", o.kernel, err)
 	}
 	if uint64(len(o.append)) > uint64(hdr.CmdlineSize) {
 		return fail(stderr, "-append: the command line is %d bytes; this kernel accepts at most %d", len(o.append), hdr.CmdlineSize)

@@ -208,7 +208,7 @@ func TestBadInput(t *testing.T) {
 		{"missing kernel", []string{"-kernel", filepath.Join(dir, "nope")}, "no such file"},
 		{"no kernel", []string{"-m", "64"}, "no -kernel"},
 		{"directory", []string{"-kernel", dir}, "not a regular file"},
-		{"elf", []string{"-kernel", write("vmlinux", elf)}, "not a bzImage"},
+		{"elf", []string{"-kernel", write("vmlinux", elf)}, "could not load kernel '" + filepath.Join(dir, "vmlinux") + "': "},
 		{"random", []string{"-kernel", write("random", random)}, "not a bzImage"},
 		{"arm64", []string{"-kernel", write("Image", arm)}, "arm64"},
 		{"empty", []string{"-kernel", write("empty", nil)}, "not a bzImage"},

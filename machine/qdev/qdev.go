@@ -74,8 +74,10 @@ func NewEnv(b Board, drives map[string]*backend.Backend, chardevs map[string]cha
 
 type devType struct {
 	name, bus, desc string
-	props           []string
-	build           func(e *Env, p Props) (virtio.Device, error)
+	// aliasOf names the type this one is a short name for (virtio-blk → virtio-blk-pci).
+	aliasOf string
+	props   []string
+	build   func(e *Env, p Props) (virtio.Device, error)
 	// finish, if set, runs instead of plugging a virtio device (virtconsole and
 	// virtserialport attach to a virtio-serial bus).
 	finish func(e *Env, p Props) error
@@ -107,10 +109,16 @@ func init() {
 		register(devType{name: "virtio-serial" + tr.suffix, bus: tr.bus, desc: "Virtio serial (console) bus",
 			props: append(append([]string{}, tr.props...), serialProps...), build: buildSerial})
 	}
-	// QEMU's short aliases.
+	// QEMU's short aliases; and its -non-transitional names, which are exactly gemu's
+	// modern-only virtio-pci devices.
 	for alias, to := range map[string]string{"virtio-blk": "virtio-blk-pci", "virtio-rng": "virtio-rng-pci", "virtio-serial": "virtio-serial-pci"} {
 		d := types[to]
-		d.name, d.desc = alias, d.desc+" (alias of "+to+")"
+		d.name, d.aliasOf = alias, to
+		register(d)
+	}
+	for _, base := range []string{"virtio-blk", "virtio-rng", "virtio-serial"} {
+		d := types[base+"-pci"]
+		d.name = base + "-pci-non-transitional"
 		register(d)
 	}
 	register(devType{name: "virtconsole", bus: "virtio-serial-bus", desc: "Virtio console port (hvc)",
@@ -119,25 +127,44 @@ func init() {
 		props: []string{"id", "bus", "chardev", "name", "nr"}, finish: addPort(false)})
 }
 
-// Help lists the device types, as `-device help` does.
+// Help lists the device types, as `-device help` does, in QEMU's categories and
+// format (an alias is named on the device it stands for).
 func Help() string {
+	aliases := map[string]string{}
 	var names []string
-	for n := range types {
+	for n, d := range types {
+		if d.aliasOf != "" {
+			aliases[d.aliasOf] = n
+			continue
+		}
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	var b strings.Builder
-	b.WriteString("Storage devices:\n")
-	for _, n := range names {
-		if d := types[n]; strings.HasPrefix(n, "virtio-blk") {
-			fmt.Fprintf(&b, "name \"%s\", bus %s, desc \"%s\"\n", n, d.bus, d.desc)
+	cat := func(n string) string {
+		switch {
+		case strings.HasPrefix(n, "virtio-blk"):
+			return "Storage devices"
+		case strings.HasPrefix(n, "virtio-net"):
+			return "Network devices"
+		case strings.HasPrefix(n, "virtio-serial"), n == "virtconsole", n == "virtserialport":
+			return "Input devices"
 		}
+		return "Misc devices"
 	}
-	b.WriteString("\nMisc devices:\n")
-	for _, n := range names {
-		if d := types[n]; !strings.HasPrefix(n, "virtio-blk") {
-			fmt.Fprintf(&b, "name \"%s\", bus %s, desc \"%s\"\n", n, d.bus, d.desc)
+	var b strings.Builder
+	for _, c := range []string{"Storage devices", "Network devices", "Input devices", "Misc devices"} {
+		fmt.Fprintf(&b, "%s:\n", c)
+		for _, n := range names {
+			if cat(n) != c {
+				continue
+			}
+			fmt.Fprintf(&b, "name \"%s\", bus %s", n, types[n].bus)
+			if a := aliases[n]; a != "" {
+				fmt.Fprintf(&b, ", alias \"%s\"", a)
+			}
+			b.WriteString("\n")
 		}
+		b.WriteString("\n")
 	}
 	return b.String()
 }

@@ -66,12 +66,12 @@ func (m *Machine) Paused() bool {
 // the host's system_reset: the caller builds the board afresh, as for a guest reset.
 func (m *Machine) Reset() { m.finish(ExitReset, nil) }
 
-// ErrNoPowerButton is PowerDown's refusal: QEMU's virt signals power-down through a
-// PL061 GPIO key the device tree describes (gpio-keys), which this board has not yet.
-var ErrNoPowerButton = errors.New("the virt board has no power button yet (QEMU's is a PL061 GPIO key): use the guest's poweroff, or quit")
-
-// PowerDown asks the guest to power off (QEMU's system_powerdown). Not available yet.
-func (m *Machine) PowerDown() error { return ErrNoPowerButton }
+// PowerDown asks the guest to power off (QEMU's system_powerdown): the gpio-keys power
+// button on the PL061 is pressed (platform.go); what happens next is the guest's choice.
+func (m *Machine) PowerDown() error {
+	m.PowerButton()
+	return nil
+}
 
 // NumCPUs returns the number of vCPUs.
 func (m *Machine) NumCPUs() int { return len(m.cpus) }

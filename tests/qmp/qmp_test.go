@@ -233,9 +233,9 @@ func TestQMPDrivesGuest(t *testing.T) {
 		t.Errorf("query-uuid: %+v %v", u, err)
 	}
 
-	// Before the guest runs, RAM base holds the arm64 Image header: magic "ARM\x64"
-	// at offset 0x38.
-	if x, err := r.HumanMonitorCommand("xp /1xw 0x40000038", nil); err != nil || x != "0000000040000038: 0x644d5241\r\n" {
+	// Before the guest runs, the arm64 Image sits 2 MiB into RAM (QEMU's placement for
+	// a text_offset of 0): its header's magic "ARM\x64" is at offset 0x38.
+	if x, err := r.HumanMonitorCommand("xp /1xw 0x40200038", nil); err != nil || x != "0000000040200038: 0x644d5241\r\n" {
 		t.Errorf("HMP xp of the kernel header: %q %v", x, err)
 	}
 	if err := r.Cont(); err != nil {
@@ -436,6 +436,7 @@ var script = []string{
 	`{"execute":"human-monitor-command","arguments":{"command-line":5}}`,
 	`{"execute":"query-status"}`,
 	`{"execute":"query-commands"}`,
+	`{"execute":"system_powerdown"}`,
 	`{"execute":"cont"}`,
 	`{"execute":"query-status"}`,
 	`{"execute":"stop"}`,

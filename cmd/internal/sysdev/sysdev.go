@@ -46,7 +46,25 @@ func Help(c *qemuopts.Common) (string, bool, error) {
 		h, err := qdev.PropHelp(drv)
 		return h, true, err
 	}
+	for _, o := range c.Chardevs {
+		if o.Help {
+			return chardevHelp(), true, nil
+		}
+	}
 	return "", false, nil
+}
+
+// chardevHelp lists the -chardev backends gemu opens, in qemu-system's order (and
+// with its header, trailing space included).
+func chardevHelp() string {
+	var b strings.Builder
+	b.WriteString("Available chardev backend types: \n")
+	for _, typ := range []string{"stdio", "vc", "serial", "pipe", "pty", "null", "ringbuf", "socket", "udp", "file"} {
+		if _, err := chardev.Keys(typ); err == nil {
+			fmt.Fprintf(&b, "  %s\n", typ)
+		}
+	}
+	return b.String()
 }
 
 // Open opens every -chardev, -object, -blockdev and -drive. defIf is the board's default

@@ -79,7 +79,7 @@ func TestNIC(t *testing.T) {
 	if err := e.Add(p("driver=virtio-net-device")); err != nil || len(warns) != 1 || !strings.Contains(warns[0], "no peer") {
 		t.Fatalf("peerless NIC: %v %v", err, warns)
 	}
-	if h := Help(); !strings.Contains(h, "Network devices:\nname \"virtio-net\"") || !strings.Contains(h, `name "virtio-net-device", bus virtio-bus`) {
+	if h := Help(); !strings.Contains(h, `name "virtio-net-pci", bus PCI, alias "virtio-net"`) || !strings.Contains(h, `name "virtio-net-device", bus virtio-bus`) {
 		t.Errorf("-device help:\n%s", h)
 	}
 	if m, err := ParseMAC("52-54-00-12-34-56"); err != nil || m != DefaultMAC(0) {

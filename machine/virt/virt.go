@@ -2,8 +2,10 @@
 // the GIC (v2 or v3) and its wiring to the vCPUs' IRQ lines and generic-timer PPIs, the
 // PL011 console on one MMIO bus shared by the vCPUs, the virtio-mmio transports and the
 // PCIe host, the platform devices (PL031 RTC, fw_cfg, PL061 GPIO with the gpio-keys power
-// button: platform.go), PSCI over HVC, the generated flattened device tree, and direct
-// kernel boot by QEMU's rules (ELF, uImage, arm64 Image, raw binary; loader.go).
+// button: platform.go), PSCI over HVC, the generated flattened device tree, direct
+// kernel boot by QEMU's rules (ELF, uImage, arm64 Image, raw binary; loader.go), and the
+// control surface a run loop drives (control.go: pause at block boundaries with the
+// guest clock stopped, host reset, power button).
 //
 // It must not know instruction semantics (target-arm), translation (tcg) or host
 // terminal handling (hw/chardev): it wires them.
@@ -102,6 +104,9 @@ type Machine struct {
 	stop    chan struct{}  // closed when Run ends, to stop the vCPU goroutines
 	wg      sync.WaitGroup // the vCPU goroutines
 	running map[int]bool   // vCPUs whose goroutine was started
+	paused  bool           // Pause was called (control.go)
+	ramMu   sync.RWMutex   // ReadPhys against the release of guest RAM
+	ramGone bool
 }
 
 // Validate checks a configuration's sizes without building anything.
@@ -259,7 +264,10 @@ func (m *Machine) releaseNow() {
 	if m.engine != nil {
 		m.engine.Close()
 	}
+	m.ramMu.Lock()
+	m.ramGone = true
 	m.ram.Close()
+	m.ramMu.Unlock()
 }
 
 // Stop makes Run return ExitStopped (the user quit). Safe from any goroutine.

@@ -344,7 +344,7 @@ func TestCommon(t *testing.T) {
 		!reflect.DeepEqual(got, []string{"mine=x", "flag="}) || len(c.Warnings) != 0 {
 		t.Fatalf("parsed %+v; extra %v", c, got)
 	}
-	if u := c.Unwired(); len(u) != 3 {
+	if u := c.Unwired(); len(u) != 1 {
 		t.Errorf("Unwired = %v", u)
 	}
 	for _, bad := range [][]string{

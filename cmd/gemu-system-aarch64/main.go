@@ -225,6 +225,7 @@ func run(args []string) (int, error) {
 				m.Close()
 				return nil, err
 			}
+			e.StopOnError = loop.StopForIOError // werror=stop/rerror=stop pause the guest
 			m.OnRelease(e.Reset)
 			envMu.Lock()
 			env = e

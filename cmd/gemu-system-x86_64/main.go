@@ -175,6 +175,7 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 				m.Close()
 				return nil, err
 			}
+			e.StopOnError = loop.StopForIOError // werror=stop/rerror=stop pause the guest
 			m.OnRelease(e.Reset)
 			envMu.Lock()
 			env = e

@@ -62,6 +62,9 @@ type Env struct {
 	Netdevs map[string]netdev.Backend
 	// Warn prints a one-line warning (the main's stderr).
 	Warn func(string)
+	// StopOnError, if set, is werror=stop / rerror=stop: it pauses the guest and
+	// blocks until the guest is resumed (true: retry the request) or ctx ends.
+	StopOnError func(ctx context.Context, drive string, write bool, err error) bool
 
 	mu       sync.Mutex
 	usedPCI  map[int]bool
@@ -403,11 +406,17 @@ func buildBlk(e *Env, p Props) (virtio.Device, error) {
 // the guest and says so.
 func (e *Env) errorPolicy(id string, be *backend.Backend) func(ctx context.Context, r blk.Request, err error) blk.ErrorAction {
 	return func(ctx context.Context, r blk.Request, err error) blk.ErrorAction {
-		switch be.ErrorAction(err, r.Type == blk.TOut || r.Type == blk.TWriteZeroes || r.Type == blk.TDiscard || r.Type == blk.TFlush) {
+		write := r.Type == blk.TOut || r.Type == blk.TWriteZeroes || r.Type == blk.TDiscard || r.Type == blk.TFlush
+		switch be.ErrorAction(err, write) {
 		case backend.Ignore:
 			return blk.ErrorIgnore
 		case backend.Stop:
-			e.Warn(fmt.Sprintf("drive %s: %v (error policy stop: gemu has no monitor to resume the guest yet, so the error is reported to the guest)", id, err))
+			if e.StopOnError != nil && e.StopOnError(ctx, id, write, err) {
+				return blk.ErrorRetry
+			}
+			if e.StopOnError == nil {
+				e.Warn(fmt.Sprintf("drive %s: %v (error policy stop, but nothing can resume the guest: reported to it)", id, err))
+			}
 		}
 		return blk.ErrorReport
 	}

@@ -10,6 +10,7 @@
 package runloop
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"os/signal"
 	"sync"
 	"syscall"
+	"time"
 
 	"gemu/hw/pci"
 	"gemu/machine/monitor"
@@ -393,3 +395,31 @@ func (l *Loop) ReadPhys(addr uint64, p []byte) error {
 }
 
 func (l *Loop) Info() monitor.Info { return l.cfg.Info }
+
+// StopForIOError is werror=stop / rerror=stop: the guest pauses (STOP), the
+// BLOCK_IO_ERROR event names the drive, and the failed request waits until the guest
+// is resumed (cont), when it is retried; it returns false, for the request to be
+// reported to the guest instead, when ctx ends first (the device was reset).
+func (l *Loop) StopForIOError(ctx context.Context, drive string, write bool, err error) bool {
+	op := "read"
+	if write {
+		op = "write"
+	}
+	l.emit("BLOCK_IO_ERROR", map[string]any{"device": drive, "node-name": drive, "operation": op,
+		"action": "stop", "nospace": errors.Is(err, syscall.ENOSPC), "reason": err.Error()})
+	if e := l.Stop(); e != nil {
+		return false
+	}
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			if l.Status() == monitor.Running {
+				return true
+			}
+		}
+	}
+}

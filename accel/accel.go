@@ -138,16 +138,6 @@ type Chipset interface {
 	InEngineChipset() bool
 }
 
-// Pauser is implemented by VMs whose vCPUs can be paused in the middle of a Run and
-// resumed (Firecracker's Pause/Resume events): Pause returns when no vCPU executes
-// guest code and no device callback is in flight from a vCPU; a paused VM's Run keeps
-// running (it returns only for Stop or the guest). Pause and Resume may be called from
-// any goroutine except a vCPU's.
-type Pauser interface {
-	Pause() error
-	Resume() error
-}
-
 // VM is one guest being run by an accelerator. Methods other than Run and Stop must be
 // called before Run, from one goroutine.
 type VM interface {
@@ -223,4 +213,13 @@ type MSIRoute interface {
 // routing entries).
 type MSIRouter interface {
 	NewMSIRoute(addr uint64, data uint32) (MSIRoute, error)
+}
+
+// Pauser is implemented by VMs that can pause: Pause takes every vCPU out of the guest
+// (none executes guest code or a device callback when it returns) until Resume; called
+// before Run, the vCPUs wait before their first instruction. Both may be called from
+// any goroutine other than a vCPU thread. Stop ends a paused run as any other.
+type Pauser interface {
+	Pause() error
+	Resume()
 }

@@ -255,12 +255,11 @@ func (v *VM) Pause() error {
 }
 
 // Resume lets paused vCPUs run again.
-func (v *VM) Resume() error {
+func (v *VM) Resume() {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.pause = false
 	v.cond.Broadcast()
-	return nil
 }
 
 // Close stops a Run in progress (reason Stopped unless one was given) and waits for

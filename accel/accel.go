@@ -21,13 +21,15 @@
 // (New) → running (Run) ⇄ paused (Pauser.Pause/Resume) → exited (the guest's or
 // Stop's ExitReason). A userspace engine owns one goroutine per vCPU and calls
 // CPU.Run in a loop on it: Run returns Stopped when CPU.Kick asked it to (Stop, Pause),
-// any other reason ends the whole VM's run with that reason.
+// any other reason ends the whole VM's run with that reason. A ParkingCPU pauses inside
+// Run instead.
 //
 // It must not know about any device, board or instruction semantics.
 package accel
 
 import (
 	"fmt"
+	"time"
 
 	"gemu/hw/bus"
 	"gemu/hw/memory"
@@ -98,8 +100,23 @@ type CPU interface {
 	Run(io IO) (ExitReason, error)
 	// Kick makes the Run in progress return Stopped at its next instruction boundary,
 	// or, if none is in progress, the next Run return Stopped at once; one Kick causes
-	// at most one such return. It must not block.
+	// at most one such return (a ParkingCPU's may be final). It must not block.
 	Kick()
+}
+
+// ParkingCPU is a CPU that pauses inside Run (tcg.VCPU's Park/Unpark/WaitParked):
+// the engine's Pause parks it at an instruction boundary instead of kicking it out of
+// Run, and then kicks it only to stop, so its Kick may be final (every later Run
+// returns Stopped at once, as tcg.VCPU.Stop is).
+type ParkingCPU interface {
+	CPU
+	// Park asks the CPU to stop executing at its next boundary and wait inside Run
+	// (or before its first instruction) until Unpark; it does not wait.
+	Park()
+	Unpark()
+	// WaitParked waits until the CPU executes no guest code after Park (parked, or
+	// Run not running), false if timeout passed first.
+	WaitParked(timeout time.Duration) bool
 }
 
 // Target creates the vCPUs of a userspace engine. NewCPU is called once per vCPU,

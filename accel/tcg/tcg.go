@@ -16,6 +16,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"gemu/accel"
 	"gemu/hw/bus"
@@ -51,6 +52,7 @@ type VM struct {
 	pause    bool
 	parked   int        // vCPU goroutines parked by a pause
 	running  int        // vCPU goroutines of the Run in progress
+	live     []bool     // vCPU i's goroutine is in the Run in progress
 	cond     *sync.Cond // signals parked/running changes and resume/stop
 	life     sync.Mutex // orders Run's start against Close
 	ran      bool
@@ -172,6 +174,10 @@ func (v *VM) Run(mmio, pio *bus.Bus) (accel.ExitReason, error) {
 	v.threads.Add(len(v.cpus))
 	v.mu.Lock()
 	v.running = len(v.cpus)
+	v.live = make([]bool, len(v.cpus))
+	for i := range v.live {
+		v.live[i] = true
+	}
 	v.mu.Unlock()
 	v.life.Unlock()
 	if mmio == nil {
@@ -186,6 +192,7 @@ func (v *VM) Run(mmio, pio *bus.Bus) (accel.ExitReason, error) {
 			defer func() {
 				v.mu.Lock()
 				v.running--
+				v.live[i] = false
 				v.cond.Broadcast()
 				v.mu.Unlock()
 				v.threads.Done()
@@ -243,23 +250,53 @@ func (v *VM) Pause() error {
 	}
 	v.pause = true
 	v.mu.Unlock()
+	kicked := 0
 	for _, c := range v.cpus {
-		c.Kick()
+		if p, ok := c.(accel.ParkingCPU); ok {
+			p.Park()
+		} else {
+			c.Kick()
+			kicked++
+		}
+	}
+	for _, c := range v.cpus {
+		if p, ok := c.(accel.ParkingCPU); ok {
+			for !p.WaitParked(100*time.Millisecond) && !v.stopping.Load() {
+			}
+		}
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	for v.running > 0 && v.parked < v.running && !v.stopping.Load() {
+	// Kicked CPUs return from Run and park in loop; parking CPUs stay in Run.
+	for v.running > 0 && v.parked < v.kickable() && !v.stopping.Load() {
 		v.cond.Wait()
 	}
 	return nil
 }
 
+// kickable is the number of running vCPU goroutines whose CPU pauses by returning
+// from Run (not a ParkingCPU); called with v.mu held.
+func (v *VM) kickable() int {
+	n := 0
+	for i, c := range v.cpus {
+		if _, ok := c.(accel.ParkingCPU); !ok && v.live[i] {
+			n++
+		}
+	}
+	return n
+}
+
 // Resume lets paused vCPUs run again.
 func (v *VM) Resume() {
 	v.mu.Lock()
-	defer v.mu.Unlock()
 	v.pause = false
 	v.cond.Broadcast()
+	v.mu.Unlock()
+	for _, c := range v.cpus {
+		if p, ok := c.(accel.ParkingCPU); ok {
+			p.Unpark()
+		}
+	}
 }
 
 // Close stops a Run in progress (reason Stopped unless one was given) and waits for

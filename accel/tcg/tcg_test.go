@@ -423,3 +423,90 @@ func TestIRQRoutingAndMSI(t *testing.T) {
 	}
 	pit.Stop()
 }
+
+// parkCPU pauses inside Run like tcg.VCPU (Park/Unpark/WaitParked), and its Kick is
+// final like tcg.VCPU.Stop.
+type parkCPU struct {
+	mu            sync.Mutex
+	cond          *sync.Cond
+	want, parked  bool
+	stopped       atomic.Bool
+	steps, inRuns atomic.Int64
+	runs          atomic.Int64
+}
+
+func newParkCPU() *parkCPU { c := &parkCPU{}; c.cond = sync.NewCond(&c.mu); return c }
+
+func (c *parkCPU) Kick() {
+	c.stopped.Store(true)
+	c.mu.Lock()
+	c.cond.Broadcast()
+	c.mu.Unlock()
+}
+func (c *parkCPU) Park() { c.mu.Lock(); c.want = true; c.mu.Unlock() }
+func (c *parkCPU) Unpark() {
+	c.mu.Lock()
+	c.want = false
+	c.cond.Broadcast()
+	c.mu.Unlock()
+}
+func (c *parkCPU) WaitParked(d time.Duration) bool {
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		c.mu.Lock()
+		p := c.parked || c.inRuns.Load() == 0
+		c.mu.Unlock()
+		if p {
+			return true
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	return false
+}
+
+func (c *parkCPU) Run(accel.IO) (accel.ExitReason, error) {
+	c.runs.Add(1)
+	c.inRuns.Add(1)
+	defer c.inRuns.Add(-1)
+	for !c.stopped.Load() {
+		c.mu.Lock()
+		for c.want && !c.stopped.Load() {
+			c.parked = true
+			c.cond.Wait()
+		}
+		c.parked = false
+		c.mu.Unlock()
+		c.steps.Add(1)
+	}
+	return accel.Stopped, nil
+}
+
+func TestPauseParkingCPU(t *testing.T) {
+	a, b := newParkCPU(), newFake(1)
+	b.spin = true
+	vm, err := New(accel.Config{CPUs: 2, IRQChip: chipIRQ{},
+		Target: accel.TargetFunc(func(i int) (accel.CPU, error) { return []accel.CPU{a, b}[i], nil })})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vm.Close()
+	done := runAsync(vm, nil, nil)
+	until(t, "running", func() bool { return a.steps.Load() > 100 && b.steps.Load() > 100 })
+	for round := 0; round < 3; round++ {
+		vm.Pause()
+		sa, sb := a.steps.Load(), b.steps.Load()
+		time.Sleep(5 * time.Millisecond)
+		if a.steps.Load() != sa || b.steps.Load() != sb {
+			t.Fatal("ran while paused")
+		}
+		if a.inRuns.Load() != 1 || a.runs.Load() != 1 {
+			t.Fatal("the parking CPU left Run to pause")
+		}
+		vm.Resume()
+		until(t, "resumed", func() bool { return a.steps.Load() > sa+100 && b.steps.Load() > sb+100 })
+	}
+	vm.Stop(accel.Stopped)
+	if r, _ := wait(t, done); r != accel.Stopped || a.runs.Load() != 1 {
+		t.Fatalf("Run = %v after %d CPU.Run calls", r, a.runs.Load())
+	}
+}

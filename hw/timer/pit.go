@@ -50,9 +50,12 @@ type pitChannel struct {
 
 // PIT is the 8254 programmable interval timer (channels 0-2 at ports 0x40-0x43) with
 // the PC's port 0x61 (channel 2's gate and output, the speaker data bit). Channel 0's
-// output drives out (ISA IRQ 0). Counting follows QEMU's hw/timer/i8254*.c: counters
-// are computed from the clock at read time; a callback is armed only for channel 0's
-// next output transition. BCD counting is implemented (QEMU ignores it).
+// output drives out (ISA IRQ 0, through the HPET's PITInput on QEMU's pc). Counting,
+// latches and read-back follow QEMU's hw/timer/i8254*.c (compared in
+// qemu_pit_test.go); OUT follows the data sheet (see getOut); BCD counting is
+// implemented (QEMU ignores it). Counters are computed from the clock when read; a
+// callback is armed only for channel 0's next output transition, and periods below
+// MinPeriod coalesce.
 type PIT struct {
 	clk Clock
 

@@ -120,6 +120,9 @@ func run(gemu, qemu string, runs int, dir, only string) error {
 		"in-zlib.qcow2": {"convert", "-f", "raw", "-O", "qcow2", "-c", "-o", "compression_type=zlib", src},
 		"in-zstd.qcow2": {"convert", "-f", "raw", "-O", "qcow2", "-c", "-o", "compression_type=zstd", src},
 		"in.vmdk":       {"convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", src},
+		"in.vdi":        {"convert", "-f", "raw", "-O", "vdi", src},
+		"in.vhd":        {"convert", "-f", "raw", "-O", "vpc", src},
+		"in.vhdx":       {"convert", "-f", "raw", "-O", "vhdx", src},
 	}
 	out := func(n string) string { return filepath.Join(dir, n) }
 	cases := []tcase{
@@ -133,6 +136,12 @@ func run(gemu, qemu string, runs int, dir, only string) error {
 		{name: "zstd qcow2->raw", in: "in-zstd.qcow2", gemu: []string{"-f", "qcow2", "-O", "raw", out("in-zstd.qcow2")}, out: "o.raw"},
 		{name: "raw->vmdk stream", gemu: []string{"-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", src}, out: "o.vmdk"},
 		{name: "vmdk->raw", in: "in.vmdk", gemu: []string{"-f", "vmdk", "-O", "raw", out("in.vmdk")}, out: "o.raw"},
+		{name: "vdi->qcow2", in: "in.vdi", gemu: []string{"-f", "vdi", "-O", "qcow2", out("in.vdi")}, out: "o.qcow2"},
+		{name: "qcow2->vdi", in: "in.qcow2", gemu: []string{"-f", "qcow2", "-O", "vdi", out("in.qcow2")}, out: "o.vdi"},
+		{name: "vhd->qcow2", in: "in.vhd", gemu: []string{"-f", "vpc", "-O", "qcow2", out("in.vhd")}, out: "o.qcow2"},
+		{name: "qcow2->vhd", in: "in.qcow2", gemu: []string{"-f", "qcow2", "-O", "vpc", out("in.qcow2")}, out: "o.vhd"},
+		{name: "vhdx->qcow2", in: "in.vhdx", gemu: []string{"-f", "vhdx", "-O", "qcow2", out("in.vhdx")}, out: "o.qcow2"},
+		{name: "qcow2->vhdx", in: "in.qcow2", gemu: []string{"-f", "qcow2", "-O", "vhdx", out("in.qcow2")}, out: "o.vhdx"},
 	}
 	made := map[string]bool{}
 	fmt.Printf("%-32s %9s %9s %8s   %-25s %10s\n", "case (median wall, CPU)", "gemu-img", "qemu-img", "speedup", "cpu gemu / qemu / ratio", "gemu RSS")
@@ -152,7 +161,8 @@ func run(gemu, qemu string, runs int, dir, only string) error {
 			variants = [][]string{nil}
 		}
 		var gt, gc []time.Duration
-		var rss int64
+		var rss, gsize int64
+		qsize := make([]int64, len(variants))
 		qt := make([][]time.Duration, len(variants))
 		qc := make([][]time.Duration, len(variants))
 		for i := 0; i < runs; i++ {
@@ -166,6 +176,7 @@ func run(gemu, qemu string, runs int, dir, only string) error {
 			}
 			gt, gc = append(gt, sm.wall), append(gc, sm.cpu)
 			rss = max(rss, sm.rss)
+			gsize = fileSize(out(c.out))
 			for v, extra := range variants {
 				os.Remove(out(c.out))
 				args := append(append(append([]string{"convert"}, extra...), c.gemu...), out(c.out))
@@ -174,6 +185,7 @@ func run(gemu, qemu string, runs int, dir, only string) error {
 					return fmt.Errorf("%s: qemu-img: %v", c.name, err)
 				}
 				qt[v], qc[v] = append(qt[v], sm.wall), append(qc[v], sm.cpu)
+				qsize[v] = fileSize(out(c.out))
 			}
 		}
 		os.Remove(out(c.out))
@@ -187,8 +199,9 @@ func run(gemu, qemu string, runs int, dir, only string) error {
 			if len(extra) > 0 {
 				name += " (qemu " + strings.Join(extra, " ") + ")"
 			}
-			fmt.Printf("%-32s %8.2fs %8.2fs %7.2fx   cpu %6.2fs %6.2fs %6.2fx %7d MiB\n", name, g.Seconds(), q.Seconds(),
-				q.Seconds()/g.Seconds(), gcpu.Seconds(), qcpu.Seconds(), qcpu.Seconds()/gcpu.Seconds(), rss/1024)
+			fmt.Printf("%-32s %8.2fs %8.2fs %7.2fx   cpu %6.2fs %6.2fs %6.2fx %7d MiB   out %d / %d MiB (%+.2f%%)\n", name, g.Seconds(), q.Seconds(),
+				q.Seconds()/g.Seconds(), gcpu.Seconds(), qcpu.Seconds(), qcpu.Seconds()/gcpu.Seconds(), rss/1024,
+				gsize>>20, qsize[v]>>20, 100*(float64(gsize)/float64(max(qsize[v], 1))-1))
 		}
 	}
 	return nil
@@ -216,6 +229,15 @@ func timeRun(bin string, args []string) (sample, error) {
 		sm.rss = ru.Maxrss
 	}
 	return sm, nil
+}
+
+// fileSize is the allocated size of the output file (what a compressed image costs).
+func fileSize(p string) int64 {
+	var st syscall.Stat_t
+	if syscall.Stat(p, &st) != nil {
+		return 0
+	}
+	return st.Blocks * 512
 }
 
 func median(d []time.Duration) time.Duration {

@@ -505,7 +505,8 @@ func TestImageLock(t *testing.T) {
 // TestVirtconsole: with console=hvc0 and a virtconsole on -chardev stdio, on a
 // virtio-serial bus over either transport, the guest's shell on /dev/hvc0 is reached
 // through the emulator's stdin and stdout (the PL011 goes to a file), and kernel
-// messages reach hvc0.
+// messages reach hvc0. (The first write is retried: under load the device node can
+// appear before the console port is ready and the write fails with ENODEV.)
 func TestVirtconsole(t *testing.T) {
 	needAssets(t)
 	for _, c := range []struct{ bus, mod string }{{"virtio-serial-device", "virtio_mmio"}, {"virtio-serial-pci", "virtio_pci"}} {
@@ -513,7 +514,8 @@ func TestVirtconsole(t *testing.T) {
 			serial := filepath.Join(t.TempDir(), "serial.log")
 			script := "loadmods " + c.mod + ` virtio_console
 w /dev/hvc0
-echo HVC-UP >/dev/hvc0
+# The node can appear before the port is ready (ENODEV): retry, bounded.
+i=0; until echo HVC-UP >/dev/hvc0 2>/dev/null || [ $i -ge 300 ]; do sleep .2; i=$((i+1)); done
 echo "<3>GEMU-KMSG-HVC" >/dev/kmsg
 sh </dev/hvc0 >/dev/hvc0 2>&1
 echo SHELL-DONE

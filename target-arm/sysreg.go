@@ -282,6 +282,12 @@ func (c *CPU) readSys(op0, op1, crn, crm, op2 uint32) (uint64, bool) {
 		v := t.ctl & 3
 		if c.counter() >= t.cval {
 			v |= 4
+			// The interrupt line follows the condition the guest just observed: raise
+			// it now (taken at the next block boundary) rather than when the host timer
+			// fires, so a guest that saw ISTATUS and unmasks IRQs takes the interrupt.
+			if t.ctl&3 == 1 && !t.level {
+				c.updateTimers()
+			}
 		}
 		return v, true
 	case kCNTP_CVAL, kCNTV_CVAL:

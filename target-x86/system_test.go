@@ -1,0 +1,135 @@
+package x86
+
+import (
+	"testing"
+	"time"
+
+	"gemu/hw/memory"
+)
+
+// TestSystemRunLoop boots testdata/sys64.S through the public API a board uses (New,
+// SetBootState, Run, SetIRQ with an Ack callback): the guest loads its GDT, IDT and TR,
+// programs STAR/LSTAR/FMASK/EFER with WRMSR, drops to CPL 3 with IRETQ, makes a
+// SYSCALL (SYSRET back), takes a user-mode #PF on an unmapped address (delivered on
+// the TSS RSP0 stack, error code and CR2 recorded, IRETQ to a fixed-up RIP), runs a
+// LOCK'd increment, spins until the test raises an interrupt (vector 0x40 through
+// the Ack callback, IF=1 at CPL 3), and finally executes HLT at CPL 3, which must
+// raise #GP(0) with the user CS in the frame.
+func TestSystemRunLoop(t *testing.T) {
+	ram := memory.New()
+	if _, err := ram.Add("ram", 0, 2<<20); err != nil {
+		t.Fatal(err)
+	}
+	defer ram.Close()
+	w64 := func(pa, v uint64) {
+		if err := ram.Write64(pa, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Identity map of the first 2 MiB, user-accessible (one large page).
+	w64(0x1000, 0x2000|7)
+	w64(0x2000, 0x3000|7)
+	w64(0x3000, 0|0x80|7)
+	// GDT: null, kernel code 0x08, kernel data 0x10, user code32 0x18, user data 0x20,
+	// user code64 0x28, TSS 0x30 (16 bytes).
+	gdt := []uint64{0, 0x00af9b000000ffff, 0x00cf93000000ffff, 0x00cffb000000ffff, 0x00cff3000000ffff, 0x00affb000000ffff}
+	for i, d := range gdt {
+		w64(0x5000+8*uint64(i), d)
+	}
+	tss := uint64(0x7000)
+	w64(0x5030, 0x67|(tss&0xffffff)<<16|0x89<<40|(tss>>24&0xff)<<56)
+	w64(0x5038, tss>>32)
+	w64(tss+4, 0x1e0000) // RSP0
+	base := uint64(0x10000)
+	gate := func(vec int, handler uint64) {
+		h := base + handler
+		w64(0x6000+16*uint64(vec), h&0xffff|8<<16|0x8e<<40|(h>>16&0xffff)<<48)
+		w64(0x6000+16*uint64(vec)+8, h>>32)
+	}
+	gate(13, sys64_gp)
+	gate(14, sys64_pf)
+	gate(0x40, sys64_irq)
+	if err := ram.WriteAt(sys64Code, base); err != nil {
+		t.Fatal(err)
+	}
+
+	eng := NewEngine(ram)
+	defer eng.Close()
+	acks := make(chan int, 4)
+	var c *CPU
+	c = New(Config{RAM: ram, Engine: eng, Ack: func(cpu int) (uint8, bool) {
+		acks <- cpu
+		c.SetIRQ(false) // the line drops once acknowledged
+		return 0x40, true
+	}})
+	defer c.Close()
+	var b BootState
+	s := &b.SRegs
+	s.CS = FlatSegment(0x08, true, true)
+	s.DS, s.SS = FlatSegment(0x10, false, false), FlatSegment(0x10, false, false)
+	s.ES, s.FS, s.GS = s.DS, s.DS, s.DS
+	s.CR0 = CR0_PE | CR0_PG | CR0_ET | CR0_NE | CR0_WP
+	s.CR3 = 0x1000
+	s.CR4 = CR4_PAE
+	s.EFER = EFER_LME | EFER_LMA | EFER_NXE
+	b.Regs.RIP = base
+	b.Regs.RSP = 0x1f8000
+	b.Regs.RFLAGS = RFLAGS_RESERVED
+	c.SetBootState(b)
+
+	stop := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() { errc <- c.Run(stop) }()
+	r32 := func(off uint64) uint32 { v, _ := ram.Read32(base + off); return v }
+	r64 := func(off uint64) uint64 { v, _ := ram.Read64(base + off); return v }
+	deadline := time.Now().Add(10 * time.Second)
+	for r32(sys64_ucount) == 0 {
+		if time.Now().After(deadline) {
+			close(stop)
+			t.Fatalf("guest did not reach user mode's locked increment (sysres %#x pferr %#x RIP %#x)", r64(sys64_sysres), r64(sys64_pferr), c.RIP)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.SetIRQ(true)
+	for r32(sys64_done) == 0 {
+		if time.Now().After(deadline) {
+			close(stop)
+			t.Fatalf("guest did not finish (irqs %d)", r32(sys64_irqs))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for !c.Halted() && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	close(stop)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if got := r64(sys64_sysres); got != 42 {
+		t.Errorf("syscall result %d, want 42", got)
+	}
+	if got := r64(sys64_pfcr2); got != 0x400000 {
+		t.Errorf("#PF CR2 %#x, want 0x400000", got)
+	}
+	if got := r64(sys64_pferr); got != pfW|pfU {
+		t.Errorf("#PF error code %#x, want %#x (user write, not present)", got, pfW|pfU)
+	}
+	if got := r32(sys64_irqs); got != 1 {
+		t.Errorf("interrupts taken %d, want 1", got)
+	}
+	if got := r64(sys64_gperr); got != 0 {
+		t.Errorf("#GP error code %#x, want 0", got)
+	}
+	if got := r64(sys64_gpcs); got != 0x2b {
+		t.Errorf("#GP frame CS %#x, want 0x2b (CPL 3 user code)", got)
+	}
+	if len(acks) != 1 {
+		t.Errorf("%d interrupt acknowledges, want 1", len(acks))
+	}
+	if !c.Halted() {
+		t.Error("vCPU not halted after cli; hlt")
+	}
+	if regs := c.Regs(); regs.RBX != 42 {
+		t.Errorf("user RBX %d after syscall, want 42", regs.RBX)
+	}
+}

@@ -173,9 +173,10 @@ func New(cfg Config) *CPU {
 	}
 	c.eng = cfg.Engine
 	c.v.Init(c.eng, c, ops, &c.RIP, &c.flags, &c.mmu, &c.tlb[0], &c.tlb[1])
-	c.SetBootState(ResetState(0xf000))
-	c.RIP = 0xfff0
-	c.Seg[segCS].Base = 0xffff0000
+	b := ResetState(0xf000)
+	b.Regs.RIP = 0xfff0
+	b.SRegs.CS.Base = 0xffff0000
+	c.SetBootState(b)
 	c.on.Store(false)
 	c.v.Request(reqPower)
 	return c
@@ -193,11 +194,15 @@ func (c *CPU) SetBootState(b BootState) {
 	r := &b.Regs
 	c.R = [16]uint64{r.RAX, r.RCX, r.RDX, r.RBX, r.RSP, r.RBP, r.RSI, r.RDI,
 		r.R8, r.R9, r.R10, r.R11, r.R12, r.R13, r.R14, r.R15}
-	c.RIP, c.RFLAGS = r.RIP, r.RFLAGS|RFLAGS_RESERVED
+	c.RFLAGS = r.RFLAGS | RFLAGS_RESERVED
 	s := &b.SRegs
 	c.Seg = [6]Segment{s.ES, s.CS, s.SS, s.DS, s.FS, s.GS}
 	c.TR, c.LDTR, c.GDT, c.IDT = s.TR, s.LDT, s.GDT, s.IDT
 	c.CR0, c.CR2, c.CR3, c.CR4, c.CR8, c.EFER = s.CR0, s.CR2, s.CR3, s.CR4, s.CR8, s.EFER
+	c.RIP = r.RIP // RIP holds the linear PC: CS.Base + EIP outside 64-bit mode
+	if !(s.EFER&EFER_LMA != 0 && s.CS.L) {
+		c.RIP = (s.CS.Base + r.RIP) & 0xffffffff
+	}
 	c.cpl = uint64(s.CS.DPL)
 	if c.CR0&CR0_PE == 0 {
 		c.cpl = 0
@@ -224,7 +229,16 @@ func (c *CPU) SetBootState(b BootState) {
 func (c *CPU) Regs() Regs {
 	return Regs{RAX: c.R[0], RCX: c.R[1], RDX: c.R[2], RBX: c.R[3], RSP: c.R[4], RBP: c.R[5],
 		RSI: c.R[6], RDI: c.R[7], R8: c.R[8], R9: c.R[9], R10: c.R[10], R11: c.R[11],
-		R12: c.R[12], R13: c.R[13], R14: c.R[14], R15: c.R[15], RIP: c.RIP, RFLAGS: c.RFLAGS}
+		R12: c.R[12], R13: c.R[13], R14: c.R[14], R15: c.R[15], RIP: c.ip(), RFLAGS: c.RFLAGS}
+}
+
+// ip returns the architectural RIP/EIP/IP: the offset of the linear PC in CS outside
+// 64-bit mode.
+func (c *CPU) ip() uint64 {
+	if c.flags&flagLong != 0 {
+		return c.RIP
+	}
+	return (c.RIP - c.Seg[segCS].Base) & 0xffffffff
 }
 
 // SRegs returns the segment, descriptor-table and control registers.

@@ -105,13 +105,13 @@ func (c *CPU) deliverReal(vec int, ret uint64) bool {
 		sp = sp&^0xffff | (sp-2)&0xffff
 		return c.stSup(c.Seg[segSS].Base+sp&0xffff, 2, v)
 	}
-	if !push(c.RFLAGS) || !push(uint64(c.Seg[segCS].Selector)) || !push(ret) {
+	if !push(c.RFLAGS) || !push(uint64(c.Seg[segCS].Selector)) || !push(ret-c.Seg[segCS].Base) {
 		return false
 	}
 	c.R[4] = sp
 	c.RFLAGS &^= RFLAGS_IF | flagTF | flagAC | flagRF
 	c.Seg[segCS] = RealModeSegment(uint16(sel), true)
-	c.RIP = off
+	c.RIP = c.Seg[segCS].Base + off
 	return true
 }
 
@@ -188,7 +188,7 @@ func (c *CPU) deliverLong(vec int, err int64, kind int, ret uint64) bool {
 		rsp = v
 	}
 	rsp &^= 0xf
-	frame := []uint64{oldSS, oldRSP, c.RFLAGS, uint64(c.Seg[segCS].Selector), ret}
+	frame := []uint64{oldSS, oldRSP, c.RFLAGS, uint64(c.Seg[segCS].Selector), ret - c.Seg[segCS].Base}
 	if err >= 0 {
 		frame = append(frame, uint64(err))
 	}
@@ -252,7 +252,7 @@ func (c *CPU) deliverProt(vec int, err int64, kind int, ret uint64) bool {
 		}
 		c.cpl = uint64(cs.DPL)
 	}
-	if !c.push32sup(c.RFLAGS) || !c.push32sup(uint64(c.Seg[segCS].Selector)) || !c.push32sup(ret) {
+	if !c.push32sup(c.RFLAGS) || !c.push32sup(uint64(c.Seg[segCS].Selector)) || !c.push32sup(ret-c.Seg[segCS].Base) {
 		return false
 	}
 	if err >= 0 && !c.push32sup(uint64(err)) {
@@ -264,7 +264,7 @@ func (c *CPU) deliverProt(vec int, err int64, kind int, ret uint64) bool {
 	if typ&1 == 0 {
 		c.RFLAGS &^= RFLAGS_IF
 	}
-	c.RIP = target
+	c.RIP = (cs.Base + target) & 0xffffffff
 	return true
 }
 

@@ -69,8 +69,27 @@ func (c *CPU) translate1(in *insn, flags uint64) (op, bool) {
 				return true
 			}, false
 		}
+	case o < 0x20 && (o&7 == 6 || o&7 == 7) && !m64 && o != 0x0f:
+		sreg := int(o >> 3)
+		size := in.opsz
+		if o&1 == 0 { // PUSH ES/CS/SS/DS
+			return func(c *CPU) bool { return c.push(in, size, uint64(c.Seg[sreg].Selector)) }, false
+		}
+		return func(c *CPU) bool { // POP ES/SS/DS
+			sp := c.R[4]
+			v, ok := c.pop(in, size)
+			if !ok {
+				return false
+			}
+			if !c.loadSeg(sreg, uint16(v)) {
+				c.R[4] = sp
+				return false
+			}
+			c.RIP = in.next
+			return false
+		}, true
 	case o < 0x40:
-		return ud, true // segment push/pop, BCD adjust, prefixes handled earlier
+		return ud, true // BCD adjust; prefixes were consumed by the decoder
 	case o >= 0x40 && o < 0x50: // INC/DEC r (legacy modes; REX was consumed in 64-bit)
 		reg, dec := o&7, o&8 != 0
 		return func(c *CPU) bool {
@@ -345,9 +364,34 @@ func (c *CPU) translate1(in *insn, flags uint64) (op, bool) {
 				return false
 			}
 			if o == 0xc2 {
-				c.R[4] += in.imm
+				ss := c.stackSize(in)
+				c.R[4] = c.R[4]&^sizeMask(ss) | (c.R[4]+in.imm)&sizeMask(ss)
 			}
-			c.RIP = v
+			c.RIP = c.codeLinear(in, v)
+			return false
+		}, true
+	case o == 0xca || o == 0xcb: // RETF (same privilege)
+		size := in.opsz
+		return func(c *CPU) bool {
+			sp := c.R[4]
+			ip, ok1 := c.pop(in, size)
+			cs, ok2 := c.pop(in, size)
+			if !ok1 || !ok2 {
+				c.R[4] = sp
+				return false
+			}
+			if o == 0xca {
+				ss := c.stackSize(in)
+				c.R[4] = c.R[4]&^sizeMask(ss) | (c.R[4]+in.imm)&sizeMask(ss)
+			}
+			if uint64(cs)&3 != c.cpl && c.CR0&CR0_PE != 0 {
+				c.R[4] = sp
+				c.raise(excGP, int64(cs&^3)) // returns to another privilege level: not implemented
+				return false
+			}
+			if !c.farTransfer(&insn{opsz: size, mode64: in.mode64, csBase: in.csBase, next: in.next}, uint16(cs), ip, false) && c.RIP != ip {
+				return false
+			}
 			return false
 		}, true
 	case o == 0xc6 || o == 0xc7:
@@ -427,12 +471,15 @@ func (c *CPU) translate1(in *insn, flags uint64) (op, bool) {
 		target := c.branchTarget(in, in.next+in.imm)
 		size := stackOpSize(in)
 		return func(c *CPU) bool {
-			if !c.push(in, size, in.next) {
+			if !c.push(in, size, in.eip(in.next)) {
 				return false
 			}
 			c.RIP = target
 			return false
 		}, true
+	case (o == 0xea || o == 0x9a) && !m64: // JMP/CALL ptr16:16/32
+		call := o == 0x9a
+		return func(c *CPU) bool { return c.farTransfer(in, uint16(in.imm2), in.imm, call) }, true
 	case o == 0xe9 || o == 0xeb:
 		target := c.branchTarget(in, in.next+in.imm)
 		return func(c *CPU) bool { c.RIP = target; return false }, true
@@ -506,12 +553,31 @@ func (c *CPU) jumpOK(in *insn, t uint64) bool {
 	return true
 }
 
-// branchTarget truncates a branch target to the operand size outside 64-bit mode.
+// branchTarget returns the linear target of a relative branch to linear address t:
+// outside 64-bit mode the EIP/IP wraps at the operand size.
 func (c *CPU) branchTarget(in *insn, t uint64) uint64 {
 	if in.mode64 {
 		return t
 	}
-	return t & sizeMask(in.opsz)
+	return in.csBase + (t-in.csBase)&sizeMask(in.opsz)
+}
+
+// eip returns the instruction pointer (offset in CS) of linear address lin, as pushed
+// by CALL and found in frames.
+func (in *insn) eip(lin uint64) uint64 {
+	if in.mode64 {
+		return lin
+	}
+	return (lin - in.csBase) & sizeMask(in.opsz)
+}
+
+// codeLinear returns the linear address of an instruction-pointer value (a popped or
+// loaded branch target) in the current code segment.
+func (c *CPU) codeLinear(in *insn, ip uint64) uint64 {
+	if in.mode64 {
+		return ip
+	}
+	return c.Seg[segCS].Base + ip&sizeMask(in.opsz)
 }
 
 func (c *CPU) iopl() bool { return c.CR0&CR0_PE == 0 || c.cpl <= c.RFLAGS>>12&3 }
@@ -840,10 +906,10 @@ func (c *CPU) group5(in *insn) (op, bool) {
 		size := stackOpSize(in)
 		return func(c *CPU) bool {
 			t, _, ok := c.readRM(in, size)
-			if !ok || !c.jumpOK(in, t) || !c.push(in, size, in.next) {
+			if !ok || !c.jumpOK(in, t) || !c.push(in, size, in.eip(in.next)) {
 				return false
 			}
-			c.RIP = t
+			c.RIP = c.codeLinear(in, t)
 			return false
 		}, true
 	case 4: // JMP near indirect
@@ -851,7 +917,7 @@ func (c *CPU) group5(in *insn) (op, bool) {
 		return func(c *CPU) bool {
 			t, _, ok := c.readRM(in, size)
 			if ok && c.jumpOK(in, t) {
-				c.RIP = t
+				c.RIP = c.codeLinear(in, t)
 			}
 			return false
 		}, true

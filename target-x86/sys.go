@@ -576,7 +576,7 @@ func (c *CPU) iret(in *insn) op {
 				return false
 			}
 			c.Seg[segCS] = RealModeSegment(uint16(cs), true)
-			c.RIP = ip
+			c.RIP = c.Seg[segCS].Base + ip&0xffff
 			c.writeFlags(fl, size)
 			c.modeChanged()
 			return false
@@ -640,8 +640,8 @@ func (c *CPU) iret(in *insn) op {
 			c.RFLAGS = c.RFLAGS&^(flagVIF|flagVIP) | fl&(flagVIF|flagVIP)
 		}
 		c.RIP = ip
-		if size == 4 {
-			c.RIP &= 0xffffffff
+		if !cs.L || c.EFER&EFER_LMA == 0 {
+			c.RIP = (cs.Base + ip&sizeMask(size)) & 0xffffffff
 		}
 		c.nmiMasked = false
 		c.modeChanged()
@@ -667,11 +667,11 @@ func (c *CPU) farIndirect(in *insn, call bool) bool {
 
 func (c *CPU) farTransfer(in *insn, sel uint16, off uint64, call bool) bool {
 	if c.CR0&CR0_PE == 0 {
-		if call && (!c.push(in, in.opsz, uint64(c.Seg[segCS].Selector)) || !c.push(in, in.opsz, in.next)) {
+		if call && (!c.push(in, in.opsz, uint64(c.Seg[segCS].Selector)) || !c.push(in, in.opsz, in.eip(in.next))) {
 			return false
 		}
 		c.Seg[segCS] = RealModeSegment(sel, true)
-		c.RIP = off
+		c.RIP = c.Seg[segCS].Base + off
 		c.modeChanged()
 		return false
 	}
@@ -685,15 +685,15 @@ func (c *CPU) farTransfer(in *insn, sel uint16, off uint64, call bool) bool {
 	}
 	if call {
 		size := in.opsz
-		if !c.push(in, size, uint64(c.Seg[segCS].Selector)) || !c.push(in, size, in.next) {
+		if !c.push(in, size, uint64(c.Seg[segCS].Selector)) || !c.push(in, size, in.eip(in.next)) {
 			return false
 		}
 	}
 	cs.Selector = sel&^3 | uint16(c.cpl)
 	c.Seg[segCS] = cs
 	c.RIP = off
-	if !cs.L {
-		c.RIP &= 0xffffffff
+	if !cs.L || c.EFER&EFER_LMA == 0 {
+		c.RIP = (cs.Base + off&sizeMask(in.opsz)) & 0xffffffff
 	}
 	c.modeChanged()
 	return false

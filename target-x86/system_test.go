@@ -133,3 +133,70 @@ func TestSystemRunLoop(t *testing.T) {
 		t.Errorf("user RBX %d after syscall, want 42", regs.RBX)
 	}
 }
+
+// TestStartupIPIToLongMode starts a powered-off vCPU with StartupIPI (vector 0x08: real
+// mode at 0800:0000) running testdata/apboot.S, the shape of Linux's SMP trampoline:
+// real mode (a near CALL that must push the IP, not the linear address; a DS-relative
+// store), LGDT, CR0.PE, a far jump to 32-bit protected mode, PAE, CR3, EFER.LME, CR0.PG
+// (long mode becomes active), and a far jump to a 64-bit code segment.
+func TestStartupIPIToLongMode(t *testing.T) {
+	ram := memory.New()
+	if _, err := ram.Add("ram", 0, 2<<20); err != nil {
+		t.Fatal(err)
+	}
+	defer ram.Close()
+	for pa, v := range map[uint64]uint64{0x1000: 0x2000 | 3, 0x2000: 0x3000 | 3, 0x3000: 0x83} {
+		if err := ram.Write64(pa, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := ram.WriteAt(apbootCode, 0x8000); err != nil {
+		t.Fatal(err)
+	}
+	eng := NewEngine(ram)
+	defer eng.Close()
+	c := New(Config{ID: 1, RAM: ram, Engine: eng})
+	defer c.Close()
+	if !c.Halted() {
+		t.Fatal("a new vCPU is not powered off")
+	}
+	stop := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() { errc <- c.Run(stop) }()
+	c.StartupIPI(0x08)
+	r := func(off uint64, n int) uint64 {
+		b := make([]byte, 8)
+		ram.ReadAt(b[:n], 0x8000+off)
+		return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
+			uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for r(apboot_done, 4) != 0x64 || !c.Halted() {
+		if time.Now().After(deadline) {
+			close(stop)
+			<-errc
+			t.Fatalf("AP did not reach 64-bit mode: r16 %#x ip16 %#x, RIP %#x CR0 %#x EFER %#x", r(apboot_r16, 2), r(apboot_ip16, 2), c.RIP, c.CR0, c.EFER)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(stop)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if got := r(apboot_ip16, 2); got != apboot_aftercall {
+		t.Errorf("real-mode CALL pushed IP %#x, want %#x", got, apboot_aftercall)
+	}
+	if got := r(apboot_r16, 2); got != 0x1234 {
+		t.Errorf("DS-relative real-mode store: %#x", got)
+	}
+	if got := r(apboot_rip64, 8); got != 0x8000+apboot_lm64+5 {
+		t.Errorf("64-bit CALL pushed %#x, want %#x", got, 0x8000+apboot_lm64+5)
+	}
+	sr := c.SRegs()
+	if sr.EFER&EFER_LMA == 0 || !sr.CS.L || sr.CS.Selector != 8 {
+		t.Errorf("not in 64-bit mode: EFER %#x CS %+v", sr.EFER, sr.CS)
+	}
+	if c.ID() != 1 {
+		t.Errorf("ID %d", c.ID())
+	}
+}

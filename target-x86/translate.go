@@ -29,6 +29,9 @@ func (c *CPU) translateBlock(k tcg.Key, host unsafe.Pointer) tcg.Translation[CPU
 	for n := 0; n < maxBlockInsns; n++ {
 		r.va, r.n, r.bad = pc, 0, false
 		in, ok := decode(r, mode64, def32)
+		if !mode64 {
+			in.csBase = c.Seg[segCS].Base
+		}
 		if !ok {
 			if n > 0 {
 				break // the faulting fetch is the next block's first instruction
@@ -54,6 +57,9 @@ func (c *CPU) translateBlock(k tcg.Key, host unsafe.Pointer) tcg.Translation[CPU
 		b.SetPC(pc)
 		b.Call(func(c *CPU) bool { c.RIP = ipc; return h(c) })
 		pc = in.next
+		if in.mapn == 0 && in.opc == 0xfb && n == maxBlockInsns-1 {
+			n-- // STI's interrupt shadow: the next instruction runs in this block too
+		}
 		if end || spans || pc&0xfff == 0 {
 			break
 		}

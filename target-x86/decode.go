@@ -11,8 +11,8 @@ type insn struct {
 	adsz     int // address size: 2, 4 or 8
 	mode64   bool
 	csBase   uint64 // CS base at translation (legacy modes: RIP holds CS.Base+EIP)
-	rex      byte // 0x40..0x4f, or 0
-	rep      byte // 0xf3, 0xf2 or 0 (the last of them)
+	rex      byte   // 0x40..0x4f, or 0
+	rep      byte   // 0xf3, 0xf2 or 0 (the last of them)
 	pfx66    bool
 	lock     bool
 	seg      int    // segment override, -1 none

@@ -389,9 +389,7 @@ func (c *CPU) translate1(in *insn, flags uint64) (op, bool) {
 				c.raise(excGP, int64(cs&^3)) // returns to another privilege level: not implemented
 				return false
 			}
-			if !c.farTransfer(&insn{opsz: size, mode64: in.mode64, csBase: in.csBase, next: in.next}, uint16(cs), ip, false) && c.RIP != ip {
-				return false
-			}
+			c.farTransfer(&insn{opsz: size, mode64: in.mode64, csBase: in.csBase, next: in.next}, uint16(cs), ip, false)
 			return false
 		}, true
 	case o == 0xc6 || o == 0xc7:

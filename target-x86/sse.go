@@ -410,6 +410,9 @@ func (c *CPU) translateSSE(in *insn, flags uint64) (op, bool) {
 			return binop(f)
 		}
 	}
+	if h := c.translateSSEFP(in, form); h != nil {
+		return h, false
+	}
 	return ud, true
 }
 

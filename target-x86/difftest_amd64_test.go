@@ -286,11 +286,18 @@ func (h *gemuHarness) run(t testing.TB, code []byte, in *dtState) gemuResult {
 	for n := 0; n < 4; n++ {
 		c.sse.xmm[n] = in.XMM[n]
 	}
-	c.RIP = dtStart
+	end := dtStart + uint64(len(code)) + 1
+	return h.runAt(t, dtStart, end)
+}
+
+// runAt runs from rip with the current state until HLT; end is the RIP after the
+// expected final HLT.
+func (h *gemuHarness) runAt(t testing.TB, rip, end uint64) gemuResult {
+	c := h.c
+	c.RIP = rip
 	c.halted.Store(false)
 	c.LastVector, c.LastError = -1, -1
 	c.CR2 = 0
-	end := dtStart + uint64(len(code)) + 1
 	res := gemuResult{vector: -1, err: -1}
 	for n := 0; ; n++ {
 		if n > 100000 {
@@ -306,11 +313,11 @@ func (h *gemuHarness) run(t testing.TB, code []byte, in *dtState) gemuResult {
 		tr := c.translateBlock(tcg.Key{PC: c.RIP, Phys: pa, Flags: c.flags}, host)
 		tr.Code(c)
 	}
-	rip := c.RIP - 1
+	hr := c.RIP - 1
 	switch {
 	case c.RIP == end:
-	case rip >= dtHandlr && rip < dtHandlr+32*16:
-		res.vector = int((rip - dtHandlr) / 16)
+	case hr >= dtHandlr && hr < dtHandlr+32*16:
+		res.vector = int((hr - dtHandlr) / 16)
 		res.err = c.LastError
 		res.cr2 = c.CR2
 	default:

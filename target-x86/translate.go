@@ -37,11 +37,12 @@ func (c *CPU) translateBlock(k tcg.Key, host unsafe.Pointer) tcg.Translation[CPU
 				break // the faulting fetch is the next block's first instruction
 			}
 			b.SetPC(pc)
+			ipc := pc
 			if r.bad {
 				va := r.badVA
-				b.Call(func(c *CPU) bool { c.RIP = pc; c.codeByte(va); return false })
+				b.Call(func(c *CPU) bool { c.RIP = ipc; c.codeByte(va); return false })
 			} else {
-				b.Call(func(c *CPU) bool { c.RIP = pc; c.raise(excGP, 0); return false })
+				b.Call(func(c *CPU) bool { c.RIP = ipc; c.raise(excGP, 0); return false })
 			}
 			pc = in.next
 			break

@@ -108,7 +108,8 @@ type CPU struct {
 	halted    atomic.Bool
 	on        atomic.Bool
 	startMu   sync.Mutex
-	sipi      int // pending SIPI vector + 1, under startMu
+	sipi      int  // pending SIPI vector + 1, under startMu
+	initReq   bool // pending INIT, under startMu
 	nmiMasked bool
 	// delivering counts nested exception deliveries (for #DF and triple faults).
 	delivering int
@@ -264,6 +265,17 @@ func (c *CPU) NMI() {
 	c.v.Kick()
 }
 
+// INIT puts the vCPU in the wait-for-SIPI state (an INIT IPI): it stops executing
+// until StartupIPI. Safe from any goroutine.
+func (c *CPU) INIT() {
+	c.startMu.Lock()
+	c.initReq = true
+	c.sipi = 0
+	c.startMu.Unlock()
+	c.v.Request(reqPower)
+	c.v.Kick()
+}
+
 // StartupIPI starts a vCPU waiting for SIPI (INIT, then SIPI with vector v): it begins
 // in real mode at v<<12. Safe from any goroutine.
 func (c *CPU) StartupIPI(v uint8) {
@@ -285,7 +297,14 @@ func (c *CPU) Halted() bool { return c.halted.Load() || !c.on.Load() }
 
 func (c *CPU) handleExit(req uint32) bool {
 	c.startMu.Lock()
-	if c.sipi != 0 {
+	if c.initReq {
+		c.initReq = false
+		b := ResetState(0xf000)
+		b.Regs.RIP, b.SRegs.CS.Base = 0xfff0, 0xffff0000
+		c.SetBootState(b)
+		c.on.Store(false)
+	}
+	if c.sipi != 0 && !c.on.Load() {
 		v := uint16(c.sipi - 1)
 		c.sipi = 0
 		c.startMu.Unlock()

@@ -125,6 +125,9 @@ func (c *CPU) translateSSE(in *insn, flags uint64) (op, bool) {
 	o := in.opc
 	form := sseForm(in)
 	reg := in.reg
+	if h := c.translateSSE3(in, form); h != nil {
+		return h, false
+	}
 	wrap := func(h func(c *CPU) bool) (op, bool) {
 		return func(c *CPU) bool { return c.sseOK() && h(c) }, false
 	}

@@ -200,3 +200,67 @@ func TestStartupIPIToLongMode(t *testing.T) {
 		t.Errorf("ID %d", c.ID())
 	}
 }
+
+// TestLockedOpsAcrossVCPUs runs testdata/smp.S on two vCPUs of one engine at once (on
+// separate goroutines, so on both host cores): LOCK XADD, a LOCK CMPXCHG retry loop, a
+// LOCK BTS/BTR spin lock around plain read-modify-write code, and LOCK CMPXCHG16B
+// must lose no update.
+func TestLockedOpsAcrossVCPUs(t *testing.T) {
+	ram := memory.New()
+	if _, err := ram.Add("ram", 0, 2<<20); err != nil {
+		t.Fatal(err)
+	}
+	defer ram.Close()
+	for pa, v := range map[uint64]uint64{0x1000: 0x2000 | 3, 0x2000: 0x3000 | 3, 0x3000: 0x83} {
+		ram.Write64(pa, v)
+	}
+	base := uint64(0x10000)
+	ram.WriteAt(smpCode, base)
+	eng := NewEngine(ram)
+	defer eng.Close()
+	const iters = 20000
+	var cpus []*CPU
+	stop := make(chan struct{})
+	done := make(chan error, 2)
+	for i := 0; i < 2; i++ {
+		c := New(Config{ID: i, RAM: ram, Engine: eng})
+		defer c.Close()
+		var b BootState
+		s := &b.SRegs
+		s.CS, s.DS, s.SS = FlatSegment(8, true, true), FlatSegment(16, false, false), FlatSegment(16, false, false)
+		s.CR0, s.CR3, s.CR4 = CR0_PE|CR0_PG|CR0_ET, 0x1000, CR4_PAE
+		s.EFER = EFER_LME | EFER_LMA
+		b.Regs = Regs{RIP: base, RDI: iters, RSP: 0x1f0000 - uint64(i)*0x1000, RFLAGS: 2}
+		c.SetBootState(b)
+		cpus = append(cpus, c)
+		go func() { done <- c.Run(stop) }()
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		f, _ := ram.Read32(base + smp_finished)
+		if f == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			close(stop)
+			t.Fatalf("vCPUs did not finish (finished=%d)", f)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(stop)
+	for range cpus {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, off := range map[string]uint64{"lock xadd": smp_c1, "lock cmpxchg": smp_c2, "bts/btr lock": smp_c3} {
+		if v, _ := ram.Read32(base + off); v != 2*iters {
+			t.Errorf("%s counter %d, want %d", name, v, 2*iters)
+		}
+	}
+	lo, _ := ram.Read64(base + smp_p16)
+	hi, _ := ram.Read64(base + smp_p16 + 8)
+	if lo != 2*iters || hi != 2*iters {
+		t.Errorf("cmpxchg16b pair %d:%d, want %d:%d", lo, hi, 2*iters, 2*iters)
+	}
+}

@@ -13,8 +13,10 @@ type sseState struct {
 	xmm   [16][2]uint64
 	mxcsr uint32
 	fcw   uint16
-	fsw   uint16
-	ftw   uint8
+	fsw   uint16 // without TOP (kept in top)
+	ftw   uint8  // abridged tag: bit i set = physical register i valid
+	st    [8]float64
+	top   uint8
 	xcr0  uint64
 }
 
@@ -625,8 +627,12 @@ func (c *CPU) group15(in *insn, flags uint64) (op, bool) {
 				return false
 			}
 			c.sse.fcw = binary.LittleEndian.Uint16(img[0:])
-			c.sse.fsw = binary.LittleEndian.Uint16(img[2:])
+			fsw := binary.LittleEndian.Uint16(img[2:])
+			c.sse.fsw, c.sse.top = fsw&^0x3800, uint8(fsw>>11&7)
 			c.sse.ftw = img[4]
+			for i := 0; i < 8; i++ {
+				c.sse.st[(int(c.sse.top)+i)&7] = ext80(img[32+16*i:])
+			}
 			c.sse.mxcsr = mx
 			for i := 0; i < 16; i++ {
 				o := 160 + 16*i
@@ -660,8 +666,11 @@ func (c *CPU) group15(in *insn, flags uint64) (op, bool) {
 
 func (c *CPU) fxsaveImage(img *[512]byte, _ bool) {
 	binary.LittleEndian.PutUint16(img[0:], c.sse.fcw)
-	binary.LittleEndian.PutUint16(img[2:], c.sse.fsw)
+	binary.LittleEndian.PutUint16(img[2:], c.fswValue())
 	img[4] = c.sse.ftw
+	for i := 0; i < 8; i++ {
+		putExt80(img[32+16*i:], c.sse.st[(int(c.sse.top)+i)&7])
+	}
 	binary.LittleEndian.PutUint32(img[24:], c.sse.mxcsr)
 	binary.LittleEndian.PutUint32(img[28:], 0xffff) // MXCSR_MASK
 	for i := 0; i < 16; i++ {
@@ -669,42 +678,6 @@ func (c *CPU) fxsaveImage(img *[512]byte, _ bool) {
 		binary.LittleEndian.PutUint64(img[o:], c.sse.xmm[i][0])
 		binary.LittleEndian.PutUint64(img[o+8:], c.sse.xmm[i][1])
 	}
-}
-
-// translateX87 handles the x87 escape opcodes: only FNINIT, FNSTCW, FLDCW, FNSTSW and
-// FWAIT-class control instructions so far; arithmetic raises #UD.
-func (c *CPU) translateX87(in *insn, flags uint64) (op, bool) {
-	o := in.opc
-	wrap := func(h func(c *CPU) bool) (op, bool) {
-		return func(c *CPU) bool {
-			if c.CR0&(cr0EM|cr0TS) != 0 {
-				c.raise(excNM, -1)
-				return false
-			}
-			return h(c)
-		}, false
-	}
-	switch {
-	case o == 0xdb && !in.hasMem && in.reg&7 == 4 && in.rm&7 == 3: // FNINIT
-		return wrap(func(c *CPU) bool { c.sse.fcw, c.sse.fsw, c.sse.ftw = 0x37f, 0, 0; return true })
-	case o == 0xdb && !in.hasMem && in.reg&7 == 4 && in.rm&7 == 2: // FNCLEX
-		return wrap(func(c *CPU) bool { c.sse.fsw &^= 0x80ff; return true })
-	case o == 0xd9 && in.hasMem && in.reg&7 == 7: // FNSTCW
-		return wrap(func(c *CPU) bool { return c.st(c.ea(in), 2, uint64(c.sse.fcw)) })
-	case o == 0xd9 && in.hasMem && in.reg&7 == 5: // FLDCW
-		return wrap(func(c *CPU) bool {
-			v, ok := c.ld(c.ea(in), 2)
-			if ok {
-				c.sse.fcw = uint16(v)
-			}
-			return ok
-		})
-	case o == 0xdd && in.hasMem && in.reg&7 == 7: // FNSTSW m16
-		return wrap(func(c *CPU) bool { return c.st(c.ea(in), 2, uint64(c.sse.fsw)) })
-	case o == 0xdf && !in.hasMem && in.reg&7 == 4 && in.rm&7 == 0: // FNSTSW AX
-		return wrap(func(c *CPU) bool { c.setReg(0, 2, 1, uint64(c.sse.fsw)); return true })
-	}
-	return ud, true
 }
 
 var _ = bits.Len

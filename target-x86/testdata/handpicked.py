@@ -166,6 +166,21 @@ cases = [
     ("movnti %rax,8(%rsp); and $-16,%rsp; movntdq %xmm1,(%rsp); sfence; lfence; mfence", A, "x"),
     ("movl $0x1f80,-4(%rsp); ldmxcsr -4(%rsp); sub $512,%rsp; and $-16,%rsp; fxsave (%rsp); movl $0,28(%rsp); lea 224(%rsp),%rdi; xor %eax,%eax; mov $192,%ecx; rep stosb; pxor %xmm0,%xmm0; fxrstor (%rsp); add $512,%rsp", A, "x"),
     ("movl $0x1f80,(%rsp); ldmxcsr (%rsp); stmxcsr 8(%rsp); movl $0x7f80,(%rsp); ldmxcsr (%rsp); stmxcsr 12(%rsp)", A, "x"),
+    # x87 (values exact in double precision: gemu's registers are float64; FSW
+    # exception flags other than IE are not modelled, so those bits are masked).
+    ("fninit; movl $7,(%rsp); fildl (%rsp); movl $-3,4(%rsp); fiaddl 4(%rsp); fistpl 8(%rsp); fnstsw 12(%rsp)", A, ""),
+    ("fninit; fld1; fldz; faddp; fld1; fadd %st(0),%st; fmulp; fstpl 8(%rsp); fnstsw 16(%rsp)", A, ""),
+    ("fninit; movq $12,(%rsp); fildq (%rsp); movw $5,8(%rsp); fisubrs 8(%rsp); fstps 16(%rsp); fnstcw 20(%rsp)", A, ""),
+    ("fninit; movl $9,(%rsp); fildl (%rsp); fsqrt; fchs; fabs; fld1; fxch; fsub %st(1),%st; fstpt 16(%rsp); fstpl 32(%rsp)", A, ""),
+    ("fninit; movl $10,(%rsp); fildl (%rsp); movl $4,4(%rsp); fidivl 4(%rsp); frndint; fistps 8(%rsp); fnstsw %ax; and $0x3800,%eax", A, ""),
+    ("fninit; movl $10,(%rsp); fildl (%rsp); movl $4,4(%rsp); fidivl 4(%rsp); fisttpl 8(%rsp); fnstsw %ax; and $0x3800,%eax", A, ""),
+    ("fninit; fld1; fldz; fcomi %st(1),%st; setb %al; fucomip %st(1),%st; setz %ah; fstp %st(0)", A, ""),
+    ("fninit; fldz; fld1; fcom %st(1); fnstsw %ax; mov %ax,%dx; fcompp; fnstsw %ax; mov %ax,%bx; ftst; fxam; fnstsw %ax", A, ""),
+    ("fninit; fldpi; fldl2e; fldln2; fstpl (%rsp); fstpl 8(%rsp); fstpl 16(%rsp)", A, ""),
+    ("fninit; movl $3,(%rsp); fildl (%rsp); fld1; fscale; fstpl 8(%rsp); fstp %st(0); fld1; fchs; fsqrt; fstpl 16(%rsp)", A, ""),
+    ("fninit; movl $0x40490fdb,(%rsp); flds (%rsp); movl $0x3f800000,4(%rsp); fadds 4(%rsp); fstpl 8(%rsp)", A, ""),
+    ("fninit; movq $-1,(%rsp); fildq (%rsp); movw $0x0c7f,8(%rsp); fldcw 8(%rsp); fld1; fadd %st(0),%st; faddp %st,%st(1); fistpq 16(%rsp); fninit", A, ""),
+    ("fninit; fld1; fld1; fld1; stc; fcmovb %st(2),%st; fcmovne %st(1),%st; fstpl 8(%rsp); fninit", A, ""),
     # Faults and traps (translator only): vector, error code, CR2.
     ("ud2", N, "F6"),
     (".byte 0xf0,0x01,0xc3", N, "F6"),

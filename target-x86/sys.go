@@ -35,6 +35,25 @@ const (
 	msrTSCAux       = 0xc0000103
 )
 
+// amdMSRs are the AMD model-specific registers Linux reads on an AuthenticAMD family
+// 0xf CPU (K8 SYSCFG, HWCR, NB_CFG, TOP_MEM, OSVW, DE_CFG, LS_CFG...) with their reset
+// values; writes are stored and have no effect. (Found by booting Debian's 6.1 kernel:
+// mtrr_bp_init reads SYSCFG unchecked.)
+var amdMSRs = map[uint32]uint64{
+	0xc0010010: 0, // SYSCFG
+	0xc0010015: 0, // HWCR
+	0xc001001a: 0, // TOP_MEM
+	0xc001001d: 0, // TOP_MEM2
+	0xc001001f: 0, // NB_CFG
+	0xc0010114: 0, // VM_CR
+	0xc0010140: 0, // OSVW_ID_LENGTH
+	0xc0010141: 0, // OSVW_STATUS
+	0xc0011020: 0, // LS_CFG
+	0xc0011021: 0, // IC_CFG
+	0xc0011022: 0, // DC_CFG
+	0xc0011029: 0, // DE_CFG
+}
+
 type msrState struct {
 	apicBase, pat, miscEnable         uint64
 	star, lstar, cstar, fmask         uint64
@@ -90,6 +109,12 @@ func (c *CPU) rdmsr(n uint32) (uint64, bool) {
 	}
 	if n >= 0x200 && n < 0x210 || n >= 0x250 && n <= 0x26f || n >= 0x400 && n < 0x420 {
 		return m.mtrr[n], true // MTRRs and MCE banks: stored, no effect
+	}
+	if v, ok := amdMSRs[n]; ok {
+		if w, ok := m.mtrr[n]; ok {
+			return w, true
+		}
+		return v, true
 	}
 	if c.cfg.MSR != nil {
 		return c.cfg.MSR.ReadMSR(c.cfg.ID, n)
@@ -161,7 +186,7 @@ func (c *CPU) wrmsr(n uint32, v uint64) bool {
 	case msrTSCAux:
 		m.tscAux = v & 0xffffffff
 	default:
-		if n >= 0x200 && n < 0x210 || n >= 0x250 && n <= 0x26f || n >= 0x400 && n < 0x420 {
+		if _, amd := amdMSRs[n]; amd || n >= 0x200 && n < 0x210 || n >= 0x250 && n <= 0x26f || n >= 0x400 && n < 0x420 {
 			if m.mtrr == nil {
 				m.mtrr = map[uint32]uint64{}
 			}

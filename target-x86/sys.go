@@ -213,12 +213,9 @@ func (c *CPU) loadSeg(s int, sel uint16) bool {
 			c.raise(excGP, 0)
 			return false
 		}
-		base := c.Seg[s].Base
+		// A null selector clears the base (as Intel does; Linux detects either
+		// behaviour, X86_BUG_NULL_SEG).
 		c.Seg[s] = Segment{Selector: sel, Unusable: true}
-		if s == segFS || s == segGS {
-			c.Seg[s].Base = base // null selector in 64-bit mode keeps the base... (cleared on Intel; AMD keeps)
-			c.Seg[s].Base = 0
-		}
 		return true
 	}
 	d, ok := c.loadDesc(sel, excGP)

@@ -226,6 +226,16 @@ func (c *CPU) SetBootState(b BootState) {
 	c.v.Kick()
 }
 
+// Reset powers the vCPU on in the architectural RESET state: real mode, fetching the
+// first instruction at the reset vector 0xfffffff0 (CS selector 0xf000, base
+// 0xffff0000, IP 0xfff0), as a board with firmware starts its boot CPU. Call it before
+// Run or from the vCPU's own goroutine.
+func (c *CPU) Reset() {
+	b := ResetState(0xf000)
+	b.Regs.RIP, b.SRegs.CS.Base = 0xfff0, 0xffff0000
+	c.SetBootState(b)
+}
+
 // Regs returns the general registers, RIP and RFLAGS.
 func (c *CPU) Regs() Regs {
 	return Regs{RAX: c.R[0], RCX: c.R[1], RDX: c.R[2], RBX: c.R[3], RSP: c.R[4], RBP: c.R[5],

@@ -1,8 +1,9 @@
 package x86
 
 // The CPU model CPUID reports: QEMU's qemu64 (AuthenticAMD, family 15 model 107
-// stepping 1; SSE3 and CX16 on top of the PPro/SSE2 base; LM, SYSCALL, NX, LAHF_LM)
-// without SVM, which gemu does not implement.
+// stepping 1; SSE3 and CX16 on top of the PPro/SSE2 base; LM, SYSCALL, NX, LAHF_LM;
+// the hypervisor bit) without SVM, which gemu does not implement. TestCPUIDMatchesQEMU
+// compares the leaves with qemu-system-x86_64 -cpu qemu64.
 
 // Feature bits a model may add (checked by the decoder for instructions CPUID gates).
 const (
@@ -43,6 +44,8 @@ const (
 	cpuidFXSR  = 1 << 24
 	cpuidSSE   = 1 << 25
 	cpuidSSE2  = 1 << 26
+
+	cpuidHypervisor = 1 << 31 // running under a hypervisor (QEMU sets it for every model)
 
 	cpuidSSE3   = 1 << 0
 	cpuidCX16   = 1 << 13
@@ -109,8 +112,8 @@ func (c *CPU) cpuid() {
 			fam, ext = 15, m.Family-15
 		}
 		a = m.Step | (m.ModelNo&0xf)<<4 | fam<<8 | (m.ModelNo>>4)<<16 | ext<<20
-		b = uint32(c.cfg.ID)<<24 | 1<<16 | 8<<8 // APIC ID, 1 logical CPU, CLFLUSH 64 bytes
-		cx, d = m.Leaf1ECX, m.Leaf1EDX
+		b = uint32(c.cfg.ID)<<24 | 8<<8 // APIC ID, CLFLUSH line 64 bytes
+		cx, d = m.Leaf1ECX|cpuidHypervisor, m.Leaf1EDX
 		if c.CR4&cr4OSXSAVE != 0 {
 			cx |= 1 << 27
 		}
@@ -131,8 +134,8 @@ func (c *CPU) cpuid() {
 		a, b, cx, d = str4(m.Name, o), str4(m.Name, o+4), str4(m.Name, o+8), str4(m.Name, o+12)
 	case 0x80000005:
 		a, b, cx, d = 0x01ff01ff, 0x01ff01ff, 0x40020140, 0x40020140
-	case 0x80000006:
-		cx = 512<<16 | 0x4<<12 | 64
+	case 0x80000006: // L2/L3 as QEMU's legacy AMD cache info reports them
+		b, cx, d = 0x42004200, 0x02008140, 0x00808140
 	case 0x80000008:
 		a = 48<<8 | 40 // 48-bit virtual, 40-bit physical
 	}

@@ -3,6 +3,7 @@ package x86
 import (
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -51,6 +52,25 @@ const (
 	TraceExec                         // each block executed ("exec")
 	TraceInt                          // exceptions and interrupts delivered ("int")
 )
+
+// ParseTraceFlags parses a comma-separated -d list (in_asm, exec, int).
+func ParseTraceFlags(s string) (TraceFlags, error) {
+	var f TraceFlags
+	for _, w := range strings.Split(s, ",") {
+		switch w {
+		case "in_asm":
+			f |= TraceInAsm
+		case "exec":
+			f |= TraceExec
+		case "int":
+			f |= TraceInt
+		case "":
+		default:
+			return 0, fmt.Errorf("unknown -d item %q (known: in_asm, exec, int)", w)
+		}
+	}
+	return f, nil
+}
 
 // Engine is the translator state the vCPUs of one guest share (tcg.Engine).
 type Engine = tcg.Engine[CPU]

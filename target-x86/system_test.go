@@ -1,6 +1,9 @@
 package x86
 
 import (
+	"bytes"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -57,7 +60,8 @@ func TestSystemRunLoop(t *testing.T) {
 	defer eng.Close()
 	acks := make(chan int, 4)
 	var c *CPU
-	c = New(Config{RAM: ram, Engine: eng, Ack: func(cpu int) (uint8, bool) {
+	var trace safeBuffer
+	c = New(Config{RAM: ram, Engine: eng, Trace: &trace, TraceFlags: TraceInAsm | TraceInt | TraceExec, Ack: func(cpu int) (uint8, bool) {
 		acks <- cpu
 		c.SetIRQ(false) // the line drops once acknowledged
 		return 0x40, true
@@ -132,6 +136,30 @@ func TestSystemRunLoop(t *testing.T) {
 	if regs := c.Regs(); regs.RBX != 42 {
 		t.Errorf("user RBX %d after syscall, want 42", regs.RBX)
 	}
+	// The -d traces: in_asm disassembles (x86asm), int logs the #PF, exec each block.
+	tr := trace.String()
+	for _, w := range []string{"syscall", "sysretq", "iretq", "int vec=0xe err=0x6", "int vec=0x40", "cpu0 Trace 0x10000"} {
+		if !strings.Contains(tr, w) {
+			t.Errorf("trace lacks %q", w)
+		}
+	}
+}
+
+type safeBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *safeBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *safeBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // TestStartupIPIToLongMode starts a powered-off vCPU with StartupIPI (vector 0x08: real

@@ -133,6 +133,7 @@ type CPU struct {
 	nmiMasked bool
 	// delivering counts nested exception deliveries (for #DF and triple faults).
 	delivering int
+	delivVec   int // the vector being delivered while delivering > 0
 	// LastVector and LastError record the last exception or interrupt delivered (for
 	// traces and tests): vector, error code (or -1 when it has none).
 	LastVector int

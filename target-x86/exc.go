@@ -40,6 +40,16 @@ func (c *CPU) raise(vec int, err int64) {
 	c.deliver(vec, err, intFault, c.RIP)
 }
 
+// contributory reports whether vec is a contributory exception (#DE, #TS, #NP, #SS,
+// #GP).
+func contributory(vec int) bool {
+	switch vec {
+	case excDE, excTS, excNP, excSS, excGP:
+		return true
+	}
+	return false
+}
+
 func hasErrorCode(vec int) bool {
 	switch vec {
 	case excDF, excTS, excNP, excSS, excGP, excPF, excAC:
@@ -57,18 +67,26 @@ func (c *CPU) deliver(vec int, err int64, kind int, ret uint64) {
 		err = -1
 	}
 	c.LastVector, c.LastError = vec, err
-	if kind != intSoft && c.delivering > 0 {
-		// A fault while delivering: #DF, then triple fault.
-		if c.delivering > 1 || vec == excDF {
+	if c.delivering > 0 {
+		// An exception while delivering another (SDM "Conditions for Generating a
+		// Double Fault"): contributory after contributory, or contributory or #PF
+		// after #PF, is #DF; any exception while delivering #DF is a triple fault;
+		// other combinations are handled one after the other.
+		first := c.delivVec
+		switch {
+		case first == excDF || c.delivering > 3:
 			c.delivering = 0
 			c.tripleFault()
 			return
+		case contributory(first) && contributory(vec), first == excPF && (contributory(vec) || vec == excPF):
+			vec, err, kind = excDF, 0, intFault
+			c.LastVector, c.LastError = vec, err
 		}
-		vec, err = excDF, 0
-		c.LastVector, c.LastError = vec, err
 	}
+	saved := c.delivVec
+	c.delivVec = vec
 	c.delivering++
-	defer func() { c.delivering-- }()
+	defer func() { c.delivering--; c.delivVec = saved }()
 	var ok bool
 	switch {
 	case c.CR0&CR0_PE == 0:

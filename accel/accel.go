@@ -131,3 +131,12 @@ type MSIRoute interface {
 type MSIRouter interface {
 	NewMSIRoute(addr uint64, data uint32) (MSIRoute, error)
 }
+
+// Pauser is implemented by VMs that can pause: Pause takes every vCPU out of the guest
+// (none executes guest code or a device callback when it returns) until Resume; called
+// before Run, the vCPUs wait before their first instruction. Both may be called from
+// any goroutine other than a vCPU thread. Stop ends a paused run as any other.
+type Pauser interface {
+	Pause() error
+	Resume()
+}

@@ -91,6 +91,9 @@ func probe(filename string) (Format, error) {
 			tail = nil
 		}
 	}
+	if tf := tailFormat(tail); tf != nil {
+		return tf, nil
+	}
 	if name := knownUnsupported(buf[:n], tail, filename); name != "" {
 		return nil, &UnsupportedFormatError{Format: name}
 	}

@@ -39,7 +39,8 @@ var knownFormats = []knownFormat{
 		return len(b) >= 68 && le.Uint32(b[64:]) == 0xbeda107f
 	}},
 	// VPC/VHD: "conectix" at 0 (vpc_probe); a fixed disk has the footer only in its
-	// last 512 bytes, which QEMU probes as raw: gemu refuses it too.
+	// last 512 bytes, which QEMU probes as raw. gemu opens it as vpc when the vpc
+	// driver is registered (tailFormat), and refuses it otherwise.
 	{name: "vpc", head: func(b []byte, _ string) bool {
 		return len(b) >= 8 && string(b[:8]) == "conectix"
 	}, tail: func(t []byte) bool {
@@ -102,6 +103,32 @@ func knownUnsupported(head, tail []byte, filename string) string {
 		}
 	}
 	return ""
+}
+
+// tailFormats are implemented formats recognised by the last 512 bytes of a file
+// alone, when nothing claims its head: a fixed VHD is data then a "conectix" footer.
+// QEMU's probe takes such a file as raw, which would let a guest rewrite the footer
+// and hand the next opener a different disk; gemu opens it as the VHD it is
+// (`-f raw` still opens it raw).
+var tailFormats = []struct {
+	name string
+	tail func(t []byte) bool
+}{
+	{"vpc", func(t []byte) bool { return string(t[:8]) == "conectix" && bg.Uint32(t[60:]) == 2 }},
+}
+
+// tailFormat returns the registered format whose trailer tail (the file's last 512
+// bytes, or nil) is, or nil.
+func tailFormat(tail []byte) Format {
+	if len(tail) < 512 {
+		return nil
+	}
+	for _, t := range tailFormats {
+		if f, err := Lookup(t.name); err == nil && t.tail(tail) {
+			return f
+		}
+	}
+	return nil
 }
 
 // UnsupportedFormatError is returned by Open when probing finds (or the caller names) a

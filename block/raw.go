@@ -201,10 +201,35 @@ func (d *rawDriver) WriteAt(p []byte, off int64) (int, error) {
 			return 0, err
 		}
 	}
+	if size := d.Size(); d.probed && size >= 512 && off+int64(len(p)) > size-512 {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if err := d.checkTail(p, off, size); err != nil {
+			return 0, err
+		}
+	}
 	if d.dio != nil {
 		return d.dio.writeAt(d.f, p, off)
 	}
 	return d.f.WriteAt(p, off)
+}
+
+// checkTail refuses a write that would give a probed raw image a trailer another
+// format is probed by (a fixed VHD footer), as checkBlock0 does for block 0.
+func (d *rawDriver) checkTail(p []byte, off, size int64) error {
+	t := make([]byte, 512)
+	if _, err := d.ReadAt(t, size-512); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	for i := range t {
+		if o := size - 512 + int64(i) - off; o >= 0 && o < int64(len(p)) {
+			t[i] = p[o]
+		}
+	}
+	if f := tailFormat(t); f != nil {
+		return fmt.Errorf("Operation not permitted: write to the last 512 bytes of a probed raw image would make it look like %s", f.Name())
+	}
+	return nil
 }
 
 // checkBlock0 refuses a write that would make a probed raw image probe as another format.

@@ -158,7 +158,7 @@ func (c *CPU) el0Access(k uint32, read bool) int {
 
 // counter returns the current CNTPCT/CNTVCT value.
 func (c *CPU) counter() uint64 {
-	return uint64(time.Since(c.eng.Start()).Nanoseconds()) / cntNsPerTic
+	return uint64(c.eng.GuestTime().Nanoseconds()) / cntNsPerTic
 }
 
 // readSys implements MRS. ok=false makes the instruction UNDEFINED.

@@ -16,6 +16,7 @@ import (
 type Engine[E any] struct {
 	cache *Cache[func(*E)]
 	start time.Time
+	clock guestClock // pausable (park.go)
 	mu    sync.Mutex
 	cpus  []*VCPU[E]
 	// Exclusive serialises multi-word atomic operations across the guest's vCPUs (for

@@ -32,7 +32,8 @@ import (
 const (
 	ExitStop   uint32 = 1 << 0 // Run's stop channel closed (or Stop called)
 	ExitTLB    uint32 = 1 << 1 // another vCPU queued a TLB invalidation for this one
-	ExitTarget uint32 = 1 << 2 // the first bit free for the target (HandleExit gets it)
+	ExitPark   uint32 = 1 << 2 // Park: wait at this block boundary until Unpark (park.go)
+	ExitTarget uint32 = 1 << 3 // the first bit free for the target (HandleExit gets it)
 )
 
 // Block is the block type of a target with environment E: compiled code is a
@@ -62,8 +63,8 @@ type CPUOps[E any] struct {
 	// fetch would fault. The loop uses it to check that a cached spanning block's
 	// second page still maps where it did. nil: no block spans.
 	Probe func(env *E, va uint64) (phys uint64, ok bool)
-	// HandleExit receives the target's exit-request bits (all but ExitStop and
-	// ExitTLB; possibly none) at a block boundary where an exit was requested: timer
+	// HandleExit receives the target's exit-request bits (all but ExitStop, ExitTLB
+	// and ExitPark; possibly none) at a block boundary where an exit was requested: timer
 	// deadlines, power-state changes, interrupt lines. It reports whether the vCPU can
 	// run; false (halted, powered off) makes the loop sleep until Kick and call it
 	// again.
@@ -110,6 +111,7 @@ type VCPU[E any] struct {
 	jc      JumpCache[func(*E)]
 	wake    chan struct{}
 	stopped atomic.Bool
+	park    parking // Park/Unpark (park.go)
 	// misses counts blocks not reached through a chain link (tests read it).
 	misses uint64
 }
@@ -166,6 +168,7 @@ func (v *VCPU[E]) Stop() {
 	v.stopped.Store(true)
 	v.exitReq.Or(ExitStop)
 	v.Kick()
+	v.wakeParked()
 }
 
 // FlushTLB drops all of this vCPU's softmmu TLB entries. The jump cache survives:
@@ -249,6 +252,8 @@ func (v *VCPU[E]) applyTLBRequests() {
 func (v *VCPU[E]) Run(stop <-chan struct{}) error {
 	done := make(chan struct{})
 	defer close(done)
+	v.setRunning(true)
+	defer v.setRunning(false)
 	go func() {
 		select {
 		case <-stop:
@@ -316,10 +321,13 @@ func (v *VCPU[E]) service() bool {
 		if v.stopped.Load() {
 			return true
 		}
+		if req&ExitPark != 0 && v.parkNow() {
+			return true
+		}
 		if req&ExitTLB != 0 {
 			v.applyTLBRequests()
 		}
-		if !v.ops.HandleExit(v.env, req&^(ExitStop|ExitTLB)) {
+		if !v.ops.HandleExit(v.env, req&^(ExitStop|ExitTLB|ExitPark)) {
 			v.Sleep()
 			continue
 		}

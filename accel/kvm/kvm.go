@@ -1,7 +1,8 @@
 // Package kvm owns running guests on the host's /dev/kvm: the VM and its in-kernel
 // interrupt controllers and PIT, memory slots, one locked OS thread per vCPU, and the
 // translation of KVM exits into MMIO/port-I/O accesses on the machine's buses and into
-// accel exit reasons. It implements accel.X86VM for x86-64 hosts.
+// accel exit reasons, and pausing the vCPUs (pause.go). It implements accel.X86VM and
+// accel.Pauser for x86-64 hosts.
 //
 // It must not know about TCG, devices or boards: a machine hands it RAM slots, buses
 // and the boot CPU's register state, and nothing more.
@@ -181,11 +182,13 @@ type VM struct {
 	ran      bool
 	closed   bool
 	threads  sync.WaitGroup // vCPU goroutines of a Run in progress
+	pause    pausing        // Pause/Resume (pause.go)
 }
 
 var (
-	_ accel.X86VM = (*VM)(nil)
-	_ accel.MSI   = (*VM)(nil)
+	_ accel.X86VM  = (*VM)(nil)
+	_ accel.MSI    = (*VM)(nil)
+	_ accel.Pauser = (*VM)(nil)
 )
 
 // New creates a VM with cfg.CPUs vCPUs, the in-kernel PIC/IOAPIC/LAPICs and PIT, the
@@ -445,6 +448,7 @@ func (v *VM) Stop(reason accel.ExitReason) {
 	for _, c := range v.vcpus {
 		c.kick()
 	}
+	v.wakePaused()
 }
 
 // fail records err as the reason the run ended and stops every vCPU.

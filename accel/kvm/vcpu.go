@@ -173,7 +173,13 @@ func (c *vcpu) loop(mmio, pio *bus.Bus) {
 		c.mu.Unlock()
 	}()
 	v := c.vm
+	v.enterLoop()
+	defer v.leaveLoop()
 	for !v.stopping.Load() {
+		if v.pause.want.Load() {
+			c.parkIfPaused()
+			continue
+		}
 		_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(c.fd), kvmRun, 0)
 		if e == unix.EINTR || e == unix.EAGAIN {
 			// A kick, a Go preemption signal, or immediate_exit: re-check stopping.

@@ -36,6 +36,9 @@ func cmdCreate(c *cli.Context) error {
 	if fmtName == "" {
 		fmtName = "raw"
 	}
+	if wantsOptionsHelp(c.StringSlice("o")) {
+		return printOptionsHelp(c.App.Writer, fmtName)
+	}
 	opts, err := parseOptions(c.StringSlice("o"))
 	if err != nil {
 		return fail("%s", err)
@@ -174,6 +177,9 @@ func cmdConvert(c *cli.Context) error {
 	if err != nil {
 		return fail("%s", err)
 	}
+	if wantsOptionsHelp(c.StringSlice("o")) {
+		return printOptionsHelp(c.App.Writer, outFmt)
+	}
 	opts, err := parseOptions(c.StringSlice("o"))
 	if err != nil {
 		return fail("%s", err)
@@ -300,6 +306,24 @@ func cmdCheck(c *cli.Context) error {
 	// qemu-img check opens the backing chain too (a missing backing file fails it).
 	// A repair opens like QEMU's BDRV_O_CHECK where the driver offers it (qcow2: an
 	// image marked corrupt can be repaired); other drivers are reopened read-write.
+	if mode != block.RepairNone {
+		// qemu-img opens an image to repair read-write from the start, so an image
+		// another process holds is refused with the "write" lock message before any
+		// check runs (a read-only first open would say "shared write").
+		if forceShare {
+			return fail("Could not open '%s': force-share=on can only be used with read-only images", name)
+		}
+		// Only the top file's locks are probed (OpenImageFile takes and drops them): a
+		// driver-level read-write open could change the image before the check.
+		f, err := block.OpenImageFile(name, block.OpenOptions{}, block.RoleImage)
+		var le *block.LockError
+		if errors.As(err, &le) {
+			return fail("Could not open '%s': %s", name, oneLine(err.Error()))
+		}
+		if err == nil {
+			f.Close()
+		}
+	}
 	d, err := openImage(name, c.String("f"), true, false)
 	if err != nil {
 		return err
@@ -336,7 +360,7 @@ func cmdCheck(c *cli.Context) error {
 	res, err := ck.Check(mode)
 	printMessages(res)
 	if errors.Is(err, block.ErrUnsupported) {
-		// QEMU's -ENOTSUP, e.g. a repair of a vmdk image.
+		// QEMU's -ENOTSUP, e.g. a repair of a vmdk or vdi image.
 		return &exitError{code: 63, msg: "This image format does not support checks"}
 	}
 	if err != nil {

@@ -55,7 +55,9 @@ func TestHostileImages(t *testing.T) {
 	}
 }
 
-var hostileCorpora = []string{"../../qcow2/testdata/hostile", "../../block/vmdk/testdata/hostile"}
+var hostileCorpora = []string{"../../qcow2/testdata/hostile", "../../block/vmdk/testdata/hostile",
+	"../../block/vdi/testdata/hostile", "../../block/vpc/testdata/hostile", "../../block/vhdx/testdata/hostile",
+	"../../block/qed/testdata/hostile", "../../block/qcow1/testdata/hostile", "../../block/parallels/testdata/hostile"}
 
 func hostileFiles(t *testing.T) []string {
 	var out []string

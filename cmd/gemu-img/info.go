@@ -20,6 +20,9 @@ type imageInfo struct {
 	actual     int64
 	info       block.ImageInfo
 	hasCluster bool
+	// noDirty: the format reports no dirty flag (an Infoer without HasDirtyFlag), as
+	// qemu-img omits it for formats without bdrv_get_info (parallels).
+	noDirty bool
 }
 
 func collectInfo(d block.Driver) (*imageInfo, error) {
@@ -38,6 +41,7 @@ func collectInfo(d block.Driver) (*imageInfo, error) {
 		}
 		if p != nil {
 			ii.info = *p
+			ii.noDirty = !p.HasDirtyFlag
 		}
 	}
 	if ii.info.Snapshots == nil {
@@ -65,7 +69,9 @@ func (ii *imageInfo) json() *ordKV {
 	if in.Encrypted {
 		o.set("encrypted", true)
 	}
-	o.set("dirty-flag", in.DirtyFlag)
+	if !ii.noDirty {
+		o.set("dirty-flag", in.DirtyFlag)
+	}
 	if in.BackingFilename != "" {
 		o.set("backing-filename", in.BackingFilename)
 		full := in.FullBackingFilename

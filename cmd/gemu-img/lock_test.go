@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -54,7 +55,9 @@ func holdWithQEMU(t *testing.T, dir string, format string, images ...string) {
 		<-exited
 		cancel()
 	})
-	// QEMU's own read-only probe: info without -U fails once the drive is open.
+	// Wait until QEMU holds the write permission byte (LockPermBase+1) of every image,
+	// read from /proc/locks. (Probing with qemu-img info instead raced with QEMU's own
+	// startup: info's brief lock made QEMU fail to get "write".)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		select {
@@ -62,12 +65,17 @@ func holdWithQEMU(t *testing.T, dir string, format string, images ...string) {
 			t.Fatalf("%s exited early: %s", bin, se.String())
 		default:
 		}
-		r := runIn(t, dir, nil, "qemu-img", "info", images[0])
-		if r.code != 0 && strings.Contains(r.stderr, "Failed to get") {
+		held := true
+		for _, img := range images {
+			if !slices.Contains(lockBytes(t, filepath.Join(dir, img)), 101) {
+				held = false
+			}
+		}
+		if held {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s did not lock %s within 30s (qemu-img info: %q)", bin, images[0], r.stderr)
+			t.Fatalf("%s did not lock %v within 30s", bin, images)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -15,7 +15,13 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"gemu/block"
+	_ "gemu/block/parallels"
+	_ "gemu/block/qcow1"
+	_ "gemu/block/qed"
+	_ "gemu/block/vdi"
+	_ "gemu/block/vhdx"
 	_ "gemu/block/vmdk"
+	_ "gemu/block/vpc"
 	"gemu/cmd/internal/cpuprof"
 	_ "gemu/qcow2"
 )

@@ -19,13 +19,6 @@ func TestProbeKnownUnsupported(t *testing.T) {
 		file, format string
 		args         []string
 	}{
-		{"a.vdi", "vdi", nil},
-		{"a.vpc", "vpc", nil},
-		{"fixed.vhd", "vpc", []string{"-o", "subformat=fixed"}},
-		{"a.vhdx", "vhdx", nil},
-		{"a.qed", "qed", nil},
-		{"a.qcow", "qcow", nil},
-		{"a.hds", "parallels", nil},
 		{"a.luks", "luks", []string{"--object", "secret,id=s0,data=x", "-o", "key-secret=s0"}},
 	} {
 		args := append(append([]string{"create", "-q", "-f", c.format}, c.args...), c.file, "1M")
@@ -66,8 +59,8 @@ func TestProbeKnownUnsupported(t *testing.T) {
 
 	for _, im := range imgs {
 		// qemu-img must recognise the crafted and created images as that format
-		// (except a fixed VHD, which QEMU probes as raw and gemu refuses anyway).
-		if im.file != "fixed.vhd" && im.file != "apple.img" {
+		// (except the DMG without its .dmg name, which QEMU probes as raw).
+		if im.file != "apple.img" {
 			q := qemu(t, dir, "info", "--output=json", im.file)
 			if im.format != "luks" && im.format != "bochs" && im.format != "cloop" && !strings.Contains(q.stdout, `"format": "`+im.format+`"`) {
 				t.Errorf("qemu-img does not see %s as %s: %s %s", im.file, im.format, q.stdout, q.stderr)
@@ -95,5 +88,47 @@ func TestProbeKnownUnsupported(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "out.raw")); err == nil {
 		t.Errorf("convert wrote a target from an unsupported source")
+	}
+}
+
+// Images of the formats gemu implements besides qcow2 and vmdk probe as their format
+// (a fixed VHD, footer only, too: QEMU probes it as raw), with qemu-img's virtual
+// size, and `create -o help` prints qemu-img's option list for each.
+func TestProbeImplemented(t *testing.T) {
+	needQemu(t)
+	dir := t.TempDir()
+	for _, c := range []struct {
+		file, format string
+		args         []string
+	}{
+		{"a.vdi", "vdi", nil},
+		{"a.vpc", "vpc", nil},
+		{"fixed.vhd", "vpc", []string{"-o", "subformat=fixed"}},
+		{"a.vhdx", "vhdx", nil},
+		{"a.qed", "qed", nil},
+		{"a.qcow", "qcow", nil},
+		{"a.hds", "parallels", nil},
+	} {
+		ok(t, qemu(t, dir, append(append([]string{"create", "-q", "-f", c.format}, c.args...), c.file, "3M")...), "qemu-img create -f "+c.format)
+		g := gemu(t, dir, "info", "--output=json", c.file)
+		q := qemu(t, dir, "info", "--output=json", "-f", c.format, c.file)
+		if g.code != 0 || !strings.Contains(g.stdout, `"format": "`+c.format+`"`) {
+			t.Errorf("gemu-img info %s: exit %d %s %s", c.file, g.code, g.stdout, g.stderr)
+		}
+		vs := func(s string) string {
+			i := strings.Index(s, `"virtual-size":`)
+			if i < 0 {
+				return ""
+			}
+			return strings.SplitN(s[i:], ",", 2)[0]
+		}
+		if vs(g.stdout) != vs(q.stdout) || vs(q.stdout) == "" {
+			t.Errorf("%s: gemu %s, qemu %s", c.file, vs(g.stdout), vs(q.stdout))
+		}
+		gh := gemu(t, dir, "create", "-f", c.format, "-o", "help", "x")
+		qh := qemu(t, dir, "create", "-f", c.format, "-o", "help", "x")
+		if gh.code != 0 || gh.stdout != qh.stdout {
+			t.Errorf("create -f %s -o help: exit %d\n%s\nwant\n%s", c.format, gh.code, gh.stdout, qh.stdout)
+		}
 	}
 }

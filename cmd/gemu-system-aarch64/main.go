@@ -8,16 +8,18 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 	"runtime/debug"
 	"strings"
 	"sync"
-	"syscall"
 
 	"gemu/cmd/internal/cpuprof"
 	"gemu/cmd/internal/qemuopts"
+	"gemu/cmd/internal/runloop"
 	"gemu/cmd/internal/sysdev"
 	"gemu/hw/chardev"
+	"gemu/hw/pci"
+	"gemu/machine/monitor"
+	"gemu/machine/qdev"
 	"gemu/machine/virt"
 	arm "gemu/target-arm"
 )
@@ -38,8 +40,15 @@ vCPUs under gemu's own translator (TCG).
   -m [size=]SIZE         RAM, MiB without a suffix; K M G T suffixes, 1.5G (default 128M)
   -smp [cpus=]N[,sockets=S][,clusters=L][,cores=C][,threads=T][,maxcpus=M]
                          CPUs (default 1); the guest sees N CPUs in one cluster
-  -kernel FILE           arm64 Linux Image (or gzip-compressed Image)
-  -initrd FILE           initial ramdisk
+  -kernel FILE           arm64 Linux Image (or gzip-compressed), ELF, U-Boot uImage, or a
+                         raw binary (entered at RAM base + 0x80000), as QEMU loads them
+  -initrd FILE           initial ramdisk (raw or U-Boot ramdisk image)
+  -fw_cfg [name=]opt/NAME,file=FILE|string=STR
+                         add a file to the fw_cfg device's directory
+  -rtc [base=utc|localtime|DATE][,clock=host|rt|vm][,driftfix=none|slew]
+                         where the PL031 RTC starts (DATE: 2006-06-17T16:01:21 or 2006-06-17)
+  -bios, -pflash, -drive if=pflash
+                         firmware boot: not supported yet
   -append STRING         kernel command line
   -dtb FILE              use this device tree instead of the generated one
   -nographic             no display; serial console on stdio (the default here)
@@ -50,13 +59,24 @@ vCPUs under gemu's own translator (TCG).
                          accelerator (only tcg: KVM cannot run arm64 guests on this host)
   -d in_asm,exec,int     trace translated code, executed blocks, exceptions
   -D FILE                write -d traces to FILE instead of stderr
-  -display none, -vga none, -monitor none, -name NAME
+  -qmp unix:PATH,server=on,wait=off | tcp:HOST:PORT,server=on,wait=off | stdio
+                         a QMP monitor (QEMU 7.2's protocol); several may be given
+  -monitor stdio|unix:...|tcp:...
+                         a human monitor (stdio only with the serial elsewhere)
+  -chardev socket,id=ID,... -mon chardev=ID,mode=control|readline
+                         a monitor on a -chardev socket
+  -S                     start stopped (cont on a monitor starts the guest)
+  -no-shutdown           on guest power-off, stop instead of exiting (system_reset restarts)
+  -name [guest=]NAME, -uuid UUID
+                         the guest's name and UUID, as the monitor reports them
+  -display none, -vga none
                          accepted for compatibility
-  -drive, -hda FILE, -blockdev, -device, -netdev, -nic, -chardev, -object, -global,
-  -mon, -monitor, -qmp, -snapshot
-                         parsed and checked, not yet connected to the board (warned)
-  -nodefaults, -no-user-config, -msg timestamp=on
-                         accepted for QEMU compatibility
+  -drive, -hda FILE, -blockdev, -device, -chardev, -object, -snapshot
+                         block, virtio and character devices
+  -netdev, -nic, -global parsed and checked, not yet connected to the board (warned)
+  -nodefaults            no default devices (the PL011 console goes nowhere without -serial)
+  -no-user-config        accepted (gemu reads no configuration files)
+  -msg timestamp=on      prefix error and warning lines with the UTC time, as QEMU
   -h, -help, --help      this help
   -version, --version    version
 On the stdio console, Ctrl-A x quits and Ctrl-A h lists the escapes.
@@ -92,7 +112,7 @@ func main() {
 	code, err := run(os.Args[1:])
 	stop()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", prog, err)
+		fmt.Fprintf(os.Stderr, "%s%s: %v\n", msgPrefix(), prog, err)
 	}
 	os.Exit(code)
 }
@@ -102,8 +122,9 @@ func run(args []string) (int, error) {
 	if err != nil || done {
 		return exitFor(err), err
 	}
+	msgTimestamp = o.MsgTimestamp
 	for _, w := range o.warnings {
-		fmt.Fprintf(os.Stderr, "%s: warning: %s\n", prog, w)
+		fmt.Fprintf(os.Stderr, "%s%s: warning: %s\n", msgPrefix(), prog, w)
 	}
 	if o.traceSpec != "" {
 		f, err := arm.ParseTraceFlags(o.traceSpec)
@@ -145,20 +166,11 @@ func run(args []string) (int, error) {
 		return 1, errors.New("no -kernel given: the virt board has no firmware to boot")
 	}
 
-	// quit stops whichever machine runs now (a reboot replaces it).
-	var (
-		curMu    sync.Mutex
-		cur      *virt.Machine
-		quitting bool
-	)
-	quit := func() {
-		curMu.Lock()
-		defer curMu.Unlock()
-		quitting = true
-		if cur != nil {
-			cur.Stop()
-		}
-	}
+	// The loop quits for Ctrl-A x and signals; it is built before the devices so the
+	// stdio backend can reach it.
+	var loop *runloop.Loop
+	quit := func() { loop.QuitHost("host-ui") }
+	monChardevs := runloop.TakeMonitorChardevs(&o.Common)
 	// Drives and -chardevs are opened once: they (and the image locks) outlive a reboot.
 	wiring, err := sysdev.Open(&o.Common, "virtio", chardev.Options{OnQuit: quit})
 	if err != nil {
@@ -174,42 +186,95 @@ func run(args []string) (int, error) {
 	}
 	defer be.Close()
 	o.cfg.Serial = be
-	warn := func(msg string) { fmt.Fprintf(os.Stderr, "%s: warning: %s\n", prog, msg) }
+	warn := func(msg string) { fmt.Fprintf(os.Stderr, "%s%s: warning: %s\n", msgPrefix(), prog, msg) }
+	o.cfg.Warn = warn
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	go func() {
-		s := <-sigs
-		be.Close()
-		fmt.Fprintf(os.Stderr, "%s: terminating on signal %d\n", prog, s.(syscall.Signal))
-		quit()
-	}()
-
-	for {
-		m, err := virt.New(o.cfg)
-		if err != nil {
-			return 1, err
-		}
-		env, err := wiring.Plug(m, warn)
-		if err != nil {
-			m.Close()
-			return 1, err
-		}
-		m.OnRelease(env.Reset)
-		curMu.Lock()
-		cur = m
-		if quitting {
-			m.Stop()
-		}
-		curMu.Unlock()
-		exit, err := m.Run()
-		if err != nil {
-			return 1, err
-		}
-		if exit != virt.ExitReset || o.noReboot {
-			return 0, nil
-		}
+	var envMu sync.Mutex
+	var env *qdev.Env      // the current machine's devices
+	var last *virt.Machine // the machine before a reset (its RTC carries over)
+	attached := func(id string) bool {
+		envMu.Lock()
+		defer envMu.Unlock()
+		return env != nil && env.Attached(id)
 	}
+	chardevs := []monitor.Chardev{{Label: "serial0", Filename: o.serial, FrontendOpen: true}}
+	for id := range wiring.Chardevs {
+		chardevs = append(chardevs, monitor.Chardev{Label: id, Filename: id, FrontendOpen: true})
+	}
+	loop = runloop.New(runloop.Config{
+		Prog: prog, Stderr: os.Stderr, Package: qmpPackage,
+		StartPaused: o.StartPaused, NoShutdown: o.NoShutdown, NoReboot: o.noReboot,
+		Info: monitor.Info{Name: o.Name, UUID: o.UUID, Target: "aarch64", Machines: []monitor.MachineType{
+			{Name: "virt-7.2", Alias: "virt", CPUMax: 16, NUMAMemSupported: true, DefaultCPUType: "cortex-a15-arm-cpu", DefaultRAMID: "mach-virt.ram"}}},
+		Blocks:   runloop.Blocks(wiring, &o.Common, attached),
+		Chardevs: chardevs,
+		Restore:  func() { be.Close() },
+		BeforeRun: func() error {
+			return loop.OpenMonitors(&o.Common, monChardevs, o.serial == "stdio")
+		},
+		New: func() (runloop.Guest, error) {
+			if last != nil {
+				o.cfg.RTCBase = last.RTCBase() // the RTC keeps what the guest set across a reset, as QEMU's
+			}
+			m, err := virt.New(o.cfg)
+			if err != nil {
+				return nil, err
+			}
+			e, err := wiring.Plug(m, warn)
+			if err != nil {
+				m.Close()
+				return nil, err
+			}
+			e.StopOnError = loop.StopForIOError // werror=stop/rerror=stop pause the guest
+			m.OnRelease(e.Reset)
+			envMu.Lock()
+			env = e
+			envMu.Unlock()
+			last = m
+			return virtGuest{m}, nil
+		},
+	})
+	return loop.Run()
+}
+
+// qmpPackage is the QMP greeting's package string.
+const qmpPackage = "gemu-0.1"
+
+// virtGuest adapts the virt board to the shared run loop.
+type virtGuest struct{ m *virt.Machine }
+
+func (g virtGuest) Run() (runloop.Exit, error) {
+	exit, err := g.m.Run()
+	switch exit {
+	case virt.ExitPowerOff:
+		return runloop.PowerOff, nil
+	case virt.ExitReset:
+		return runloop.Reset, nil
+	case virt.ExitStopped:
+		return runloop.Stopped, nil
+	}
+	return runloop.Failed, err
+}
+
+func (g virtGuest) Stop()                                { g.m.Stop() }
+func (g virtGuest) Pause() error                         { return g.m.Pause() }
+func (g virtGuest) Resume()                              { g.m.Resume() }
+func (g virtGuest) Reset()                               { g.m.Reset() }
+func (g virtGuest) PowerDown() error                     { return g.m.PowerDown() }
+func (g virtGuest) ReadPhys(addr uint64, p []byte) error { return g.m.ReadPhys(addr, p) }
+func (g virtGuest) PCI() *pci.Bus                        { return g.m.PCI() }
+func (g virtGuest) Close()                               { g.m.Close() }
+
+// CPUs reports the vCPUs as QEMU's virt does: one cluster, thread-id the process's
+// (gemu's vCPUs are goroutines, not threads of their own).
+func (g virtGuest) CPUs() []monitor.CPU {
+	out := make([]monitor.CPU, g.m.NumCPUs())
+	for i := range out {
+		out[i] = monitor.CPU{Index: i, ThreadID: os.Getpid(), Target: "aarch64", Current: i == 0,
+			QOMPath: fmt.Sprintf("/machine/unattached/device[%d]", i),
+			Props:   map[string]int{"core-id": i, "thread-id": 0, "socket-id": 0, "cluster-id": 0}}
+	}
+	return out
 }
 
 func exitFor(err error) int {
@@ -239,11 +304,15 @@ func parse(args []string) (o options, done bool, err error) {
 	o.cfg = virt.Config{RAMSize: 128 << 20, SMP: 1, GICVersion: 2}
 	o.serial = "stdio"
 	o.topology = qemuopts.Topology{CPUs: 1, Sockets: 1, Dies: 1, Clusters: 1, Cores: 1, Threads: 1, MaxCPUs: 1}
-	own := map[string]bool{"dtb": true, "d": true, "D": true, "S": false}
+	own := map[string]bool{"dtb": true, "d": true, "D": true, "fw_cfg": true, "bios": true, "pflash": true, "rtc": true}
 	err = o.Parse(args, own, func(name, v string) error {
 		switch name {
-		case "S":
-			return errors.New("-S (start paused) is not supported: there is no monitor")
+		case "fw_cfg":
+			return o.fwCfg(v)
+		case "rtc":
+			return o.rtc(v)
+		case "bios", "pflash":
+			return fmt.Errorf("-%s %s: firmware boot is not supported yet (boot a kernel directly with -kernel)", name, v)
 		case "dtb":
 			o.cfg.DTB = v
 		case "d":
@@ -313,6 +382,13 @@ func parse(args []string) (o options, done bool, err error) {
 	o.cfg.Kernel, o.cfg.Initrd, o.cfg.Append = o.Kernel, o.Initrd, o.Append
 	if n := len(o.Serials); n > 0 {
 		o.serial = o.Serials[n-1] // virt has one PL011 for the console
+	} else if o.NoDefaults {
+		o.serial = "null" // -nodefaults: no default serial backend, as QEMU's
+	}
+	for _, d := range o.Drives {
+		if v, _ := d.Get("if"); v == "pflash" {
+			return o, false, fmt.Errorf("-drive %s: if=pflash: flash firmware boot is not supported yet (boot a kernel directly with -kernel)", d.Spec)
+		}
 	}
 	o.noReboot = o.NoReboot
 	o.warnings = append(o.warnings, o.Warnings...)

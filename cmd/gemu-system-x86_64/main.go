@@ -7,20 +7,22 @@ package main
 import (
 	"errors"
 	"fmt"
-	"gemu/cmd/internal/sysdev"
 	"io"
 	"os"
-	"os/signal"
 	"runtime/debug"
 	"sync"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 
 	"gemu/accel"
 	"gemu/accel/kvm"
+	"gemu/cmd/internal/runloop"
+	"gemu/cmd/internal/sysdev"
 	"gemu/hw/chardev"
+	"gemu/hw/pci"
+	"gemu/machine/monitor"
 	"gemu/machine/pc"
+	"gemu/machine/qdev"
 )
 
 const prog = "gemu-system-x86_64"
@@ -64,13 +66,6 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 	for _, w := range o.warnings {
 		fmt.Fprintf(stderr, "%s: warning: %s\n", prog, w)
 	}
-	if h, ok, err := sysdev.Help(&o.Common); ok {
-		if err != nil {
-			return fail(stderr, "%v", err)
-		}
-		fmt.Fprint(stdout, h)
-		return 0
-	}
 	if o.kernel == "" {
 		return fail(stderr, "no -kernel given: gemu boots Linux bzImages directly (firmware boot is not supported)")
 	}
@@ -85,12 +80,12 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 	}
 	kernel, err := openImage(o.kernel)
 	if err != nil {
-		return fail(stderr, "-kernel %s: %v", o.kernel, err)
+		return fail(stderr, "could not load kernel '%s': %v", o.kernel, err)
 	}
 	defer kernel.Close()
 	hdr, err := pc.CheckKernel(kernel)
 	if err != nil {
-		return fail(stderr, "-kernel %s: %v", o.kernel, err)
+		return fail(stderr, "could not load kernel '%s': %v", o.kernel, err)
 	}
 	if uint64(len(o.append)) > uint64(hdr.CmdlineSize) {
 		return fail(stderr, "-append: the command line is %d bytes; this kernel accepts at most %d", len(o.append), hdr.CmdlineSize)
@@ -108,23 +103,12 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 		return fail(stderr, "%v", err)
 	}
 
-	// The guest currently running, for Ctrl-A x and signals to stop.
-	var cur struct {
-		sync.Mutex
-		vm       accel.VM
-		quitting bool
-	}
-	stopAll := func() {
-		cur.Lock()
-		cur.quitting = true
-		if cur.vm != nil {
-			cur.vm.Stop(accel.Stopped)
-		}
-		cur.Unlock()
-	}
+	var loop *runloop.Loop
+	quit := func() { loop.QuitHost("host-ui") }
+	monChardevs := runloop.TakeMonitorChardevs(&o.Common)
 
 	// Drives and -chardevs are opened once: they (and the image locks) outlive a reboot.
-	wiring, err := sysdev.Open(&o.Common, "ide", chardev.Options{OnQuit: stopAll, Stdin: stdin, Stdout: stdout})
+	wiring, err := sysdev.Open(&o.Common, "ide", chardev.Options{OnQuit: quit, Stdin: stdin, Stdout: stdout})
 	if err != nil {
 		return fail(stderr, "%v", err)
 	}
@@ -139,7 +123,7 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 	if spec == "none" {
 		spec = "null"
 	}
-	be, err := chardev.Open(spec, chardev.Options{OnQuit: stopAll, Stdin: stdin, Stdout: stdout})
+	be, err := chardev.Open(spec, chardev.Options{OnQuit: quit, Stdin: stdin, Stdout: stdout})
 	if err != nil {
 		return fail(stderr, "-serial %s: %v", spec, err)
 	}
@@ -147,89 +131,123 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 	// unwinds this goroutine.
 	defer be.Close()
 
-	// A closed stdout (gemu | head) must not kill gemu before it restores the
-	// terminal: with SIGPIPE ignored, the console write just fails.
-	signal.Ignore(syscall.SIGPIPE)
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigs)
-	var gotSig os.Signal
-	var sigMu sync.Mutex
-	go func() {
-		for s := range sigs {
-			sigMu.Lock()
-			if gotSig == nil {
-				gotSig = s
+	var envMu sync.Mutex
+	var env *qdev.Env // the current machine's devices
+	attached := func(id string) bool {
+		envMu.Lock()
+		defer envMu.Unlock()
+		return env != nil && env.Attached(id)
+	}
+	chardevs := []monitor.Chardev{{Label: "serial0", Filename: spec, FrontendOpen: true}}
+	for id := range wiring.Chardevs {
+		chardevs = append(chardevs, monitor.Chardev{Label: id, Filename: id, FrontendOpen: true})
+	}
+	loop = runloop.New(runloop.Config{
+		Prog: prog, Stderr: stderr, Package: "gemu-0.1",
+		StartPaused: o.StartPaused, NoShutdown: o.NoShutdown, NoReboot: o.noReboot,
+		Info: monitor.Info{Name: o.name, UUID: o.UUID, Target: "x86_64", KVMPresent: true, KVMEnabled: acc.Name() == "kvm",
+			Machines: []monitor.MachineType{{Name: "pc-i440fx-7.2", Alias: "pc", IsDefault: true, CPUMax: kvm.MaxCPUs,
+				HotpluggableCPUs: true, NUMAMemSupported: false, DefaultCPUType: "qemu64-x86_64-cpu", DefaultRAMID: "pc.ram"}}},
+		Chardevs: chardevs,
+		Blocks:   runloop.Blocks(wiring, &o.Common, attached),
+		Restore:  func() { be.Close() },
+		BeforeRun: func() error {
+			return loop.OpenMonitors(&o.Common, monChardevs, spec == "stdio")
+		},
+		New: func() (runloop.Guest, error) {
+			vm, err := acc.NewX86(accel.Config{CPUs: o.cpus})
+			if err != nil {
+				return nil, fmt.Errorf("-accel %s: %v", acc.Name(), err)
 			}
-			sigMu.Unlock()
-			stopAll()
-		}
-	}()
+			var ird pc.KernelImage
+			if initrd != nil {
+				ird = initrd
+			}
+			m, err := pc.New(vm, pc.Config{MemSize: o.memSize, CPUs: o.cpus, Kernel: kernel, Initrd: ird,
+				Cmdline: o.append, Serial: be})
+			if err != nil {
+				vm.Close()
+				return nil, err
+			}
+			e, err := wiring.Plug(m, func(msg string) { fmt.Fprintf(stderr, "%s: warning: %s\n", prog, msg) })
+			if err != nil {
+				vm.Close()
+				m.Close()
+				return nil, err
+			}
+			e.StopOnError = loop.StopForIOError // werror=stop/rerror=stop pause the guest
+			m.OnRelease(e.Reset)
+			envMu.Lock()
+			env = e
+			envMu.Unlock()
+			return &pcGuest{vm: vm, m: m}, nil
+		},
+	})
+	code, err := loop.Run()
+	if err != nil {
+		return fail(stderr, "%v", err)
+	}
+	return code
+}
 
-	for {
-		vm, err := acc.NewX86(accel.Config{CPUs: o.cpus})
-		if err != nil {
-			return fail(stderr, "-accel %s: %v", acc.Name(), err)
-		}
-		var ird pc.KernelImage
-		if initrd != nil {
-			ird = initrd
-		}
-		m, err := pc.New(vm, pc.Config{MemSize: o.memSize, CPUs: o.cpus, Kernel: kernel, Initrd: ird,
-			Cmdline: o.append, Serial: be})
-		if err != nil {
-			vm.Close()
-			return fail(stderr, "%v", err)
-		}
-		env, err := wiring.Plug(m, func(msg string) { fmt.Fprintf(stderr, "%s: warning: %s\n", prog, msg) })
-		if err != nil {
-			vm.Close()
-			m.Close()
-			return fail(stderr, "%v", err)
-		}
-		m.OnRelease(env.Reset)
-		cur.Lock()
-		cur.vm = vm
-		if cur.quitting {
-			vm.Stop(accel.Stopped)
-		}
-		cur.Unlock()
-		reason, err := m.Run()
-		cur.Lock()
-		cur.vm = nil
-		cur.Unlock()
+// pcGuest adapts the PC board and its VM to the shared run loop.
+type pcGuest struct {
+	vm accel.X86VM
+	m  *pc.Machine
+}
+
+func (g *pcGuest) Run() (runloop.Exit, error) {
+	reason, err := g.m.Run()
+	switch reason {
+	case accel.PowerOff:
+		return runloop.PowerOff, nil
+	case accel.Reset:
+		return runloop.Reset, nil
+	case accel.Stopped:
+		return runloop.Stopped, nil
+	case accel.Shutdown:
 		where := ""
-		if st, ok := vm.(cpuStater); ok && reason == accel.Shutdown {
+		if st, ok := g.vm.(cpuStater); ok {
 			where = " at " + st.CPUState(0)
 		}
-		vm.Close()
-		m.Close()
-
-		switch reason {
-		case accel.PowerOff:
-			return 0
-		case accel.Reset:
-			if o.noReboot {
-				return 0
-			}
-			continue // QEMU reboots: a fresh board, the kernel loaded again
-		case accel.Shutdown:
-			return fail(stderr, "guest triple fault (CPU shutdown)%s", where)
-		case accel.Stopped:
-			sigMu.Lock()
-			s := gotSig
-			sigMu.Unlock()
-			if s != nil {
-				fmt.Fprintf(stderr, "%s: terminating on signal %d\n", prog, s.(syscall.Signal))
-			}
-			return 0
-		default:
-			if err == nil {
-				err = errors.New(reason.String())
-			}
-			return fail(stderr, "%v", err)
-		}
+		return runloop.Failed, fmt.Errorf("guest triple fault (CPU shutdown)%s", where)
 	}
+	if err == nil {
+		err = errors.New(reason.String())
+	}
+	return runloop.Failed, err
+}
+
+func (g *pcGuest) Stop()                                { g.vm.Stop(accel.Stopped) }
+func (g *pcGuest) Pause() error                         { return g.m.Pause() }
+func (g *pcGuest) Resume()                              { g.m.Resume() }
+func (g *pcGuest) Reset()                               { g.m.Reset() }
+func (g *pcGuest) PowerDown() error                     { return g.m.PowerDown() }
+func (g *pcGuest) ReadPhys(addr uint64, p []byte) error { return g.m.ReadPhys(addr, p) }
+func (g *pcGuest) PCI() *pci.Bus                        { return g.m.PCIBus }
+func (g *pcGuest) Close() {
+	g.vm.Close()
+	g.m.Close()
+}
+
+// CPUs reports the vCPUs as QEMU's PC does (one socket, a core each), with the vCPU
+// threads' ids where the accelerator has them.
+func (g *pcGuest) CPUs() []monitor.CPU {
+	var tids []int
+	if t, ok := g.vm.(interface{ VCPUThreads() []int }); ok {
+		tids = t.VCPUThreads()
+	}
+	out := make([]monitor.CPU, g.vm.NumCPUs())
+	for i := range out {
+		tid := os.Getpid()
+		if i < len(tids) && tids[i] != 0 {
+			tid = tids[i]
+		}
+		out[i] = monitor.CPU{Index: i, ThreadID: tid, Target: "x86_64", Current: i == 0,
+			QOMPath: fmt.Sprintf("/machine/unattached/device[%d]", i),
+			Props:   map[string]int{"core-id": i, "thread-id": 0, "socket-id": 0, "die-id": 0}}
+	}
+	return out
 }
 
 // cpuStater is implemented by accelerators that can describe where a vCPU stopped

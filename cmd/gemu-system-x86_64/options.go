@@ -60,9 +60,18 @@ option syntax and boots a Linux bzImage directly on an i440FX-style PC (ACPI, CO
   -serial stdio|file:PATH|null|none
                         COM1 backend (default stdio)
   -no-reboot            exit instead of rebooting when the guest resets
-  -name [guest=]NAME    guest name
+  -name [guest=]NAME, -uuid UUID
+                        the guest's name and UUID, as the monitor reports them
+  -qmp unix:PATH,server=on,wait=off | tcp:HOST:PORT,server=on,wait=off | stdio
+                        a QMP monitor (QEMU 7.2's protocol); several may be given
+  -monitor stdio|unix:...|tcp:...
+                        a human monitor (stdio only with the serial elsewhere)
+  -chardev socket,id=ID,... -mon chardev=ID,mode=control|readline
+                        a monitor on a -chardev socket
+  -S                    start stopped (cont on a monitor starts the guest)
+  -no-shutdown          on guest power-off, stop instead of exiting (system_reset restarts)
   -drive, -hda FILE, -cdrom FILE, -blockdev, -device, -netdev, -nic, -chardev, -object,
-  -global, -mon, -monitor, -qmp, -snapshot
+  -global, -snapshot
                         parsed and checked, not yet connected to the board (warned)
   -nodefaults, -no-user-config, -msg timestamp=on
                         accepted for QEMU compatibility

@@ -152,7 +152,7 @@ func buildFACS() []byte {
 const (
 	fadtWBINVD      = 1 << 0
 	fadtProcC1      = 1 << 2
-	fadtPwrButton   = 1 << 4 // no fixed-feature power button
+	fadtPwrButton   = 1 << 4 // no fixed-feature power button (clear: PM.PowerButton is one)
 	fadtSlpButton   = 1 << 5 // no fixed-feature sleep button
 	fadtTmrValExt   = 1 << 8 // 32-bit PM timer
 	fadtResetRegSup = 1 << 10
@@ -189,7 +189,7 @@ func buildFADT(c Config, facs, dsdt uint64) []byte {
 	le.PutUint16(f[98:], 1001) // C3 not supported
 	f[108] = c.CenturyReg
 	le.PutUint16(f[109:], bootArchLegacyDevices|bootArchNoVGA)
-	flags := uint32(fadtWBINVD | fadtProcC1 | fadtPwrButton | fadtSlpButton | fadtTmrValExt)
+	flags := uint32(fadtWBINVD | fadtProcC1 | fadtSlpButton | fadtTmrValExt) // a fixed power button, as QEMU's PIIX4 (PM.PowerButton)
 	if c.ResetPort != 0 {
 		flags |= fadtResetRegSup
 		copy(f[116:], gasIO(c.ResetPort, 8, 1))

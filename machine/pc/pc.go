@@ -4,6 +4,9 @@
 // ACPI tables in the BIOS area, and direct Linux boot of a bzImage (boot protocol
 // 2.06+) to the boot CPU's register state.
 //
+// control.go is the control surface a run loop drives: pause through the accelerator,
+// host reset, the ACPI power button.
+//
 // Under KVM the PIC, PIT, IOAPIC and local APICs are the kernel's; the board only
 // describes them (MADT) and raises their GSIs. It must not know instruction semantics
 // or how the accelerator runs vCPUs.
@@ -65,6 +68,7 @@ type Machine struct {
 	PCIBus    *pci.Bus
 	rtc       *rtc.RTC
 	onRelease []func()
+	pm        *acpi.PM // the power button (control.go)
 }
 
 // New builds the board on vm: RAM slots, ACPI tables, the kernel and its boot state,
@@ -146,6 +150,7 @@ func (m *Machine) addDevices(c Config) error {
 		return err
 	}
 	pm := acpi.NewPM(vm.IRQ(SCIIRQ), func() { vm.Stop(accel.PowerOff) })
+	m.pm = pm
 
 	for _, d := range []struct {
 		dev        bus.Device

@@ -1,7 +1,8 @@
 // Package qdev owns the board-independent half of QEMU's -drive, -blockdev and -device:
-// the table of device types a user can name (virtio-blk-pci, virtio-rng-device, ...),
-// their properties, `-device help` and `-device TYPE,help`, opening drives through
-// block/backend, and plugging the built device into whatever the board offers (a PCI
+// the table of device types a user can name (virtio-blk-pci, virtio-net-pci,
+// virtio-rng-device, ...), their properties, `-device help` and `-device TYPE,help`,
+// opening drives through block/backend, connecting NICs to the -netdev backends the
+// caller opened (hw/netdev; QEMU's default MACs), and plugging the built device into whatever the board offers (a PCI
 // bus, virtio-mmio slots) through the Board interface.
 //
 // It must not know a board's memory map or interrupt wiring (the board implements
@@ -19,6 +20,7 @@ import (
 
 	"gemu/block/backend"
 	"gemu/hw/chardev"
+	"gemu/hw/netdev"
 	"gemu/hw/pci"
 	"gemu/hw/virtio"
 	"gemu/hw/virtio/blk"
@@ -56,14 +58,20 @@ type Env struct {
 	Board    Board
 	Drives   map[string]*backend.Backend
 	Chardevs map[string]chardev.Backend
+	// Netdevs are the process's -netdev backends by id (the caller sets them).
+	Netdevs map[string]netdev.Backend
 	// Warn prints a one-line warning (the main's stderr).
 	Warn func(string)
+	// StopOnError, if set, is werror=stop / rerror=stop: it pauses the guest and
+	// blocks until the guest is resumed (true: retry the request) or ctx ends.
+	StopOnError func(ctx context.Context, drive string, write bool, err error) bool
 
 	mu       sync.Mutex
 	usedPCI  map[int]bool
 	serials  []*serialBus // virtio-serial buses, in creation order
 	resets   []func()
 	attached map[string]string // drive id → device that took it
+	net      netState          // NICs (net.go)
 }
 
 // NewEnv returns an Env for board.
@@ -74,8 +82,10 @@ func NewEnv(b Board, drives map[string]*backend.Backend, chardevs map[string]cha
 
 type devType struct {
 	name, bus, desc string
-	props           []string
-	build           func(e *Env, p Props) (virtio.Device, error)
+	// aliasOf names the type this one is a short name for (virtio-blk → virtio-blk-pci).
+	aliasOf string
+	props   []string
+	build   func(e *Env, p Props) (virtio.Device, error)
 	// finish, if set, runs instead of plugging a virtio device (virtconsole and
 	// virtserialport attach to a virtio-serial bus).
 	finish func(e *Env, p Props) error
@@ -107,10 +117,16 @@ func init() {
 		register(devType{name: "virtio-serial" + tr.suffix, bus: tr.bus, desc: "Virtio serial (console) bus",
 			props: append(append([]string{}, tr.props...), serialProps...), build: buildSerial})
 	}
-	// QEMU's short aliases.
+	// QEMU's short aliases; and its -non-transitional names, which are exactly gemu's
+	// modern-only virtio-pci devices.
 	for alias, to := range map[string]string{"virtio-blk": "virtio-blk-pci", "virtio-rng": "virtio-rng-pci", "virtio-serial": "virtio-serial-pci"} {
 		d := types[to]
-		d.name, d.desc = alias, d.desc+" (alias of "+to+")"
+		d.name, d.aliasOf = alias, to
+		register(d)
+	}
+	for _, base := range []string{"virtio-blk", "virtio-rng", "virtio-serial"} {
+		d := types[base+"-pci"]
+		d.name = base + "-pci-non-transitional"
 		register(d)
 	}
 	register(devType{name: "virtconsole", bus: "virtio-serial-bus", desc: "Virtio console port (hvc)",
@@ -119,25 +135,44 @@ func init() {
 		props: []string{"id", "bus", "chardev", "name", "nr"}, finish: addPort(false)})
 }
 
-// Help lists the device types, as `-device help` does.
+// Help lists the device types, as `-device help` does, in QEMU's categories and
+// format (an alias is named on the device it stands for).
 func Help() string {
+	aliases := map[string]string{}
 	var names []string
-	for n := range types {
+	for n, d := range types {
+		if d.aliasOf != "" {
+			aliases[d.aliasOf] = n
+			continue
+		}
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	var b strings.Builder
-	b.WriteString("Storage devices:\n")
-	for _, n := range names {
-		if d := types[n]; strings.HasPrefix(n, "virtio-blk") {
-			fmt.Fprintf(&b, "name \"%s\", bus %s, desc \"%s\"\n", n, d.bus, d.desc)
+	cat := func(n string) string {
+		switch {
+		case strings.HasPrefix(n, "virtio-blk"):
+			return "Storage devices"
+		case strings.HasPrefix(n, "virtio-net"):
+			return "Network devices"
+		case strings.HasPrefix(n, "virtio-serial"), n == "virtconsole", n == "virtserialport":
+			return "Input devices"
 		}
+		return "Misc devices"
 	}
-	b.WriteString("\nMisc devices:\n")
-	for _, n := range names {
-		if d := types[n]; !strings.HasPrefix(n, "virtio-blk") {
-			fmt.Fprintf(&b, "name \"%s\", bus %s, desc \"%s\"\n", n, d.bus, d.desc)
+	var b strings.Builder
+	for _, c := range []string{"Storage devices", "Network devices", "Input devices", "Misc devices"} {
+		fmt.Fprintf(&b, "%s:\n", c)
+		for _, n := range names {
+			if cat(n) != c {
+				continue
+			}
+			fmt.Fprintf(&b, "name \"%s\", bus %s", n, types[n].bus)
+			if a := aliases[n]; a != "" {
+				fmt.Fprintf(&b, ", alias \"%s\"", a)
+			}
+			b.WriteString("\n")
 		}
+		b.WriteString("\n")
 	}
 	return b.String()
 }
@@ -371,11 +406,17 @@ func buildBlk(e *Env, p Props) (virtio.Device, error) {
 // the guest and says so.
 func (e *Env) errorPolicy(id string, be *backend.Backend) func(ctx context.Context, r blk.Request, err error) blk.ErrorAction {
 	return func(ctx context.Context, r blk.Request, err error) blk.ErrorAction {
-		switch be.ErrorAction(err, r.Type == blk.TOut || r.Type == blk.TWriteZeroes || r.Type == blk.TDiscard || r.Type == blk.TFlush) {
+		write := r.Type == blk.TOut || r.Type == blk.TWriteZeroes || r.Type == blk.TDiscard || r.Type == blk.TFlush
+		switch be.ErrorAction(err, write) {
 		case backend.Ignore:
 			return blk.ErrorIgnore
 		case backend.Stop:
-			e.Warn(fmt.Sprintf("drive %s: %v (error policy stop: gemu has no monitor to resume the guest yet, so the error is reported to the guest)", id, err))
+			if e.StopOnError != nil && e.StopOnError(ctx, id, write, err) {
+				return blk.ErrorRetry
+			}
+			if e.StopOnError == nil {
+				e.Warn(fmt.Sprintf("drive %s: %v (error policy stop, but nothing can resume the guest: reported to it)", id, err))
+			}
 		}
 		return blk.ErrorReport
 	}

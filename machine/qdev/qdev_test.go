@@ -1,16 +1,19 @@
 package qdev
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"gemu/block/backend"
 	"gemu/hw/bus"
 	"gemu/hw/pci"
 	"gemu/hw/virtio"
+	"gemu/hw/virtio/blk"
 	virtiopci "gemu/hw/virtio/pci"
 	"gemu/hw/virtio/virtiotest"
 )
@@ -189,5 +192,44 @@ func TestEnvAdd(t *testing.T) {
 	}
 	if h, err := PropHelp("virtio-blk-pci"); err != nil || !strings.Contains(h, "  drive\n") || !strings.Contains(h, "  serial\n") {
 		t.Errorf("-device virtio-blk-pci,help: %q %v", h, err)
+	}
+}
+
+// werror=stop: a failed write pauses through StopOnError and is retried once resumed;
+// if the device resets first (ctx ends) it is reported; werror=report never stops.
+func TestErrorPolicyStop(t *testing.T) {
+	img := filepath.Join(t.TempDir(), "d.raw")
+	if err := os.WriteFile(img, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		werror  string
+		resumed bool
+		want    blk.ErrorAction
+		stops   int
+	}{
+		{"stop", true, blk.ErrorRetry, 1},
+		{"stop", false, blk.ErrorReport, 1},
+		{"report", true, blk.ErrorReport, 0},
+		{"ignore", true, blk.ErrorIgnore, 0},
+	} {
+		be, err := backend.Open(backend.Options{File: img, Format: "raw", WError: c.werror})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := NewEnv(nil, map[string]*backend.Backend{"d0": be}, nil)
+		stops := 0
+		e.StopOnError = func(ctx context.Context, drive string, write bool, err error) bool {
+			stops++
+			if drive != "d0" || !write || !errors.Is(err, syscall.ENOSPC) {
+				t.Errorf("StopOnError(%q, %v, %v)", drive, write, err)
+			}
+			return c.resumed
+		}
+		got := e.errorPolicy("d0", be)(context.Background(), blk.Request{Type: blk.TOut}, syscall.ENOSPC)
+		be.Close()
+		if got != c.want || stops != c.stops {
+			t.Errorf("werror=%s resumed=%v: action %v after %d stops, want %v after %d", c.werror, c.resumed, got, stops, c.want, c.stops)
+		}
 	}
 }

@@ -32,7 +32,7 @@ const (
 )
 
 // deviceTree builds the board's tree: what QEMU 7.2's virt describes for the devices gemu
-// has (no flash, fw-cfg, PCIe, RTC, GPIO, PMU or MSI frame).
+// has (no flash, platform bus, ITS, or PMU, which gemu's vCPUs do not have).
 func (m *Machine) deviceTree() *fdt.Node {
 	r := fdt.NewRoot()
 	r.SetU32("interrupt-parent", m.phIntc())
@@ -130,6 +130,7 @@ func (m *Machine) deviceTree() *fdt.Node {
 	seed := make([]byte, 32)
 	rand.Read(seed)
 	chosen.Set("rng-seed", seed)
+	m.platformNodes(r)
 	return r
 }
 

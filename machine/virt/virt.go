@@ -1,7 +1,11 @@
 // Package virt owns the aarch64 `virt` board, laid out like QEMU 7.2's: the memory map,
 // the GIC (v2 or v3) and its wiring to the vCPUs' IRQ lines and generic-timer PPIs, the
-// PL011 console on one MMIO bus shared by the vCPUs, empty virtio-mmio slots, PSCI over HVC, the generated flattened device
-// tree and the arm64 Image loader.
+// PL011 console on one MMIO bus shared by the vCPUs, the virtio-mmio transports and the
+// PCIe host, the platform devices (PL031 RTC, fw_cfg, PL061 GPIO with the gpio-keys power
+// button: platform.go), PSCI over HVC, the generated flattened device tree, direct
+// kernel boot by QEMU's rules (ELF, uImage, arm64 Image, raw binary; loader.go), and the
+// control surface a run loop drives (control.go: pause at block boundaries with the
+// guest clock stopped, host reset, power button).
 //
 // It must not know instruction semantics (target-arm), translation (tcg) or host
 // terminal handling (hw/chardev): it wires them.
@@ -12,10 +16,10 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"gemu/hw/bus"
 	"gemu/hw/chardev"
-	"gemu/hw/fdt"
 	"gemu/hw/intc"
 	"gemu/hw/memory"
 	"gemu/hw/pci"
@@ -57,6 +61,9 @@ type Config struct {
 	Append     string
 	DTB        string // user device tree; nil means generate
 	Serial     chardev.Backend
+	FwCfg      []FwCfgFile   // -fw_cfg items, added to fw_cfg's file directory
+	Warn       func(string)  // one-line warnings while loading (nil: dropped)
+	RTCBase    time.Duration // -rtc base=: the PL031 reads host UTC time + this
 	Trace      io.Writer
 	TraceFlags arm.TraceFlags
 }
@@ -83,7 +90,9 @@ type Machine struct {
 	onRelease   []func()
 	releaseOnce sync.Once
 	cpus        []*arm.CPU
+	engine      *arm.Engine // the translator state the vCPUs share
 	gic         *intc.GIC
+	plat        platform // RTC, GPIO and power button, fw_cfg (platform.go)
 	dtb         []byte
 
 	entry, dtbAddr uint64
@@ -95,6 +104,9 @@ type Machine struct {
 	stop    chan struct{}  // closed when Run ends, to stop the vCPU goroutines
 	wg      sync.WaitGroup // the vCPU goroutines
 	running map[int]bool   // vCPUs whose goroutine was started
+	paused  bool           // Pause was called (control.go)
+	ramMu   sync.RWMutex   // ReadPhys against the release of guest RAM
+	ramGone bool
 }
 
 // Validate checks a configuration's sizes without building anything.
@@ -181,11 +193,18 @@ func New(cfg Config) (*Machine, error) {
 	if err := m.initPCIe(v2m); err != nil {
 		return nil, err
 	}
+	if err := m.initPlatform(); err != nil {
+		return nil, err
+	}
+	// One translator engine per guest (block cache, TLB-shootdown domain, clock),
+	// owned by the board and closed after the vCPUs.
+	m.engine = arm.NewEngine(m.ram)
 	for i := range cfg.SMP {
 		timers := [3]bus.IRQ{m.gic.PPI(i, ppiPhys), m.gic.PPI(i, ppiVirt), m.gic.PPI(i, ppiHyp)}
 		c := arm.New(arm.Config{
 			ID:      i,
 			RAM:     m.ram,
+			Engine:  m.engine,
 			MMIO:    m.mmio,
 			SysRegs: sysregs,
 			GICv3:   v3 != nil,
@@ -212,72 +231,7 @@ func New(cfg Config) (*Machine, error) {
 // for -machine dumpdtb).
 func (m *Machine) DTB() []byte { return m.dtb }
 
-// load places the kernel, initrd and device tree: the kernel at RAM base + text_offset
-// (the base is 2 MiB aligned, as the boot protocol wants), the DTB at the next 2 MiB
-// boundary after the kernel's image_size (a DTB may not cross one), the initrd 2 MiB
-// after that.
-func (m *Machine) load() error {
-	ramEnd := RAMBase + m.cfg.RAMSize
-	var root *fdt.Node
-	var blob *fdt.Blob
-	if m.cfg.DTB != "" {
-		raw, err := readBounded(m.cfg.DTB, "device tree", 2<<20)
-		if err != nil {
-			return err
-		}
-		if blob, err = fdt.Parse(raw); err != nil {
-			return fmt.Errorf("device tree %q: %w", m.cfg.DTB, err)
-		}
-		root = blob.Root
-	} else {
-		root = m.deviceTree()
-		blob = &fdt.Blob{Root: root}
-	}
-	if m.cfg.Kernel == "" {
-		if m.cfg.Initrd != "" || m.cfg.Append != "" {
-			return errors.New("-initrd and -append need -kernel")
-		}
-		m.dtb = blob.Marshal()
-		return nil
-	}
-	raw, err := readBounded(m.cfg.Kernel, "kernel", m.cfg.RAMSize)
-	if err != nil {
-		return err
-	}
-	k, err := parseImage(raw, m.cfg.RAMSize)
-	if err != nil {
-		return fmt.Errorf("kernel %q: %w", m.cfg.Kernel, err)
-	}
-	m.entry = RAMBase + k.textOffset
-	m.dtbAddr = alignUp(m.entry+k.size, 2<<20)
-	initrdAddr := m.dtbAddr + 2<<20
-	if initrdAddr > ramEnd {
-		return fmt.Errorf("kernel %q (%d MiB in memory) does not fit in %d MiB of RAM", m.cfg.Kernel, k.size>>20, m.cfg.RAMSize>>20)
-	}
-	var initrd []byte
-	if m.cfg.Initrd != "" {
-		if initrd, err = readBounded(m.cfg.Initrd, "initrd", ramEnd-initrdAddr); err != nil {
-			return err
-		}
-	}
-	setChosen(root, m.cfg.Append, initrdAddr, initrdAddr+uint64(len(initrd)))
-	m.dtb = blob.Marshal()
-	if len(m.dtb) > 2<<20 {
-		return fmt.Errorf("device tree is %d bytes, over the 2 MiB the boot protocol allows", len(m.dtb))
-	}
-	for _, w := range []struct {
-		data []byte
-		at   uint64
-	}{{k.data, m.entry}, {m.dtb, m.dtbAddr}, {initrd, initrdAddr}} {
-		if err := m.ram.WriteAt(w.data, w.at); err != nil {
-			return err
-		}
-	}
-	m.cpus[0].Reset(m.entry, m.dtbAddr)
-	return nil
-}
-
-func alignUp(v, a uint64) uint64 { return (v + a - 1) &^ (a - 1) }
+// load (loader.go) places the kernel, initrd and device tree as QEMU does.
 
 // finish records the first reason to stop and wakes Run.
 func (m *Machine) finish(e Exit, err error) {
@@ -307,7 +261,13 @@ func (m *Machine) releaseNow() {
 	for _, c := range m.cpus {
 		c.Close()
 	}
+	if m.engine != nil {
+		m.engine.Close()
+	}
+	m.ramMu.Lock()
+	m.ramGone = true
 	m.ram.Close()
+	m.ramMu.Unlock()
 }
 
 // Stop makes Run return ExitStopped (the user quit). Safe from any goroutine.

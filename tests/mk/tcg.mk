@@ -4,3 +4,8 @@
 bench: bench-tcg-mips
 bench-tcg-mips:
 	$(GO) test ./tests/arm -run '^$$' -bench LoopMIPS -benchtime 3x
+# The broad TCG benchmark: ~20 CPU-bound guest programs under gemu and QEMU (tests/tcgbench).
+.PHONY: bench-tcg
+bench: bench-tcg
+bench-tcg: build assets
+	$(GO) run ./tests/tcgbench $(BENCH_TCG_FLAGS)

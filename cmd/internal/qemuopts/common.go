@@ -27,17 +27,23 @@ type Common struct {
 	NoUserConfig           bool // -no-user-config
 	MsgTimestamp           bool // -msg timestamp=on
 
-	Drives    []*Opts  // -drive; -hda..-hdd and -cdrom as file=,index=,media=; bare image arguments as -hda
-	Devices   []*Opts  // -device (implied "driver"; JSON accepted)
-	Blockdevs []*Opts  // -blockdev (implied "driver"; JSON accepted)
-	Chardevs  []*Opts  // -chardev (implied "backend")
-	Objects   []*Opts  // -object (implied "qom-type"; JSON accepted)
-	Netdevs   []*Opts  // -netdev (implied "type"; JSON accepted)
-	NICs      []*Opts  // -nic (implied "type")
-	Globals   []*Opts  // -global DRIVER.PROP=VALUE as driver=,property=,value=
-	Mons      []*Opts  // -mon (implied "chardev")
-	Monitors  []string // -monitor other than none
-	QMP       []string // -qmp chardev specs
+	Drives    []*Opts // -drive; -hda..-hdd and -cdrom as file=,index=,media=; bare image arguments as -hda
+	Devices   []*Opts // -device (implied "driver"; JSON accepted)
+	Blockdevs []*Opts // -blockdev (implied "driver"; JSON accepted)
+	Chardevs  []*Opts // -chardev (implied "backend")
+	Objects   []*Opts // -object (implied "qom-type"; JSON accepted)
+	Netdevs   []*Opts // -netdev (implied "type"; JSON accepted)
+	NICs      []*Opts // -nic (implied "type")
+	Globals   []*Opts // -global DRIVER.PROP=VALUE as driver=,property=,value=
+	// StartPaused (-S) leaves the guest stopped until a monitor's cont; NoShutdown
+	// (-no-shutdown) turns a guest power-off into a stop; UUID is -uuid as given
+	// (checked: 8-4-4-4-12 hex digits).
+	StartPaused, NoShutdown bool
+	UUID                    string
+
+	Mons     []*Opts  // -mon (implied "chardev")
+	Monitors []string // -monitor other than none
+	QMP      []string // -qmp chardev specs
 
 	Help, Version bool
 	// Warnings collects one-line warnings (deprecated short-form booleans, ...) for the
@@ -55,7 +61,7 @@ var commonArgs = map[string]bool{
 	"msg": true, "display": true, "vga": true,
 	"drive": true, "hda": true, "hdb": true, "hdc": true, "hdd": true, "cdrom": true,
 	"device": true, "blockdev": true, "chardev": true, "object": true, "netdev": true, "nic": true,
-	"global": true, "mon": true, "monitor": true, "qmp": true,
+	"global": true, "mon": true, "monitor": true, "qmp": true, "S": false, "no-shutdown": false, "uuid": true,
 	"h": false, "help": false, "version": false,
 }
 
@@ -211,6 +217,15 @@ func (c *Common) Handle(name, val string) error {
 		if err := o.Check("process"); err != nil {
 			return err
 		}
+	case "S":
+		c.StartPaused = true
+	case "no-shutdown":
+		c.NoShutdown = true
+	case "uuid":
+		if !validUUID(val) {
+			return &Error{Option: name, Spec: val, Msg: "Fail to parse UUID string."}
+		}
+		c.UUID = strings.ToLower(val)
 	case "nographic":
 		c.NoGraphic = true
 	case "no-reboot":
@@ -332,12 +347,7 @@ func (c *Common) Unwired() []string {
 			u = append(u, "-"+name)
 		}
 	}
-	add("netdev", len(c.Netdevs))
-	add("nic", len(c.NICs))
 	add("global", len(c.Globals))
-	add("mon", len(c.Mons))
-	add("monitor", len(c.Monitors))
-	add("qmp", len(c.QMP))
 	return u
 }
 
@@ -347,4 +357,24 @@ func (c *Common) MachineType() string {
 		return ""
 	}
 	return c.Machine.ImpliedValue()
+}
+
+// validUUID checks QEMU's UUID syntax: 8-4-4-4-12 hexadecimal digits.
+func validUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i, c := range s {
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+				return false
+			}
+		}
+	}
+	return true
 }

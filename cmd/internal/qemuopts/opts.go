@@ -36,6 +36,7 @@ type Opts struct {
 
 	keys []string
 	vals map[string]string
+	all  map[string][]string // every value of a repeated key, in order (hostfwd=, guestfwd=)
 	used map[string]bool
 }
 
@@ -184,6 +185,19 @@ func (o *Opts) Set(key, val string) {
 		o.keys = append(o.keys, key)
 	}
 	o.vals[key] = val
+	if o.all == nil {
+		o.all = map[string][]string{}
+	}
+	o.all[key] = append(o.all[key], val)
+}
+
+// All returns every value given for key, in order, and marks it used: for the options
+// QEMU lets repeat (-netdev user's hostfwd= and guestfwd=), where Get sees only the last.
+func (o *Opts) All(key string) []string {
+	if _, ok := o.vals[key]; ok {
+		o.used[key] = true
+	}
+	return append([]string(nil), o.all[key]...)
 }
 
 // Keys returns the keys in the order they were first given.

@@ -344,7 +344,7 @@ func TestCommon(t *testing.T) {
 		!reflect.DeepEqual(got, []string{"mine=x", "flag="}) || len(c.Warnings) != 0 {
 		t.Fatalf("parsed %+v; extra %v", c, got)
 	}
-	if u := c.Unwired(); len(u) != 5 {
+	if u := c.Unwired(); len(u) != 1 {
 		t.Errorf("Unwired = %v", u)
 	}
 	for _, bad := range [][]string{
@@ -383,4 +383,20 @@ func FuzzParse(f *testing.F) {
 		var c Common
 		c.Parse(strings.Split(s, " "), map[string]bool{"x": true}, func(string, string) error { return nil })
 	})
+}
+
+func TestRepeatedKeyAll(t *testing.T) {
+	o, err := Parse("user,id=n0,hostfwd=tcp::2222-:22,hostfwd=udp::5353-:53", "type")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := o.Get("hostfwd"); v != "udp::5353-:53" {
+		t.Errorf("Get = %q, want the last value", v)
+	}
+	if all := o.All("hostfwd"); len(all) != 2 || all[0] != "tcp::2222-:22" || all[1] != "udp::5353-:53" {
+		t.Errorf("All = %q", all)
+	}
+	if all := o.All("guestfwd"); len(all) != 0 {
+		t.Errorf("All of an absent key = %q", all)
+	}
 }

@@ -1,7 +1,8 @@
 // Package sysdev wires the device options both system emulators share (-drive,
-// -blockdev, -chardev, -object rng-*, -device) from the parsed command line
-// (cmd/internal/qemuopts) to machine/qdev: host resources (drives, chardevs) are opened
-// once per process and kept across guest reboots; devices are built per machine.
+// -blockdev, -chardev, -netdev, -nic, -object rng-*, -device) from the parsed command
+// line (cmd/internal/qemuopts) to machine/qdev: host resources (drives, chardevs,
+// network backends through hw/netdev) are opened once per process and kept across
+// guest reboots; devices are built per machine.
 //
 // It must not know a board's layout: boards implement qdev.Board.
 package sysdev
@@ -14,10 +15,17 @@ import (
 	"gemu/block/backend"
 	"gemu/cmd/internal/qemuopts"
 	"gemu/hw/chardev"
+	"gemu/hw/netdev"
 	"gemu/machine/qdev"
 
 	// The image formats a -drive may name or probe.
+	_ "gemu/block/parallels"
+	_ "gemu/block/qcow1"
+	_ "gemu/block/qed"
+	_ "gemu/block/vdi"
+	_ "gemu/block/vhdx"
 	_ "gemu/block/vmdk"
+	_ "gemu/block/vpc"
 	_ "gemu/qcow2"
 )
 
@@ -27,6 +35,8 @@ type Wiring struct {
 	drives   []*qdev.Drive
 	Drives   map[string]*backend.Backend
 	Chardevs map[string]chardev.Backend
+	Netdevs  map[string]netdev.Backend
+	nics     []nic
 	// StdioUsed reports that a -chardev took stdio (the main then leaves its serial
 	// port off stdio instead of failing as QEMU does).
 	StdioUsed bool
@@ -35,6 +45,9 @@ type Wiring struct {
 // Help answers `-device help` and `-device TYPE,help`: the text and whether one was
 // asked for.
 func Help(c *qemuopts.Common) (string, bool, error) {
+	if h, ok := netHelp(c); ok {
+		return h, true, nil
+	}
 	for _, d := range c.Devices {
 		if !d.Help {
 			continue
@@ -46,13 +59,31 @@ func Help(c *qemuopts.Common) (string, bool, error) {
 		h, err := qdev.PropHelp(drv)
 		return h, true, err
 	}
+	for _, o := range c.Chardevs {
+		if o.Help {
+			return chardevHelp(), true, nil
+		}
+	}
 	return "", false, nil
+}
+
+// chardevHelp lists the -chardev backends gemu opens, in qemu-system's order (and
+// with its header, trailing space included).
+func chardevHelp() string {
+	var b strings.Builder
+	b.WriteString("Available chardev backend types: \n")
+	for _, typ := range []string{"stdio", "vc", "serial", "pipe", "pty", "null", "ringbuf", "socket", "udp", "file"} {
+		if _, err := chardev.Keys(typ); err == nil {
+			fmt.Fprintf(&b, "  %s\n", typ)
+		}
+	}
+	return b.String()
 }
 
 // Open opens every -chardev, -object, -blockdev and -drive. defIf is the board's default
 // -drive interface ("virtio" on virt; "ide" on pc, which gemu refuses with advice).
 func Open(c *qemuopts.Common, defIf string, co chardev.Options) (*Wiring, error) {
-	w := &Wiring{c: c, Drives: map[string]*backend.Backend{}, Chardevs: map[string]chardev.Backend{}}
+	w := &Wiring{c: c, Drives: map[string]*backend.Backend{}, Chardevs: map[string]chardev.Backend{}, Netdevs: map[string]netdev.Backend{}}
 	if err := w.open(defIf, co); err != nil {
 		w.Close() // what was opened before the failure
 		return nil, err
@@ -99,6 +130,9 @@ func (w *Wiring) open(defIf string, co chardev.Options) error {
 		default:
 			return fmt.Errorf("-object %s: object type '%s' is not supported", o.Spec, typ)
 		}
+	}
+	if err := w.openNetdevs(); err != nil {
+		return err
 	}
 	bds, err := qdev.ParseBlockdevs(props(c.Blockdevs))
 	if err != nil {
@@ -157,11 +191,10 @@ func (w *Wiring) Plug(b qdev.Board, warn func(string)) (*qdev.Env, error) {
 			return nil, fmt.Errorf("-drive %s: %v", d.Opts.File, err)
 		}
 	}
+	if err := w.plugNICs(env, b); err != nil {
+		return nil, err
+	}
 	for _, o := range w.c.Devices {
-		drv, _ := o.Get("driver")
-		if !qdev.Known(drv) && strings.HasPrefix(drv, "virtio-net") {
-			return nil, fmt.Errorf("-device %s: network devices are not supported yet", drv)
-		}
 		if err := env.Add(o); err != nil {
 			return nil, err
 		}
@@ -169,6 +202,7 @@ func (w *Wiring) Plug(b qdev.Board, warn func(string)) (*qdev.Env, error) {
 	if err := env.Finish(); err != nil {
 		return nil, err
 	}
+	w.warnUnusedNetdevs(env, warn)
 	for id := range w.Drives {
 		if !env.Attached(id) {
 			warn(fmt.Sprintf("-drive id=%s: no device uses this drive (add -device virtio-blk-pci,drive=%s)", id, id))
@@ -177,7 +211,7 @@ func (w *Wiring) Plug(b qdev.Board, warn func(string)) (*qdev.Env, error) {
 	return env, nil
 }
 
-// Close closes the drives (flushing them) and chardevs.
+// Close closes the drives (flushing them), chardevs and network backends.
 func (w *Wiring) Close() error {
 	var errs []error
 	for _, be := range w.Drives {
@@ -186,6 +220,7 @@ func (w *Wiring) Close() error {
 	for _, c := range w.Chardevs {
 		errs = append(errs, c.Close())
 	}
+	errs = append(errs, w.closeNetdevs())
 	return errors.Join(errs...)
 }
 

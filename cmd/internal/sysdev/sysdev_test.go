@@ -1,6 +1,7 @@
 package sysdev
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -66,4 +67,28 @@ func TestOpen(t *testing.T) {
 		t.Fatalf("after Close: %v", err)
 	}
 	w.Close()
+}
+
+// Repeated hostfwd= reach the user backend as every rule, not the last one only.
+func TestRepeatedHostfwd(t *testing.T) {
+	o, err := qemuopts.Parse("user,id=n0,hostfwd=tcp:127.0.0.1:0-:22,hostfwd=udp:127.0.0.1:0-:53,hostfwd=tcp:127.0.0.1:0-:80", "type")
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := repeatedGet(o, "hostfwd")
+	var got []string
+	if v, ok := get("hostfwd"); ok {
+		got = append(got, v)
+	}
+	for i := 0; i < 4; i++ {
+		if v, ok := get(fmt.Sprintf("hostfwd.%d", i)); ok {
+			got = append(got, v)
+		}
+	}
+	if strings.Join(got, " ") != "tcp:127.0.0.1:0-:22 udp:127.0.0.1:0-:53 tcp:127.0.0.1:0-:80" {
+		t.Fatalf("rules seen: %q", got)
+	}
+	if v, _ := get("id"); v != "n0" {
+		t.Fatalf("other keys: id = %q", v)
+	}
 }

@@ -3,7 +3,6 @@ package x86
 import (
 	"math/bits"
 	"sync/atomic"
-	"time"
 	"unsafe"
 )
 
@@ -482,10 +481,11 @@ func (c *CPU) cmpxchg16b(ea uint64) bool {
 // oldLo:oldHi and, if equal, stores newLo:newHi; it returns the value found.
 func cas128(p *[2]uint64, oldLo, oldHi, newLo, newHi uint64) (lo, hi uint64, swapped bool)
 
-// tsc returns the time-stamp counter: nanoseconds since the engine started (a 1 GHz
-// invariant TSC, the same on every vCPU) plus the vCPU's TSC offset.
+// tsc returns the time-stamp counter: the engine's guest time in nanoseconds (a 1 GHz
+// invariant TSC, the same on every vCPU, stopped while the guest is paused) plus the
+// vCPU's TSC offset.
 func (c *CPU) tsc() uint64 {
-	return uint64(time.Since(c.eng.Start()).Nanoseconds()) + c.msr.tscOffset
+	return uint64(c.eng.GuestTime().Nanoseconds()) + c.msr.tscOffset
 }
 
 var _ = atomic.LoadUint64

@@ -292,3 +292,54 @@ func TestLockedOpsAcrossVCPUs(t *testing.T) {
 		t.Errorf("cmpxchg16b pair %d:%d, want %d:%d", lo, hi, 2*iters, 2*iters)
 	}
 }
+
+// TestParkAndClock parks a running vCPU (it stops executing: its loop counter stays
+// put) and pauses the engine clock (RDTSC does not advance while paused).
+func TestParkAndClock(t *testing.T) {
+	ram := memory.New()
+	if _, err := ram.Add("ram", 0, 2<<20); err != nil {
+		t.Fatal(err)
+	}
+	defer ram.Close()
+	for pa, v := range map[uint64]uint64{0x1000: 0x2000 | 3, 0x2000: 0x3000 | 3, 0x3000: 0x83} {
+		ram.Write64(pa, v)
+	}
+	// 1: inc %rcx; mov %rcx,(%rsi); rdtsc; mov %eax,8(%rsi); jmp 1b
+	ram.WriteAt([]byte{0x48, 0xff, 0xc1, 0x48, 0x89, 0x0e, 0x0f, 0x31, 0x89, 0x46, 0x08, 0xeb, 0xf3}, 0x10000)
+	eng := NewEngine(ram)
+	defer eng.Close()
+	c := New(Config{RAM: ram, Engine: eng})
+	defer c.Close()
+	var b BootState
+	s := &b.SRegs
+	s.CS, s.DS, s.SS = FlatSegment(8, true, true), FlatSegment(16, false, false), FlatSegment(16, false, false)
+	s.CR0, s.CR3, s.CR4, s.EFER = CR0_PE|CR0_PG|CR0_ET, 0x1000, CR4_PAE, EFER_LME|EFER_LMA
+	b.Regs = Regs{RIP: 0x10000, RSI: 0x20000, RSP: 0x1f0000, RFLAGS: 2}
+	c.SetBootState(b)
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- c.Run(stop) }()
+	defer func() { close(stop); <-done }()
+	for v, _ := ram.Read64(0x20000); v == 0; v, _ = ram.Read64(0x20000) {
+		time.Sleep(time.Millisecond)
+	}
+	c.PauseClock()
+	c.Park()
+	if !c.WaitParked(5 * time.Second) {
+		t.Fatal("vCPU did not park")
+	}
+	n1, _ := ram.Read64(0x20000)
+	t1, _ := ram.Read32(0x20008)
+	time.Sleep(20 * time.Millisecond)
+	if n2, _ := ram.Read64(0x20000); n2 != n1 {
+		t.Errorf("parked vCPU ran: counter %d -> %d", n1, n2)
+	}
+	c.Unpark()
+	for v, _ := ram.Read64(0x20000); v < n1+1000; v, _ = ram.Read64(0x20000) {
+		time.Sleep(time.Millisecond)
+	}
+	if t2, _ := ram.Read32(0x20008); t2-t1 > uint32(10*time.Millisecond) {
+		t.Errorf("TSC advanced %d ns across a 20 ms pause", t2-t1)
+	}
+	c.ResumeClock()
+}

@@ -204,6 +204,11 @@ func New(cfg Config) *CPU {
 	return c
 }
 
+// SetBuses sets where the vCPU's accesses outside RAM go: guest-physical MMIO and the
+// port space (Config.MMIO and Config.IO), for an engine that receives them when it
+// starts running (accel.CPU.Run's IO). Call it before Run, not while running.
+func (c *CPU) SetBuses(mmio, pio *bus.Bus) { c.cfg.MMIO, c.cfg.IO = mmio, pio }
+
 // Close leaves the engine. The vCPU must not be running.
 func (c *CPU) Close() { c.v.Close() }
 

@@ -697,6 +697,21 @@ func decodeBytes(code []byte) (insn, bool) {
 }
 
 func TestDiffRandom(t *testing.T) {
+	// Once with the lowered IR forms (lower.go), once with every instruction a helper.
+	for _, ir := range []bool{true, false} {
+		name := "ir"
+		if !ir {
+			name = "helpers"
+		}
+		t.Run(name, func(t *testing.T) {
+			defer func(v bool) { lowerIR = v }(lowerIR)
+			lowerIR = ir
+			diffRandom(t)
+		})
+	}
+}
+
+func diffRandom(t *testing.T) {
 	model := Qemu64.WithBitOps()
 	h := newGemuHarness(t, &model)
 	seed := int64(20261204)

@@ -41,6 +41,21 @@ func lastInsn(code []byte) uint64 {
 }
 
 func TestDiffHandPicked(t *testing.T) {
+	// Once with the lowered IR forms (lower.go), once with every instruction a helper.
+	for _, ir := range []bool{true, false} {
+		name := "ir"
+		if !ir {
+			name = "helpers"
+		}
+		t.Run(name, func(t *testing.T) {
+			defer func(v bool) { lowerIR = v }(lowerIR)
+			lowerIR = ir
+			diffHandPicked(t)
+		})
+	}
+}
+
+func diffHandPicked(t *testing.T) {
 	model := Qemu64.WithBitOps()
 	h := newGemuHarness(t, &model)
 	r := rand.New(rand.NewSource(7))

@@ -14,6 +14,10 @@ import (
 // transfer, exception, mode change); it has then set RIP.
 type op = func(c *CPU) bool
 
+// lowerIR selects lowering the forms lower.go handles to IR ops (tests turn it off to
+// compare with the helpers).
+var lowerIR = true
+
 // maxBlockInsns bounds a translation block so interrupts are checked often enough.
 const maxBlockInsns = 64
 
@@ -53,10 +57,17 @@ func (c *CPU) translateBlock(k tcg.Key, host unsafe.Pointer) tcg.Translation[CPU
 		if c.tflag&TraceInAsm != 0 {
 			c.traceInsn(r, &in)
 		}
-		h, end := c.translate(&in, k.Flags)
-		ipc := pc
 		b.SetPC(pc)
-		b.Call(func(c *CPU) bool { c.RIP = ipc; return h(c) })
+		handled, end := false, false
+		if lowerIR {
+			handled, end = lower(&b, &in)
+		}
+		if !handled {
+			var h op
+			h, end = c.translate(&in, k.Flags)
+			ipc := pc
+			b.Call(func(c *CPU) bool { c.RIP = ipc; return h(c) })
+		}
 		pc = in.next
 		if in.mapn == 0 && in.opc == 0xfb && n == maxBlockInsns-1 {
 			n-- // STI's interrupt shadow: the next instruction runs in this block too

@@ -16,9 +16,6 @@ func (c *CPU) translate0F(in *insn, flags uint64) (op, bool) {
 	case o == 0x01:
 		return c.group7(in)
 	case o == 0x05:
-		if !in.mode64 {
-			return ud, true
-		}
 		return c.syscall(in), true
 	case o == 0x06: // CLTS
 		return c.priv(func(c *CPU) bool { c.CR0 &^= cr0TS; c.modeChanged(); c.RIP = in.next; return false }), true

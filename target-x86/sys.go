@@ -533,21 +533,27 @@ func (c *CPU) movDR(in *insn) op {
 	})
 }
 
-// syscall implements SYSCALL (64-bit mode).
+// syscall implements SYSCALL from 64-bit mode (to LSTAR) and compatibility mode (to
+// CSTAR, for 32-bit processes of a 64-bit kernel); legacy-mode SYSCALL is not
+// implemented (#UD).
 func (c *CPU) syscall(in *insn) op {
 	return func(c *CPU) bool {
-		if c.EFER&EFER_SCE == 0 {
+		if c.EFER&EFER_SCE == 0 || c.EFER&EFER_LMA == 0 {
 			c.raise(excUD, -1)
 			return false
 		}
-		c.R[1] = in.next
+		target := c.msr.lstar
+		if !in.mode64 {
+			target = c.msr.cstar
+		}
+		c.R[1] = in.eip(in.next)
 		c.R[11] = c.RFLAGS &^ flagRF
 		sel := uint16(c.msr.star >> 32 & 0xfffc)
 		c.Seg[segCS] = Segment{Selector: sel, Type: 0xb, Present: true, S: true, L: true, Limit: 0xffffffff, G: true}
 		c.Seg[segSS] = Segment{Selector: sel + 8, Type: 0x3, Present: true, S: true, DB: true, Limit: 0xffffffff, G: true}
 		c.cpl = 0
 		c.RFLAGS = (c.RFLAGS &^ c.msr.fmask &^ flagRF) | RFLAGS_RESERVED
-		c.RIP = c.msr.lstar
+		c.RIP = target
 		c.modeChanged()
 		return false
 	}
@@ -556,7 +562,7 @@ func (c *CPU) syscall(in *insn) op {
 // sysret implements SYSRET to 64-bit (REX.W) or compatibility mode.
 func (c *CPU) sysret(in *insn) op {
 	return func(c *CPU) bool {
-		if c.EFER&EFER_SCE == 0 || !in.mode64 {
+		if c.EFER&EFER_SCE == 0 || c.EFER&EFER_LMA == 0 {
 			c.raise(excUD, -1)
 			return false
 		}

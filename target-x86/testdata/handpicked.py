@@ -15,7 +15,8 @@ AD = "flagsArith | flagDF"
 CO = "flagCF | flagOF"
 N = "0"
 # The fxsave case clears MXCSR_MASK (bytes 28-31), a model property: this host reports
-# 0x2ffff, gemu QEMU's 0xffff; and XMM4-15 (bytes 224-415), which only the host has loaded.
+# 0x2ffff, gemu QEMU's 0xffff; XMM4-15 (bytes 224-415), which only the host has loaded;
+# and ST0-7 (bytes 32-159), which hold whatever earlier host x87 code left.
 cases = [
     # ALU, all forms the generator also covers, at boundary values.
     ("mov $0x7f,%al; add $1,%al", A, ""),
@@ -164,7 +165,7 @@ cases = [
     ("pshuflw $0x1b,%xmm1,%xmm0; pshufhw $0xe4,%xmm2,%xmm3; psadbw %xmm1,%xmm2", A, "x"),
     ("psrlw %xmm1,%xmm0; pslld %xmm2,%xmm3", A, "x"),
     ("movnti %rax,8(%rsp); and $-16,%rsp; movntdq %xmm1,(%rsp); sfence; lfence; mfence", A, "x"),
-    ("movl $0x1f80,-4(%rsp); ldmxcsr -4(%rsp); sub $512,%rsp; and $-16,%rsp; fxsave (%rsp); movl $0,28(%rsp); lea 224(%rsp),%rdi; xor %eax,%eax; mov $192,%ecx; rep stosb; pxor %xmm0,%xmm0; fxrstor (%rsp); add $512,%rsp", A, "x"),
+    ("movl $0x1f80,-4(%rsp); ldmxcsr -4(%rsp); sub $512,%rsp; and $-16,%rsp; fxsave (%rsp); movl $0,28(%rsp); lea 224(%rsp),%rdi; xor %eax,%eax; mov $192,%ecx; rep stosb; lea 32(%rsp),%rdi; mov $128,%ecx; rep stosb; pxor %xmm0,%xmm0; fxrstor (%rsp); add $512,%rsp", A, "x"),
     ("movl $0x1f80,(%rsp); ldmxcsr (%rsp); stmxcsr 8(%rsp); movl $0x7f80,(%rsp); ldmxcsr (%rsp); stmxcsr 12(%rsp)", A, "x"),
     # x87 (values exact in double precision: gemu's registers are float64; FSW
     # exception flags other than IE are not modelled, so those bits are masked).

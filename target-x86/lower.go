@@ -1,6 +1,7 @@
 package x86
 
 import (
+	"os"
 	"unsafe"
 
 	"gemu/tcg"
@@ -15,6 +16,11 @@ import (
 // them is one machine-code segment, and the block exits to constant PCs are chained
 // directly. Everything else stays a helper. The differential tests run every lowered
 // form through translateBlock, so lowered and helper paths are checked alike.
+
+// lowerALUOn selects lowering flag-setting ALU instructions (lowerALU). Only the
+// native backend gains from it: there the ops become one machine-code segment, while
+// the closure backend would run some thirty closures instead of one helper.
+var lowerALUOn = tcg.SelectedBackend() == tcg.BackendNative && os.Getenv("GEMU_X86_LOWER_ALU") != "0"
 
 var (
 	offR      = unsafe.Offsetof(CPU{}.R)
@@ -80,6 +86,9 @@ func lower(b *tcg.Builder[CPU], in *insn) (handled, end bool) {
 	}
 	if in.mapn != 0 {
 		return false, false
+	}
+	if lowerALUOn && lowerALU(b, in) {
+		return true, false
 	}
 	switch {
 	case (o == 0x89 || o == 0x8b) && wide:
@@ -194,4 +203,127 @@ func lowerJcc(b *tcg.Builder[CPU], in *insn, cc byte, target uint64) {
 	}
 	b.ExitIf(t, cc&1 == 0, target)
 	b.Exit(tcg.Imm(in.next))
+}
+
+// lowerALU emits ADD, OR, AND, SUB, XOR, CMP and TEST on 32/64-bit registers and
+// immediates (register destinations only) as IR, flags included: the result and the
+// six arithmetic flags are computed with generic ops and merged into RFLAGS.
+func lowerALU(b *tcg.Builder[CPU], in *insn) bool {
+	if in.mapn != 0 || in.opsz < 4 || in.hasMem || in.lock {
+		return false
+	}
+	o := in.opc
+	var n byte // 0 add 1 or 4 and 5 sub 6 xor 7 cmp 8 test
+	var dst byte
+	var src tcg.Arg
+	size := in.opsz
+	m := sizeMask(size)
+	switch {
+	case o < 0x40 && (o&7 == 1 || o&7 == 3):
+		n = o >> 3
+		if o&7 == 1 {
+			dst, src = in.rm, greg(in.reg)
+		} else {
+			dst, src = in.reg, greg(in.rm)
+		}
+	case o < 0x40 && o&7 == 5:
+		n, dst, src = o>>3, 0, tcg.Imm(in.imm&m)
+	case o == 0x81 || o == 0x83:
+		n, dst, src = in.reg&7, in.rm, tcg.Imm(in.imm&m)
+	case o == 0x85:
+		n, dst, src = 8, in.rm, greg(in.reg)
+	case o == 0xa9:
+		n, dst, src = 8, 0, tcg.Imm(in.imm&m)
+	default:
+		return false
+	}
+	if n == 2 || n == 3 { // ADC, SBB: helpers
+		return false
+	}
+	a, bb, r, f, t := tcg.Temp(0), tcg.Temp(1), tcg.Temp(2), tcg.Temp(3), tcg.Temp(4)
+	if size == 4 {
+		b.Un(tcg.OpZext32, a, greg(dst))
+		if _, imm := src.IsImm(); imm {
+			b.Mov(bb, src)
+		} else {
+			b.Un(tcg.OpZext32, bb, src)
+		}
+	} else {
+		b.Mov(a, greg(dst))
+		b.Mov(bb, src)
+	}
+	sh := uint64(8*size - 1)
+	switch n {
+	case 0:
+		b.Bin(tcg.OpAdd, r, a, bb)
+		if size == 4 {
+			b.Bin(tcg.OpShr, f, r, tcg.Imm(32)) // CF: bit 32 of the 33-bit sum
+			b.Un(tcg.OpZext32, r, r)
+		} else {
+			b.Bin(tcg.OpSetLtu, f, r, a)
+		}
+		// OF = ((a^r) & (b^r)) >> sh
+		b.Bin(tcg.OpXor, t, a, r)
+		b.Bin(tcg.OpXor, a, bb, r) // a is free from here on
+		b.Bin(tcg.OpAnd, t, t, a)
+	case 5, 7:
+		b.Bin(tcg.OpSub, r, a, bb)
+		if size == 4 {
+			b.Un(tcg.OpZext32, r, r)
+		}
+		b.Bin(tcg.OpSetLtu, f, a, bb)
+		// OF = ((a^b) & (a^r)) >> sh
+		b.Bin(tcg.OpXor, t, a, bb)
+		b.Bin(tcg.OpXor, a, a, r)
+		b.Bin(tcg.OpAnd, t, t, a)
+	default:
+		opc := map[byte]tcg.Opcode{1: tcg.OpOr, 4: tcg.OpAnd, 6: tcg.OpXor, 8: tcg.OpAnd}[n]
+		b.Bin(opc, r, a, bb)
+		b.Mov(f, tcg.Imm(0))
+		b.Mov(t, tcg.Imm(0))
+	}
+	// f = CF | OF<<11
+	b.Bin(tcg.OpShr, t, t, tcg.Imm(sh))
+	b.Bin(tcg.OpAnd, t, t, tcg.Imm(1))
+	b.Bin(tcg.OpShl, t, t, tcg.Imm(11))
+	b.Bin(tcg.OpOr, f, f, t)
+	// AF (arithmetic only): (a^b^r) & 0x10, recomputed from the original operands.
+	if n == 0 || n == 5 || n == 7 {
+		if size == 4 {
+			b.Un(tcg.OpZext32, a, greg(dst))
+		} else {
+			b.Mov(a, greg(dst))
+		}
+		b.Bin(tcg.OpXor, t, a, bb)
+		b.Bin(tcg.OpXor, t, t, r)
+		b.Bin(tcg.OpAnd, t, t, tcg.Imm(flagAF))
+		b.Bin(tcg.OpOr, f, f, t)
+	}
+	// ZF
+	b.Bin(tcg.OpSetEq, t, r, tcg.Imm(0))
+	b.Bin(tcg.OpShl, t, t, tcg.Imm(6))
+	b.Bin(tcg.OpOr, f, f, t)
+	// SF
+	b.Bin(tcg.OpShr, t, r, tcg.Imm(sh))
+	b.Bin(tcg.OpShl, t, t, tcg.Imm(7))
+	b.Bin(tcg.OpOr, f, f, t)
+	// PF: even parity of the low byte
+	b.Bin(tcg.OpAnd, t, r, tcg.Imm(0xff))
+	b.Bin(tcg.OpShr, a, t, tcg.Imm(4))
+	b.Bin(tcg.OpXor, t, t, a)
+	b.Bin(tcg.OpShr, a, t, tcg.Imm(2))
+	b.Bin(tcg.OpXor, t, t, a)
+	b.Bin(tcg.OpShr, a, t, tcg.Imm(1))
+	b.Bin(tcg.OpXor, t, t, a)
+	b.Bin(tcg.OpAnd, t, t, tcg.Imm(1))
+	b.Bin(tcg.OpXor, t, t, tcg.Imm(1))
+	b.Bin(tcg.OpShl, t, t, tcg.Imm(2))
+	b.Bin(tcg.OpOr, f, f, t)
+	// RFLAGS = RFLAGS &^ arith | f
+	b.Bin(tcg.OpAnd, t, rflagsArg, tcg.Imm(^uint64(flagsArith)))
+	b.Bin(tcg.OpOr, rflagsArg, t, f)
+	if n != 7 && n != 8 {
+		b.Mov(greg(dst), r) // r is already zero-extended for 32-bit results
+	}
+	return true
 }

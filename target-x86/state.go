@@ -1,9 +1,25 @@
-// Package x86 owns the x86 CPU state shared by everything that starts or runs an x86
-// guest: the register-state types a machine's loader fills in for the boot CPU and an
-// accelerator (KVM now, the TCG frontend later) loads into a vCPU. Later it also holds
-// the x86 TCG frontend (decoder, MMU, exceptions).
+// Package x86 owns the x86 CPU: the register-state types a machine's loader fills in
+// for the boot CPU and an accelerator (accel/kvm, or this package's TCG vCPU) loads
+// (BootState, Regs, SRegs, Segment), and the x86-64 frontend for gemu's TCG engine:
+// the decoder (legacy prefixes, REX, the 1-byte/0F/0F38/0F3A maps, ModRM/SIB/RIP-
+// relative addressing; decode.go), instruction semantics as helpers the translator
+// emits into tcg IR (integer, string, system, SSE/SSE2/SSE3, x87 on float64; int.go,
+// int0f.go, string.go, sys.go, sse*.go, x87.go) with the flag-free commonest forms
+// (MOV, LEA, PUSH/POP, JMP/CALL, Jcc) lowered to IR ops (lower.go), the softmmu MMU (4-level, PAE and 32-bit paging with
+// NX/WP/U and A/D bits, #PF with CR2; mem.go), exception and interrupt delivery
+// (long-mode IDT with IST and RSP0 stack switches, protected-mode and real-mode
+// vectors, #DF and triple fault; exc.go), MSRs, CPUID (QEMU's qemu64 model; cpuid.go)
+// and the hooks tcg's run loop calls (cpu.go). A board creates one Engine per guest
+// and one CPU per vCPU with New(Config{RAM, Engine, MMIO, IO, Ack, ...}), loads the
+// boot CPU with SetBootState and runs each vCPU's Run on its own goroutine; the
+// interrupt controllers drive SetIRQ/NMI/StartupIPI and answer Ack.
 //
-// It must not know about devices, machines or which accelerator runs the guest.
+// Its tests compare the translator instruction by instruction with this host's own
+// x86-64 CPU (difftest_amd64_test.go and the files it names).
+//
+// It must not know about devices, machines or which accelerator runs the guest; the
+// TCG side talks to devices only through hw/bus (MMIO and the port space) and to
+// interrupt controllers through Config callbacks and the SetIRQ/NMI/StartupIPI inputs.
 package x86
 
 // Segment is one segment register in its cached (descriptor) form, as the CPU holds it

@@ -41,3 +41,13 @@ func TestResetState(t *testing.T) {
 		t.Errorf("CR0 %#x RFLAGS %#x: want real mode, reserved flag bit only", b.SRegs.CR0, b.Regs.RFLAGS)
 	}
 }
+
+func TestParseTraceFlags(t *testing.T) {
+	f, err := ParseTraceFlags("in_asm,int")
+	if err != nil || f != TraceInAsm|TraceInt {
+		t.Errorf("in_asm,int: %v %v", f, err)
+	}
+	if _, err := ParseTraceFlags("in_asm,bogus"); err == nil {
+		t.Error("bogus item accepted")
+	}
+}

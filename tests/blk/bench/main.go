@@ -77,6 +77,15 @@ type key struct{ arch, format, vmm, test string }
 
 type results map[key][]sample
 
+// failures lists the runs that did not complete (a hung or crashed guest): they are
+// reported and make the exit status 1, but the other runs still go on.
+var failures []string
+
+func failed(msg string) {
+	fmt.Println("FAILED:", msg)
+	failures = append(failures, msg)
+}
+
 func main() {
 	var c config
 	arches := flag.String("arch", "arm64,x86_64", "architectures to run (arm64: TCG here; x86_64: KVM in the harness)")
@@ -89,7 +98,7 @@ func main() {
 	flag.StringVar(&c.transport, "arm-transport", "pci", "arm64 virtio transport: pci (if=virtio) or mmio (-device virtio-blk-device)")
 	flag.StringVar(&c.profile, "profile", "", "write a gemu CPU profile of one arm64 raw random-read run to FILE")
 	flag.BoolVar(&c.verbose, "v", false, "copy guest consoles to stderr")
-	flag.DurationVar(&c.timeout, "timeout", 10*time.Minute, "bound on one arm64 guest run")
+	flag.DurationVar(&c.timeout, "timeout", 5*time.Minute, "bound on one guest run (arm64; x86_64 gets 3x, being nested)")
 	flag.Parse()
 	if c.transport != "pci" && c.transport != "mmio" {
 		fail("-arm-transport must be pci or mmio")
@@ -132,7 +141,12 @@ func run(c config, arches []string) error {
 	fmt.Printf("bench-blk: %.0f s; load average at end %s (%d host CPUs, shared)\n",
 		time.Since(start).Seconds(), loadavg(), runtime.NumCPU())
 	if c.profile != "" {
-		return profileArm(c, dir, imgs)
+		if err := profileArm(c, dir, imgs); err != nil {
+			failed(err.Error())
+		}
+	}
+	if len(failures) > 0 {
+		return fmt.Errorf("%d runs failed:\n%s", len(failures), strings.Join(failures, "\n"))
 	}
 	return nil
 }
@@ -284,10 +298,11 @@ func runArm(c config, dir string, imgs map[string]string, res results) error {
 			for _, vmm := range order(i) {
 				out, err := runGuest(c, bins[vmm], armArgs(c, initrd, imgs[format], format), nil)
 				if err != nil {
-					return fmt.Errorf("arm64 %s %s run %d: %v", vmm, format, i+1, err)
+					failed(fmt.Sprintf("arm64 %s %s run %d: %v", vmm, format, i+1, err))
+					continue
 				}
 				if err := record(res, "arm64", format, vmm, i+1, out); err != nil {
-					return err
+					failed(err.Error())
 				}
 			}
 		}
@@ -417,14 +432,15 @@ echo "BLK-OUTER-READY $(ls /mnt | tr '\n' ' ')"
 		for _, format := range formats {
 			for _, vmm := range order(i) {
 				fmt.Fprintf(&sb, "echo BLKRUN-START vmm=%s format=%s run=%d\n", vmm, format, i+1)
-				fmt.Fprintf(&sb, "%s -drive file=/mnt/disk.%s,if=virtio,format=%s,cache=none,aio=threads\n", vmms[vmm], format, format)
+				fmt.Fprintf(&sb, "timeout -s KILL %d %s -drive file=/mnt/disk.%s,if=virtio,format=%s,cache=none,aio=threads\n",
+					int(3*c.timeout.Seconds()), vmms[vmm], format, format)
 				fmt.Fprintf(&sb, "echo BLKRUN-END rc=$?\n")
 			}
 		}
 	}
 	opts := harness.Options{
 		Script: sb.String(), Gemu: gemu, QEMU: true, Files: files,
-		Timeout: time.Duration(c.runs)*20*time.Minute + 10*time.Minute, OuterMem: 2048 + 3*int(c.sizeMiB) + c.kvmMem,
+		Timeout: time.Duration(4*c.runs)*3*c.timeout + 15*time.Minute, OuterMem: 2048 + 3*int(c.sizeMiB) + c.kvmMem,
 	}
 	if c.verbose {
 		opts.Stdout = os.Stderr
@@ -452,10 +468,11 @@ echo "BLK-OUTER-READY $(ls /mnt | tr '\n' ' ')"
 		vmm, format, runNo := out[m[2]:m[3]], out[m[4]:m[5]], out[m[6]:m[7]]
 		n, _ := strconv.Atoi(runNo)
 		if !strings.Contains(part, "BLKRUN-END rc=0") {
-			return fmt.Errorf("x86_64 %s %s run %d failed; output:\n%s", vmm, format, n, tail(part, 30))
+			failed(fmt.Sprintf("x86_64 %s %s run %d (rc 124/137: timed out); output:\n%s", vmm, format, n, tail(part, 30)))
+			continue
 		}
 		if err := record(res, "x86_64", format, vmm, n, part); err != nil {
-			return err
+			failed(err.Error())
 		}
 	}
 	return nil
@@ -541,6 +558,7 @@ func printTable(c config, arches []string, res results) {
 			for _, t := range tests {
 				g, q := res[key{a, f, "gemu", t}], res[key{a, f, "qemu", t}]
 				if len(g) == 0 || len(q) == 0 {
+					fmt.Printf("%-7s %-6s %-9s no successful runs (gemu %d, qemu %d)\n", a, f, t, len(g), len(q))
 					continue
 				}
 				thr, unit := func(s sample) float64 { return s.mbps }, "MB/s"
@@ -556,8 +574,12 @@ func printTable(c config, arches []string, res results) {
 				}
 				lat := func(s sample) float64 { return s.latUS }
 				gt, qt, gl, ql := pick(g, thr), pick(q, thr), pick(g, lat), pick(q, lat)
-				fmt.Printf("%-7s %-6s %-9s %7.1f %-4s %7.1f %-4s %7.2f   %7.1f us %7.1f us %7.2f\n",
-					a, f, t, gt, unit, qt, unit, gt/qt, gl, ql, gl/ql)
+				n := ""
+				if len(g) != c.runs || len(q) != c.runs {
+					n = fmt.Sprintf("  (runs: gemu %d, qemu %d)", len(g), len(q))
+				}
+				fmt.Printf("%-7s %-6s %-9s %7.1f %-4s %7.1f %-4s %7.2f   %7.1f us %7.1f us %7.2f%s\n",
+					a, f, t, gt, unit, qt, unit, gt/qt, gl, ql, gl/ql, n)
 			}
 		}
 	}

@@ -25,6 +25,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -66,6 +67,7 @@ func run(dev string, size int64, bs, nrand int, maxSecs float64, tests []string)
 		return err
 	}
 	fd := int(f.Fd())
+	go watchdog()
 	for _, t := range tests {
 		switch t {
 		case "seqread":
@@ -122,7 +124,9 @@ func run(dev string, size int64, bs, nrand int, maxSecs float64, tests []string)
 // full does one pread or pwrite of all of p at off (a short transfer is an error:
 // direct I/O on a block device is never short inside the device).
 func full(op func(int, []byte, int64) (int, error), fd int, p []byte, off int64) error {
+	inflight.Store(&request{off: off, n: len(p), start: time.Now()})
 	n, err := op(fd, p, off)
+	inflight.Store(nil)
 	if err != nil {
 		return err
 	}
@@ -130,6 +134,36 @@ func full(op func(int, []byte, int64) (int, error), fd int, p []byte, off int64)
 		return fmt.Errorf("short transfer: %d of %d bytes", n, len(p))
 	}
 	return nil
+}
+
+type request struct {
+	off   int64
+	n     int
+	start time.Time
+}
+
+// inflight is the request under way, for the watchdog.
+var inflight atomic.Pointer[request]
+
+// watchdog prints a GUESTIO-STALL line each time one request has been waiting for
+// another 10 s (a lost request or interrupt in the device model), so that a hung run
+// says where it hung before the benchmark's timeout kills it.
+func watchdog() {
+	var last *request
+	var reported time.Duration
+	for range time.Tick(time.Second) {
+		r := inflight.Load()
+		if r != last {
+			last, reported = r, 0
+		}
+		if r == nil {
+			continue
+		}
+		if d := time.Since(r.start); d-reported >= 10*time.Second {
+			reported = d.Truncate(10 * time.Second)
+			fmt.Printf("GUESTIO-STALL request of %d bytes at offset %d waiting for %.0f s\n", r.n, r.off, d.Seconds())
+		}
+	}
 }
 
 func report(test string, bytes int64, ops int, d time.Duration) {

@@ -145,8 +145,8 @@ type request struct {
 // inflight is the request under way, for the watchdog.
 var inflight atomic.Pointer[request]
 
-// watchdog prints a GUESTIO-STALL line each time one request has been waiting for
-// another 10 s (a lost request or interrupt in the device model), so that a hung run
+// watchdog prints a GUESTIO-STALL line when one request has been waiting for 10 s, and
+// each minute after (a lost request or interrupt in the device model), so that a hung run
 // says where it hung before the benchmark's timeout kills it.
 func watchdog() {
 	var last *request
@@ -159,9 +159,32 @@ func watchdog() {
 		if r == nil {
 			continue
 		}
-		if d := time.Since(r.start); d-reported >= 10*time.Second {
+		// Report at 10 s, then every minute.
+		if d := time.Since(r.start); reported == 0 && d >= 10*time.Second || reported > 0 && d-reported >= time.Minute {
 			reported = d.Truncate(10 * time.Second)
 			fmt.Printf("GUESTIO-STALL request of %d bytes at offset %d waiting for %.0f s\n", r.n, r.off, d.Seconds())
+			if reported == 10*time.Second {
+				stallInfo()
+			}
+		}
+	}
+}
+
+// stallInfo prints what the guest kernel knows of a stalled request: the requests the
+// block layer has in flight and the virtio interrupt counts (a count that no longer
+// moves means the completion interrupt never came; an in-flight count of 0 would mean
+// the request completed but the wake-up was lost).
+func stallInfo() {
+	for _, p := range []string{"/sys/block/vda/inflight", "/proc/interrupts"} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if p == "/proc/interrupts" && !strings.Contains(l, "virtio") {
+				continue
+			}
+			fmt.Printf("GUESTIO-STALL %s: %s\n", p, strings.Join(strings.Fields(l), " "))
 		}
 	}
 }

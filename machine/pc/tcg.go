@@ -109,6 +109,11 @@ func (tb *tcgBoard) close() {
 	if tb.pit != nil {
 		tb.pit.Stop()
 	}
+	// The VM is closed first (Machine.Close's contract): no vCPU runs any more.
+	for _, c := range tb.cpus {
+		c.cpu.Close()
+	}
+	tb.eng.Close() // the translated code
 }
 
 // tcgCPU adapts a target-x86 vCPU to accel.CPU (accel.ParkingCPU, accel.X86BootCPU)

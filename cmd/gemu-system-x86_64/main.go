@@ -166,8 +166,11 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 			}
 			pcc := pc.Config{MemSize: o.memSize, CPUs: o.cpus, Kernel: kernel, Initrd: ird,
 				Cmdline: o.append, Serial: be}
-			var vm accel.X86VM
-			var m *pc.Machine
+			var (
+				vm  accel.X86VM
+				m   *pc.Machine
+				err error
+			)
 			if acc.Name() == "tcg" {
 				// The userspace engine's vCPUs and chipset are the board's: it builds the VM.
 				m, err = pc.NewTCG(pcc, pc.TCGConfig{})

@@ -16,6 +16,7 @@ import (
 
 	"gemu/accel"
 	"gemu/accel/kvm"
+	"gemu/accel/tcg"
 	"gemu/cmd/internal/runloop"
 	"gemu/cmd/internal/sysdev"
 	"gemu/hw/chardev"
@@ -98,7 +99,7 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 		}
 		defer initrd.Close()
 	}
-	acc, err := chooseAccel(o.accels)
+	acc, accelNote, err := chooseAccel(o.accels)
 	if err != nil {
 		return fail(stderr, "%v", err)
 	}
@@ -155,19 +156,38 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 			return loop.OpenMonitors(&o.Common, monChardevs, spec == "stdio")
 		},
 		New: func() (runloop.Guest, error) {
-			vm, err := acc.NewX86(accel.Config{CPUs: o.cpus})
-			if err != nil {
-				return nil, fmt.Errorf("-accel %s: %v", acc.Name(), err)
+			if accelNote != "" { // said once, when the first machine is built
+				fmt.Fprintf(stderr, "%s: %s\n", prog, accelNote)
+				accelNote = ""
 			}
 			var ird pc.KernelImage
 			if initrd != nil {
 				ird = initrd
 			}
-			m, err := pc.New(vm, pc.Config{MemSize: o.memSize, CPUs: o.cpus, Kernel: kernel, Initrd: ird,
-				Cmdline: o.append, Serial: be})
-			if err != nil {
-				vm.Close()
-				return nil, err
+			pcc := pc.Config{MemSize: o.memSize, CPUs: o.cpus, Kernel: kernel, Initrd: ird,
+				Cmdline: o.append, Serial: be}
+			var (
+				vm  accel.X86VM
+				m   *pc.Machine
+				err error
+			)
+			if acc.Name() == "tcg" {
+				// The userspace engine's vCPUs and chipset are the board's: it builds the VM.
+				m, err = pc.NewTCG(pcc, pc.TCGConfig{})
+				if err != nil {
+					return nil, fmt.Errorf("-accel tcg: %v", err)
+				}
+				vm = m.VM
+			} else {
+				vm, err = acc.NewX86(accel.Config{CPUs: o.cpus})
+				if err != nil {
+					return nil, fmt.Errorf("-accel %s: %v", acc.Name(), err)
+				}
+				m, err = pc.New(vm, pcc)
+				if err != nil {
+					vm.Close()
+					return nil, err
+				}
 			}
 			e, err := wiring.Plug(m, func(msg string) { fmt.Fprintf(stderr, "%s: warning: %s\n", prog, msg) })
 			if err != nil {
@@ -254,18 +274,19 @@ func (g *pcGuest) CPUs() []monitor.CPU {
 // (accel/kvm), for the triple-fault message.
 type cpuStater interface{ CPUState(cpu int) string }
 
-// chooseAccel picks the accelerator. With no -accel, hardware KVM is preferred and an
-// emulated KVM (kvm_pvm, about a microsecond per guest instruction) only when TCG
-// cannot run x86 guests, which is the case until the x86 TCG frontend exists: then
-// every usable KVM is taken.
-func chooseAccel(names []string) (accel.Accelerator, error) {
+// chooseAccel picks the accelerator. With no -accel, hardware KVM is preferred; on an
+// emulated KVM (kvm_pvm, about a microsecond per guest instruction) or with no usable
+// KVM, TCG (gemu's own translator) runs the guest, and note says why.
+func chooseAccel(names []string) (acc accel.Accelerator, note string, err error) {
 	if len(names) == 0 {
 		err := kvm.Accel.Available()
-		if err != nil {
-			return nil, fmt.Errorf("no accelerator available: %v (x86 TCG is not supported yet)", err)
+		switch {
+		case err != nil:
+			return tcg.Accel, fmt.Sprintf("KVM is not usable (%v): using TCG", err), nil
+		case kvm.Emulated():
+			return tcg.Accel, "KVM here is emulated (kvm_pvm), slower than TCG: using TCG (-accel kvm forces KVM)", nil
 		}
-		// When x86 TCG lands: if kvm.Emulated(), prefer TCG here.
-		return kvm.Accel, nil
+		return kvm.Accel, "", nil
 	}
 	var errs []string
 	for _, n := range names {
@@ -275,14 +296,14 @@ func chooseAccel(names []string) (accel.Accelerator, error) {
 				errs = append(errs, fmt.Sprintf("-accel kvm: %v", err))
 				continue
 			}
-			return kvm.Accel, nil
+			return kvm.Accel, "", nil
 		case "tcg":
-			errs = append(errs, "-accel tcg: not yet supported for x86_64")
+			return tcg.Accel, "", nil
 		default:
 			errs = append(errs, fmt.Sprintf("-accel %s: unknown accelerator (use kvm or tcg)", n))
 		}
 	}
-	return nil, errors.New(errs[0])
+	return nil, "", errors.New(errs[0])
 }
 
 // image is an open kernel or initrd file.

@@ -39,12 +39,14 @@ type options struct {
 const usage = `usage: gemu-system-x86_64 [options] [disk_image]
 
 gemu-system-x86_64 is a QEMU-compatible x86-64 PC emulator: it takes qemu-system-x86_64's
-option syntax and boots a Linux bzImage directly on an i440FX-style PC (ACPI, COM1) on KVM.
+option syntax and boots a Linux bzImage directly on an i440FX-style PC (ACPI, COM1) on KVM
+or on gemu's own x86-64 translator (TCG).
 
-  -accel kvm[,kernel-irqchip=on]
-                        accelerator (default: hardware KVM, else emulated KVM)
+  -accel kvm[,kernel-irqchip=on] | -accel tcg
+                        accelerator (default: hardware KVM; TCG where KVM is emulated
+                        (kvm_pvm) or not usable)
   -enable-kvm           same as -accel kvm
-  -machine|-M pc[,accel=kvm][,usb=off][,vmport=off]
+  -machine|-M pc[,accel=kvm|tcg][,usb=off][,vmport=off]
                         board: pc or pc-i440fx-* (q35 is not supported); -machine help
   -m [size=]SIZE        RAM, MiB without a suffix; K M G T P E suffixes, 1.5G (default 128M)
   -smp [cpus=]N[,sockets=S][,dies=D][,cores=C][,threads=T][,maxcpus=M]
@@ -222,7 +224,7 @@ func (o *options) parseCPU() error {
 func (o *options) parseAccels() error {
 	for _, a := range o.Accels {
 		if a.Help {
-			o.list = "Accelerators supported in QEMU binary:\nkvm\n"
+			o.list = "Accelerators supported in QEMU binary:\ntcg\nkvm\n"
 			return nil
 		}
 		name := a.ImpliedValue()

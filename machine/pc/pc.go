@@ -8,8 +8,12 @@
 // host reset, the ACPI power button.
 //
 // Under KVM the PIC, PIT, IOAPIC and local APICs are the kernel's; the board only
-// describes them (MADT) and raises their GSIs. It must not know instruction semantics
-// or how the accelerator runs vCPUs.
+// describes them (MADT) and raises their GSIs. Under accel/tcg (NewTCG, tcg.go) the
+// board builds them itself — hw/intc/pcirq's LAPICs, IOAPIC and 8259s, hw/timer's PIT
+// and HPET (announced in ACPI) — and creates the target-x86 vCPUs, each wired to its
+// LAPIC (interrupt acknowledge, kicks, INIT/SIPI/NMI, the APIC-base, TSC-deadline and
+// x2APIC MSRs) through a small accel.CPU adapter. It must not know instruction
+// semantics or how the accelerator runs vCPUs.
 package pc
 
 import (
@@ -20,10 +24,12 @@ import (
 	"gemu/hw/bus"
 	"gemu/hw/chardev"
 	"gemu/hw/i8042"
+	"gemu/hw/intc/pcirq"
 	"gemu/hw/memory"
 	"gemu/hw/pci"
 	"gemu/hw/rtc"
 	"gemu/hw/serial"
+	"gemu/hw/timer"
 )
 
 // Port-I/O addresses and ISA interrupts of the board's devices.
@@ -68,12 +74,28 @@ type Machine struct {
 	PCIBus    *pci.Bus
 	rtc       *rtc.RTC
 	onRelease []func()
-	pm        *acpi.PM // the power button (control.go)
+	pm        *acpi.PM  // the power button (control.go)
+	tcg       *tcgBoard // the userspace chipset and vCPUs under accel/tcg (tcg.go); nil under KVM
+	chip      *pcirq.Chipset
+	hpet      *timer.HPET
 }
 
 // New builds the board on vm: RAM slots, ACPI tables, the kernel and its boot state,
 // and the devices. On error everything allocated is released (vm is not closed).
 func New(vm accel.X86VM, c Config) (*Machine, error) {
+	m, err := newBoard(c)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.build(vm, c); err != nil {
+		m.RAM.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// newBoard checks c and allocates the guest RAM.
+func newBoard(c Config) (*Machine, error) {
 	l, err := NewLayout(c.MemSize)
 	if err != nil {
 		return nil, err
@@ -81,52 +103,57 @@ func New(vm accel.X86VM, c Config) (*Machine, error) {
 	if c.CPUs < 1 || c.CPUs > 255 {
 		return nil, fmt.Errorf("%d CPUs: the PC supports 1 to 255", c.CPUs)
 	}
-	m := &Machine{Layout: l, RAM: memory.New(), MMIO: bus.New(), PIO: bus.New(), VM: vm}
-	ok := false
-	defer func() {
-		if !ok {
-			m.RAM.Close()
-		}
-	}()
+	m := &Machine{Layout: l, RAM: memory.New(), MMIO: bus.New(), PIO: bus.New()}
 	if _, err := m.RAM.Add("pc.ram.low", 0, l.LowSize); err != nil {
+		m.RAM.Close()
 		return nil, err
 	}
 	if l.HighSize > 0 {
 		if _, err := m.RAM.Add("pc.ram.high", HighRAMBase, l.HighSize); err != nil {
+			m.RAM.Close()
 			return nil, err
 		}
 	}
+	return m, nil
+}
+
+// build binds the board to vm: RAM slots, ACPI tables, the kernel and its boot state,
+// and the devices.
+func (m *Machine) build(vm accel.X86VM, c Config) error {
+	m.VM = vm
+	l := m.Layout
+	var err error
 	for _, s := range m.RAM.Slots() {
 		if err := vm.AddRAM(s); err != nil {
-			return nil, err
+			return err
 		}
 	}
 
-	m.ACPI, err = acpi.Build(biosStart, acpi.Config{
+	ac := acpi.Config{
 		CPUs: c.CPUs, LAPICAddr: LAPICBase, IOAPICAddr: IOAPICBase, SCI: SCIIRQ,
 		PM: acpi.PMPorts{Base: PMBase}, ResetPort: PCIConfig + 1, ResetValue: 0x06,
 		CenturyReg: rtcCentury,
 		PCI:        true, PCIMem32Start: LowRAMTop, PCIMem32Length: PCIHoleEnd - LowRAMTop, PCIRouting: true,
-	})
+	}
+	if m.chip != nil {
+		ac.HPET, ac.HPETAddr, ac.HPETID = true, HPETBase, hpetID
+	}
+	m.ACPI, err = acpi.Build(biosStart, ac)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := m.RAM.WriteAt(m.ACPI.Blob, m.ACPI.Base); err != nil {
-		return nil, err
+		return err
 	}
 
 	m.Boot, err = LoadLinux(m.RAM, l, LinuxConfig{Kernel: c.Kernel, Initrd: c.Initrd, Cmdline: c.Cmdline, RSDP: m.ACPI.RSDP})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := vm.SetBootState(&m.Boot.State); err != nil {
-		return nil, err
+		return err
 	}
-	if err := m.addDevices(c); err != nil {
-		return nil, err
-	}
-	ok = true
-	return m, nil
+	return m.addDevices(c)
 }
 
 func (m *Machine) addDevices(c Config) error {
@@ -134,7 +161,11 @@ func (m *Machine) addDevices(c Config) error {
 	reset := func() { vm.Stop(accel.Reset) }
 	m.COM1 = serial.NewUART8250(c.Serial, vm.IRQ(COM1IRQ))
 	kbc := i8042.New(reset, vm.IRQ(KbdIRQ))
-	clock := rtc.New(vm.IRQ(RTCIRQ))
+	rtcIRQ := vm.IRQ(RTCIRQ)
+	if m.hpet != nil {
+		rtcIRQ = m.hpet.RTCInput() // the HPET's legacy replacement can cut it off
+	}
+	clock := rtc.New(rtcIRQ)
 	m.rtc = clock
 	setCMOSMemory(clock, m.Layout)
 	gsis := make([]bus.IRQ, 8)

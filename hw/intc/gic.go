@@ -282,6 +282,18 @@ func (g *GIC) setLine(q *irq, level bool) {
 	g.update()
 }
 
+// pulseSPI latches SPI n as one edge whatever its line's level: a message-signalled
+// interrupt is an event, and two MSIs raised by two goroutines at once must not merge
+// into one edge with the second lost while the first held the line high.
+func (g *GIC) pulseSPI(n int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	// Pending as a write to GICD_ISPENDR makes it (for a level-configured SPI too,
+	// which has no line to hold the event).
+	g.spi[n].latched = true
+	g.update()
+}
+
 // SPI returns the input line of shared peripheral interrupt n (INTID 32+n).
 func (g *GIC) SPI(n int) bus.IRQ {
 	if n < 0 || n >= NumIRQ-NumPriv {

@@ -12,7 +12,6 @@ import (
 type V2M struct {
 	g          *GIC
 	base, num  int // first SPI number (INTID - 32) and count
-	spis       []bus.IRQ
 	firstINTID uint32
 }
 
@@ -26,11 +25,10 @@ const (
 
 // NewV2M returns a frame owning num SPIs from SPI number base (INTIDs 32+base ...).
 func (g *GIC) NewV2M(base, num int) *V2M {
-	m := &V2M{g: g, base: base, num: num, firstINTID: uint32(NumPriv + base)}
-	for i := range num {
-		m.spis = append(m.spis, g.SPI(base+i))
+	if base < 0 || num < 0 || base+num > len(g.spi) {
+		panic("intc: GICv2m frame outside the SPIs")
 	}
-	return m
+	return &V2M{g: g, base: base, num: num, firstINTID: uint32(NumPriv + base)}
 }
 
 // Read implements bus.Device.
@@ -68,6 +66,5 @@ func (m *V2M) SignalMSI(off uint64, data uint32) {
 	if i < 0 || i >= m.num {
 		return
 	}
-	m.spis[i].Set(true)
-	m.spis[i].Set(false)
+	m.g.pulseSPI(m.base + i)
 }

@@ -134,31 +134,6 @@ func (c *CPU) st(va uint64, size int, v uint64, idx uint64) bool {
 	return c.stSlow(va, size, v, idx)
 }
 
-func loadHost(p unsafe.Pointer, size int) uint64 {
-	switch size {
-	case 1:
-		return uint64(*(*uint8)(p))
-	case 2:
-		return uint64(*(*uint16)(p))
-	case 4:
-		return uint64(*(*uint32)(p))
-	}
-	return *(*uint64)(p)
-}
-
-func storeHost(p unsafe.Pointer, size int, v uint64) {
-	switch size {
-	case 1:
-		*(*uint8)(p) = uint8(v)
-	case 2:
-		*(*uint16)(p) = uint16(v)
-	case 4:
-		*(*uint32)(p) = uint32(v)
-	default:
-		*(*uint64)(p) = v
-	}
-}
-
 // alignFault raises an alignment fault for an access at va.
 func (c *CPU) alignFault(va uint64, write bool) {
 	acc := accRead
@@ -209,7 +184,7 @@ func (c *CPU) ldSlow(va uint64, size int, idx uint64) (uint64, bool) {
 
 func loadHostUnaligned(p unsafe.Pointer, size int) uint64 {
 	if uintptr(p)&uintptr(size-1) == 0 {
-		return loadHost(p, size)
+		return tcg.LoadHost(p, size)
 	}
 	var v uint64
 	for i := 0; i < size; i++ {
@@ -220,7 +195,7 @@ func loadHostUnaligned(p unsafe.Pointer, size int) uint64 {
 
 func storeHostUnaligned(p unsafe.Pointer, size int, v uint64) {
 	if uintptr(p)&uintptr(size-1) == 0 {
-		storeHost(p, size, v)
+		tcg.StoreHost(p, size, v)
 		return
 	}
 	for i := 0; i < size; i++ {

@@ -289,37 +289,12 @@ func (c *CPU) codeByte(va uint64) (byte, bool) {
 	return *(*byte)(unsafe.Add(host, va&0xfff)), true
 }
 
-func loadHost(p unsafe.Pointer, size int) uint64 {
-	switch size {
-	case 1:
-		return uint64(*(*uint8)(p))
-	case 2:
-		return uint64(*(*uint16)(p))
-	case 4:
-		return uint64(*(*uint32)(p))
-	}
-	return *(*uint64)(p)
-}
-
-func storeHost(p unsafe.Pointer, size int, v uint64) {
-	switch size {
-	case 1:
-		*(*uint8)(p) = uint8(v)
-	case 2:
-		*(*uint16)(p) = uint16(v)
-	case 4:
-		*(*uint32)(p) = uint32(v)
-	default:
-		*(*uint64)(p) = v
-	}
-}
-
 // ld loads size (1, 2, 4, 8) bytes zero-extended at linear address va with the current
 // privilege.
 func (c *CPU) ld(va uint64, size int) (uint64, bool) {
 	e := c.mmu.Entry(va)
 	if e.Read == va&(tcg.PageMask|uint64(size-1)) {
-		return loadHost(unsafe.Add(e.Host, va&0xfff), size), true
+		return tcg.LoadHost(unsafe.Add(e.Host, va&0xfff), size), true
 	}
 	return c.ldSlow(va, size, c.mmuIdx())
 }
@@ -328,7 +303,7 @@ func (c *CPU) ld(va uint64, size int) (uint64, bool) {
 func (c *CPU) st(va uint64, size int, v uint64) bool {
 	e := c.mmu.Entry(va)
 	if e.Write == va&(tcg.PageMask|uint64(size-1)) && atomic.LoadUint32(e.Code)&tcg.CodeBit == 0 {
-		storeHost(unsafe.Add(e.Host, va&0xfff), size, v)
+		tcg.StoreHost(unsafe.Add(e.Host, va&0xfff), size, v)
 		return true
 	}
 	return c.stSlow(va, size, v, c.mmuIdx())

@@ -83,6 +83,7 @@ func (Format) Create(string, block.CreateOptions) error {
 
 // Image is one open Parallels image.
 type Image struct {
+	imgfile.ReadOnly
 	name    string
 	f       *os.File
 	h       Header
@@ -196,12 +197,6 @@ func (m *Image) ReadAt(p []byte, off int64) (int, error) {
 	}
 	return int(n), nil
 }
-
-func (m *Image) WriteAt([]byte, int64) (int, error)              { return 0, block.ErrReadOnly }
-func (m *Image) WriteZeroes(int64, int64, block.ZeroFlags) error { return block.ErrReadOnly }
-func (m *Image) Discard(int64, int64) error                      { return block.ErrReadOnly }
-func (m *Image) Flush() error                                    { return nil }
-func (m *Image) Resize(int64, block.ResizeOptions) error         { return block.ErrReadOnly }
 
 // BlockStatus: allocated clusters are data at their offset; others unallocated zeroes.
 func (m *Image) BlockStatus(off, n int64) (block.Status, error) {

@@ -89,6 +89,7 @@ func (Format) Create(string, block.CreateOptions) error {
 
 // Image is one open QED image.
 type Image struct {
+	imgfile.ReadOnly
 	name     string
 	f        *os.File
 	h        Header
@@ -302,7 +303,7 @@ func (m *Image) ReadAt(p []byte, off int64) (int, error) {
 		case e == clusterZero:
 			clear(q)
 		case e == 0:
-			if err := m.readBacking(q, cur); err != nil {
+			if err := imgfile.ReadBacking(m.backing, q, cur); err != nil {
 				return int(done), err
 			}
 		default:
@@ -317,27 +318,6 @@ func (m *Image) ReadAt(p []byte, off int64) (int, error) {
 	}
 	return int(n), nil
 }
-
-func (m *Image) readBacking(q []byte, off int64) error {
-	if m.backing == nil {
-		clear(q)
-		return nil
-	}
-	n := max(0, min(int64(len(q)), m.backing.Size()-off))
-	if n > 0 {
-		if _, err := m.backing.ReadAt(q[:n], off); err != nil {
-			return err
-		}
-	}
-	clear(q[n:])
-	return nil
-}
-
-func (m *Image) WriteAt([]byte, int64) (int, error)              { return 0, block.ErrReadOnly }
-func (m *Image) WriteZeroes(int64, int64, block.ZeroFlags) error { return block.ErrReadOnly }
-func (m *Image) Discard(int64, int64) error                      { return block.ErrReadOnly }
-func (m *Image) Flush() error                                    { return nil }
-func (m *Image) Resize(int64, block.ResizeOptions) error         { return block.ErrReadOnly }
 
 // BlockStatus as QEMU's qed: data clusters at their offset, zero clusters, and for
 // unallocated ones the backing file's status one level down.

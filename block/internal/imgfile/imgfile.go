@@ -175,3 +175,31 @@ func HostExtent(f *os.File, off, n int64) (hole bool, length int64) {
 	}
 	return false, min(h-off, n)
 }
+
+// ReadOnly gives a read-only driver its writing methods: embedded in the Image of a
+// format gemu only reads (qed, qcow v1, parallels), every write is block.ErrReadOnly
+// and Flush has nothing to do.
+type ReadOnly struct{}
+
+func (ReadOnly) WriteAt([]byte, int64) (int, error)              { return 0, block.ErrReadOnly }
+func (ReadOnly) WriteZeroes(int64, int64, block.ZeroFlags) error { return block.ErrReadOnly }
+func (ReadOnly) Discard(int64, int64) error                      { return block.ErrReadOnly }
+func (ReadOnly) Flush() error                                    { return nil }
+func (ReadOnly) Resize(int64, block.ResizeOptions) error         { return block.ErrReadOnly }
+
+// ReadBacking fills q with the backing image's bytes at off: zeroes past its end, and
+// all zeroes when there is no backing file (b nil).
+func ReadBacking(b block.Driver, q []byte, off int64) error {
+	if b == nil {
+		clear(q)
+		return nil
+	}
+	n := max(0, min(int64(len(q)), b.Size()-off))
+	if n > 0 {
+		if _, err := b.ReadAt(q[:n], off); err != nil {
+			return err
+		}
+	}
+	clear(q[n:])
+	return nil
+}

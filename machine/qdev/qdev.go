@@ -58,6 +58,9 @@ type Env struct {
 	Board    Board
 	Drives   map[string]*backend.Backend
 	Chardevs map[string]chardev.Backend
+	// RNGObjects are the ids of the process's -object rng-random/rng-builtin (the source
+	// is always the host's getrandom, which is what /dev/urandom gives rng-random too).
+	RNGObjects map[string]bool
 	// Netdevs are the process's -netdev backends by id (the caller sets them).
 	Netdevs map[string]netdev.Backend
 	// Warn prints a one-line warning (the main's stderr).
@@ -310,11 +313,8 @@ func parseAddr(a string) (int, int, error) {
 }
 
 func isOn(v string) bool {
-	switch v {
-	case "on", "yes", "true", "y":
-		return true
-	}
-	return false
+	on, err := onOff("", v)
+	return err == nil && on
 }
 
 func boolProp(p Props, key string, def bool) (bool, error) {
@@ -322,13 +322,7 @@ func boolProp(p Props, key string, def bool) (bool, error) {
 	if !ok {
 		return def, nil
 	}
-	switch v {
-	case "on", "yes", "true", "y":
-		return true, nil
-	case "off", "no", "false", "n":
-		return false, nil
-	}
-	return false, fmt.Errorf("Parameter '%s' expects 'on' or 'off'", key)
+	return onOff(key, v)
 }
 
 func numProp(p Props, key string, def, max uint64) (uint64, error) {
@@ -424,21 +418,12 @@ func (e *Env) errorPolicy(id string, be *backend.Backend) func(ctx context.Conte
 
 func buildRng(e *Env, p Props) (virtio.Device, error) {
 	if v, ok := p.Get("rng"); ok && v != "" {
-		if _, known := e.rngObjects()[v]; !known {
+		if !e.RNGObjects[v] {
 			return nil, fmt.Errorf("Property 'rng' can't find value '%s'", v)
 		}
 	}
 	return rng.New(), nil
 }
-
-// rngObjects: -object rng-random ids are accepted by the main (the source is always
-// the host's getrandom, which is what /dev/urandom gives rng-random too).
-func (e *Env) rngObjects() map[string]bool { return rngIDs }
-
-var rngIDs = map[string]bool{}
-
-// AddRNGObject records an -object rng-random/rng-builtin id.
-func AddRNGObject(id string) { rngIDs[id] = true }
 
 // serialBus is a virtio-serial device being assembled: ports are added by later
 // -device virtconsole/virtserialport options, and the device is built when the

@@ -233,3 +233,18 @@ func TestErrorPolicyStop(t *testing.T) {
 		}
 	}
 }
+
+// rng= names an -object rng-* of this process, kept in the Env, not a global.
+func TestRNGObject(t *testing.T) {
+	mem := virtiotest.NewMem(0x4000_0000, 1<<20)
+	defer mem.Close()
+	b := &fakeBoard{mem: mem, bus: pci.NewBus(pci.BusConfig{MMIO: bus.New()})}
+	e := NewEnv(b, nil, nil)
+	if err := e.Add(p("driver=virtio-rng-pci,rng=r0")); err == nil || !strings.Contains(err.Error(), "can't find value 'r0'") {
+		t.Fatalf("unknown rng object: %v", err)
+	}
+	e.RNGObjects = map[string]bool{"r0": true}
+	if err := e.Add(p("driver=virtio-rng-pci,rng=r0")); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -31,12 +31,13 @@ import (
 
 // Wiring is the process's device resources.
 type Wiring struct {
-	c        *qemuopts.Common
-	drives   []*qdev.Drive
-	Drives   map[string]*backend.Backend
-	Chardevs map[string]chardev.Backend
-	Netdevs  map[string]netdev.Backend
-	nics     []nic
+	c          *qemuopts.Common
+	drives     []*qdev.Drive
+	Drives     map[string]*backend.Backend
+	Chardevs   map[string]chardev.Backend
+	Netdevs    map[string]netdev.Backend
+	nics       []nic
+	rngObjects map[string]bool // -object rng-* ids
 	// StdioUsed reports that a -chardev took stdio (the main then leaves its serial
 	// port off stdio instead of failing as QEMU does).
 	StdioUsed bool
@@ -126,7 +127,7 @@ func (w *Wiring) open(defIf string, co chardev.Options) error {
 			if f, ok := o.Get("filename"); ok && f != "/dev/urandom" && f != "/dev/random" {
 				return fmt.Errorf("-object %s: filename=%s: only /dev/urandom and /dev/random are supported (gemu reads the host's getrandom)", o.Spec, f)
 			}
-			qdev.AddRNGObject(id)
+			w.rngObjects[id] = true
 		default:
 			return fmt.Errorf("-object %s: object type '%s' is not supported", o.Spec, typ)
 		}
@@ -171,6 +172,7 @@ func (w *Wiring) open(defIf string, co chardev.Options) error {
 // QEMU's if=virtio does), then every -device in command-line order.
 func (w *Wiring) Plug(b qdev.Board, warn func(string)) (*qdev.Env, error) {
 	env := qdev.NewEnv(b, w.Drives, w.Chardevs)
+	env.RNGObjects = w.rngObjects
 	if warn != nil {
 		env.Warn = warn
 	}

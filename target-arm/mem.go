@@ -164,14 +164,14 @@ func (c *CPU) ldSlow(va uint64, size int, idx uint64) (uint64, bool) {
 	}
 	e := c.tlb[idx].Entry(va)
 	if e.Read == va&tcg.PageMask {
-		return loadHostUnaligned(unsafe.Add(e.Host, va&0xfff), size), true
+		return tcg.LoadHostUnaligned(unsafe.Add(e.Host, va&0xfff), size), true
 	}
 	pa, host, ok := c.fill(va, accRead, int(idx))
 	if !ok {
 		return 0, false
 	}
 	if host != nil {
-		return loadHostUnaligned(unsafe.Add(host, va&0xfff), size), true
+		return tcg.LoadHostUnaligned(unsafe.Add(host, va&0xfff), size), true
 	}
 	var buf [8]byte
 	if c.cfg.MMIO == nil {
@@ -180,27 +180,6 @@ func (c *CPU) ldSlow(va uint64, size int, idx uint64) (uint64, bool) {
 	}
 	c.cfg.MMIO.Read(c.access, pa, buf[:size])
 	return binary.LittleEndian.Uint64(buf[:]), true
-}
-
-func loadHostUnaligned(p unsafe.Pointer, size int) uint64 {
-	if uintptr(p)&uintptr(size-1) == 0 {
-		return tcg.LoadHost(p, size)
-	}
-	var v uint64
-	for i := 0; i < size; i++ {
-		v |= uint64(*(*uint8)(unsafe.Add(p, i))) << (8 * i)
-	}
-	return v
-}
-
-func storeHostUnaligned(p unsafe.Pointer, size int, v uint64) {
-	if uintptr(p)&uintptr(size-1) == 0 {
-		tcg.StoreHost(p, size, v)
-		return
-	}
-	for i := 0; i < size; i++ {
-		*(*uint8)(unsafe.Add(p, i)) = uint8(v >> (8 * i))
-	}
 }
 
 // writable returns the host address for a store of size bytes at va (nil for MMIO, with
@@ -253,7 +232,7 @@ func (c *CPU) stSlow(va uint64, size int, v uint64, idx uint64) bool {
 		return false
 	}
 	if host != nil {
-		storeHostUnaligned(host, size, v)
+		tcg.StoreHostUnaligned(host, size, v)
 		return true
 	}
 	if c.cfg.MMIO == nil {

@@ -323,28 +323,20 @@ func (c *CPU) ldSlow(va uint64, size int, idx int) (uint64, bool) {
 	}
 	e := c.tlb[idx].Entry(va)
 	if e.Read == va&tcg.PageMask {
-		return loadUnaligned(unsafe.Add(e.Host, va&0xfff), size), true
+		return tcg.LoadHostUnaligned(unsafe.Add(e.Host, va&0xfff), size), true
 	}
 	pa, host, ok := c.fill(va, accRead, idx)
 	if !ok {
 		return 0, false
 	}
 	if host != nil {
-		return loadUnaligned(unsafe.Add(host, va&0xfff), size), true
+		return tcg.LoadHostUnaligned(unsafe.Add(host, va&0xfff), size), true
 	}
 	var buf [8]byte
 	if c.cfg.MMIO == nil || !c.cfg.MMIO.Read(c.access, pa, buf[:size]) {
 		return 1<<(8*size) - 1 | -(uint64(size) >> 3), true // unassigned: all ones
 	}
 	return binary.LittleEndian.Uint64(buf[:]), true
-}
-
-func loadUnaligned(p unsafe.Pointer, size int) uint64 {
-	var v uint64
-	for i := 0; i < size; i++ {
-		v |= uint64(*(*uint8)(unsafe.Add(p, i))) << (8 * i)
-	}
-	return v
 }
 
 // writable returns the host address for a store of size bytes at va (nil for MMIO,
@@ -390,9 +382,7 @@ func (c *CPU) stSlow(va uint64, size int, v uint64, idx int) bool {
 		return false
 	}
 	if host != nil {
-		for i := 0; i < size; i++ {
-			*(*uint8)(unsafe.Add(host, i)) = uint8(v >> (8 * i))
-		}
+		tcg.StoreHostUnaligned(host, size, v)
 		return true
 	}
 	if c.cfg.MMIO != nil {

@@ -29,3 +29,27 @@ func StoreHost(p unsafe.Pointer, size int, v uint64) {
 		*(*uint64)(p) = v
 	}
 }
+
+// LoadHostUnaligned is LoadHost for an address that may not be aligned to size (a slow
+// path's access within one page): aligned accesses take one host load, others bytes.
+func LoadHostUnaligned(p unsafe.Pointer, size int) uint64 {
+	if uintptr(p)&uintptr(size-1) == 0 {
+		return LoadHost(p, size)
+	}
+	var v uint64
+	for i := 0; i < size; i++ {
+		v |= uint64(*(*uint8)(unsafe.Add(p, i))) << (8 * i)
+	}
+	return v
+}
+
+// StoreHostUnaligned is StoreHost for an address that may not be aligned to size.
+func StoreHostUnaligned(p unsafe.Pointer, size int, v uint64) {
+	if uintptr(p)&uintptr(size-1) == 0 {
+		StoreHost(p, size, v)
+		return
+	}
+	for i := 0; i < size; i++ {
+		*(*uint8)(unsafe.Add(p, i)) = uint8(v >> (8 * i))
+	}
+}

@@ -6,6 +6,10 @@ package arm
 
 import "math/bits"
 
+// hostCrypto says which groups run as host instructions (fpsimd_crypto_amd64.go);
+// the decoders choose at decode time, so tests can switch it to compare the paths.
+var hostCrypto struct{ aes, pmull, sha bool }
+
 var aesSbox, aesInvSbox [256]byte
 
 func init() {
@@ -92,12 +96,24 @@ func decodeAES(insn uint32) func(*State) {
 	switch fld(insn, 12, 5) {
 	case 0b00100, 0b00101: // AESE, AESD
 		inv := insn>>12&1 != 0
+		if hostCrypto.aes {
+			if inv {
+				return func(s *State) { aesdHW(&s.V[d], &s.V[n]) }
+			}
+			return func(s *State) { aeseHW(&s.V[d], &s.V[n]) }
+		}
 		return func(s *State) {
 			x := [2]uint64{s.V[d][0] ^ s.V[n][0], s.V[d][1] ^ s.V[n][1]}
 			s.V[d] = fromBytes(aesRound(toBytes(x), inv))
 		}
 	case 0b00110, 0b00111: // AESMC, AESIMC
 		inv := insn>>12&1 != 0
+		if hostCrypto.aes {
+			if inv {
+				return func(s *State) { aesimcHW(&s.V[d], &s.V[n]) }
+			}
+			return func(s *State) { aesmcHW(&s.V[d], &s.V[n]) }
+		}
 		return func(s *State) { s.V[d] = fromBytes(aesMix(toBytes(s.V[n]), inv)) }
 	}
 	return nil
@@ -110,6 +126,10 @@ func words(v [2]uint64) [4]uint32 {
 func fromWords(w [4]uint32) [2]uint64 {
 	return [2]uint64{uint64(w[0]) | uint64(w[1])<<32, uint64(w[2]) | uint64(w[3])<<32}
 }
+
+// sha1RoundK is the round constant SHA1RNDS4 adds for function 0, 1 and 2, which
+// the host path takes out of A64's W+K words.
+var sha1RoundK = [3]uint32{0x5a827999, 0x6ed9eba1, 0x8f1bbcdc}
 
 func shaChoose(x, y, z uint32) uint32   { return (y^z)&x ^ z }
 func shaParity(x, y, z uint32) uint32   { return x ^ y ^ z }
@@ -139,6 +159,16 @@ func decodeSHA3(insn uint32) func(*State) {
 	opc := fld(insn, 12, 3)
 	switch opc {
 	case 0, 1, 2: // SHA1C, SHA1P, SHA1M
+		if hostCrypto.sha {
+			f := int(opc)
+			k := sha1RoundK[opc]
+			return func(s *State) {
+				w, e := s.V[m], uint32(s.V[n][0])
+				wk := [2]uint64{uint64(uint32(w[0])-k+e) | uint64(uint32(w[0]>>32)-k)<<32,
+					uint64(uint32(w[1])-k) | uint64(uint32(w[1]>>32)-k)<<32}
+				sha1HW(&s.V[d], &wk, f)
+			}
+		}
 		f := [3]func(x, y, z uint32) uint32{shaChoose, shaParity, shaMajority}[opc]
 		return func(s *State) {
 			x := words(s.V[d])
@@ -159,6 +189,20 @@ func decodeSHA3(insn uint32) func(*State) {
 		}
 	case 4, 5: // SHA256H, SHA256H2
 		part1 := opc == 4
+		if hostCrypto.sha {
+			if part1 {
+				return func(s *State) {
+					x, y, w := s.V[d], s.V[n], s.V[m]
+					sha256hHW(&x, &y, &w)
+					s.V[d] = x
+				}
+			}
+			return func(s *State) {
+				x, y, w := s.V[n], s.V[d], s.V[m]
+				sha256hHW(&x, &y, &w)
+				s.V[d] = y
+			}
+		}
 		return func(s *State) {
 			x, y, w := words(s.V[d]), words(s.V[n]), words(s.V[m])
 			if !part1 {
@@ -167,6 +211,9 @@ func decodeSHA3(insn uint32) func(*State) {
 			s.V[d] = fromWords(sha256Hash(x, y, w, part1))
 		}
 	case 6: // SHA256SU1
+		if hostCrypto.sha {
+			return func(s *State) { sha256su1HW(&s.V[d], &s.V[n], &s.V[m]) }
+		}
 		return func(s *State) {
 			o1, o2, o3 := words(s.V[d]), words(s.V[n]), words(s.V[m])
 			t0 := [4]uint32{o2[1], o2[2], o2[3], o3[0]}
@@ -199,6 +246,9 @@ func decodeSHA2(insn uint32) func(*State) {
 			s.V[d] = fromWords(r)
 		}
 	case 2: // SHA256SU0
+		if hostCrypto.sha {
+			return func(s *State) { sha256su0HW(&s.V[d], &s.V[n]) }
+		}
 		return func(s *State) {
 			o1, o2 := words(s.V[d]), words(s.V[n])
 			t := [4]uint32{o1[1], o1[2], o1[3], o2[0]}
@@ -230,6 +280,9 @@ func clmul64(a, b uint64) (lo, hi uint64) {
 func decodePMULL64(insn uint32) func(*State) {
 	d, n, m := int(fld(insn, 0, 5)), int(fld(insn, 5, 5)), int(fld(insn, 16, 5))
 	h := int(insn >> 30 & 1)
+	if hostCrypto.pmull {
+		return func(s *State) { s.V[d][0], s.V[d][1] = clmulHW(s.V[n][h], s.V[m][h]) }
+	}
 	return func(s *State) {
 		lo, hi := clmul64(s.V[n][h], s.V[m][h])
 		s.V[d] = [2]uint64{lo, hi}

@@ -30,6 +30,7 @@ func main() {
 	runs := flag.Int("runs", 3, "alternating runs per emulator")
 	arch := flag.String("arch", "arm64", "guest architecture (arm64; amd64 once x86 TCG boots)")
 	only := flag.String("cases", "", "comma-separated case names (default: all)")
+	base := flag.String("base", "", "directory of a baseline gemu-system-aarch64 (a build of main, say) run in the same alternation, for before/after ratios under the same load")
 	flag.Parse()
 	if *arch != "arm64" {
 		fail("-arch " + *arch + ": only arm64 guests run under gemu's TCG so far")
@@ -56,8 +57,15 @@ func main() {
 	}
 	load := loadavg()
 	emus := []struct{ name, bin string }{{"gemu", gemu}, {"qemu", qemu}}
-	times := map[string]map[string][]float64{"gemu": {}, "qemu": {}}
-	checks := map[string]map[string]string{"gemu": {}, "qemu": {}}
+	times := map[string]map[string][]float64{"gemu": {}, "qemu": {}, "base": {}}
+	checks := map[string]map[string]string{"gemu": {}, "qemu": {}, "base": {}}
+	if *base != "" {
+		b := filepath.Join(*base, "gemu-system-aarch64")
+		if _, err := os.Stat(b); err != nil {
+			fail("-base: " + err.Error())
+		}
+		emus = append([]struct{ name, bin string }{{"base", b}}, emus...)
+	}
 	var order []string
 	for i := range *runs {
 		for _, e := range emus {
@@ -79,8 +87,13 @@ func main() {
 	}
 	fmt.Printf("\nbench-tcg: %s guest, -M virt -cpu cortex-a57 -m 1024 -smp 2, medians of %d alternating runs; load average %s at start, %s at end\n",
 		*arch, *runs, load, loadavg())
-	fmt.Printf("%-16s %10s %10s %8s\n", "case", "gemu s", "qemu s", "ratio")
+	fmt.Printf("%-16s %10s %10s %8s", "case", "gemu s", "qemu s", "ratio")
+	if *base != "" {
+		fmt.Printf(" %10s %8s", "base s", "base")
+	}
+	fmt.Println()
 	logSum, n := 0.0, 0
+	baseLog := 0.0
 	worst := ""
 	worstRatio := 0.0
 	for _, c := range order {
@@ -89,6 +102,14 @@ func main() {
 		flag := ""
 		if checks["gemu"][c] != checks["qemu"][c] {
 			flag = "  RESULT DIFFERS: gemu " + checks["gemu"][c] + " qemu " + checks["qemu"][c]
+		}
+		if *base != "" {
+			b := median(times["base"][c])
+			if checks["base"][c] != checks["qemu"][c] {
+				flag += "  BASE RESULT DIFFERS: " + checks["base"][c]
+			}
+			flag = fmt.Sprintf(" %10.3f %7.2fx", b, b/q) + flag
+			baseLog += math.Log(b / q)
 		}
 		fmt.Printf("%-16s %10.3f %10.3f %7.2fx%s\n", c, g, q, ratio, flag)
 		if q > 0 && g > 0 {
@@ -101,6 +122,9 @@ func main() {
 	}
 	if n > 0 {
 		fmt.Printf("%-16s %32.2fx  (geometric mean of %d ratios; worst %s %.2fx; < 1 means gemu is faster)\n", "geomean", math.Exp(logSum/float64(n)), n, worst, worstRatio)
+		if *base != "" {
+			fmt.Printf("%-16s %32.2fx  (baseline's geometric mean)\n", "base geomean", math.Exp(baseLog/float64(n)))
+		}
 	}
 }
 

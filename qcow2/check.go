@@ -464,7 +464,10 @@ func (c *checker) calculate(fix block.RepairMode) error {
 		c.inc(int64(img.hdr.snapshotsOffset), img.snapshotTableSize())
 	}
 	c.inc(int64(img.hdr.refTableOffset), int64(img.hdr.refTableClusters)*img.clusterSize)
-	return c.refblocks(fix)
+	if err := c.refblocks(fix); err != nil {
+		return err
+	}
+	return c.bitmapRefs()
 }
 
 // snapshotTableSize is the snapshot table's length on disk as QEMU counts it (the

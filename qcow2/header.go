@@ -98,6 +98,7 @@ type header struct {
 	featureNames  map[[2]byte]string // {type, bit} -> name
 	unknownExts   []rawExt           // preserved verbatim when the header is rewritten
 	hasBitmapsExt bool
+	bitmaps       *bitmapExt // a valid bitmaps extension (autoclear bit set), or nil
 }
 
 type rawExt struct {
@@ -222,7 +223,20 @@ func parseHeader(buf []byte, fileSize int64) (*header, error) {
 			return nil, errors.New("qcow2: encrypted images are not supported")
 		case extBitmaps:
 			h.hasBitmapsExt = true
-			h.unknownExts = append(h.unknownExts, rawExt{typ, append([]byte(nil), data...)})
+			if ln != 24 {
+				return nil, errors.New("bitmaps_ext: Invalid extension length")
+			}
+			if h.autoclear&autoclearBitmap == 0 {
+				// Written by a program without bitmap support: the bitmaps are stale
+				// (QEMU ignores them; check reports their clusters as leaked).
+				h.unknownExts = append(h.unknownExts, rawExt{typ, append([]byte(nil), data...)})
+				break
+			}
+			e, err := parseBitmapsExt(data, cs)
+			if err != nil {
+				return nil, err
+			}
+			h.bitmaps = e
 		default:
 			h.unknownExts = append(h.unknownExts, rawExt{typ, append([]byte(nil), data...)})
 		}
@@ -363,6 +377,11 @@ func (h *header) encode(cs int) ([]byte, error) {
 	}
 	if h.version == 3 {
 		if err := put(extFeatures, featureTable()); err != nil {
+			return nil, err
+		}
+	}
+	if h.bitmaps != nil && h.autoclear&autoclearBitmap != 0 {
+		if err := put(extBitmaps, h.bitmaps.encode()); err != nil {
 			return nil, err
 		}
 	}

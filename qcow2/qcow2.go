@@ -75,6 +75,14 @@ type Image struct {
 	wmu sync.Mutex
 	w   *writeState
 
+	// Persistent dirty bitmaps (bitmap.go): the directory, whether this session has
+	// marked them in use (and must store them on Close), what their data takes in
+	// memory, and clusters of removed bitmaps to free when the directory is stored.
+	bitmaps      []*dirtyBitmap
+	bmSession    bool
+	bitmapMem    int64
+	freedBitmaps [][2]int64
+
 	// unsafe skips fdatasync (qemu-img's cache=unsafe for convert targets).
 	unsafe bool
 }
@@ -155,6 +163,12 @@ func openFile(f *os.File, filename string, opts block.OpenOptions) (*Image, erro
 		}
 	}
 	if err := img.loadSnapshots(); err != nil {
+		return nil, err
+	}
+	if err := img.loadBitmapDir(); err != nil {
+		return nil, err
+	}
+	if err := img.checkBitmapTables(); err != nil {
 		return nil, err
 	}
 	if h.hasDataFile {
@@ -332,6 +346,9 @@ func (img *Image) Info() (*block.ImageInfo, error) {
 		data["compat"] = "1.1"
 		data["compression-type"] = ct
 		data["lazy-refcounts"] = h.compatible&compatLazyRefs != 0
+		if l := img.bitmapInfo(); len(l) > 0 {
+			data["bitmaps"] = l
+		}
 		data["refcount-bits"] = 1 << h.refcountOrder
 		if h.hasDataFile {
 			data["data-file"] = h.dataFile
@@ -347,7 +364,7 @@ func (img *Image) Info() (*block.ImageInfo, error) {
 // InfoKeyOrder is the order qemu-img 7.2 prints the keys of format-specific data for
 // qcow2 (JSON and human output); FormatSpecific is a map, so callers that print it
 // need this order.
-var InfoKeyOrder = []string{"compat", "compression-type", "lazy-refcounts", "refcount-bits",
+var InfoKeyOrder = []string{"compat", "compression-type", "lazy-refcounts", "bitmaps", "refcount-bits",
 	"data-file", "data-file-raw", "corrupt", "extended-l2"}
 
 func (img *Image) closeFiles() {
@@ -370,7 +387,12 @@ func (img *Image) Close() error {
 	}
 	var err error
 	if !img.ro {
-		err = img.flushLocked(true)
+		img.mu.Lock()
+		err = img.storeBitmaps()
+		img.mu.Unlock()
+		if ferr := img.flushLocked(true); err == nil {
+			err = ferr
+		}
 	}
 	img.closed = true
 	img.closeFiles()

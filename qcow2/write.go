@@ -248,7 +248,10 @@ func (img *Image) startWriting() error {
 	}
 	h := img.hdr
 	if h.version == 3 {
-		inc, ac := h.incompatible, h.autoclear&^autoclearBitmap
+		inc, ac := h.incompatible, h.autoclear
+		if h.bitmaps == nil {
+			ac &^= autoclearBitmap // no bitmaps we maintain
+		}
 		if h.compatible&compatLazyRefs != 0 {
 			inc |= incDirty
 		}
@@ -267,7 +270,7 @@ func (img *Image) startWriting() error {
 		}
 	}
 	img.w.started = true
-	return nil
+	return img.beginBitmaps()
 }
 
 // l2Table returns the L2 table for guest cluster ci ready for modification: allocated
@@ -331,6 +334,9 @@ func (img *Image) WriteAt(p []byte, off int64) (int, error) {
 	defer img.wmu.Unlock()
 	img.mu.Lock()
 	err := img.startWriting()
+	if err == nil {
+		err = img.markBitmaps(off, int64(len(p)))
+	}
 	img.mu.Unlock()
 	if err != nil {
 		return 0, err
@@ -552,6 +558,9 @@ func (img *Image) zeroOrDiscard(off, n int64, unmap, discard bool) error {
 	}
 	if off < 0 || n < 0 || off+n > img.Size() {
 		return fmt.Errorf("qcow2: range 0x%x+%d beyond the end of the disk", off, n)
+	}
+	if err := img.markLocked(off, n); err != nil {
+		return err
 	}
 	cs := img.clusterSize
 	size := img.Size()
@@ -805,6 +814,7 @@ func (img *Image) Resize(size int64, opts block.ResizeOptions) error {
 		return err
 	}
 	img.size, img.hdr.size = size, uint64(size)
+	img.resizeBitmaps(size)
 	if size > old && prealloc != "" && prealloc != "off" {
 		if err := img.preallocateLocked(prealloc, (old+img.clusterSize-1)>>img.clusterBits); err != nil {
 			return err
@@ -923,7 +933,7 @@ func (img *Image) WriteCompressed(off int64, compressed []byte, raw []byte) erro
 	img.wmu.Lock()
 	defer img.wmu.Unlock()
 	img.mu.Lock()
-	if err := img.startWriting(); err != nil {
+	if err := img.startMarking(off, cs); err != nil {
 		img.mu.Unlock()
 		return err
 	}
@@ -981,7 +991,7 @@ func (img *Image) WriteCompressedBatch(cl []block.CompressedCluster) error {
 	}
 	defer img.wmu.Unlock()
 	img.mu.Lock()
-	if err := img.startWriting(); err != nil {
+	if err := img.startMarkingClusters(cl); err != nil {
 		img.mu.Unlock()
 		return err
 	}
@@ -1158,7 +1168,7 @@ func (img *Image) MakeEmpty() error {
 	defer img.wmu.Unlock()
 	img.mu.Lock()
 	defer img.mu.Unlock()
-	if err := img.startWriting(); err != nil {
+	if err := img.startMarking(0, img.size); err != nil {
 		return err
 	}
 	if err := img.writeBack(false); err != nil {

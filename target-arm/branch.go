@@ -204,6 +204,7 @@ func (c *CPU) decodeSystem(insn uint32, pc uint64) (op, bool) {
 					c.daif &^= imm << 6
 				}
 				c.v.Request(reqIRQ)
+				c.modeChanged() // PSTATE.D masks debug exceptions
 				c.PC = next
 				return false
 			}, true

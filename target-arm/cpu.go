@@ -40,6 +40,9 @@ type Config struct {
 	// physical timer (PPI 30), 1 the virtual timer (PPI 27), 2 the EL2 physical timer
 	// (PPI 26, never raised: EL2 is not implemented). Called on the vCPU's goroutine.
 	TimerIRQ func(cpu int, timer int, level bool)
+	// PMUIRQ reports a level change of the PMU's overflow interrupt (PPI 23 on virt).
+	// Called on the vCPU's goroutine; nil leaves it unconnected.
+	PMUIRQ func(cpu int, level bool)
 	// Trace, if non-nil, receives the traces selected by TraceFlags.
 	Trace      io.Writer
 	TraceFlags TraceFlags
@@ -109,6 +112,7 @@ const (
 	reqIRQ   = tcg.ExitTarget << iota // interrupt lines or masks changed
 	reqTimer                          // a timer deadline passed
 	reqPower                          // power state changed
+	reqPMU                            // a PMU counter may have overflowed
 )
 
 // CPU is one AArch64 vCPU.
@@ -122,10 +126,16 @@ type CPU struct {
 	el    uint64  // current exception level, 0 or 1
 	spsel uint64  // PSTATE.SP
 	daif  uint64  // PSTATE.DAIF in SPSR bit positions
+	pss   uint64  // PSTATE.SS (software step), 0 or 1
 	sp    *uint64 // &SP_EL0 or &SP_EL1 as selected by el/spsel
 	flags uint64  // translation flags of the current mode (see tbFlags)
 
-	sr sysRegs
+	sr  sysRegs
+	dbg debugRegs // debug.go
+	pmu pmu       // pmu.go
+	// excCount counts exceptions taken (a stepped instruction's wrapper sees whether
+	// the instruction raised one).
+	excCount uint64
 
 	tlb   [2]tcg.TLB           // per MMU index: 0 = EL0 permissions, 1 = EL1
 	mmu   *tcg.TLB             // &tlb[el]
@@ -209,6 +219,9 @@ func (c *CPU) Close() {
 			c.timers[i].t.Stop()
 		}
 	}
+	if c.pmu.t != nil {
+		c.pmu.t.Stop()
+	}
 	if !c.ownEng {
 		c.v.Close()
 		return
@@ -237,8 +250,10 @@ func (c *CPU) Reset(pc, x0 uint64) {
 func (c *CPU) resetState(pc, x0 uint64) {
 	c.State = State{PC: pc}
 	c.State.X[0] = x0
-	c.el, c.spsel, c.daif = 1, 1, pstateDAIF
-	c.sr = sysRegs{sctlr: sctlrRES1}
+	c.el, c.spsel, c.daif, c.pss = 1, 1, pstateDAIF, 0
+	c.sr = sysRegs{sctlr: sctlrRES1, oslsr: oslsrReset}
+	c.dbg = debugRegs{}
+	c.pmu.reset()
 	c.excl = monitor{}
 	for i := range c.timers {
 		if c.timers[i].t != nil {
@@ -342,6 +357,10 @@ func (c *CPU) handleExit(req uint32) bool {
 	if req&(reqTimer|reqPower) != 0 {
 		c.updateTimers()
 	}
+	if req&reqPMU != 0 {
+		c.pmuSync(0)
+		c.pmuUpdate()
+	}
 	return c.on.Load()
 }
 
@@ -373,7 +392,10 @@ func (c *CPU) tbFlags() uint64 {
 	if c.spsel != 0 {
 		f |= flagSPSel
 	}
-	return f
+	if c.pmu.counting {
+		f |= flagPMU
+	}
+	return f | c.debugFlags()
 }
 
 // modeChanged recomputes derived state after a change of EL, SPSel or CPACR.

@@ -22,12 +22,12 @@ const (
 	ecPCAlign    = 0x22
 	ecDAbortLow  = 0x24
 	ecDAbortSame = 0x25
-	ecBRK        = 0x3c
+	ecBRK        = 0x3c // BRK from AArch64; the other debug classes are in debug.go
 )
 
 // pstate returns the PSTATE as saved in SPSR_EL1.
 func (c *CPU) pstate() uint64 {
-	return c.NZCV&0xf0000000 | c.daif | c.el<<2 | c.spsel
+	return c.NZCV&0xf0000000 | c.pss<<21 | c.daif | c.el<<2 | c.spsel
 }
 
 // takeException enters EL1 through the vector table. kind is excSync/IRQ/FIQ/SError;
@@ -46,7 +46,22 @@ func (c *CPU) takeException(kind uint64, esr, far uint64, hasFar bool, ret uint6
 		fmt.Fprintf(c.trace, "cpu%d Taking exception %s [EL%d -> EL1] ESR %#x FAR %#x ELR %#x PC %#x\n",
 			c.cfg.ID, name, c.el, esr, far, ret, c.sr.vbar+off+kind)
 	}
-	c.sr.spsr = c.pstate()
+	c.excCount++
+	if kind == excSync {
+		c.pmuExcFixup(ret)
+	}
+	c.pmuELChange()
+	spsr := c.pstate()
+	if c.dbg.stepping {
+		// An exception from the instruction being stepped: PSTATE.SS stays set if
+		// the instruction did not complete (it returns to itself), as QEMU saves it.
+		spsr &^= pstateSS
+		if ret == c.dbg.stepPC {
+			spsr |= pstateSS
+		}
+		c.dbg.stepping = false
+	}
+	c.sr.spsr = spsr
 	c.sr.elr = ret
 	if kind == excSync {
 		c.sr.esr = esr
@@ -54,7 +69,7 @@ func (c *CPU) takeException(kind uint64, esr, far uint64, hasFar bool, ret uint6
 			c.sr.far = far
 		}
 	}
-	c.el, c.spsel, c.daif = 1, 1, pstateDAIF
+	c.el, c.spsel, c.daif, c.pss = 1, 1, pstateDAIF, 0
 	c.excl.valid = false
 	c.modeChanged()
 	c.PC = c.sr.vbar + off + kind
@@ -76,9 +91,11 @@ func (c *CPU) undef(pc uint64) bool {
 // eret returns from an exception: PC from ELR_EL1, PSTATE from SPSR_EL1.
 func (c *CPU) eret() {
 	spsr := c.sr.spsr
+	c.pmuELChange()
 	c.PC = c.sr.elr
 	c.NZCV = spsr & 0xf0000000
 	c.daif = spsr & pstateDAIF
+	c.pss = spsr >> 21 & 1
 	m := spsr & 0x1f
 	switch m {
 	case 0x0: // EL0t

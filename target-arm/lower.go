@@ -51,6 +51,10 @@ const (
 	flagEL1   = 1 << 0
 	flagFP    = 1 << 1
 	flagSPSel = 1 << 2
+	flagPMU   = 1 << 3 // the translator counts instructions and branches (pmu.go)
+	flagBP    = 1 << 4 // check hardware breakpoints before each instruction (debug.go)
+	flagSS    = 1 << 5 // software step active (debug.go)
+	flagPSS   = 1 << 6 // PSTATE.SS, with flagSS
 )
 
 func xreg(n uint32) tcg.Arg { return tcg.Global(offX + 8*uintptr(n)) }
@@ -101,7 +105,7 @@ func lower(b *tcg.Builder[CPU], insn uint32, pc uint64, flags uint64) (handled, 
 			return true, true
 		}
 	}
-	if insn&0xfffff0ff == 0xd50340df && flags&flagEL1 != 0 { // MSR DAIFSet, #imm at EL1
+	if insn&0xfffff8ff == 0xd50340df && flags&flagEL1 != 0 { // MSR DAIFSet, #imm at EL1, D unchanged
 		// Masking more can make no pending interrupt takeable, so unlike the helper
 		// (shared with DAIFClr) it neither ends the block nor asks for a check.
 		b.Bin(tcg.OpOr, tcg.Global(offDAIF), tcg.Global(offDAIF), tcg.Imm(uint64(insn>>8&15)<<6))

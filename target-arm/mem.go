@@ -144,6 +144,9 @@ func (c *CPU) alignFault(va uint64, write bool) {
 }
 
 func (c *CPU) ldSlow(va uint64, size int, idx uint64) (uint64, bool) {
+	if c.dbg.wpOn && c.watchCheck(va, size, false, idx) {
+		return 0, false
+	}
 	if va&uint64(size-1) != 0 {
 		if c.sr.sctlr&sctlrA != 0 {
 			c.alignFault(va, false)
@@ -205,6 +208,9 @@ func (c *CPU) writable(va uint64, size int, idx uint64) (host unsafe.Pointer, pa
 }
 
 func (c *CPU) stSlow(va uint64, size int, v uint64, idx uint64) bool {
+	if c.dbg.wpOn && c.watchCheck(va, size, true, idx) {
+		return false
+	}
 	if va&uint64(size-1) != 0 {
 		if c.sr.sctlr&sctlrA != 0 {
 			c.alignFault(va, true)
@@ -281,6 +287,9 @@ func (c *CPU) ldExcl(va uint64, size int, pair bool) (lo, hi uint64, ok bool) {
 func (c *CPU) stExcl(va uint64, size int, lo, hi uint64) (status uint64, ok bool) {
 	if va&uint64(size-1) != 0 {
 		c.alignFault(va, true)
+		return 0, false
+	}
+	if c.dbg.wpOn && c.watchCheck(va, size, true, c.el) {
 		return 0, false
 	}
 	m := c.excl

@@ -163,7 +163,11 @@ func (c *CPU) fill(va uint64, acc int, idx int) (pa uint64, host unsafe.Pointer,
 	host = c.hostPage(w.pa)
 	if host != nil {
 		code := c.eng.Cache().CodeFlag(w.pa)
-		c.tlb[idx].Fill(va, w.pa, host, code, w.r, w.w && code != nil, w.x, 0)
+		r, wr := w.r, w.w && code != nil
+		if c.dbg.wpOn && c.watchedPage(va) {
+			r, wr = false, false // data accesses take the slow path (watchCheck)
+		}
+		c.tlb[idx].Fill(va, w.pa, host, code, r, wr, w.x, 0)
 	}
 	return w.pa, host, true
 }

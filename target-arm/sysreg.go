@@ -39,7 +39,8 @@ const (
 	ctrA57      = 0x8444c004
 	clidrA57    = 0x0a200023
 	dczidBS     = 4          // DC ZVA block: 2^4 words = 64 bytes
-	idDFR0      = 0x10305006 // debug v8.0, 6 breakpoints, 4 watchpoints, no PMU
+	idDFR0      = 0x10305106 // debug v8.0, 6 breakpoints (2 context-aware), 4 watchpoints, PMUv3 (debug.go, pmu.go)
+	oslsrReset  = 0xa        // OSLSR_EL1 at reset: OS lock implemented (OSLM 0b10) and locked
 	idISAR0     = 0x11120    // CRC32, SHA2 (SHA256), SHA1, AES+PMULL (fpsimd_crypto.go)
 	idMMFR0     = 0x0f000025 // PARange 48 bits, 16-bit ASIDs, 4K granule only
 	cntFreq     = 62500000
@@ -152,6 +153,9 @@ func (c *CPU) el0Access(k uint32, read bool) int {
 		return allowIf(c.sr.cntkctl&(1<<8) != 0)
 	case kCNTP_TVAL, kCNTP_CTL, kCNTP_CVAL:
 		return allowIf(c.sr.cntkctl&(1<<9) != 0)
+	}
+	if pmuClass(k) != pmuNone {
+		return c.pmuEL0Access(k, read)
 	}
 	return el0Undef
 }
@@ -299,13 +303,21 @@ func (c *CPU) readSys(op0, op1, crn, crm, op2 uint32) (uint64, bool) {
 	case kMDCCINT:
 		return c.sr.mdccint, true
 	}
+	if op0 == 2 {
+		if v, ok := c.debugRead(op1, crn, crm, op2); ok {
+			return v, true
+		}
+	}
+	if pmuClass(k) != pmuNone {
+		return c.pmuRead(k)
+	}
 	switch {
 	case op0 == 3 && op1 == 0 && crn == 0 && crm >= 1 && crm <= 7:
 		return 0, true // other ID registers: reserved or AArch32-only, read as zero
 	case op0 == 2:
 		return 0, true // debug registers: RAZ/WI
 	case op0 == 3 && op1 == 3 && crn == 9:
-		return 0, true // PMU (absent per ID_AA64DFR0): RAZ/WI
+		return 0, true // other PMU encodings: RAZ/WI
 	}
 	if c.cfg.SysRegs != nil {
 		return c.cfg.SysRegs.ReadSysReg(c.cfg.ID, op0, op1, crn, crm, op2)
@@ -379,6 +391,7 @@ func (c *CPU) writeSys(op0, op1, crn, crm, op2 uint32, v uint64) (ok, end bool) 
 	case kDAIF:
 		c.daif = v & pstateDAIF
 		c.v.Request(reqIRQ)
+		c.modeChanged() // PSTATE.D masks debug exceptions
 		return true, true
 	case kFPCR:
 		c.FPCR = v & 0x07ff9f00
@@ -400,17 +413,25 @@ func (c *CPU) writeSys(op0, op1, crn, crm, op2 uint32, v uint64) (ok, end bool) 
 		c.updateTimers()
 	case kMDSCR:
 		c.sr.mdscr = v
+		c.modeChanged() // software step, breakpoints
 	case kOSLAR:
-		c.sr.oslsr = (v & 1) << 1
+		c.sr.oslsr = c.sr.oslsr&^2 | (v&1)<<1
+		c.modeChanged()
 	case kMDCCINT:
 		c.sr.mdccint = v
 	case kMIDR, kMPIDR, kREVIDR, kAIDR, kPFR0, kDFR0, kISAR0, kMMFR0, kCurrentEL, kISR,
 		kCCSIDR, kCLIDR, kCTR, kDCZID, kCNTFRQ, kCNTPCT, kCNTVCT, kOSLSR, kRVBAR:
 		return false, false // read-only
 	default:
+		if op0 == 2 && c.debugWrite(op1, crn, crm, op2, v) {
+			return true, false
+		}
+		if pmuClass(k) != pmuNone {
+			return c.pmuWrite(k, v), false
+		}
 		switch {
 		case op0 == 2:
-			return true, false // debug registers: RAZ/WI
+			return true, false // other debug registers: RAZ/WI
 		case op0 == 3 && op1 == 3 && crn == 9:
 			return true, false // PMU: RAZ/WI
 		case op0 == 3 && op1 == 0 && crn == 0:

@@ -40,19 +40,53 @@ func (c *CPU) fetch(pc uint64) (pa uint64, host unsafe.Pointer, ok bool) {
 func (c *CPU) translateBlock(k tcg.Key, host unsafe.Pointer) tcg.Translation[CPU] {
 	var b tcg.Builder[CPU]
 	pc := k.PC
-	for off, n := k.Phys&0xfff, 0; off < 0x1000 && n < maxBlockInsns; off, n = off+4, n+1 {
+	// With flagPMU the block starts by counting its instructions and branches, known
+	// once it is decoded (the helper reads them through these pointers).
+	var nInsns, nBr, end uint64
+	if k.Flags&flagPMU != 0 {
+		b.SetPC(pc)
+		b.Call(pmuBlockOp(k.PC, &nInsns, &nBr, &end))
+	}
+	dbg := k.Flags&(flagBP|flagSS) != 0
+	if k.Flags&flagSS != 0 && k.Flags&flagPSS == 0 {
+		// Software step, active-pending: the step exception before any instruction.
+		b.SetPC(pc)
+		b.Call(stepPendingOp(pc))
+	}
+	for off, n := k.Phys&0xfff, 0; off < 0x1000 && n < maxBlockInsns && k.Flags&(flagSS|flagPSS) != flagSS; off, n = off+4, n+1 {
 		insn := *(*uint32)(unsafe.Add(host, off))
 		if c.tflag&TraceInAsm != 0 {
 			c.traceInsn(pc, insn)
 		}
 		b.SetPC(pc)
-		if off+4 < 0x1000 && !wideLowering { // the native backend gets the pair as IR
+		if k.Flags&flagBP != 0 {
+			b.Call(bpCheckOp(pc))
+		}
+		if k.Flags&flagSS != 0 {
+			// Software step, active-not-pending: this one instruction, then the
+			// step-completed exception (debug.go).
+			o, _ := c.decode(insn, pc, k.Flags)
+			b.Call(stepOp(o, pc, insn))
+			nInsns++
+			pc += 4
+			break
+		}
+		nInsns++
+		nBr = 0
+		if isBranch(insn) {
+			nBr = 1
+		}
+		if off+4 < 0x1000 && !wideLowering && !dbg { // the native backend gets the pair as IR
 			next := *(*uint32)(unsafe.Add(host, off+4))
 			if f := fuseCmpBranch(insn, next, pc); f != nil {
 				if c.tflag&TraceInAsm != 0 {
 					c.traceInsn(pc+4, next)
 				}
 				b.Call(f)
+				nInsns++
+				if isBranch(next) {
+					nBr = 1
+				}
 				pc += 8
 				break
 			}
@@ -68,6 +102,7 @@ func (c *CPU) translateBlock(k tcg.Key, host unsafe.Pointer) tcg.Translation[CPU
 			break
 		}
 	}
+	end = pc
 	// Fall through to the next instruction if nothing ended the block earlier.
 	b.SetPC(pc)
 	b.Exit(tcg.Imm(pc))
@@ -86,6 +121,9 @@ func (c *CPU) translateBlock(k tcg.Key, host unsafe.Pointer) tcg.Translation[CPU
 		// at the block start rather than crash the host.
 		start := k.PC
 		f, lk = func(c *CPU) { c.undef(start) }, tcg.Linkage{}
+	}
+	if pc == k.PC {
+		pc += 4 // a software-step pending block: it stands for the instruction at k.PC
 	}
 	return tcg.Translation[CPU]{Code: f, End: pc, Link: lk}
 }

@@ -71,6 +71,15 @@ func (m *Machine) deviceTree() *fdt.Node {
 	uart.SetU64("reg", UARTBase, UARTSize)
 	uart.SetString("compatible", "arm,pl011", "arm,primecell")
 
+	// The PMU's overflow interrupt: PPI 7 (INTID 23), level, CPU mask with GICv2.
+	pmuFlags := uint32(dtLevelHigh)
+	if m.cfg.GICVersion == 2 {
+		pmuFlags |= (1<<m.cfg.SMP - 1) << 8
+	}
+	pmu := r.Child("pmu")
+	pmu.SetU32("interrupts", dtPPI, ppiPMU-16, pmuFlags)
+	pmu.SetString("compatible", "arm,armv8-pmuv3")
+
 	intc := r.Child(fmt.Sprintf("intc@%x", GICDistBase))
 	intc.SetU32("phandle", m.phIntc())
 	if m.cfg.GICVersion == 3 {

@@ -49,6 +49,7 @@ const (
 	MaxRAM = 255 << 30
 	// ppi* are the generic timers' INTIDs (timer index 0, 1, 2 of arm.Config.TimerIRQ).
 	ppiPhys, ppiVirt, ppiHyp = 30, 27, 26
+	ppiPMU                   = 23 // the PMU overflow interrupt (QEMU's VIRTUAL_PMU_IRQ 7)
 )
 
 // Config is what the command line selects.
@@ -201,6 +202,7 @@ func New(cfg Config) (*Machine, error) {
 	m.engine = arm.NewEngine(m.ram)
 	for i := range cfg.SMP {
 		timers := [3]bus.IRQ{m.gic.PPI(i, ppiPhys), m.gic.PPI(i, ppiVirt), m.gic.PPI(i, ppiHyp)}
+		pmuIRQ := m.gic.PPI(i, ppiPMU)
 		c := arm.New(arm.Config{
 			ID:      i,
 			RAM:     m.ram,
@@ -214,6 +216,7 @@ func New(cfg Config) (*Machine, error) {
 					timers[t].Set(level)
 				}
 			},
+			PMUIRQ:     func(_ int, level bool) { pmuIRQ.Set(level) },
 			Trace:      cfg.Trace,
 			TraceFlags: cfg.TraceFlags,
 		})

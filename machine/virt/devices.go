@@ -48,7 +48,8 @@ func (m *Machine) initPCIe(v2m *intc.V2M) error {
 		})
 	}
 	m.pci = pci.NewBus(cfg)
-	if err := m.pci.Add(0, 0, pci.NewPCIeHostBridge()); err != nil {
+	m.host = pci.NewPCIeHostBridge()
+	if err := m.pci.Add(0, 0, m.host); err != nil {
 		return err
 	}
 	if err := m.mmio.Insert(pci.NewECAM(m.pci), "pcie-ecam", PCIeECAMBase, PCIeECAMSize); err != nil {

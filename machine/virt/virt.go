@@ -93,7 +93,9 @@ type Machine struct {
 	cpus        []*arm.CPU
 	engine      *arm.Engine // the translator state the vCPUs share
 	gic         *intc.GIC
-	plat        platform // RTC, GPIO and power button, fw_cfg (platform.go)
+	uart        *serial.PL011    // the console (migrate.go saves it)
+	host        *pci.ConfigSpace // the PCIe host bridge (migrate.go saves it)
+	plat        platform         // RTC, GPIO and power button, fw_cfg (platform.go)
 	dtb         []byte
 
 	entry, dtbAddr uint64
@@ -166,6 +168,7 @@ func New(cfg Config) (*Machine, error) {
 		m.gic = v2.GIC
 	}
 	uart := serial.NewPL011(cfg.Serial, m.gic.SPI(UARTSPI))
+	m.uart = uart
 
 	// One MMIO bus for every vCPU: the GICv2's banked registers select the accessing
 	// CPU's bank from the access context.
@@ -286,7 +289,11 @@ func (m *Machine) Run() (Exit, error) {
 	m.mu.Lock()
 	m.stop, m.running = make(chan struct{}), map[int]bool{}
 	m.mu.Unlock()
-	m.launch(0)
+	for i, c := range m.cpus {
+		if i == 0 || c.PoweredOn() { // a restored guest may have several vCPUs on
+			m.launch(i)
+		}
+	}
 	<-m.done
 	m.mu.Lock()
 	close(m.stop)

@@ -24,6 +24,7 @@ import (
 	"gemu/machine/monitor"
 	"gemu/machine/pc"
 	"gemu/machine/qdev"
+	x86 "gemu/target-x86"
 )
 
 const prog = "gemu-system-x86_64"
@@ -103,6 +104,21 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, "%v", err)
 	}
+	var tcgc pc.TCGConfig
+	if o.trace != "" {
+		if tcgc.TraceFlags, err = x86.ParseTraceFlags(o.trace); err != nil {
+			return fail(stderr, "-d %s: %v", o.trace, err)
+		}
+		tcgc.Trace = stderr
+		if o.traceLog != "" {
+			lf, err := os.Create(o.traceLog)
+			if err != nil {
+				return fail(stderr, "-D %s: %v", o.traceLog, err)
+			}
+			defer lf.Close()
+			tcgc.Trace = lf
+		}
+	}
 
 	var loop *runloop.Loop
 	quit := func() { loop.QuitHost("host-ui") }
@@ -173,7 +189,7 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 			)
 			if acc.Name() == "tcg" {
 				// The userspace engine's vCPUs and chipset are the board's: it builds the VM.
-				m, err = pc.NewTCG(pcc, pc.TCGConfig{})
+				m, err = pc.NewTCG(pcc, tcgc)
 				if err != nil {
 					return nil, fmt.Errorf("-accel tcg: %v", err)
 				}

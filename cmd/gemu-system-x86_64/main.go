@@ -17,6 +17,7 @@ import (
 	"gemu/accel"
 	"gemu/accel/kvm"
 	"gemu/accel/tcg"
+	"gemu/cmd/internal/cpuprof"
 	"gemu/cmd/internal/runloop"
 	"gemu/cmd/internal/sysdev"
 	"gemu/hw/chardev"
@@ -37,7 +38,10 @@ func main() {
 	// during a boot. At 20% the goal starts near 1 MiB; collecting so small a heap costs
 	// next to nothing.
 	debug.SetGCPercent(20)
-	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	stop := cpuprof.Start() // GEMU_CPUPROFILE=FILE
+	code := run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
 // fail prints the one-line error and returns the exit status.

@@ -25,6 +25,19 @@ func (c *CPU) translate0F(in *insn, flags uint64) (op, bool) {
 		return c.priv(func(c *CPU) bool { return true }), false
 	case o == 0x0b:
 		return ud, true
+	case o == 0x77: // EMMS: every x87 tag empty and TOP 0, as the host CPU does (#UD with CR0.EM, #NM with CR0.TS)
+		return func(c *CPU) bool {
+			switch {
+			case c.CR0&cr0EM != 0:
+				c.raise(excUD, -1)
+				return false
+			case c.CR0&cr0TS != 0:
+				c.raise(excNM, -1)
+				return false
+			}
+			c.sse.ftw, c.sse.top = 0, 0
+			return true
+		}, false
 	case o == 0x0d || o == 0x18 || o >= 0x19 && o <= 0x1f && in.hasMem || o == 0x1e || o == 0x1f:
 		if o == 0x0d || o == 0x18 {
 			if !in.hasMem {

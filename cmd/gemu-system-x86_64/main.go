@@ -17,6 +17,7 @@ import (
 	"gemu/accel"
 	"gemu/accel/kvm"
 	"gemu/accel/tcg"
+	"gemu/cmd/internal/cpuprof"
 	"gemu/cmd/internal/runloop"
 	"gemu/cmd/internal/sysdev"
 	"gemu/hw/chardev"
@@ -24,6 +25,7 @@ import (
 	"gemu/machine/monitor"
 	"gemu/machine/pc"
 	"gemu/machine/qdev"
+	x86 "gemu/target-x86"
 )
 
 const prog = "gemu-system-x86_64"
@@ -36,7 +38,10 @@ func main() {
 	// during a boot. At 20% the goal starts near 1 MiB; collecting so small a heap costs
 	// next to nothing.
 	debug.SetGCPercent(20)
-	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	stop := cpuprof.Start() // GEMU_CPUPROFILE=FILE
+	code := run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
 // fail prints the one-line error and returns the exit status.
@@ -102,6 +107,21 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 	acc, accelNote, err := chooseAccel(o.accels)
 	if err != nil {
 		return fail(stderr, "%v", err)
+	}
+	var tcgc pc.TCGConfig
+	if o.trace != "" {
+		if tcgc.TraceFlags, err = x86.ParseTraceFlags(o.trace); err != nil {
+			return fail(stderr, "-d %s: %v", o.trace, err)
+		}
+		tcgc.Trace = stderr
+		if o.traceLog != "" {
+			lf, err := os.Create(o.traceLog)
+			if err != nil {
+				return fail(stderr, "-D %s: %v", o.traceLog, err)
+			}
+			defer lf.Close()
+			tcgc.Trace = lf
+		}
 	}
 
 	var loop *runloop.Loop
@@ -173,7 +193,7 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 			)
 			if acc.Name() == "tcg" {
 				// The userspace engine's vCPUs and chipset are the board's: it builds the VM.
-				m, err = pc.NewTCG(pcc, pc.TCGConfig{})
+				m, err = pc.NewTCG(pcc, tcgc)
 				if err != nil {
 					return nil, fmt.Errorf("-accel tcg: %v", err)
 				}

@@ -33,6 +33,8 @@ type options struct {
 	help     bool
 	version  bool
 	list     string   // -machine help, -cpu help, -accel help: print and exit 0
+	trace    string   // -d in_asm,exec,int (TCG only)
+	traceLog string   // -D FILE: the -d output (default stderr)
 	warnings []string // one line each, printed before the guest starts
 }
 
@@ -77,6 +79,7 @@ or on gemu's own x86-64 translator (TCG).
                         parsed and checked, not yet connected to the board (warned)
   -nodefaults, -no-user-config, -msg timestamp=on
                         accepted for QEMU compatibility
+  -d in_asm,exec,int    TCG traces (to stderr, or -D FILE)
   -h, -help, --help     this help
   -version, --version   version
 `
@@ -101,7 +104,15 @@ var honouredCPUFlags = map[string]bool{"x2apic": true, "hypervisor": true}
 // parseArgs parses QEMU-style options. Errors name the option and are one line.
 func parseArgs(args []string) (*options, error) {
 	o := &options{machine: "pc", memSize: 128 << 20, cpus: 1, cpuModel: "host"}
-	if err := o.Parse(args, nil, nil); err != nil {
+	own := map[string]bool{"d": true, "D": true}
+	if err := o.Parse(args, own, func(name, v string) error {
+		if name == "d" {
+			o.trace = v
+		} else {
+			o.traceLog = v
+		}
+		return nil
+	}); err != nil {
 		return nil, err
 	}
 	o.help, o.version = o.Help, o.Version

@@ -182,6 +182,10 @@ cases = [
     ("fninit; movl $0x40490fdb,(%rsp); flds (%rsp); movl $0x3f800000,4(%rsp); fadds 4(%rsp); fstpl 8(%rsp)", A, ""),
     ("fninit; movq $-1,(%rsp); fildq (%rsp); movw $0x0c7f,8(%rsp); fldcw 8(%rsp); fld1; fadd %st(0),%st; faddp %st,%st(1); fistpq 16(%rsp); fninit", A, ""),
     ("fninit; fld1; fld1; fld1; stc; fcmovb %st(2),%st; fcmovne %st(1),%st; fstpl 8(%rsp); fninit", A, ""),
+    # EMMS empties every tag (Linux's FXSAVE-leak workaround on AMD-vendor CPUs runs
+    # fnclex; emms; fildl before restoring a task's FPU state).
+    ("fninit; fld1; emms; fxam; fnstsw %ax; fninit", A, ""),
+    ("fninit; fld1; fld1; fld1; fld1; fld1; fld1; fld1; fld1; fnclex; emms; movl $5,(%rsp); fildl (%rsp); fxam; fnstsw %ax; fistpl 8(%rsp); fninit", A, ""),
     # Faults and traps (translator only): vector, error code, CR2.
     ("ud2", N, "F6"),
     (".byte 0xf0,0x01,0xc3", N, "F6"),

@@ -34,7 +34,8 @@ const CmdFile = "gemu-cmd.sh"
 
 // Init is the /init script. It mounts the pseudo filesystems, prints the marker line with
 // the CPU count, then either runs the script from gemu.cmd64= (printing its exit status)
-// or from /gemu-cmd.sh, or an interactive shell on the console, and powers off either way.
+// or from /gemu-cmd.sh, or an interactive shell on the console, and powers off either way;
+// poweroff, reboot and halt typed at the shell (which signal PID 1) do what they say.
 const Init = `#!/bin/sh
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 /bin/busybox --install -s
@@ -45,6 +46,10 @@ mkdir -p /tmp /dev/pts && mount -t devpts devpts /dev/pts
 echo "` + Marker + ` arch=$(uname -m) cpus=$(grep -c ^processor /proc/cpuinfo)"
 # loadmods NAME...: modprobe each module (and its dependencies) shipped in the image.
 loadmods() { for m in "$@"; do modprobe $m || echo "GEMU-MODPROBE-FAIL $m"; done; }
+# busybox poweroff/reboot/halt without -f signal PID 1 (USR2, TERM, USR1): act on them.
+trap 'poweroff -f' USR2
+trap 'reboot -f' TERM
+trap 'halt -f' USR1
 cmd=$(sed -n 's/.*` + CmdParam + `=\([^ ]*\).*/\1/p' /proc/cmdline)
 [ -n "$cmd" ] && echo "$cmd" | base64 -d > /tmp/cmd.sh
 [ -f /` + CmdFile + ` ] && cp /` + CmdFile + ` /tmp/cmd.sh
@@ -53,7 +58,9 @@ if [ -f /tmp/cmd.sh ]; then
 	echo "GEMU-CMD-EXIT $?"
 else
 	echo "gemu test guest: busybox shell; 'poweroff' or exit to stop"
-	setsid cttyhack sh
+	# In the background so that wait, unlike a foreground command, returns to run a trap.
+	setsid cttyhack sh &
+	wait $!
 fi
 poweroff -f
 `

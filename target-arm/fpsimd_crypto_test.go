@@ -145,3 +145,23 @@ func testAESKnownAnswer(t *testing.T, useHost bool) {
 		t.Errorf("host=%v: AES-128 decrypt %016x:%016x, want %016x:%016x", useHost, s.V[0][1], s.V[0][0], le(pt)[1], le(pt)[0])
 	}
 }
+
+// BenchmarkCrypto runs each Cryptographic Extension instruction on the host path
+// (where the host has it) and the generic path.
+func BenchmarkCrypto(b *testing.B) {
+	host := hostCrypto
+	defer func() { hostCrypto = host }()
+	for _, c := range cryptoWords {
+		for _, path := range []string{"host", "generic"} {
+			hostCrypto = host
+			if path == "generic" {
+				hostCrypto.aes, hostCrypto.pmull, hostCrypto.sha = false, false, false
+			}
+			word := c.base | 1<<5 // d=0, n=1
+			if c.base&0xfffe0c00 != 0x4e280800 && c.base&0xfffe0c00 != 0x5e280800 {
+				word |= 2 << 16 // m=2
+			}
+			b.Run(c.name+"/"+path, func(b *testing.B) { benchInsn(b, word) })
+		}
+	}
+}

@@ -2,12 +2,57 @@ package arm
 
 // Advanced SIMD structure loads and stores (LD1-LD4, ST1-ST4, LD1R-LD4R).
 
+import (
+	"sync/atomic"
+	"unsafe"
+
+	"gemu/tcg"
+)
+
 // structAddr computes the base and post-index write-back for LDn/STn.
 func structPost(c *CPU, rn, rm uint32, total uint64) uint64 {
 	if rm == 31 {
 		return c.rsp(rn) + total
 	}
 	return c.rsp(rn) + c.r(rm)
+}
+
+// structFast is LD1/ST1 to rpt consecutive registers (memory holds their bytes in
+// order) done as 64-bit host accesses, when the whole access hits the TLB on one
+// page of RAM (for a store, one holding no translated code) and needs no alignment
+// fault: every element access would then succeed, so the result is the element
+// loop's. It reports false, having done nothing, otherwise.
+func (c *CPU) structFast(addr, total uint64, esize int, load bool, rt, rpt, q uint32) bool {
+	if addr&0xfff+total > 0x1000 || addr&uint64(esize-1) != 0 && c.sr.sctlr&sctlrA != 0 {
+		return false
+	}
+	e := c.mmu.Entry(addr)
+	page := addr &^ 0xfff
+	if load {
+		if e.Read != page {
+			return false
+		}
+	} else if e.Write != page || atomic.LoadUint32(e.Code)&tcg.CodeBit != 0 {
+		return false
+	}
+	host := unsafe.Add(e.Host, addr&0xfff)
+	for r := uint32(0); r < rpt; r++ {
+		v := &c.V[(rt+r)%32]
+		p := unsafe.Add(host, 16*r>>(1-q))
+		if load {
+			v[0] = *(*uint64)(p)
+			v[1] = 0
+			if q == 1 {
+				v[1] = *(*uint64)(unsafe.Add(p, 8))
+			}
+		} else {
+			*(*uint64)(p) = v[0]
+			if q == 1 {
+				*(*uint64)(unsafe.Add(p, 8)) = v[1]
+			}
+		}
+	}
+	return true
 }
 
 func decodeLdStMulti(insn uint32, pc uint64) (op, bool) {
@@ -49,6 +94,12 @@ func decodeLdStMulti(insn uint32, pc uint64) (op, bool) {
 	return func(c *CPU) bool {
 		c.PC = pc
 		addr := c.rsp(rn)
+		if selem == 1 && c.structFast(addr, total, esize, load, rt, rpt, q) {
+			if post {
+				c.wsp(rn, structPost(c, rn, rm, total))
+			}
+			return true
+		}
 		// Collect results first so a fault leaves the registers unchanged.
 		var regs [4][16]byte
 		if load {

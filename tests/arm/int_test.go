@@ -316,6 +316,38 @@ func TestSIMDLoadStore(t *testing.T) {
 `)
 }
 
+// TestSIMDLoadStoreMultiEdges: LD1/ST1 to several registers unaligned, across a
+// page boundary (the element path) and within a page (the 64-bit host fast path),
+// with register numbers wrapping from v31 to v0.
+func TestSIMDLoadStoreMultiEdges(t *testing.T) {
+	Check(t, `
+	adrp x19, scratch
+	add x19, x19, :lo12:scratch
+	add x20, x19, #2048
+	add x20, x20, #4095
+	and x20, x20, #~4095
+	sub x21, x20, #7
+	ld1 {v0.16b, v1.16b}, [x21]
+	ld1 {v2.2d}, [x21]
+	sub x22, x20, #40
+	ld1 {v3.4s, v4.4s, v5.4s}, [x22], #48
+	add x23, x19, #101
+	ld1 {v6.2d, v7.2d}, [x23]
+	mov x24, #3
+	ld1 {v8.8b, v9.8b, v10.8b}, [x23], x24
+	ld1 {v31.16b, v0.16b}, [x23]
+	ld1 {v11.1d}, [x23], #8
+	st1 {v0.16b, v1.16b}, [x21]
+	add x25, x19, #333
+	st1 {v6.2d, v7.2d, v8.2d, v9.2d}, [x25], #64
+	st1 {v10.4h}, [x25]
+	st1 {v3.8b, v4.8b}, [x22]
+	st1 {v30.4s, v31.4s, v0.4s}, [x25], #48
+	sub x22, x20, #3
+	st1 {v5.2s}, [x22]
+`)
+}
+
 // TestSelfModifyingCode patches an instruction that has already been translated and
 // runs it again, with the cache maintenance Linux uses; code and data share pages
 // (-N), so ordinary stores also exercise the code-page write path.

@@ -72,6 +72,13 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 	for _, w := range o.warnings {
 		fmt.Fprintf(stderr, "%s: warning: %s\n", prog, w)
 	}
+	if h, ok, err := sysdev.Help(&o.Common); ok { // -device help, -device TYPE,help
+		if err != nil {
+			return fail(stderr, "%v", err)
+		}
+		fmt.Fprint(stdout, h)
+		return 0
+	}
 	if o.kernel == "" {
 		return fail(stderr, "no -kernel given: gemu boots Linux bzImages directly (firmware boot is not supported)")
 	}

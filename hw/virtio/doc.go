@@ -8,7 +8,7 @@
 // device status, queue select, per-queue size/ready/addresses, notifications); the
 // transports in hw/virtio/mmio (and hw/virtio/pci, later) only map their registers onto
 // it and implement Interrupt. Device models live in their own packages (hw/virtio/blk,
-// rng, console, net) and see only Device, Activation, Queue and Chain.
+// rng, console, net, vsock) and see only Device, Activation, Queue and Chain.
 //
 // Packed virtqueues (VIRTIO_F_RING_PACKED) are not implemented: the feature is never
 // offered, so drivers use split rings.

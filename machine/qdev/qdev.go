@@ -63,6 +63,8 @@ type Env struct {
 	RNGObjects map[string]bool
 	// Netdevs are the process's -netdev backends by id (the caller sets them).
 	Netdevs map[string]netdev.Backend
+	// Vsock are the process's vsock host sockets (vsock.go); nil: the Env makes its own.
+	Vsock *VsockHosts
 	// Warn prints a one-line warning (the main's stderr).
 	Warn func(string)
 	// StopOnError, if set, is werror=stop / rerror=stop: it pauses the guest and
@@ -75,6 +77,7 @@ type Env struct {
 	resets   []func()
 	attached map[string]string // drive id → device that took it
 	net      netState          // NICs (net.go)
+	vsock    vsockState        // vsock devices (vsock.go)
 }
 
 // NewEnv returns an Env for board.

@@ -37,7 +37,8 @@ type Wiring struct {
 	Chardevs   map[string]chardev.Backend
 	Netdevs    map[string]netdev.Backend
 	nics       []nic
-	rngObjects map[string]bool // -object rng-* ids
+	rngObjects map[string]bool  // -object rng-* ids
+	vsock      *qdev.VsockHosts // vsock host sockets, kept across reboots
 	// StdioUsed reports that a -chardev took stdio (the main then leaves its serial
 	// port off stdio instead of failing as QEMU does).
 	StdioUsed bool
@@ -84,7 +85,8 @@ func chardevHelp() string {
 // Open opens every -chardev, -object, -blockdev and -drive. defIf is the board's default
 // -drive interface ("virtio" on virt; "ide" on pc, which gemu refuses with advice).
 func Open(c *qemuopts.Common, defIf string, co chardev.Options) (*Wiring, error) {
-	w := &Wiring{c: c, Drives: map[string]*backend.Backend{}, Chardevs: map[string]chardev.Backend{}, Netdevs: map[string]netdev.Backend{}}
+	w := &Wiring{c: c, Drives: map[string]*backend.Backend{}, Chardevs: map[string]chardev.Backend{}, Netdevs: map[string]netdev.Backend{},
+		rngObjects: map[string]bool{}, vsock: qdev.NewVsockHosts()}
 	if err := w.open(defIf, co); err != nil {
 		w.Close() // what was opened before the failure
 		return nil, err
@@ -173,6 +175,7 @@ func (w *Wiring) open(defIf string, co chardev.Options) error {
 func (w *Wiring) Plug(b qdev.Board, warn func(string)) (*qdev.Env, error) {
 	env := qdev.NewEnv(b, w.Drives, w.Chardevs)
 	env.RNGObjects = w.rngObjects
+	env.Vsock = w.vsock
 	if warn != nil {
 		env.Warn = warn
 	}
@@ -223,6 +226,7 @@ func (w *Wiring) Close() error {
 		errs = append(errs, c.Close())
 	}
 	errs = append(errs, w.closeNetdevs())
+	errs = append(errs, w.vsock.Close())
 	return errors.Join(errs...)
 }
 

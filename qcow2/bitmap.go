@@ -51,13 +51,6 @@ type dirtyBitmap struct {
 	chunks       map[int64][]byte
 }
 
-// BitmapInfo is what qemu-img info shows for one bitmap.
-type BitmapInfo struct {
-	Name        string
-	Granularity int64
-	InUse       bool // "in-use": inconsistent, or held by a writer that did not close
-	Auto        bool // enabled: records writes
-}
 
 // bitmapExt is the decoded bitmaps header extension.
 type bitmapExt struct {
@@ -589,12 +582,12 @@ func (img *Image) bitmapInfo() []any {
 }
 
 // Bitmaps lists the persistent bitmaps in directory order, flags as stored on disk.
-func (img *Image) Bitmaps() []BitmapInfo {
+func (img *Image) Bitmaps() []block.BitmapInfo {
 	img.mu.Lock()
 	defer img.mu.Unlock()
-	var l []BitmapInfo
+	var l []block.BitmapInfo
 	for _, b := range img.bitmaps {
-		l = append(l, BitmapInfo{Name: b.name, Granularity: int64(1) << b.granBits,
+		l = append(l, block.BitmapInfo{Name: b.name, Granularity: int64(1) << b.granBits,
 			InUse: b.inconsistent, Auto: b.enabled})
 	}
 	return l
@@ -785,10 +778,18 @@ func (img *Image) BitmapData(name string) ([]byte, error) {
 
 // MergeBitmap ORs bitmap srcName of src (this image when src is nil) into dst. Both
 // must describe the same disk size; granularities may differ.
-func (img *Image) MergeBitmap(dst string, src *Image, srcName string) error {
+func (img *Image) MergeBitmap(dst string, srcDrv block.Driver, srcName string) error {
 	var data []byte
 	var srcGran uint8
 	var srcSize int64
+	var src *Image
+	if srcDrv != nil {
+		s, ok := srcDrv.(*Image)
+		if !ok {
+			return fmt.Errorf("Dirty bitmap '%s' not found", srcName)
+		}
+		src = s
+	}
 	if src != nil && src != img {
 		d, err := src.BitmapData(srcName)
 		if err != nil {
@@ -841,7 +842,7 @@ func (img *Image) MergeBitmap(dst string, src *Image, srcName string) error {
 
 // BitmapsSize is what qemu-img measure reports as "bitmaps size" for a qcow2 target
 // of the given cluster size holding these bitmaps over a disk of size bytes.
-func BitmapsSize(list []BitmapInfo, size, cs int64) int64 {
+func BitmapsSize(list []block.BitmapInfo, size, cs int64) int64 {
 	var total, dir int64
 	for _, b := range list {
 		nbits := (size + b.Granularity - 1) / b.Granularity
@@ -921,3 +922,22 @@ func (c *checker) bitmapRefs() error {
 	}
 	return nil
 }
+
+// MeasureBitmaps is BitmapsSize for a target created with opts.
+func (format) MeasureBitmaps(list []block.BitmapInfo, size int64, opts map[string]string) (int64, error) {
+	cs := int64(65536)
+	if v, ok := opts["cluster_size"]; ok {
+		n, err := ParseSize(v)
+		if err != nil {
+			return 0, err
+		}
+		cs = n
+	}
+	if cs < 512 || cs&(cs-1) != 0 {
+		return 0, errors.New("Cluster size must be a power of two between 512 and 2048k")
+	}
+	return BitmapsSize(list, size, cs), nil
+}
+
+var _ block.Bitmapper = (*Image)(nil)
+var _ block.BitmapMeasurer = format{}

@@ -138,6 +138,7 @@ func dispatch(args []string) error {
 		return err
 	}
 	pos = append(pos, tail...)
+	orderedFlags = flags
 	argv := append([]string{"gemu-img", cmd.Name}, flags...)
 	argv = append(argv, "--")
 	argv = append(argv, pos...)
@@ -257,6 +258,7 @@ func common(extra ...cli.Flag) []cli.Flag {
 func commands() []*cli.Command {
 	return []*cli.Command{
 		{Name: "amend", Action: cmdAmend, Flags: common(multi("o"), boolf("p"), str("t"), boolf("force"))},
+		{Name: "bitmap", Action: cmdBitmap, Flags: bitmapFlags()},
 		{Name: "bench", Action: cmdBench, Flags: common(str("c"), str("d"), boolf("n"), str("i"), str("o"), str("s"), str("S"), str("t"), boolf("w"), str("pattern"), str("flush-interval"), boolf("no-drain"))},
 		{Name: "check", Action: cmdCheck, Flags: common(str("r"), str("output"), str("T"))},
 		{Name: "commit", Action: cmdCommit, Flags: common(str("b"), boolf("d"), boolf("p"), str("t"), str("r"))},
@@ -279,6 +281,7 @@ usage: gemu-img [standard options] command [command options]
 
 Command syntax:
   amend [-f fmt] [-p] [-q] -o options filename
+  bitmap (--merge SOURCE | --add | --remove | --clear | --enable | --disable)... [-b source_file [-F source_fmt]] [-g granularity] [--object objectdef] [--image-opts | -f fmt] filename bitmap
   bench [-c count] [-d depth] [-f fmt] [--flush-interval=N] [-o offset] [--pattern=N] [-q] [-s size] [-S step] [-w] filename
   check [-f fmt] [--output=ofmt] [-r [leaks | all]] [-q] filename
   commit [-f fmt] [-b base] [-d] [-p] [-q] filename

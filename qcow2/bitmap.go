@@ -51,7 +51,6 @@ type dirtyBitmap struct {
 	chunks       map[int64][]byte
 }
 
-
 // bitmapExt is the decoded bitmaps header extension.
 type bitmapExt struct {
 	nb        uint32

@@ -11,6 +11,8 @@ type BitmapInfo struct {
 // Bitmapper is a driver that keeps persistent dirty bitmaps (qcow2). Changes are made
 // in memory and stored when the image is closed, as QEMU stores them.
 type Bitmapper interface {
+	// SupportsBitmaps is false where the image cannot keep them (qcow2 v2).
+	SupportsBitmaps() bool
 	Bitmaps() []BitmapInfo
 	AddBitmap(name string, granularity int64, disabled bool) error
 	RemoveBitmap(name string) error
@@ -22,8 +24,16 @@ type Bitmapper interface {
 	BitmapData(name string) ([]byte, error)
 }
 
-// BitmapMeasurer is a Format that can hold bitmaps: the bytes they would take in an
-// image of virtual size size created with opts (qemu-img measure's "bitmaps size").
+// BitmapMeasurer is a Format that can hold bitmaps: the bytes src's bitmaps would take
+// in an image of virtual size size created with opts (qemu-img measure's "bitmaps
+// size"); show is false when qemu-img prints no such line (the source or the target
+// cannot keep persistent bitmaps).
 type BitmapMeasurer interface {
-	MeasureBitmaps(list []BitmapInfo, size int64, opts map[string]string) (int64, error)
+	MeasureBitmaps(src Driver, size int64, opts map[string]string) (n int64, show bool, err error)
+}
+
+// SnapshotLoader is a read-only driver that can read as one of its internal snapshots
+// (convert -l, measure -l): id and/or name select it; an empty string matches any.
+type SnapshotLoader interface {
+	LoadSnapshot(id, name string) error
 }

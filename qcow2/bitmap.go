@@ -126,6 +126,9 @@ func (img *Image) loadBitmapDir() error {
 	if e.dirSize == 0 {
 		return errors.New("Requested bitmap directory size is zero")
 	}
+	if e.dirOffset > 1<<56 {
+		return errors.New("Failed to read bitmap directory: Invalid argument")
+	}
 	dir := make([]byte, e.dirSize)
 	if err := readFull(img.f, dir, int64(e.dirOffset)); err != nil {
 		return fmt.Errorf("Failed to read bitmap directory: %v", err)
@@ -188,6 +191,9 @@ func printable(s string) string {
 
 // readBitmapTable reads and checks a bitmap table (bitmap_table_load).
 func (img *Image) readBitmapTable(b *dirtyBitmap) ([]uint64, error) {
+	if b.tableOff > 1<<56 {
+		return nil, fmt.Errorf("Could not read bitmap_table table from image for bitmap '%s': Invalid argument", b.name)
+	}
 	raw := make([]byte, int64(b.tableSize)*8)
 	if err := readFull(img.f, raw, int64(b.tableOff)); err != nil {
 		return nil, fmt.Errorf("Could not read bitmap_table table from image for bitmap '%s': %v", b.name, err)
@@ -592,6 +598,9 @@ func (img *Image) Bitmaps() []block.BitmapInfo {
 	return l
 }
 
+// SupportsBitmaps: only v3 images keep persistent bitmaps.
+func (img *Image) SupportsBitmaps() bool { return img.hdr.version >= 3 }
+
 func (img *Image) findBitmap(name string) *dirtyBitmap {
 	for _, b := range img.bitmaps {
 		if b.name == name {
@@ -897,6 +906,10 @@ func (c *checker) bitmapRefs() error {
 	c.inc(int64(e.dirOffset), int64(e.dirSize))
 	for _, b := range img.bitmaps {
 		c.inc(int64(b.tableOff), int64(b.tableSize)*8)
+		if b.tableOff > 1<<56 {
+			c.res.Corruptions++
+			continue
+		}
 		raw := make([]byte, int64(b.tableSize)*8)
 		if err := readFull(img.f, raw, int64(b.tableOff)); err != nil {
 			c.res.Corruptions++
@@ -922,20 +935,28 @@ func (c *checker) bitmapRefs() error {
 	return nil
 }
 
-// MeasureBitmaps is BitmapsSize for a target created with opts.
-func (format) MeasureBitmaps(list []block.BitmapInfo, size int64, opts map[string]string) (int64, error) {
+// MeasureBitmaps is BitmapsSize for a target created with opts (qcow2_measure).
+func (format) MeasureBitmaps(src block.Driver, size int64, opts map[string]string) (int64, bool, error) {
+	img, ok := src.(*Image)
+	if !ok || img.hdr.version < 3 {
+		return 0, false, nil
+	}
+	switch opts["compat"] {
+	case "0.10", "v2":
+		return 0, false, nil
+	}
 	cs := int64(65536)
 	if v, ok := opts["cluster_size"]; ok {
 		n, err := ParseSize(v)
 		if err != nil {
-			return 0, err
+			return 0, false, err
 		}
 		cs = n
 	}
 	if cs < 512 || cs&(cs-1) != 0 {
-		return 0, errors.New("Cluster size must be a power of two between 512 and 2048k")
+		return 0, false, errors.New("Cluster size must be a power of two between 512 and 2048k")
 	}
-	return BitmapsSize(list, size, cs), nil
+	return BitmapsSize(img.Bitmaps(), size, cs), true, nil
 }
 
 var _ block.Bitmapper = (*Image)(nil)

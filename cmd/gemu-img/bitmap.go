@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -125,6 +126,126 @@ func applyBitmapActions(d, src block.Driver, name string, acts []bitmapAction, g
 				err = errors.New("Image is read-only")
 			}
 			return fail("Operation %s on bitmap %s failed: %s", a.op, name, oneLine(err.Error()))
+		}
+	}
+	return nil
+}
+
+// loadSnapshot applies qemu-img's -l to a source opened read-only: "snapshot.id=ID",
+// "snapshot.name=NAME" (both may be given; the last of each key counts), or a bare
+// ID-or-name (tried as an ID first).
+func loadSnapshot(d block.Driver, param string) error {
+	var id, name string
+	hasID, hasName, byEither := false, false, false
+	if strings.HasPrefix(param, "snapshot.") {
+		for _, kv := range splitOpts(param) {
+			k, v, _ := strings.Cut(kv, "=")
+			switch k {
+			case "snapshot.id":
+				id, hasID = v, true
+			case "snapshot.name":
+				name, hasName = v, true
+			default:
+				return fail("Invalid parameter '%s'\ngemu-img: Failed in parsing snapshot param '%s'", k, param)
+			}
+		}
+	} else {
+		id, name, byEither = param, param, true
+	}
+	sl, ok := d.(block.SnapshotLoader)
+	if !ok {
+		return fail("Failed to load snapshot: Block format '%s' used by device '' does not support temporarily loading internal snapshots", d.Format())
+	}
+	var err error
+	switch {
+	case byEither:
+		if err = sl.LoadSnapshot(id, ""); err != nil {
+			err = sl.LoadSnapshot("", name)
+		}
+	case (hasID && id == "") || (hasName && name == ""):
+		err = errors.New("Can't find snapshot") // an empty value matches nothing
+	default:
+		err = sl.LoadSnapshot(id, name)
+	}
+	if err != nil {
+		return fail("Failed to load snapshot: %s", oneLine(err.Error()))
+	}
+	return nil
+}
+
+// splitOpts splits QEMU's key=val,key=val syntax (",," is a literal comma).
+func splitOpts(s string) []string {
+	var parts []string
+	var cur strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == ',' {
+			if i+1 < len(s) && s[i+1] == ',' {
+				cur.WriteByte(',')
+				i++
+				continue
+			}
+			parts = append(parts, cur.String())
+			cur.Reset()
+			continue
+		}
+		cur.WriteByte(s[i])
+	}
+	return append(parts, cur.String())
+}
+
+// checkConvertBitmaps applies qemu-img convert's --bitmaps rules before the target is
+// created.
+func checkConvertBitmaps(c *cli.Context, srcs []block.Driver, outFmt string) error {
+	bitmaps, skip := c.Bool("bitmaps"), c.Bool("skip-broken-bitmaps")
+	if skip && !bitmaps {
+		return fail("Use of --skip-broken-bitmaps requires --bitmaps")
+	}
+	if !bitmaps {
+		return nil
+	}
+	if len(srcs) > 1 {
+		return fail("Copying bitmaps only possible with single source")
+	}
+	bm, ok := srcs[0].(block.Bitmapper)
+	if !ok || !bm.SupportsBitmaps() {
+		return fail("Source lacks bitmap support")
+	}
+	// QEMU walks a node's bitmaps newest first: the last in the directory first.
+	l := bm.Bitmaps()
+	for i := len(l) - 1; i >= 0; i-- {
+		if b := l[i]; b.InUse && !skip {
+			return fail("Cannot copy inconsistent bitmap '%s'\nTry --skip-broken-bitmaps, or use 'qemu-img bitmap --remove' to delete it", b.Name)
+		}
+	}
+	return nil
+}
+
+// copyBitmaps is qemu-img's convert_copy_bitmaps: each consistent source bitmap is
+// created in the target (same name, granularity and enabled state) and filled.
+func copyBitmaps(src, dst block.Driver, skipBroken bool) error {
+	sb := src.(block.Bitmapper)
+	db, ok := dst.(block.Bitmapper)
+	if !ok || !db.SupportsBitmaps() {
+		return fmt.Errorf("Format driver '%s' does not support bitmaps", dst.Format())
+	}
+	// Warnings in QEMU's order (newest first); the bitmaps are created oldest first,
+	// which is the directory order QEMU's copy ends up with.
+	l := sb.Bitmaps()
+	for i := len(l) - 1; i >= 0; i-- {
+		if l[i].InUse && skipBroken {
+			fmt.Fprintf(stderr, "gemu-img: warning: Skipping inconsistent bitmap '%s'\n", l[i].Name)
+		}
+	}
+	for _, b := range l {
+		if b.InUse {
+			continue
+		}
+		if err := db.AddBitmap(b.Name, b.Granularity, !b.Auto); err != nil {
+			return fmt.Errorf("Failed to create bitmap %s: %v", b.Name, err)
+		}
+		if err := db.MergeBitmap(b.Name, src, b.Name); err != nil {
+			db.RemoveBitmap(b.Name)
+			return fmt.Errorf("Failed to populate bitmap %s: %v", b.Name, err)
 		}
 	}
 	return nil

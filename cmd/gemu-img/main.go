@@ -172,7 +172,7 @@ func reorder(args []string, defs []cli.Flag) (flags, pos []string, err error) {
 			switch {
 			case tv && !hasVal:
 				if i+1 >= len(args) {
-					return nil, nil, &usageError{fmt.Sprintf("option '--%s' requires an argument", name)}
+					return nil, nil, &usageError{fmt.Sprintf("missing argument for option '--%s'", name)}
 				}
 				flags = append(flags, "--"+name, args[i+1])
 				i++
@@ -188,7 +188,7 @@ func reorder(args []string, defs []cli.Flag) (flags, pos []string, err error) {
 				c := a[j : j+1]
 				tv, ok := takesValue[c]
 				if !ok {
-					return nil, nil, &usageError{fmt.Sprintf("invalid option -- '%s'", c)}
+					return nil, nil, &usageError{fmt.Sprintf("unrecognized option '%s'", a)}
 				}
 				if !tv {
 					flags = append(flags, "-"+c)
@@ -197,7 +197,7 @@ func reorder(args []string, defs []cli.Flag) (flags, pos []string, err error) {
 				val := a[j+1:]
 				if val == "" {
 					if i+1 >= len(args) {
-						return nil, nil, &usageError{fmt.Sprintf("option requires an argument -- '%s'", c)}
+						return nil, nil, &usageError{fmt.Sprintf("missing argument for option '-%s'", c)}
 					}
 					val = args[i+1]
 					i++
@@ -263,7 +263,7 @@ func commands() []*cli.Command {
 		{Name: "check", Action: cmdCheck, Flags: common(str("r"), str("output"), str("T"))},
 		{Name: "commit", Action: cmdCommit, Flags: common(str("b"), boolf("d"), boolf("p"), str("t"), str("r"))},
 		{Name: "compare", Action: cmdCompare, Flags: common(str("F"), boolf("s"), boolf("p"), str("T"))},
-		{Name: "convert", Action: cmdConvert, Flags: common(str("O"), multi("o"), boolf("c"), boolf("p"), str("S"), str("m"), boolf("W"), boolf("n"), str("B"), str("F"), str("t"), str("T"), boolf("C"), str("r"), str("l"), str("s"), boolf("target-is-zero"), boolf("salvage"), str("target-image-opts"), boolf("bitmaps"), boolf("skip-broken-bitmaps"))},
+		{Name: "convert", Action: cmdConvert, Flags: common(str("O"), multi("o"), boolf("c"), boolf("p"), str("S"), str("m"), boolf("W"), boolf("n"), str("B"), str("F"), str("t"), str("T"), boolf("C"), str("r"), str("l"), boolf("target-is-zero"), boolf("salvage"), str("target-image-opts"), boolf("bitmaps"), boolf("skip-broken-bitmaps"))},
 		{Name: "create", Action: cmdCreate, Flags: common(multi("o"), str("b"), str("F"), boolf("u"))},
 		{Name: "dd", Action: cmdDD, Flags: common(str("O"))},
 		{Name: "info", Action: cmdInfo, Flags: common(str("output"), boolf("backing-chain"))},

@@ -51,14 +51,6 @@ type dirtyBitmap struct {
 	chunks       map[int64][]byte
 }
 
-// BitmapInfo is what qemu-img info shows for one bitmap.
-type BitmapInfo struct {
-	Name        string
-	Granularity int64
-	InUse       bool // "in-use": inconsistent, or held by a writer that did not close
-	Auto        bool // enabled: records writes
-}
-
 // bitmapExt is the decoded bitmaps header extension.
 type bitmapExt struct {
 	nb        uint32
@@ -134,6 +126,9 @@ func (img *Image) loadBitmapDir() error {
 	if e.dirSize == 0 {
 		return errors.New("Requested bitmap directory size is zero")
 	}
+	if e.dirOffset > 1<<56 {
+		return errors.New("Failed to read bitmap directory: Invalid argument")
+	}
 	dir := make([]byte, e.dirSize)
 	if err := readFull(img.f, dir, int64(e.dirOffset)); err != nil {
 		return fmt.Errorf("Failed to read bitmap directory: %v", err)
@@ -196,6 +191,9 @@ func printable(s string) string {
 
 // readBitmapTable reads and checks a bitmap table (bitmap_table_load).
 func (img *Image) readBitmapTable(b *dirtyBitmap) ([]uint64, error) {
+	if b.tableOff > 1<<56 {
+		return nil, fmt.Errorf("Could not read bitmap_table table from image for bitmap '%s': Invalid argument", b.name)
+	}
 	raw := make([]byte, int64(b.tableSize)*8)
 	if err := readFull(img.f, raw, int64(b.tableOff)); err != nil {
 		return nil, fmt.Errorf("Could not read bitmap_table table from image for bitmap '%s': %v", b.name, err)
@@ -589,16 +587,19 @@ func (img *Image) bitmapInfo() []any {
 }
 
 // Bitmaps lists the persistent bitmaps in directory order, flags as stored on disk.
-func (img *Image) Bitmaps() []BitmapInfo {
+func (img *Image) Bitmaps() []block.BitmapInfo {
 	img.mu.Lock()
 	defer img.mu.Unlock()
-	var l []BitmapInfo
+	var l []block.BitmapInfo
 	for _, b := range img.bitmaps {
-		l = append(l, BitmapInfo{Name: b.name, Granularity: int64(1) << b.granBits,
+		l = append(l, block.BitmapInfo{Name: b.name, Granularity: int64(1) << b.granBits,
 			InUse: b.inconsistent, Auto: b.enabled})
 	}
 	return l
 }
+
+// SupportsBitmaps: only v3 images keep persistent bitmaps.
+func (img *Image) SupportsBitmaps() bool { return img.hdr.version >= 3 }
 
 func (img *Image) findBitmap(name string) *dirtyBitmap {
 	for _, b := range img.bitmaps {
@@ -785,10 +786,18 @@ func (img *Image) BitmapData(name string) ([]byte, error) {
 
 // MergeBitmap ORs bitmap srcName of src (this image when src is nil) into dst. Both
 // must describe the same disk size; granularities may differ.
-func (img *Image) MergeBitmap(dst string, src *Image, srcName string) error {
+func (img *Image) MergeBitmap(dst string, srcDrv block.Driver, srcName string) error {
 	var data []byte
 	var srcGran uint8
 	var srcSize int64
+	var src *Image
+	if srcDrv != nil {
+		s, ok := srcDrv.(*Image)
+		if !ok {
+			return fmt.Errorf("Dirty bitmap '%s' not found", srcName)
+		}
+		src = s
+	}
 	if src != nil && src != img {
 		d, err := src.BitmapData(srcName)
 		if err != nil {
@@ -841,7 +850,7 @@ func (img *Image) MergeBitmap(dst string, src *Image, srcName string) error {
 
 // BitmapsSize is what qemu-img measure reports as "bitmaps size" for a qcow2 target
 // of the given cluster size holding these bitmaps over a disk of size bytes.
-func BitmapsSize(list []BitmapInfo, size, cs int64) int64 {
+func BitmapsSize(list []block.BitmapInfo, size, cs int64) int64 {
 	var total, dir int64
 	for _, b := range list {
 		nbits := (size + b.Granularity - 1) / b.Granularity
@@ -897,6 +906,10 @@ func (c *checker) bitmapRefs() error {
 	c.inc(int64(e.dirOffset), int64(e.dirSize))
 	for _, b := range img.bitmaps {
 		c.inc(int64(b.tableOff), int64(b.tableSize)*8)
+		if b.tableOff > 1<<56 {
+			c.res.Corruptions++
+			continue
+		}
 		raw := make([]byte, int64(b.tableSize)*8)
 		if err := readFull(img.f, raw, int64(b.tableOff)); err != nil {
 			c.res.Corruptions++
@@ -921,3 +934,30 @@ func (c *checker) bitmapRefs() error {
 	}
 	return nil
 }
+
+// MeasureBitmaps is BitmapsSize for a target created with opts (qcow2_measure).
+func (format) MeasureBitmaps(src block.Driver, size int64, opts map[string]string) (int64, bool, error) {
+	img, ok := src.(*Image)
+	if !ok || img.hdr.version < 3 {
+		return 0, false, nil
+	}
+	switch opts["compat"] {
+	case "0.10", "v2":
+		return 0, false, nil
+	}
+	cs := int64(65536)
+	if v, ok := opts["cluster_size"]; ok {
+		n, err := ParseSize(v)
+		if err != nil {
+			return 0, false, err
+		}
+		cs = n
+	}
+	if cs < 512 || cs&(cs-1) != 0 {
+		return 0, false, errors.New("Cluster size must be a power of two between 512 and 2048k")
+	}
+	return BitmapsSize(img.Bitmaps(), size, cs), true, nil
+}
+
+var _ block.Bitmapper = (*Image)(nil)
+var _ block.BitmapMeasurer = format{}

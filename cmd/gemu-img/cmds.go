@@ -165,9 +165,6 @@ func cmdConvert(c *cli.Context) error {
 	if len(args) < 2 {
 		return fail("Expecting image file name")
 	}
-	if c.String("l") != "" || c.String("s") != "" {
-		return fail("converting from internal snapshots is not supported")
-	}
 	srcNames, target := args[:len(args)-1], args[len(args)-1]
 	outFmt := c.String("O")
 	if outFmt == "" {
@@ -245,6 +242,17 @@ func cmdConvert(c *cli.Context) error {
 		}
 		srcs = append(srcs, d)
 	}
+	if c.IsSet("l") {
+		if len(srcs) > 1 && !strings.HasPrefix(c.String("l"), "snapshot.") {
+			return fail("No support for concatenating multiple snapshot")
+		}
+		if err := loadSnapshot(srcs[0], c.String("l")); err != nil {
+			return err
+		}
+	}
+	if err := checkConvertBitmaps(c, srcs, outFmt); err != nil {
+		return err
+	}
 	src := srcs[0]
 	if len(srcs) > 1 {
 		src = block.Concat(srcs)
@@ -270,6 +278,9 @@ func cmdConvert(c *cli.Context) error {
 	prog, end := progress(c.Bool("p") && !c.Bool("q"))
 	co.Progress = prog
 	err = block.Convert(src, dst, co)
+	if err == nil && c.Bool("bitmaps") {
+		err = copyBitmaps(srcs[0], dst, c.Bool("skip-broken-bitmaps"))
+	}
 	cerr := dst.Close()
 	if err != nil {
 		return fail("%s", oneLine(err.Error()))
@@ -636,9 +647,6 @@ func cmdMeasure(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if c.String("l") != "" {
-		return fail("measuring internal snapshots is not supported")
-	}
 	outFmt := c.String("O")
 	if outFmt == "" {
 		outFmt = "raw"
@@ -654,6 +662,9 @@ func cmdMeasure(c *cli.Context) error {
 	sizeStr := c.String("size")
 	if sizeStr != "" && c.NArg() > 0 {
 		return fail("--size N cannot be used together with a filename.")
+	}
+	if c.NArg() == 0 && (c.String("f") != "" || c.IsSet("l")) {
+		return fail("--image-opts, -f, and -l require a filename argument.")
 	}
 	if sizeStr == "" && c.NArg() == 0 {
 		return fail("Either --size N or one filename must be specified.")
@@ -673,27 +684,38 @@ func cmdMeasure(c *cli.Context) error {
 		}
 		defer src.Close()
 		size = src.Size()
+		if c.IsSet("l") {
+			if err := loadSnapshot(src, c.String("l")); err != nil {
+				return err
+			}
+		}
 	}
 	m, ok := f.(block.Measurer)
 	if !ok {
-		return fail("Format driver '%s' does not support measure", outFmt)
+		return fail("Block driver '%s' does not support size measurement", outFmt)
 	}
 	req, full, err := m.Measure(size, opts, src)
 	if err != nil {
 		return fail("%s", oneLine(err.Error()))
 	}
-	// qemu-img reports bitmaps only when both sides are qcow2 (only then are they copied).
-	bitmaps := outFmt == "qcow2" && src != nil && src.Format() == "qcow2"
+	// qemu-img reports bitmaps only when the source and the target can keep them.
+	var bmSize int64
+	bitmaps := false
+	if bm, ok := f.(block.BitmapMeasurer); ok && src != nil {
+		if bmSize, bitmaps, err = bm.MeasureBitmaps(src, size, opts); err != nil {
+			return fail("%s", oneLine(err.Error()))
+		}
+	}
 	if asJSON {
 		o := obj().set("required", req).set("fully-allocated", full)
 		if bitmaps {
-			o.set("bitmaps", int64(0))
+			o.set("bitmaps", bmSize)
 		}
 		stdout.Write([]byte(jsonString(o)))
 	} else {
 		fmt.Fprintf(stdout, "required size: %d\nfully allocated size: %d\n", req, full)
 		if bitmaps {
-			fmt.Fprintf(stdout, "bitmaps size: 0\n")
+			fmt.Fprintf(stdout, "bitmaps size: %d\n", bmSize)
 		}
 	}
 	return nil

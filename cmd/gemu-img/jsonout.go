@@ -14,11 +14,11 @@ import (
 var keyRank = func() map[string]int {
 	order := []string{
 		"image-end-offset", "compressed-clusters", "total-clusters", "corruptions", "corruptions-fixed",
-		"check-errors", "leaks", "leaks-fixed", "allocated-clusters", "bitmaps", "required",
-		"backing-filename-format", "snapshots", "icount", "vm-clock-nsec", "name", "date-sec",
+		"check-errors", "leaks", "leaks-fixed", "allocated-clusters",
+		"backing-filename-format", "snapshots", "icount", "vm-clock-nsec", "flags", "name", "granularity", "date-sec",
 		"date-nsec", "vm-clock-sec", "id", "vm-state-size", "compressed", "virtual-size", "filename",
 		"cluster-size", "format", "actual-size", "encrypted", "format-specific", "type", "data",
-		"compat", "compression-type", "lazy-refcounts", "refcount-bits", "data-file", "data-file-raw",
+		"compat", "compression-type", "lazy-refcounts", "bitmaps", "required", "refcount-bits", "data-file", "data-file-raw",
 		"corrupt", "extended-l2", "bitmaps-list", "cid", "parent-cid", "create-type", "extents", "full-backing-filename", "backing-filename",
 		"dirty-flag", "fully-allocated", "fragmented-clusters",
 	}

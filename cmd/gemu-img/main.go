@@ -138,6 +138,7 @@ func dispatch(args []string) error {
 		return err
 	}
 	pos = append(pos, tail...)
+	orderedFlags = flags
 	argv := append([]string{"gemu-img", cmd.Name}, flags...)
 	argv = append(argv, "--")
 	argv = append(argv, pos...)
@@ -171,7 +172,7 @@ func reorder(args []string, defs []cli.Flag) (flags, pos []string, err error) {
 			switch {
 			case tv && !hasVal:
 				if i+1 >= len(args) {
-					return nil, nil, &usageError{fmt.Sprintf("option '--%s' requires an argument", name)}
+					return nil, nil, &usageError{fmt.Sprintf("missing argument for option '--%s'", name)}
 				}
 				flags = append(flags, "--"+name, args[i+1])
 				i++
@@ -187,7 +188,7 @@ func reorder(args []string, defs []cli.Flag) (flags, pos []string, err error) {
 				c := a[j : j+1]
 				tv, ok := takesValue[c]
 				if !ok {
-					return nil, nil, &usageError{fmt.Sprintf("invalid option -- '%s'", c)}
+					return nil, nil, &usageError{fmt.Sprintf("unrecognized option '%s'", a)}
 				}
 				if !tv {
 					flags = append(flags, "-"+c)
@@ -196,7 +197,7 @@ func reorder(args []string, defs []cli.Flag) (flags, pos []string, err error) {
 				val := a[j+1:]
 				if val == "" {
 					if i+1 >= len(args) {
-						return nil, nil, &usageError{fmt.Sprintf("option requires an argument -- '%s'", c)}
+						return nil, nil, &usageError{fmt.Sprintf("missing argument for option '-%s'", c)}
 					}
 					val = args[i+1]
 					i++
@@ -257,11 +258,12 @@ func common(extra ...cli.Flag) []cli.Flag {
 func commands() []*cli.Command {
 	return []*cli.Command{
 		{Name: "amend", Action: cmdAmend, Flags: common(multi("o"), boolf("p"), str("t"), boolf("force"))},
+		{Name: "bitmap", Action: cmdBitmap, Flags: bitmapFlags()},
 		{Name: "bench", Action: cmdBench, Flags: common(str("c"), str("d"), boolf("n"), str("i"), str("o"), str("s"), str("S"), str("t"), boolf("w"), str("pattern"), str("flush-interval"), boolf("no-drain"))},
 		{Name: "check", Action: cmdCheck, Flags: common(str("r"), str("output"), str("T"))},
 		{Name: "commit", Action: cmdCommit, Flags: common(str("b"), boolf("d"), boolf("p"), str("t"), str("r"))},
 		{Name: "compare", Action: cmdCompare, Flags: common(str("F"), boolf("s"), boolf("p"), str("T"))},
-		{Name: "convert", Action: cmdConvert, Flags: common(str("O"), multi("o"), boolf("c"), boolf("p"), str("S"), str("m"), boolf("W"), boolf("n"), str("B"), str("F"), str("t"), str("T"), boolf("C"), str("r"), str("l"), str("s"), boolf("target-is-zero"), boolf("salvage"), str("target-image-opts"), boolf("bitmaps"), boolf("skip-broken-bitmaps"))},
+		{Name: "convert", Action: cmdConvert, Flags: common(str("O"), multi("o"), boolf("c"), boolf("p"), str("S"), str("m"), boolf("W"), boolf("n"), str("B"), str("F"), str("t"), str("T"), boolf("C"), str("r"), str("l"), boolf("target-is-zero"), boolf("salvage"), str("target-image-opts"), boolf("bitmaps"), boolf("skip-broken-bitmaps"))},
 		{Name: "create", Action: cmdCreate, Flags: common(multi("o"), str("b"), str("F"), boolf("u"))},
 		{Name: "dd", Action: cmdDD, Flags: common(str("O"))},
 		{Name: "info", Action: cmdInfo, Flags: common(str("output"), boolf("backing-chain"))},
@@ -279,6 +281,7 @@ usage: gemu-img [standard options] command [command options]
 
 Command syntax:
   amend [-f fmt] [-p] [-q] -o options filename
+  bitmap (--merge SOURCE | --add | --remove | --clear | --enable | --disable)... [-b source_file [-F source_fmt]] [-g granularity] [--object objectdef] [--image-opts | -f fmt] filename bitmap
   bench [-c count] [-d depth] [-f fmt] [--flush-interval=N] [-o offset] [--pattern=N] [-q] [-s size] [-S step] [-w] filename
   check [-f fmt] [--output=ofmt] [-r [leaks | all]] [-q] filename
   commit [-f fmt] [-b base] [-d] [-p] [-q] filename

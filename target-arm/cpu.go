@@ -253,7 +253,7 @@ func (c *CPU) resetState(pc, x0 uint64) {
 	c.el, c.spsel, c.daif, c.pss = 1, 1, pstateDAIF, 0
 	c.sr = sysRegs{sctlr: sctlrRES1, oslsr: oslsrReset}
 	c.dbg = debugRegs{}
-	c.pmu.reset()
+	c.pmuReset()
 	c.excl = monitor{}
 	for i := range c.timers {
 		if c.timers[i].t != nil {

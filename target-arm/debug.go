@@ -245,6 +245,7 @@ func stepOp(o op, pc uint64, insn uint32) op {
 		if cont {
 			c.PC = pc + 4
 		}
+		c.pmu.blkEnd = 0 // the instruction retired, wherever it went
 		c.pss = 0
 		c.takeException(excSync, c.debugSyndrome(ecStepLow, 1<<24|ex|fscDebug), 0, false, c.PC)
 		return false

@@ -105,7 +105,9 @@ func lower(b *tcg.Builder[CPU], insn uint32, pc uint64, flags uint64) (handled, 
 			return true, true
 		}
 	}
-	if insn&0xfffff8ff == 0xd50340df && flags&flagEL1 != 0 { // MSR DAIFSet, #imm at EL1, D unchanged
+	// MSR DAIFSet, #imm at EL1; setting D while software step is active changes the
+	// block flags, which only the helper recomputes.
+	if insn&0xfffff0ff == 0xd50340df && flags&flagEL1 != 0 && (insn&(1<<11) == 0 || flags&flagSS == 0) {
 		// Masking more can make no pending interrupt takeable, so unlike the helper
 		// (shared with DAIFClr) it neither ends the block nor asks for a check.
 		b.Bin(tcg.OpOr, tcg.Global(offDAIF), tcg.Global(offDAIF), tcg.Imm(uint64(insn>>8&15)<<6))

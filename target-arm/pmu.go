@@ -73,11 +73,17 @@ type pmu struct {
 	t   *time.Timer
 }
 
-func (p *pmu) reset() {
+// pmuReset puts the PMU in its reset state, dropping the interrupt line if it was up.
+func (c *CPU) pmuReset() {
+	p := &c.pmu
 	if p.t != nil {
 		p.t.Stop()
 	}
+	irq := p.irq
 	*p = pmu{t: p.t}
+	if irq && c.cfg.PMUIRQ != nil {
+		c.cfg.PMUIRQ(c.cfg.ID, false)
+	}
 }
 
 // pmuCycles is the cycle count: guest nanoseconds (QEMU's 1 GHz ARM_CPU_FREQ).

@@ -16,6 +16,7 @@ const maxBlockInsns = 128
 // TLB or a stage-1 walk for the fetch at pc. It returns false after raising the PC
 // alignment fault or instruction abort.
 func (c *CPU) fetch(pc uint64) (pa uint64, host unsafe.Pointer, ok bool) {
+	c.pmu.blkEnd = 0 // between blocks: every instruction counted so far retired
 	if pc&3 != 0 {
 		c.takeException(excSync, ecPCAlign<<26|1<<25, pc, true, pc)
 		return 0, nil, false
@@ -68,6 +69,9 @@ func (c *CPU) translateBlock(k tcg.Key, host unsafe.Pointer) tcg.Translation[CPU
 			o, _ := c.decode(insn, pc, k.Flags)
 			b.Call(stepOp(o, pc, insn))
 			nInsns++
+			if isBranch(insn) {
+				nBr = 1
+			}
 			pc += 4
 			break
 		}

@@ -308,3 +308,100 @@ func TestDebugExceptionsMatchQEMU(t *testing.T) {
 		t.Errorf("transcripts differ\ngemu:\n%s\nqemu:\n%s", out, q)
 	}
 }
+
+// osLockProgram: with the OS lock set (OSLAR_EL1.OSLK), a matching breakpoint and
+// software step do not fire; once it is cleared they do. Each exception prints its
+// ESR; target prints bb when it runs. The architecture is the oracle here (AArch64.
+// GenerateDebugExceptions: no debug exceptions but BRK while OSLSR_EL1.OSLK is set):
+// QEMU 7.2 tests OSLSR_EL1 bit 0 (OSLM[0]) instead, so it fires regardless.
+const osLockProgram = `
+	.macro PR reg
+	mov x0, \reg
+	bl puthex
+	.endm
+	.macro SET reg, val
+	ldr x0, =\val
+	msr \reg, x0
+	isb
+	.endm
+	.macro CALLT func
+	msr daifclr, #8
+	isb
+	adr x19, 9f
+	bl \func
+	PR #0xaa
+9:
+	.endm
+	.text
+	.global _start
+_start:
+	adr x0, stack_top
+	mov sp, x0
+	adr x0, vectors
+	msr vbar_el1, x0
+	SET oslar_el1, 0
+	SET mdscr_el1, 0xa000
+	adr x0, target
+	msr dbgbvr0_el1, x0
+	SET dbgbcr0_el1, 0x1e7
+	SET oslar_el1, 1
+	mrs x0, oslsr_el1
+	PR x0
+	CALLT target
+	SET oslar_el1, 0
+	CALLT target
+	SET dbgbcr0_el1, 0
+	SET oslar_el1, 1
+	SET mdscr_el1, 0xa001
+	adr x19, 9f
+	adr x0, target
+	msr elr_el1, x0
+	SET spsr_el1, 0x200005
+	eret
+9:	msr daifset, #8
+	SET oslar_el1, 0
+	adr x19, 9f
+	adr x0, target
+	msr elr_el1, x0
+	SET spsr_el1, 0x200005
+	eret
+9:	SET mdscr_el1, 0
+	ldr x0, =0x84000008
+	hvc #0
+	b .
+target:
+	add x5, x5, #1
+	PR #0xbb
+	br x19
+sync:
+	mrs x0, esr_el1
+	PR x0
+	br x19
+	.ltorg
+	.balign 2048
+vectors:
+	.rept 16
+	b sync
+	.balign 128
+	.endr
+	.data
+	.balign 16
+	.space 4096
+stack_top:
+`
+
+// TestOSLockMasksDebugExceptions runs osLockProgram on gemu.
+func TestOSLockMasksDebugExceptions(t *testing.T) {
+	bin := BuildSys(t, t.TempDir(), osLockProgram)
+	out, err := runSysGemu(bin, 60*time.Second, nil)
+	if err != nil {
+		t.Fatalf("gemu: %v\noutput: %s", err, out)
+	}
+	const want = " 000000000000000a 00000000000000bb" + // OSLSR: locked; breakpoint masked, target runs
+		" 00000000c6000022" + // unlocked: breakpoint
+		" 00000000000000bb" + // locked: the instruction runs unstepped
+		" 00000000cf000022" // unlocked: step completed
+	if out != want {
+		t.Errorf("gemu: %q\nwant  %q", out, want)
+	}
+}

@@ -288,3 +288,149 @@ func TestPMUMatchesQEMU(t *testing.T) {
 		t.Errorf("transcripts differ\ngemu:\n%s\nqemu:\n%s", out, q)
 	}
 }
+
+// instProgram counts retired instructions and branches with the translator's events,
+// which QEMU counts only with -icount (so the oracle is the architecture: the exact
+// counts of the code measured). A 1000-iteration SUBS/B.NE loop between two counter
+// reads retires 2003 instructions (the two first reads, the MOV and the loop) and 1000
+// branches; at EL0 only (PMEVTYPER.P), three NOPs and an SVC retire 4 instructions,
+// two NOPs and a BRK 2 (BRK does not retire: the count is fixed up when the
+// exception is taken in the middle of a block); an INST_RETIRED overflow raises the
+// PMU interrupt.
+const instProgram = `
+	.macro PR reg
+	mov x0, \reg
+	bl puthex
+	.endm
+	.macro SET reg, val
+	ldr x0, =\val
+	msr \reg, x0
+	isb
+	.endm
+	.macro EL0 label
+	adr x19, 9f
+	adr x0, \label
+	msr elr_el1, x0
+	msr spsr_el1, xzr
+	eret
+9:
+	.endm
+
+	.text
+	.global _start
+_start:
+	adr x0, stack_top
+	mov sp, x0
+	adr x0, vectors
+	msr vbar_el1, x0
+	mrs x0, pmceid0_el0
+	ubfx x0, x0, #8, #1
+	PR x0
+	mrs x0, pmceid1_el0
+	ubfx x0, x0, #1, #1
+	PR x0
+	SET pmevtyper0_el0, 0x08		// INST_RETIRED
+	SET pmevtyper1_el0, 0x21		// BR_RETIRED
+	SET pmevtyper2_el0, 0x80000008		// INST_RETIRED at EL0 only
+	SET pmcntenset_el0, 7
+	SET pmcr_el0, 1
+	mrs x20, pmevcntr0_el0
+	mrs x21, pmevcntr1_el0
+	mov x5, #1000
+1:	subs x5, x5, #1
+	b.ne 1b
+	mrs x22, pmevcntr0_el0
+	mrs x23, pmevcntr1_el0
+	sub x0, x22, x20
+	PR x0
+	sub x0, x23, x21
+	PR x0
+	// EL0 only: an SVC retires, a BRK does not
+	mrs x20, pmevcntr2_el0
+	EL0 el0svc
+	mrs x21, pmevcntr2_el0
+	sub x0, x21, x20
+	PR x0
+	EL0 el0brk
+	mrs x22, pmevcntr2_el0
+	sub x0, x22, x21
+	PR x0
+	// overflow interrupt of INST_RETIRED
+	SET pmevcntr0_el0, 0xffffff00
+	SET pmintenset_el1, 1
+	mov x20, #0
+	msr daifclr, #2
+	ldr x5, =100000
+1:	cbnz x20, 2f
+	subs x5, x5, #1
+	b.ne 1b
+2:	msr daifset, #2
+	PR x20
+	PR x24
+	SET pmcr_el0, 0
+	ldr x0, =0x84000008
+	hvc #0
+	b .
+
+el0svc:
+	nop
+	nop
+	nop
+	svc #0
+el0brk:
+	nop
+	nop
+	brk #0
+
+sync:
+	br x19
+irq:
+	mrs x24, pmovsclr_el0
+	mov x25, #-1
+	msr pmovsclr_el0, x25
+	add x20, x20, #1
+	eret
+	.ltorg
+
+	.balign 2048
+vectors:
+	.set off, 0
+	.rept 16
+	mov x9, #off
+	b vec
+	.balign 128
+	.set off, off + 0x80
+	.endr
+vec:
+	cmp x9, #0x200
+	b.eq sync
+	cmp x9, #0x400
+	b.eq sync
+	cmp x9, #0x280
+	b.eq irq
+	PR x9
+	b .
+
+	.data
+	.balign 16
+	.space 4096
+stack_top:
+`
+
+// TestPMUInstructionsRetired runs instProgram on gemu.
+func TestPMUInstructionsRetired(t *testing.T) {
+	bin := BuildSys(t, t.TempDir(), instProgram)
+	out, err := runSysGemu(bin, 60*time.Second, func(cfg *arm.Config, cpu func() *arm.CPU) {
+		cfg.PMUIRQ = func(_ int, level bool) { cpu().SetIRQ(level) }
+	})
+	if err != nil {
+		t.Fatalf("gemu: %v\noutput: %s", err, out)
+	}
+	const want = " 0000000000000001 0000000000000001" + // PMCEID: INST_RETIRED, BR_RETIRED
+		" 00000000000007d3 00000000000003e8" + // 2003 instructions, 1000 branches
+		" 0000000000000004 0000000000000002" + // EL0: NOP NOP NOP SVC; NOP NOP BRK
+		" 0000000000000001 0000000000000001" // one overflow interrupt, PMOVS bit 0
+	if out != want {
+		t.Errorf("gemu: %q\nwant  %q", out, want)
+	}
+}

@@ -116,43 +116,47 @@ func (c *cmdPipe) Close() error {
 	return c.err
 }
 
-// openIn opens the source of an incoming migration; for unix: and tcp: it listens
-// and takes the first connection.
-func openIn(uri string, listening func()) (io.ReadCloser, error) {
+// openIn prepares the source of an incoming migration and returns the function that
+// opens it: unix: and tcp: listen now (so a source may connect as soon as this
+// returns, as after QEMU's migrate-incoming) and the function takes the first
+// connection.
+func openIn(uri string) (func() (io.ReadCloser, error), error) {
 	scheme, rest, err := checkURI(uri)
 	if err != nil {
 		return nil, err
 	}
 	switch scheme {
 	case "file":
-		return os.Open(rest)
+		return func() (io.ReadCloser, error) { return os.Open(rest) }, nil
 	case "exec":
-		cmd := exec.Command("/bin/sh", "-c", rest)
-		cmd.Stderr = os.Stderr
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			return nil, err
-		}
-		if err := cmd.Start(); err != nil {
-			return nil, err
-		}
-		return &cmdReader{out, cmd}, nil
+		return func() (io.ReadCloser, error) {
+			cmd := exec.Command("/bin/sh", "-c", rest)
+			cmd.Stderr = os.Stderr
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				return nil, err
+			}
+			if err := cmd.Start(); err != nil {
+				return nil, err
+			}
+			return &cmdReader{out, cmd}, nil
+		}, nil
 	}
-	network := scheme
 	if scheme == "unix" {
 		os.Remove(rest)
 	}
-	l, err := net.Listen(network, rest)
+	l, err := net.Listen(scheme, rest)
 	if err != nil {
 		return nil, err
 	}
-	listening()
-	c, err := l.Accept()
-	l.Close()
-	if scheme == "unix" {
-		os.Remove(rest)
-	}
-	return c, err
+	return func() (io.ReadCloser, error) {
+		c, err := l.Accept()
+		l.Close()
+		if scheme == "unix" {
+			os.Remove(rest)
+		}
+		return c, err
+	}, nil
 }
 
 type cmdReader struct {
@@ -346,41 +350,52 @@ func (l *Loop) MigrateIncoming(uri string) error {
 		l.mig.mu.Unlock()
 		return errors.New("The incoming migration has already been started")
 	}
-	l.mig.inStart = true
-	l.mig.mu.Unlock()
 	l.mu.Lock()
 	g, _ := l.cur.(Migratable)
 	l.mu.Unlock()
 	if g == nil {
+		l.mig.mu.Unlock()
 		return errors.New("this machine cannot be migrated")
 	}
-	go l.runIncoming(g, uri)
+	open, err := openIn(uri)
+	if err != nil {
+		l.mig.mu.Unlock()
+		return err
+	}
+	l.mig.inStart = true
+	l.mig.mu.Unlock()
+	go l.runIncoming(g, open)
 	return nil
 }
 
-// startIncoming begins -incoming URI once the first guest is built and paused.
-func (l *Loop) startIncoming(g Guest) {
+// startIncoming begins -incoming URI once the first guest is built and paused: a
+// socket URI is listening when it returns; an unusable URI is the error.
+func (l *Loop) startIncoming(g Guest) error {
 	uri := l.cfg.Incoming
 	l.mig.mu.Lock()
 	l.mig.incoming = uri
 	if uri == "defer" {
 		l.mig.mu.Unlock()
-		return
+		return nil
 	}
 	l.mig.inStart = true
 	l.mig.mu.Unlock()
 	mg, ok := g.(Migratable)
 	if !ok {
-		l.incomingFailed(errors.New("this machine cannot be migrated"))
-		return
+		return errors.New("-incoming: this machine cannot be migrated")
 	}
-	go l.runIncoming(mg, uri)
+	open, err := openIn(uri)
+	if err != nil {
+		return fmt.Errorf("-incoming %s: %v", uri, err)
+	}
+	go l.runIncoming(mg, open)
+	return nil
 }
 
-func (l *Loop) runIncoming(g Migratable, uri string) {
+func (l *Loop) runIncoming(g Migratable, open func() (io.ReadCloser, error)) {
 	start := time.Now()
 	l.migStatus(monitor.MigSetup)
-	r, err := openIn(uri, func() {})
+	r, err := open()
 	if err != nil {
 		l.incomingFailed(err)
 		return

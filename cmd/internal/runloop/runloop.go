@@ -196,8 +196,13 @@ func (l *Loop) Run() (int, error) {
 				return 1, err
 			}
 		}
-		if l.cfg.Incoming != "" && l.mig.incoming == "" {
-			l.startIncoming(g) // the first guest only
+		if l.cfg.Incoming != "" && l.mig.incoming == "" { // the first guest only
+			if err := l.startIncoming(g); err != nil {
+				g.Stop()
+				g.Run()
+				g.Close()
+				return 1, err
+			}
 		}
 		exit, err := g.Run()
 		l.mu.Lock()

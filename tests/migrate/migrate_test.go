@@ -65,12 +65,18 @@ type guest struct {
 
 func startGuest(t *testing.T, dir, name string, mem string, extra ...string) *guest {
 	t.Helper()
+	return startBin(t, binary(t), dir, name, mem, extra...)
+}
+
+// startBin is startGuest with another emulator binary (the QEMU oracle of the benchmark).
+func startBin(t *testing.T, bin, dir, name string, mem string, extra ...string) *guest {
+	t.Helper()
 	g := &guest{sock: filepath.Join(dir, name+".qmp"), ticks: make(chan int, 100000), last: -1, exited: make(chan error, 1)}
 	args := append([]string{"-M", "virt", "-cpu", "cortex-a57", "-m", mem, "-nographic",
 		"-kernel", assets.Kernel("arm64"), "-initrd", assets.Initrd("arm64"),
 		"-append", "console=ttyAMA0 " + assets.CmdArg(counterScript),
 		"-qmp", "unix:" + g.sock + ",server=on,wait=off"}, extra...)
-	g.cmd = exec.Command(binary(t), args...)
+	g.cmd = exec.Command(bin, args...)
 	out, err := g.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"gemu/cmd/internal/sysdev"
 	"gemu/hw/chardev"
 	"gemu/hw/pci"
+	"gemu/hw/vmstate"
 	"gemu/machine/monitor"
 	"gemu/machine/qdev"
 	"gemu/machine/virt"
@@ -66,6 +68,7 @@ vCPUs under gemu's own translator (TCG).
   -chardev socket,id=ID,... -mon chardev=ID,mode=control|readline
                          a monitor on a -chardev socket
   -S                     start stopped (cont on a monitor starts the guest)
+  -incoming URI|defer    load the guest from URI (file:, exec:, unix:, tcp:) before it runs
   -no-shutdown           on guest power-off, stop instead of exiting (system_reset restarts)
   -name [guest=]NAME, -uuid UUID
                          the guest's name and UUID, as the monitor reports them
@@ -97,6 +100,7 @@ type options struct {
 	dumpDTB   string
 	traceSpec string
 	traceFile string
+	incoming  string   // -incoming URI|defer
 	warnings  []string // one line each, printed before the guest starts
 }
 
@@ -203,7 +207,7 @@ func run(args []string) (int, error) {
 	}
 	loop = runloop.New(runloop.Config{
 		Prog: prog, Stderr: os.Stderr, Package: qmpPackage,
-		StartPaused: o.StartPaused, NoShutdown: o.NoShutdown, NoReboot: o.noReboot,
+		StartPaused: o.StartPaused, NoShutdown: o.NoShutdown, NoReboot: o.noReboot, Incoming: o.incoming,
 		Info: monitor.Info{Name: o.Name, UUID: o.UUID, Target: "aarch64", Machines: []monitor.MachineType{
 			{Name: "virt-7.2", Alias: "virt", CPUMax: 16, NUMAMemSupported: true, DefaultCPUType: "cortex-a15-arm-cpu", DefaultRAMID: "mach-virt.ram"}}},
 		Blocks:   runloop.Blocks(wiring, &o.Common, attached),
@@ -265,6 +269,11 @@ func (g virtGuest) ReadPhys(addr uint64, p []byte) error { return g.m.ReadPhys(a
 func (g virtGuest) PCI() *pci.Bus                        { return g.m.PCI() }
 func (g virtGuest) Close()                               { g.m.Close() }
 
+// SaveVM, LoadVM and RAMSize make the board runloop.Migratable.
+func (g virtGuest) SaveVM(w io.Writer) (vmstate.Stats, error) { return g.m.Save(w) }
+func (g virtGuest) LoadVM(r io.Reader) (vmstate.Stats, error) { return g.m.Load(r) }
+func (g virtGuest) RAMSize() uint64                           { return g.m.RAMSize() }
+
 // CPUs reports the vCPUs as QEMU's virt does: one cluster, thread-id the process's
 // (gemu's vCPUs are goroutines, not threads of their own).
 func (g virtGuest) CPUs() []monitor.CPU {
@@ -304,7 +313,7 @@ func parse(args []string) (o options, done bool, err error) {
 	o.cfg = virt.Config{RAMSize: 128 << 20, SMP: 1, GICVersion: 2}
 	o.serial = "stdio"
 	o.topology = qemuopts.Topology{CPUs: 1, Sockets: 1, Dies: 1, Clusters: 1, Cores: 1, Threads: 1, MaxCPUs: 1}
-	own := map[string]bool{"dtb": true, "d": true, "D": true, "fw_cfg": true, "bios": true, "pflash": true, "rtc": true}
+	own := map[string]bool{"dtb": true, "d": true, "D": true, "fw_cfg": true, "bios": true, "pflash": true, "rtc": true, "incoming": true}
 	err = o.Parse(args, own, func(name, v string) error {
 		switch name {
 		case "fw_cfg":
@@ -319,6 +328,8 @@ func parse(args []string) (o options, done bool, err error) {
 			o.traceSpec = v
 		case "D":
 			o.traceFile = v
+		case "incoming":
+			o.incoming = v
 		}
 		return nil
 	})

@@ -157,20 +157,11 @@ func (w *Writer) Section(s bus.State) error {
 	return w.err
 }
 
-func zeroPage(p []byte) bool {
-	for len(p) >= 8 {
-		if binary.LittleEndian.Uint64(p) != 0 {
-			return false
-		}
-		p = p[8:]
-	}
-	for _, c := range p {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
-}
+var zeros [PageSize]byte
+
+// zeroPage reports whether the page p is all zero (bytes.Equal is the runtime's
+// vectorized compare).
+func zeroPage(p []byte) bool { return bytes.Equal(p, zeros[:len(p)]) }
 
 // RAM writes the non-zero pages of mem, the guest RAM at guest-physical gpa (page
 // aligned; len(mem) a multiple of PageSize), as runs.

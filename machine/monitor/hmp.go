@@ -19,6 +19,9 @@ var hmpHelp = []struct{ name, args, help string }{
 	{"cont|c", "", "resume emulation"},
 	{"help|?", "[cmd]", "show the help"},
 	{"info", "[subcommand]", "show various information about the system state"},
+	{"migrate", "[-d] uri", "migrate to URI (file:, exec:, unix:, tcp:)"},
+	{"migrate_cancel", "", "cancel the current VM migration"},
+	{"migrate_incoming", "uri", "Continue an incoming migration from an -incoming defer"},
 	{"quit|q", "", "quit the emulator"},
 	{"stop", "", "stop emulation"},
 	{"system_powerdown", "", "send system power down event"},
@@ -32,6 +35,7 @@ var hmpInfo = []struct{ name, help string }{
 	{"chardev", "show the character devices"},
 	{"cpus", "show infos for each CPU"},
 	{"kvm", "show KVM information"},
+	{"migrate", "show migration status"},
 	{"name", "show the current VM name"},
 	{"pci", "show PCI info"},
 	{"status", "show the current VM status (running|paused)"},
@@ -95,7 +99,9 @@ func (s *Server) hmpRun(w *strings.Builder, line string, c *call) {
 	case "x", "xp":
 		s.hmpDump(w, cmd, rest)
 	default:
-		fmt.Fprintf(w, "unknown command: '%s'\n", cmd)
+		if !s.hmpMigrate(w, cmd, rest) {
+			fmt.Fprintf(w, "unknown command: '%s'\n", cmd)
+		}
 	}
 }
 
@@ -218,6 +224,8 @@ func (s *Server) hmpInfo(w *strings.Builder, what string) {
 		for _, c := range m.Chardevs() {
 			fmt.Fprintf(w, "%s: filename=%s\n", c.Label, c.Filename)
 		}
+	case "migrate":
+		s.hmpInfoMigrate(w)
 	default:
 		fmt.Fprintf(w, "unknown command: 'info %s'\n", what)
 	}

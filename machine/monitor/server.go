@@ -48,6 +48,8 @@ type Server struct {
 	listeners []net.Listener
 	closed    bool
 	wg        sync.WaitGroup
+
+	mig migrateParams // migrate-set-capabilities/-parameters (migrate.go)
 }
 
 // NewServer returns a server for m with the QMP and HMP command tables.
@@ -63,6 +65,7 @@ func NewServer(m Machine, o Options) *Server {
 	}
 	s := &Server{m: m, opts: o, cmds: map[string]*command{}, sessions: map[*session]struct{}{}}
 	s.registerQMP()
+	s.registerMigrate()
 	return s
 }
 

@@ -239,3 +239,6 @@ func (m *Machine) Load(r io.Reader) (vmstate.Stats, error) {
 	}
 	return st, nil
 }
+
+// RAMSize returns the guest's RAM size in bytes.
+func (m *Machine) RAMSize() uint64 { return m.cfg.RAMSize }

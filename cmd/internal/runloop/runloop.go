@@ -76,6 +76,9 @@ type Config struct {
 	// BeforeRun, if set, runs once the first guest is built and before it runs (the
 	// monitors open then, so that their first client sees the machine: QEMU's order).
 	BeforeRun func() error
+	// Incoming is -incoming: a URI the first guest's state is loaded from before it
+	// runs (migrate.go), or "defer" to wait for migrate-incoming; "" for none.
+	Incoming string
 }
 
 // Loop runs guests one after the other and is the monitors' Machine.
@@ -94,6 +97,8 @@ type Loop struct {
 	wake         chan struct{}
 	sig          os.Signal
 	quitCh       chan struct{} // closed by the first QuitHost (ends a wait=on accept)
+	mig          migration     // migrate.go
+	fatal        error         // a failed incoming migration: the process exits 1
 }
 
 // New returns a loop; it runs nothing until Run.
@@ -104,6 +109,9 @@ func New(cfg Config) *Loop {
 	l := &Loop{cfg: cfg, status: monitor.Running, wake: make(chan struct{}, 1), quitCh: make(chan struct{})}
 	if cfg.StartPaused {
 		l.status = monitor.Prelaunch
+	}
+	if cfg.Incoming != "" {
+		l.status = monitor.Inmigrate
 	}
 	l.srv = monitor.NewServer(l, monitor.Options{Major: 7, Minor: 2, Package: cfg.Package,
 		Logf: func(f string, a ...any) { fmt.Fprintf(cfg.Stderr, cfg.Prog+": "+f+"\n", a...) }})
@@ -182,6 +190,14 @@ func (l *Loop) Run() (int, error) {
 		if f := l.cfg.BeforeRun; f != nil {
 			l.cfg.BeforeRun = nil
 			if err := f(); err != nil {
+				g.Stop()
+				g.Run()
+				g.Close()
+				return 1, err
+			}
+		}
+		if l.cfg.Incoming != "" && l.mig.incoming == "" { // the first guest only
+			if err := l.startIncoming(g); err != nil {
 				g.Stop()
 				g.Run()
 				g.Close()
@@ -280,6 +296,12 @@ func (l *Loop) finishQuit() (int, error) {
 		}
 		fmt.Fprintf(l.cfg.Stderr, "%s: terminating on signal %d\n", l.cfg.Prog, sig.(syscall.Signal))
 	}
+	l.mu.Lock()
+	fatal := l.fatal
+	l.mu.Unlock()
+	if fatal != nil {
+		return 1, fatal
+	}
 	return 0, nil
 }
 
@@ -312,6 +334,11 @@ func (l *Loop) Cont() error {
 	defer l.mu.Unlock()
 	switch l.status {
 	case monitor.Running:
+		return nil
+	case monitor.Inmigrate:
+		l.mig.mu.Lock()
+		l.mig.autoRun = true // QEMU's autostart: run once the incoming state is loaded
+		l.mig.mu.Unlock()
 		return nil
 	case monitor.Shutdown:
 		return errors.New("Resetting the Virtual Machine is required")

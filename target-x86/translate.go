@@ -43,8 +43,16 @@ func (c *CPU) translateBlock(k tcg.Key, host unsafe.Pointer) tcg.Translation[CPU
 			b.SetPC(pc)
 			ipc := pc
 			if r.bad {
-				va := r.badVA
-				b.Call(func(c *CPU) bool { c.RIP = ipc; c.codeByte(va); return false })
+				// The block is cached: once the guest maps the page (the #PF handler's
+				// job), the fetch succeeds and this stub must go, or RIP would stay here.
+				va, phys := r.badVA, k.Phys
+				b.Call(func(c *CPU) bool {
+					c.RIP = ipc
+					if _, ok := c.codeByte(va); ok {
+						c.eng.Cache().InvalidateRange(phys, 1)
+					}
+					return false
+				})
 			} else {
 				b.Call(func(c *CPU) bool { c.RIP = ipc; c.raise(excGP, 0); return false })
 			}

@@ -7,6 +7,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
 	"math/rand"
 	"os"
 	"os/exec"
@@ -85,6 +86,45 @@ func makeSource(p string) error {
 	return f.Sync()
 }
 
+// binSample is the size of the real-data sample for the compressed cases.
+const binSample = 256 << 20
+
+// makeBinSample concatenates this host's binaries and libraries (regular files under
+// /usr/bin and /usr/lib, in name order) into p, up to n bytes; it returns the length.
+func makeBinSample(p string, n int64) (int64, error) {
+	var names []string
+	for _, d := range []string{"/usr/bin", "/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu"} {
+		m, _ := filepath.Glob(filepath.Join(d, "*"))
+		sort.Strings(m)
+		names = append(names, m...)
+	}
+	out, err := os.Create(p)
+	if err != nil {
+		return 0, err
+	}
+	defer out.Close()
+	var done int64
+	for _, name := range names {
+		if done >= n {
+			break
+		}
+		if fi, err := os.Lstat(name); err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		f, err := os.Open(name)
+		if err != nil {
+			continue
+		}
+		m, err := io.Copy(out, io.LimitReader(f, n-done))
+		f.Close()
+		if err != nil {
+			return done, err
+		}
+		done += m
+	}
+	return done, out.Sync()
+}
+
 type tcase struct {
 	name string
 	in   string   // input file (made before timing)
@@ -114,6 +154,15 @@ func run(gemu, qemu string, runs int, dir, only string) error {
 	if err := makeSource(src); err != nil {
 		return err
 	}
+	// Real data for the compressed cases: the synthetic source is half random bytes,
+	// which both tools store raw (gemu-img after a cheap probe), so it says little
+	// about the encoders themselves.
+	bins := filepath.Join(dir, "bin.raw")
+	if n, err := makeBinSample(bins, binSample); err != nil {
+		return err
+	} else if n < binSample {
+		fmt.Printf("note: only %d MiB of binaries under /usr/bin and /usr/lib\n", n>>20)
+	}
 	// Inputs for the reading cases, made by qemu-img so both tools read the same file.
 	inputs := map[string][]string{
 		"in.qcow2":      {"convert", "-f", "raw", "-O", "qcow2", src},
@@ -132,6 +181,10 @@ func run(gemu, qemu string, runs int, dir, only string) error {
 			qemu: [][]string{nil, {"-W"}}},
 		{name: "raw->qcow2 -c zstd", gemu: []string{"-f", "raw", "-O", "qcow2", "-c", "-o", "compression_type=zstd", src}, out: "o.qcow2",
 			qemu: [][]string{nil, {"-W"}}},
+		{name: "bin->qcow2 -c zlib", gemu: []string{"-f", "raw", "-O", "qcow2", "-c", "-o", "compression_type=zlib", bins}, out: "o.qcow2",
+			qemu: [][]string{{"-W"}}},
+		{name: "bin->qcow2 -c zstd", gemu: []string{"-f", "raw", "-O", "qcow2", "-c", "-o", "compression_type=zstd", bins}, out: "o.qcow2",
+			qemu: [][]string{{"-W"}}},
 		{name: "zlib qcow2->raw", in: "in-zlib.qcow2", gemu: []string{"-f", "qcow2", "-O", "raw", out("in-zlib.qcow2")}, out: "o.raw"},
 		{name: "zstd qcow2->raw", in: "in-zstd.qcow2", gemu: []string{"-f", "qcow2", "-O", "raw", out("in-zstd.qcow2")}, out: "o.raw"},
 		{name: "raw->vmdk stream", gemu: []string{"-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", src}, out: "o.vmdk"},
@@ -161,8 +214,8 @@ func run(gemu, qemu string, runs int, dir, only string) error {
 			variants = [][]string{nil}
 		}
 		var gt, gc []time.Duration
-		var rss, gsize int64
-		qsize := make([]int64, len(variants))
+		var rss, gsize, glen int64
+		qsize, qlen := make([]int64, len(variants)), make([]int64, len(variants))
 		qt := make([][]time.Duration, len(variants))
 		qc := make([][]time.Duration, len(variants))
 		for i := 0; i < runs; i++ {
@@ -176,7 +229,7 @@ func run(gemu, qemu string, runs int, dir, only string) error {
 			}
 			gt, gc = append(gt, sm.wall), append(gc, sm.cpu)
 			rss = max(rss, sm.rss)
-			gsize = fileSize(out(c.out))
+			gsize, glen = fileSize(out(c.out))
 			for v, extra := range variants {
 				os.Remove(out(c.out))
 				args := append(append(append([]string{"convert"}, extra...), c.gemu...), out(c.out))
@@ -185,7 +238,7 @@ func run(gemu, qemu string, runs int, dir, only string) error {
 					return fmt.Errorf("%s: qemu-img: %v", c.name, err)
 				}
 				qt[v], qc[v] = append(qt[v], sm.wall), append(qc[v], sm.cpu)
-				qsize[v] = fileSize(out(c.out))
+				qsize[v], qlen[v] = fileSize(out(c.out))
 			}
 		}
 		os.Remove(out(c.out))
@@ -199,9 +252,10 @@ func run(gemu, qemu string, runs int, dir, only string) error {
 			if len(extra) > 0 {
 				name += " (qemu " + strings.Join(extra, " ") + ")"
 			}
-			fmt.Printf("%-32s %8.2fs %8.2fs %7.2fx   cpu %6.2fs %6.2fs %6.2fx %7d MiB   out %d / %d MiB (%+.2f%%)\n", name, g.Seconds(), q.Seconds(),
+			fmt.Printf("%-32s %8.2fs %8.2fs %7.2fx   cpu %6.2fs %6.2fs %6.2fx %7d MiB   out %d / %d MiB (%+.2f%%, length %+.2f%%)\n", name, g.Seconds(), q.Seconds(),
 				q.Seconds()/g.Seconds(), gcpu.Seconds(), qcpu.Seconds(), qcpu.Seconds()/gcpu.Seconds(), rss/1024,
-				gsize>>20, qsize[v]>>20, 100*(float64(gsize)/float64(max(qsize[v], 1))-1))
+				gsize>>20, qsize[v]>>20, 100*(float64(gsize)/float64(max(qsize[v], 1))-1),
+				100*(float64(glen)/float64(max(qlen[v], 1))-1))
 		}
 	}
 	return nil
@@ -231,13 +285,14 @@ func timeRun(bin string, args []string) (sample, error) {
 	return sm, nil
 }
 
-// fileSize is the allocated size of the output file (what a compressed image costs).
-func fileSize(p string) int64 {
+// fileSize is the allocated size of the output file (what a compressed image costs on
+// disk) and its length (what copying it moves).
+func fileSize(p string) (alloc, length int64) {
 	var st syscall.Stat_t
 	if syscall.Stat(p, &st) != nil {
-		return 0
+		return 0, 0
 	}
-	return st.Blocks * 512
+	return st.Blocks * 512, st.Size
 }
 
 func median(d []time.Duration) time.Duration {

@@ -16,6 +16,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -45,12 +46,12 @@ const (
 )
 
 // pattern is what guestvsock sends for seed (and what the host sends the guest for its
-// own seeds): bytes of PCG(seed, seed).
+// own seeds): PCG(seed, seed)'s Uint64s, little-endian; n is a multiple of 8.
 func pattern(seed uint64, n int) []byte {
 	r := rand.New(rand.NewPCG(seed, seed))
 	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
+	for i := 0; i < n; i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], r.Uint64())
 	}
 	return b
 }
@@ -309,12 +310,18 @@ func exchange(c *net.UnixConn, data []byte) string {
 
 func exchangeBuffered(c *net.UnixConn, r io.Reader, data []byte) string {
 	defer c.Close()
+	wrote := make(chan error, 1)
 	go func() {
-		c.Write(data)
+		_, err := c.Write(data)
 		c.CloseWrite()
+		wrote <- err
 	}()
 	h := sha256.New()
-	if _, err := io.Copy(h, r); err != nil {
+	_, err := io.Copy(h, r)
+	if werr := <-wrote; werr != nil { // all sent before the close
+		return "write: " + werr.Error()
+	}
+	if err != nil {
 		return "read: " + err.Error()
 	}
 	return hex.EncodeToString(h.Sum(nil))

@@ -11,11 +11,13 @@
 //     -size bytes (PCG seed 2) while reading until EOF, and prints
 //     "VSOCK-HOSTCONN sent=N rcvd=N sha=HEX".
 //
+// The data of seed s is PCG(s, s)'s Uint64s, little-endian (-size a multiple of 8).
 // Errors print "VSOCK-FAIL <what>" and exit 1. It is not part of gemu.
 package main
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"flag"
 	"fmt"
@@ -142,8 +144,8 @@ func exchange(fd, size int, seed uint64) (int, int, string) {
 		n := 0
 		for n < size {
 			k := min(len(buf), size-n)
-			for i := range buf[:k] {
-				buf[i] = byte(r.Uint32())
+			for i := 0; i < k; i += 8 {
+				binary.LittleEndian.PutUint64(buf[i:], r.Uint64())
 			}
 			w, err := f.Write(buf[:k])
 			n += w

@@ -7,7 +7,8 @@
 // connection through PATH with "CONNECT <port>\n" / "OK <hostport>\n", several MiB each
 // way at once on both (sha256 on both ends), and the refusals: a guest connection to a
 // port no host process listens on fails with ECONNRESET, a host CONNECT to a guest port
-// nobody listens on has its connection closed. It drives the built binary, as a user
+// nobody listens on has its connection closed; and (on MMIO) that after a guest reboot
+// the rebuilt machine's device serves the same Unix socket. It drives the built binary, as a user
 // does; everything it opens is a Unix socket in its temporary directory.
 package vsock
 
@@ -15,6 +16,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -39,15 +41,17 @@ const (
 	hostPort    = 5000    // the host's listener (PATH_5000)
 	refusedPort = 7000    // no PATH_7000
 	deadPort    = 6001    // nobody listens in the guest
+	askPort     = 5100    // tells the guest which boot it is
+	smallSize   = 64 << 10
 )
 
 // pattern is what guestvsock sends for seed (and what the host sends the guest for its
-// own seeds): bytes of PCG(seed, seed).
+// own seeds): PCG(seed, seed)'s Uint64s, little-endian; n is a multiple of 8.
 func pattern(seed uint64, n int) []byte {
 	r := rand.New(rand.NewPCG(seed, seed))
 	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
+	for i := 0; i < n; i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], r.Uint64())
 	}
 	return b
 }
@@ -115,10 +119,13 @@ func prepare(t *testing.T) (string, string) {
 
 func exists(p string) bool { _, err := os.Stat(p); return err == nil }
 
-func TestVsockPCI(t *testing.T)  { run(t, "vhost-vsock-pci", "virtio_pci") }
-func TestVsockMMIO(t *testing.T) { run(t, "vhost-vsock-device", "virtio_mmio") }
+func TestVsockPCI(t *testing.T) { run(t, "vhost-vsock-pci", "virtio_pci", false) }
 
-func run(t *testing.T, device, transport string) {
+// TestVsockMMIO also reboots the guest: the rebuilt machine's device takes the Unix
+// socket over, and a host connection through it reaches the second boot's listener.
+func TestVsockMMIO(t *testing.T) { run(t, "vhost-vsock-device", "virtio_mmio", true) }
+
+func run(t *testing.T, device, transport string, reboot bool) {
 	bin, rd := prepare(t)
 	dir, err := os.MkdirTemp("", "vs") // short: a Unix socket path has 108 bytes
 	if err != nil {
@@ -140,17 +147,46 @@ func run(t *testing.T, device, transport string) {
 			guestConnSum <- "accept: " + err.Error()
 			return
 		}
-		guestConnSum <- exchange(c.(*net.UnixConn), pattern(3, size))
+		start := time.Now()
+		s := exchange(c.(*net.UnixConn), pattern(3, size))
+		t.Logf("guest-initiated: %d bytes each way in %v", size, time.Since(start).Round(time.Millisecond))
+		guestConnSum <- s
 	}()
 
-	script := fmt.Sprintf("loadmods %s vmw_vsock_virtio_transport\n/guestvsock -refuse %d -connect %d -listen %d -size %d\n",
-		transport, refusedPort, hostPort, guestPort, size)
+	// The host tells each boot which one it is ("only", or "first" then "second").
+	aln, err := net.Listen("unix", fmt.Sprintf("%s_%d", path, askPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer aln.Close()
+	go func() {
+		boots := []string{"only"}
+		if reboot {
+			boots = []string{"first", "second"}
+		}
+		for _, b := range boots {
+			c, err := aln.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprintln(c, b)
+			c.Close()
+		}
+	}()
+	script := fmt.Sprintf("loadmods %s vmw_vsock_virtio_transport\na=$(/guestvsock -ask %d)\necho VSOCK-BOOT $a\n"+
+		"if [ \"$a\" = second ]; then /guestvsock -listen %d -size %d; else /guestvsock -refuse %d -connect %d -listen %d -size %d; fi\n"+
+		"if [ \"$a\" = first ]; then reboot -f; fi\n",
+		transport, askPort, guestPort, smallSize, refusedPort, hostPort, guestPort, size)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "-M", "virt", "-cpu", "cortex-a57", "-m", "512", "-smp", "2",
-		"-kernel", assets.Kernel("arm64"), "-initrd", rd, "-no-reboot", "-nographic",
-		"-append", "console=ttyAMA0 quiet panic=-1 "+assets.CmdArg(script),
-		"-device", fmt.Sprintf("%s,guest-cid=3,uds-path=%s", device, path))
+	args := []string{"-M", "virt", "-cpu", "cortex-a57", "-m", "512", "-smp", "2",
+		"-kernel", assets.Kernel("arm64"), "-initrd", rd, "-nographic",
+		"-append", "console=ttyAMA0 quiet panic=-1 " + assets.CmdArg(script),
+		"-device", fmt.Sprintf("%s,guest-cid=3,uds-path=%s", device, path)}
+	if !reboot {
+		args = append(args, "-no-reboot")
+	}
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -216,13 +252,41 @@ func run(t *testing.T, device, transport string) {
 		fail("CONNECT answer %q, %v", ok, err)
 	}
 	c.SetReadDeadline(time.Time{})
+	start := time.Now()
 	got := exchangeBuffered(c.(*net.UnixConn), br, pattern(4, size))
+	t.Logf("host-initiated: %d bytes each way in %v", size, time.Since(start).Round(time.Millisecond))
 	if want := sum(pattern(2, size)); got != want {
 		fail("host received from the guest's listener: sha %s, want %s", got, want)
 	}
 	l = con.waitFor("VSOCK-HOSTCONN")
 	if want := fmt.Sprintf("VSOCK-HOSTCONN sent=%d rcvd=%d sha=%s", size, size, sum(pattern(4, size))); !strings.HasSuffix(l, want) {
 		fail("host connection, guest side: %q, want %q", l, want)
+	}
+	if reboot {
+		if l := con.waitFor("VSOCK-BOOT"); !strings.HasSuffix(l, "VSOCK-BOOT second") {
+			fail("second boot: %q", l)
+		}
+		if con.waitFor("VSOCK-LISTENING") == "" {
+			fail("second boot's listener not up")
+		}
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			fail("dial %s after the reboot: %v", path, err)
+		}
+		fmt.Fprintf(c, "CONNECT %d\n", guestPort)
+		br := bufio.NewReader(c)
+		c.SetReadDeadline(time.Now().Add(time.Minute))
+		if ok, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(ok, "OK ") {
+			fail("CONNECT after the reboot: %q, %v", ok, err)
+		}
+		c.SetReadDeadline(time.Time{})
+		if got, want := exchangeBuffered(c.(*net.UnixConn), br, pattern(5, smallSize)), sum(pattern(2, smallSize)); got != want {
+			fail("after the reboot the host received sha %s, want %s", got, want)
+		}
+		l = con.waitFor("VSOCK-HOSTCONN")
+		if want := fmt.Sprintf("VSOCK-HOSTCONN sent=%d rcvd=%d sha=%s", smallSize, smallSize, sum(pattern(5, smallSize))); !strings.HasSuffix(l, want) {
+			fail("after the reboot, guest side: %q, want %q", l, want)
+		}
 	}
 	if l := con.waitFor("GEMU-CMD-EXIT"); l != "GEMU-CMD-EXIT 0" {
 		fail("script: %q", l)
@@ -246,12 +310,18 @@ func exchange(c *net.UnixConn, data []byte) string {
 
 func exchangeBuffered(c *net.UnixConn, r io.Reader, data []byte) string {
 	defer c.Close()
+	wrote := make(chan error, 1)
 	go func() {
-		c.Write(data)
+		_, err := c.Write(data)
 		c.CloseWrite()
+		wrote <- err
 	}()
 	h := sha256.New()
-	if _, err := io.Copy(h, r); err != nil {
+	_, err := io.Copy(h, r)
+	if werr := <-wrote; werr != nil { // all sent before the close
+		return "write: " + werr.Error()
+	}
+	if err != nil {
 		return "read: " + err.Error()
 	}
 	return hex.EncodeToString(h.Sum(nil))

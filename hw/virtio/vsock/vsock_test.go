@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -724,5 +725,42 @@ func TestRing(t *testing.T) {
 	}
 	if string(out) != "abcdefghijklmnopqrstuvwxyz" {
 		t.Fatalf("%q", out)
+	}
+}
+
+// TestHandshakeBound: host connections that never send their CONNECT line hold at
+// most maxHandshakes slots; the ones past it are closed at once.
+func TestHandshakeBound(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "v.sock")
+	u, err := ListenUnix(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	var conns []net.Conn
+	for range maxHandshakes + 8 {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+	}
+	var closed atomic.Int32
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(time.Second) // well before handshakeTimeout
+	for _, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.SetReadDeadline(deadline)
+			if _, err := c.Read(make([]byte, 1)); err == io.EOF {
+				closed.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := closed.Load(); n != 8 {
+		t.Fatalf("%d idle connections closed, want 8", n)
 	}
 }

@@ -11,17 +11,20 @@
 //     -size bytes (PCG seed 2) while reading until EOF, and prints
 //     "VSOCK-HOSTCONN sent=N rcvd=N sha=HEX".
 //
+// The data of seed s is PCG(s, s)'s Uint64s, little-endian (-size a multiple of 8).
 // Errors print "VSOCK-FAIL <what>" and exit 1. It is not part of gemu.
 package main
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -31,7 +34,21 @@ func main() {
 	connect := flag.Uint("connect", 0, "host port to exchange data with")
 	listen := flag.Uint("listen", 0, "guest port to accept one host connection on")
 	size := flag.Int("size", 4<<20, "bytes to send each way")
+	ask := flag.Uint("ask", 0, "host port to read one line from")
 	flag.Parse()
+	if *ask != 0 {
+		fd, err := dial(uint32(*ask))
+		if err != nil {
+			fail("connect to port %d: %v", *ask, err)
+		}
+		f := os.NewFile(uintptr(fd), "vsock")
+		b, err := io.ReadAll(io.LimitReader(f, 256))
+		if err != nil {
+			fail("read: %v", err)
+		}
+		fmt.Println(strings.TrimSpace(string(b)))
+		return
+	}
 	if *refuse != 0 {
 		fd, err := dial(uint32(*refuse))
 		if err == nil {
@@ -61,6 +78,9 @@ func main() {
 		}
 		fmt.Println("VSOCK-LISTENING")
 		fd, sa, err := unix.Accept(lfd)
+		for err == unix.EINTR {
+			fd, sa, err = unix.Accept(lfd)
+		}
 		if err != nil {
 			fail("accept: %v", err)
 		}
@@ -78,12 +98,35 @@ func fail(format string, a ...any) {
 	os.Exit(1)
 }
 
+// dial connects to the host's port. The connect is non-blocking and waited for with
+// poll, which is retried on EINTR: a blocking connect(2) that the Go runtime's
+// preemption signal interrupts is cancelled by the kernel, after the host may already
+// have accepted it.
 func dial(port uint32) (int, error) {
-	fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM, 0)
+	fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
 		fail("socket: %v", err)
 	}
-	if err := unix.Connect(fd, &unix.SockaddrVM{CID: unix.VMADDR_CID_HOST, Port: port}); err != nil {
+	err = unix.Connect(fd, &unix.SockaddrVM{CID: unix.VMADDR_CID_HOST, Port: port})
+	if err == unix.EINPROGRESS {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+		for {
+			_, err = unix.Poll(pfd, -1)
+			if err != unix.EINTR {
+				break
+			}
+		}
+		if err == nil {
+			var e int
+			if e, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); err == nil && e != 0 {
+				err = unix.Errno(e)
+			}
+		}
+	}
+	if err == nil {
+		err = unix.SetNonblock(fd, false)
+	}
+	if err != nil {
 		unix.Close(fd)
 		return -1, err
 	}
@@ -101,8 +144,8 @@ func exchange(fd, size int, seed uint64) (int, int, string) {
 		n := 0
 		for n < size {
 			k := min(len(buf), size-n)
-			for i := range buf[:k] {
-				buf[i] = byte(r.Uint32())
+			for i := 0; i < k; i += 8 {
+				binary.LittleEndian.PutUint64(buf[i:], r.Uint64())
 			}
 			w, err := f.Write(buf[:k])
 			n += w

@@ -197,7 +197,11 @@ func (s *Server) registerMigrate() {
 	s.add(&command{name: "query-migrate-parameters", ret: "any", run: func(*call) (any, error) {
 		s.mig.mu.Lock()
 		defer s.mig.mu.Unlock()
-		out := map[string]any{}
+		// The parameters gemu has no use for, at QEMU 7.2's defaults.
+		out := map[string]any{"block-incremental": false, "compress-level": 1, "compress-threads": 8,
+			"compress-wait-thread": true, "cpu-throttle-tailslow": false, "decompress-threads": 2,
+			"multifd-compression": "none", "multifd-zlib-level": 1, "multifd-zstd-level": 1,
+			"tls-authz": "", "tls-creds": "", "tls-hostname": ""}
 		for k, v := range s.mig.vals {
 			out[k] = v
 		}
@@ -253,7 +257,7 @@ func migrateInfo(i MigrationInfo) any {
 	}
 	out["ram"] = map[string]any{"transferred": i.Sent, "remaining": remaining, "total": i.RAMTotal,
 		"duplicate": i.Duplicate, "skipped": 0, "normal": i.Normal, "normal-bytes": i.Normal * 4096,
-		"dirty-pages-rate": 0, "mbps": mbps, "dirty-sync-count": 1, "postcopy-requests": 0, "page-size": 4096,
+		"dirty-pages-rate": 0, "mbps": mbps, "dirty-sync-count": 1, "dirty-sync-missed-zero-copy": 0, "postcopy-requests": 0, "page-size": 4096,
 		"multifd-bytes": 0, "pages-per-second": 0, "precopy-bytes": i.Sent, "downtime-bytes": 0, "postcopy-bytes": 0}
 	out["total-time"] = ms(i.Total)
 	out["setup-time"] = ms(i.Setup)
@@ -262,7 +266,6 @@ func migrateInfo(i MigrationInfo) any {
 	} else {
 		out["expected-downtime"] = ms(i.Downtime)
 	}
-	out["blocked"] = false
 	return out
 }
 

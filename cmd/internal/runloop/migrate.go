@@ -60,14 +60,15 @@ func checkURI(uri string) (scheme, rest string, err error) {
 	scheme, rest, ok := strings.Cut(uri, ":")
 	switch {
 	case !ok || rest == "":
-		return "", "", fmt.Errorf("Invalid migration URI %q (use file:PATH, exec:CMD, unix:PATH or tcp:HOST:PORT)", uri)
+		// QEMU's text; the schemes gemu takes are file:, exec:, unix: and tcp:.
+		return "", "", errors.New("Parameter 'uri' expects a valid migration protocol")
 	case scheme == "file", scheme == "exec", scheme == "unix":
 	case scheme == "tcp":
 		if _, _, err := net.SplitHostPort(rest); err != nil {
 			return "", "", fmt.Errorf("Invalid migration URI %q: %v", uri, err)
 		}
 	default:
-		return "", "", fmt.Errorf("Invalid migration URI %q: unknown scheme %q (use file:, exec:, unix: or tcp:)", uri, scheme)
+		return "", "", errors.New("Parameter 'uri' expects a valid migration protocol")
 	}
 	return scheme, rest, nil
 }

@@ -25,11 +25,12 @@ func main() {
 	runs := flag.Int("runs", 3, "runs per tool and case")
 	dir := flag.String("dir", "", "work folder (default: a new temporary one)")
 	only := flag.String("only", "", "run only cases whose name contains this")
+	skip := flag.String("skip", "", "skip cases whose name contains this")
 	flag.Parse()
 	// Wall times on a shared machine follow its load (tools with more threads get a
 	// bigger share of a busy CPU), so the figures are printed with it.
 	fmt.Printf("load before: %s", loadAvg())
-	if err := run(*gemu, *qemu, *runs, *dir, *only); err != nil {
+	if err := run(*gemu, *qemu, *runs, *dir, *only, *skip); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -133,7 +134,7 @@ type tcase struct {
 	out  string
 }
 
-func run(gemu, qemu string, runs int, dir, only string) error {
+func run(gemu, qemu string, runs int, dir, only, skip string) error {
 	if dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
@@ -199,7 +200,7 @@ func run(gemu, qemu string, runs int, dir, only string) error {
 	made := map[string]bool{}
 	fmt.Printf("%-32s %9s %9s %8s   %-25s %10s\n", "case (median wall, CPU)", "gemu-img", "qemu-img", "speedup", "cpu gemu / qemu / ratio", "gemu RSS")
 	for _, c := range cases {
-		if only != "" && !strings.Contains(c.name, only) {
+		if only != "" && !strings.Contains(c.name, only) || skip != "" && strings.Contains(c.name, skip) {
 			continue
 		}
 		if c.in != "" && !made[c.in] {

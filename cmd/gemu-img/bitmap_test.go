@@ -19,7 +19,7 @@ import (
 var nodeName = regexp.MustCompile(`(bitmaps to |persistent in ')[^:']+`)
 
 func normErr(s string) string {
-	s = strings.ReplaceAll(s, "gemu-img:", "qemu-img:")
+	s = strings.ReplaceAll(s, "gemu-img", "qemu-img")
 	return nodeName.ReplaceAllString(s, "${1}NODE")
 }
 
@@ -76,6 +76,9 @@ func TestBitmapCommandMatchesQemu(t *testing.T) {
 		{"--add", "-f", "raw", "raw.img", "x"},
 		{"--add", "v2.qcow2", "x"},
 		{"--add", "-f", "raw", "IMG", "x"},
+		{"-U", "--add", "IMG", "x"},
+		{"-q", "--add", "IMG", "x"},
+		{"--add", "--granularity", "IMG"},
 	}
 	for _, c := range cases {
 		var got, want result

@@ -300,3 +300,38 @@ func TestConvertBitmapsSnapshotsMeasure(t *testing.T) {
 		}
 	}
 }
+
+// TestCommitBitmaps: commit into a base with bitmaps dirties the base's enabled
+// bitmaps and leaves the emptied top's as they were, as qemu-img commit does.
+func TestCommitBitmaps(t *testing.T) {
+	needQemu(t)
+	needQemuIO(t)
+	dir := t.TempDir()
+	for _, sub := range []string{"q", "g"} {
+		d := filepath.Join(dir, sub)
+		os.Mkdir(d, 0o755)
+		ok(t, qemu(t, d, "create", "-q", "-f", "qcow2", "base.qcow2", "32M"), "create")
+		ok(t, qemu(t, d, "bitmap", "--add", "base.qcow2", "bb"), "bitmap")
+		ok(t, qemu(t, d, "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "top.qcow2"), "create")
+		ok(t, qemu(t, d, "bitmap", "--add", "-g", "4k", "top.qcow2", "tb"), "bitmap")
+		if r := runIn(t, d, nil, "qemu-io", "-f", "qcow2", "-c", "write 1M 64k", "-c", "write 20M 4k", "top.qcow2"); r.code != 0 {
+			t.Fatal(r.stderr)
+		}
+	}
+	ok(t, qemu(t, filepath.Join(dir, "q"), "commit", "-q", "top.qcow2"), "commit")
+	ok(t, gemu(t, filepath.Join(dir, "g"), "commit", "-q", "top.qcow2"), "commit")
+	for _, img := range []string{"base.qcow2", "top.qcow2"} {
+		q, g := filepath.Join(dir, "q", img), filepath.Join(dir, "g", img)
+		if r := qemu(t, dir, "check", g); r.code != 0 {
+			t.Errorf("%s: qemu-img check: %s", img, r.stdout)
+		}
+		qi := jsonOf(t, ok(t, qemu(t, dir, "info", "--output=json", q), "info").stdout).(map[string]any)
+		gi := jsonOf(t, ok(t, qemu(t, dir, "info", "--output=json", g), "info").stdout).(map[string]any)
+		if !reflect.DeepEqual(gi["format-specific"], qi["format-specific"]) {
+			t.Errorf("%s: info\n got %v\nwant %v", img, gi["format-specific"], qi["format-specific"])
+		}
+		if gb, qb := bitmapBits(t, g), bitmapBits(t, q); !reflect.DeepEqual(gb, qb) {
+			t.Errorf("%s: bitmap bits differ from qemu-img commit's", img)
+		}
+	}
+}

@@ -77,6 +77,9 @@ type Config struct {
 	// DeflateOnOOM and FreePageReporting are QEMU's deflate-on-oom and
 	// free-page-reporting properties.
 	DeflateOnOOM, FreePageReporting bool
+	// PagePoison is QEMU's page-poison (on by default there): the driver may tell
+	// the poison value its freed pages hold, and reported pages are then kept.
+	PagePoison bool
 	// StatsInterval is guest-stats-polling-interval (0: statistics are not polled).
 	StatsInterval time.Duration
 	// Logf receives one line per ignored guest request (bounded); nil: silent.
@@ -132,8 +135,8 @@ func New(cfg Config) *Device {
 
 func (d *Device) DeviceID() uint16 { return DeviceID }
 
-// Features are QEMU 7.2's: the statistics queue always, deflate-on-oom and free page
-// reporting when configured.
+// Features are QEMU 7.2's: the statistics queue always, deflate-on-oom, free page
+// reporting and page poisoning when configured.
 func (d *Device) Features() uint64 {
 	f := uint64(1) << FStatsVQ
 	if d.cfg.DeflateOnOOM {
@@ -141,6 +144,9 @@ func (d *Device) Features() uint64 {
 	}
 	if d.cfg.FreePageReporting {
 		f |= 1 << FReporting
+	}
+	if d.cfg.PagePoison {
+		f |= 1 << FPagePoison
 	}
 	return f
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 )
 
 // DeviceNotActive is QEMU's error class for a command whose device is absent
@@ -29,6 +31,40 @@ type balloonInfo struct {
 	Actual int64 `json:"actual"`
 }
 
+// throttle is QEMU's event rate limit for BALLOON_CHANGE: at most one per second,
+// the last value of a burst sent when the second is over.
+type throttle struct {
+	emit    func(int64)
+	mu      sync.Mutex
+	last    time.Time
+	pending bool
+	val     int64
+}
+
+const balloonEventRate = time.Second
+
+func (t *throttle) event(a int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.val = a
+	if t.pending {
+		return
+	}
+	if wait := balloonEventRate - time.Since(t.last); !t.last.IsZero() && wait > 0 {
+		t.pending = true
+		time.AfterFunc(wait, func() {
+			t.mu.Lock()
+			v := t.val
+			t.pending, t.last = false, time.Now()
+			t.mu.Unlock()
+			t.emit(v)
+		})
+		return
+	}
+	t.last = time.Now()
+	t.emit(a)
+}
+
 func balloonErr(err error) error {
 	if errors.Is(err, ErrNoBalloon) {
 		return errorf(DeviceNotActive, "%s", ErrNoBalloon.Error())
@@ -46,7 +82,8 @@ func (s *Server) ballooner() (Ballooner, error) {
 // registerBalloon adds balloon and query-balloon and wires BALLOON_CHANGE.
 func (s *Server) registerBalloon() {
 	if b, ok := s.m.(Ballooner); ok {
-		b.WatchBalloon(func(actual int64) { s.Emit("BALLOON_CHANGE", balloonInfo{actual}) })
+		t := &throttle{emit: func(a int64) { s.Emit("BALLOON_CHANGE", balloonInfo{a}) }}
+		b.WatchBalloon(t.event)
 	}
 	s.add(&command{name: "balloon", args: []arg{{"value", "integer", false}}, ret: "empty", run: func(c *call) (any, error) {
 		var v int64

@@ -75,6 +75,11 @@ type Queue struct {
 	usedIdx        uint16
 	signalled      uint16 // used index at the last Signal decision
 	signalledValid bool
+
+	// Quiescing for a state save (Transport.Quiesce): popFrozen makes Pop find the
+	// ring empty, pushFrozen makes Push wait on thawed until the queue is thawed.
+	popFrozen, pushFrozen bool
+	thawed                *sync.Cond
 }
 
 // newQueue checks the driver's configuration of queue index and maps its rings.
@@ -89,6 +94,7 @@ func newQueue(index int, c QueueConfig, max uint16, features uint64, mem Memory,
 	q := &Queue{index: index, size: c.Size, mem: mem, irq: irq, fail: fail, usedGPA: c.Device,
 		eventIdx: features&(1<<FEventIdx) != 0, indirect: features&(1<<FIndirectDesc) != 0,
 		kick: make(chan struct{}, 1)}
+	q.thawed = sync.NewCond(&q.mu)
 	var ok1, ok2, ok3 bool
 	q.desc, ok1 = sliceChecked(mem, c.Desc, n*descSize)
 	q.avail, ok2 = sliceChecked(mem, c.Driver, 6+2*n)
@@ -163,6 +169,9 @@ func (q *Queue) Pop() (*Chain, error) {
 	defer q.mu.Unlock()
 	if q.broken {
 		return nil, ErrBroken
+	}
+	if q.popFrozen {
+		return nil, nil
 	}
 	availIdx := binary.LittleEndian.Uint16(q.avail[2:])
 	if availIdx == q.lastAvail {
@@ -273,6 +282,9 @@ func (q *Queue) walk(head uint16) (*Chain, error) {
 func (q *Queue) Push(c *Chain, n uint32) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	for q.pushFrozen {
+		q.thawed.Wait()
+	}
 	if q.broken {
 		return
 	}

@@ -99,6 +99,7 @@ type Transport struct {
 	queueSel       uint32
 	queues         []QueueConfig
 	active         bool
+	frozen         []*Queue // the queues Quiesce stopped
 
 	status    atomic.Uint32
 	configGen atomic.Uint32
@@ -278,7 +279,7 @@ func (t *Transport) SetStatus(v uint8) {
 			t.deviceError(errors.New("virtio: DRIVER_OK without FEATURES_OK"))
 			return
 		}
-		t.activateLocked()
+		t.activateLocked(nil)
 	}
 }
 
@@ -308,7 +309,7 @@ func (t *Transport) checkFeaturesLocked() error {
 	return nil
 }
 
-func (t *Transport) activateLocked() {
+func (t *Transport) activateLocked(resume []queueState) {
 	qs := make([]*Queue, len(t.queues))
 	for i, c := range t.queues {
 		if !c.Ready {
@@ -318,6 +319,11 @@ func (t *Transport) activateLocked() {
 		if err != nil {
 			t.deviceError(err)
 			return
+		}
+		if resume != nil {
+			r := resume[i]
+			q.lastAvail, q.usedIdx = r.UsedIdx, r.UsedIdx
+			q.signalled, q.signalledValid, q.broken = r.Signalled, r.SignalledValid, r.Broken
 		}
 		qs[i] = q
 	}
@@ -392,6 +398,7 @@ func (t *Transport) NotifyAll() {
 func (t *Transport) Reset() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.thawLocked() // a worker waiting in Push must be able to stop
 	t.live.Store(nil)
 	t.dev.Reset()
 	t.active = false

@@ -10,14 +10,17 @@ import (
 	"golang.org/x/sys/unix"
 
 	"gemu/hw/bus"
+	"gemu/hw/virtio"
 	"gemu/hw/vmstate"
 )
 
 // Snapshots and migration of the board (hw/vmstate's stream): the configuration
-// fingerprint, one section per vCPU and device, guest RAM. Devices the board cannot
-// save yet (virtio transports with a device behind them, PCI functions other than the
-// host bridge) make Save refuse with a line naming them, rather than write a stream a
-// restore would silently get wrong.
+// fingerprint, one section per vCPU and device, guest RAM. virtio-mmio slots with a
+// device are sections "virtio-mmio@<base>"; their queues are quiesced (requests in
+// flight drained) for the save. Devices the board cannot save yet (a virtio device
+// without state support, PCI functions other than the host bridge) make Save refuse
+// with a line naming them, rather than write a stream a restore would silently get
+// wrong.
 
 // clockStateVersion is the "clock" section: the guest clock (the generic-timer
 // counter's time base) in nanoseconds, one u64.
@@ -69,13 +72,40 @@ func (m *Machine) sections() []section {
 	for i, c := range m.cpus {
 		s = append(s, section{fmt.Sprintf("cpu%d", i), c})
 	}
-	return append(s,
+	s = append(s,
 		section{"gic", m.gic},
 		section{"pl011", m.uart},
 		section{"pl031", m.plat.rtc},
 		section{"pl061", m.plat.gpio},
 		section{"fw_cfg", m.plat.fwcfg},
 		section{"pci-host", pciHost{m}})
+	for n, d := range m.vmmio {
+		if d.Transport() != nil {
+			s = append(s, section{fmt.Sprintf("virtio-mmio@%#x", VirtioBase+uint64(n)*VirtioStride), d})
+		}
+	}
+	return s
+}
+
+// quiesceVirtio stops every virtio device's queues for a save (requests in flight
+// drained); the returned function lets them run again.
+func (m *Machine) quiesceVirtio() (func(), error) {
+	var done []*virtio.Transport
+	thaw := func() {
+		for _, t := range done {
+			t.Thaw()
+		}
+	}
+	for _, d := range m.vmmio {
+		if t := d.Transport(); t != nil {
+			if err := t.Quiesce(virtio.DrainTimeout); err != nil {
+				thaw()
+				return nil, err
+			}
+			done = append(done, t)
+		}
+	}
+	return thaw, nil
 }
 
 // StateConfig is the board's configuration fingerprint: a stream saved from a board
@@ -110,8 +140,10 @@ func (m *Machine) StateConfig() vmstate.Config {
 func (m *Machine) migratable() error {
 	for n, d := range m.vmmio {
 		if t := d.Transport(); t != nil {
-			return fmt.Errorf("the virtio-mmio device at %#x (virtio device type %d) does not support migration yet",
-				VirtioBase+uint64(n)*VirtioStride, t.Device().DeviceID())
+			if _, ok := t.Device().(bus.Stateful); !ok {
+				return fmt.Errorf("the virtio-mmio device at %#x (virtio device type %d) does not support migration yet",
+					VirtioBase+uint64(n)*VirtioStride, t.Device().DeviceID())
+			}
 		}
 	}
 	for dev := range 32 {
@@ -134,6 +166,11 @@ func (m *Machine) Save(w io.Writer) (vmstate.Stats, error) {
 	if err := m.migratable(); err != nil {
 		return vmstate.Stats{}, err
 	}
+	thaw, err := m.quiesceVirtio()
+	if err != nil {
+		return vmstate.Stats{}, err
+	}
+	defer thaw()
 	m.ramMu.RLock()
 	defer m.ramMu.RUnlock()
 	if m.ramGone {

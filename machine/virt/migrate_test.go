@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"gemu/hw/virtio"
 	"gemu/hw/virtio/rng"
 	"gemu/hw/vmstate"
 )
@@ -132,8 +133,26 @@ func TestSaveLoadCounter(t *testing.T) {
 	if err := d.m.VirtioMMIO(rng.New()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.m.Save(&bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "does not support migration") {
+	var withRng bytes.Buffer
+	if _, err := d.m.Save(&withRng); err != nil {
 		t.Fatalf("save with a virtio-rng: %v", err)
+	}
+	if _, err := c.m.Load(bytes.NewReader(withRng.Bytes())); !errors.Is(err, vmstate.ErrConfig) {
+		t.Fatalf("restore of a board with a virtio-rng into one without: %v", err)
+	}
+	d2 := start(t, cfg, true)
+	defer d2.stop(t)
+	if err := d2.m.VirtioMMIO(rng.New()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d2.m.Load(bytes.NewReader(withRng.Bytes())); err != nil {
+		t.Fatalf("restore with a virtio-rng: %v", err)
+	}
+	if err := d2.m.VirtioMMIO(plainDevice{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d2.m.Save(&bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "virtio device type 127) does not support migration") {
+		t.Fatalf("save with a virtio device without state: %v", err)
 	}
 	// Truncated streams are one-line errors.
 	for _, n := range []int{0, 10, buf.Len() / 2, buf.Len() - 1} {
@@ -144,3 +163,14 @@ func TestSaveLoadCounter(t *testing.T) {
 		e.stop(t)
 	}
 }
+
+// plainDevice is a virtio device without state support.
+type plainDevice struct{}
+
+func (plainDevice) DeviceID() uint16                 { return 127 }
+func (plainDevice) Features() uint64                 { return 0 }
+func (plainDevice) QueueMax() []uint16               { return []uint16{8} }
+func (plainDevice) ReadConfig(uint64, []byte)        {}
+func (plainDevice) WriteConfig(uint64, []byte)       {}
+func (plainDevice) Activate(virtio.Activation) error { return nil }
+func (plainDevice) Reset()                           {}

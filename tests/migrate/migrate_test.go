@@ -71,10 +71,16 @@ func startGuest(t *testing.T, dir, name string, mem string, extra ...string) *gu
 // startBin is startGuest with another emulator binary (the QEMU oracle of the benchmark).
 func startBin(t *testing.T, bin, dir, name string, mem string, extra ...string) *guest {
 	t.Helper()
+	return startScript(t, bin, dir, name, mem, counterScript, extra...)
+}
+
+// startScript is startBin with the guest running script instead of the counter.
+func startScript(t *testing.T, bin, dir, name string, mem string, script string, extra ...string) *guest {
+	t.Helper()
 	g := &guest{sock: filepath.Join(dir, name+".qmp"), ticks: make(chan int, 100000), last: -1, exited: make(chan error, 1)}
 	args := append([]string{"-M", "virt", "-cpu", "cortex-a57", "-m", mem, "-nographic",
 		"-kernel", assets.Kernel("arm64"), "-initrd", assets.Initrd("arm64"),
-		"-append", "console=ttyAMA0 " + assets.CmdArg(counterScript),
+		"-append", "console=ttyAMA0 " + assets.CmdArg(script),
 		"-qmp", "unix:" + g.sock + ",server=on,wait=off"}, extra...)
 	g.cmd = exec.Command(bin, args...)
 	out, err := g.cmd.StdoutPipe()

@@ -102,6 +102,7 @@ type Device struct {
 	stop      chan struct{}
 	wg        sync.WaitGroup
 	emergency *port
+	restored  *restoredState // LoadState's, applied by the next Activate
 }
 
 // New checks c and returns the device. It registers a receiver with each backend. A
@@ -266,6 +267,15 @@ func (d *Device) Activate(a virtio.Activation) error {
 			d.run(tx, func(q *virtio.Queue) { d.transmit(p, q) })
 		}
 	}
+	if r := d.restored; r != nil {
+		d.restored = nil
+		for i, p := range d.ports {
+			if p != nil {
+				p.guestOpen = r.open[i]
+			}
+		}
+		d.ctrlOut = r.ctrlOut
+	}
 	if d.multi {
 		d.ctrlRx = q(2)
 		if d.ctrlRx != nil {
@@ -300,6 +310,7 @@ func (d *Device) run(q *virtio.Queue, serve func(*virtio.Queue)) {
 // Reset stops the workers and waits for them.
 func (d *Device) Reset() {
 	d.mu.Lock()
+	d.restored = nil
 	if !d.active {
 		d.mu.Unlock()
 		return

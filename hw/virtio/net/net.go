@@ -174,6 +174,8 @@ type Device struct {
 	rx   *rxState
 
 	filt filter // receive filter (CTRL_RX, CTRL_MAC); guarded by rxMu
+	// restored is the filter LoadState set, kept by the next Activate; guarded by rxMu
+	restored *filter
 
 	// Counters (tests, diagnostics).
 	TxFrames, TxDropped, RxFrames, RxDropped atomic.Uint64
@@ -399,7 +401,11 @@ func (d *Device) Activate(a virtio.Activation) error {
 	rx := &rxState{features: a.Features, q: a.Queues[0], mergeable: a.Features&(1<<FMrgRxbuf) != 0, vnet: vnet}
 	d.rxMu.Lock()
 	d.rx = rx
-	d.filt.reset(d.c.MAC)
+	if d.restored != nil {
+		d.filt, d.restored = *d.restored, nil
+	} else {
+		d.filt.reset(d.c.MAC)
+	}
 	d.rxMu.Unlock()
 	if a.Features&(1<<FStatus) == 0 {
 		// Without STATUS the link is always up to the driver.
@@ -435,6 +441,7 @@ func (d *Device) Reset() {
 	close(d.stop)
 	d.wg.Wait()
 	d.rxMu.Lock()
+	d.restored = nil
 	d.rx = nil
 	d.filt.reset(d.c.MAC)
 	d.rxMu.Unlock()

@@ -290,3 +290,18 @@ func Bringup(dev virtio.Device, mem virtio.Memory, irq virtio.Interrupt, want ui
 	t.SetStatus(virtio.StatusAcknowledge | virtio.StatusDriver | virtio.StatusFeaturesOK | virtio.StatusDriverOK)
 	return t
 }
+
+// Clone returns a new fake RAM with m's base and a copy of its contents: the
+// destination's memory after a migration.
+func (m *Mem) Clone() *Mem {
+	c := NewMem(m.Base, uint64(len(m.B)))
+	copy(c.B, m.B)
+	return c
+}
+
+// On returns a copy of the driver's ring state over memory m (a Clone of its memory).
+func (r *Ring) On(m *Mem) *Ring {
+	c := *r
+	c.Mem = m
+	return &c
+}

@@ -18,6 +18,9 @@ type Model struct {
 	ISAR0      uint64    // ID_AA64ISAR0_EL1
 	ISAR1      uint64    // ID_AA64ISAR1_EL1
 	PARange    uint64    // ID_AA64MMFR0_EL1.PARange
+	// PFR0 holds the ID_AA64PFR0_EL1 fields beyond EL0/EL1, FP, AdvSIMD and GIC
+	// (which readSys fills in): the speculation guarantees CSV2 and CSV3.
+	PFR0 uint64
 	// Note says where the ID registers differ from the silicon's.
 	Note string
 }
@@ -31,6 +34,13 @@ const (
 	isar0Atomic = 2 << 20 // ARMv8.1 LSE: CAS, CASP, LD<op>, SWP (lse.go)
 
 	isar0Base = isar0AES | isar0SHA1 | isar0SHA2 | isar0CRC32 // ARMv8.0 + crypto + CRC32
+)
+
+// ID_AA64PFR0_EL1 speculation fields. gemu executes nothing speculatively, so it meets
+// both guarantees; the named models advertise them as their silicon does.
+const (
+	pfr0CSV2 = 1 << 56 // branch targets trained in one context cannot steer speculation in another
+	pfr0CSV3 = 1 << 60 // faulting loads cannot feed speculative execution (no KPTI needed)
 )
 
 // ID_AA64ISAR1_EL1 fields gemu implements.
@@ -65,7 +75,7 @@ var models = []*Model{
 		Name: "neoverse-n1", Compatible: "arm,neoverse-n1",
 		MIDR: 0x414fd0c1, CTR: 0x8444c004, CLIDR: 0x82000023,
 		CCSIDR: [3]uint64{0x701fe01a, 0x201fe01a, 0x70ffe03a},
-		ISAR0:  isar0Base | isar0Atomic, ISAR1: isar1LRCPC, PARange: 5,
+		ISAR0:  isar0Base | isar0Atomic, ISAR1: isar1LRCPC, PARange: 5, PFR0: pfr0CSV2 | pfr0CSV3,
 		Note: "silicon also has RDM, DotProd, DC CVAP, FP16, RAS, PAN, UAO, VHE, HAFDBS, PMUv3.1 " +
 			"and debug v8.2, which gemu does not implement and so does not advertise",
 	},
@@ -73,9 +83,9 @@ var models = []*Model{
 		Name: "max", Compatible: "arm,cortex-a57", // as QEMU's max (an "A57 with extras")
 		MIDR: 0x000f0510, CTR: 0x8444c004, CLIDR: 0x0a200023,
 		CCSIDR: [3]uint64{0x701fe00a, 0x201fe00a, 0x7fffe07a},
-		ISAR0:  isar0Base | isar0Atomic, ISAR1: isar1LRCPC, PARange: 5,
+		ISAR0:  isar0Base | isar0Atomic, ISAR1: isar1LRCPC, PARange: 5, PFR0: pfr0CSV2 | pfr0CSV3,
 		Note: "everything gemu implements: ARMv8.0 with AES/PMULL, SHA1, SHA256, CRC32, " +
-			"ARMv8.1 LSE atomics and ARMv8.3 LDAPR; not yet RDM, FP16, DotProd, SHA512/SHA3/SM3/SM4, " +
+			"ARMv8.1 LSE atomics, ARMv8.3 LDAPR, CSV2/CSV3 (no speculation); not yet RDM, FP16, DotProd, SHA512/SHA3/SM3/SM4, " +
 			"PAN/UAO, pointer authentication, BTI or RNDR",
 	},
 }

@@ -171,7 +171,7 @@ func (c *CPU) readSys(op0, op1, crn, crm, op2 uint32) (uint64, bool) {
 	case kREVIDR, kAIDR:
 		return 0, true
 	case kPFR0:
-		v := uint64(0x11) // EL0 and EL1 AArch64 only; FP and AdvSIMD implemented (0)
+		v := 0x11 | c.model.PFR0 // EL0 and EL1 AArch64 only; FP and AdvSIMD implemented (0)
 		if c.cfg.GICv3 {
 			v |= 1 << 24
 		}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"sort"
 	"strings"
 	"sync"
 
@@ -38,7 +39,7 @@ vCPUs under gemu's own translator (TCG).
 
   -M, -machine virt[,gic-version=2|3|max|host][,dumpdtb=FILE][,accel=tcg]
                          the board (only virt); GIC version (default 2); -machine help
-  -cpu cortex-a57        CPU model (cortex-a53 and max run as a Cortex-A57); -cpu help
+  -cpu cortex-a57        CPU model (cortex-a53, cortex-a72, neoverse-n1, max); -cpu help
   -m [size=]SIZE         RAM, MiB without a suffix; K M G T suffixes, 1.5G (default 128M)
   -smp [cpus=]N[,sockets=S][,clusters=L][,cores=C][,threads=T][,maxcpus=M]
                          CPUs (default 1); the guest sees N CPUs in one cluster
@@ -301,11 +302,15 @@ virt                 QEMU 7.2 ARM Virtual Machine (alias of virt-7.2)
 virt-7.2             QEMU 7.2 ARM Virtual Machine
 `
 
-const cpuHelp = `Available CPUs:
-  cortex-a53
-  cortex-a57
-  max
-`
+// cpuHelp is -cpu help: the models target-arm has, sorted as QEMU lists them.
+func cpuHelp() string {
+	var names []string
+	for _, m := range arm.Models() {
+		names = append(names, m.Name)
+	}
+	sort.Strings(names)
+	return "Available CPUs:\n  " + strings.Join(names, "\n  ") + "\n"
+}
 
 // parse reads QEMU-style options (one or two leading dashes). done reports that the
 // request was fully handled (-h, -version, -machine help, -cpu help).
@@ -349,7 +354,7 @@ func parse(args []string) (o options, done bool, err error) {
 		return o, true, nil
 	}
 	if c := o.CPU; c != nil && c.Help {
-		fmt.Print(cpuHelp)
+		fmt.Print(cpuHelp())
 		return o, true, nil
 	}
 	if err := o.machine(); err != nil {
@@ -417,14 +422,14 @@ func (o *options) cpu() error {
 	if c == nil {
 		return nil
 	}
-	switch c.Model {
-	case "cortex-a57", "cortex-a53", "max":
-	default:
-		return fmt.Errorf("unsupported -cpu %q (supported: cortex-a57, cortex-a53, max)", c.Model)
+	m, ok := arm.LookupModel(c.Model)
+	if !ok {
+		return fmt.Errorf("unsupported -cpu %q (supported: %s)", c.Model, strings.ReplaceAll(strings.TrimSpace(strings.TrimPrefix(cpuHelp(), "Available CPUs:")), "\n  ", ", "))
 	}
 	if len(c.Features) > 0 {
 		return fmt.Errorf("-cpu %s: CPU properties are not supported (%s)", o.CPUSpec, c.Features[0].Name)
 	}
+	o.cfg.CPU = m
 	return nil
 }
 

@@ -172,6 +172,8 @@ func (o *options) parseMachine() error {
 	typ := m.ImpliedValue()
 	switch {
 	case typ == "":
+	case typ == "none": // no guest: capability probing (none.go)
+		o.machine = typ
 	case typ == "pc" || i440fxVersion.MatchString(typ):
 		o.machine = typ
 	case typ == "q35" || strings.HasPrefix(typ, "pc-q35"):

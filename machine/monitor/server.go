@@ -66,6 +66,7 @@ func NewServer(m Machine, o Options) *Server {
 	s := &Server{m: m, opts: o, cmds: map[string]*command{}, sessions: map[*session]struct{}{}}
 	s.registerQMP()
 	s.registerMigrate()
+	s.registerProbe() // probe.go
 	return s
 }
 

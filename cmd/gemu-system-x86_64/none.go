@@ -20,7 +20,7 @@ func machineInfo(name, uuid string, kvmEnabled bool) monitor.Info {
 		Machines: []monitor.MachineType{{Name: "pc-i440fx-7.2", Alias: "pc", IsDefault: true, CPUMax: kvm.MaxCPUs,
 			HotpluggableCPUs: true, NUMAMemSupported: false, DefaultCPUType: "qemu64-x86_64-cpu", DefaultRAMID: "pc.ram"},
 			{Name: "none", CPUMax: 1}},
-		Probe: sysdev.Probe(cpuModels, nil)}
+		Probe: sysdev.Probe([]string{"kvm", "tcg"}, cpuModels, nil)}
 }
 
 // runNone is `-machine none`: no guest, only the monitors (capability probing).

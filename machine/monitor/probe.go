@@ -16,6 +16,8 @@ type Probe struct {
 	// (nil: the option takes any, as QEMU lists -device's).
 	Options     map[string][]OptionParam
 	GICVersions []int // query-gic-capabilities (aarch64 only): the emulated GIC versions
+	// Accels are the accelerators the emulator has (kvm, tcg): QOM types NAME-accel.
+	Accels []string
 }
 
 // DeviceType is one -device type.
@@ -79,6 +81,10 @@ func (s *Server) qomTypes() []qomType {
 	cpuBase := i.Target + "-cpu"
 	if i.Target != "" {
 		out = append(out, qomType{Name: cpuBase, Parent: "cpu", Abstract: true})
+	}
+	out = append(out, qomType{Name: "accel", Parent: "object", Abstract: true})
+	for _, a := range p.Accels {
+		out = append(out, qomType{Name: a + "-accel", Parent: "accel"})
 	}
 	for _, d := range p.Devices {
 		out = append(out, qomType{Name: d.Name, Parent: d.Parent})

@@ -6,10 +6,10 @@ import (
 )
 
 // Probe is what the QMP capability probes (libvirt's `-machine none` run) report
-// for an emulator: machine/qdev's device types, the main's CPU models and GIC
+// for an emulator: machine/qdev's device types, the main's accelerators, CPU models and GIC
 // versions (aarch64), and the command-line options both mains take.
-func Probe(cpus []monitor.CPUModel, gicVersions []int) *monitor.Probe {
-	p := &monitor.Probe{CPUs: cpus, GICVersions: gicVersions, Options: map[string][]monitor.OptionParam{
+func Probe(accels []string, cpus []monitor.CPUModel, gicVersions []int) *monitor.Probe {
+	p := &monitor.Probe{Accels: accels, CPUs: cpus, GICVersions: gicVersions, Options: map[string][]monitor.OptionParam{
 		"machine": {{Name: "type", Type: "string", Help: "emulated machine"}, {Name: "accel", Type: "string", Help: "accelerator list"}},
 		"accel":   {{Name: "accel", Type: "string"}},
 		"smp":     {{Name: "cpus", Type: "number"}, {Name: "sockets", Type: "number"}, {Name: "cores", Type: "number"}, {Name: "threads", Type: "number"}, {Name: "maxcpus", Type: "number"}},

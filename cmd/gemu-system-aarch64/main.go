@@ -312,6 +312,7 @@ const machineName = "virt-7.2"
 const machineHelp = `Supported machines are:
 virt                 QEMU 7.2 ARM Virtual Machine (alias of virt-7.2)
 virt-7.2             QEMU 7.2 ARM Virtual Machine
+none                 empty machine
 `
 
 const cpuHelp = `Available CPUs:

@@ -15,6 +15,7 @@ import (
 	"sync"
 
 	"gemu/cmd/internal/cpuprof"
+	"gemu/cmd/internal/daemon"
 	"gemu/cmd/internal/qemuopts"
 	"gemu/cmd/internal/runloop"
 	"gemu/cmd/internal/sysdev"
@@ -102,6 +103,7 @@ type options struct {
 	traceSpec string
 	traceFile string
 	incoming  string   // -incoming URI|defer
+	none      bool     // -machine none: no guest, the monitors only (none.go)
 	warnings  []string // one line each, printed before the guest starts
 }
 
@@ -130,6 +132,14 @@ func run(args []string) (int, error) {
 	msgTimestamp = o.MsgTimestamp
 	for _, w := range o.warnings {
 		fmt.Fprintf(os.Stderr, "%s%s: warning: %s\n", msgPrefix(), prog, w)
+	}
+	code, parent, cleanup, err := startDaemon(&o) // -daemonize, -pidfile
+	if err != nil || parent {
+		return code, err
+	}
+	defer cleanup()
+	if o.none {
+		return runNone(&o)
 	}
 	if o.traceSpec != "" {
 		f, err := arm.ParseTraceFlags(o.traceSpec)
@@ -209,13 +219,16 @@ func run(args []string) (int, error) {
 	loop = runloop.New(runloop.Config{
 		Prog: prog, Stderr: os.Stderr, Package: qmpPackage,
 		StartPaused: o.StartPaused, NoShutdown: o.NoShutdown, NoReboot: o.noReboot, Incoming: o.incoming,
-		Info: monitor.Info{Name: o.Name, UUID: o.UUID, Target: "aarch64", Machines: []monitor.MachineType{
-			{Name: "virt-7.2", Alias: "virt", CPUMax: 16, NUMAMemSupported: true, DefaultCPUType: "cortex-a15-arm-cpu", DefaultRAMID: "mach-virt.ram"}}},
+		Info:     machineInfo(o.Name, o.UUID),
 		Blocks:   runloop.Blocks(wiring, &o.Common, attached),
 		Chardevs: chardevs,
 		Restore:  func() { be.Close() },
 		BeforeRun: func() error {
-			return loop.OpenMonitors(&o.Common, monChardevs, o.serial == "stdio")
+			if err := loop.OpenMonitors(&o.Common, monChardevs, o.serial == "stdio"); err != nil {
+				return err
+			}
+			daemon.Ready()
+			return nil
 		},
 		New: func() (runloop.Guest, error) {
 			if last != nil {
@@ -300,6 +313,7 @@ const machineName = "virt-7.2"
 const machineHelp = `Supported machines are:
 virt                 QEMU 7.2 ARM Virtual Machine (alias of virt-7.2)
 virt-7.2             QEMU 7.2 ARM Virtual Machine
+none                 empty machine
 `
 
 // cpuHelp is -cpu help: the models target-arm has, sorted as QEMU lists them.
@@ -441,6 +455,8 @@ func (o *options) machine() error {
 	}
 	switch t := m.ImpliedValue(); t {
 	case "", "virt", "virt-7.2":
+	case "none": // no guest: capability probing (none.go)
+		o.none = true
 	default:
 		return fmt.Errorf("-machine %s: unsupported machine type '%s' (supported: virt, virt-7.2; -machine help)", m.Spec, t)
 	}
@@ -456,10 +472,13 @@ func (o *options) machine() error {
 	}
 	o.dumpDTB = m.String("dumpdtb", "")
 	if val, ok := m.Get("accel"); ok {
+		// The list is tried in order, as QEMU's: kvm fails here, so tcg must follow it.
+		tcg := false
 		for _, a := range strings.Split(val, ":") {
-			if a != "tcg" {
-				return errKVM
-			}
+			tcg = tcg || a == "tcg"
+		}
+		if !tcg {
+			return errKVM
 		}
 	}
 	for _, k := range m.Unused() {

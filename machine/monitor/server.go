@@ -67,6 +67,7 @@ func NewServer(m Machine, o Options) *Server {
 	s.registerQMP()
 	s.registerMigrate()
 	s.registerBalloon()
+	s.registerProbe() // probe.go
 	return s
 }
 

@@ -43,6 +43,14 @@ const (
 	clsBacking
 )
 
+// ContentStatuser is an optional Driver interface for formats whose BlockStatus
+// mirrors QEMU's (so map and compare print what qemu-img prints) but who know more
+// about which ranges read as zeroes, e.g. vhdx, which QEMU reports as all data:
+// Convert asks it instead, so such ranges are neither read nor scanned.
+type ContentStatuser interface {
+	ContentStatus(off, n int64) (Status, error)
+}
+
 type opKind uint8
 
 const (
@@ -289,7 +297,13 @@ func (c *statusCursor) at(off int64) (int, int64, error) {
 	if off >= c.stOff && off < c.stEnd {
 		return c.stCls, c.stEnd, nil
 	}
-	st, err := c.src.BlockStatus(off, c.size-off)
+	var st Status
+	var err error
+	if cs, ok := c.src.(ContentStatuser); ok {
+		st, err = cs.ContentStatus(off, c.size-off)
+	} else {
+		st, err = c.src.BlockStatus(off, c.size-off)
+	}
 	if err != nil {
 		return 0, 0, err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 )
@@ -71,9 +72,12 @@ type convTask struct {
 	off, n int64
 	cls    int
 	buf    []byte
-	ops    []writeOp
-	err    error
-	done   chan struct{}
+	// release unmaps a Viewer's view the ops point into (nil: they use buf); the
+	// writer calls it once the task is done, whatever happened.
+	release func()
+	ops     []writeOp
+	err     error
+	done    chan struct{}
 }
 
 // Convert copies src's guest view into dst (both already open; dst at least as large).
@@ -150,6 +154,9 @@ func Convert(src, dst Driver, o ConvertOptions) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// A view of a file that shrinks under us faults: make that a panic
+			// safeProcess turns into an error.
+			defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 			for t := range work {
 				if !failed.Load() {
 					t.err = safeProcess(t, src, dst, cc, unit, gran, o.Sparse == 0, direct, targetZero)
@@ -178,6 +185,9 @@ func Convert(src, dst Driver, o ConvertOptions) error {
 				if werr != nil {
 					failed.Store(true)
 				}
+			}
+			if t.release != nil {
+				t.release()
 			}
 			if t.buf != nil {
 				bufs <- t.buf
@@ -371,8 +381,19 @@ func processTask(t *convTask, src, dst Driver, cc ClusterCompressor, unit, gran 
 		}
 	case clsData:
 		buf := t.buf[:t.n]
-		if err := readFull(src, buf, t.off); err != nil {
-			return err
+		if v, ok := src.(Viewer); ok {
+			b, rel, err := v.View(t.off, t.n)
+			if err != nil {
+				return err
+			}
+			if b != nil {
+				buf, t.release = b, rel
+			}
+		}
+		if t.release == nil {
+			if err := readFull(src, buf, t.off); err != nil {
+				return err
+			}
 		}
 		switch {
 		case cc != nil:

@@ -237,6 +237,11 @@ func TestDaemonize(t *testing.T) {
 	if _, err := os.Stat(pidf); !os.IsNotExist(err) {
 		t.Errorf("pid file left after quit: %v", err)
 	}
+	// A guest console on stdio cannot be daemonized (QEMU's refusal).
+	out, err = exec.Command(gemu, "-daemonize", "-kernel", filepath.Join(dir, "none")).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "-nographic cannot be used with -daemonize") {
+		t.Errorf("-daemonize with the console on stdio: %v %q", err, out)
+	}
 	// The daemon fails before it is ready: the command says why and exits 1.
 	out, err = exec.Command(gemu, "-machine", "none", "-daemonize", "-qmp", "unix:"+filepath.Join(dir, "no", "such", "dir")+",server=on,wait=off").CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "gemu-system-x86_64: ") {

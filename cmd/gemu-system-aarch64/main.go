@@ -82,6 +82,9 @@ vCPUs under gemu's own translator (TCG).
   -nodefaults            no default devices (the PL011 console goes nowhere without -serial)
   -no-user-config        accepted (gemu reads no configuration files)
   -msg timestamp=on      prefix error and warning lines with the UTC time, as QEMU
+  -daemonize, -pidfile FILE
+                         detach once the monitors listen; write (and lock) the pid file
+  -machine none          no guest, only the monitors (capability probing, as libvirt does)
   -h, -help, --help      this help
   -version, --version    version
 On the stdio console, Ctrl-A x quits and Ctrl-A h lists the escapes.

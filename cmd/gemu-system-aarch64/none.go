@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"os"
+	"strings"
 
 	"gemu/cmd/internal/daemon"
 	"gemu/cmd/internal/runloop"
@@ -27,6 +29,10 @@ func machineInfo(name, uuid string) monitor.Info {
 // only waited for the daemon (it exits with code).
 func startDaemon(o *options) (code int, parent bool, cleanup func(), err error) {
 	cleanup = func() {}
+	if o.Daemonize && !o.none && strings.HasSuffix(o.serial, "stdio") {
+		// QEMU refuses it too: a daemon has no terminal for the console.
+		return 1, false, cleanup, errors.New("-nographic cannot be used with -daemonize (the serial console is on stdio: use -serial with a file, socket or none, or -nodefaults)")
+	}
 	if o.Daemonize {
 		if code, parent := daemon.Start(os.Stderr); parent {
 			return code, true, cleanup, nil

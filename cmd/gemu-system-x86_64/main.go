@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"strings"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -79,6 +80,10 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 		}
 		fmt.Fprint(stdout, h)
 		return 0
+	}
+	if o.Daemonize && o.machine != "none" && (o.serial == "" || strings.HasSuffix(o.serial, "stdio")) {
+		// QEMU refuses it too: a daemon has no terminal for the console.
+		return fail(stderr, "-nographic cannot be used with -daemonize (the serial console is on stdio: use -serial with a file, socket or none)")
 	}
 	if o.Daemonize {
 		if code, parent := daemon.Start(stderr); parent {

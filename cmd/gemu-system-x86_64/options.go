@@ -79,6 +79,9 @@ or on gemu's own x86-64 translator (TCG).
                         parsed and checked, not yet connected to the board (warned)
   -nodefaults, -no-user-config, -msg timestamp=on
                         accepted for QEMU compatibility
+  -daemonize, -pidfile FILE
+                        detach once the monitors listen; write (and lock) the pid file
+  -machine none         no guest, only the monitors (capability probing, as libvirt does)
   -d in_asm,exec,int    TCG traces (to stderr, or -D FILE)
   -h, -help, --help     this help
   -version, --version   version

@@ -16,7 +16,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -128,6 +130,7 @@ func TestDomcapabilities(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer os.RemoveAll(root)
+			defer killProbes(t, root)
 			os.Chmod(root, 0o755)
 			cmd := exec.Command(virsh, "-c", "qemu:///embed?root="+root, "domcapabilities",
 				"--emulatorbin", c.bin, "--arch", c.arch, "--virttype", c.virt)
@@ -163,6 +166,86 @@ func TestDomcapabilities(t *testing.T) {
 				t.Errorf("rng models %v lack virtio", m)
 			}
 		})
+	}
+}
+
+// killProbes ends probe processes libvirt left behind (it stops them itself; only
+// a crashed virsh would not), found by their pid files under the private root.
+func killProbes(t *testing.T, root string) {
+	files, _ := filepath.Glob(filepath.Join(root, "lib", "qemu", "qmp-*", "qmp.pid"))
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
+			t.Logf("killing probe process %d left by libvirt", pid)
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+// TestDaemonize runs gemu-system-x86_64 as libvirt's probe does (-daemonize,
+// -pidfile, -machine none): the command returns 0 once the monitor listens, the
+// pid file names the live daemon, quit ends it and removes the file; a daemon that
+// cannot start makes the command fail with its message.
+func TestDaemonize(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the emulator: skipped under -short")
+	}
+	gemu := build(t, t.TempDir(), "gemu-system-x86_64")
+	dir := t.TempDir()
+	sock, pidf := filepath.Join(dir, "qmp.sock"), filepath.Join(dir, "qmp.pid")
+	cmd := exec.Command(gemu, "-S", "-no-user-config", "-nodefaults", "-nographic", "-machine", "none,accel=tcg",
+		"-qmp", "unix:"+sock+",server=on,wait=off", "-pidfile", pidf, "-daemonize")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("-daemonize: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(pidf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid == cmd.Process.Pid {
+		t.Fatalf("pid file %q (parent %d)", b, cmd.Process.Pid)
+	}
+	defer syscall.Kill(pid, syscall.SIGKILL)
+	if err := syscall.Kill(pid, 0); err != nil {
+		t.Fatalf("daemon %d: %v", pid, err)
+	}
+	// A second emulator on the same pid file is refused while the daemon holds it.
+	out, err := exec.Command(gemu, "-machine", "none", "-pidfile", pidf).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "cannot create PID file") {
+		t.Errorf("second -pidfile: %v %s", err, out)
+	}
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatalf("QMP after -daemonize returned: %v", err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	q := &qmpClient{conn, bufio.NewReader(conn)}
+	q.read(t)
+	q.do(t, `{"execute":"qmp_capabilities"}`)
+	if r := q.do(t, `{"execute":"query-status"}`); fmt.Sprint(r["return"]) != "map[running:false singlestep:false status:prelaunch]" {
+		t.Errorf("query-status: %v", r)
+	}
+	q.do(t, `{"execute":"quit"}`)
+	for i := 0; i < 600 && syscall.Kill(pid, 0) == nil; i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if syscall.Kill(pid, 0) == nil {
+		t.Fatalf("daemon %d still runs after quit", pid)
+	}
+	if _, err := os.Stat(pidf); !os.IsNotExist(err) {
+		t.Errorf("pid file left after quit: %v", err)
+	}
+	// A guest console on stdio cannot be daemonized (QEMU's refusal).
+	out, err = exec.Command(gemu, "-daemonize", "-kernel", filepath.Join(dir, "none")).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "-nographic cannot be used with -daemonize") {
+		t.Errorf("-daemonize with the console on stdio: %v %q", err, out)
+	}
+	// The daemon fails before it is ready: the command says why and exits 1.
+	out, err = exec.Command(gemu, "-machine", "none", "-daemonize", "-qmp", "unix:"+filepath.Join(dir, "no", "such", "dir")+",server=on,wait=off").CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "gemu-system-x86_64: ") {
+		t.Errorf("failing daemon: %v %q", err, out)
 	}
 }
 

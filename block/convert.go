@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 )
@@ -43,6 +44,14 @@ const (
 	clsBacking
 )
 
+// ContentStatuser is an optional Driver interface for formats whose BlockStatus
+// mirrors QEMU's (so map and compare print what qemu-img prints) but who know more
+// about which ranges read as zeroes, e.g. vhdx, which QEMU reports as all data:
+// Convert asks it instead, so such ranges are neither read nor scanned.
+type ContentStatuser interface {
+	ContentStatus(off, n int64) (Status, error)
+}
+
 type opKind uint8
 
 const (
@@ -63,9 +72,12 @@ type convTask struct {
 	off, n int64
 	cls    int
 	buf    []byte
-	ops    []writeOp
-	err    error
-	done   chan struct{}
+	// release unmaps a Viewer's view the ops point into (nil: they use buf); the
+	// writer calls it once the task is done, whatever happened.
+	release func()
+	ops     []writeOp
+	err     error
+	done    chan struct{}
 }
 
 // Convert copies src's guest view into dst (both already open; dst at least as large).
@@ -142,6 +154,9 @@ func Convert(src, dst Driver, o ConvertOptions) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// A view of a file that shrinks under us faults: make that a panic
+			// safeProcess turns into an error.
+			defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 			for t := range work {
 				if !failed.Load() {
 					t.err = safeProcess(t, src, dst, cc, unit, gran, o.Sparse == 0, direct, targetZero)
@@ -170,6 +185,9 @@ func Convert(src, dst Driver, o ConvertOptions) error {
 				if werr != nil {
 					failed.Store(true)
 				}
+			}
+			if t.release != nil {
+				t.release()
 			}
 			if t.buf != nil {
 				bufs <- t.buf
@@ -289,7 +307,13 @@ func (c *statusCursor) at(off int64) (int, int64, error) {
 	if off >= c.stOff && off < c.stEnd {
 		return c.stCls, c.stEnd, nil
 	}
-	st, err := c.src.BlockStatus(off, c.size-off)
+	var st Status
+	var err error
+	if cs, ok := c.src.(ContentStatuser); ok {
+		st, err = cs.ContentStatus(off, c.size-off)
+	} else {
+		st, err = c.src.BlockStatus(off, c.size-off)
+	}
 	if err != nil {
 		return 0, 0, err
 	}
@@ -357,8 +381,19 @@ func processTask(t *convTask, src, dst Driver, cc ClusterCompressor, unit, gran 
 		}
 	case clsData:
 		buf := t.buf[:t.n]
-		if err := readFull(src, buf, t.off); err != nil {
-			return err
+		if v, ok := src.(Viewer); ok {
+			b, rel, err := v.View(t.off, t.n)
+			if err != nil {
+				return err
+			}
+			if b != nil {
+				buf, t.release = b, rel
+			}
+		}
+		if t.release == nil {
+			if err := readFull(src, buf, t.off); err != nil {
+				return err
+			}
 		}
 		switch {
 		case cc != nil:

@@ -463,6 +463,9 @@ func (img *Image) storeBitmaps() error {
 		return nil
 	}
 	img.bmSession = false
+	if img.hdr.version < 3 {
+		return nil // downgraded (amend compat=0.10): the bitmaps are left stale, as QEMU leaves them
+	}
 	cs := img.clusterSize
 	var free [][2]int64 // old clusters, freed once the new directory is in the header
 	type saved struct {

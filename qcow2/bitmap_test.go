@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -259,5 +260,35 @@ func TestBitmapOpsMatchQemu(t *testing.T) {
 	qemuCheckClean(t, ours)
 	if fs := qemuInfoFSShared(t, ours); strings.Contains(fs, "bitmaps") {
 		t.Errorf("bitmaps left: %s", fs)
+	}
+}
+
+// TestBitmapsDowngrade: amend compat=0.10 leaves the bitmaps stale as qemu-img's does
+// (same leaks, same warning on the next open).
+func TestBitmapsDowngrade(t *testing.T) {
+	needQemu(t)
+	dir := t.TempDir()
+	ref, ours := filepath.Join(dir, "ref.qcow2"), filepath.Join(dir, "ours.qcow2")
+	run(t, "qemu-img", "create", "-f", "qcow2", ref, "16M")
+	run(t, "qemu-img", "bitmap", "--add", ref, "a")
+	run(t, "qemu-img", "bitmap", "--add", "--disable", ref, "b")
+	qemuIO(t, ref, "write 0 64k")
+	b, _ := os.ReadFile(ref)
+	os.WriteFile(ours, b, 0o644)
+	run(t, "qemu-img", "amend", "-o", "compat=0.10", ref)
+	img := openRW(t, ours)
+	if err := img.Amend(map[string]string{"compat": "0.10"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := img.Close(); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := exec.Command("qemu-img", "check", "--output=json", ref).CombinedOutput()
+	got, _ := exec.Command("qemu-img", "check", "--output=json", ours).CombinedOutput()
+	norm := func(b []byte) string {
+		return regexp.MustCompile(`"filename": "[^"]*"|"image-end-offset": [0-9]+|Leaked cluster [0-9]+`).ReplaceAllString(string(b), "")
+	}
+	if norm(got) != norm(want) {
+		t.Errorf("check after downgrade\n got %s\nwant %s", got, want)
 	}
 }

@@ -144,17 +144,23 @@ func unzstdCluster(dst, src []byte) error {
 
 // Levels are chosen to keep output no larger than qemu-img's (QEMU 7.2 deflates at
 // Z_DEFAULT_COMPRESSION with a 4 KiB window, raw; zstd at its default level 3 through
-// ZSTD_compressStream2) while spending as little CPU as that allows. Measured per 64 KiB
-// cluster against zlib and libzstd themselves, on 256 MiB of this host's binaries and
-// 32 MiB of source text (payload bytes, relative to QEMU's):
+// ZSTD_compressStream2). Measured per 64 KiB cluster against zlib and libzstd
+// themselves (payload bytes relative to QEMU's) on three samples: 256 MiB of this host's
+// /usr/bin and /usr/lib (as bench-img uses), another 256 MiB cut of them, and 32 MiB of
+// source text:
 //
-//	flate level 3 +1.9% / -1.8%, level 4 -1.0% / -6.4%, level 6 -4.4% / -12.6%
-//	zstd SpeedDefault +1.5% / +0.6%, SpeedBetterCompression -0.1% / -4.5%
+//	flate level 4 +2.6% / -1.0% / -6.4%, level 5 +0.5% / -3.4% / -11.1%,
+//	level 6 -0.5% / -4.4% / -12.6%
+//	zstd SpeedDefault +1.5% on binaries, +0.6% on text; SpeedBetterCompression
+//	-0.1% / -4.5%
 //
-// Our 32 KiB deflate window is what lets level 4 beat zlib's level 6 at 4 KiB. klauspost's
-// zstd SpeedDefault, though modelled on level 3, loses about 1.5% on binaries, so zstd
-// clusters use SpeedBetterCompression. TestCompressedSizeVsQemuImg holds both to 0.5%.
-const deflateLevel = 4
+// Level 6 is the cheapest deflate level not larger on any of them; our 32 KiB window
+// keeps it ahead of zlib's level 6 at 4 KiB. klauspost's zstd SpeedDefault, though
+// modelled on level 3, loses about 1.5% on binaries, so zstd clusters use
+// SpeedBetterCompression, at about three times libzstd's CPU per byte (its tables are
+// sized for large windows and miss the cache on 64 KiB inputs, where libzstd shrinks
+// its own). TestCompressedSizeVsQemuImg holds both to 0.5%.
+const deflateLevel = 6
 
 var flateWriters = sync.Pool{New: func() any {
 	w, _ := flate.NewWriter(nil, deflateLevel)

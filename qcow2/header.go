@@ -380,7 +380,9 @@ func (h *header) encode(cs int) ([]byte, error) {
 			return nil, err
 		}
 	}
-	if h.bitmaps != nil && h.autoclear&autoclearBitmap != 0 {
+	// A downgrade to v2 keeps the extension, as QEMU's does (v2 has no autoclear
+	// bits, so readers then treat the bitmaps as stale).
+	if h.bitmaps != nil && (h.autoclear&autoclearBitmap != 0 || h.version < 3) {
 		if err := put(extBitmaps, h.bitmaps.encode()); err != nil {
 			return nil, err
 		}

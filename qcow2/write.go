@@ -1168,7 +1168,9 @@ func (img *Image) MakeEmpty() error {
 	defer img.wmu.Unlock()
 	img.mu.Lock()
 	defer img.mu.Unlock()
-	if err := img.startMarking(0, img.size); err != nil {
+	// Not a guest-visible change (commit has put the data into the backing file), so
+	// the bitmaps are not dirtied, as QEMU's make_empty does not dirty them.
+	if err := img.startWriting(); err != nil {
 		return err
 	}
 	if err := img.writeBack(false); err != nil {

@@ -31,6 +31,9 @@ type Config struct {
 	MMIO    *bus.Bus
 	SysRegs SysRegHandler // may be nil
 	GICv3   bool          // advertise the GIC system-register interface (ID_AA64PFR0.GIC)
+	// Model is the CPU model (-cpu): identification, ID registers and the optional
+	// instructions it executes. nil: DefaultModel (Cortex-A57).
+	Model *Model
 	// HVC is called for HVC #imm at EL1 (PSCI): it reads c.X(0..3) and sets X0. The
 	// instruction's return address is already in c.PC. nil makes HVC UNDEFINED.
 	HVC func(c *CPU)
@@ -130,6 +133,10 @@ type CPU struct {
 	sp    *uint64 // &SP_EL0 or &SP_EL1 as selected by el/spsel
 	flags uint64  // translation flags of the current mode (see tbFlags)
 
+	model *Model // cfg.Model or DefaultModel
+	lse   bool   // model has the LSE atomics (lse.go)
+	rcpc  bool   // model has LDAPR
+
 	sr  sysRegs
 	dbg debugRegs // debug.go
 	pmu pmu       // pmu.go
@@ -181,6 +188,11 @@ var cpuOps, cpuOpsTraced = tcg.CPUOps[CPU]{
 // New creates a powered-off vCPU. Reset (boot CPU) or Start (PSCI CPU_ON) powers it on.
 func New(cfg Config) *CPU {
 	c := &CPU{cfg: cfg, trace: cfg.Trace, tflag: cfg.TraceFlags, access: bus.CPUAccess(cfg.ID)}
+	c.model = cfg.Model
+	if c.model == nil {
+		c.model = DefaultModel
+	}
+	c.lse, c.rcpc = c.model.hasLSE(), c.model.hasRCpc()
 	if c.trace == nil {
 		c.tflag = 0
 	}

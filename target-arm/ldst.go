@@ -175,7 +175,9 @@ func decodeLdStReg(insn uint32, pc uint64) (op, bool) {
 		if insn>>12&1 == 1 {
 			m.shift = scale
 		}
-	default: // atomic memory operations (LSE) and PAC loads: absent in ARMv8.0
+	case !vec && insn>>10&3 == 0: // atomic memory operations (LSE, lse.go)
+		return decodeAtomicMem(insn, pc)
+	default: // PAC loads (LDRAA/LDRAB): not implemented
 		return undefOp(pc), true
 	}
 	if vec {
@@ -623,6 +625,10 @@ func decodeLdStExcl(insn uint32, pc uint64) (op, bool) {
 			}
 			return ok
 		}, false
+	case o2 == 1 && o1 == 1 && rt2 == 31: // CAS (lse.go)
+		return decodeCAS(insn, pc)
+	case o2 == 0 && o1 == 1 && size < 2 && rt2 == 31: // CASP (lse.go)
+		return decodeCASP(insn, pc)
 	}
 	return undefOp(pc), true
 }

@@ -32,17 +32,11 @@ const (
 	sctlrRES1 = 0x30d00800 // RES1 bits of SCTLR_EL1 in ARMv8.0
 )
 
-// Identification values: a Cortex-A57 r1p0 as QEMU models it, restricted to what gemu
-// implements.
+// Identification values common to every model (cpumodels.go has the per-model ones).
 const (
-	midrA57     = 0x411fd070
-	ctrA57      = 0x8444c004
-	clidrA57    = 0x0a200023
 	dczidBS     = 4          // DC ZVA block: 2^4 words = 64 bytes
 	idDFR0      = 0x10305106 // debug v8.0, 6 breakpoints (2 context-aware), 4 watchpoints, PMUv3 (debug.go, pmu.go)
 	oslsrReset  = 0xa        // OSLSR_EL1 at reset: OS lock implemented (OSLM 0b10) and locked
-	idISAR0     = 0x11120    // CRC32, SHA2 (SHA256), SHA1, AES+PMULL (fpsimd_crypto.go)
-	idMMFR0     = 0x0f000025 // PARange 48 bits, 16-bit ASIDs, 4K granule only
 	cntFreq     = 62500000
 	cntNsPerTic = 16 // 62.5 MHz
 )
@@ -59,6 +53,7 @@ const (
 	kPFR0        = 3<<14 | 0<<11 | 0<<7 | 4<<3 | 0
 	kDFR0        = 3<<14 | 0<<11 | 0<<7 | 5<<3 | 0
 	kISAR0       = 3<<14 | 0<<11 | 0<<7 | 6<<3 | 0
+	kISAR1       = 3<<14 | 0<<11 | 0<<7 | 6<<3 | 1
 	kMMFR0       = 3<<14 | 0<<11 | 0<<7 | 7<<3 | 0
 	kSCTLR       = 3<<14 | 0<<11 | 1<<7 | 0<<3 | 0
 	kACTLR       = 3<<14 | 0<<11 | 1<<7 | 0<<3 | 1
@@ -170,13 +165,13 @@ func (c *CPU) readSys(op0, op1, crn, crm, op2 uint32) (uint64, bool) {
 	k := sysKey(op0, op1, crn, crm, op2)
 	switch k {
 	case kMIDR:
-		return midrA57, true
+		return c.model.MIDR, true
 	case kMPIDR:
 		return 1<<31 | uint64(c.cfg.ID&0xff) | uint64(c.cfg.ID>>8&0xff)<<8, true
 	case kREVIDR, kAIDR:
 		return 0, true
 	case kPFR0:
-		v := uint64(0x11) // EL0 and EL1 AArch64 only; FP and AdvSIMD implemented (0)
+		v := 0x11 | c.model.PFR0 // EL0 and EL1 AArch64 only; FP and AdvSIMD implemented (0)
 		if c.cfg.GICv3 {
 			v |= 1 << 24
 		}
@@ -184,9 +179,11 @@ func (c *CPU) readSys(op0, op1, crn, crm, op2 uint32) (uint64, bool) {
 	case kDFR0:
 		return idDFR0, true
 	case kISAR0:
-		return idISAR0, true
+		return c.model.ISAR0, true
+	case kISAR1:
+		return c.model.ISAR1, true
 	case kMMFR0:
-		return idMMFR0, true
+		return c.model.mmfr0(), true
 	case kSCTLR:
 		return c.sr.sctlr, true
 	case kACTLR:
@@ -243,19 +240,19 @@ func (c *CPU) readSys(op0, op1, crn, crm, op2 uint32) (uint64, bool) {
 	case kCNTKCTL:
 		return c.sr.cntkctl, true
 	case kCCSIDR:
-		if c.sr.csselr&1 != 0 { // L1 I-cache: 48 KiB, 3-way, 64-byte lines
-			return 0x201fe00a, true
+		if c.sr.csselr&1 != 0 { // L1 I-cache
+			return c.model.CCSIDR[1], true
 		}
-		if c.sr.csselr>>1 == 0 { // L1 D-cache: 32 KiB, 2-way, 64-byte lines
-			return 0x701fe00a, true
+		if c.sr.csselr>>1 == 0 { // L1 D-cache
+			return c.model.CCSIDR[0], true
 		}
-		return 0x7fffe07a, true // L2: 2 MiB, 16-way
+		return c.model.CCSIDR[2], true // L2
 	case kCLIDR:
-		return clidrA57, true
+		return c.model.CLIDR, true
 	case kCSSELR:
 		return c.sr.csselr, true
 	case kCTR:
-		return ctrA57, true
+		return c.model.CTR, true
 	case kDCZID:
 		v := uint64(dczidBS)
 		if c.el == 0 && c.sr.sctlr&sctlrDZE == 0 {
@@ -419,7 +416,7 @@ func (c *CPU) writeSys(op0, op1, crn, crm, op2 uint32, v uint64) (ok, end bool) 
 		c.modeChanged()
 	case kMDCCINT:
 		c.sr.mdccint = v
-	case kMIDR, kMPIDR, kREVIDR, kAIDR, kPFR0, kDFR0, kISAR0, kMMFR0, kCurrentEL, kISR,
+	case kMIDR, kMPIDR, kREVIDR, kAIDR, kPFR0, kDFR0, kISAR0, kISAR1, kMMFR0, kCurrentEL, kISR,
 		kCCSIDR, kCLIDR, kCTR, kDCZID, kCNTFRQ, kCNTPCT, kCNTVCT, kOSLSR, kRVBAR:
 		return false, false // read-only
 	default:

@@ -119,7 +119,27 @@ func TestLockBytesLikeQEMUDevices(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	time.Sleep(200 * time.Millisecond) // all drives are opened before the machine starts
+	// QEMU opens every drive, then narrows each one's permissions as its device is realized:
+	// wait until the locks of all its files have stayed the same for a second (on a loaded
+	// machine a fixed pause read some drives before their final permissions).
+	qemuLocks := func() string {
+		var all []string
+		for _, k := range kinds {
+			for _, suffix := range append([]string{""}, k.suffixes...) {
+				all = append(all, fmt.Sprint(lockBytes(t, filepath.Join(dir, fmt.Sprintf("q-%s-%s%s", k.name, k.format, suffix)))))
+			}
+		}
+		return fmt.Sprint(all)
+	}
+	for prev, since, deadline := qemuLocks(), time.Now(), time.Now().Add(30*time.Second); time.Since(since) < time.Second; {
+		if time.Now().After(deadline) {
+			t.Fatalf("QEMU's drive locks did not settle within 30s")
+		}
+		time.Sleep(100 * time.Millisecond)
+		if cur := qemuLocks(); cur != prev {
+			prev, since = cur, time.Now()
+		}
+	}
 	for _, k := range kinds {
 		g := filepath.Join(dir, fmt.Sprintf("g-%s-%s", k.name, k.format))
 		b, err := backend.Open(backend.Options{File: g, Format: k.format, ReadOnly: k.ro, Snapshot: k.snapshot})

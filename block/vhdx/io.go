@@ -250,3 +250,37 @@ func (m *Image) Check(mode block.RepairMode) (*block.CheckResult, error) {
 	}
 	return r, nil
 }
+
+// ContentStatus is what convert uses instead of BlockStatus (which mirrors QEMU's map
+// output): blocks with no payload, and payload the host file holds as holes, read as
+// zeroes and need not be read at all.
+func (m *Image) ContentStatus(off, n int64) (block.Status, error) {
+	if off < 0 || off >= m.g.size {
+		return block.Status{Offset: off, HostOffset: -1}, nil
+	}
+	n = min(n, m.g.size-off)
+	m.mu.RLock()
+	h, left := m.hostOff(off)
+	length := min(n, left)
+	// Merge following blocks of the same kind (present or not).
+	for length < n {
+		h2, l2 := m.hostOff(off + length)
+		if (h2 < 0) != (h < 0) {
+			break
+		}
+		length += min(n-length, l2)
+	}
+	m.mu.RUnlock()
+	if h < 0 {
+		return block.Status{Offset: off, Length: length, Zero: true, HostOffset: -1}, nil
+	}
+	// Only the first block's host range is known to be contiguous.
+	length = min(length, left)
+	st := block.Status{Offset: off, Length: length, Data: true, Allocated: true, HostOffset: h}
+	if hole, k := imgfile.HostExtent(m.f, h, length); hole {
+		st.Zero, st.Data, st.Length = true, false, k
+	} else {
+		st.Length = k
+	}
+	return st, nil
+}

@@ -24,8 +24,10 @@ type bitmapAction struct {
 }
 
 func bitmapFlags() []cli.Flag {
-	return common(boolf("add"), boolf("remove"), boolf("clear"), boolf("enable"), boolf("disable"),
-		multi("merge"), str("g", "granularity"), str("b", "source-file"), str("F", "source-format"))
+	// qemu-img bitmap takes neither -q nor -U.
+	return []cli.Flag{str("f"), multi("object"), boolf("image-opts"),
+		boolf("add"), boolf("remove"), boolf("clear"), boolf("enable"), boolf("disable"),
+		multi("merge"), str("g", "granularity"), str("b", "source-file"), str("F", "source-format")}
 }
 
 func cmdBitmap(c *cli.Context) error {

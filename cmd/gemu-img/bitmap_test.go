@@ -19,7 +19,7 @@ import (
 var nodeName = regexp.MustCompile(`(bitmaps to |persistent in ')[^:']+`)
 
 func normErr(s string) string {
-	s = strings.ReplaceAll(s, "gemu-img:", "qemu-img:")
+	s = strings.ReplaceAll(s, "gemu-img", "qemu-img")
 	return nodeName.ReplaceAllString(s, "${1}NODE")
 }
 
@@ -76,6 +76,9 @@ func TestBitmapCommandMatchesQemu(t *testing.T) {
 		{"--add", "-f", "raw", "raw.img", "x"},
 		{"--add", "v2.qcow2", "x"},
 		{"--add", "-f", "raw", "IMG", "x"},
+		{"-U", "--add", "IMG", "x"},
+		{"-q", "--add", "IMG", "x"},
+		{"--add", "--granularity", "IMG"},
 	}
 	for _, c := range cases {
 		var got, want result
@@ -236,6 +239,13 @@ func TestConvertBitmapsSnapshotsMeasure(t *testing.T) {
 		{[]string{"convert", "-O", "raw", "-l", "s1", "snap.qcow2", "bm.qcow2", "OUT"}, false},
 		{[]string{"convert", "-O", "raw", "-l", "s1", "-f", "raw", "raw.img", "OUT"}, false},
 		{[]string{"convert", "-O", "raw", "-s", "s1", "snap.qcow2", "OUT"}, false},
+		{[]string{"info", "bm.qcow2"}, false},
+		{[]string{"info", "--output=json", "bm.qcow2"}, false},
+		{[]string{"info", "broken.qcow2"}, false},
+		{[]string{"info", "--output=json", "broken.qcow2"}, false},
+		{[]string{"check", "bm.qcow2"}, false},
+		{[]string{"check", "--output=json", "bm.qcow2"}, false},
+		{[]string{"check", "--output=json", "broken.qcow2"}, false},
 		{[]string{"measure", "-O", "qcow2", "bm.qcow2"}, false},
 		{[]string{"measure", "--output=json", "-O", "qcow2", "bm.qcow2"}, false},
 		{[]string{"measure", "-O", "qcow2", "-o", "cluster_size=4k", "bm.qcow2"}, false},
@@ -287,6 +297,41 @@ func TestConvertBitmapsSnapshotsMeasure(t *testing.T) {
 		}
 		if g, w := bitmapBits(t, filepath.Join(dir, "g.out")), bitmapBits(t, filepath.Join(dir, "q.out")); !reflect.DeepEqual(g, w) {
 			t.Errorf("%v: bitmap bits differ from qemu-img's copy", c.args)
+		}
+	}
+}
+
+// TestCommitBitmaps: commit into a base with bitmaps dirties the base's enabled
+// bitmaps and leaves the emptied top's as they were, as qemu-img commit does.
+func TestCommitBitmaps(t *testing.T) {
+	needQemu(t)
+	needQemuIO(t)
+	dir := t.TempDir()
+	for _, sub := range []string{"q", "g"} {
+		d := filepath.Join(dir, sub)
+		os.Mkdir(d, 0o755)
+		ok(t, qemu(t, d, "create", "-q", "-f", "qcow2", "base.qcow2", "32M"), "create")
+		ok(t, qemu(t, d, "bitmap", "--add", "base.qcow2", "bb"), "bitmap")
+		ok(t, qemu(t, d, "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "top.qcow2"), "create")
+		ok(t, qemu(t, d, "bitmap", "--add", "-g", "4k", "top.qcow2", "tb"), "bitmap")
+		if r := runIn(t, d, nil, "qemu-io", "-f", "qcow2", "-c", "write 1M 64k", "-c", "write 20M 4k", "top.qcow2"); r.code != 0 {
+			t.Fatal(r.stderr)
+		}
+	}
+	ok(t, qemu(t, filepath.Join(dir, "q"), "commit", "-q", "top.qcow2"), "commit")
+	ok(t, gemu(t, filepath.Join(dir, "g"), "commit", "-q", "top.qcow2"), "commit")
+	for _, img := range []string{"base.qcow2", "top.qcow2"} {
+		q, g := filepath.Join(dir, "q", img), filepath.Join(dir, "g", img)
+		if r := qemu(t, dir, "check", g); r.code != 0 {
+			t.Errorf("%s: qemu-img check: %s", img, r.stdout)
+		}
+		qi := jsonOf(t, ok(t, qemu(t, dir, "info", "--output=json", q), "info").stdout).(map[string]any)
+		gi := jsonOf(t, ok(t, qemu(t, dir, "info", "--output=json", g), "info").stdout).(map[string]any)
+		if !reflect.DeepEqual(gi["format-specific"], qi["format-specific"]) {
+			t.Errorf("%s: info\n got %v\nwant %v", img, gi["format-specific"], qi["format-specific"])
+		}
+		if gb, qb := bitmapBits(t, g), bitmapBits(t, q); !reflect.DeepEqual(gb, qb) {
+			t.Errorf("%s: bitmap bits differ from qemu-img commit's", img)
 		}
 	}
 }

@@ -10,10 +10,12 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"sort"
 	"strings"
 	"sync"
 
 	"gemu/cmd/internal/cpuprof"
+	"gemu/cmd/internal/daemon"
 	"gemu/cmd/internal/qemuopts"
 	"gemu/cmd/internal/runloop"
 	"gemu/cmd/internal/sysdev"
@@ -38,7 +40,7 @@ vCPUs under gemu's own translator (TCG).
 
   -M, -machine virt[,gic-version=2|3|max|host][,dumpdtb=FILE][,accel=tcg]
                          the board (only virt); GIC version (default 2); -machine help
-  -cpu cortex-a57        CPU model (cortex-a53 and max run as a Cortex-A57); -cpu help
+  -cpu cortex-a57        CPU model (cortex-a53, cortex-a72, neoverse-n1, max); -cpu help
   -m [size=]SIZE         RAM, MiB without a suffix; K M G T suffixes, 1.5G (default 128M)
   -smp [cpus=]N[,sockets=S][,clusters=L][,cores=C][,threads=T][,maxcpus=M]
                          CPUs (default 1); the guest sees N CPUs in one cluster
@@ -101,6 +103,7 @@ type options struct {
 	traceSpec string
 	traceFile string
 	incoming  string   // -incoming URI|defer
+	none      bool     // -machine none: no guest, the monitors only (none.go)
 	warnings  []string // one line each, printed before the guest starts
 }
 
@@ -129,6 +132,14 @@ func run(args []string) (int, error) {
 	msgTimestamp = o.MsgTimestamp
 	for _, w := range o.warnings {
 		fmt.Fprintf(os.Stderr, "%s%s: warning: %s\n", msgPrefix(), prog, w)
+	}
+	code, parent, cleanup, err := startDaemon(&o) // -daemonize, -pidfile
+	if err != nil || parent {
+		return code, err
+	}
+	defer cleanup()
+	if o.none {
+		return runNone(&o)
 	}
 	if o.traceSpec != "" {
 		f, err := arm.ParseTraceFlags(o.traceSpec)
@@ -208,13 +219,16 @@ func run(args []string) (int, error) {
 	loop = runloop.New(runloop.Config{
 		Prog: prog, Stderr: os.Stderr, Package: qmpPackage,
 		StartPaused: o.StartPaused, NoShutdown: o.NoShutdown, NoReboot: o.noReboot, Incoming: o.incoming,
-		Info: monitor.Info{Name: o.Name, UUID: o.UUID, Target: "aarch64", Machines: []monitor.MachineType{
-			{Name: "virt-7.2", Alias: "virt", CPUMax: 16, NUMAMemSupported: true, DefaultCPUType: "cortex-a15-arm-cpu", DefaultRAMID: "mach-virt.ram"}}},
+		Info:     machineInfo(o.Name, o.UUID),
 		Blocks:   runloop.Blocks(wiring, &o.Common, attached),
 		Chardevs: chardevs,
 		Restore:  func() { be.Close() },
 		BeforeRun: func() error {
-			return loop.OpenMonitors(&o.Common, monChardevs, o.serial == "stdio")
+			if err := loop.OpenMonitors(&o.Common, monChardevs, o.serial == "stdio"); err != nil {
+				return err
+			}
+			daemon.Ready()
+			return nil
 		},
 		New: func() (runloop.Guest, error) {
 			if last != nil {
@@ -299,13 +313,18 @@ const machineName = "virt-7.2"
 const machineHelp = `Supported machines are:
 virt                 QEMU 7.2 ARM Virtual Machine (alias of virt-7.2)
 virt-7.2             QEMU 7.2 ARM Virtual Machine
+none                 empty machine
 `
 
-const cpuHelp = `Available CPUs:
-  cortex-a53
-  cortex-a57
-  max
-`
+// cpuHelp is -cpu help: the models target-arm has, sorted as QEMU lists them.
+func cpuHelp() string {
+	var names []string
+	for _, m := range arm.Models() {
+		names = append(names, m.Name)
+	}
+	sort.Strings(names)
+	return "Available CPUs:\n  " + strings.Join(names, "\n  ") + "\n"
+}
 
 // parse reads QEMU-style options (one or two leading dashes). done reports that the
 // request was fully handled (-h, -version, -machine help, -cpu help).
@@ -349,7 +368,7 @@ func parse(args []string) (o options, done bool, err error) {
 		return o, true, nil
 	}
 	if c := o.CPU; c != nil && c.Help {
-		fmt.Print(cpuHelp)
+		fmt.Print(cpuHelp())
 		return o, true, nil
 	}
 	if err := o.machine(); err != nil {
@@ -417,14 +436,14 @@ func (o *options) cpu() error {
 	if c == nil {
 		return nil
 	}
-	switch c.Model {
-	case "cortex-a57", "cortex-a53", "max":
-	default:
-		return fmt.Errorf("unsupported -cpu %q (supported: cortex-a57, cortex-a53, max)", c.Model)
+	m, ok := arm.LookupModel(c.Model)
+	if !ok {
+		return fmt.Errorf("unsupported -cpu %q (supported: %s)", c.Model, strings.ReplaceAll(strings.TrimSpace(strings.TrimPrefix(cpuHelp(), "Available CPUs:")), "\n  ", ", "))
 	}
 	if len(c.Features) > 0 {
 		return fmt.Errorf("-cpu %s: CPU properties are not supported (%s)", o.CPUSpec, c.Features[0].Name)
 	}
+	o.cfg.CPU = m
 	return nil
 }
 
@@ -436,6 +455,8 @@ func (o *options) machine() error {
 	}
 	switch t := m.ImpliedValue(); t {
 	case "", "virt", "virt-7.2":
+	case "none": // no guest: capability probing (none.go)
+		o.none = true
 	default:
 		return fmt.Errorf("-machine %s: unsupported machine type '%s' (supported: virt, virt-7.2; -machine help)", m.Spec, t)
 	}
@@ -451,10 +472,13 @@ func (o *options) machine() error {
 	}
 	o.dumpDTB = m.String("dumpdtb", "")
 	if val, ok := m.Get("accel"); ok {
+		// The list is tried in order, as QEMU's: kvm fails here, so tcg must follow it.
+		tcg := false
 		for _, a := range strings.Split(val, ":") {
-			if a != "tcg" {
-				return errKVM
-			}
+			tcg = tcg || a == "tcg"
+		}
+		if !tcg {
+			return errKVM
 		}
 	}
 	for _, k := range m.Unused() {

@@ -75,7 +75,7 @@ func TestBadInput(t *testing.T) {
 		{"device syntax", []string{"-device", `{"driver":`}, "-device"},
 		{"-smp 0", []string{"-smp", "0", "-kernel", bzImage}, "-smp"},
 		{"-smp 9 gicv2", []string{"-smp", "9", "-kernel", bzImage}, "GICv2"},
-		{"cpu", []string{"-cpu", "cortex-a72"}, "unsupported -cpu"},
+		{"cpu", []string{"-cpu", "cortex-a76"}, "unsupported -cpu \"cortex-a76\" (supported: cortex-a53, cortex-a57, cortex-a72, max, neoverse-n1)"},
 		{"kvm", []string{"-accel", "kvm"}, "KVM"},
 		{"enable-kvm", []string{"-enable-kvm"}, "KVM"},
 		{"machine", []string{"-M", "pc"}, "unsupported machine"},

@@ -18,6 +18,7 @@ import (
 	"gemu/accel/kvm"
 	"gemu/accel/tcg"
 	"gemu/cmd/internal/cpuprof"
+	"gemu/cmd/internal/daemon"
 	"gemu/cmd/internal/runloop"
 	"gemu/cmd/internal/sysdev"
 	"gemu/hw/chardev"
@@ -78,6 +79,21 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 		}
 		fmt.Fprint(stdout, h)
 		return 0
+	}
+	if o.Daemonize {
+		if code, parent := daemon.Start(stderr); parent {
+			return code
+		}
+	}
+	if o.Pidfile != "" {
+		remove, err := daemon.WritePidfile(o.Pidfile)
+		if err != nil {
+			return fail(stderr, "%v", err)
+		}
+		defer remove()
+	}
+	if o.machine == "none" {
+		return runNone(o, stderr)
 	}
 	if o.kernel == "" {
 		return fail(stderr, "no -kernel given: gemu boots Linux bzImages directly (firmware boot is not supported)")
@@ -173,14 +189,16 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 	loop = runloop.New(runloop.Config{
 		Prog: prog, Stderr: stderr, Package: "gemu-0.1",
 		StartPaused: o.StartPaused, NoShutdown: o.NoShutdown, NoReboot: o.noReboot,
-		Info: monitor.Info{Name: o.name, UUID: o.UUID, Target: "x86_64", KVMPresent: true, KVMEnabled: acc.Name() == "kvm",
-			Machines: []monitor.MachineType{{Name: "pc-i440fx-7.2", Alias: "pc", IsDefault: true, CPUMax: kvm.MaxCPUs,
-				HotpluggableCPUs: true, NUMAMemSupported: false, DefaultCPUType: "qemu64-x86_64-cpu", DefaultRAMID: "pc.ram"}}},
+		Info:     machineInfo(o.name, o.UUID, acc.Name() == "kvm"),
 		Chardevs: chardevs,
 		Blocks:   runloop.Blocks(wiring, &o.Common, attached),
 		Restore:  func() { be.Close() },
 		BeforeRun: func() error {
-			return loop.OpenMonitors(&o.Common, monChardevs, spec == "stdio")
+			if err := loop.OpenMonitors(&o.Common, monChardevs, spec == "stdio"); err != nil {
+				return err
+			}
+			daemon.Ready()
+			return nil
 		},
 		New: func() (runloop.Guest, error) {
 			if accelNote != "" { // said once, when the first machine is built

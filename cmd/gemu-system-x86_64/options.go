@@ -90,6 +90,7 @@ const version = "gemu-system-x86_64 version 0.1.0 (gemu), QEMU 7.2 compatible co
 const machineHelp = `Supported machines are:
 pc                   Standard PC (i440FX + PIIX, 1996) (alias of pc-i440fx-7.2)
 pc-i440fx-7.2        Standard PC (i440FX + PIIX, 1996) (default)
+none                 empty machine
 `
 
 // machineName is QEMU's name for the board, in messages.
@@ -172,6 +173,8 @@ func (o *options) parseMachine() error {
 	typ := m.ImpliedValue()
 	switch {
 	case typ == "":
+	case typ == "none": // no guest: capability probing (none.go)
+		o.machine = typ
 	case typ == "pc" || i440fxVersion.MatchString(typ):
 		o.machine = typ
 	case typ == "q35" || strings.HasPrefix(typ, "pc-q35"):

@@ -74,7 +74,7 @@ func TestQEMUDifferentialPIT(t *testing.T) {
 	pio := bus.New()
 	pio.Insert(p, "pit", PITPort, 4)
 	pio.Insert(p.Speaker(), "speaker", SpeakerPort, 1)
-	pcoracle.CompareTicks(t, s, bus.New(), pio, func() { clk.Advance(time.Microsecond) })
+	pcoracle.CompareTicksTimed(t, s, bus.New(), pio, func() { clk.Advance(time.Microsecond) })
 }
 
 // TestQEMUDifferentialHPET compares the HPET's registers with QEMU's pc HPET while

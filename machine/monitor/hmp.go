@@ -16,6 +16,7 @@ const maxHMPLine = 4096
 const maxDump = 64 << 10
 
 var hmpHelp = []struct{ name, args, help string }{
+	{"balloon", "target", "request VM to change its memory allocation (in MB)"},
 	{"cont|c", "", "resume emulation"},
 	{"help|?", "[cmd]", "show the help"},
 	{"info", "[subcommand]", "show various information about the system state"},
@@ -31,6 +32,7 @@ var hmpHelp = []struct{ name, args, help string }{
 }
 
 var hmpInfo = []struct{ name, help string }{
+	{"balloon", "show balloon information"},
 	{"block", "show info of one block device or all block devices"},
 	{"chardev", "show the character devices"},
 	{"cpus", "show infos for each CPU"},
@@ -99,7 +101,7 @@ func (s *Server) hmpRun(w *strings.Builder, line string, c *call) {
 	case "x", "xp":
 		s.hmpDump(w, cmd, rest)
 	default:
-		if !s.hmpMigrate(w, cmd, rest) {
+		if !s.hmpMigrate(w, cmd, rest) && !s.hmpBalloon(w, cmd, rest) {
 			fmt.Fprintf(w, "unknown command: '%s'\n", cmd)
 		}
 	}
@@ -226,6 +228,8 @@ func (s *Server) hmpInfo(w *strings.Builder, what string) {
 		}
 	case "migrate":
 		s.hmpInfoMigrate(w)
+	case "balloon":
+		s.hmpInfoBalloon(w)
 	default:
 		fmt.Fprintf(w, "unknown command: 'info %s'\n", what)
 	}

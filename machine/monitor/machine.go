@@ -54,6 +54,7 @@ type Info struct {
 	KVMPresent bool
 	KVMEnabled bool
 	Machines   []MachineType
+	Probe      *Probe // the tables the capability probes answer from (probe.go)
 }
 
 // MachineType is one entry of query-machines.

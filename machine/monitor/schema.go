@@ -12,6 +12,7 @@ var events = []struct {
 	{"RESET", []arg{{"guest", "boolean", false}, {"reason", "string", false}}},
 	{"STOP", nil},
 	{"RESUME", nil},
+	{"BALLOON_CHANGE", []arg{{"actual", "integer", false}}},
 }
 
 // schema builds query-qmp-schema's answer from the command table: one entry per

@@ -66,6 +66,8 @@ func NewServer(m Machine, o Options) *Server {
 	s := &Server{m: m, opts: o, cmds: map[string]*command{}, sessions: map[*session]struct{}{}}
 	s.registerQMP()
 	s.registerMigrate()
+	s.registerBalloon()
+	s.registerProbe() // probe.go
 	return s
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"gemu/hw/fdt"
+	arm "gemu/target-arm"
 )
 
 // Phandles, numbered as QEMU's so dumps compare equal, interrupt-map included: the
@@ -112,7 +113,11 @@ func (m *Machine) deviceTree() *fdt.Node {
 		c := cpus.Child(fmt.Sprintf("cpu@%d", i))
 		c.SetU32("reg", uint32(i))
 		c.SetString("enable-method", "psci")
-		c.SetString("compatible", "arm,cortex-a57")
+		model := m.cfg.CPU
+		if model == nil {
+			model = arm.DefaultModel
+		}
+		c.SetString("compatible", model.Compatible)
 		c.SetString("device_type", "cpu")
 	}
 

@@ -68,6 +68,7 @@ type Config struct {
 	RTCBase    time.Duration // -rtc base=: the PL031 reads host UTC time + this
 	Trace      io.Writer
 	TraceFlags arm.TraceFlags
+	CPU        *arm.Model // -cpu; nil: arm.DefaultModel
 }
 
 // Exit is why Run returned.
@@ -215,6 +216,7 @@ func New(cfg Config) (*Machine, error) {
 			MMIO:    m.mmio,
 			SysRegs: sysregs,
 			GICv3:   v3 != nil,
+			Model:   cfg.CPU,
 			HVC:     m.hvc,
 			TimerIRQ: func(_ int, t int, level bool) {
 				if t >= 0 && t < len(timers) {

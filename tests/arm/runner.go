@@ -143,6 +143,12 @@ stack_top:
 // path. It skips the test when the cross toolchain is missing.
 func Build(t testing.TB, dir, body string, ldflags ...string) string {
 	t.Helper()
+	return buildMarch(t, dir, body, "armv8-a+crc+crypto", ldflags...)
+}
+
+// buildMarch is Build for the architecture level march (gcc's -march).
+func buildMarch(t testing.TB, dir, body, march string, ldflags ...string) string {
+	t.Helper()
 	gcc, err := exec.LookPath("aarch64-linux-gnu-gcc")
 	if err != nil {
 		t.Skip("aarch64-linux-gnu-gcc not installed (apt-get install gcc-aarch64-linux-gnu)")
@@ -152,7 +158,7 @@ func Build(t testing.TB, dir, body string, ldflags ...string) string {
 	if err := os.WriteFile(src, []byte(Program(body)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	args := append([]string{"-static", "-nostdlib", "-no-pie", "-march=armv8-a+crc+crypto", "-o", bin, src}, ldflags...)
+	args := append([]string{"-static", "-nostdlib", "-no-pie", "-march=" + march, "-o", bin, src}, ldflags...)
 	out, err := exec.Command(gcc, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("assembling snippet: %v\n%s", err, out)
@@ -163,6 +169,12 @@ func Build(t testing.TB, dir, body string, ldflags ...string) string {
 // RunQEMU runs the program under qemu-aarch64 and returns its output.
 func RunQEMU(t testing.TB, bin string) []byte {
 	t.Helper()
+	return runQEMUCPU(t, bin, "cortex-a57")
+}
+
+// runQEMUCPU runs the program under qemu-aarch64 -cpu cpu.
+func runQEMUCPU(t testing.TB, bin, cpu string) []byte {
+	t.Helper()
 	q, err := exec.LookPath("qemu-aarch64")
 	if err != nil {
 		t.Skip("qemu-aarch64 not installed (apt-get install qemu-user)")
@@ -170,7 +182,7 @@ func RunQEMU(t testing.TB, bin string) []byte {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, q, "-cpu", "cortex-a57", bin)
+	cmd := exec.CommandContext(ctx, q, "-cpu", cpu, bin)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("qemu-aarch64: %v\n%s", err, stderr.Bytes())
@@ -208,6 +220,11 @@ func RunGemu(t testing.TB, bin string) []byte {
 }
 
 func runGemu(bin string, timeout time.Duration) ([]byte, error) {
+	return runGemuModel(bin, timeout, nil)
+}
+
+// runGemuModel runs the program on a vCPU of the given model (nil: the default).
+func runGemuModel(bin string, timeout time.Duration, model *arm.Model) ([]byte, error) {
 	f, err := elf.Open(bin)
 	if err != nil {
 		return nil, err
@@ -272,7 +289,7 @@ func runGemu(bin string, timeout time.Duration) ([]byte, error) {
 		close(stop)
 	}
 	exited := false
-	cpu := arm.New(arm.Config{ID: 0, RAM: ram, HVC: func(c *arm.CPU) {
+	cpu := arm.New(arm.Config{ID: 0, RAM: ram, Model: model, HVC: func(c *arm.CPU) {
 		esr, far, elr := c.ExceptionInfo()
 		if esr>>26 != 0x15 || c.EL() != 1 {
 			halt(fmt.Errorf("unexpected exception: ESR %#x (EC %#x) FAR %#x ELR %#x", esr, esr>>26, far, elr))
@@ -404,5 +421,31 @@ func Check(t testing.TB, body string, ldflags ...string) {
 	g, q := RunBoth(t, body, ldflags...)
 	if d := Diff(g, q); len(d) > 0 {
 		t.Errorf("gemu and qemu-aarch64 disagree:\n  %s\nsnippet:\n%s", strings.Join(d, "\n  "), body)
+	}
+}
+
+// CheckCPU is Check for the CPU model cpu (as both qemu-aarch64 and gemu spell it),
+// with the snippet assembled for march.
+func CheckCPU(t testing.TB, cpu, march, body string) {
+	t.Helper()
+	m, ok := arm.LookupModel(cpu)
+	if !ok {
+		t.Fatalf("gemu has no CPU model %q", cpu)
+	}
+	bin := buildMarch(t, t.TempDir(), body, march)
+	q, err := Parse(runQEMUCPU(t, bin, cpu))
+	if err != nil {
+		t.Fatalf("qemu output: %v", err)
+	}
+	out, err := runGemuModel(bin, 30*time.Second, m)
+	if err != nil {
+		t.Fatalf("gemu: %v", err)
+	}
+	g, err := Parse(out)
+	if err != nil {
+		t.Fatalf("gemu output: %v", err)
+	}
+	if d := Diff(g, q); len(d) > 0 {
+		t.Errorf("gemu and qemu-aarch64 -cpu %s disagree:\n  %s\nsnippet:\n%s", cpu, strings.Join(d, "\n  "), body)
 	}
 }

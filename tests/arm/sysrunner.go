@@ -91,6 +91,12 @@ func runSysQEMUSMP(t testing.TB, bin string) string {
 
 func runSysQEMU(t testing.TB, bin string, smp int) string {
 	t.Helper()
+	return runSysQEMUCPU(t, bin, smp, "cortex-a57")
+}
+
+// runSysQEMUCPU runs the program on qemu-system-aarch64 -cpu cpu with smp CPUs.
+func runSysQEMUCPU(t testing.TB, bin string, smp int, cpu string) string {
+	t.Helper()
 	q, err := exec.LookPath("qemu-system-aarch64")
 	if err != nil {
 		t.Skip("qemu-system-aarch64 not installed (apt-get install qemu-system-arm)")
@@ -98,7 +104,7 @@ func runSysQEMU(t testing.TB, bin string, smp int) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, q, "-M", "virt", "-cpu", "cortex-a57", "-m", "128", "-smp", fmt.Sprint(smp),
+	cmd := exec.CommandContext(ctx, q, "-M", "virt", "-cpu", cpu, "-m", "128", "-smp", fmt.Sprint(smp),
 		"-display", "none", "-monitor", "none", "-serial", "stdio", "-kernel", bin)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {

@@ -9,3 +9,9 @@ bench-tcg-mips:
 bench: bench-tcg
 bench-tcg: build assets
 	$(GO) run ./tests/tcgbench $(BENCH_TCG_FLAGS)
+# x86-64 under TCG: gemu-system-x86_64 vs qemu-system-x86_64 -accel tcg, boot-to-poweroff
+# and a CPU-bound busybox job on Debian's amd64 kernel (see tests/pc/bench).
+.PHONY: bench-tcg-x86
+bench: bench-tcg-x86
+bench-tcg-x86: build assets
+	$(GO) run ./tests/pc/bench $(BENCH_TCG_X86_FLAGS)

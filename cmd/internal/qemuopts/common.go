@@ -46,6 +46,8 @@ type Common struct {
 	QMP      []string // -qmp chardev specs
 
 	Help, Version bool
+	Pidfile       string // -pidfile FILE
+	Daemonize     bool   // -daemonize
 	// Warnings collects one-line warnings (deprecated short-form booleans, ...) for the
 	// main to print.
 	Warnings []string
@@ -62,7 +64,7 @@ var commonArgs = map[string]bool{
 	"drive": true, "hda": true, "hdb": true, "hdc": true, "hdd": true, "cdrom": true,
 	"device": true, "blockdev": true, "chardev": true, "object": true, "netdev": true, "nic": true,
 	"global": true, "mon": true, "monitor": true, "qmp": true, "S": false, "no-shutdown": false, "uuid": true,
-	"h": false, "help": false, "version": false,
+	"h": false, "help": false, "version": false, "pidfile": true, "daemonize": false,
 }
 
 // storeSpec says, per stored option, its implied key and whether QEMU takes JSON there.
@@ -226,6 +228,10 @@ func (c *Common) Handle(name, val string) error {
 			return &Error{Option: name, Spec: val, Msg: "Fail to parse UUID string."}
 		}
 		c.UUID = strings.ToLower(val)
+	case "pidfile":
+		c.Pidfile = val
+	case "daemonize":
+		c.Daemonize = true
 	case "nographic":
 		c.NoGraphic = true
 	case "no-reboot":

@@ -963,7 +963,7 @@ func (a *APIC) writeRegLocked(off uint32, v uint32) {
 		}
 		a.initial = v
 		a.loadTime = a.sys.clock.Now()
-		a.armTimerLocked()
+		a.armTimer(true)
 	case off == RegDivide:
 		a.divide = v & 0xb
 		d := (a.divide & 3) | ((a.divide >> 1) & 4)
@@ -1011,7 +1011,15 @@ func (a *APIC) currentLocked() uint32 {
 
 // armTimerLocked arms the host callback for the next expiry in one-shot or periodic
 // mode (the deadline mode arms from WriteTSCDeadline).
-func (a *APIC) armTimerLocked() {
+func (a *APIC) armTimerLocked() { a.armTimer(false) }
+
+// armTimer is armTimerLocked; loaded says the initial count was just written. A
+// one-shot whose count has run out without interrupting yet interrupts at once: right
+// after the write (the host clock already reads past a count of a few ticks, which
+// Linux programs) or when its callback, late on a busy host, had not run yet (a
+// rewrite of the LVT must not lose it). One that has fired stays quiet.
+func (a *APIC) armTimer(loaded bool) {
+	due := loaded || a.tmrStop != nil
 	a.stopTimerLocked()
 	mode := a.timerModeLocked()
 	if mode == timerDeadline || a.initial == 0 {
@@ -1024,7 +1032,10 @@ func (a *APIC) armTimerLocked() {
 		k := (now - a.loadTime) / period
 		at = a.loadTime + (k+1)*period
 	} else if at <= now {
-		return // one-shot already expired
+		if !due {
+			return // one-shot already expired and delivered
+		}
+		at = now
 	}
 	if mode == timerPeriodic && at-now < timer.MinPeriod {
 		at = now + timer.MinPeriod // coalesce a guest's too-short period, as KVM does

@@ -472,3 +472,80 @@ func TestMSI(t *testing.T) {
 		t.Fatal("DMA write to 0xfee00000 was not an MSI")
 	}
 }
+
+// creepClock advances 1 µs at every reading, as the host clock does between the two
+// readings of a TMICT write; callbacks run only from runDue.
+type creepClock struct {
+	now time.Duration
+	q   []*creepTimer
+}
+
+type creepTimer struct {
+	at   time.Duration
+	f    func()
+	dead bool
+}
+
+func (t *creepTimer) Stop() bool { was := !t.dead; t.dead = true; return was }
+
+func (c *creepClock) Now() time.Duration { c.now += time.Microsecond; return c.now }
+
+func (c *creepClock) AfterFunc(d time.Duration, f func()) timer.Stopper {
+	t := &creepTimer{at: c.now + d, f: f}
+	c.q = append(c.q, t)
+	return t
+}
+
+// runDue runs the live callbacks due by now.
+func (c *creepClock) runDue() {
+	q := c.q
+	c.q = nil
+	for _, t := range q {
+		if t.dead {
+			continue
+		}
+		if t.at <= c.now {
+			t.dead = true
+			t.f()
+		} else {
+			c.q = append(c.q, t)
+		}
+	}
+}
+
+// TestTimerOneShotExpiredBeforeArmed: a one-shot count so short that it has run out by
+// the time the APIC arms its callback (Linux writes TMICT counts of a few dozen ticks)
+// must still interrupt, and so must one whose expiry passed before its late callback
+// ran when the guest rewrites the LVT; one that fired does not fire again. Losing these
+// left an AP with no timer tick at all (an RCU stall in Debian's boot with -smp 2).
+func TestTimerOneShotExpiredBeforeArmed(t *testing.T) {
+	clk := &creepClock{}
+	s := New(1, clk)
+	a := s.CPU(0)
+	enable(s, 0)
+	wr(s, 0, RegDivide, 0xb) // divide by 1: one tick per ns
+	wr(s, 0, RegLVTTimer, 0xec)
+	wr(s, 0, RegInitial, 0x3e) // 62 ns: gone before the APIC's next clock reading
+	clk.runDue()
+	if a.HighestPending() != 0xec {
+		t.Fatal("a one-shot count that ran out before arming did not interrupt")
+	}
+	a.Acknowledge()
+	wr(s, 0, RegEOI, 0)
+
+	wr(s, 0, RegInitial, 1_000_000) // 1 ms
+	clk.now += 2 * time.Millisecond // expired; its callback has not run yet
+	wr(s, 0, RegLVTTimer, 0xec)     // the guest rewrites the LVT meanwhile
+	clk.runDue()
+	if a.HighestPending() != 0xec {
+		t.Fatal("an LVT rewrite lost a one-shot expiry whose callback was late")
+	}
+	a.Acknowledge()
+	wr(s, 0, RegEOI, 0)
+
+	wr(s, 0, RegLVTTimer, 0xec) // after it fired: nothing more
+	clk.runDue()
+	if a.HighestPending() != -1 {
+		t.Fatalf("an expired, delivered one-shot fired again (pending %#x)", a.HighestPending())
+	}
+}

@@ -24,12 +24,13 @@ func main() {
 	qemu := flag.String("qemu", "qemu-img", "qemu-img binary")
 	runs := flag.Int("runs", 3, "runs per tool and case")
 	dir := flag.String("dir", "", "work folder (default: a new temporary one)")
-	only := flag.String("only", "", "run only cases whose name contains this")
+	only := flag.String("only", "", "run only cases whose name equals or contains one of these (comma-separated)")
+	skip := flag.String("skip", "", "skip cases whose name contains one of these (comma-separated)")
 	flag.Parse()
 	// Wall times on a shared machine follow its load (tools with more threads get a
 	// bigger share of a busy CPU), so the figures are printed with it.
 	fmt.Printf("load before: %s", loadAvg())
-	if err := run(*gemu, *qemu, *runs, *dir, *only); err != nil {
+	if err := run(*gemu, *qemu, *runs, *dir, *only, *skip); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -133,7 +134,7 @@ type tcase struct {
 	out  string
 }
 
-func run(gemu, qemu string, runs int, dir, only string) error {
+func run(gemu, qemu string, runs int, dir, only, skip string) error {
 	if dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
@@ -196,10 +197,13 @@ func run(gemu, qemu string, runs int, dir, only string) error {
 		{name: "vhdx->qcow2", in: "in.vhdx", gemu: []string{"-f", "vhdx", "-O", "qcow2", out("in.vhdx")}, out: "o.qcow2"},
 		{name: "qcow2->vhdx", in: "in.qcow2", gemu: []string{"-f", "qcow2", "-O", "vhdx", out("in.qcow2")}, out: "o.vhdx"},
 	}
+	for _, c := range cases {
+		caseNames[c.name] = true
+	}
 	made := map[string]bool{}
 	fmt.Printf("%-32s %9s %9s %8s   %-25s %10s\n", "case (median wall, CPU)", "gemu-img", "qemu-img", "speedup", "cpu gemu / qemu / ratio", "gemu RSS")
 	for _, c := range cases {
-		if only != "" && !strings.Contains(c.name, only) {
+		if only != "" && !matchAny(c.name, only, true) || skip != "" && matchAny(c.name, skip, false) {
 			continue
 		}
 		if c.in != "" && !made[c.in] {
@@ -260,6 +264,32 @@ func run(gemu, qemu string, runs int, dir, only string) error {
 	}
 	return nil
 }
+
+// matchAny reports whether name contains one of the comma-separated patterns; with
+// exactFirst, a pattern equal to some case name matches only that case (so "raw->qcow2"
+// does not also select "raw->qcow2 -c zlib").
+func matchAny(name, list string, exactFirst bool) bool {
+	for _, p := range strings.Split(list, ",") {
+		if p == "" {
+			continue
+		}
+		if exactFirst && isCaseName(p) {
+			if name == p {
+				return true
+			}
+			continue
+		}
+		if strings.Contains(name, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// caseNames holds every case name, for matchAny's exact matches.
+var caseNames = map[string]bool{}
+
+func isCaseName(p string) bool { return caseNames[p] }
 
 // sample is one run: wall time, CPU time (user+system) and peak RSS in KiB.
 type sample struct {

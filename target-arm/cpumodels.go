@@ -1,0 +1,118 @@
+package arm
+
+// CPU models (-cpu). Each named model carries its silicon identification (MIDR, CTR,
+// CLIDR, CCSIDR; QEMU 7.2's values) and ID registers restricted to what gemu
+// implements: a feature the silicon has but gemu does not stays unadvertised, so the
+// guest never relies on it. Common to every model (and so not repeated per model): EL0
+// and EL1 in AArch64 only (no EL2/EL3, no AArch32), FP and AdvSIMD without FP16, the
+// debug architecture of debug.go (ID_AA64DFR0 of the Cortex-A57), a 4 KiB-granule
+// stage-1 MMU with 16-bit ASIDs and nothing from ARMv8.1+ in ID_AA64MMFR1/2.
+
+// Model is one CPU model.
+type Model struct {
+	Name       string
+	Compatible string // device-tree "compatible" of the cpu nodes
+	MIDR       uint64
+	CTR, CLIDR uint64
+	CCSIDR     [3]uint64 // L1 D-cache, L1 I-cache, L2
+	ISAR0      uint64    // ID_AA64ISAR0_EL1
+	ISAR1      uint64    // ID_AA64ISAR1_EL1
+	PARange    uint64    // ID_AA64MMFR0_EL1.PARange
+	// PFR0 holds the ID_AA64PFR0_EL1 fields beyond EL0/EL1, FP, AdvSIMD and GIC
+	// (which readSys fills in): the speculation guarantees CSV2 and CSV3.
+	PFR0 uint64
+	// Note says where the ID registers differ from the silicon's.
+	Note string
+}
+
+// ID_AA64ISAR0_EL1 fields gemu implements.
+const (
+	isar0AES    = 2 << 4  // AESE/AESD/AESMC/AESIMC and PMULL/PMULL2 64-bit (fpsimd_crypto.go)
+	isar0SHA1   = 1 << 8  // SHA1C/P/M/H/SU0/SU1
+	isar0SHA2   = 1 << 12 // SHA256H/H2/SU0/SU1 (not SHA512)
+	isar0CRC32  = 1 << 16 // CRC32{B,H,W,X}, CRC32C*
+	isar0Atomic = 2 << 20 // ARMv8.1 LSE: CAS, CASP, LD<op>, SWP (lse.go)
+
+	isar0Base = isar0AES | isar0SHA1 | isar0SHA2 | isar0CRC32 // ARMv8.0 + crypto + CRC32
+)
+
+// ID_AA64PFR0_EL1 speculation fields. gemu executes nothing speculatively, so it meets
+// both guarantees; the named models advertise them as their silicon does.
+const (
+	pfr0CSV2 = 1 << 56 // branch targets trained in one context cannot steer speculation in another
+	pfr0CSV3 = 1 << 60 // faulting loads cannot feed speculative execution (no KPTI needed)
+)
+
+// ID_AA64ISAR1_EL1 fields gemu implements.
+const (
+	isar1LRCPC = 1 << 20 // ARMv8.3 LDAPR/LDAPRB/LDAPRH (lse.go)
+)
+
+// models lists the models in -cpu help order; the first is the default.
+var models = []*Model{
+	{
+		Name: "cortex-a57", Compatible: "arm,cortex-a57",
+		MIDR: 0x411fd070, CTR: 0x8444c004, CLIDR: 0x0a200023,
+		CCSIDR: [3]uint64{0x701fe00a, 0x201fe00a, 0x7fffe07a},
+		ISAR0:  isar0Base, PARange: 5,
+		Note: "ID_AA64PFR0 advertises EL0/EL1 AArch64 only (silicon: EL0-EL3 with AArch32); PARange 48 bits (QEMU: 44)",
+	},
+	{
+		Name: "cortex-a53", Compatible: "arm,cortex-a53",
+		MIDR: 0x410fd034, CTR: 0x84448004, CLIDR: 0x0a200023,
+		CCSIDR: [3]uint64{0x700fe01a, 0x201fe00a, 0x707fe07a},
+		ISAR0:  isar0Base, PARange: 2,
+		Note: "ID_AA64PFR0 advertises EL0/EL1 AArch64 only (silicon: EL0-EL3 with AArch32)",
+	},
+	{
+		Name: "cortex-a72", Compatible: "arm,cortex-a72",
+		MIDR: 0x410fd083, CTR: 0x8444c004, CLIDR: 0x0a200023,
+		CCSIDR: [3]uint64{0x701fe00a, 0x201fe012, 0x707fe07a},
+		ISAR0:  isar0Base, PARange: 4,
+		Note: "ID_AA64PFR0 advertises EL0/EL1 AArch64 only (silicon: EL0-EL3 with AArch32)",
+	},
+	{
+		Name: "neoverse-n1", Compatible: "arm,neoverse-n1",
+		MIDR: 0x414fd0c1, CTR: 0x8444c004, CLIDR: 0x82000023,
+		CCSIDR: [3]uint64{0x701fe01a, 0x201fe01a, 0x70ffe03a},
+		ISAR0:  isar0Base | isar0Atomic, ISAR1: isar1LRCPC, PARange: 5, PFR0: pfr0CSV2 | pfr0CSV3,
+		Note: "silicon also has RDM, DotProd, DC CVAP, FP16, RAS, PAN, UAO, VHE, HAFDBS, PMUv3.1 " +
+			"and debug v8.2, which gemu does not implement and so does not advertise",
+	},
+	{
+		Name: "max", Compatible: "arm,cortex-a57", // as QEMU's max (an "A57 with extras")
+		MIDR: 0x000f0510, CTR: 0x8444c004, CLIDR: 0x0a200023,
+		CCSIDR: [3]uint64{0x701fe00a, 0x201fe00a, 0x7fffe07a},
+		ISAR0:  isar0Base | isar0Atomic, ISAR1: isar1LRCPC, PARange: 5, PFR0: pfr0CSV2 | pfr0CSV3,
+		Note: "everything gemu implements: ARMv8.0 with AES/PMULL, SHA1, SHA256, CRC32, " +
+			"ARMv8.1 LSE atomics, ARMv8.3 LDAPR, CSV2/CSV3 (no speculation); not yet RDM, FP16, DotProd, SHA512/SHA3/SM3/SM4, " +
+			"PAN/UAO, pointer authentication, BTI or RNDR",
+	},
+}
+
+// DefaultModel is the model of vCPUs whose Config.Model is nil (QEMU's virt default
+// for gemu: a Cortex-A57).
+var DefaultModel = models[0]
+
+// LookupModel returns the model called name (as -cpu spells it).
+func LookupModel(name string) (*Model, bool) {
+	for _, m := range models {
+		if m.Name == name {
+			return m, true
+		}
+	}
+	return nil, false
+}
+
+// Models returns the models in -cpu help order.
+func Models() []*Model { return append([]*Model(nil), models...) }
+
+// mmfr0 returns the model's ID_AA64MMFR0_EL1: its PARange, 16-bit ASIDs, 4 KiB granule
+// only (TGran64 = 0xf: not supported, TGran16 = 0: not supported).
+func (m *Model) mmfr0() uint64 { return 0x0f000020 | m.PARange }
+
+// hasLSE reports whether the model advertises (and so executes) the LSE atomics.
+func (m *Model) hasLSE() bool { return m.ISAR0>>20&0xf >= 2 }
+
+// hasRCpc reports whether the model advertises LDAPR.
+func (m *Model) hasRCpc() bool { return m.ISAR1>>20&0xf >= 1 }

@@ -289,6 +289,13 @@ func (m *Machine) Load(r io.Reader) (vmstate.Stats, error) {
 	for _, s := range secs {
 		byID[s.Name] = s
 	}
+	// Devices a previous run started are quiesced like for a save (their SaveState
+	// below names the section), then reset by their LoadState.
+	thaw, err := m.quiesceVirtio()
+	if err != nil {
+		return st, err
+	}
+	defer thaw()
 	want := m.sections()
 	if len(secs) != len(want) {
 		for _, s := range want {

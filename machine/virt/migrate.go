@@ -319,6 +319,13 @@ func (m *Machine) Load(r io.Reader) (vmstate.Stats, error) {
 			return st, fmt.Errorf("%s: %v", s.id, err)
 		}
 	}
+	// A restored NIC asks its driver to announce the guest's addresses (gratuitous
+	// ARP), as QEMU's self-announce after an incoming migration.
+	for _, t := range m.virtioTransports() {
+		if a, ok := t.Device().(interface{ Announce() bool }); ok {
+			a.Announce()
+		}
+	}
 	for i, c := range m.cpus {
 		if c.PoweredOn() {
 			m.launch(i)

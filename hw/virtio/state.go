@@ -246,6 +246,9 @@ func (t *Transport) LoadState(data []byte) error {
 	if ts.Active && (ts.Status&StatusDriverOK == 0 || ts.Status&StatusFeaturesOK == 0) {
 		return errors.New("virtio state: a running device without DRIVER_OK and FEATURES_OK")
 	}
+	if !ts.Active && ts.Status&StatusDriverOK != 0 && ts.Status&StatusNeedsReset == 0 {
+		return errors.New("virtio state: DRIVER_OK on a device that is not running")
+	}
 	t.Reset()
 	if err := sd.LoadState(bus.State{Name: string(name), Version: int(ver), Data: dd}); err != nil {
 		return err

@@ -225,3 +225,25 @@ func TestStateRefusals(t *testing.T) {
 		tr2.Reset()
 	}
 }
+
+// FuzzTransportLoadState: any bytes given to LoadState load or fail with an error; a
+// loaded device can be reset.
+func FuzzTransportLoadState(f *testing.F) {
+	m := virtiotest.NewMem(ramBase, ramSize)
+	r := virtiotest.NewRing(m, 8, ramBase, 256<<10)
+	d := &stDev{testDev: testDev{max: []uint16{8, 4}}, blob: []byte{1, 2}}
+	tr := virtiotest.Bringup(d, m, &virtiotest.IRQ{}, 0, r)
+	if err := tr.Quiesce(time.Second); err != nil {
+		f.Fatal(err)
+	}
+	data, err := tr.SaveState()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(data)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		tr2 := virtio.NewTransport(&stDev{testDev: testDev{max: []uint16{8, 4}}}, m, &virtiotest.IRQ{})
+		tr2.LoadState(b)
+		tr2.Reset()
+	})
+}

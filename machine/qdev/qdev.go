@@ -296,7 +296,16 @@ func (e *Env) plugPCI(p Props, dev virtio.Device) error {
 	e.mu.Lock()
 	e.resets = append(e.resets, vd.Reset)
 	e.mu.Unlock()
+	if r, ok := e.Board.(VirtioPCIRecorder); ok {
+		r.VirtioPCIAdded(slot, fn, vd)
+	}
 	return nil
+}
+
+// VirtioPCIRecorder is optionally implemented by a Board that wants the virtio-pci
+// functions it gets (to save their state for migration).
+type VirtioPCIRecorder interface {
+	VirtioPCIAdded(slot, fn int, d *virtiopci.Device)
 }
 
 // parseAddr reads addr=SLOT[.FN] (hexadecimal, as QEMU).

@@ -11,13 +11,42 @@ import (
 
 	"gemu/hw/bus"
 	"gemu/hw/virtio"
+	virtiopci "gemu/hw/virtio/pci"
 	"gemu/hw/vmstate"
 )
 
+// VirtioPCIAdded implements qdev.VirtioPCIRecorder: virtio-pci functions are saved
+// as sections "virtio-pci@<slot>.<fn>".
+func (m *Machine) VirtioPCIAdded(slot, fn int, d *virtiopci.Device) {
+	if m.vpci == nil {
+		m.vpci = map[[2]int]*virtiopci.Device{}
+	}
+	m.vpci[[2]int{slot, fn}] = d
+}
+
+// virtioTransports lists every virtio transport with a device: the mmio slots, then
+// the virtio-pci functions in slot order.
+func (m *Machine) virtioTransports() []*virtio.Transport {
+	var ts []*virtio.Transport
+	for _, d := range m.vmmio {
+		if t := d.Transport(); t != nil {
+			ts = append(ts, t)
+		}
+	}
+	for dev := range 32 {
+		for fn := range 8 {
+			if d := m.vpci[[2]int{dev, fn}]; d != nil {
+				ts = append(ts, d.Transport())
+			}
+		}
+	}
+	return ts
+}
+
 // Snapshots and migration of the board (hw/vmstate's stream): the configuration
 // fingerprint, one section per vCPU and device, guest RAM. virtio-mmio slots with a
-// device are sections "virtio-mmio@<base>"; their queues are quiesced (requests in
-// flight drained) for the save. Devices the board cannot save yet (a virtio device
+// device are sections "virtio-mmio@<base>", virtio-pci functions "virtio-pci@<slot>.<fn>";
+// their queues are quiesced (requests in flight drained) for the save. Devices the board cannot save yet (a virtio device
 // without state support, PCI functions other than the host bridge) make Save refuse
 // with a line naming them, rather than write a stream a restore would silently get
 // wrong.
@@ -84,6 +113,13 @@ func (m *Machine) sections() []section {
 			s = append(s, section{fmt.Sprintf("virtio-mmio@%#x", VirtioBase+uint64(n)*VirtioStride), d})
 		}
 	}
+	for dev := range 32 {
+		for fn := range 8 {
+			if d := m.vpci[[2]int{dev, fn}]; d != nil {
+				s = append(s, section{fmt.Sprintf("virtio-pci@%02x.%d", dev, fn), d})
+			}
+		}
+	}
 	return s
 }
 
@@ -96,14 +132,12 @@ func (m *Machine) quiesceVirtio() (func(), error) {
 			t.Thaw()
 		}
 	}
-	for _, d := range m.vmmio {
-		if t := d.Transport(); t != nil {
-			if err := t.Quiesce(virtio.DrainTimeout); err != nil {
-				thaw()
-				return nil, err
-			}
-			done = append(done, t)
+	for _, t := range m.virtioTransports() {
+		if err := t.Quiesce(virtio.DrainTimeout); err != nil {
+			thaw()
+			return nil, err
 		}
+		done = append(done, t)
 	}
 	return thaw, nil
 }
@@ -148,8 +182,17 @@ func (m *Machine) migratable() error {
 	}
 	for dev := range 32 {
 		for fn := range 8 {
-			if f := m.pci.Function(uint8(dev), uint8(fn)); f != nil && !(dev == 0 && fn == 0) {
+			f := m.pci.Function(uint8(dev), uint8(fn))
+			if f == nil || dev == 0 && fn == 0 {
+				continue
+			}
+			d := m.vpci[[2]int{dev, fn}]
+			if d == nil || d.Function() != f {
 				return fmt.Errorf("the PCI device at 00:%02x.%d does not support migration yet", dev, fn)
+			}
+			if _, ok := d.Transport().Device().(bus.Stateful); !ok {
+				return fmt.Errorf("the PCI device at 00:%02x.%d (virtio device type %d) does not support migration yet",
+					dev, fn, d.Transport().Device().DeviceID())
 			}
 		}
 	}
@@ -246,6 +289,13 @@ func (m *Machine) Load(r io.Reader) (vmstate.Stats, error) {
 	for _, s := range secs {
 		byID[s.Name] = s
 	}
+	// Devices a previous run started are quiesced like for a save (their SaveState
+	// below names the section), then reset by their LoadState.
+	thaw, err := m.quiesceVirtio()
+	if err != nil {
+		return st, err
+	}
+	defer thaw()
 	want := m.sections()
 	if len(secs) != len(want) {
 		for _, s := range want {
@@ -267,6 +317,13 @@ func (m *Machine) Load(r io.Reader) (vmstate.Stats, error) {
 		sec.Name = cur.Name
 		if err := s.dev.LoadState(sec); err != nil {
 			return st, fmt.Errorf("%s: %v", s.id, err)
+		}
+	}
+	// A restored NIC asks its driver to announce the guest's addresses (gratuitous
+	// ARP), as QEMU's self-announce after an incoming migration.
+	for _, t := range m.virtioTransports() {
+		if a, ok := t.Device().(interface{ Announce() bool }); ok {
+			a.Announce()
 		}
 	}
 	for i, c := range m.cpus {

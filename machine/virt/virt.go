@@ -25,6 +25,7 @@ import (
 	"gemu/hw/pci"
 	"gemu/hw/serial"
 	"gemu/hw/virtio/mmio"
+	virtiopci "gemu/hw/virtio/pci"
 	arm "gemu/target-arm"
 )
 
@@ -90,6 +91,7 @@ type Machine struct {
 	// vmmio are the 32 virtio-mmio transports (empty until a device is attached).
 	vmmio       [VirtioSlots]*mmio.Device
 	onRelease   []func()
+	vpci        map[[2]int]*virtiopci.Device // virtio-pci functions by slot and function
 	releaseOnce sync.Once
 	cpus        []*arm.CPU
 	engine      *arm.Engine // the translator state the vCPUs share

@@ -21,10 +21,11 @@ import (
 // from the host through 10.0.2.2; then it counts, writing the count to the disk each
 // TICK and asking the host's /go whether to stop. After that it reads the file written
 // first (caches dropped), writes another, fetches the blob again and unmounts.
-const virtioScript = `loadmods virtio_mmio virtio_blk virtio_net crc32c_generic ext4
+const virtioScript = `loadmods virtio_mmio virtio_pci virtio_blk virtio_net crc32c_generic ext4
 i=0;while [ ! -e /dev/vda -o ! -e /sys/class/net/eth0 ]&&[ $i -lt 300 ];do sleep .2;i=$((i+1));done
 mkdir -p /mnt;mount -t ext4 /dev/vda /mnt||echo MOUNT-FAILED
 echo HOST $(sha256sum </mnt/host)
+echo BUS $(readlink -f /sys/block/vda) $(readlink -f /sys/class/net/eth0/device)
 yes before|head -c 300000 >/mnt/before;sync;echo BEFORE $(sha256sum </mnt/before)
 ip link set lo up;ip link set eth0 up
 printf '#!/bin/sh\n[ "$1" = bound ]&&{ ip addr add $ip/24 dev $interface;ip route add default via $router;echo DHCP-OK;}\nexit 0\n'>/tmp/dh;chmod +x /tmp/dh
@@ -92,7 +93,8 @@ func (g *guest) field(t *testing.T, key string, d time.Duration) string {
 }
 
 // TestSaveRestoreVirtio: an arm64 Debian guest with a virtio-blk qcow2 disk and
-// virtio-net user networking (both virtio-mmio) is saved with QMP migrate file: while
+// virtio-net user networking (both on virtio-mmio, then both on virtio-pci with MSI-X)
+// is saved with QMP migrate file: while
 // it counts and writes to the disk, and restored with -incoming in a new process: the
 // counter goes on, the count on the disk is the last one written, the file written
 // before the save reads back with its sha256, a file written after lands in the image
@@ -101,6 +103,12 @@ func (g *guest) field(t *testing.T, key string, d time.Duration) string {
 func TestSaveRestoreVirtio(t *testing.T) {
 	needAssets(t)
 	diskimg.Need(t)
+	t.Run("mmio", func(t *testing.T) { saveRestoreVirtio(t, "device") })
+	t.Run("pci", func(t *testing.T) { saveRestoreVirtio(t, "pci") })
+}
+
+// saveRestoreVirtio runs the test with -device virtio-blk-<kind>, virtio-net-<kind>.
+func saveRestoreVirtio(t *testing.T, kind string) {
 	dir := t.TempDir()
 	hostFile := diskimg.Pseudo(3, 1<<20)
 	rawImg, img := filepath.Join(dir, "fs.raw"), filepath.Join(dir, "disk.qcow2")
@@ -109,13 +117,17 @@ func TestSaveRestoreVirtio(t *testing.T) {
 	os.Remove(rawImg)
 	srv := newHostServer(t)
 	script := strings.ReplaceAll(virtioScript, "PORT", srv.port)
-	args := []string{"-drive", "file=" + img + ",if=none,id=d0,format=qcow2", "-device", "virtio-blk-device,drive=d0",
-		"-netdev", "user,id=n0", "-device", "virtio-net-device,netdev=n0"}
+	args := []string{"-drive", "file=" + img + ",if=none,id=d0,format=qcow2", "-device", "virtio-blk-" + kind + ",drive=d0",
+		"-netdev", "user,id=n0", "-device", "virtio-net-" + kind + ",netdev=n0"}
 
 	src := startScript(t, binary(t), dir, "src", "256", script, args...)
 	r, _ := dial(t, src)
 	if got := src.field(t, "HOST", 5*time.Minute); got != diskimg.SHA256(hostFile) {
 		t.Fatalf("guest's sha256 of the host's file %q, want %s\n%s", got, diskimg.SHA256(hostFile), src.console())
+	}
+	bus := src.field(t, "BUS", time.Minute)
+	if want := map[string]string{"device": "virtio_mmio", "pci": "pci0000"}[kind]; strings.Count(bus, want) != 2 {
+		t.Fatalf("disk and NIC are not both on %s: %s", want, bus)
 	}
 	before := diskimg.SHA256(diskimg.Repeat("before", 300000))
 	if got := src.field(t, "BEFORE", time.Minute); got != before {

@@ -5,7 +5,7 @@
 # is the fuzz coordinator timing out a worker at the very end on a loaded machine, not a
 # finding; it is reported and the next target runs. Any failing input fails the target.
 FUZZTIME ?= 8s
-FUZZ_TARGETS := ./hw/virtio:FuzzQueue ./hw/virtio/blk:FuzzBlkRequest ./hw/pci:FuzzConfig ./hw/virtio/vsock:FuzzTxPacket ./hw/vmstate:FuzzLoad
+FUZZ_TARGETS := ./hw/virtio:FuzzQueue ./hw/virtio/blk:FuzzBlkRequest ./hw/pci:FuzzConfig ./hw/virtio/vsock:FuzzTxPacket ./hw/vmstate:FuzzLoad ./hw/virtio:FuzzTransportLoadState
 .PHONY: fuzz
 fuzz:
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \

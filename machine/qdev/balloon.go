@@ -35,12 +35,12 @@ func init() {
 // The process's balloon, as QEMU's balloon handler: one device per machine; a
 // rebuilt machine's (after a reset) takes over, keeping the target.
 var balloons struct {
-	mu     sync.Mutex
-	owner  *Env
-	dev    *balloon.Device
+	mu      sync.Mutex
+	owner   *Env
+	dev     *balloon.Device
 	id, typ string // the device's id= and type
 	target  uint64 // last requested target (0: none)
-	watch  []func(actual uint64)
+	watch   []func(actual uint64)
 }
 
 // ErrNoBalloon is returned by the balloon functions when no machine has one.

@@ -5,7 +5,8 @@
 // 256 MiB, the emulator's resident set (VmRSS) drop with it, BALLOON_CHANGE events
 // arrive and query-balloon answer 256 MiB; `balloon 512` (HMP) gives it all back. The
 // same run against QEMU 7.2 is the oracle for the guest-visible numbers and for the
-// shapes of the QMP replies and events. With free-page-reporting=on the freed 300 MiB
+// shapes of the QMP replies and events; guest-stats (qom-get, polled every second as
+// libvirt sets it) must report the guest's MemTotal. With free-page-reporting=on the freed 300 MiB
 // go back to the host without any balloon command.
 package balloon
 
@@ -287,7 +288,7 @@ func boot(t *testing.T, bin, rd, device string, reporting bool) result {
 	cmd := exec.CommandContext(ctx, bin, "-M", "virt", "-cpu", "cortex-a57", "-m", "512", "-smp", "1",
 		"-kernel", assets.Kernel("arm64"), "-initrd", rd, "-nographic", "-no-reboot",
 		"-append", "console=ttyAMA0 quiet panic=-1 "+assets.CmdArg(script),
-		"-qmp", "unix:"+sock+",server=on,wait=off", "-device", device)
+		"-qmp", "unix:"+sock+",server=on,wait=off", "-device", device+",id=balloon0")
 	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -357,6 +358,30 @@ func boot(t *testing.T, bin, rd, device string, reporting bool) result {
 		}
 		return r
 	}
+	// Statistics, as libvirt polls them: guest-stats-polling-interval=1, then
+	// guest-stats until the driver has reported.
+	if m, err := q.do(`{"execute":"qom-set","arguments":{"path":"/machine/peripheral/balloon0","property":"guest-stats-polling-interval","value":1}}`); err != nil || m["return"] == nil {
+		fail("qom-set guest-stats-polling-interval: %v %v", m, err)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		m, err := q.do(`{"execute":"qom-get","arguments":{"path":"/machine/peripheral/balloon0","property":"guest-stats"}}`)
+		if err != nil {
+			fail("%v", err)
+		}
+		st, _ := m["return"].(map[string]any)
+		ss, _ := st["stats"].(map[string]any)
+		total, _ := ss["stat-total-memory"].(float64)
+		if lu, _ := st["last-update"].(float64); lu != 0 && total == float64(r.mem0<<10) {
+			r.shapes["guest-stats"] = shape(m)
+			t.Logf("guest-stats: total %v free %v available %v", ss["stat-total-memory"], ss["stat-free-memory"], ss["stat-available-memory"])
+			break
+		}
+		if time.Now().After(deadline) {
+			fail("guest-stats never reported the guest's MemTotal (%d kB): %v", r.mem0, m)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 	for _, c := range []string{`{"execute":"balloon","arguments":{"value":0}}`, `{"execute":"balloon","arguments":{"value":"x"}}`} {
 		m, err := q.do(c)
 		if err != nil {
@@ -375,7 +400,7 @@ func boot(t *testing.T, bin, rd, device string, reporting bool) result {
 	}
 	r.memBallooned = memOf(l)
 	// The last BALLOON_CHANGE names the final size (events are rate limited to 1/s).
-	deadline := time.Now().Add(time.Minute)
+	deadline = time.Now().Add(time.Minute)
 	for {
 		vals, shapes := q.balloonEvents()
 		if len(vals) > 0 && vals[len(vals)-1] == 256<<20 {

@@ -27,6 +27,17 @@ type Ballooner interface {
 	WatchBalloon(fn func(actual int64))
 }
 
+// BalloonQOM is the optional side of a Ballooner that qom-get and qom-set reach: the
+// device's guest-stats and guest-stats-polling-interval properties.
+type BalloonQOM interface {
+	// BalloonQOM is the device's QOM path and type; ok is false when it has none.
+	BalloonQOM() (path, typ string, ok bool)
+	// BalloonStats are the statistics by QEMU's names and the last update (seconds).
+	BalloonStats() (stats map[string]uint64, lastUpdate int64)
+	BalloonStatsInterval() int64
+	SetBalloonStatsInterval(seconds int64)
+}
+
 type balloonInfo struct {
 	Actual int64 `json:"actual"`
 }
@@ -92,6 +103,7 @@ func (s *Server) registerBalloon() {
 		}
 		return struct{}{}, s.balloon(v)
 	}})
+	s.registerQOM()
 	s.add(&command{name: "query-balloon", ret: "any", run: func(*call) (any, error) {
 		b, err := s.ballooner()
 		if err != nil {
@@ -103,6 +115,68 @@ func (s *Server) registerBalloon() {
 		}
 		return balloonInfo{a}, nil
 	}})
+}
+
+// registerQOM adds qom-get and qom-set for the balloon's properties, unless the table
+// has them already.
+func (s *Server) registerQOM() {
+	find := func(c *call) (BalloonQOM, string, error) {
+		path, _ := c.str("path")
+		prop, _ := c.str("property")
+		bq, ok := s.m.(BalloonQOM)
+		var p, typ string
+		if ok {
+			p, typ, ok = bq.BalloonQOM()
+		}
+		if !ok || p != path {
+			return nil, "", errorf(DeviceNotFound, "Device '%s' not found", path)
+		}
+		if prop != "guest-stats" && prop != "guest-stats-polling-interval" {
+			return nil, "", errorf(GenericError, "Property '%s.%s' not found", typ, prop)
+		}
+		return bq, prop, nil
+	}
+	if _, ok := s.cmds["qom-get"]; !ok {
+		s.add(&command{name: "qom-get", args: []arg{{"path", "string", false}, {"property", "string", false}}, ret: "any",
+			run: func(c *call) (any, error) {
+				bq, prop, err := find(c)
+				if err != nil {
+					return nil, err
+				}
+				if prop == "guest-stats-polling-interval" {
+					return bq.BalloonStatsInterval(), nil
+				}
+				st, last := bq.BalloonStats()
+				return struct {
+					Stats      map[string]uint64 `json:"stats"`
+					LastUpdate int64             `json:"last-update"`
+				}{st, last}, nil
+			}})
+	}
+	if _, ok := s.cmds["qom-set"]; !ok {
+		s.add(&command{name: "qom-set", args: []arg{{"path", "string", false}, {"property", "string", false}, {"value", "any", false}}, ret: "empty",
+			run: func(c *call) (any, error) {
+				bq, prop, err := find(c)
+				if err != nil {
+					return nil, err
+				}
+				if prop == "guest-stats" {
+					return nil, errorf(GenericError, "Property '%s' is not writable", prop)
+				}
+				if jsonType(c.args["value"]) != "integer" {
+					return nil, errorf(GenericError, "Invalid parameter type for '%s', expected: integer", prop)
+				}
+				v, err := strconv.ParseInt(strings.TrimSpace(string(c.args["value"])), 10, 64)
+				switch {
+				case err != nil || v > 1<<32-1:
+					return nil, errorf(GenericError, "timer value is too big")
+				case v < 0:
+					return nil, errorf(GenericError, "timer value must be greater than zero")
+				}
+				bq.SetBalloonStatsInterval(v)
+				return struct{}{}, nil
+			}})
+	}
 }
 
 // jsonInt reads integer argument name (its type was checked against the table).

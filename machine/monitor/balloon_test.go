@@ -141,3 +141,52 @@ func TestBalloon(t *testing.T) {
 		t.Fatalf("events %v: not rate limited", evs)
 	}
 }
+
+type fakeQOM struct {
+	*fakeBalloon
+	interval int64
+}
+
+func (f *fakeQOM) BalloonQOM() (string, string, bool) {
+	return "/machine/peripheral/balloon0", "virtio-balloon-pci", true
+}
+func (f *fakeQOM) BalloonStats() (map[string]uint64, int64) {
+	return map[string]uint64{"stat-free-memory": 5, "stat-swap-in": ^uint64(0)}, 7
+}
+func (f *fakeQOM) BalloonStatsInterval() int64     { return f.interval }
+func (f *fakeQOM) SetBalloonStatsInterval(v int64) { f.interval = v }
+
+// Replies recorded from QEMU 7.2 with -device virtio-balloon-pci,id=balloon0.
+func TestBalloonQOM(t *testing.T) {
+	f := &fakeQOM{fakeBalloon: &fakeBalloon{fake: &fake{status: Running}}}
+	s := NewServer(f, Options{})
+	f.srv = s
+	t.Cleanup(s.Close)
+	c := qmpClient(t, s)
+	get := `{"execute":"qom-get","arguments":{"path":"/machine/peripheral/balloon0","property":`
+	set := `{"execute":"qom-set","arguments":{"path":"/machine/peripheral/balloon0","property":"guest-stats-polling-interval","value":`
+	for q, want := range map[string]string{
+		set + `-1}}`:         "timer value must be greater than zero",
+		set + `"x"}}`:        "Invalid parameter type for 'guest-stats-polling-interval', expected: integer",
+		set + `5000000000}}`: "timer value is too big",
+		get + `"nosuch"}}`:   "Property 'virtio-balloon-pci.nosuch' not found",
+		`{"execute":"qom-get","arguments":{"path":"/machine/peripheral/nosuch","property":"guest-stats"}}`: "Device '/machine/peripheral/nosuch' not found",
+		`{"execute":"qom-get","arguments":{"path":"/machine/peripheral/balloon0"}}`:                        "Parameter 'property' is missing",
+	} {
+		if _, d := errOf(c.do(q)); d != want {
+			t.Errorf("%s: %q, want %q", q, d, want)
+		}
+	}
+	if r := c.do(set + `2}}`); r["return"] == nil || f.interval != 2 {
+		t.Fatalf("qom-set: %v", r)
+	}
+	if r := c.do(get + `"guest-stats-polling-interval"}}`); r["return"] != float64(2) {
+		t.Fatalf("qom-get interval: %v", r)
+	}
+	r := c.do(get + `"guest-stats"}}`)
+	st, _ := r["return"].(map[string]any)
+	ss, _ := st["stats"].(map[string]any)
+	if st["last-update"] != float64(7) || ss["stat-free-memory"] != float64(5) || ss["stat-swap-in"] != float64(^uint64(0)) {
+		t.Fatalf("guest-stats %v", r)
+	}
+}

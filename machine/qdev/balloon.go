@@ -35,11 +35,12 @@ func init() {
 // The process's balloon, as QEMU's balloon handler: one device per machine; a
 // rebuilt machine's (after a reset) takes over, keeping the target.
 var balloons struct {
-	mu     sync.Mutex
-	owner  *Env
-	dev    *balloon.Device
-	target uint64 // last requested target (0: none)
-	watch  []func(actual uint64)
+	mu      sync.Mutex
+	owner   *Env
+	dev     *balloon.Device
+	id, typ string // the device's id= and type
+	target  uint64 // last requested target (0: none)
+	watch   []func(actual uint64)
 }
 
 // ErrNoBalloon is returned by the balloon functions when no machine has one.
@@ -65,6 +66,13 @@ func BalloonDevice() *balloon.Device {
 	balloons.mu.Lock()
 	defer balloons.mu.Unlock()
 	return balloons.dev
+}
+
+// BalloonID is the process's balloon device's id= and type ("" when none).
+func BalloonID() (id, typ string) {
+	balloons.mu.Lock()
+	defer balloons.mu.Unlock()
+	return balloons.id, balloons.typ
 }
 
 // WatchBalloon registers fn, told the guest's new size whenever its balloon driver
@@ -136,6 +144,8 @@ func buildBalloon(e *Env, p Props) (virtio.Device, error) {
 		return nil, errors.New("Only one balloon device is supported")
 	}
 	balloons.owner, balloons.dev = e, d
+	balloons.id, _ = p.Get("id")
+	balloons.typ, _ = p.Get("driver")
 	if balloons.target != 0 {
 		d.SetTarget(balloons.target)
 	}

@@ -21,16 +21,16 @@ func (d *rawDriver) View(off, n int64) ([]byte, func(), error) {
 	if d.dio != nil || n <= 0 || off < 0 {
 		return nil, nil, nil
 	}
-	st, err := d.f.Stat()
-	if err != nil || !st.Mode().IsRegular() || off+n > st.Size() {
-		return nil, nil, nil
-	}
-	return mapFile(d.f, off, n)
+	return MapFile(d.f, off, n)
 }
 
-// mapFile maps [off, off+n) of f read-only, populated up front (one fault-in per
-// range instead of one per page); nil when mmap fails.
-func mapFile(f *os.File, off, n int64) ([]byte, func(), error) {
+// MapFile maps [off, off+n) of the regular file f read-only, populated up front (one
+// fault-in per range instead of one per page), for a driver's View; nil when the
+// range is not all inside the file or mmap fails.
+func MapFile(f *os.File, off, n int64) ([]byte, func(), error) {
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() || off < 0 || n <= 0 || off+n > st.Size() {
+		return nil, nil, nil
+	}
 	pg := int64(os.Getpagesize())
 	start := off &^ (pg - 1)
 	m, err := unix.Mmap(int(f.Fd()), start, int(off+n-start), unix.PROT_READ, unix.MAP_SHARED|unix.MAP_POPULATE)

@@ -53,7 +53,7 @@ var models = []*Model{
 	{
 		Name: "cortex-a57", Compatible: "arm,cortex-a57",
 		MIDR: 0x411fd070, CTR: 0x8444c004, CLIDR: 0x0a200023,
-		CCSIDR: [3]uint64{0x701fe00a, 0x201fe00a, 0x7fffe07a},
+		CCSIDR: [3]uint64{0x701fe00a, 0x201fe012, 0x70ffe07a},
 		ISAR0:  isar0Base, PARange: 5,
 		Note: "ID_AA64PFR0 advertises EL0/EL1 AArch64 only (silicon: EL0-EL3 with AArch32); PARange 48 bits (QEMU: 44)",
 	},
@@ -81,11 +81,11 @@ var models = []*Model{
 	},
 	{
 		Name: "max", Compatible: "arm,cortex-a57", // as QEMU's max (an "A57 with extras")
-		MIDR: 0x000f0510, CTR: 0x8444c004, CLIDR: 0x0a200023,
-		CCSIDR: [3]uint64{0x701fe00a, 0x201fe00a, 0x7fffe07a},
+		MIDR: 0x000f0510, CTR: 0x8444c004, CLIDR: 0x02000023,
+		CCSIDR: [3]uint64{0x701fe00a, 0x201fe012, 0x70ffe07a},
 		ISAR0:  isar0Base | isar0Atomic, ISAR1: isar1LRCPC, PARange: 5, PFR0: pfr0CSV2 | pfr0CSV3,
 		Note: "everything gemu implements: ARMv8.0 with AES/PMULL, SHA1, SHA256, CRC32, " +
-			"ARMv8.1 LSE atomics, ARMv8.3 LDAPR, CSV2/CSV3 (no speculation); not yet RDM, FP16, DotProd, SHA512/SHA3/SM3/SM4, " +
+			"ARMv8.1 LSE atomics, ARMv8.3 LDAPR, CSV2/CSV3 (no speculation; CSV2 1, not QEMU's 2: no SCXTNUM registers); not yet RDM, FP16, DotProd, SHA512/SHA3/SM3/SM4, " +
 			"PAN/UAO, pointer authentication, BTI or RNDR",
 	},
 }

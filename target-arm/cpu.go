@@ -136,6 +136,8 @@ type CPU struct {
 	model *Model // cfg.Model or DefaultModel
 	lse   bool   // model has the LSE atomics (lse.go)
 	rcpc  bool   // model has LDAPR
+	// rndrOn: model has RNDR/RNDRRS (MRS sets NZCV).
+	rndrOn bool
 
 	sr  sysRegs
 	dbg debugRegs // debug.go
@@ -192,7 +194,7 @@ func New(cfg Config) *CPU {
 	if c.model == nil {
 		c.model = DefaultModel
 	}
-	c.lse, c.rcpc = c.model.hasLSE(), c.model.hasRCpc()
+	c.lse, c.rcpc, c.rndrOn = c.model.hasLSE(), c.model.hasRCpc(), c.model.hasRNDR()
 	if c.trace == nil {
 		c.tflag = 0
 	}

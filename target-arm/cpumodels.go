@@ -1,5 +1,10 @@
 package arm
 
+import (
+	"crypto/rand"
+	"encoding/binary"
+)
+
 // CPU models (-cpu). Each named model carries its silicon identification (MIDR, CTR,
 // CLIDR, CCSIDR; QEMU 7.2's values) and ID registers restricted to what gemu
 // implements: a feature the silicon has but gemu does not stays unadvertised, so the
@@ -32,6 +37,7 @@ const (
 	isar0SHA2   = 1 << 12 // SHA256H/H2/SU0/SU1 (not SHA512)
 	isar0CRC32  = 1 << 16 // CRC32{B,H,W,X}, CRC32C*
 	isar0Atomic = 2 << 20 // ARMv8.1 LSE: CAS, CASP, LD<op>, SWP (lse.go)
+	isar0RNDR   = 1 << 60 // ARMv8.5 RNDR/RNDRRS (rndr below)
 
 	isar0Base = isar0AES | isar0SHA1 | isar0SHA2 | isar0CRC32 // ARMv8.0 + crypto + CRC32
 )
@@ -53,7 +59,7 @@ var models = []*Model{
 	{
 		Name: "cortex-a57", Compatible: "arm,cortex-a57",
 		MIDR: 0x411fd070, CTR: 0x8444c004, CLIDR: 0x0a200023,
-		CCSIDR: [3]uint64{0x701fe00a, 0x201fe00a, 0x7fffe07a},
+		CCSIDR: [3]uint64{0x701fe00a, 0x201fe012, 0x70ffe07a},
 		ISAR0:  isar0Base, PARange: 5,
 		Note: "ID_AA64PFR0 advertises EL0/EL1 AArch64 only (silicon: EL0-EL3 with AArch32); PARange 48 bits (QEMU: 44)",
 	},
@@ -81,12 +87,12 @@ var models = []*Model{
 	},
 	{
 		Name: "max", Compatible: "arm,cortex-a57", // as QEMU's max (an "A57 with extras")
-		MIDR: 0x000f0510, CTR: 0x8444c004, CLIDR: 0x0a200023,
-		CCSIDR: [3]uint64{0x701fe00a, 0x201fe00a, 0x7fffe07a},
-		ISAR0:  isar0Base | isar0Atomic, ISAR1: isar1LRCPC, PARange: 5, PFR0: pfr0CSV2 | pfr0CSV3,
+		MIDR: 0x000f0510, CTR: 0x8444c004, CLIDR: 0x02000023,
+		CCSIDR: [3]uint64{0x701fe00a, 0x201fe012, 0x70ffe07a},
+		ISAR0:  isar0Base | isar0Atomic | isar0RNDR, ISAR1: isar1LRCPC, PARange: 5, PFR0: pfr0CSV2 | pfr0CSV3,
 		Note: "everything gemu implements: ARMv8.0 with AES/PMULL, SHA1, SHA256, CRC32, " +
-			"ARMv8.1 LSE atomics, ARMv8.3 LDAPR, CSV2/CSV3 (no speculation); not yet RDM, FP16, DotProd, SHA512/SHA3/SM3/SM4, " +
-			"PAN/UAO, pointer authentication, BTI or RNDR",
+			"ARMv8.1 LSE atomics, ARMv8.3 LDAPR, ARMv8.5 RNDR/RNDRRS, CSV2/CSV3 (no speculation; CSV2 1, not QEMU's 2: no SCXTNUM registers); not yet RDM, FP16, DotProd, SHA512/SHA3/SM3/SM4, " +
+			"PAN/UAO, pointer authentication or BTI",
 	},
 }
 
@@ -113,6 +119,22 @@ func (m *Model) mmfr0() uint64 { return 0x0f000020 | m.PARange }
 
 // hasLSE reports whether the model advertises (and so executes) the LSE atomics.
 func (m *Model) hasLSE() bool { return m.ISAR0>>20&0xf >= 2 }
+
+// hasRNDR reports whether the model advertises RNDR and RNDRRS.
+func (m *Model) hasRNDR() bool { return m.ISAR0>>60 >= 1 }
+
+// rndr implements MRS RNDR/RNDRRS: a value from the host's cryptographic generator
+// (both registers reseed as often as the host's generator does), NZCV 0000; if the
+// host cannot supply one, 0 with NZCV 0100, as the architecture allows.
+func (c *CPU) rndr() uint64 {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		c.NZCV = 0x40000000
+		return 0
+	}
+	c.NZCV = 0
+	return binary.LittleEndian.Uint64(b[:])
+}
 
 // hasRCpc reports whether the model advertises LDAPR.
 func (m *Model) hasRCpc() bool { return m.ISAR1>>20&0xf >= 1 }

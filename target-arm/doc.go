@@ -1,5 +1,7 @@
-// Package arm owns gemu's AArch64 CPU for TCG: a Cortex-A57-class ARMv8.0 vCPU (EL0 and
-// EL1, AArch64 only) with its architectural state, the A64 decoder/frontend that turns
+// Package arm owns gemu's AArch64 CPU for TCG: an ARMv8.0 vCPU (EL0 and EL1, AArch64
+// only) in the CPU models of cpumodels.go (Cortex-A57 by default; max and neoverse-n1
+// add the ARMv8.1 LSE atomics of lse.go, LDAPR and, for max, RNDR) with its
+// architectural state, the A64 decoder/frontend that turns
 // guest instructions into tcg backend code, the stage-1 MMU and softmmu slow paths,
 // exceptions and the vector table, system registers, the exclusive monitor, the
 // generic timer, the self-hosted debug architecture (debug.go) and PMUv3 (pmu.go).

@@ -17,9 +17,10 @@ import (
 // every other vCPU's plain stores, exclusives and atomics. The 16-byte CASP holds the
 // engine's Exclusive lock like the 16-byte store-exclusive. Host compare-and-swap is
 // a full barrier, which covers the acquire and release semantics. Like QEMU, the
-// access is a write for permissions and watchpoints even when a compare fails, must
-// be naturally aligned (alignment fault otherwise) and to RAM (an external abort on
-// MMIO).
+// access is a write for permissions and watchpoints even when a compare fails and
+// must be naturally aligned (an alignment fault with WnR 0 otherwise); unlike QEMU,
+// which serialises the vCPUs and does the access on the device, an atomic to MMIO is
+// an external abort.
 
 // Atomic memory operations (opc field; o3=1 opc=0 is SWP, given lseSWP).
 const (
@@ -112,7 +113,7 @@ func (c *CPU) atomicRMW(va uint64, size int, kind int, s, cmp uint64) (old uint6
 // write permission, RAM) and returns its host address.
 func (c *CPU) atomicHost(va uint64, size int) (unsafe.Pointer, bool) {
 	if va&uint64(size-1) != 0 {
-		c.alignFault(va, true)
+		c.alignFault(va, false) // WnR 0, as QEMU reports it (the read is checked first)
 		return nil, false
 	}
 	if c.dbg.wpOn && c.watchCheck(va, size, true, c.el) {

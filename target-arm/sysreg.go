@@ -100,6 +100,8 @@ const (
 	kCNTV_TVAL   = 3<<14 | 3<<11 | 14<<7 | 3<<3 | 0
 	kCNTV_CTL    = 3<<14 | 3<<11 | 14<<7 | 3<<3 | 1
 	kCNTV_CVAL   = 3<<14 | 3<<11 | 14<<7 | 3<<3 | 2
+	kRNDR        = 3<<14 | 3<<11 | 2<<7 | 4<<3 | 0
+	kRNDRRS      = 3<<14 | 3<<11 | 2<<7 | 4<<3 | 1
 	kMDSCR       = 2<<14 | 0<<11 | 0<<7 | 2<<3 | 2
 	kMDCCINT     = 2<<14 | 0<<11 | 0<<7 | 2<<3 | 0
 	kOSLAR       = 2<<14 | 0<<11 | 1<<7 | 0<<3 | 4
@@ -127,6 +129,11 @@ func (c *CPU) el0Access(k uint32, read bool) int {
 	switch k {
 	case kNZCV, kFPCR, kFPSR, kTPIDR_EL0:
 		return el0Allow
+	case kRNDR, kRNDRRS:
+		if read && c.rndrOn {
+			return el0Allow
+		}
+		return el0Undef
 	case kDAIF:
 		return allowIf(c.sr.sctlr&sctlrUMA != 0)
 	case kTPIDRRO_EL0, kDCZID, kCNTFRQ, kCNTPCT, kCNTVCT, kCTR:
@@ -299,6 +306,10 @@ func (c *CPU) readSys(op0, op1, crn, crm, op2 uint32) (uint64, bool) {
 		return c.sr.oslsr, true
 	case kMDCCINT:
 		return c.sr.mdccint, true
+	case kRNDR, kRNDRRS:
+		if c.rndrOn {
+			return c.rndr(), true
+		}
 	}
 	if op0 == 2 {
 		if v, ok := c.debugRead(op1, crn, crm, op2); ok {

@@ -188,3 +188,28 @@ func TestLSEUndefinedOnCortexA57(t *testing.T) {
 		t.Fatalf("gemu cortex-a57 ran LDADD: %v", gerr)
 	}
 }
+
+// TestRNDR: on -cpu max, RNDR and RNDRRS (by their encodings, s3_3_c2_c4_{0,1}) read at
+// EL0 give values and NZCV as qemu-aarch64 -cpu max's: the flags are observed in the
+// same block (after setting them to 1111 first) and the values only through
+// "differs from the next read" and "is non-zero", as they are random.
+func TestRNDR(t *testing.T) {
+	CheckCPU(t, "max", "armv8-a", `
+	mov x9, #0xf0000000
+	msr nzcv, x9
+	mrs x0, s3_3_c2_c4_0
+	cset x10, eq
+	mrs x1, s3_3_c2_c4_0
+	mrs x9, nzcv
+	mrs x2, s3_3_c2_c4_1
+	cset x11, ne
+	cmp x0, x1
+	cset x3, ne
+	cmp x2, #0
+	cset x4, ne
+	mov x0, #0
+	mov x1, #0
+	mov x2, #0
+	msr nzcv, x9
+`)
+}

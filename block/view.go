@@ -39,3 +39,22 @@ func MapFile(f *os.File, off, n int64) ([]byte, func(), error) {
 	}
 	return m[off-start:], func() { unix.Munmap(m) }, nil
 }
+
+// ContiguousRun reports where [off, off+n) of a guest disk lies in its image file when it
+// is one run of data there: at(pos) gives the file offset of guest byte pos (negative
+// when not stored as data) and how many bytes from pos on are stored contiguously after
+// it. The format drivers' View methods share it (under their own lock), then MapFile.
+func ContiguousRun(off, n int64, at func(pos int64) (host, left int64)) (start int64, ok bool) {
+	start, got := int64(-1), int64(0)
+	for got < n {
+		h, left := at(off + got)
+		if h < 0 || left <= 0 || start >= 0 && h != start+got {
+			return 0, false
+		}
+		if start < 0 {
+			start = h
+		}
+		got += min(n-got, left)
+	}
+	return start, got == n
+}

@@ -8,21 +8,17 @@ func (m *Image) View(off, n int64) ([]byte, func(), error) {
 	if off < 0 || n <= 0 || off+n > m.size {
 		return nil, nil, nil
 	}
-	start, got := int64(-1), int64(0)
 	m.mu.RLock()
-	for got < n {
-		b, in := (off+got)/blockSize, (off+got)%blockSize
+	start, ok := block.ContiguousRun(off, n, func(pos int64) (int64, int64) {
+		b, in := pos/blockSize, pos%blockSize
 		h := m.hostOff(b)
-		if h < 0 || start >= 0 && h+in != start+got {
-			break
+		if h < 0 {
+			return -1, 0
 		}
-		if start < 0 {
-			start = h + in
-		}
-		got += min(n-got, blockSize-in)
-	}
+		return h + in, blockSize - in
+	})
 	m.mu.RUnlock()
-	if got < n {
+	if !ok {
 		return nil, nil, nil
 	}
 	return block.MapFile(m.f, start, n)

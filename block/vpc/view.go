@@ -8,20 +8,10 @@ func (m *Image) View(off, n int64) ([]byte, func(), error) {
 	if off < 0 || n <= 0 || off+n > m.Size() {
 		return nil, nil, nil
 	}
-	start, got := int64(-1), int64(0)
 	m.mu.RLock()
-	for got < n {
-		h, left := m.hostOff(off + got)
-		if h < 0 || start >= 0 && h != start+got {
-			break
-		}
-		if start < 0 {
-			start = h
-		}
-		got += min(n-got, left)
-	}
+	start, ok := block.ContiguousRun(off, n, m.hostOff)
 	m.mu.RUnlock()
-	if got < n {
+	if !ok {
 		return nil, nil, nil
 	}
 	return block.MapFile(m.f, start, n)

@@ -305,23 +305,7 @@ Supported formats: %s
 func parseOptions(list []string) (map[string]string, error) {
 	m := map[string]string{}
 	for _, s := range list {
-		var parts []string
-		var cur strings.Builder
-		for i := 0; i < len(s); i++ {
-			if s[i] == ',' {
-				if i+1 < len(s) && s[i+1] == ',' {
-					cur.WriteByte(',')
-					i++
-					continue
-				}
-				parts = append(parts, cur.String())
-				cur.Reset()
-				continue
-			}
-			cur.WriteByte(s[i])
-		}
-		parts = append(parts, cur.String())
-		for _, p := range parts {
+		for _, p := range splitOpts(s) {
 			if p == "" {
 				continue
 			}

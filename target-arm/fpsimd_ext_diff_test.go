@@ -28,6 +28,10 @@ var extTemplates = []string{
 	"sha512h q0, q1, v2.2d", "sha512h2 q0, q1, v2.2d", "sha512su0 v0.2d, v1.2d", "sha512su1 v0.2d, v1.2d, v2.2d",
 	"eor3 v0.16b, v1.16b, v2.16b, v3.16b", "bcax v0.16b, v1.16b, v2.16b, v3.16b", "rax1 v0.2d, v1.2d, v2.2d",
 	"xar v0.2d, v1.2d, v2.2d, #0", "xar v0.2d, v1.2d, v2.2d, #1", "xar v0.2d, v1.2d, v2.2d, #63", "xar v0.2d, v1.2d, v2.2d, #29",
+	// FEAT_SM3, FEAT_SM4
+	"sm3ss1 v0.4s, v1.4s, v2.4s, v3.4s", "sm3tt1a v0.4s, v1.4s, v2.s[0]", "sm3tt1b v0.4s, v1.4s, v2.s[3]",
+	"sm3tt2a v0.4s, v1.4s, v2.s[1]", "sm3tt2b v0.4s, v1.4s, v2.s[2]", "sm3partw1 v0.4s, v1.4s, v2.4s",
+	"sm3partw2 v0.4s, v1.4s, v2.4s", "sm4e v0.4s, v1.4s", "sm4ekey v0.4s, v1.4s, v2.4s",
 }
 
 const extMarch = "armv8.2-a+crypto+rdma+dotprod+sha3+sm4"

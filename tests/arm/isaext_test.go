@@ -10,13 +10,13 @@ import (
 	"time"
 )
 
-// The FP/AdvSIMD extensions of -cpu max (RDM, DotProd, SHA512, SHA3) through the whole
+// The FP/AdvSIMD extensions of -cpu max (RDM, DotProd, SHA512, SHA3, SM3, SM4) through the whole
 // translator (target-arm's own tests check each instruction's semantics against
 // qemu-aarch64 through the decoder): a snippet fills v1-v7 with boundary and random
 // values and runs every class into v16-v31, under gemu and qemu-aarch64 -cpu max; and
 // on the Cortex-A57 (ARMv8.0) each is UNDEFINED on both.
 
-const isaExtMarch = "armv8.2-a+crypto+rdma+dotprod+sha3"
+const isaExtMarch = "armv8.2-a+crypto+rdma+dotprod+sha3+sm4"
 
 var isaExtInsns = []string{
 	"sqrdmlah v16.8h, v1.8h, v2.8h", "sqrdmlsh v17.4s, v3.4s, v4.4s", "sqrdmlah h18, h5, h6",
@@ -24,7 +24,9 @@ var isaExtInsns = []string{
 	"sdot v22.4s, v1.16b, v2.16b", "udot v23.2s, v3.8b, v4.8b", "sdot v24.4s, v5.16b, v6.4b[2]",
 	"sha512h q25, q1, v2.2d", "sha512h2 q26, q3, v4.2d", "sha512su0 v27.2d, v5.2d", "sha512su1 v28.2d, v6.2d, v7.2d",
 	"eor3 v29.16b, v1.16b, v2.16b, v3.16b", "bcax v30.16b, v4.16b, v5.16b, v6.16b", "rax1 v31.2d, v7.2d, v1.2d",
-	"xar v16.2d, v2.2d, v3.2d, #17",
+	"xar v16.2d, v2.2d, v3.2d, #17", "sm3ss1 v17.4s, v1.4s, v2.4s, v3.4s", "sm3tt1b v18.4s, v4.4s, v5.s[2]",
+	"sm3tt2a v19.4s, v6.4s, v7.s[1]", "sm3partw1 v20.4s, v1.4s, v2.4s", "sm3partw2 v21.4s, v3.4s, v4.4s",
+	"sm4e v22.4s, v5.4s", "sm4ekey v23.4s, v6.4s, v7.4s",
 }
 
 func isaExtSnippet(rng *rand.Rand) string {

@@ -36,6 +36,121 @@ func greg(n byte) tcg.Arg { return tcg.Global(offR + 8*uintptr(n)) }
 
 var rflagsArg = tcg.Global(offRFLAGS)
 
+// The lazy-flag state (flags.go) as IR globals.
+var (
+	offCC                  = unsafe.Offsetof(CPU{}.cc)
+	ccOpArg                = tcg.Global(offCC + unsafe.Offsetof(ccState{}.op))
+	ccAArg, ccBArg, ccRArg = tcg.Global(offCC + unsafe.Offsetof(ccState{}.a)), tcg.Global(offCC + unsafe.Offsetof(ccState{}.b)), tcg.Global(offCC + unsafe.Offsetof(ccState{}.r))
+	ccCArg                 = tcg.Global(offCC + unsafe.Offsetof(ccState{}.c))
+)
+
+// lowerState is what the translator knows while lowering a block: the kind and size
+// of the lazy flags pending in CPU.cc (ccState.op's encoding), or 0 when RFLAGS holds
+// the flags.
+type lowerState struct {
+	pend uint64
+}
+
+// setLazy emits the lazy-flag record of a flag-setting instruction (after its last
+// memory access, so that a fault leaves the previous instruction's flags): a, b, r
+// and c are stored unless none.
+func setLazy(b *bld, st *lowerState, kind uint64, size int, a, x, r, c tcg.Arg) {
+	for _, p := range [][2]tcg.Arg{{ccAArg, a}, {ccBArg, x}, {ccRArg, r}, {ccCArg, c}} {
+		if p[1] != (tcg.Arg{}) {
+			b.Mov(p[0], p[1])
+		}
+	}
+	st.pend = kind<<4 | uint64(size)
+	b.Mov(ccOpArg, tcg.Imm(st.pend))
+}
+
+// flush emits the materialization of pending lazy flags into RFLAGS (and op = 0).
+func flush(b *bld, st *lowerState) {
+	if st.pend == 0 {
+		return
+	}
+	kind, size := st.pend>>4, int(st.pend&0xf)
+	st.pend = 0
+	sh := uint64(8*size - 1)
+	gA, gB, gR, gC := ccAArg, ccBArg, ccRArg, ccCArg
+	switch kind { // CF
+	case ccAdd, ccAdc:
+		b.Bin(tcg.OpSetLtu, tF, gR, gA)
+		if kind == ccAdc {
+			b.Bin(tcg.OpSetEq, tS, gR, gA)
+			b.Bin(tcg.OpAnd, tS, tS, gC)
+			b.Bin(tcg.OpOr, tF, tF, tS)
+		}
+	case ccSub, ccSbb:
+		b.Bin(tcg.OpSetLtu, tF, gA, gB)
+		if kind == ccSbb {
+			b.Bin(tcg.OpSetEq, tS, gA, gB)
+			b.Bin(tcg.OpAnd, tS, tS, gC)
+			b.Bin(tcg.OpOr, tF, tF, tS)
+		}
+	case ccLogic:
+		b.Mov(tF, tcg.Imm(0))
+	default:
+		b.Bin(tcg.OpAnd, tF, gC, tcg.Imm(1))
+	}
+	switch kind { // OF, AF
+	case ccAdd, ccAdc, ccInc, ccSub, ccSbb, ccDec:
+		if kind == ccAdd || kind == ccAdc || kind == ccInc {
+			b.Bin(tcg.OpXor, tS, gA, gR)
+			b.Bin(tcg.OpXor, tU, gB, gR)
+		} else {
+			b.Bin(tcg.OpXor, tS, gA, gB)
+			b.Bin(tcg.OpXor, tU, gA, gR)
+		}
+		b.Bin(tcg.OpAnd, tS, tS, tU)
+		b.Bin(tcg.OpShr, tS, tS, tcg.Imm(sh))
+		b.Bin(tcg.OpAnd, tS, tS, tcg.Imm(1))
+		b.Bin(tcg.OpShl, tS, tS, tcg.Imm(11))
+		b.Bin(tcg.OpOr, tF, tF, tS)
+		b.Bin(tcg.OpXor, tS, gA, gB)
+		b.Bin(tcg.OpXor, tS, tS, gR)
+		b.Bin(tcg.OpAnd, tS, tS, tcg.Imm(flagAF))
+		b.Bin(tcg.OpOr, tF, tF, tS)
+	case ccShift:
+		b.Bin(tcg.OpShl, tS, gB, tcg.Imm(11))
+		b.Bin(tcg.OpOr, tF, tF, tS)
+	case ccImul:
+		b.Bin(tcg.OpShl, tS, tF, tcg.Imm(11))
+		b.Bin(tcg.OpOr, tF, tF, tS)
+	}
+	emitSZP(b, size, gR, tF, true)
+	b.Bin(tcg.OpAnd, tS, rflagsArg, tcg.Imm(^uint64(flagsArith)))
+	b.Bin(tcg.OpOr, rflagsArg, tS, tF)
+	b.Mov(ccOpArg, tcg.Imm(0))
+}
+
+// carryIn emits d = CF as it stands (pending lazy flags or RFLAGS); scratch tV.
+func carryIn(b *bld, st *lowerState, d tcg.Arg) {
+	gA, gB, gR, gC := ccAArg, ccBArg, ccRArg, ccCArg
+	switch st.pend >> 4 {
+	case 0:
+		b.Bin(tcg.OpAnd, d, rflagsArg, tcg.Imm(flagCF))
+	case ccAdd, ccAdc:
+		b.Bin(tcg.OpSetLtu, d, gR, gA)
+		if st.pend>>4 == ccAdc {
+			b.Bin(tcg.OpSetEq, tV, gR, gA)
+			b.Bin(tcg.OpAnd, tV, tV, gC)
+			b.Bin(tcg.OpOr, d, d, tV)
+		}
+	case ccSub, ccSbb:
+		b.Bin(tcg.OpSetLtu, d, gA, gB)
+		if st.pend>>4 == ccSbb {
+			b.Bin(tcg.OpSetEq, tV, gA, gB)
+			b.Bin(tcg.OpAnd, tV, tV, gC)
+			b.Bin(tcg.OpOr, d, d, tV)
+		}
+	case ccLogic:
+		b.Mov(d, tcg.Imm(0))
+	default:
+		b.Bin(tcg.OpAnd, d, gC, tcg.Imm(1))
+	}
+}
+
 type bld = tcg.Builder[CPU]
 
 // Temporaries of the lowered forms: the memory operand's address, the destination
@@ -171,29 +286,31 @@ func sextTo64(b *bld, d, a tcg.Arg, size int) {
 
 // lower emits in as IR if it is one of the lowered forms; end says the block ends.
 // An instruction it declines leaves no ops behind.
-func lower(b *bld, in *insn) (handled, end bool) {
+func lower(b *bld, in *insn, st *lowerState) (handled, end bool) {
 	if !in.mode64 || in.lock || in.rep != 0 && !(in.mapn == 1 && in.opc == 0x1f) || !eaLowered(in) {
 		return false, false
 	}
-	n0 := len(b.Ops)
+	n0, st0 := len(b.Ops), *st
 	switch in.mapn {
 	case 0:
-		handled, end = lowerInt(b, in)
+		handled, end = lowerInt(b, in, st)
 	case 1:
-		handled, end = lower0F(b, in)
+		handled, end = lower0F(b, in, st)
 	}
 	if !handled {
 		b.Ops = b.Ops[:n0]
+		*st = st0
 	}
 	return handled, end
 }
 
-func lower0F(b *bld, in *insn) (handled, end bool) {
+func lower0F(b *bld, in *insn, st *lowerState) (handled, end bool) {
 	o := in.opc
 	switch {
 	case o == 0x1f: // NOP r/m
 		return true, false
 	case o >= 0x80 && o <= 0x8f:
+		flush(b, st)
 		lowerJcc(b, in, o&0xf, in.next+in.imm)
 		return true, true
 	case o == 0xb6 || o == 0xb7 || o == 0xbe || o == 0xbf: // MOVZX, MOVSX
@@ -202,6 +319,7 @@ func lower0F(b *bld, in *insn) (handled, end bool) {
 		return true, false
 	case o >= 0x40 && o <= 0x4f: // CMOVcc: the source is read, the destination written, either way
 		size := in.opsz
+		flush(b, st)
 		rmRead(b, in, size, false, tX)
 		emitCond(b, o&0xf, tU)
 		regRead(b, in.reg, size, in.rex, tA)
@@ -212,6 +330,7 @@ func lower0F(b *bld, in *insn) (handled, end bool) {
 		regWrite(b, in.reg, size, in.rex, tR, tS)
 		return true, false
 	case o >= 0x90 && o <= 0x9f: // SETcc
+		flush(b, st)
 		emitCond(b, o&0xf, tR)
 		rmWrite(b, in, 1, tR, true)
 		return true, false
@@ -221,17 +340,17 @@ func lower0F(b *bld, in *insn) (handled, end bool) {
 		}
 		rmRead(b, in, in.opsz, false, tX)
 		regRead(b, in.reg, in.opsz, in.rex, tA)
-		emitImul(b, in.opsz)
+		emitImul(b, st, in.opsz)
 		regWrite(b, in.reg, in.opsz, in.rex, tR, tS)
 		return true, false
 	}
 	return false, false
 }
 
-func lowerInt(b *bld, in *insn) (handled, end bool) {
+func lowerInt(b *bld, in *insn, st *lowerState) (handled, end bool) {
 	o := in.opc
 	if lowerALUOn {
-		if ok := lowerALU(b, in); ok {
+		if ok := lowerALU(b, in, st); ok {
 			return true, false
 		}
 	}
@@ -318,28 +437,35 @@ func lowerInt(b *bld, in *insn) (handled, end bool) {
 	case (o == 0x69 || o == 0x6b) && lowerALUOn && in.opsz != 2: // IMUL r, r/m, imm
 		rmRead(b, in, in.opsz, false, tA)
 		b.Mov(tX, tcg.Imm(in.imm))
-		emitImul(b, in.opsz)
+		emitImul(b, st, in.opsz)
 		regWrite(b, in.reg, in.opsz, in.rex, tR, tS)
 		return true, false
 	case o == 0xe9 || o == 0xeb:
+		flush(b, st)
 		b.Exit(tcg.Imm(in.next + in.imm))
 		return true, true
 	case o == 0xe8 && !in.pfx66:
+		flush(b, st)
 		b.Bin(tcg.OpSub, tEA, greg(4), tcg.Imm(8))
 		b.Store(tEA, 0, tcg.Imm(in.next), 8)
 		b.Mov(greg(4), tEA)
 		b.Exit(tcg.Imm(in.next + in.imm))
 		return true, true
 	case o >= 0x70 && o <= 0x7f:
+		flush(b, st)
 		lowerJcc(b, in, o&0xf, in.next+in.imm)
 		return true, true
 	case o == 0xc3 && !in.pfx66: // RET
+		flush(b, st)
 		b.Load(tA, greg(4), 0, 8, false)
 		canonicalCheck(b, tA, greg(4)) // the address just read from
 		b.Bin(tcg.OpAdd, greg(4), greg(4), tcg.Imm(8))
 		b.Exit(tA)
 		return true, true
 	case o == 0xff && !in.pfx66 && (in.reg&7 == 2 || in.reg&7 == 4 || in.reg&7 == 6):
+		if in.reg&7 != 6 {
+			flush(b, st)
+		}
 		rmRead(b, in, 8, false, tA)
 		switch in.reg & 7 {
 		case 6: // PUSH r/m
@@ -463,7 +589,7 @@ const (
 
 // lowerALU emits the ALU group (00-3D, 80-83), TEST, INC, DEC, NEG and NOT on register
 // and memory operands of every size, and the shifts and rotates by an immediate count.
-func lowerALU(b *bld, in *insn) bool {
+func lowerALU(b *bld, in *insn, st *lowerState) bool {
 	o := in.opc
 	size := opSize8(in)
 	m := sizeMask(size)
@@ -506,7 +632,7 @@ func lowerALU(b *bld, in *insn) bool {
 		}
 		n = aluInc + int(in.reg&7)
 	case o == 0xc0 || o == 0xc1 || o >= 0xd0 && o <= 0xd1:
-		return lowerShift(b, in)
+		return lowerShift(b, in, st)
 	default:
 		return false
 	}
@@ -540,7 +666,7 @@ func lowerALU(b *bld, in *insn) bool {
 	if n == aluNot {
 		b.Bin(tcg.OpXor, tR, tA, tcg.Imm(m))
 	} else {
-		emitResult(b, n, size)
+		emitResult(b, st, n, size)
 	}
 	if n != aluCmp && n != aluTest {
 		switch {
@@ -553,42 +679,27 @@ func lowerALU(b *bld, in *insn) bool {
 		}
 	}
 	if n != aluNot {
-		emitFlags(b, n, size)
+		lazyALU(b, st, n, size)
 	}
 	return true
 }
 
 // emitResult emits tR = tA op tX (size bytes, both zero-extended; the result
-// truncated) and, for additions and subtractions, their carry or borrow in tF.
-func emitResult(b *bld, n, size int) {
+// truncated); ADC and SBB add the carry in, INC and DEC keep the carry, in tU.
+func emitResult(b *bld, st *lowerState, n, size int) {
 	m := sizeMask(size)
 	switch n {
-	case aluAdd, aluAdc, aluInc:
-		b.Bin(tcg.OpAdd, tR, tA, tX)
-		if n == aluAdc {
-			b.Bin(tcg.OpAnd, tU, rflagsArg, tcg.Imm(flagCF))
-			b.Bin(tcg.OpAdd, tR, tR, tU)
+	case aluAdd, aluAdc, aluInc, aluSub, aluSbb, aluCmp, aluDec, aluNeg:
+		opc := tcg.OpSub
+		if n == aluAdd || n == aluAdc || n == aluInc {
+			opc = tcg.OpAdd
 		}
-		if size < 8 {
-			b.Bin(tcg.OpShr, tF, tR, tcg.Imm(uint64(8*size))) // the carry out of the sum
-			b.Bin(tcg.OpAnd, tR, tR, tcg.Imm(m))
-		} else {
-			b.Bin(tcg.OpSetLtu, tF, tR, tA)
-			if n == aluAdc { // with a carry in, r == a also carried
-				b.Bin(tcg.OpSetEq, tV, tR, tA)
-				b.Bin(tcg.OpAnd, tV, tV, tU)
-				b.Bin(tcg.OpOr, tF, tF, tV)
-			}
+		b.Bin(opc, tR, tA, tX)
+		if n == aluAdc || n == aluSbb || n == aluInc || n == aluDec {
+			carryIn(b, st, tU)
 		}
-	case aluSub, aluSbb, aluCmp, aluDec, aluNeg:
-		b.Bin(tcg.OpSub, tR, tA, tX)
-		b.Bin(tcg.OpSetLtu, tF, tA, tX)
-		if n == aluSbb {
-			b.Bin(tcg.OpAnd, tU, rflagsArg, tcg.Imm(flagCF))
-			b.Bin(tcg.OpSub, tR, tR, tU)
-			b.Bin(tcg.OpSetEq, tV, tA, tX) // a == b borrows too when a borrow comes in
-			b.Bin(tcg.OpAnd, tV, tV, tU)
-			b.Bin(tcg.OpOr, tF, tF, tV)
+		if n == aluAdc || n == aluSbb {
+			b.Bin(opc, tR, tR, tU)
 		}
 		if size < 8 {
 			b.Bin(tcg.OpAnd, tR, tR, tcg.Imm(m))
@@ -602,61 +713,46 @@ func emitResult(b *bld, n, size int) {
 	}
 }
 
-// emitFlags merges into RFLAGS the arithmetic flags of ALU operation n (emitResult's
-// tA, tX, tR and carry in tF): OF and AF of additions and subtractions, ZF, SF, PF of
-// all; logical operations clear CF, OF and AF; INC and DEC keep CF.
-func emitFlags(b *bld, n, size int) {
-	sh := uint64(8*size - 1)
-	mask := uint64(flagsArith)
+// lazyALU records the lazy flags of ALU operation n (emitResult's operands).
+func lazyALU(b *bld, st *lowerState, n, size int) {
+	none := tcg.Arg{}
 	switch n {
-	case aluAdd, aluAdc, aluInc, aluSub, aluSbb, aluCmp, aluDec, aluNeg:
-		if n == aluInc || n == aluDec {
-			mask &^= flagCF
-			b.Mov(tF, tcg.Imm(0))
-		}
-		if n <= aluAdc || n == aluInc { // OF = (a^r)&(b^r) for additions
-			b.Bin(tcg.OpXor, tS, tA, tR)
-			b.Bin(tcg.OpXor, tU, tX, tR)
-		} else { // (a^b)&(a^r) for subtractions
-			b.Bin(tcg.OpXor, tS, tA, tX)
-			b.Bin(tcg.OpXor, tU, tA, tR)
-		}
-		b.Bin(tcg.OpAnd, tS, tS, tU)
-		b.Bin(tcg.OpShr, tS, tS, tcg.Imm(sh))
-		b.Bin(tcg.OpAnd, tS, tS, tcg.Imm(1))
-		b.Bin(tcg.OpShl, tS, tS, tcg.Imm(11))
-		b.Bin(tcg.OpOr, tF, tF, tS)
-		b.Bin(tcg.OpXor, tS, tA, tX) // AF = (a^b^r) bit 4
-		b.Bin(tcg.OpXor, tS, tS, tR)
-		b.Bin(tcg.OpAnd, tS, tS, tcg.Imm(flagAF))
-		b.Bin(tcg.OpOr, tF, tF, tS)
-		emitSZP(b, size, tF, true)
+	case aluAdd:
+		setLazy(b, st, ccAdd, size, tA, tX, tR, none)
+	case aluAdc:
+		setLazy(b, st, ccAdc, size, tA, tX, tR, tU)
+	case aluSub, aluCmp, aluNeg:
+		setLazy(b, st, ccSub, size, tA, tX, tR, none)
+	case aluSbb:
+		setLazy(b, st, ccSbb, size, tA, tX, tR, tU)
+	case aluInc:
+		setLazy(b, st, ccInc, size, tA, tX, tR, tU)
+	case aluDec:
+		setLazy(b, st, ccDec, size, tA, tX, tR, tU)
 	default:
-		emitSZP(b, size, tF, false)
+		setLazy(b, st, ccLogic, size, none, none, tR, none)
 	}
-	b.Bin(tcg.OpAnd, tS, rflagsArg, tcg.Imm(^mask))
-	b.Bin(tcg.OpOr, rflagsArg, tS, tF)
 }
 
-// emitSZP emits ZF, SF and PF of tR (truncated to size) into f (or'ed in when merge,
-// else f is set).
-func emitSZP(b *bld, size int, f tcg.Arg, merge bool) {
+// emitSZP emits ZF, SF and PF of r (truncated to size) into f (or'ed in when merge,
+// else f is set); scratch tS, tU.
+func emitSZP(b *bld, size int, r, f tcg.Arg, merge bool) {
 	sh := uint64(8*size - 1)
 	if merge {
-		b.Bin(tcg.OpSetEq, tS, tR, tcg.Imm(0))
+		b.Bin(tcg.OpSetEq, tS, r, tcg.Imm(0))
 		b.Bin(tcg.OpShl, tS, tS, tcg.Imm(6))
 		b.Bin(tcg.OpOr, f, f, tS)
 	} else {
-		b.Bin(tcg.OpSetEq, f, tR, tcg.Imm(0))
+		b.Bin(tcg.OpSetEq, f, r, tcg.Imm(0))
 		b.Bin(tcg.OpShl, f, f, tcg.Imm(6))
 	}
-	b.Bin(tcg.OpShr, tS, tR, tcg.Imm(sh))
+	b.Bin(tcg.OpShr, tS, r, tcg.Imm(sh))
 	b.Bin(tcg.OpShl, tS, tS, tcg.Imm(7))
 	b.Bin(tcg.OpOr, f, f, tS)
 	// PF: even parity of the low byte, looked up in a 16-entry bit table after folding
 	// the byte's halves.
-	b.Bin(tcg.OpShr, tS, tR, tcg.Imm(4))
-	b.Bin(tcg.OpXor, tS, tS, tR)
+	b.Bin(tcg.OpShr, tS, r, tcg.Imm(4))
+	b.Bin(tcg.OpXor, tS, tS, r)
 	b.Bin(tcg.OpAnd, tS, tS, tcg.Imm(0xf))
 	b.Mov(tU, tcg.Imm(0x9669))
 	b.Bin(tcg.OpShr, tU, tU, tS)
@@ -668,7 +764,7 @@ func emitSZP(b *bld, size int, f tcg.Arg, merge bool) {
 // lowerShift emits ROL, ROR, SHL, SHR and SAR by an immediate count (C0, C1, D0, D1)
 // with the helpers' flags; a masked count of zero, counts of at least the width for
 // 8- and 16-bit operands, and RCL/RCR stay helpers.
-func lowerShift(b *bld, in *insn) bool {
+func lowerShift(b *bld, in *insn, st *lowerState) bool {
 	size := opSize8(in)
 	n := in.reg & 7
 	cnt := uint64(1)
@@ -686,8 +782,11 @@ func lowerShift(b *bld, in *insn) bool {
 	if cnt == 0 || n == 2 || n == 3 || cnt >= bitsN && (n >= 4 || cnt%bitsN == 0) {
 		return false
 	}
+	if n < 2 {
+		flush(b, st) // rotates keep SF, ZF, AF, PF: computed eagerly on RFLAGS
+	}
 	rmRead(b, in, size, false, tA)
-	mask := uint64(flagsArith)
+	mask := uint64(flagCF | flagOF)
 	switch n {
 	case 0, 1:
 		k := cnt % bitsN
@@ -701,7 +800,6 @@ func lowerShift(b *bld, in *insn) bool {
 		if size < 8 {
 			b.Bin(tcg.OpAnd, tR, tR, tcg.Imm(m))
 		}
-		mask = flagCF | flagOF
 	case 4, 6:
 		b.Bin(tcg.OpShl, tR, tA, tcg.Imm(cnt))
 		if size < 8 {
@@ -742,11 +840,12 @@ func lowerShift(b *bld, in *insn) bool {
 		b.Bin(tcg.OpAnd, tF, tF, tcg.Imm(1))
 		b.Mov(tS, tcg.Imm(0))
 	}
+	if n >= 4 {
+		setLazy(b, st, ccShift, size, tcg.Arg{}, tS, tR, tF)
+		return true
+	}
 	b.Bin(tcg.OpShl, tS, tS, tcg.Imm(11))
 	b.Bin(tcg.OpOr, tF, tF, tS)
-	if n >= 4 {
-		emitSZP(b, size, tF, true)
-	}
 	b.Bin(tcg.OpAnd, tS, rflagsArg, tcg.Imm(^mask))
 	b.Bin(tcg.OpOr, rflagsArg, tS, tF)
 	return true
@@ -754,7 +853,7 @@ func lowerShift(b *bld, in *insn) bool {
 
 // emitImul emits tR = tA * tX (size 4 or 8) with the helper's flags: CF = OF = the
 // signed product does not fit, ZF/SF/PF of the result, AF clear.
-func emitImul(b *bld, size int) {
+func emitImul(b *bld, st *lowerState, size int) {
 	if size == 4 {
 		b.Un(tcg.OpSext32, tA, tA)
 		b.Un(tcg.OpSext32, tX, tX)
@@ -778,8 +877,5 @@ func emitImul(b *bld, size int) {
 	}
 	b.Bin(tcg.OpSetEq, tF, tF, tcg.Imm(0))
 	b.Bin(tcg.OpXor, tF, tF, tcg.Imm(1))
-	b.Bin(tcg.OpMul, tF, tF, tcg.Imm(flagCF|flagOF))
-	emitSZP(b, size, tF, true)
-	b.Bin(tcg.OpAnd, tS, rflagsArg, tcg.Imm(^uint64(flagsArith)))
-	b.Bin(tcg.OpOr, rflagsArg, tS, tF)
+	setLazy(b, st, ccImul, size, tcg.Arg{}, tcg.Arg{}, tR, tF)
 }

@@ -258,6 +258,13 @@ cases = [
     ("mov $0x1000,%eax; addl $1,(%rax)", N, "F14:0 c2"),
     ("mov $0x1000,%eax; movzwl (%rax),%ebx", N, "F14:0 c2"),
     ("mov $0x1000,%eax; shlb $3,(%rax)", N, "F14:0 c2"),
+    # Lazy flags settled at a fault: the frame's RFLAGS are those of the last
+    # flag-setting instruction before the faulting one, in the same block.
+    ("mov $0x1000,%ecx; add %rbx,%rax; mov (%rcx),%rdx", A, "F14:0 c2"),
+    ("mov $0x1000,%ecx; stc; sbb %bl,%al; incw %dx; movl $1,(%rcx)", A, "F14:2 c2"),
+    ("mov $0x1000,%ecx; shr $3,%eax; addl (%rcx),%eax", A + " &^ (flagAF | flagOF)", "F14:0 c2"),
+    ("mov $0x1000,%ecx; imul %rbx,%rax; push %rax; pop %rax; mov (%rcx),%edx", CO, "F14:0 c2"),
+    ("mov $0x1000,%ecx; cmp %bl,%al; subl $1,(%rcx)", A, "F14:0 c2"),
     # INT n beyond the IDT limit: #GP(n*8+2), not #DF (a software interrupt is benign).
     ("int $0x40", N, "F13:514"),
 ]

@@ -134,7 +134,7 @@ func (c *CPU) wrmsr(n uint32, v uint64) bool {
 		}
 	case msrFeatureCtl, msrTSCAdjust, msrSpecCtrl, msrMCGstatus:
 	case msrSysenterCS:
-		m.sysenterCS = v
+		m.sysenterCS = v & 0xffff // a selector: QEMU keeps 16 bits
 	case msrSysenterESP:
 		m.sysenterESP = v
 	case msrSysenterEIP:

@@ -25,7 +25,7 @@ func (c *CPU) fetch(pc uint64) (pa uint64, host unsafe.Pointer, ok bool) {
 	if e.Exec == pc&tcg.PageMask {
 		return e.Phys | pc&0xfff, e.Host, true
 	}
-	pa, host, ok = c.fill(pc, accExec, int(c.el))
+	pa, host, ok = c.fill(pc, accExec, int(c.midx))
 	if !ok {
 		return 0, nil, false
 	}

@@ -757,7 +757,7 @@ func emitOp[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 		return emitLoad(a, t, op, i)
 	case OpStore:
 		return emitStore(a, t, op, i)
-	case OpFlagsAdd, OpFlagsSub, OpFlagsLogic:
+	case OpFlagsAdd, OpFlagsSub, OpFlagsLogic, OpFlagsAddC:
 		return emitFlags(a, op)
 	case OpFence:
 		a.bytes(0x0f, 0xae, 0xf0) // mfence
@@ -863,6 +863,20 @@ func emitOp[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 		}
 		a.bytes(0x0f, cc, 0xc0)         // setcc al
 		a.bytes(0x48, 0x0f, 0xb6, 0xc0) // movzx rax, al
+		a.put(d)
+		return true
+	}
+	if op.Opc == OpMulHu || op.Opc == OpMulHs {
+		ext := byte(4) // mul r/m64: RDX:RAX = RAX * r/m64
+		if op.Opc == OpMulHs {
+			ext = 5 // imul r/m64
+		}
+		if y.imm {
+			a.movImm(rCX, y.v)
+			y = nop{reg: rCX, tmp: -1}
+		}
+		a.rm(true, int(ext), y, 0xf7)
+		a.bytes(0x48, 0x89, 0xd0) // mov rax, rdx
 		a.put(d)
 		return true
 	}
@@ -994,9 +1008,29 @@ func emitFlags[E any](a *emitter, op *Op[E]) bool {
 	if op.Opc != OpFlagsLogic {
 		y = a.src(op.B)
 	}
+	var c nop
+	if op.Opc == OpFlagsAddC {
+		c = a.src(op.D) // its carry bit is the carry-in
+	}
 	d := a.opnd(op.D)
 	a.load(rAX, x)
+	if op.Opc == OpFlagsAddC {
+		if y.imm && w && !fitsI32(y.v) {
+			a.movImm(rCX, y.v)
+			y = nop{reg: rCX, tmp: -1}
+		}
+		a.rm(false, 4, c, 0x0f, 0xba) // bt dword D, 29: CF = C
+		a.bytes(29)
+		if y.imm {
+			a.rex(w, 0, rAX)
+			a.bytes(0x81, 0xd0) // adc eax/rax, imm32
+			a.u32(uint32(y.v))
+		} else {
+			a.rm(w, rAX, y, 0x13) // adc eax/rax, B
+		}
+	}
 	switch op.Opc {
+	case OpFlagsAddC:
 	case OpFlagsLogic:
 		a.rex(w, rAX, rAX)
 		a.bytes(0x85, 0xc0) // test eax/rax, itself

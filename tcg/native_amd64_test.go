@@ -60,10 +60,10 @@ func randBlock(r *rand.Rand) []Op[testEnv] {
 		b.SetPC(0x1000 + 4*uint64(i))
 		switch k := r.Intn(10); {
 		case k < 3 && r.Intn(3) == 0:
-			opc := []Opcode{OpFlagsAdd, OpFlagsSub, OpFlagsLogic}[r.Intn(3)]
+			opc := []Opcode{OpFlagsAdd, OpFlagsSub, OpFlagsLogic, OpFlagsAddC}[r.Intn(4)]
 			b.Flags(opc, randLoc(r), randOperand(r), randOperand(r), 4<<r.Intn(2), FlagsNZCV)
 		case k < 3:
-			opc := []Opcode{OpAdd, OpSub, OpAnd, OpOr, OpXor, OpShl, OpShr, OpSar, OpMul, OpSetEq, OpSetLtu}[r.Intn(11)]
+			opc := []Opcode{OpAdd, OpSub, OpAnd, OpOr, OpXor, OpShl, OpShr, OpSar, OpMul, OpSetEq, OpSetLtu, OpMulHu, OpMulHs}[r.Intn(13)]
 			b.Bin(opc, randLoc(r), randLoc(r), randOperand(r))
 		case k == 3 && r.Intn(8) == 0:
 			b.Fence()

@@ -272,7 +272,11 @@ func compileOp[E any](t *Target[E], op *Op[E]) (func(*E) bool, error) {
 		return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = b2u(*word(p, s) < *word(p, x)); return true }, nil
 	case OpMulHu, OpMulHs:
 		signed := op.Opc == OpMulHs
-		return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = mulHigh(*word(p, s), *word(p, x), signed); return true }, nil
+		return func(e *E) bool {
+			p := unsafe.Pointer(e)
+			*word(p, d) = mulHigh(*word(p, s), *word(p, x), signed)
+			return true
+		}, nil
 	}
 	return bad()
 }

@@ -158,6 +158,11 @@ type Op[E any] struct {
 	// target's PC before anything that can raise a guest exception (memory slow paths).
 	PC     uint64
 	Helper func(env *E) bool // OpCall
+	// Pure (OpCall) promises that the helper reads and writes only the environment's
+	// registers: no guest memory (so no translated code it could invalidate), no mode,
+	// TLB or exit-request change. A backend may then keep running translated code after
+	// it (the native backend compiles such a block whole, and chains and loops it).
+	Pure bool
 }
 
 func (o *Op[E]) String() string {
@@ -290,6 +295,10 @@ func (b *Builder[E]) Unprivileged(n int) {
 
 // Call emits a helper call.
 func (b *Builder[E]) Call(h func(env *E) bool) { b.emit(Op[E]{Opc: OpCall, Helper: h}) }
+
+// CallPure emits a call of a helper that touches only the environment's registers
+// (Op.Pure).
+func (b *Builder[E]) CallPure(h func(env *E) bool) { b.emit(Op[E]{Opc: OpCall, Helper: h, Pure: true}) }
 
 // Exit emits PC = A and ends the block.
 func (b *Builder[E]) Exit(a Arg) { b.emit(Op[E]{Opc: OpExit, A: a}) }

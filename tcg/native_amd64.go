@@ -66,6 +66,7 @@ func init() {
 const (
 	exLoad = iota
 	exStore
+	exCall // a helper call (OpCall) inside the segment
 )
 
 type nativeExit struct {
@@ -90,6 +91,7 @@ type emitter struct {
 	b                 []byte
 	exits             []nativeExit
 	stubs             []stub // out-of-line slow-path exits
+	calls             []int  // imm32 fields of helper-call exits' statuses, patched with the table's first status
 	links             []pendingLink
 	// Temporaries t0..t4 live in R9..R13 within a segment (the rest, and globals, in
 	// the environment): temps is their environment offset, inReg the ones whose
@@ -507,6 +509,8 @@ type exitEntry struct {
 	signed bool
 	store  bool
 	user   bool // unprivileged: the target's user slow paths
+	pure   bool // call: Op.Pure, the helper leaves memory and translation state alone
+	call   any  // exCall: the helper, a func(*E) bool
 }
 
 const (
@@ -554,6 +558,9 @@ func exitAt(st uint64) *exitEntry {
 // the block then uses the closure backend. ops has been validated by the closure
 // compiler. A block that is one native segment reports its Linkage for chaining.
 func compileNative[E any](t *Target[E], ops []Op[E]) (func(env *E), Linkage, bool) {
+	if f, lk, ok := compileWhole(t, ops); ok {
+		return f, lk, true
+	}
 	var fs []func(*E) bool
 	var lk Linkage
 	native := false
@@ -592,6 +599,31 @@ func compileNative[E any](t *Target[E], ops []Op[E]) (func(env *E), Linkage, boo
 	return unroll(fs), Linkage{}, true
 }
 
+// compileWhole compiles a block whose helper calls are all pure (Op.Pure) into one
+// native segment, the helpers called from its exits, so that the block chains and
+// loops as a block without helpers does (the split at helper calls keeps a block out
+// of both, and each of its ends goes back to the run loop). A block with no helper
+// call is compiled whole as well; one with an impure helper is not (ok false).
+func compileWhole[E any](t *Target[E], ops []Op[E]) (func(env *E), Linkage, bool) {
+	calls := 0
+	for i := range ops {
+		if ops[i].Opc == OpCall {
+			if ops[i].Helper == nil || !ops[i].Pure {
+				return nil, Linkage{}, false
+			}
+			calls++
+		}
+	}
+	if len(ops) < 2 || calls == len(ops)-1 && calls < 2 {
+		return nil, Linkage{}, false // a helper and the exit: closures are as good
+	}
+	f, lk, ok := nativeSegment(t, ops, true)
+	if !ok {
+		return nil, Linkage{}, false
+	}
+	return func(e *E) { f(e) }, lk, true
+}
+
 // nativeSegment compiles a run of ops without helper calls into one function that
 // returns false when the run ended the block. A whole block on a target with exit
 // requests and LastExit gets chainable exits and a Linkage.
@@ -624,6 +656,9 @@ func nativeSegment[E any](t *Target[E], ops []Op[E], whole bool) (func(*E) bool,
 			return nil, Linkage{}, false
 		}
 	}
+	for _, at := range a.calls {
+		binary.LittleEndian.PutUint32(a.b[at:], binary.LittleEndian.Uint32(a.b[at:])+first)
+	}
 	for _, s := range a.stubs {
 		for _, at := range s.patch {
 			a.patch(at, len(a.b))
@@ -653,7 +688,11 @@ func nativeSegment[E any](t *Target[E], ops []Op[E], whole bool) (func(*E) bool,
 	for i, x := range a.exits {
 		o := &ops[x.op]
 		d, _ := loc(t, o.D)
-		*exitAt(uint64(first) + uint64(i)) = exitEntry{o.PC, d, base + uintptr(x.resume), o.Size, o.Signed && o.Size < 8, x.kind == exStore, o.User}
+		en := exitEntry{o.PC, d, base + uintptr(x.resume), o.Size, o.Signed && o.Size < 8, x.kind == exStore, o.User, o.Pure, nil}
+		if x.kind == exCall {
+			en.call = o.Helper
+		}
+		*exitAt(uint64(first) + uint64(i)) = en
 	}
 	var lk Linkage
 	if a.canLink {
@@ -682,6 +721,23 @@ func nativeSegment[E any](t *Target[E], ops []Op[E], whole bool) (func(*E) bool,
 				return false
 			}
 			x := exitAt(st)
+			if x.call != nil {
+				if !x.call.(func(*E) bool)(e) {
+					if report {
+						*word(p, lastExit) = 0
+					}
+					return false // the helper ended the block
+				}
+				// Resume with the budget the code had left (BX), so that a loop
+				// calling helpers still returns to the run loop after a budget's
+				// worth of iterations; after an impure one, take no loop or link.
+				budget = max(va, 1)
+				if !x.pure {
+					budget = 1
+				}
+				code = x.resume
+				continue
+			}
 			*word(p, pcOff) = x.pc
 			if x.store {
 				st := storeSlow
@@ -717,6 +773,21 @@ func nativeSegment[E any](t *Target[E], ops []Op[E], whole bool) (func(*E) bool,
 // emitOp emits op (ops[i] of the block); false means unsupported.
 func emitOp[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 	switch op.Opc {
+	case OpCall:
+		// Leave with the call's status (the imm32 is the exit's index until the
+		// table's first status is known), then resume just after with the register
+		// temporaries in use reloaded: the helper may read and write any of them.
+		a.spill(a.dirty)
+		a.dirty = 0
+		st := a.exit(exCall, i)
+		a.bytes(0x4c, 0x89, 0xc3) // mov rbx, r8: the loop budget left
+		a.bytes(0xb8)             // mov eax, status
+		a.calls = append(a.calls, len(a.b))
+		a.u32(st - 1)
+		a.bytes(0xc3) // ret
+		x := &a.exits[len(a.exits)-1]
+		x.resume, x.reload = len(a.b), a.inReg
+		return true
 	case OpExit:
 		o := a.src(op.A)
 		if o.imm {

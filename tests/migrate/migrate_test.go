@@ -77,9 +77,15 @@ func startBin(t *testing.T, bin, dir, name string, mem string, extra ...string) 
 // startScript is startBin with the guest running script instead of the counter.
 func startScript(t *testing.T, bin, dir, name string, mem string, script string, extra ...string) *guest {
 	t.Helper()
+	return startInitrd(t, bin, dir, name, mem, assets.Initrd("arm64"), script, extra...)
+}
+
+// startInitrd is startScript with another initramfs.
+func startInitrd(t *testing.T, bin, dir, name, mem, initrd, script string, extra ...string) *guest {
+	t.Helper()
 	g := &guest{sock: filepath.Join(dir, name+".qmp"), ticks: make(chan int, 100000), last: -1, exited: make(chan error, 1)}
 	args := append([]string{"-M", "virt", "-cpu", "cortex-a57", "-m", mem, "-nographic",
-		"-kernel", assets.Kernel("arm64"), "-initrd", assets.Initrd("arm64"),
+		"-kernel", assets.Kernel("arm64"), "-initrd", initrd,
 		"-append", "console=ttyAMA0 " + assets.CmdArg(script),
 		"-qmp", "unix:" + g.sock + ",server=on,wait=off"}, extra...)
 	g.cmd = exec.Command(bin, args...)

@@ -221,3 +221,90 @@ func lineRound(g *guest, i int) (int, bool) {
 	_, err := fmt.Sscanf(g.lines[i], "MEMW ROUND %d SUM %s", &n, &sum)
 	return n, err == nil
 }
+
+// TestLiveMigrateConverge: a guest dirtying memory faster than the link (max-bandwidth
+// 8 MiB/s, memwriter at full speed) makes a live migration without auto-converge fail
+// with one line saying so; migrate_cancel in the middle of a pass cancels; the source
+// keeps running through both, its memory intact. With auto-converge the vCPUs are
+// throttled (query-migrate's cpu-throttle-percentage) and the migration completes.
+func TestLiveMigrateConverge(t *testing.T) {
+	needAssets(t)
+	dir := t.TempDir()
+	initrd := memwriterInitrd(t, dir)
+	src := startInitrd(t, binary(t), dir, "src", "256", initrd, "memwriter -mib 16\n")
+	r, mon := dial(t, src)
+	src.waitLine(t, 0, "MEMW READY", 5*time.Minute)
+	setParams(t, mon, map[string]any{"downtime-limit": 20, "max-bandwidth": 8 << 20})
+	running := func(what string) {
+		t.Helper()
+		if st, err := r.QueryStatus(); err != nil || st.Status != raw.RunStateRunning {
+			t.Fatalf("source status after %s: %+v %v", what, st, err)
+		}
+		n := src.nlines()
+		k := src.waitLine(t, n, "MEMW ROUND", 2*time.Minute) // checks every page again
+		src.waitLine(t, k+1, "MEMW ROUND", 2*time.Minute)
+	}
+
+	if err := r.Migrate("exec:cat > /dev/null", nil, nil, nil); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	info := waitMigration(t, r)
+	if *info.Status != raw.MigrationStatusFailed || !strings.Contains(deref(info.ErrorDesc), "does not converge") {
+		t.Fatalf("migration of a guest dirtying faster than the link: %s (%q)", *info.Status, deref(info.ErrorDesc))
+	}
+	t.Logf("without auto-converge: %s", deref(info.ErrorDesc))
+	running("the failed migration")
+
+	if err := r.Migrate("exec:cat > /dev/null", nil, nil, nil); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		info, err := r.QueryMigrate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if *info.Status == raw.MigrationStatusActive && info.RAM != nil && info.RAM.Transferred > 8<<20 {
+			break
+		}
+		if time.Now().After(deadline) || *info.Status != raw.MigrationStatusActive && *info.Status != raw.MigrationStatusSetup {
+			t.Fatalf("migration before the cancel: %+v", info)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := r.MigrateCancel(); err != nil {
+		t.Fatalf("migrate_cancel: %v", err)
+	}
+	if info := waitMigration(t, r); *info.Status != raw.MigrationStatusCancelled {
+		t.Fatalf("after migrate_cancel: %s", *info.Status)
+	}
+	running("migrate_cancel")
+
+	setParams(t, mon, map[string]any{"cpu-throttle-initial": 50, "cpu-throttle-increment": 20}, "auto-converge")
+	if err := r.Migrate("exec:cat > /dev/null", nil, nil, nil); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	throttle := int64(0)
+	deadline = time.Now().Add(3 * time.Minute)
+	for {
+		info, err := r.QueryMigrate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.CPUThrottlePercentage != nil {
+			throttle = max(throttle, *info.CPUThrottlePercentage)
+		}
+		if *info.Status == raw.MigrationStatusCompleted {
+			t.Logf("with auto-converge: completed after %d passes, throttled up to %d%%, downtime %d ms",
+				info.RAM.DirtySyncCount, throttle, *info.Downtime)
+			break
+		}
+		if *info.Status != raw.MigrationStatusActive && *info.Status != raw.MigrationStatusSetup || time.Now().After(deadline) {
+			t.Fatalf("migration with auto-converge: %s (%s)", *info.Status, deref(info.ErrorDesc))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if throttle == 0 {
+		t.Fatal("auto-converge never throttled the guest")
+	}
+}

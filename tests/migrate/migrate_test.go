@@ -190,8 +190,10 @@ func dial(t *testing.T, g *guest) (*raw.Monitor, *qmp.SocketMonitor) {
 func waitMigration(t *testing.T, r *raw.Monitor) raw.MigrationInfo {
 	t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
+	var last raw.MigrationInfo
 	for time.Now().Before(deadline) {
 		info, err := r.QueryMigrate()
+		last = info
 		if err != nil {
 			t.Fatalf("query-migrate: %v", err)
 		}
@@ -201,7 +203,11 @@ func waitMigration(t *testing.T, r *raw.Monitor) raw.MigrationInfo {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatal("migration did not finish within 2 minutes")
+	ram := any(nil)
+	if last.RAM != nil {
+		ram = *last.RAM
+	}
+	t.Fatalf("migration did not finish within 2 minutes: %+v, ram %+v", last, ram)
 	return raw.MigrationInfo{}
 }
 

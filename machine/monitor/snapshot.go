@@ -69,7 +69,7 @@ func (s *Server) hmpSnapshot(w *strings.Builder, cmd, rest string) bool {
 	}
 	args := strings.Fields(rest)
 	if len(args) > 1 {
-		fmt.Fprintf(w, "%s: extraneous characters at the end of line\n", cmd)
+		fmt.Fprintf(w, "%s: extraneous characters at the end of line\nTry \"help %s\" for more information\n", cmd, cmd)
 		return true
 	}
 	if len(args) == 0 && cmd != "savevm" {

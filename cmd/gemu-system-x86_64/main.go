@@ -253,6 +253,7 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 			return &pcGuest{vm: vm, m: m}, nil
 		},
 	})
+	loop.SetDrives(wiring.Drives) // savevm's drive checks (the PC's state is not saved yet)
 	code, err := loop.Run()
 	if err != nil {
 		return fail(stderr, "%v", err)

@@ -87,6 +87,14 @@ func TestHMPErrorsLikeQEMU(t *testing.T) {
 			return []string{"-drive", "file=" + p + ",format=qcow2,if=none,id=d0", "-device", "virtio-blk-device,drive=d0"}
 		}, []string{"loadvm", "delvm", "savevm a b", "loadvm nope", "delvm nope", "loadvm disk", "delvm disk",
 			"info snapshots", "savevm s1", "savevm s1", "delvm 1", "info snapshots"}},
+		{"two", func(dir string) []string {
+			a, b := filepath.Join(dir, "a.qcow2"), filepath.Join(dir, "b.qcow2")
+			run(t, "qemu-img", "create", "-q", "-f", "qcow2", a, "16M")
+			run(t, "qemu-img", "create", "-q", "-f", "qcow2", b, "8M")
+			run(t, "qemu-img", "snapshot", "-c", "only-b", b)
+			return []string{"-drive", "file=" + a + ",format=qcow2,if=none,id=d0", "-device", "virtio-blk-device,drive=d0",
+				"-drive", "file=" + b + ",format=qcow2,if=none,id=d1", "-device", "virtio-blk-device,drive=d1"}
+		}, []string{"info snapshots", "savevm s1", "info snapshots", "loadvm only-b", "delvm s1", "info snapshots"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

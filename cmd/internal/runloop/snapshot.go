@@ -214,11 +214,11 @@ func (l *Loop) restart(running bool) {
 func (l *Loop) SaveSnapshot(r monitor.SnapshotRequest) error {
 	l.snap.mu.Lock()
 	defer l.snap.mu.Unlock()
-	g, err := l.snapGuest()
+	ds, err := l.drivesFor(r)
 	if err != nil {
 		return err
 	}
-	ds, err := l.drivesFor(r)
+	g, err := l.snapGuest()
 	if err != nil {
 		return err
 	}

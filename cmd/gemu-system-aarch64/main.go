@@ -298,7 +298,16 @@ func (g virtGuest) Close()                               { g.m.Close() }
 // SaveVM, LoadVM and RAMSize make the board runloop.Migratable.
 func (g virtGuest) SaveVM(w io.Writer) (vmstate.Stats, error) { return g.m.Save(w) }
 func (g virtGuest) LoadVM(r io.Reader) (vmstate.Stats, error) { return g.m.Load(r) }
-func (g virtGuest) RAMSize() uint64                           { return g.m.RAMSize() }
+
+// SaveLive makes the board runloop.LiveMigratable, LoadVMFile runloop.FileLoader.
+func (g virtGuest) SaveLive(w io.Writer, p vmstate.LiveParams) (vmstate.Stats, time.Duration, error) {
+	return g.m.SaveLive(w, p)
+}
+
+func (g virtGuest) LoadVMFile(f *os.File, lazy bool) (vmstate.Stats, error) {
+	return g.m.LoadFile(f, lazy)
+}
+func (g virtGuest) RAMSize() uint64 { return g.m.RAMSize() }
 
 // GuestTime and QuiesceDevices serve savevm/loadvm (runloop.GuestClocked, runloop.Quiescer).
 func (g virtGuest) GuestTime() time.Duration        { return g.m.GuestTime() }

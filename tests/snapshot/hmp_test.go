@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -108,5 +109,37 @@ func TestHMPErrorsLikeQEMU(t *testing.T) {
 				t.Fatalf("monitor output differs for %q\ngemu:\n%s\nQEMU 7.2:\n%s", c.lines, strings.Join(got, "\n"), strings.Join(want, "\n"))
 			}
 		})
+	}
+}
+
+// TestLoadVMOptionLikeQEMU: -loadvm of a missing tag and of a disk-only snapshot end
+// the process with status 1 and QEMU 7.2's one line.
+func TestLoadVMOptionLikeQEMU(t *testing.T) {
+	need(t, "qemu-system-aarch64")
+	if why := assets.Missing("arm64"); why != "" {
+		t.Skip(why)
+	}
+	img := filepath.Join(t.TempDir(), "l.qcow2")
+	run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "16M")
+	run(t, "qemu-img", "snapshot", "-c", "disk", img)
+	for _, tag := range []string{"nope", "disk"} {
+		line := func(bin string, extra ...string) string {
+			cmd := exec.Command(bin, append(append([]string{"-M", "virt", "-display", "none", "-serial", "null",
+				"-drive", "file=" + img + ",format=qcow2,if=none,id=d0", "-device", "virtio-blk-device,drive=d0"}, extra...),
+				"-loadvm", tag)...)
+			out, err := cmd.CombinedOutput()
+			code := 0
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			_, msg, _ := strings.Cut(string(out), ": ")
+			return fmt.Sprintf("exit %d: %s", code, msg)
+		}
+		want := line("qemu-system-aarch64")
+		if got := line(binary(t), "-kernel", assets.Kernel("arm64")); got != want {
+			t.Fatalf("-loadvm %s: gemu %q, QEMU 7.2 %q", tag, got, want)
+		}
 	}
 }

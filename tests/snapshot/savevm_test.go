@@ -174,7 +174,8 @@ func saveLoadVM(t *testing.T, arch string) {
 
 	checkClean(t, img)
 	l := snapshotList(t, img)
-	if len(l) != 2 || l[0].Name != "s1" || l[0].VMStateSize == 0 || l[1].Name != "s2" || l[1].VMStateSize == 0 {
+	// VM CLOCK is the guest clock: at TICK 5 the guest has run for more than a second.
+	if len(l) != 2 || l[0].Name != "s1" || l[0].VMStateSize == 0 || l[0].VMClockSec < 1 || l[1].Name != "s2" || l[1].VMStateSize == 0 {
 		t.Fatalf("qemu-img info: snapshots %+v", l)
 	}
 	for _, tool := range []string{"qemu-img", filepath.Join(filepath.Dir(bin), "gemu-img")} {

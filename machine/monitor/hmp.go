@@ -18,11 +18,15 @@ const maxDump = 64 << 10
 var hmpHelp = []struct{ name, args, help string }{
 	{"balloon", "target", "request VM to change its memory allocation (in MB)"},
 	{"cont|c", "", "resume emulation"},
+	{"device_add", "driver[,prop=value][,...]", "add device, like -device on the command line"},
+	{"device_del", "device", "remove device"},
 	{"help|?", "[cmd]", "show the help"},
 	{"info", "[subcommand]", "show various information about the system state"},
 	{"migrate", "[-d] uri", "migrate to URI (file:, exec:, unix:, tcp:)"},
 	{"migrate_cancel", "", "cancel the current VM migration"},
 	{"migrate_incoming", "uri", "Continue an incoming migration from an -incoming defer"},
+	{"netdev_add", "[user|tap|socket|stream|dgram],id=str[,prop=value][,...]", "add host network device"},
+	{"netdev_del", "id", "remove host network device"},
 	{"quit|q", "", "quit the emulator"},
 	{"stop", "", "stop emulation"},
 	{"system_powerdown", "", "send system power down event"},
@@ -39,7 +43,9 @@ var hmpInfo = []struct{ name, help string }{
 	{"kvm", "show KVM information"},
 	{"migrate", "show migration status"},
 	{"name", "show the current VM name"},
+	{"network", "show the network state"},
 	{"pci", "show PCI info"},
+	{"qtree", "show device tree"},
 	{"status", "show the current VM status (running|paused)"},
 	{"uuid", "show the current VM UUID"},
 	{"version", "show the version of QEMU"},
@@ -101,7 +107,7 @@ func (s *Server) hmpRun(w *strings.Builder, line string, c *call) {
 	case "x", "xp":
 		s.hmpDump(w, cmd, rest)
 	default:
-		if !s.hmpMigrate(w, cmd, rest) && !s.hmpBalloon(w, cmd, rest) {
+		if !s.hmpMigrate(w, cmd, rest) && !s.hmpBalloon(w, cmd, rest) && !s.hmpHotplug(w, cmd, rest, c) {
 			fmt.Fprintf(w, "unknown command: '%s'\n", cmd)
 		}
 	}
@@ -231,7 +237,9 @@ func (s *Server) hmpInfo(w *strings.Builder, what string) {
 	case "balloon":
 		s.hmpInfoBalloon(w)
 	default:
-		fmt.Fprintf(w, "unknown command: 'info %s'\n", what)
+		if !s.hmpInfoHotplug(w, what) {
+			fmt.Fprintf(w, "unknown command: 'info %s'\n", what)
+		}
 	}
 }
 

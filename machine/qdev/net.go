@@ -189,6 +189,7 @@ func buildNet(e *Env, p Props) (virtio.Device, error) {
 		e.net.used[id] = drv
 		e.mu.Unlock()
 	}
+	e.noteNIC(p, c.MAC)
 	return dev, nil
 }
 

@@ -106,13 +106,13 @@ func buildNet(e *Env, p Props) (virtio.Device, error) {
 	if hasNetdev {
 		be := e.Netdevs[id]
 		if be == nil {
-			return nil, fmt.Errorf("Property '%s.netdev' can't find value '%s'", drv, id)
+			return nil, fmt.Errorf("Property 'virtio-net-device.netdev' can't find value '%s'", id) // QEMU's words: the property is the inner device's
 		}
 		e.mu.Lock()
-		other, taken := e.net.used[id]
+		_, taken := e.net.used[id]
 		e.mu.Unlock()
 		if taken {
-			return nil, fmt.Errorf("Property '%s.netdev' can't take value '%s', it's in use (by %s)", drv, id, other)
+			return nil, fmt.Errorf("Property 'virtio-net-device.netdev' can't take value '%s', it's in use", id)
 		}
 		c.Backend = be
 		if o, ok := be.(netdev.Offloader); ok {

@@ -362,9 +362,9 @@ func buildBlk(e *Env, p Props) (virtio.Device, error) {
 	}
 	be := e.Drives[id]
 	if be == nil {
-		return nil, fmt.Errorf("Property 'drive' can't find value '%s'", id)
+		return nil, fmt.Errorf("Property 'virtio-blk-device.drive' can't find value '%s'", id)
 	}
-	c := blk.Config{Backend: be, Discard: true, WriteZeroes: true, WriteZeroesMayUnmap: true}
+	c := blk.Config{Backend: countIO(be), Discard: true, WriteZeroes: true, WriteZeroesMayUnmap: true}
 	c.Serial, _ = p.Get("serial")
 	if len(c.Serial) > blk.IDBytes {
 		c.Serial = c.Serial[:blk.IDBytes]

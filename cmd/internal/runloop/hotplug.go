@@ -79,3 +79,15 @@ func (l *Loop) Devices() map[string]string {
 	}
 	return l.cfg.Hotplug.Devices()
 }
+
+// BlockStats makes the loop a monitor.BlockStater when the wiring counts block I/O.
+func (l *Loop) BlockStats() []monitor.BlockStats {
+	if bs, ok := l.cfg.Hotplug.(monitor.BlockStater); ok {
+		return bs.BlockStats()
+	}
+	var out []monitor.BlockStats
+	for _, b := range l.Blocks() {
+		out = append(out, monitor.BlockStats{Device: b.Device, QDev: b.QDev})
+	}
+	return out
+}

@@ -292,3 +292,32 @@ func (w *Wiring) Devices() map[string]string {
 	}
 	return w.hp.env.DeviceIDs()
 }
+
+// BlockStats implements monitor.BlockStater: every drive's counters. A node the
+// monitor added is named by node-name with an empty device, as QEMU lists it.
+func (w *Wiring) BlockStats() []monitor.BlockStats {
+	w.hp.mu.Lock()
+	defer w.hp.mu.Unlock()
+	ids := make([]string, 0, len(w.Drives))
+	for id := range w.Drives {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	out := make([]monitor.BlockStats, 0, len(ids))
+	for _, id := range ids {
+		st := qdev.Stats(w.Drives[id])
+		b := monitor.BlockStats{Device: id, RdBytes: st.RdBytes.Load(), WrBytes: st.WrBytes.Load(), RdOps: st.RdOps.Load(),
+			WrOps: st.WrOps.Load(), FlushOps: st.FlushOps.Load(), UnmapOps: st.UnmapOps.Load(), UnmapBytes: st.UnmapBytes.Load(),
+			FailedRd: st.FailedRd.Load(), FailedWr: st.FailedWr.Load(), FailedFlush: st.FailedFlush.Load(), WrHighest: st.WrHighest.Load()}
+		if w.hp.nodes[id] {
+			b.Device, b.NodeName = "", id
+		}
+		if w.hp.env != nil {
+			if dev := w.hp.env.DriveDevice(id); dev != "" {
+				b.QDev = "/machine/peripheral/" + dev + "/virtio-backend"
+			}
+		}
+		out = append(out, b)
+	}
+	return out
+}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"gemu/hw/pci"
 )
 
 // fakeHot is a Machine with a Hotplugger whose slots the test controls.
@@ -127,5 +129,33 @@ func TestHotpluggableCPUsVirt(t *testing.T) {
 	_, c := startHot(t)
 	if cl, d := errOf(c.do(`{"execute":"query-hotpluggable-cpus"}`)); cl != GenericError || d != "The feature 'query-hotpluggable-cpus' is not enabled" {
 		t.Fatalf("%s %q", cl, d)
+	}
+}
+
+// TestQueryPCIBridge: a root port shows as QEMU 7.2's query-pci shows a pcie-root-port
+// (recorded from qemu-system-aarch64 -M virt -device pcie-root-port,id=rp1,chassis=1,slot=1
+// in prelaunch: no subsystem ids, the windows closed as base above limit, bus numbers
+// 0), and once the guest numbers its bus, the function behind it is listed in it.
+func TestQueryPCIBridge(t *testing.T) {
+	b := pci.NewBus(pci.BusConfig{})
+	rp, err := pci.NewRootPort(b, pci.RootPortConfig{Chassis: 1, Slot: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Add(1, 0, rp); err != nil {
+		t.Fatal(err)
+	}
+	js := func() string { out, _ := json.Marshal(pciInfo(PCIFromBus(b))); return string(out) }
+	want := `"pci_bridge":{"bus":{"prefetchable_range":{"limit":1048575,"base":4293918720},"memory_range":{"limit":1048575,"base":4293918720},"secondary":0,"io_range":{"limit":4095,"base":61440},"number":0,"subordinate":0}},"qdev_id":"","irq":0,"slot":1,"class_info":{"class":1540,"desc":"PCI bridge"},"id":{"device":12,"vendor":6966}`
+	if s := js(); !strings.Contains(s, want) {
+		t.Fatalf("query-pci %s\nwant it to hold %s", s, want)
+	}
+	rp.ConfigWrite(0x18, []byte{0, 1, 1})
+	ep := pci.NewConfigSpace(0x1af4, 0x1041, 0x020000, 1)
+	if err := rp.Secondary().Add(0, 0, ep); err != nil {
+		t.Fatal(err)
+	}
+	if s := js(); !strings.Contains(s, `"secondary":1,`) || !strings.Contains(s, `"devices":[{"irq_pin":0,"bus":1,`) {
+		t.Fatalf("query-pci with a device behind the port: %s", s)
 	}
 }

@@ -124,7 +124,9 @@ func buildNet(e *Env, p Props) (virtio.Device, error) {
 		}
 	} else {
 		c.Backend = nullNet{}
-		e.Warn(fmt.Sprintf("-device %s: nic %s has no peer (add netdev=ID)", drv, drv))
+		if !e.hotplugging() { // device_add's NIC without a netdev is not warned about (QEMU's neither)
+			e.Warn(fmt.Sprintf("-device %s: nic %s has no peer (add netdev=ID)", drv, drv))
+		}
 	}
 	if v, ok := p.Get("mac"); ok {
 		m, err := ParseMAC(v)

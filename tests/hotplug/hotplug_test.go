@@ -60,7 +60,7 @@ wa /sys/class/net/eth0
 echo ETH0-UP
 ip link set lo up;ip link set eth0 up
 printf '#!/bin/sh\n[ "$1" = bound ]&&{ ip addr add $ip/${mask:-24} dev $interface;ip route add default via $router;echo DHCP-OK $ip $router;}\nexit 0\n'>/tmp/dh;chmod +x /tmp/dh
-udhcpc -i eth0 -s /tmp/dh -q -n -t 10 -T 2 >/dev/null 2>&1
+udhcpc -i eth0 -s /tmp/dh -q -n -t 10 -T 2 2>/dev/null
 echo FETCH $(wget -q -O - http://10.0.2.2:PORT/blob|sha256sum)
 wg /sys/class/net/eth0
 echo ETH0-GONE

@@ -69,6 +69,7 @@ func NewServer(m Machine, o Options) *Server {
 	s.registerBalloon()
 	s.registerHotplug() // hotplug.go
 	s.registerProbe()   // probe.go
+	s.registerSnapshot()
 	return s
 }
 

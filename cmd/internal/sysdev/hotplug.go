@@ -321,3 +321,25 @@ func (w *Wiring) BlockStats() []monitor.BlockStats {
 	}
 	return out
 }
+
+// DrivesNow is a copy of the drive table, safe against a concurrent blockdev-add.
+func (w *Wiring) DrivesNow() map[string]*backend.Backend {
+	w.hp.mu.Lock()
+	defer w.hp.mu.Unlock()
+	out := make(map[string]*backend.Backend, len(w.Drives))
+	for id, be := range w.Drives {
+		out[id] = be
+	}
+	return out
+}
+
+// HotNode reports whether node was blockdev-add'ed and the id of the device using it
+// ("" for none), for query-block.
+func (w *Wiring) HotNode(node string) (owned bool, device string) {
+	w.hp.mu.Lock()
+	defer w.hp.mu.Unlock()
+	if w.hp.env != nil {
+		device = w.hp.env.DriveDevice(node)
+	}
+	return w.hp.nodes[node], device
+}

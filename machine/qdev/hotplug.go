@@ -3,6 +3,7 @@ package qdev
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"gemu/hw/pci"
@@ -355,8 +356,9 @@ func (e *Env) NetdevPeer(id string) string {
 	return ""
 }
 
-// releaseClaims frees the drive and netdev a device that failed to plug had taken (a
-// failed device_add leaves them usable).
+// releaseClaims undoes what building a device that then failed to plug took: its
+// drive and netdev, and a NIC's info network entry and default MAC (a failed
+// device_add leaves no trace, as in QEMU: the next NIC gets the MAC it would have).
 func (e *Env) releaseClaims(p Props) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -366,7 +368,20 @@ func (e *Env) releaseClaims(p Props) {
 	if id, ok := p.Get("netdev"); ok {
 		delete(e.net.used, id)
 	}
+	drv, _ := p.Get("driver")
+	if d, ok := types[drv]; !ok || !isNIC(d) || len(e.hp.nics) == 0 {
+		return
+	}
+	e.hp.nics = e.hp.nics[:len(e.hp.nics)-1]
+	if id, _ := p.Get("id"); id == "" {
+		e.hp.anonNICs--
+	}
+	if _, ok := p.Get("mac"); !ok {
+		e.net.nics--
+	}
 }
+
+func isNIC(d devType) bool { return strings.HasPrefix(d.name, "virtio-net") }
 
 // NICInfo is one NIC as info network lists it.
 type NICInfo struct {

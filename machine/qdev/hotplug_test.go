@@ -130,3 +130,27 @@ func TestHotplugRootPort(t *testing.T) {
 		t.Fatalf("unplug of an unpowered slot: %v, deleted %d", err, deleted)
 	}
 }
+
+// TestFailedDeviceAddLeavesNoNIC: a NIC device_add that fails to plug neither shows in
+// info network nor takes a default MAC (QEMU 7.2 gives the next NIC 52:54:00:12:34:56).
+func TestFailedDeviceAddLeavesNoNIC(t *testing.T) {
+	mem := virtiotest.NewMem(0x4000_0000, 1<<20)
+	defer mem.Close()
+	b := &expressBoard{fakeBoard{mem: mem, bus: pci.NewBus(pci.BusConfig{MMIO: bus.New()})}}
+	e := NewEnv(b, map[string]*backend.Backend{}, nil)
+	e.Netdevs = map[string]netdev.Backend{"n0": fakeNet{}}
+	if err := e.Add(p("driver=pcie-root-port,id=rp1")); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"driver=virtio-net-pci,bus=pcie.0,id=x", "driver=virtio-net-pci,netdev=n0,bus=nosuch"} {
+		if err := e.Hotplug(p(s)); err == nil {
+			t.Fatalf("%s plugged", s)
+		}
+	}
+	if err := e.Hotplug(p("driver=virtio-net-pci,netdev=n0,bus=rp1,id=nic1")); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.NICs(); len(n) != 1 || n[0] != (NICInfo{"nic1", "virtio-net-pci", "52:54:00:12:34:56", "n0"}) {
+		t.Fatalf("NICs %+v", n)
+	}
+}

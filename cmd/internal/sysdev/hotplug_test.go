@@ -92,7 +92,7 @@ func TestHotplugOutlivesReboot(t *testing.T) {
 	}
 	for spec, want := range map[string]string{
 		`{"driver":"raw","node-name":"b1","file":{"driver":"file","filename":"` + img + `"}}`: "Duplicate nodes with node-name='b1'",
-		`{"driver":"file","node-name":"b2","filename":"/nonexistent/x"}`:                     "Could not open '/nonexistent/x': No such file or directory",
+		`{"driver":"file","node-name":"b2","filename":"/nonexistent/x"}`:                      "Could not open '/nonexistent/x': No such file or directory",
 	} {
 		if err := w.BlockdevAdd(spec); err == nil || err.Error() != want {
 			t.Errorf("blockdev-add %s: %v, want %q", spec, err, want)

@@ -217,6 +217,7 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 		Info:     machineInfo(o.name, o.UUID, acc.Name() == "kvm"),
 		Chardevs: chardevs,
 		Blocks:   runloop.Blocks(wiring, &o.Common, attached),
+		Hotplug:  wiring,
 		Restore:  func() { be.Close() },
 		BeforeRun: func() error {
 			if o.loadvm != "" {

@@ -138,6 +138,7 @@ type CPU struct {
 	rcpc  bool   // model has LDAPR
 	// rndrOn: model has RNDR/RNDRRS (MRS sets NZCV).
 	rndrOn bool
+	isa    isaFeat // FP/AdvSIMD extensions the model has (isaext.go)
 
 	sr  sysRegs
 	dbg debugRegs // debug.go
@@ -195,6 +196,7 @@ func New(cfg Config) *CPU {
 		c.model = DefaultModel
 	}
 	c.lse, c.rcpc, c.rndrOn = c.model.hasLSE(), c.model.hasRCpc(), c.model.hasRNDR()
+	c.isa = c.model.isaFeatures()
 	if c.trace == nil {
 		c.tflag = 0
 	}

@@ -160,7 +160,7 @@ func (c *CPU) decode(insn uint32, pc uint64, flags uint64) (op, bool) {
 		if flags&flagFP == 0 {
 			return fpTrap(pc), true
 		}
-		if f := decodeFPSIMD(insn); f != nil {
+		if f := decodeFPSIMDFeat(insn, c.isa); f != nil {
 			return func(c *CPU) bool { f(&c.State); return true }, false
 		}
 	}

@@ -102,7 +102,7 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 		return runNone(o, stderr)
 	}
 	if o.kernel == "" {
-		return fail(stderr, "no -kernel given: gemu boots Linux bzImages directly (firmware boot is not supported)")
+		return fail(stderr, "no -kernel given: gemu boots Linux bzImages and multiboot kernels directly (firmware boot is not supported)")
 	}
 	if err := checkMemory(o.memSize); err != nil {
 		return fail(stderr, "-m %s: %v", o.memArg, err)
@@ -118,20 +118,39 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 		return fail(stderr, "could not load kernel '%s': %v", o.kernel, err)
 	}
 	defer kernel.Close()
-	hdr, err := pc.CheckKernel(kernel)
+	mb, err := pc.CheckMultiboot(kernel)
 	if err != nil {
 		return fail(stderr, "could not load kernel '%s': %v", o.kernel, err)
 	}
-	if uint64(len(o.append)) > uint64(hdr.CmdlineSize) {
-		return fail(stderr, "-append: the command line is %d bytes; this kernel accepts at most %d", len(o.append), hdr.CmdlineSize)
-	}
 	var initrd *image
-	if o.initrd != "" {
-		initrd, err = openImage(o.initrd)
-		if err != nil {
-			return fail(stderr, "-initrd %s: %v", o.initrd, err)
+	var modules []pc.Module
+	if mb != nil {
+		// A multiboot kernel's -initrd is QEMU's module list: "file args,file2,...".
+		if o.initrd != "" {
+			for _, cl := range pc.SplitModules(o.initrd) {
+				f, err := openImage(pc.ModulePath(cl))
+				if err != nil {
+					return fail(stderr, "-initrd: multiboot module '%s': %v", pc.ModulePath(cl), err)
+				}
+				defer f.Close()
+				modules = append(modules, pc.Module{Cmdline: cl, Image: f})
+			}
 		}
-		defer initrd.Close()
+	} else {
+		hdr, err := pc.CheckKernel(kernel)
+		if err != nil {
+			return fail(stderr, "could not load kernel '%s': %v", o.kernel, err)
+		}
+		if uint64(len(o.append)) > uint64(hdr.CmdlineSize) {
+			return fail(stderr, "-append: the command line is %d bytes; this kernel accepts at most %d", len(o.append), hdr.CmdlineSize)
+		}
+		if o.initrd != "" {
+			initrd, err = openImage(o.initrd)
+			if err != nil {
+				return fail(stderr, "-initrd %s: %v", o.initrd, err)
+			}
+			defer initrd.Close()
+		}
 	}
 	acc, accelNote, err := chooseAccel(o.accels)
 	if err != nil {
@@ -216,7 +235,7 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 				ird = initrd
 			}
 			pcc := pc.Config{MemSize: o.memSize, CPUs: o.cpus, Kernel: kernel, Initrd: ird,
-				Cmdline: o.append, Serial: be}
+				Cmdline: o.append, Serial: be, KernelName: o.kernel, ModuleSpec: o.initrd, Modules: modules}
 			var (
 				vm  accel.X86VM
 				m   *pc.Machine
@@ -306,6 +325,11 @@ func (g *pcGuest) Close() {
 func (g *pcGuest) SaveVM(w io.Writer) (vmstate.Stats, error) { return g.m.Save(w) }
 func (g *pcGuest) LoadVM(r io.Reader) (vmstate.Stats, error) { return g.m.Load(r) }
 func (g *pcGuest) RAMSize() uint64                           { return g.m.RAMSize() }
+
+// LoadVMFile makes the board runloop.FileLoader (file: restores map RAM lazily).
+func (g *pcGuest) LoadVMFile(f *os.File, lazy bool) (vmstate.Stats, error) {
+	return g.m.LoadFile(f, lazy)
+}
 
 // CPUs reports the vCPUs as QEMU's PC does (one socket, a core each), with the vCPU
 // threads' ids where the accelerator has them.

@@ -42,7 +42,7 @@ type options struct {
 const usage = `usage: gemu-system-x86_64 [options] [disk_image]
 
 gemu-system-x86_64 is a QEMU-compatible x86-64 PC emulator: it takes qemu-system-x86_64's
-option syntax and boots a Linux bzImage directly on an i440FX-style PC (ACPI, COM1) on KVM
+option syntax and boots a Linux bzImage or a multiboot kernel directly on an i440FX-style PC (ACPI, COM1) on KVM
 or on gemu's own x86-64 translator (TCG).
 
   -accel kvm[,kernel-irqchip=on] | -accel tcg
@@ -56,8 +56,8 @@ or on gemu's own x86-64 translator (TCG).
                         CPUs (default 1); the guest sees N cores in one socket
   -cpu host|max[,+x2apic]
                         CPU model (the host's, as KVM offers it); -cpu help
-  -kernel FILE          bzImage to boot (required)
-  -initrd FILE          initial ramdisk
+  -kernel FILE          bzImage or multiboot kernel to boot (required)
+  -initrd FILE          initial ramdisk (multiboot: modules "FILE ARGS,FILE2,...")
   -append CMDLINE       kernel command line
   -nographic            no display; serial on stdio (Ctrl-A h for help, Ctrl-A x to quit)
   -display none, -vga none

@@ -18,12 +18,15 @@ const maxDump = 64 << 10
 var hmpHelp = []struct{ name, args, help string }{
 	{"balloon", "target", "request VM to change its memory allocation (in MB)"},
 	{"cont|c", "", "resume emulation"},
+	{"delvm", "tag", "delete a VM snapshot from its tag"},
 	{"help|?", "[cmd]", "show the help"},
 	{"info", "[subcommand]", "show various information about the system state"},
+	{"loadvm", "tag", "restore a VM snapshot from its tag"},
 	{"migrate", "[-d] uri", "migrate to URI (file:, exec:, unix:, tcp:)"},
 	{"migrate_cancel", "", "cancel the current VM migration"},
 	{"migrate_incoming", "uri", "Continue an incoming migration from an -incoming defer"},
 	{"quit|q", "", "quit the emulator"},
+	{"savevm", "[tag]", "save a VM snapshot. If no tag is provided, a new snapshot is created"},
 	{"stop", "", "stop emulation"},
 	{"system_powerdown", "", "send system power down event"},
 	{"system_reset", "", "reset the system"},
@@ -40,6 +43,7 @@ var hmpInfo = []struct{ name, help string }{
 	{"migrate", "show migration status"},
 	{"name", "show the current VM name"},
 	{"pci", "show PCI info"},
+	{"snapshots", "show the currently saved VM snapshots"},
 	{"status", "show the current VM status (running|paused)"},
 	{"uuid", "show the current VM UUID"},
 	{"version", "show the version of QEMU"},
@@ -100,6 +104,8 @@ func (s *Server) hmpRun(w *strings.Builder, line string, c *call) {
 		later(m.Quit)
 	case "x", "xp":
 		s.hmpDump(w, cmd, rest)
+	case "savevm", "loadvm", "delvm":
+		s.hmpSnapshot(w, cmd, rest) // snapshot.go
 	default:
 		if !s.hmpMigrate(w, cmd, rest) && !s.hmpBalloon(w, cmd, rest) {
 			fmt.Fprintf(w, "unknown command: '%s'\n", cmd)
@@ -230,6 +236,8 @@ func (s *Server) hmpInfo(w *strings.Builder, what string) {
 		s.hmpInfoMigrate(w)
 	case "balloon":
 		s.hmpInfoBalloon(w)
+	case "snapshots":
+		s.hmpInfoSnapshots(w)
 	default:
 		fmt.Fprintf(w, "unknown command: 'info %s'\n", what)
 	}

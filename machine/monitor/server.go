@@ -68,6 +68,7 @@ func NewServer(m Machine, o Options) *Server {
 	s.registerMigrate()
 	s.registerBalloon()
 	s.registerProbe() // probe.go
+	s.registerSnapshot()
 	return s
 }
 

@@ -1,8 +1,9 @@
 // Package pc owns the x86 PC board: its guest-physical memory map and e820 table, the
 // devices on its port-I/O bus (COM1 8250, i8042, CMOS RTC, PCI configuration
 // mechanism #1 with the host bridge, the ACPI PM block, reset and POST ports), the
-// ACPI tables in the BIOS area, and direct Linux boot of a bzImage (boot protocol
-// 2.06+) to the boot CPU's register state.
+// ACPI tables in the BIOS area, and direct boot to the boot CPU's register state of a
+// Linux bzImage (boot protocol 2.06+) or, as QEMU's -kernel does, a multiboot v1 kernel
+// (multiboot.go).
 //
 // control.go is the control surface a run loop drives: pause through the accelerator,
 // host reset, the ACPI power button. migrate.go saves and restores the machine under
@@ -60,18 +61,24 @@ type Config struct {
 	Initrd  KernelImage // nil for none
 	Cmdline string
 	Serial  chardev.Backend // COM1's host side; nil means null
+	// A multiboot kernel (multiboot.go) gets its file name as given (the first word
+	// of its command line) and its modules, parsed from -initrd with SplitModules.
+	KernelName string
+	ModuleSpec string
+	Modules    []Module
 }
 
 // Machine is one PC guest bound to one accelerator VM.
 type Machine struct {
-	Layout Layout
-	RAM    *memory.RAM
-	MMIO   *bus.Bus
-	PIO    *bus.Bus
-	VM     accel.X86VM
-	Boot   *LinuxBoot
-	ACPI   *acpi.Tables
-	COM1   *serial.UART8250
+	Layout    Layout
+	RAM       *memory.RAM
+	MMIO      *bus.Bus
+	PIO       *bus.Bus
+	VM        accel.X86VM
+	Boot      *LinuxBoot     // a bzImage's boot; nil for a multiboot kernel
+	Multiboot *MultibootBoot // a multiboot kernel's boot (multiboot.go)
+	ACPI      *acpi.Tables
+	COM1      *serial.UART8250
 	// PCI is bus 0, with the host bridge at 00:00.0; PCI devices (virtio-pci) plug in
 	// here, their INTx pins raising acpi.PCIIntxGSI(slot, pin) through VM.IRQ.
 	PCIBus    *pci.Bus
@@ -131,7 +138,6 @@ func newBoard(c Config) (*Machine, error) {
 // and the devices.
 func (m *Machine) build(vm accel.X86VM, c Config) error {
 	m.VM = vm
-	l := m.Layout
 	var err error
 	for _, s := range m.RAM.Slots() {
 		if err := vm.AddRAM(s); err != nil {
@@ -156,11 +162,11 @@ func (m *Machine) build(vm accel.X86VM, c Config) error {
 		return err
 	}
 
-	m.Boot, err = LoadLinux(m.RAM, l, LinuxConfig{Kernel: c.Kernel, Initrd: c.Initrd, Cmdline: c.Cmdline, RSDP: m.ACPI.RSDP})
+	boot, err := m.loadKernel(c)
 	if err != nil {
 		return err
 	}
-	if err := vm.SetBootState(&m.Boot.State); err != nil {
+	if err := vm.SetBootState(boot); err != nil {
 		return err
 	}
 	return m.addDevices(c)

@@ -98,6 +98,7 @@ type Loop struct {
 	sig          os.Signal
 	quitCh       chan struct{} // closed by the first QuitHost (ends a wait=on accept)
 	mig          migration     // migrate.go
+	snap         snapshots     // snapshot.go
 	fatal        error         // a failed incoming migration: the process exits 1
 }
 

@@ -333,6 +333,11 @@ func (g *pcGuest) SaveVM(w io.Writer) (vmstate.Stats, error) { return g.m.Save(w
 func (g *pcGuest) LoadVM(r io.Reader) (vmstate.Stats, error) { return g.m.Load(r) }
 func (g *pcGuest) RAMSize() uint64                           { return g.m.RAMSize() }
 
+// LoadVMFile makes the board runloop.FileLoader (file: restores map RAM lazily).
+func (g *pcGuest) LoadVMFile(f *os.File, lazy bool) (vmstate.Stats, error) {
+	return g.m.LoadFile(f, lazy)
+}
+
 // CPUs reports the vCPUs as QEMU's PC does (one socket, a core each), with the vCPU
 // threads' ids where the accelerator has them.
 func (g *pcGuest) CPUs() []monitor.CPU {

@@ -24,6 +24,7 @@ import (
 	"gemu/cmd/internal/sysdev"
 	"gemu/hw/chardev"
 	"gemu/hw/pci"
+	"gemu/hw/vmstate"
 	"gemu/machine/monitor"
 	"gemu/machine/pc"
 	"gemu/machine/qdev"
@@ -212,12 +213,18 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 	}
 	loop = runloop.New(runloop.Config{
 		Prog: prog, Stderr: stderr, Package: "gemu-0.1",
-		StartPaused: o.StartPaused, NoShutdown: o.NoShutdown, NoReboot: o.noReboot,
+		StartPaused: o.StartPaused, NoShutdown: o.NoShutdown, NoReboot: o.noReboot, Incoming: o.incoming,
 		Info:     machineInfo(o.name, o.UUID, acc.Name() == "kvm"),
 		Chardevs: chardevs,
 		Blocks:   runloop.Blocks(wiring, &o.Common, attached),
+		Hotplug:  wiring,
 		Restore:  func() { be.Close() },
 		BeforeRun: func() error {
+			if o.loadvm != "" {
+				if err := loop.LoadVMAtStart(o.loadvm); err != nil {
+					return err
+				}
+			}
 			if err := loop.OpenMonitors(&o.Common, monChardevs, spec == "stdio"); err != nil {
 				return err
 			}
@@ -272,6 +279,7 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 			return &pcGuest{vm: vm, m: m}, nil
 		},
 	})
+	loop.SetDrives(wiring.Drives) // savevm, loadvm, delvm
 	code, err := loop.Run()
 	if err != nil {
 		return fail(stderr, "%v", err)
@@ -318,6 +326,12 @@ func (g *pcGuest) Close() {
 	g.vm.Close()
 	g.m.Close()
 }
+
+// SaveVM, LoadVM and RAMSize make the board runloop.Migratable (the board refuses
+// under KVM, in one line).
+func (g *pcGuest) SaveVM(w io.Writer) (vmstate.Stats, error) { return g.m.Save(w) }
+func (g *pcGuest) LoadVM(r io.Reader) (vmstate.Stats, error) { return g.m.Load(r) }
+func (g *pcGuest) RAMSize() uint64                           { return g.m.RAMSize() }
 
 // CPUs reports the vCPUs as QEMU's PC does (one socket, a core each), with the vCPU
 // threads' ids where the accelerator has them.

@@ -35,6 +35,8 @@ type options struct {
 	list     string   // -machine help, -cpu help, -accel help: print and exit 0
 	trace    string   // -d in_asm,exec,int (TCG only)
 	traceLog string   // -D FILE: the -d output (default stderr)
+	incoming string   // -incoming URI|defer
+	loadvm   string   // -loadvm NAME
 	warnings []string // one line each, printed before the guest starts
 }
 
@@ -74,6 +76,9 @@ or on gemu's own x86-64 translator (TCG).
                         a monitor on a -chardev socket
   -S                    start stopped (cont on a monitor starts the guest)
   -no-shutdown          on guest power-off, stop instead of exiting (system_reset restarts)
+  -incoming URI|defer    load the guest from URI (file:, exec:, unix:, tcp:) before it runs
+  -loadvm NAME           start from the internal snapshot NAME of the qcow2 drives (savevm)
+                        (-accel tcg)
   -drive, -hda FILE, -cdrom FILE, -blockdev, -device, -netdev, -nic, -chardev, -object,
   -global, -snapshot
                         parsed and checked, not yet connected to the board (warned)
@@ -108,12 +113,17 @@ var honouredCPUFlags = map[string]bool{"x2apic": true, "hypervisor": true}
 // parseArgs parses QEMU-style options. Errors name the option and are one line.
 func parseArgs(args []string) (*options, error) {
 	o := &options{machine: "pc", memSize: 128 << 20, cpus: 1, cpuModel: "host"}
-	own := map[string]bool{"d": true, "D": true}
+	own := map[string]bool{"d": true, "D": true, "incoming": true, "loadvm": true}
 	if err := o.Parse(args, own, func(name, v string) error {
-		if name == "d" {
+		switch name {
+		case "d":
 			o.trace = v
-		} else {
+		case "D":
 			o.traceLog = v
+		case "incoming":
+			o.incoming = v
+		case "loadvm":
+			o.loadvm = v
 		}
 		return nil
 	}); err != nil {

@@ -19,6 +19,7 @@ package pc
 
 import (
 	"fmt"
+	"sync"
 
 	"gemu/accel"
 	"gemu/hw/acpi"
@@ -31,6 +32,7 @@ import (
 	"gemu/hw/rtc"
 	"gemu/hw/serial"
 	"gemu/hw/timer"
+	virtiopci "gemu/hw/virtio/pci"
 )
 
 // Port-I/O addresses and ISA interrupts of the board's devices.
@@ -85,6 +87,13 @@ type Machine struct {
 	tcg       *tcgBoard // the userspace chipset and vCPUs under accel/tcg (tcg.go); nil under KVM
 	chip      *pcirq.Chipset
 	hpet      *timer.HPET
+	kbc       *i8042.I8042
+	host      *pci.ConfigSpace             // the host bridge at 00:00.0 (migrate.go saves it)
+	vpci      map[[2]int]*virtiopci.Device // virtio-pci functions by slot, fn (migrate.go)
+	mu        sync.Mutex                   // paused
+	paused    bool                         // control.go
+	ramMu     sync.RWMutex                 // Save/Load against the release of guest RAM
+	ramGone   bool
 }
 
 // New builds the board on vm: RAM slots, ACPI tables, the kernel and its boot state,
@@ -167,6 +176,7 @@ func (m *Machine) addDevices(c Config) error {
 	reset := func() { vm.Stop(accel.Reset) }
 	m.COM1 = serial.NewUART8250(c.Serial, vm.IRQ(COM1IRQ))
 	kbc := i8042.New(reset, vm.IRQ(KbdIRQ))
+	m.kbc = kbc
 	rtcIRQ := vm.IRQ(RTCIRQ)
 	if m.hpet != nil {
 		rtcIRQ = m.hpet.RTCInput() // the HPET's legacy replacement can cut it off
@@ -183,7 +193,8 @@ func (m *Machine) addDevices(c Config) error {
 		cfg.MSI = msiSink{msi}
 	}
 	m.PCIBus = pci.NewBus(cfg)
-	if err := m.PCIBus.Add(0, 0, pci.NewHostBridge()); err != nil {
+	m.host = pci.NewHostBridge()
+	if err := m.PCIBus.Add(0, 0, m.host); err != nil {
 		return err
 	}
 	pm := acpi.NewPM(vm.IRQ(SCIIRQ), func() { vm.Stop(accel.PowerOff) })
@@ -235,6 +246,9 @@ func (m *Machine) Close() error {
 	if m.rtc != nil {
 		m.rtc.Close()
 	}
+	m.ramMu.Lock()
+	defer m.ramMu.Unlock()
+	m.ramGone = true
 	return m.RAM.Close()
 }
 

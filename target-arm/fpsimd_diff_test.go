@@ -535,6 +535,7 @@ func TestFPSIMDRandomEncodings(t *testing.T) {
 // runRandomDiff runs n words from gen (Rd, Rn < 16) with random inputs under
 // qemu-aarch64 -cpu cpu and through dec: dec must return nil exactly for the words
 // that raise SIGILL there and otherwise give the same registers and flags.
+// FPSIMD_KEEP=DIR keeps the program (r, r.S, in.bin) in DIR.
 func runRandomDiff(t *testing.T, n int, cpu string, dec func(uint32) func(*State), gen func(*rand.Rand) uint32) {
 	for _, tool := range []string{"qemu-aarch64", "aarch64-linux-gnu-gcc"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -559,6 +560,9 @@ func runRandomDiff(t *testing.T, n int, cpu string, dec func(uint32) func(*State
 	}
 	dir := t.TempDir()
 	bin := buildRandomProgram(t, dir, words, in)
+	if d := os.Getenv("FPSIMD_KEEP"); d != "" {
+		exec.Command("cp", bin, filepath.Join(dir, "in.bin"), filepath.Join(dir, "r.S"), d).Run()
+	}
 	out, err := exec.Command("qemu-aarch64", "-cpu", cpu, bin).Output()
 	if err != nil {
 		t.Fatalf("qemu-aarch64: %v", err)

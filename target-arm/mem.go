@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"unsafe"
 
+	"gemu/hw/memory"
 	"gemu/tcg"
 )
 
@@ -13,7 +14,8 @@ import (
 // single host loads/stores and so single-copy atomic, as the architecture requires for
 // concurrent vCPUs. Everything else goes to the slow paths, which walk page tables,
 // raise precise aborts for the instruction at c.PC, split page-crossing accesses,
-// dispatch MMIO and invalidate translated code on stores to code pages.
+// dispatch MMIO, invalidate translated code on stores to code pages and mark pages
+// dirty for a migration's dirty log (stores to pages it tracks come here: tcg.CodeBit).
 
 // hostR and hostW return the host address for an aligned access (align = size-1) that
 // the TLB allows through the fast path, or nil. They are small enough to inline into
@@ -201,7 +203,12 @@ func (c *CPU) writable(va uint64, size int, idx uint64) (host unsafe.Pointer, pa
 		}
 		host = unsafe.Add(host, va&0xfff)
 	}
-	if c.eng.Cache().IsCode(pa) {
+	// The page is written (the dirty log's PageTrack may be what sent the store here:
+	// marking it lets the next stores to it take the fast path); translated code on it
+	// goes. The caller stores right after: a migration's dirty-log sync makes every
+	// vCPU pass a block boundary before it reads the pages, so marking first loses
+	// nothing.
+	if memory.MarkDirty(c.eng.Cache().CodeFlag(pa))&memory.PageCode != 0 {
 		c.eng.Cache().InvalidateRange(pa, uint64(size))
 	}
 	return host, pa, true

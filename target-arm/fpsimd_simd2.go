@@ -326,7 +326,9 @@ func decodeTwoMisc(insn uint32, scalar bool) func(*State) {
 				return satS(x+int64(a), size, s)
 			}
 			r := uint64(x) + a
-			if x >= 0 && (r < a || r > 1<<63-1) {
+			// Vd + Vn exceeds INT64_MAX: for Vd >= 0 the sum wraps or passes it; for
+			// Vd < 0 it does when Vn > INT64_MAX + |Vd| (which fits in 64 bits).
+			if x >= 0 && (r < a || r > 1<<63-1) || x < 0 && a > 1<<63-1+uint64(-x) {
 				s.FPSR |= fpQC
 				return 1<<63 - 1
 			}

@@ -233,6 +233,9 @@ func diffFPCR(r *rand.Rand) uint64 {
 	if r.Intn(8) == 0 {
 		v |= fpcrAHP
 	}
+	if r.Intn(5) == 0 {
+		v |= fpcrFZ16 // FP16 arithmetic only (fp16.go)
+	}
 	return v
 }
 

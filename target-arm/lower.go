@@ -147,6 +147,9 @@ func lower(b *tcg.Builder[CPU], insn uint32, pc uint64, flags uint64) (handled, 
 	if insn>>24&0xfe == 0x1e && flags&flagFP != 0 && lowerFP(b, insn) { // FP data processing
 		return true, false
 	}
+	if insn>>24&0x9f == 0x0e && flags&flagFP != 0 && lowerVec(b, insn) { // AdvSIMD three-same
+		return true, false
+	}
 	return lowerWide(b, insn, flags), false
 }
 

@@ -170,6 +170,8 @@ func compileOp[E any](t *Target[E], op *Op[E]) (func(*E) bool, error) {
 		return compileFlagsAddC(t, op)
 	case OpFloat:
 		return compileFloat(t, op)
+	case OpVec:
+		return compileVec(t, op)
 	case OpUdiv, OpSdiv:
 		return compileSized(t, op, divValue)
 	case OpFence:

@@ -839,6 +839,8 @@ func emitOp[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 		return true
 	case OpFloat:
 		return emitFloat(a, t, op, i)
+	case OpVec:
+		return emitVec(a, op)
 	case OpUdiv, OpSdiv:
 		return emitDiv(a, op)
 	}

@@ -28,17 +28,17 @@ var irTarget = newIRTarget(tcg.Target[CPU]{
 	Temps: offTemps,
 	Flags: unsafe.Offsetof(CPU{}.flags),
 	LoadSlow: func(c *CPU, va uint64, size int) (uint64, bool) {
-		return c.ldSlow(va, size, c.el)
+		return c.ldSlow(va, size, c.midx)
 	},
 	StoreSlow: func(c *CPU, va uint64, size int, v uint64) bool {
-		return c.stSlow(va, size, v, c.el)
+		return c.stSlow(va, size, v, c.midx)
 	},
 	UserTLB: unsafe.Offsetof(CPU{}.utlb),
 	UserLoadSlow: func(c *CPU, va uint64, size int) (uint64, bool) {
-		return c.ldSlow(va, size, 0)
+		return c.ldSlow(va, size, c.uidx)
 	},
 	UserStoreSlow: func(c *CPU, va uint64, size int, v uint64) bool {
-		return c.stSlow(va, size, v, 0)
+		return c.stSlow(va, size, v, c.uidx)
 	},
 	FPStatus:  offFPSR,
 	FPInexact: fpIXC,
@@ -127,7 +127,7 @@ func lower(b *tcg.Builder[CPU], insn uint32, pc uint64, flags uint64) (handled, 
 			}
 			return true, false
 		case op1 == 0 && (crm == 1 || crm == 5) && op2 == 0, op1 == 3 && crm == 5 && op2 == 1,
-			op1 == 0 && crm == 8 && op2 < 4: // IC, AT: helpers
+			op1 == 0 && crm == 8 && op2 < 4, op1 == 0 && crm == 9 && op2 < 2: // IC, AT: helpers
 		default: // the other DC operations: no caches to maintain
 			return true, false
 		}

@@ -25,7 +25,7 @@ func (c *CPU) fetch(pc uint64) (pa uint64, host unsafe.Pointer, ok bool) {
 	if e.Exec == pc&tcg.PageMask {
 		return e.Phys | pc&0xfff, e.Host, true
 	}
-	pa, host, ok = c.fill(pc, accExec, int(c.el))
+	pa, host, ok = c.fill(pc, accExec, int(c.midx))
 	if !ok {
 		return 0, nil, false
 	}
@@ -164,7 +164,7 @@ func (c *CPU) decode(insn uint32, pc uint64, flags uint64) (op, bool) {
 		if flags&flagFP == 0 {
 			return fpTrap(pc), true
 		}
-		if f := decodeFPSIMD(insn); f != nil {
+		if f := decodeFPSIMDFeat(insn, c.isa); f != nil {
 			return func(c *CPU) bool { f(&c.State); return true }, false
 		}
 	}

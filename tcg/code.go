@@ -17,9 +17,11 @@ import (
 // permission in every vCPU's TLB avoids touching other vCPUs' TLBs from the
 // translating thread.
 
-// CodeBit is the bit of a page flag word (TLBEntry.Code) that sends stores to the slow
-// path. Other bits of the word (memory.PageDirty) must not.
-const CodeBit = memory.PageCode
+// CodeBit are the bits of a page flag word (TLBEntry.Code) that send stores to the slow
+// path: PageCode, and the dirty log's PageTrack (memory.StoreSlow: a clean page while
+// a migration logs dirty pages; the target's slow path calls memory.MarkDirty). Other
+// bits of the word (memory.PageDirty) must not.
+const CodeBit = memory.StoreSlow
 
 // CodeFlag returns the flag word of the RAM page holding phys, for TLBEntry.Code, or
 // nil when phys is not RAM.
@@ -33,7 +35,7 @@ func (c *Cache[Op]) CodeFlag(phys uint64) *uint32 {
 // IsCode reports whether the page holding phys has translated code.
 func (c *Cache[Op]) IsCode(phys uint64) bool {
 	f := c.CodeFlag(phys)
-	return f != nil && atomic.LoadUint32(f)&CodeBit != 0
+	return f != nil && atomic.LoadUint32(f)&memory.PageCode != 0
 }
 
 func (c *Cache[Op]) setCode(page uint64) {

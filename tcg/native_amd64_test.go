@@ -236,6 +236,8 @@ func TestNativeSelfLoop(t *testing.T) {
 		// A dirty bit in the flag word must not send stores to the slow path.
 		{5000, memory.PageDirty, 0, (5000 + loopBudget - 1) / loopBudget},
 		{300, memory.PageCode | memory.PageDirty, 0, 300},
+		// A clean page under the dirty log (PageTrack) sends every store there.
+		{300, memory.PageTrack, 0, 300},
 	} {
 		want, _ := run(BackendClosure, c.iters, c.code, c.req)
 		got, calls := run(BackendNative, c.iters, c.code, c.req)

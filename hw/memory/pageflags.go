@@ -12,15 +12,25 @@ import "sync/atomic"
 //     the vCPU store fast path tests this bit only, so it is bit 0: generated code tests
 //     it with one `test byte [flags], 1`.
 //   - PageDirty: the page was written since the dirty log was last taken (DirtyPages,
-//     TakeDirty, ClearDirty). Set by every write through this package (WriteAt, the
-//     Write* helpers, and Written after a write through a Slice). vCPU stores are NOT
-//     tracked yet: the TLB store fast path writes host memory directly and does not
-//     look at this bit (tracking them needs TLB cooperation, as KVM's dirty log or
-//     QEMU's TLB_NOTDIRTY give; that is the migration issue's work).
+//     TakeDirty, ClearDirty, SyncDirtyLog). Set by every write through this package
+//     (WriteAt, the Write* helpers, and Written after a write through a Slice) and by a
+//     translator's store slow path (MarkDirty).
+//   - PageTrack: the dirty log runs (StartDirtyLog) and the page is clean since it was
+//     last synced. vCPU stores see it through the TLB's pointer to the flag word exactly
+//     like PageCode (StoreSlow is both): the fast path leaves the store to the slow path,
+//     which stores and calls MarkDirty (PageDirty on, PageTrack off), so the page's next
+//     stores are fast again. This is QEMU's TLB_NOTDIRTY kept in the page's flag word
+//     instead of in every vCPU's TLB entries: re-arming a page after a sync is one
+//     atomic operation on the word, with no TLB flush of other vCPUs.
 const (
 	PageCode  uint32 = 1 << 0
 	PageDirty uint32 = 1 << 1
+	PageTrack uint32 = 1 << 2
 )
+
+// StoreSlow are the flag bits that send a vCPU store to the slow path. The native
+// fast path tests them with one byte test, so they lie in the low byte.
+const StoreSlow = PageCode | PageTrack
 
 // PageBits is log2 of the granule page flags are kept in: 4 KiB, whatever the guest's or
 // the host's page size.
@@ -98,13 +108,7 @@ func (r *RAM) Written(gpa, n uint64) {
 func (s *Slot) written(gpa, n uint64, h *codeHandler) {
 	for n > 0 {
 		m := min(n, PageSize-gpa&(PageSize-1))
-		f := s.flag(gpa)
-		v := atomic.LoadUint32(f)
-		if v&PageDirty == 0 {
-			// Load first: a page written again and again (a ring, a buffer) stays one
-			// shared cache line instead of one atomic read-modify-write per write.
-			v = atomic.OrUint32(f, PageDirty)
-		}
+		v := MarkDirty(s.flag(gpa))
 		if v&PageCode != 0 && h != nil {
 			h.fn(gpa, m)
 		}
@@ -113,9 +117,26 @@ func (s *Slot) written(gpa, n uint64, h *codeHandler) {
 	}
 }
 
+// MarkDirty records a write to the page whose flag word is f (PageDirty on, PageTrack
+// off) and returns the word as it was. A translator's store slow path calls it after
+// storing to RAM; f may be nil (no RAM).
+func MarkDirty(f *uint32) uint32 {
+	if f == nil {
+		return 0
+	}
+	for {
+		v := atomic.LoadUint32(f)
+		// Load first: a page written again and again (a ring, a buffer) stays one
+		// shared cache line instead of one atomic read-modify-write per write.
+		if v&(PageDirty|PageTrack) == PageDirty || atomic.CompareAndSwapUint32(f, v, (v|PageDirty)&^PageTrack) {
+			return v
+		}
+	}
+}
+
 // DirtyPages returns the page-aligned guest physical addresses of the pages in
 // [gpa, gpa+n) whose PageDirty bit is set, in ascending order. See PageDirty for what
-// is tracked (device and host writes, not vCPU stores yet).
+// is tracked (vCPU stores only while the dirty log runs: PageTrack).
 func (r *RAM) DirtyPages(gpa, n uint64) []uint64 {
 	return r.dirty(gpa, n, false)
 }
@@ -152,4 +173,61 @@ func (r *RAM) dirty(gpa, n uint64, clear bool) []uint64 {
 		}
 	}
 	return pages
+}
+
+// The dirty log of a migration (QEMU's DIRTY_MEMORY_MIGRATION client): StartDirtyLog
+// arms every page (PageTrack), writes of any kind then set PageDirty, SyncDirtyLog
+// takes the pages written since the previous sync and re-arms them, StopDirtyLog
+// disarms. One consumer at a time: TakeDirty and ClearDirty would take pages from it.
+//
+// A vCPU store that tested the flag word just before a sync re-armed the page may land
+// a moment after it; the caller makes every vCPU pass a block boundary after a sync
+// before it reads the pages it took (machine/virt does), so no store is lost.
+
+// StartDirtyLog arms the dirty log on every page and clears PageDirty: from now on
+// every write to guest RAM, vCPU stores included, sets PageDirty.
+func (r *RAM) StartDirtyLog() {
+	for _, s := range r.slots {
+		for i := range s.flags {
+			for {
+				v := atomic.LoadUint32(&s.flags[i])
+				if atomic.CompareAndSwapUint32(&s.flags[i], v, (v|PageTrack)&^PageDirty) {
+					break
+				}
+			}
+		}
+	}
+}
+
+// StopDirtyLog disarms every page: vCPU stores take the fast path again.
+func (r *RAM) StopDirtyLog() {
+	for _, s := range r.slots {
+		for i := range s.flags {
+			if atomic.LoadUint32(&s.flags[i])&PageTrack != 0 {
+				atomic.AndUint32(&s.flags[i], ^PageTrack)
+			}
+		}
+	}
+}
+
+// SyncDirtyLog ORs into bm (one bit per page of s, LSB first; at least
+// (len(s.Mem)/PageSize+63)/64 words) the pages of s written since the last sync or
+// StartDirtyLog, re-arms them, and returns how many it took.
+func (s *Slot) SyncDirtyLog(bm []uint64) int {
+	n := 0
+	for i := range s.flags {
+		f := &s.flags[i]
+		for {
+			v := atomic.LoadUint32(f)
+			if v&PageDirty == 0 {
+				break
+			}
+			if atomic.CompareAndSwapUint32(f, v, (v&^PageDirty)|PageTrack) {
+				bm[i/64] |= 1 << (i % 64)
+				n++
+				break
+			}
+		}
+	}
+	return n
 }

@@ -151,3 +151,55 @@ func TestAddRejectsUnalignedBase(t *testing.T) {
 		t.Fatal("slot base not 4 KiB aligned accepted")
 	}
 }
+
+// TestMigrationDirtyLog: StartDirtyLog arms every page (PageTrack, which sends vCPU stores to
+// the slow path) and forgets earlier dirt; a DMA write and MarkDirty set PageDirty and
+// disarm the page; SyncDirtyLog takes exactly those pages and re-arms them, so the
+// next sync is empty; StopDirtyLog disarms every page.
+func TestMigrationDirtyLog(t *testing.T) {
+	r := newTestRAM(t)
+	low := r.Slots()[0]
+	if err := r.Write32(0x3000, 1); err != nil { // dirt from before the log
+		t.Fatal(err)
+	}
+	r.StartDirtyLog()
+	for _, gpa := range []uint64{0, 0x3000, 0xff000} {
+		if v := atomic.LoadUint32(r.PageFlags(gpa)); v&StoreSlow == 0 || v&PageDirty != 0 {
+			t.Fatalf("page %#x after StartDirtyLog: flags %#x", gpa, v)
+		}
+	}
+	if err := r.WriteAt(make([]byte, 0x1001), 0x5fff); err != nil { // pages 5 and 6
+		t.Fatal(err)
+	}
+	MarkDirty(r.PageFlags(0x9000)) // a vCPU store's slow path
+	if v := atomic.LoadUint32(r.PageFlags(0x9000)); v&StoreSlow != 0 || v&PageDirty == 0 {
+		t.Fatalf("page after MarkDirty: flags %#x", v)
+	}
+	sync := func() []uint64 {
+		bm := make([]uint64, len(low.Mem)/PageSize/64)
+		n := low.SyncDirtyLog(bm)
+		var out []uint64
+		for i := range len(low.Mem) / PageSize {
+			if bm[i/64]>>(i%64)&1 != 0 {
+				out = append(out, uint64(i)*PageSize)
+			}
+		}
+		if n != len(out) {
+			t.Fatalf("SyncDirtyLog counted %d pages, set %d bits", n, len(out))
+		}
+		return out
+	}
+	if got, want := sync(), []uint64{0x5000, 0x6000, 0x9000}; !slices.Equal(got, want) {
+		t.Fatalf("first sync: %#x, want %#x", got, want)
+	}
+	if v := atomic.LoadUint32(r.PageFlags(0x9000)); v&PageTrack == 0 || v&PageDirty != 0 {
+		t.Fatalf("page after sync: flags %#x, want re-armed", v)
+	}
+	if got := sync(); len(got) != 0 {
+		t.Fatalf("second sync with no writes: %#x", got)
+	}
+	r.StopDirtyLog()
+	if v := atomic.LoadUint32(r.PageFlags(0x9000)); v&StoreSlow != 0 {
+		t.Fatalf("page after StopDirtyLog: flags %#x", v)
+	}
+}

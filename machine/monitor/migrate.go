@@ -37,6 +37,44 @@ type MigrationInfo struct {
 	Normal    uint64        // non-zero pages sent
 	Duplicate uint64        // zero pages not sent
 	Error     string        // when failed
+	// Live migration (zero otherwise): the dirty-log syncs so far, the dirty RAM not
+	// yet sent, pages dirtied per second, the bandwidth measured, the downtime expected
+	// at it, the vCPU throttle in percent (auto-converge).
+	Syncs            int
+	Remaining        uint64
+	DirtyRate        uint64
+	Bandwidth        float64 // bytes per second
+	ExpectedDowntime time.Duration
+	Throttle         int
+	Live             bool
+}
+
+// MigrationParams are the migration capabilities and parameters a migration runs with
+// (migrate-set-capabilities, migrate-set-parameters), for the Migrator.
+type MigrationParams struct {
+	AutoConverge                                                     bool
+	MaxBandwidth                                                     uint64 // bytes per second
+	DowntimeLimit                                                    time.Duration
+	ThrottleTrigger, ThrottleInitial, ThrottleIncrement, MaxThrottle int
+}
+
+// MigrationParams returns the capabilities and parameters set now.
+func (s *Server) MigrationParams() MigrationParams {
+	s.mig.mu.Lock()
+	defer s.mig.mu.Unlock()
+	v := s.mig.vals
+	return MigrationParams{AutoConverge: s.mig.caps["auto-converge"], MaxBandwidth: uint64(v["max-bandwidth"]),
+		DowntimeLimit:   time.Duration(v["downtime-limit"]) * time.Millisecond,
+		ThrottleTrigger: int(v["throttle-trigger-threshold"]), ThrottleInitial: int(v["cpu-throttle-initial"]),
+		ThrottleIncrement: int(v["cpu-throttle-increment"]), MaxThrottle: int(v["max-cpu-throttle"])}
+}
+
+// EmitMigrationPass sends QEMU's MIGRATION_PASS event (one per dirty-log sync) if the
+// events capability is on.
+func (s *Server) EmitMigrationPass(pass int) {
+	if s.MigrationEvents() {
+		s.Emit("MIGRATION_PASS", map[string]int{"pass": pass})
+	}
 }
 
 // Migrator is the optional migration side of a Machine (snapshots to files, migration
@@ -54,19 +92,23 @@ type Migrator interface {
 }
 
 // migrateCaps are QEMU 7.2's migration capabilities, in its order; gemu implements
-// "events" (MIGRATION events are sent only with it on, as QEMU's) and refuses to turn
-// the others on.
+// "events" (MIGRATION and MIGRATION_PASS events are sent only with it on, as QEMU's)
+// and "auto-converge" (settableCaps) and refuses to turn the others on.
 var migrateCaps = []string{"xbzrle", "rdma-pin-all", "auto-converge", "zero-blocks", "compress", "events",
 	"postcopy-ram", "x-colo", "release-ram", "block", "return-path", "pause-before-switchover", "multifd",
 	"dirty-bitmaps", "postcopy-blocktime", "late-block-activate", "x-ignore-shared", "validate-uuid",
 	"background-snapshot", "zero-copy-send", "postcopy-preempt"}
 
-// migrateParams are the migrate-set-parameters values gemu keeps and reports (QEMU
-// 7.2's defaults). The stream is written in one piece with the guest paused, so they
-// do not change how a migration runs yet.
+// settableCaps are the capabilities gemu implements.
+var settableCaps = map[string]bool{"events": true, "auto-converge": true}
+
+// migrateParams are the capabilities set and the migrate-set-parameters values gemu
+// keeps and reports (QEMU 7.2's defaults). A live migration runs with max-bandwidth,
+// downtime-limit and the throttle ones (MigrationParams); the others are reported only.
 type migrateParams struct {
 	mu     sync.Mutex
 	events bool
+	caps   map[string]bool
 	vals   map[string]int64
 }
 
@@ -100,6 +142,7 @@ func (s *Server) migrator() (Migrator, error) {
 // registerMigrate adds the migration commands to the table.
 func (s *Server) registerMigrate() {
 	s.mig.vals = map[string]int64{}
+	s.mig.caps = map[string]bool{}
 	for k, v := range paramDefaults {
 		s.mig.vals[k] = v
 	}
@@ -154,9 +197,10 @@ func (s *Server) registerMigrate() {
 			State      bool   `json:"state"`
 		}
 		out := make([]cs, 0, len(migrateCaps))
-		ev := s.MigrationEvents()
+		s.mig.mu.Lock()
+		defer s.mig.mu.Unlock()
 		for _, n := range migrateCaps {
-			out = append(out, cs{n, n == "events" && ev})
+			out = append(out, cs{n, n == "events" && s.mig.events || s.mig.caps[n]})
 		}
 		return out, nil
 	}})
@@ -167,6 +211,7 @@ func (s *Server) registerMigrate() {
 				return nil, errorf(GenericError, "Invalid parameter type for 'capabilities[0]', expected: object")
 			}
 			events := s.MigrationEvents()
+			set := map[string]bool{}
 			for i, cp := range caps {
 				var name string
 				var state bool
@@ -185,12 +230,17 @@ func (s *Server) registerMigrate() {
 					return nil, errorf(GenericError, "Parameter 'capability' does not accept value '%s'", name)
 				case name == "events":
 					events = state
+				case settableCaps[name]:
+					set[name] = state
 				case state:
 					return nil, errorf(GenericError, "gemu does not support the migration capability '%s'", name)
 				}
 			}
 			s.mig.mu.Lock()
 			s.mig.events = events
+			for k, v := range set {
+				s.mig.caps[k] = v
+			}
 			s.mig.mu.Unlock()
 			return struct{}{}, nil
 		}})
@@ -248,23 +298,38 @@ func migrateInfo(i MigrationInfo) any {
 		return out
 	}
 	mbps := 0.0
-	if i.Total > 0 {
+	if i.Bandwidth > 0 {
+		mbps = i.Bandwidth * 8 / 1e6
+	} else if i.Total > 0 {
 		mbps = float64(i.Sent) * 8 / 1e6 / i.Total.Seconds()
 	}
 	remaining := uint64(0)
-	if i.Status == MigActive && i.RAMTotal > (i.Normal+i.Duplicate)*4096 {
+	switch {
+	case i.Live && i.Status != MigCompleted:
+		remaining = i.Remaining
+	case i.Status == MigActive && i.RAMTotal > (i.Normal+i.Duplicate)*4096:
 		remaining = i.RAMTotal - (i.Normal+i.Duplicate)*4096
+	}
+	syncs := max(i.Syncs, 1)
+	pps := 0.0
+	if i.Total > 0 {
+		pps = float64(i.Normal+i.Duplicate) / i.Total.Seconds()
 	}
 	out["ram"] = map[string]any{"transferred": i.Sent, "remaining": remaining, "total": i.RAMTotal,
 		"duplicate": i.Duplicate, "skipped": 0, "normal": i.Normal, "normal-bytes": i.Normal * 4096,
-		"dirty-pages-rate": 0, "mbps": mbps, "dirty-sync-count": 1, "dirty-sync-missed-zero-copy": 0, "postcopy-requests": 0, "page-size": 4096,
-		"multifd-bytes": 0, "pages-per-second": 0, "precopy-bytes": i.Sent, "downtime-bytes": 0, "postcopy-bytes": 0}
+		"dirty-pages-rate": i.DirtyRate, "mbps": mbps, "dirty-sync-count": syncs, "dirty-sync-missed-zero-copy": 0, "postcopy-requests": 0, "page-size": 4096,
+		"multifd-bytes": 0, "pages-per-second": uint64(pps), "precopy-bytes": i.Sent, "downtime-bytes": 0, "postcopy-bytes": 0}
 	out["total-time"] = ms(i.Total)
 	out["setup-time"] = ms(i.Setup)
 	if i.Status == MigCompleted {
 		out["downtime"] = ms(i.Downtime)
+	} else if i.Live {
+		out["expected-downtime"] = ms(i.ExpectedDowntime)
 	} else {
 		out["expected-downtime"] = ms(i.Downtime)
+	}
+	if i.Throttle > 0 && i.Status == MigActive {
+		out["cpu-throttle-percentage"] = i.Throttle
 	}
 	return out
 }

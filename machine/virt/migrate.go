@@ -5,9 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"gemu/hw/bus"
 	"gemu/hw/virtio"
@@ -223,23 +222,31 @@ func (m *Machine) Save(w io.Writer) (vmstate.Stats, error) {
 	if err != nil {
 		return vmstate.Stats{}, err
 	}
-	for _, s := range m.sections() {
-		st, err := s.dev.SaveState()
-		if err != nil {
-			return sw.Stats, fmt.Errorf("%s: %v", s.id, err)
-		}
-		st.Name = s.id
-		if err := sw.Section(st); err != nil {
-			return sw.Stats, err
-		}
-	}
 	for _, sl := range m.ram.Slots() {
 		if err := sw.RAM(sl.GPA, sl.Mem); err != nil {
 			return sw.Stats, err
 		}
 	}
+	if err := m.saveSections(sw); err != nil {
+		return sw.Stats, err
+	}
 	err = sw.Close()
 	return sw.Stats, err
+}
+
+// saveSections writes the section of every vCPU and device (virtio quiesced).
+func (m *Machine) saveSections(sw *vmstate.Writer) error {
+	for _, s := range m.sections() {
+		st, err := s.dev.SaveState()
+		if err != nil {
+			return fmt.Errorf("%s: %v", s.id, err)
+		}
+		st.Name = s.id
+		if err := sw.Section(st); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Load replaces the paused machine's state with the one read from r (a stream Save
@@ -249,6 +256,36 @@ func (m *Machine) Save(w io.Writer) (vmstate.Stats, error) {
 // anything changes; any other error leaves the machine unusable (QEMU's incoming
 // migration failing likewise ends the destination).
 func (m *Machine) Load(r io.Reader) (vmstate.Stats, error) {
+	return m.loadState(func(t vmstate.Target) ([]bus.State, vmstate.Stats, error) { return vmstate.Load(r, t) })
+}
+
+// maxFileMaps bounds the mappings a lazy restore makes (each is a kernel VMA, and a
+// process has vm.max_map_count of them, 65530 by default); the runs past it are copied.
+const maxFileMaps = 20000
+
+// LoadFile is Load from a stream in a file. With lazy set, guest RAM is mapped from the
+// file (copy-on-write, hw/vmstate.LoadFile) rather than copied, so the restore costs
+// neither the copy nor host memory for pages the guest does not touch; the file must
+// then stay unchanged while the guest runs. Without it the pages are copied (an eager
+// restore).
+func (m *Machine) LoadFile(f *os.File, lazy bool) (vmstate.Stats, error) {
+	return m.loadState(func(t vmstate.Target) ([]bus.State, vmstate.Stats, error) {
+		if lazy {
+			maps := 0
+			t.Map = func(gpa, n uint64, off int64) error {
+				if maps >= maxFileMaps {
+					return errors.New("too many mappings")
+				}
+				maps++
+				return m.ram.MapFile(gpa, n, f, off)
+			}
+			t.Zero = m.ram.Discard
+		}
+		return vmstate.LoadFile(f, t)
+	})
+}
+
+func (m *Machine) loadState(read func(vmstate.Target) ([]bus.State, vmstate.Stats, error)) (vmstate.Stats, error) {
 	if !m.Paused() {
 		return vmstate.Stats{}, errors.New("the machine must be paused to load a state")
 	}
@@ -261,22 +298,29 @@ func (m *Machine) Load(r io.Reader) (vmstate.Stats, error) {
 		return vmstate.Stats{}, errors.New("the guest's memory is released")
 	}
 	zeroed := false
+	var zerr error
 	t := vmstate.Target{Config: m.StateConfig(), RAM: func(gpa, n uint64) ([]byte, bool) {
 		if !zeroed {
 			// The first RAM run comes after the configuration matched: drop what the
 			// board loaded (kernel, device tree) so pages the stream lacks read zero.
+			// Fresh anonymous pages, so RAM an earlier lazy restore mapped from a file
+			// goes too.
 			for _, sl := range m.ram.Slots() {
-				if unix.Madvise(sl.Mem, unix.MADV_DONTNEED) != nil {
+				if err := m.ram.Discard(sl.GPA, uint64(len(sl.Mem))); err != nil {
 					clear(sl.Mem)
+					zerr = err
 				}
 			}
 			zeroed = true
 		}
 		return m.ram.Slice(gpa, n)
 	}}
-	secs, st, err := vmstate.Load(r, t)
+	secs, st, err := read(t)
 	if err != nil {
 		return st, err
+	}
+	if zerr != nil && st.Mapped > 0 {
+		return st, zerr
 	}
 	if !zeroed { // a guest whose RAM was all zero
 		t.RAM(RAMBase, 0)

@@ -113,6 +113,7 @@ type Machine struct {
 	paused  bool           // Pause was called (control.go)
 	ramMu   sync.RWMutex   // ReadPhys against the release of guest RAM
 	ramGone bool
+	hold    sync.Mutex // one holder of the vCPUs at a time (migrate_live.go)
 }
 
 // Validate checks a configuration's sizes without building anything.

@@ -23,6 +23,19 @@ type Migratable interface {
 	RAMSize() uint64
 }
 
+// LiveMigratable is a Migratable that migrates live (pre-copy, hw/vmstate.LiveParams):
+// RAM in passes while the guest runs, then Stop and the rest. It returns the stream's
+// stats and how long the guest was stopped.
+type LiveMigratable interface {
+	SaveLive(w io.Writer, p vmstate.LiveParams) (vmstate.Stats, time.Duration, error)
+}
+
+// FileLoader is a Migratable that restores from a stream in a file, mapping guest RAM
+// from it when lazy (file: URIs; ",lazy=off" copies instead).
+type FileLoader interface {
+	LoadVMFile(f *os.File, lazy bool) (vmstate.Stats, error)
+}
+
 // migration is the loop's outgoing or incoming migration.
 type migration struct {
 	mu       sync.Mutex
@@ -128,7 +141,14 @@ func openIn(uri string) (func() (io.ReadCloser, error), error) {
 	}
 	switch scheme {
 	case "file":
-		return func() (io.ReadCloser, error) { return os.Open(rest) }, nil
+		return func() (io.ReadCloser, error) {
+			path, lazy := fileOptions(rest)
+			f, err := os.Open(path)
+			if err != nil {
+				return nil, err
+			}
+			return &inFile{f, lazy}, nil
+		}, nil
 	case "exec":
 		return func() (io.ReadCloser, error) {
 			cmd := exec.Command("/bin/sh", "-c", rest)
@@ -158,6 +178,26 @@ func openIn(uri string) (func() (io.ReadCloser, error), error) {
 		}
 		return c, err
 	}, nil
+}
+
+// fileOptions splits an incoming file: URI's ",lazy=on|off" (gemu's; default on:
+// guest RAM is mapped from the file) from its path.
+func fileOptions(rest string) (path string, lazy bool) {
+	for _, o := range []struct {
+		suffix string
+		lazy   bool
+	}{{",lazy=off", false}, {",lazy=on", true}} {
+		if p, ok := strings.CutSuffix(rest, o.suffix); ok {
+			return p, o.lazy
+		}
+	}
+	return rest, true
+}
+
+// inFile is an incoming file: stream.
+type inFile struct {
+	*os.File
+	lazy bool
 }
 
 type cmdReader struct {
@@ -247,9 +287,11 @@ func (l *Loop) runMigrate(g Migratable, uri string) {
 		return
 	}
 	cw := &countingWriter{w: w}
+	cancel := make(chan struct{})
+	var once sync.Once
 	l.mig.mu.Lock()
 	canceled := l.mig.info.Status == monitor.MigCancelling
-	l.mig.cancel = func() { w.Close() }
+	l.mig.cancel = func() { once.Do(func() { close(cancel) }); w.Close() }
 	l.mig.sent = cw
 	l.mig.info.Status = monitor.MigActive
 	l.mig.info.Setup = time.Since(start)
@@ -260,39 +302,50 @@ func (l *Loop) runMigrate(g Migratable, uri string) {
 		return
 	}
 	l.srv.EmitMigration(monitor.MigActive)
-	// Non-live: stop the guest for the whole save.
+	// stop pauses the guest for the (last part of the) save.
+	var wasRunning, stopped bool
+	var prev monitor.Status
+	stop := func() error {
+		l.mu.Lock()
+		wasRunning = l.status == monitor.Running
+		if l.cur != g.(Guest) {
+			l.mu.Unlock()
+			return errors.New("the guest was reset during migration")
+		}
+		if err := l.cur.Pause(); err != nil {
+			l.mu.Unlock()
+			return err
+		}
+		prev, stopped = l.status, true
+		l.status = monitor.FinishMigrate
+		l.mu.Unlock()
+		if wasRunning {
+			l.emit("STOP", nil)
+		}
+		return nil
+	}
 	l.mu.Lock()
-	wasRunning := l.status == monitor.Running
-	if l.cur != g.(Guest) {
-		l.mu.Unlock()
-		w.Close()
-		fail(errors.New("the guest was reset during migration"), false)
-		return
-	}
-	if err := l.cur.Pause(); err != nil {
-		l.mu.Unlock()
-		w.Close()
-		fail(err, false)
-		return
-	}
-	prev := l.status
-	l.status = monitor.FinishMigrate
+	running := l.status == monitor.Running
 	l.mu.Unlock()
-	if wasRunning {
-		l.emit("STOP", nil)
+	var stats vmstate.Stats
+	var downtime time.Duration
+	if lg, ok := g.(LiveMigratable); ok && running {
+		stats, downtime, err = lg.SaveLive(cw, l.liveParams(stop, cancel))
+	} else if err = stop(); err == nil {
+		paused := time.Now()
+		stats, err = g.SaveVM(cw)
+		downtime = time.Since(paused)
 	}
-	paused := time.Now()
-	stats, err := g.SaveVM(cw)
 	if cerr := w.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		if !wasRunning {
+		if stopped && !wasRunning {
 			l.mu.Lock()
 			l.status = prev
 			l.mu.Unlock()
 		}
-		fail(err, wasRunning)
+		fail(err, stopped && wasRunning)
 		return
 	}
 	l.mu.Lock()
@@ -301,11 +354,33 @@ func (l *Loop) runMigrate(g Migratable, uri string) {
 	l.mig.mu.Lock()
 	l.mig.info.Status = monitor.MigCompleted
 	l.mig.info.Total = time.Since(start)
-	l.mig.info.Downtime = time.Since(paused)
+	l.mig.info.Downtime = downtime
 	l.mig.info.Sent, l.mig.info.Normal, l.mig.info.Duplicate = stats.Bytes, stats.Pages, stats.ZeroPages
+	l.mig.info.Remaining = 0
 	l.mig.cancel = nil
 	l.mig.mu.Unlock()
 	l.srv.EmitMigration(monitor.MigCompleted)
+}
+
+// liveParams are the monitor's migration parameters for a live migration whose
+// progress goes to query-migrate and MIGRATION_PASS.
+func (l *Loop) liveParams(stop func() error, cancel chan struct{}) vmstate.LiveParams {
+	mp := l.srv.MigrationParams()
+	passes := 0
+	return vmstate.LiveParams{MaxBandwidth: mp.MaxBandwidth, DowntimeLimit: mp.DowntimeLimit, AutoConverge: mp.AutoConverge,
+		ThrottleTrigger: mp.ThrottleTrigger, ThrottleInitial: mp.ThrottleInitial, ThrottleIncrement: mp.ThrottleIncrement,
+		MaxThrottle: mp.MaxThrottle, Stop: stop, Cancel: cancel,
+		Progress: func(p vmstate.Progress) {
+			l.setMig(func(i *monitor.MigrationInfo) {
+				i.Live, i.Syncs, i.Remaining, i.DirtyRate = true, p.Syncs, p.Remaining, p.DirtyRate
+				i.Bandwidth, i.ExpectedDowntime, i.Throttle = p.Bandwidth, p.ExpectedDowntime, p.Throttle
+				i.Normal, i.Duplicate = p.Stats.Pages, p.Stats.ZeroPages
+			})
+			if p.Syncs > passes {
+				passes = p.Syncs
+				l.srv.EmitMigrationPass(p.Syncs)
+			}
+		}}
 }
 
 // MigrateCancel implements monitor.Migrator.
@@ -331,7 +406,9 @@ func (l *Loop) MigrationInfo() monitor.MigrationInfo {
 		i.Total = time.Since(l.mig.start)
 		if l.mig.sent != nil {
 			i.Sent = l.mig.sent.count()
-			i.Normal = i.Sent / 4096
+			if !i.Live {
+				i.Normal = i.Sent / 4096
+			}
 		}
 	}
 	return i
@@ -402,7 +479,16 @@ func (l *Loop) runIncoming(g Migratable, open func() (io.ReadCloser, error)) {
 		return
 	}
 	l.migStatus(monitor.MigActive)
-	stats, err := g.LoadVM(r)
+	var stats vmstate.Stats
+	if f, ok := r.(*inFile); ok {
+		if fl, ok := g.(FileLoader); ok {
+			stats, err = fl.LoadVMFile(f.File, f.lazy)
+		} else {
+			stats, err = g.LoadVM(f)
+		}
+	} else {
+		stats, err = g.LoadVM(r)
+	}
 	r.Close()
 	if err != nil {
 		l.incomingFailed(err)

@@ -106,9 +106,11 @@ type options struct {
 	dumpDTB   string
 	traceSpec string
 	traceFile string
-	incoming  string   // -incoming URI|defer
-	none      bool     // -machine none: no guest, the monitors only (none.go)
-	warnings  []string // one line each, printed before the guest starts
+	incoming  string // -incoming URI|defer
+	// incomingBuilt: the first board, the one -incoming loads into, is built.
+	incomingBuilt bool
+	none          bool     // -machine none: no guest, the monitors only (none.go)
+	warnings      []string // one line each, printed before the guest starts
 }
 
 func main() {
@@ -238,7 +240,10 @@ func run(args []string) (int, error) {
 			if last != nil {
 				o.cfg.RTCBase = last.RTCBase() // the RTC keeps what the guest set across a reset, as QEMU's
 			}
-			m, err := virt.New(o.cfg)
+			cfg := o.cfg
+			// The first board of -incoming takes its RAM from the stream (not loaded).
+			cfg.Incoming, o.incomingBuilt = o.incoming != "" && !o.incomingBuilt, true
+			m, err := virt.New(cfg)
 			if err != nil {
 				return nil, err
 			}

@@ -167,6 +167,12 @@ func (img *Image) findSnapshot(name string) int {
 // CreateSnapshot copies the active L1 table, takes a reference on every L2 table and
 // data cluster it reaches, and appends an entry to the snapshot table.
 func (img *Image) CreateSnapshot(name string) error {
+	return img.createSnapshot(snapshot{name: name})
+}
+
+// createSnapshot is CreateSnapshot of an entry whose VM state fields (vmStateSize,
+// vmClockNsec, icount) the caller set; the rest is filled here.
+func (img *Image) createSnapshot(s snapshot) error {
 	if img.ro {
 		return block.ErrReadOnly
 	}
@@ -204,8 +210,8 @@ func (img *Image) CreateSnapshot(name string) error {
 		return err
 	}
 	now := time.Now()
-	s := snapshot{l1Offset: uint64(l1Off), l1Size: uint32(len(img.l1)), id: strconv.Itoa(id), name: name,
-		dateSec: uint32(now.Unix()), dateNsec: uint32(now.Nanosecond()), diskSize: uint64(img.size)}
+	s.l1Offset, s.l1Size, s.id, s.diskSize = uint64(l1Off), uint32(len(img.l1)), strconv.Itoa(id), uint64(img.size)
+	s.dateSec, s.dateNsec = uint32(now.Unix()), uint32(now.Nanosecond())
 	snaps := append(append([]snapshot(nil), img.snapshots...), s)
 	if err := img.writeSnapshotTable(snaps); err != nil {
 		return err

@@ -11,7 +11,7 @@ import (
 // guest never relies on it. Common to every model (and so not repeated per model): EL0
 // and EL1 in AArch64 only (no EL2/EL3, no AArch32), FP and AdvSIMD without FP16, the
 // debug architecture of debug.go (ID_AA64DFR0 of the Cortex-A57), a 4 KiB-granule
-// stage-1 MMU with 16-bit ASIDs and nothing from ARMv8.1+ in ID_AA64MMFR1/2.
+// stage-1 MMU with 16-bit ASIDs and, in ID_AA64MMFR1/2, at most PAN and UAO (pan.go).
 
 // Model is one CPU model.
 type Model struct {
@@ -23,6 +23,8 @@ type Model struct {
 	ISAR0      uint64    // ID_AA64ISAR0_EL1
 	ISAR1      uint64    // ID_AA64ISAR1_EL1
 	PARange    uint64    // ID_AA64MMFR0_EL1.PARange
+	MMFR1      uint64    // ID_AA64MMFR1_EL1 (PAN, pan.go)
+	MMFR2      uint64    // ID_AA64MMFR2_EL1 (UAO, pan.go)
 	// PFR0 holds the ID_AA64PFR0_EL1 fields beyond EL0/EL1, FP, AdvSIMD and GIC
 	// (which readSys fills in): the speculation guarantees CSV2 and CSV3.
 	PFR0 uint64
@@ -34,12 +36,20 @@ type Model struct {
 const (
 	isar0AES    = 2 << 4  // AESE/AESD/AESMC/AESIMC and PMULL/PMULL2 64-bit (fpsimd_crypto.go)
 	isar0SHA1   = 1 << 8  // SHA1C/P/M/H/SU0/SU1
-	isar0SHA2   = 1 << 12 // SHA256H/H2/SU0/SU1 (not SHA512)
+	isar0SHA2   = 1 << 12 // SHA256H/H2/SU0/SU1
+	isar0SHA512 = 2 << 12 // SHA256 and SHA512H/H2/SU0/SU1 (sha512.go)
 	isar0CRC32  = 1 << 16 // CRC32{B,H,W,X}, CRC32C*
 	isar0Atomic = 2 << 20 // ARMv8.1 LSE: CAS, CASP, LD<op>, SWP (lse.go)
+	isar0RDM    = 1 << 28 // ARMv8.1 SQRDMLAH/SQRDMLSH (rdm.go)
+	isar0SHA3   = 1 << 32 // EOR3, RAX1, XAR, BCAX (sha512.go)
+	isar0SM3    = 1 << 36 // SM3SS1, SM3TT1A/1B/2A/2B, SM3PARTW1/2 (sm.go)
+	isar0SM4    = 1 << 40 // SM4E, SM4EKEY (sm.go)
+	isar0DP     = 1 << 44 // ARMv8.2 SDOT/UDOT (dotprod.go)
 	isar0RNDR   = 1 << 60 // ARMv8.5 RNDR/RNDRRS (rndr below)
 
 	isar0Base = isar0AES | isar0SHA1 | isar0SHA2 | isar0CRC32 // ARMv8.0 + crypto + CRC32
+	// isar0Max is everything gemu implements (SHA2 at its SHA512 level).
+	isar0Max = isar0AES | isar0SHA1 | isar0SHA512 | isar0CRC32 | isar0Atomic | isar0RDM | isar0SHA3 | isar0SM3 | isar0SM4 | isar0DP | isar0RNDR
 )
 
 // ID_AA64PFR0_EL1 speculation fields. gemu executes nothing speculatively, so it meets
@@ -81,18 +91,20 @@ var models = []*Model{
 		Name: "neoverse-n1", Compatible: "arm,neoverse-n1",
 		MIDR: 0x414fd0c1, CTR: 0x8444c004, CLIDR: 0x82000023,
 		CCSIDR: [3]uint64{0x701fe01a, 0x201fe01a, 0x70ffe03a},
-		ISAR0:  isar0Base | isar0Atomic, ISAR1: isar1LRCPC, PARange: 5, PFR0: pfr0CSV2 | pfr0CSV3,
-		Note: "silicon also has RDM, DotProd, DC CVAP, FP16, RAS, PAN, UAO, VHE, HAFDBS, PMUv3.1 " +
+		ISAR0:  isar0Base | isar0Atomic | isar0RDM | isar0DP, ISAR1: isar1LRCPC, PARange: 5, PFR0: pfr0CSV2 | pfr0CSV3,
+		MMFR1: mmfr1PAN2, MMFR2: mmfr2UAO,
+		Note: "silicon also has DC CVAP, FP16, RAS, VHE, HAFDBS, PMUv3.1 " +
 			"and debug v8.2, which gemu does not implement and so does not advertise",
 	},
 	{
 		Name: "max", Compatible: "arm,cortex-a57", // as QEMU's max (an "A57 with extras")
 		MIDR: 0x000f0510, CTR: 0x8444c004, CLIDR: 0x02000023,
 		CCSIDR: [3]uint64{0x701fe00a, 0x201fe012, 0x70ffe07a},
-		ISAR0:  isar0Base | isar0Atomic | isar0RNDR, ISAR1: isar1LRCPC, PARange: 5, PFR0: pfr0CSV2 | pfr0CSV3,
+		ISAR0:  isar0Max, ISAR1: isar1LRCPC, PARange: 5, PFR0: pfr0CSV2 | pfr0CSV3,
+		MMFR1: mmfr1PAN2, MMFR2: mmfr2UAO,
 		Note: "everything gemu implements: ARMv8.0 with AES/PMULL, SHA1, SHA256, CRC32, " +
-			"ARMv8.1 LSE atomics, ARMv8.3 LDAPR, ARMv8.5 RNDR/RNDRRS, CSV2/CSV3 (no speculation; CSV2 1, not QEMU's 2: no SCXTNUM registers); not yet RDM, FP16, DotProd, SHA512/SHA3/SM3/SM4, " +
-			"PAN/UAO, pointer authentication or BTI",
+			"ARMv8.1 LSE atomics, RDM and PAN (with AT S1E1RP/WP), ARMv8.2 UAO, DotProd, SHA512, SHA3, SM3 and SM4, ARMv8.3 LDAPR, ARMv8.5 RNDR/RNDRRS, CSV2/CSV3 (no speculation; CSV2 1, not QEMU's 2: no SCXTNUM registers); not yet FP16, " +
+			"pointer authentication or BTI",
 	},
 }
 

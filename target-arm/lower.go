@@ -1,6 +1,7 @@
 package arm
 
 import (
+	"math/bits"
 	"unsafe"
 
 	"gemu/tcg"
@@ -27,17 +28,17 @@ var irTarget = newIRTarget(tcg.Target[CPU]{
 	Temps: offTemps,
 	Flags: unsafe.Offsetof(CPU{}.flags),
 	LoadSlow: func(c *CPU, va uint64, size int) (uint64, bool) {
-		return c.ldSlow(va, size, c.el)
+		return c.ldSlow(va, size, c.midx)
 	},
 	StoreSlow: func(c *CPU, va uint64, size int, v uint64) bool {
-		return c.stSlow(va, size, v, c.el)
+		return c.stSlow(va, size, v, c.midx)
 	},
 	UserTLB: unsafe.Offsetof(CPU{}.utlb),
 	UserLoadSlow: func(c *CPU, va uint64, size int) (uint64, bool) {
-		return c.ldSlow(va, size, 0)
+		return c.ldSlow(va, size, c.uidx)
 	},
 	UserStoreSlow: func(c *CPU, va uint64, size int, v uint64) bool {
-		return c.stSlow(va, size, v, 0)
+		return c.stSlow(va, size, v, c.uidx)
 	},
 })
 
@@ -124,10 +125,22 @@ func lower(b *tcg.Builder[CPU], insn uint32, pc uint64, flags uint64) (handled, 
 			}
 			return true, false
 		case op1 == 0 && (crm == 1 || crm == 5) && op2 == 0, op1 == 3 && crm == 5 && op2 == 1,
-			op1 == 0 && crm == 8 && op2 < 4: // IC, AT: helpers
+			op1 == 0 && crm == 8 && op2 < 4, op1 == 0 && crm == 9 && op2 < 2: // IC, AT: helpers
 		default: // the other DC operations: no caches to maintain
 			return true, false
 		}
+	}
+	if insn>>27&7 == 3 && insn>>24&3 == 0 && insn>>30 != 3 { // LDR (literal), LDRSW (literal)
+		addr := pc + signExt(uint64(insn>>5&0x7ffff)<<2, 21)
+		size := 4 << (insn >> 30 & 1)
+		if insn>>26&1 == 0 {
+			return emitLdSt(b, true, insn>>30 == 2, false, size, insn&31, tcg.Imm(addr), 0, func() {}), false
+		}
+		if flags&flagFP == 0 {
+			return false, false
+		}
+		emitLdStV(b, true, 4<<(insn>>30), insn&31, tcg.Imm(addr), 0, func() {})
+		return true, false
 	}
 	return lowerWide(b, insn, flags), false
 }
@@ -507,22 +520,45 @@ func lowerWide(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 		b.Bin(tcg.OpAnd, nzcv, nzcv, t6)
 		b.Bin(tcg.OpOr, nzcv, nzcv, t7)
 		return true
-	case insn&0x3fe0fc00 == 0x1a000000: // ADC, SBC
-		if rd == 31 || rn == 31 {
-			return false
+	case insn&0x1fe0fc00 == 0x1a000000: // ADC, SBC, ADCS, SBCS
+		setFlags := insn>>29&1 == 1
+		if rd == 31 && !setFlags {
+			return true // writes XZR only
 		}
 		b.Mov(t1, xzr(insn>>16&31))
-		if insn>>30&1 == 1 {
+		if insn>>30&1 == 1 { // SBC(S): Rn + NOT(Rm) + C
 			b.Bin(tcg.OpXor, t1, t1, tcg.Imm(^uint64(0)))
 		}
-		b.Bin(tcg.OpShr, t0, nzcv, tcg.Imm(29))
-		b.Bin(tcg.OpAnd, t0, t0, tcg.Imm(1))
-		b.Bin(tcg.OpAdd, t0, t0, xreg(rn))
-		if sf {
-			b.Bin(tcg.OpAdd, xreg(rd), t0, t1)
-		} else {
+		if rd != 31 { // computed first: rd may be an operand, and the flags are an input
+			b.Bin(tcg.OpShr, t0, nzcv, tcg.Imm(29))
+			b.Bin(tcg.OpAnd, t0, t0, tcg.Imm(1))
+			b.Bin(tcg.OpAdd, t0, t0, xzr(rn))
 			b.Bin(tcg.OpAdd, t0, t0, t1)
-			b.Un(tcg.OpZext32, xreg(rd), t0)
+			if !sf {
+				b.Un(tcg.OpZext32, t0, t0)
+			}
+		}
+		if setFlags {
+			size := 8
+			if !sf {
+				size = 4
+			}
+			b.Flags(tcg.OpFlagsAddC, nzcv, xzr(rn), t1, size, tcg.FlagsNZCV)
+		}
+		if rd != 31 {
+			b.Mov(xreg(rd), t0)
+		}
+		return true
+	case insn&0xff60fc00 == 0x9b407c00: // UMULH, SMULH
+		rm := insn >> 16 & 31
+		switch {
+		case rd == 31:
+		case rn == 31 || rm == 31:
+			b.Mov(xreg(rd), tcg.Imm(0))
+		case insn>>23&1 == 1:
+			b.Bin(tcg.OpMulHu, xreg(rd), xreg(rn), xreg(rm))
+		default:
+			b.Bin(tcg.OpMulHs, xreg(rd), xreg(rn), xreg(rm))
 		}
 		return true
 	case insn>>21&0xff == 0xd4 && insn>>29&1 == 0 && insn>>11&1 == 0: // CSEL, CSINC, CSINV, CSNEG
@@ -554,10 +590,20 @@ func lowerWide(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 		return true
 	case insn>>27&7 == 5 && insn>>25&3 == 0: // LDP/STP/LDNP/STNP (GP), offset/pre/post
 		return lowerPair(b, insn, flags)
-	case insn>>27&7 == 5 && insn>>26&1 == 1 && insn>>30 == 2 && flags&flagFP != 0: // LDP/STP/LDNP/STNP (Q)
-		return lowerPairQ(b, insn, flags)
-	case insn>>27&7 == 7 && insn>>26&1 == 0 && insn>>24&3 == 0: // LDR/STR (GP), unscaled/pre/post/register
+	case insn>>27&7 == 5 && insn>>25&3 == 2 && insn>>30 != 3 && flags&flagFP != 0: // LDP/STP/LDNP/STNP (S, D, Q)
+		return lowerPairV(b, insn, flags)
+	case insn>>27&7 == 7 && insn>>24&3 == 0 && (insn>>26&1 == 0 || flags&flagFP != 0): // LDR/STR (GP, SIMD&FP), unscaled/pre/post/register
 		return lowerLdSt(b, insn, flags)
+	case insn>>27&7 == 7 && insn>>24&3 == 1 && insn>>26&1 == 1 && flags&flagFP != 0: // LDR/STR (SIMD&FP), unsigned offset
+		size, load, ok := vecLdStKind(insn)
+		if !ok {
+			return false
+		}
+		emitLdStV(b, load, size, insn&31, xsp(insn>>5&31, flags), uint64(insn>>10&0xfff)*uint64(size), func() {})
+		return true
+	case insn>>27&7 == 7 && insn>>24&3 == 1 && insn>>26&1 == 0 && insn>>30 < 2 && insn>>23&1 == 1: // LDRSB, LDRSH (unsigned offset)
+		size := 1 << (insn >> 30)
+		return emitLdSt(b, true, true, insn>>22&1 == 1, size, insn&31, xsp(insn>>5&31, flags), uint64(insn>>10&0xfff)*uint64(size), func() {})
 	case insn>>23&0x3f == 0x24 && insn>>29&3 == 3: // ANDS (immediate), TST
 		n := insn >> 22 & 1
 		size := uint32(32)
@@ -908,29 +954,86 @@ func vreg(n, half uint32) tcg.Arg {
 	return tcg.Global(unsafe.Offsetof(CPU{}.State) + unsafe.Offsetof(State{}.V) + 16*uintptr(n) + 8*uintptr(half))
 }
 
-// lowerPairQ lowers LDP/STP (and the non-temporal LDNP/STNP) of 128-bit Q registers as
-// the helper performs them: four 8-byte accesses in address order; loads go to
-// temporaries first so a fault leaves every register unchanged (memcpy, copy_page).
-func lowerPairQ(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
+// lowerPairV lowers LDP/STP (and the non-temporal LDNP/STNP) of 32-, 64- and 128-bit
+// SIMD&FP registers as the helper performs them: 4- or 8-byte accesses in address
+// order (a Q register as two 8-byte halves); loads go to temporaries first so a fault
+// leaves every register unchanged (memcpy, copy_page), and a loaded S or D register
+// has the rest of its V register cleared.
+func lowerPairV(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 	load := insn>>22&1 == 1
 	rt, rt2 := insn&31, insn>>10&31
-	addr, disp, writeback := pairAddr(b, insn, flags, 16)
-	regs := [4]tcg.Arg{vreg(rt, 0), vreg(rt, 1), vreg(rt2, 0), vreg(rt2, 1)}
-	tmps := [4]tcg.Arg{t1, t2, t3, t4}
-	for i := range regs {
-		if load {
-			b.Load(tmps[i], addr, disp+8*uint64(i), 8, false)
-		} else {
-			b.Store(addr, disp+8*uint64(i), regs[i], 8)
-		}
-	}
-	writeback()
-	if load {
+	size := uint64(4) << (insn >> 30)
+	addr, disp, writeback := pairAddr(b, insn, flags, size)
+	if size == 16 {
+		regs := [4]tcg.Arg{vreg(rt, 0), vreg(rt, 1), vreg(rt2, 0), vreg(rt2, 1)}
+		tmps := [4]tcg.Arg{t1, t2, t3, t4}
 		for i := range regs {
-			b.Mov(regs[i], tmps[i])
+			if load {
+				b.Load(tmps[i], addr, disp+8*uint64(i), 8, false)
+			} else {
+				b.Store(addr, disp+8*uint64(i), regs[i], 8)
+			}
 		}
+		writeback()
+		if load {
+			for i := range regs {
+				b.Mov(regs[i], tmps[i])
+			}
+		}
+		return true
 	}
+	if !load {
+		b.Store(addr, disp, vreg(rt, 0), int(size))
+		b.Store(addr, disp+size, vreg(rt2, 0), int(size))
+		writeback()
+		return true
+	}
+	b.Load(t1, addr, disp, int(size), false)
+	b.Load(t2, addr, disp+size, int(size), false)
+	writeback()
+	b.Mov(vreg(rt, 0), t1)
+	b.Mov(vreg(rt, 1), tcg.Imm(0))
+	b.Mov(vreg(rt2, 0), t2)
+	b.Mov(vreg(rt2, 1), tcg.Imm(0))
 	return true
+}
+
+// vecLdStKind decodes the size (1 to 16 bytes) and direction of a single-register
+// SIMD&FP LDR/STR; ok is false for the unallocated size/opc combinations.
+func vecLdStKind(insn uint32) (size int, load, ok bool) {
+	size, load = 1<<(insn>>30), insn>>22&1 == 1
+	if insn>>23&1 == 1 { // the 128-bit forms
+		if insn>>30 != 0 {
+			return 0, false, false
+		}
+		size = 16
+	}
+	return size, load, true
+}
+
+// emitLdStV emits a SIMD&FP register load or store as the helper performs it: a Q
+// register as two 8-byte accesses (low half first), a loaded B/H/S/D register with the
+// rest of its V register cleared; the access comes first, then wb (the base
+// write-back), then the register write, so that a fault changes nothing.
+func emitLdStV(b *tcg.Builder[CPU], load bool, size int, rt uint32, addr tcg.Arg, disp uint64, wb func()) {
+	switch {
+	case !load && size == 16:
+		b.Store(addr, disp, vreg(rt, 0), 8)
+		b.Store(addr, disp+8, vreg(rt, 1), 8)
+	case !load:
+		b.Store(addr, disp, vreg(rt, 0), size)
+	case size == 16:
+		b.Load(t1, addr, disp, 8, false)
+		b.Load(t2, addr, disp+8, 8, false)
+	default:
+		b.Load(t1, addr, disp, size, false)
+		b.Mov(t2, tcg.Imm(0))
+	}
+	wb()
+	if load {
+		b.Mov(vreg(rt, 0), t1)
+		b.Mov(vreg(rt, 1), t2)
+	}
 }
 
 // lowerLdSt lowers LDR/STR/LDRS* of general-purpose registers with an unscaled
@@ -940,7 +1043,14 @@ func lowerLdSt(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 	opc := insn >> 22 & 3
 	rt, rn := insn&31, insn>>5&31
 	signed, to32 := false, false
+	vec := insn>>26&1 == 1
 	switch {
+	case vec:
+		var ok bool
+		if size, _, ok = vecLdStKind(insn); !ok {
+			return false
+		}
+		opc &= 1
 	case opc == 2 && size < 8:
 		signed = true
 	case opc == 3 && size < 4:
@@ -965,6 +1075,9 @@ func lowerLdSt(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 		case 1:
 			post, wback = true, true
 		case 2: // unprivileged (LDTR/STTR): EL0's permissions when run at EL1
+			if vec {
+				return false // unallocated
+			}
 			n := len(b.Ops)
 			emitLdSt(b, load, signed, to32, size, rt, base, imm, func() {})
 			if flags&flagEL1 != 0 {
@@ -986,7 +1099,7 @@ func lowerLdSt(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 		if addr == t0 {
 			disp = 0
 		}
-		return emitLdSt(b, load, signed, to32, size, rt, addr, disp, func() {
+		return emitLdStAny(b, vec, load, signed, to32, size, rt, addr, disp, func() {
 			if wback {
 				if post {
 					b.Bin(tcg.OpAdd, base, t0, tcg.Imm(imm))
@@ -1009,12 +1122,21 @@ func lowerLdSt(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 			b.Mov(t0, xreg(rm))
 		}
 		if insn>>12&1 == 1 && size > 1 {
-			b.Bin(tcg.OpShl, t0, t0, tcg.Imm(uint64(insn>>30)))
+			b.Bin(tcg.OpShl, t0, t0, tcg.Imm(uint64(bits.TrailingZeros(uint(size)))))
 		}
 		b.Bin(tcg.OpAdd, t0, base, t0)
-		return emitLdSt(b, load, signed, to32, size, rt, t0, 0, func() {})
+		return emitLdStAny(b, vec, load, signed, to32, size, rt, t0, 0, func() {})
 	}
 	return false
+}
+
+// emitLdStAny is emitLdSt for a general-purpose register, emitLdStV for a SIMD&FP one.
+func emitLdStAny(b *tcg.Builder[CPU], vec, load, signed, to32 bool, size int, rt uint32, addr tcg.Arg, disp uint64, wb func()) bool {
+	if vec {
+		emitLdStV(b, load, size, rt, addr, disp, wb)
+		return true
+	}
+	return emitLdSt(b, load, signed, to32, size, rt, addr, disp, wb)
 }
 
 // emitLdSt emits the access, then wb (the base write-back), then the loaded register's

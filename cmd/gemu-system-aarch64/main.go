@@ -72,6 +72,7 @@ vCPUs under gemu's own translator (TCG).
                          a monitor on a -chardev socket
   -S                     start stopped (cont on a monitor starts the guest)
   -incoming URI|defer    load the guest from URI (file:, exec:, unix:, tcp:) before it runs
+  -loadvm NAME           start from the internal snapshot NAME of the qcow2 drives (savevm)
   -no-shutdown           on guest power-off, stop instead of exiting (system_reset restarts)
   -name [guest=]NAME, -uuid UUID
                          the guest's name and UUID, as the monitor reports them
@@ -106,11 +107,12 @@ type options struct {
 	dumpDTB   string
 	traceSpec string
 	traceFile string
-	incoming  string // -incoming URI|defer
+	incoming  string   // -incoming URI|defer
+	loadvm    string   // -loadvm NAME
+	none      bool     // -machine none: no guest, the monitors only (none.go)
+	warnings  []string // one line each, printed before the guest starts
 	// incomingBuilt: the first board, the one -incoming loads into, is built.
 	incomingBuilt bool
-	none          bool     // -machine none: no guest, the monitors only (none.go)
-	warnings      []string // one line each, printed before the guest starts
 }
 
 func main() {
@@ -228,8 +230,14 @@ func run(args []string) (int, error) {
 		Info:     machineInfo(o.Name, o.UUID),
 		Blocks:   runloop.Blocks(wiring, &o.Common, attached),
 		Chardevs: chardevs,
+		Hotplug:  wiring,
 		Restore:  func() { be.Close() },
 		BeforeRun: func() error {
+			if o.loadvm != "" {
+				if err := loop.LoadVMAtStart(o.loadvm); err != nil {
+					return err
+				}
+			}
 			if err := loop.OpenMonitors(&o.Common, monChardevs, o.serial == "stdio"); err != nil {
 				return err
 			}
@@ -261,6 +269,7 @@ func run(args []string) (int, error) {
 			return virtGuest{m}, nil
 		},
 	})
+	loop.SetDrives(wiring.Drives)
 	return loop.Run()
 }
 
@@ -306,6 +315,10 @@ func (g virtGuest) LoadVMFile(f *os.File, lazy bool) (vmstate.Stats, error) {
 }
 func (g virtGuest) RAMSize() uint64 { return g.m.RAMSize() }
 
+// GuestTime and QuiesceDevices serve savevm/loadvm (runloop.GuestClocked, runloop.Quiescer).
+func (g virtGuest) GuestTime() time.Duration        { return g.m.GuestTime() }
+func (g virtGuest) QuiesceDevices() (func(), error) { return g.m.QuiesceDevices() }
+
 // CPUs reports the vCPUs as QEMU's virt does: one cluster, thread-id the process's
 // (gemu's vCPUs are goroutines, not threads of their own).
 func (g virtGuest) CPUs() []monitor.CPU {
@@ -350,7 +363,7 @@ func parse(args []string) (o options, done bool, err error) {
 	o.cfg = virt.Config{RAMSize: 128 << 20, SMP: 1, GICVersion: 2}
 	o.serial = "stdio"
 	o.topology = qemuopts.Topology{CPUs: 1, Sockets: 1, Dies: 1, Clusters: 1, Cores: 1, Threads: 1, MaxCPUs: 1}
-	own := map[string]bool{"dtb": true, "d": true, "D": true, "fw_cfg": true, "bios": true, "pflash": true, "rtc": true, "incoming": true}
+	own := map[string]bool{"dtb": true, "d": true, "D": true, "fw_cfg": true, "bios": true, "pflash": true, "rtc": true, "incoming": true, "loadvm": true}
 	err = o.Parse(args, own, func(name, v string) error {
 		switch name {
 		case "fw_cfg":
@@ -367,6 +380,8 @@ func parse(args []string) (o options, done bool, err error) {
 			o.traceFile = v
 		case "incoming":
 			o.incoming = v
+		case "loadvm":
+			o.loadvm = v
 		}
 		return nil
 	})

@@ -24,6 +24,7 @@ import (
 	"gemu/cmd/internal/sysdev"
 	"gemu/hw/chardev"
 	"gemu/hw/pci"
+	"gemu/hw/vmstate"
 	"gemu/machine/monitor"
 	"gemu/machine/pc"
 	"gemu/machine/qdev"
@@ -101,7 +102,7 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 		return runNone(o, stderr)
 	}
 	if o.kernel == "" {
-		return fail(stderr, "no -kernel given: gemu boots Linux bzImages directly (firmware boot is not supported)")
+		return fail(stderr, "no -kernel given: gemu boots Linux bzImages and multiboot kernels directly (firmware boot is not supported)")
 	}
 	if err := checkMemory(o.memSize); err != nil {
 		return fail(stderr, "-m %s: %v", o.memArg, err)
@@ -117,20 +118,39 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 		return fail(stderr, "could not load kernel '%s': %v", o.kernel, err)
 	}
 	defer kernel.Close()
-	hdr, err := pc.CheckKernel(kernel)
+	mb, err := pc.CheckMultiboot(kernel)
 	if err != nil {
 		return fail(stderr, "could not load kernel '%s': %v", o.kernel, err)
 	}
-	if uint64(len(o.append)) > uint64(hdr.CmdlineSize) {
-		return fail(stderr, "-append: the command line is %d bytes; this kernel accepts at most %d", len(o.append), hdr.CmdlineSize)
-	}
 	var initrd *image
-	if o.initrd != "" {
-		initrd, err = openImage(o.initrd)
-		if err != nil {
-			return fail(stderr, "-initrd %s: %v", o.initrd, err)
+	var modules []pc.Module
+	if mb != nil {
+		// A multiboot kernel's -initrd is QEMU's module list: "file args,file2,...".
+		if o.initrd != "" {
+			for _, cl := range pc.SplitModules(o.initrd) {
+				f, err := openImage(pc.ModulePath(cl))
+				if err != nil {
+					return fail(stderr, "-initrd: multiboot module '%s': %v", pc.ModulePath(cl), err)
+				}
+				defer f.Close()
+				modules = append(modules, pc.Module{Cmdline: cl, Image: f})
+			}
 		}
-		defer initrd.Close()
+	} else {
+		hdr, err := pc.CheckKernel(kernel)
+		if err != nil {
+			return fail(stderr, "could not load kernel '%s': %v", o.kernel, err)
+		}
+		if uint64(len(o.append)) > uint64(hdr.CmdlineSize) {
+			return fail(stderr, "-append: the command line is %d bytes; this kernel accepts at most %d", len(o.append), hdr.CmdlineSize)
+		}
+		if o.initrd != "" {
+			initrd, err = openImage(o.initrd)
+			if err != nil {
+				return fail(stderr, "-initrd %s: %v", o.initrd, err)
+			}
+			defer initrd.Close()
+		}
 	}
 	acc, accelNote, err := chooseAccel(o.accels)
 	if err != nil {
@@ -193,12 +213,18 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 	}
 	loop = runloop.New(runloop.Config{
 		Prog: prog, Stderr: stderr, Package: "gemu-0.1",
-		StartPaused: o.StartPaused, NoShutdown: o.NoShutdown, NoReboot: o.noReboot,
+		StartPaused: o.StartPaused, NoShutdown: o.NoShutdown, NoReboot: o.noReboot, Incoming: o.incoming,
 		Info:     machineInfo(o.name, o.UUID, acc.Name() == "kvm"),
 		Chardevs: chardevs,
 		Blocks:   runloop.Blocks(wiring, &o.Common, attached),
+		Hotplug:  wiring,
 		Restore:  func() { be.Close() },
 		BeforeRun: func() error {
+			if o.loadvm != "" {
+				if err := loop.LoadVMAtStart(o.loadvm); err != nil {
+					return err
+				}
+			}
 			if err := loop.OpenMonitors(&o.Common, monChardevs, spec == "stdio"); err != nil {
 				return err
 			}
@@ -215,7 +241,7 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 				ird = initrd
 			}
 			pcc := pc.Config{MemSize: o.memSize, CPUs: o.cpus, Kernel: kernel, Initrd: ird,
-				Cmdline: o.append, Serial: be}
+				Cmdline: o.append, Serial: be, KernelName: o.kernel, ModuleSpec: o.initrd, Modules: modules}
 			var (
 				vm  accel.X86VM
 				m   *pc.Machine
@@ -253,6 +279,7 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 			return &pcGuest{vm: vm, m: m}, nil
 		},
 	})
+	loop.SetDrives(wiring.Drives) // savevm, loadvm, delvm
 	code, err := loop.Run()
 	if err != nil {
 		return fail(stderr, "%v", err)
@@ -298,6 +325,17 @@ func (g *pcGuest) PCI() *pci.Bus                        { return g.m.PCIBus }
 func (g *pcGuest) Close() {
 	g.vm.Close()
 	g.m.Close()
+}
+
+// SaveVM, LoadVM and RAMSize make the board runloop.Migratable (the board refuses
+// under KVM, in one line).
+func (g *pcGuest) SaveVM(w io.Writer) (vmstate.Stats, error) { return g.m.Save(w) }
+func (g *pcGuest) LoadVM(r io.Reader) (vmstate.Stats, error) { return g.m.Load(r) }
+func (g *pcGuest) RAMSize() uint64                           { return g.m.RAMSize() }
+
+// LoadVMFile makes the board runloop.FileLoader (file: restores map RAM lazily).
+func (g *pcGuest) LoadVMFile(f *os.File, lazy bool) (vmstate.Stats, error) {
+	return g.m.LoadFile(f, lazy)
 }
 
 // CPUs reports the vCPUs as QEMU's PC does (one socket, a core each), with the vCPU

@@ -35,13 +35,15 @@ type options struct {
 	list     string   // -machine help, -cpu help, -accel help: print and exit 0
 	trace    string   // -d in_asm,exec,int (TCG only)
 	traceLog string   // -D FILE: the -d output (default stderr)
+	incoming string   // -incoming URI|defer
+	loadvm   string   // -loadvm NAME
 	warnings []string // one line each, printed before the guest starts
 }
 
 const usage = `usage: gemu-system-x86_64 [options] [disk_image]
 
 gemu-system-x86_64 is a QEMU-compatible x86-64 PC emulator: it takes qemu-system-x86_64's
-option syntax and boots a Linux bzImage directly on an i440FX-style PC (ACPI, COM1) on KVM
+option syntax and boots a Linux bzImage or a multiboot kernel directly on an i440FX-style PC (ACPI, COM1) on KVM
 or on gemu's own x86-64 translator (TCG).
 
   -accel kvm[,kernel-irqchip=on] | -accel tcg
@@ -55,8 +57,8 @@ or on gemu's own x86-64 translator (TCG).
                         CPUs (default 1); the guest sees N cores in one socket
   -cpu host|max[,+x2apic]
                         CPU model (the host's, as KVM offers it); -cpu help
-  -kernel FILE          bzImage to boot (required)
-  -initrd FILE          initial ramdisk
+  -kernel FILE          bzImage or multiboot kernel to boot (required)
+  -initrd FILE          initial ramdisk (multiboot: modules "FILE ARGS,FILE2,...")
   -append CMDLINE       kernel command line
   -nographic            no display; serial on stdio (Ctrl-A h for help, Ctrl-A x to quit)
   -display none, -vga none
@@ -74,6 +76,9 @@ or on gemu's own x86-64 translator (TCG).
                         a monitor on a -chardev socket
   -S                    start stopped (cont on a monitor starts the guest)
   -no-shutdown          on guest power-off, stop instead of exiting (system_reset restarts)
+  -incoming URI|defer    load the guest from URI (file:, exec:, unix:, tcp:) before it runs
+  -loadvm NAME           start from the internal snapshot NAME of the qcow2 drives (savevm)
+                        (-accel tcg)
   -drive, -hda FILE, -cdrom FILE, -blockdev, -device, -netdev, -nic, -chardev, -object,
   -global, -snapshot
                         parsed and checked, not yet connected to the board (warned)
@@ -108,12 +113,17 @@ var honouredCPUFlags = map[string]bool{"x2apic": true, "hypervisor": true}
 // parseArgs parses QEMU-style options. Errors name the option and are one line.
 func parseArgs(args []string) (*options, error) {
 	o := &options{machine: "pc", memSize: 128 << 20, cpus: 1, cpuModel: "host"}
-	own := map[string]bool{"d": true, "D": true}
+	own := map[string]bool{"d": true, "D": true, "incoming": true, "loadvm": true}
 	if err := o.Parse(args, own, func(name, v string) error {
-		if name == "d" {
+		switch name {
+		case "d":
 			o.trace = v
-		} else {
+		case "D":
 			o.traceLog = v
+		case "incoming":
+			o.incoming = v
+		case "loadvm":
+			o.loadvm = v
 		}
 		return nil
 	}); err != nil {

@@ -4,7 +4,8 @@ import "gemu/hw/bus"
 
 // ECAM is the PCI Express enhanced configuration access mechanism: a bus.Device in
 // which function dev.fn of bus n has 4 KiB of configuration space at offset
-// n<<20 | dev<<15 | fn<<12. Only bus 0 is populated; other buses, empty slots and
+// n<<20 | dev<<15 | fn<<12. Bus 0 is the root bus; other bus numbers reach the buses
+// behind bridges as the guest numbered them (Bus.ConfigTarget). Empty slots and
 // accesses that are not naturally aligned 1, 2 or 4 bytes read all-ones and ignore
 // writes (an 8-byte access is split into two dwords). A conventional function's bytes
 // past 256 read all-ones. Map it at the board's ECAM base with a size of 1 MiB per
@@ -15,10 +16,10 @@ type ECAM struct{ bus *Bus }
 func NewECAM(b *Bus) *ECAM { return &ECAM{bus: b} }
 
 func (e *ECAM) target(off uint64, n int) (Function, uint32) {
-	if off>>20 != 0 || (n != 1 && n != 2 && n != 4) || off&uint64(n-1) != 0 {
+	if off>>28 != 0 || (n != 1 && n != 2 && n != 4) || off&uint64(n-1) != 0 {
 		return nil, 0
 	}
-	return e.bus.lookup(uint8(off >> 12)), uint32(off & 0xfff)
+	return e.bus.ConfigTarget(uint8(off>>20), uint8(off>>12)), uint32(off & 0xfff)
 }
 
 // Read implements bus.Device.

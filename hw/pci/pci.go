@@ -73,12 +73,19 @@ type Bus struct {
 
 	mu    sync.RWMutex
 	fns   map[uint8]Function // by devfn = device<<3 | function
-	wires map[any]*wire      // INTx lines by the swizzle's value
+	wires *wireSet           // INTx lines by the swizzle's value, shared with the buses behind bridges
+}
+
+// wireSet is the INTx lines of a bus hierarchy: a bus behind a bridge swizzles its
+// pins onto the lines of the bus above, so both must share one wire per line.
+type wireSet struct {
+	mu sync.Mutex
+	m  map[any]*wire
 }
 
 // NewBus returns an empty bus wired to the board as cfg says.
 func NewBus(cfg BusConfig) *Bus {
-	return &Bus{cfg: cfg, fns: map[uint8]Function{}, wires: map[any]*wire{}}
+	return &Bus{cfg: cfg, fns: map[uint8]Function{}, wires: &wireSet{m: map[any]*wire{}}}
 }
 
 // configHolder is implemented by *ConfigSpace and by any type embedding it.
@@ -147,10 +154,12 @@ func (b *Bus) wireLocked(slot, pin int) *wire {
 	if t := reflect.TypeOf(irq); t.Comparable() {
 		key = irq
 	}
-	w := b.wires[key]
+	b.wires.mu.Lock()
+	defer b.wires.mu.Unlock()
+	w := b.wires.m[key]
 	if w == nil {
 		w = &wire{out: irq, up: map[*ConfigSpace]bool{}}
-		b.wires[key] = w
+		b.wires.m[key] = w
 	}
 	return w
 }

@@ -1,11 +1,13 @@
 // Package pc owns the x86 PC board: its guest-physical memory map and e820 table, the
 // devices on its port-I/O bus (COM1 8250, i8042, CMOS RTC, PCI configuration
 // mechanism #1 with the host bridge, the ACPI PM block, reset and POST ports), the
-// ACPI tables in the BIOS area, and direct Linux boot of a bzImage (boot protocol
-// 2.06+) to the boot CPU's register state.
+// ACPI tables in the BIOS area, and direct boot to the boot CPU's register state of a
+// Linux bzImage (boot protocol 2.06+) or, as QEMU's -kernel does, a multiboot v1 kernel
+// (multiboot.go).
 //
 // control.go is the control surface a run loop drives: pause through the accelerator,
-// host reset, the ACPI power button.
+// host reset, the ACPI power button. migrate.go saves and restores the machine under
+// accel/tcg (hw/vmstate's stream: every vCPU and device, guest RAM).
 //
 // Under KVM the PIC, PIT, IOAPIC and local APICs are the kernel's; the board only
 // describes them (MADT) and raises their GSIs. Under accel/tcg (NewTCG, tcg.go) the
@@ -18,6 +20,7 @@ package pc
 
 import (
 	"fmt"
+	"sync"
 
 	"gemu/accel"
 	"gemu/hw/acpi"
@@ -30,6 +33,7 @@ import (
 	"gemu/hw/rtc"
 	"gemu/hw/serial"
 	"gemu/hw/timer"
+	virtiopci "gemu/hw/virtio/pci"
 )
 
 // Port-I/O addresses and ISA interrupts of the board's devices.
@@ -57,18 +61,24 @@ type Config struct {
 	Initrd  KernelImage // nil for none
 	Cmdline string
 	Serial  chardev.Backend // COM1's host side; nil means null
+	// A multiboot kernel (multiboot.go) gets its file name as given (the first word
+	// of its command line) and its modules, parsed from -initrd with SplitModules.
+	KernelName string
+	ModuleSpec string
+	Modules    []Module
 }
 
 // Machine is one PC guest bound to one accelerator VM.
 type Machine struct {
-	Layout Layout
-	RAM    *memory.RAM
-	MMIO   *bus.Bus
-	PIO    *bus.Bus
-	VM     accel.X86VM
-	Boot   *LinuxBoot
-	ACPI   *acpi.Tables
-	COM1   *serial.UART8250
+	Layout    Layout
+	RAM       *memory.RAM
+	MMIO      *bus.Bus
+	PIO       *bus.Bus
+	VM        accel.X86VM
+	Boot      *LinuxBoot     // a bzImage's boot; nil for a multiboot kernel
+	Multiboot *MultibootBoot // a multiboot kernel's boot (multiboot.go)
+	ACPI      *acpi.Tables
+	COM1      *serial.UART8250
 	// PCI is bus 0, with the host bridge at 00:00.0; PCI devices (virtio-pci) plug in
 	// here, their INTx pins raising acpi.PCIIntxGSI(slot, pin) through VM.IRQ.
 	PCIBus    *pci.Bus
@@ -78,6 +88,13 @@ type Machine struct {
 	tcg       *tcgBoard // the userspace chipset and vCPUs under accel/tcg (tcg.go); nil under KVM
 	chip      *pcirq.Chipset
 	hpet      *timer.HPET
+	kbc       *i8042.I8042
+	host      *pci.ConfigSpace             // the host bridge at 00:00.0 (migrate.go saves it)
+	vpci      map[[2]int]*virtiopci.Device // virtio-pci functions by slot, fn (migrate.go)
+	mu        sync.Mutex                   // paused
+	paused    bool                         // control.go
+	ramMu     sync.RWMutex                 // Save/Load against the release of guest RAM
+	ramGone   bool
 }
 
 // New builds the board on vm: RAM slots, ACPI tables, the kernel and its boot state,
@@ -121,7 +138,6 @@ func newBoard(c Config) (*Machine, error) {
 // and the devices.
 func (m *Machine) build(vm accel.X86VM, c Config) error {
 	m.VM = vm
-	l := m.Layout
 	var err error
 	for _, s := range m.RAM.Slots() {
 		if err := vm.AddRAM(s); err != nil {
@@ -146,11 +162,11 @@ func (m *Machine) build(vm accel.X86VM, c Config) error {
 		return err
 	}
 
-	m.Boot, err = LoadLinux(m.RAM, l, LinuxConfig{Kernel: c.Kernel, Initrd: c.Initrd, Cmdline: c.Cmdline, RSDP: m.ACPI.RSDP})
+	boot, err := m.loadKernel(c)
 	if err != nil {
 		return err
 	}
-	if err := vm.SetBootState(&m.Boot.State); err != nil {
+	if err := vm.SetBootState(boot); err != nil {
 		return err
 	}
 	return m.addDevices(c)
@@ -161,6 +177,7 @@ func (m *Machine) addDevices(c Config) error {
 	reset := func() { vm.Stop(accel.Reset) }
 	m.COM1 = serial.NewUART8250(c.Serial, vm.IRQ(COM1IRQ))
 	kbc := i8042.New(reset, vm.IRQ(KbdIRQ))
+	m.kbc = kbc
 	rtcIRQ := vm.IRQ(RTCIRQ)
 	if m.hpet != nil {
 		rtcIRQ = m.hpet.RTCInput() // the HPET's legacy replacement can cut it off
@@ -177,7 +194,8 @@ func (m *Machine) addDevices(c Config) error {
 		cfg.MSI = msiSink{msi}
 	}
 	m.PCIBus = pci.NewBus(cfg)
-	if err := m.PCIBus.Add(0, 0, pci.NewHostBridge()); err != nil {
+	m.host = pci.NewHostBridge()
+	if err := m.PCIBus.Add(0, 0, m.host); err != nil {
 		return err
 	}
 	pm := acpi.NewPM(vm.IRQ(SCIIRQ), func() { vm.Stop(accel.PowerOff) })
@@ -229,6 +247,9 @@ func (m *Machine) Close() error {
 	if m.rtc != nil {
 		m.rtc.Close()
 	}
+	m.ramMu.Lock()
+	defer m.ramMu.Unlock()
+	m.ramGone = true
 	return m.RAM.Close()
 }
 

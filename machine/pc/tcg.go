@@ -134,12 +134,7 @@ func (tb *tcgBoard) newCPU(i int, m *Machine, chip *pcirq.Chipset, tc TCGConfig)
 		cfg.Trace, cfg.TraceFlags = tc.Trace, tc.TraceFlags
 	}
 	t.cpu = x86.New(cfg)
-	t.apic.SetKick(func() {
-		select {
-		case t.wake <- struct{}{}:
-		default:
-		}
-	})
+	t.apic.SetKick(t.kick)
 	tb.cpus = append(tb.cpus, t)
 	tb.wg.Add(1)
 	go func() {
@@ -154,6 +149,14 @@ func (tb *tcgBoard) newCPU(i int, m *Machine, chip *pcirq.Chipset, tc TCGConfig)
 		}
 	}()
 	return t
+}
+
+// kick asks the vCPU's event goroutine to pump the APIC's events.
+func (t *tcgCPU) kick() {
+	select {
+	case t.wake <- struct{}{}:
+	default:
+	}
 }
 
 // pump takes the APIC's latched events to the vCPU and sets its INTR line to whether

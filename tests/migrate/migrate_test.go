@@ -83,11 +83,18 @@ func startScript(t *testing.T, bin, dir, name string, mem string, script string,
 // startInitrd is startScript with another initramfs.
 func startInitrd(t *testing.T, bin, dir, name, mem, initrd, script string, extra ...string) *guest {
 	t.Helper()
-	g := &guest{sock: filepath.Join(dir, name+".qmp"), ticks: make(chan int, 100000), last: -1, exited: make(chan error, 1)}
-	args := append([]string{"-M", "virt", "-cpu", "cortex-a57", "-m", mem, "-nographic",
+	sock := filepath.Join(dir, name+".qmp")
+	return launch(t, bin, sock, append([]string{"-M", "virt", "-cpu", "cortex-a57", "-m", mem, "-nographic",
 		"-kernel", assets.Kernel("arm64"), "-initrd", initrd,
 		"-append", "console=ttyAMA0 " + assets.CmdArg(script),
-		"-qmp", "unix:" + g.sock + ",server=on,wait=off"}, extra...)
+		"-qmp", "unix:" + sock + ",server=on,wait=off"}, extra...))
+}
+
+// launch starts bin with args (which give sock as a QMP server) and collects the
+// console's lines and TICKs; the process is killed at the end of the test.
+func launch(t *testing.T, bin, sock string, args []string) *guest {
+	t.Helper()
+	g := &guest{sock: sock, ticks: make(chan int, 100000), last: -1, exited: make(chan error, 1)}
 	g.cmd = exec.Command(bin, args...)
 	out, err := g.cmd.StdoutPipe()
 	if err != nil {

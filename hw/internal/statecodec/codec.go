@@ -60,3 +60,29 @@ func (d *Dec) Err() error {
 	}
 	return d.err
 }
+
+// Bytes appends a byte queue: u32 length, the bytes.
+func (e *Enc) Bytes(b []byte) {
+	e.U32(uint32(len(b)))
+	e.B = append(e.B, b...)
+}
+
+// ErrTooLong is the error of a byte queue longer than its reader allows.
+var ErrTooLong = errors.New("state record holds a queue longer than the device's")
+
+// Bytes reads a queue Enc.Bytes wrote, of at most max bytes (a copy; nil when empty).
+func (d *Dec) Bytes(max int) []byte {
+	n := d.U32()
+	if d.err != nil {
+		return nil
+	}
+	if uint64(n) > uint64(max) {
+		d.err = ErrTooLong
+		return nil
+	}
+	b := d.take(int(n))
+	if d.err != nil || n == 0 {
+		return nil
+	}
+	return append([]byte(nil), b...)
+}

@@ -2,8 +2,8 @@ package qcow2
 
 import (
 	"bytes"
-	"fmt"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math/rand"
 	"os/exec"

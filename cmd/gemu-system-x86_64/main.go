@@ -217,6 +217,7 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 		Info:     machineInfo(o.name, o.UUID, acc.Name() == "kvm"),
 		Chardevs: chardevs,
 		Blocks:   runloop.Blocks(wiring, &o.Common, attached),
+		Hotplug:  wiring,
 		Restore:  func() { be.Close() },
 		BeforeRun: func() error {
 			if o.loadvm != "" {
@@ -331,6 +332,11 @@ func (g *pcGuest) Close() {
 func (g *pcGuest) SaveVM(w io.Writer) (vmstate.Stats, error) { return g.m.Save(w) }
 func (g *pcGuest) LoadVM(r io.Reader) (vmstate.Stats, error) { return g.m.Load(r) }
 func (g *pcGuest) RAMSize() uint64                           { return g.m.RAMSize() }
+
+// LoadVMFile makes the board runloop.FileLoader (file: restores map RAM lazily).
+func (g *pcGuest) LoadVMFile(f *os.File, lazy bool) (vmstate.Stats, error) {
+	return g.m.LoadFile(f, lazy)
+}
 
 // CPUs reports the vCPUs as QEMU's PC does (one socket, a core each), with the vCPU
 // threads' ids where the accelerator has them.

@@ -157,10 +157,13 @@ func (s *Server) registerHotplug() {
 // as QEMU's) refuses the command as QEMU does.
 func (s *Server) hotpluggableCPUs() (any, error) {
 	i := s.m.Info()
-	hot := false
+	hot, typ := false, i.Target+"-cpu"
 	for _, t := range i.Machines {
 		if t.IsDefault {
 			hot = t.HotpluggableCPUs
+			if t.DefaultCPUType != "" {
+				typ = t.DefaultCPUType
+			}
 		}
 	}
 	if !hot {
@@ -176,11 +179,13 @@ func (s *Server) hotpluggableCPUs() (any, error) {
 	cs := s.m.CPUs()
 	for j := len(cs) - 1; j >= 0; j-- { // QEMU lists the highest CPU first
 		c := cs[j]
-		p := c.Props
-		if p == nil {
-			p = map[string]int{}
+		p := map[string]int{}
+		for k, v := range c.Props {
+			if k != "die-id" { // QEMU 7.2 leaves it out with one die per socket
+				p[k] = v
+			}
 		}
-		out = append(out, cpu{p, 1, c.QOMPath, i.Target + "-cpu"})
+		out = append(out, cpu{p, 1, c.QOMPath, typ})
 	}
 	return out, nil
 }

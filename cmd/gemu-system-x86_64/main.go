@@ -220,6 +220,11 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 		Hotplug:  wiring,
 		Restore:  func() { be.Close() },
 		BeforeRun: func() error {
+			if o.loadvm != "" {
+				if err := loop.LoadVMAtStart(o.loadvm); err != nil {
+					return err
+				}
+			}
 			if err := loop.OpenMonitors(&o.Common, monChardevs, spec == "stdio"); err != nil {
 				return err
 			}
@@ -274,6 +279,7 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 			return &pcGuest{vm: vm, m: m}, nil
 		},
 	})
+	loop.SetDrives(wiring.Drives) // savevm, loadvm, delvm
 	code, err := loop.Run()
 	if err != nil {
 		return fail(stderr, "%v", err)
@@ -326,6 +332,11 @@ func (g *pcGuest) Close() {
 func (g *pcGuest) SaveVM(w io.Writer) (vmstate.Stats, error) { return g.m.Save(w) }
 func (g *pcGuest) LoadVM(r io.Reader) (vmstate.Stats, error) { return g.m.Load(r) }
 func (g *pcGuest) RAMSize() uint64                           { return g.m.RAMSize() }
+
+// LoadVMFile makes the board runloop.FileLoader (file: restores map RAM lazily).
+func (g *pcGuest) LoadVMFile(f *os.File, lazy bool) (vmstate.Stats, error) {
+	return g.m.LoadFile(f, lazy)
+}
 
 // CPUs reports the vCPUs as QEMU's PC does (one socket, a core each), with the vCPU
 // threads' ids where the accelerator has them.

@@ -5,9 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"gemu/hw/bus"
 	"gemu/hw/virtio"
@@ -232,6 +231,11 @@ func (m *Machine) Save(w io.Writer) (vmstate.Stats, error) {
 	if err != nil {
 		return vmstate.Stats{}, err
 	}
+	for _, sl := range m.RAM.Slots() {
+		if err := sw.RAM(sl.GPA, sl.Mem); err != nil {
+			return sw.Stats, err
+		}
+	}
 	for _, s := range m.sections() {
 		st, err := s.dev.SaveState()
 		if err != nil {
@@ -239,11 +243,6 @@ func (m *Machine) Save(w io.Writer) (vmstate.Stats, error) {
 		}
 		st.Name = s.id
 		if err := sw.Section(st); err != nil {
-			return sw.Stats, err
-		}
-	}
-	for _, sl := range m.RAM.Slots() {
-		if err := sw.RAM(sl.GPA, sl.Mem); err != nil {
 			return sw.Stats, err
 		}
 	}
@@ -258,20 +257,52 @@ func (m *Machine) Save(w io.Writer) (vmstate.Stats, error) {
 // anything changes; any other error leaves the machine unusable (an incoming
 // migration that fails ends the destination, as QEMU's).
 func (m *Machine) Load(r io.Reader) (vmstate.Stats, error) {
+	return m.loadState(func(t vmstate.Target) ([]bus.State, vmstate.Stats, error) { return vmstate.Load(r, t) })
+}
+
+// maxFileMaps bounds the mappings a lazy restore makes (each is a kernel VMA; a process
+// has vm.max_map_count of them, 65530 by default); the runs past it are copied.
+const maxFileMaps = 20000
+
+// LoadFile is Load from a stream in a file. With lazy set, guest RAM is mapped from the
+// file copy-on-write (hw/vmstate.LoadFile) rather than copied, so the restore costs
+// neither the copy nor host memory for pages the guest does not touch; the file must
+// then stay unchanged while the guest runs. Without it the pages are copied.
+func (m *Machine) LoadFile(f *os.File, lazy bool) (vmstate.Stats, error) {
+	return m.loadState(func(t vmstate.Target) ([]bus.State, vmstate.Stats, error) {
+		if lazy {
+			maps := 0
+			t.Map = func(gpa, n uint64, off int64) error {
+				if maps >= maxFileMaps {
+					return errors.New("too many mappings")
+				}
+				maps++
+				return m.RAM.MapFile(gpa, n, f, off)
+			}
+			t.Zero = m.RAM.Discard
+		}
+		return vmstate.LoadFile(f, t)
+	})
+}
+
+func (m *Machine) loadState(read func(vmstate.Target) ([]bus.State, vmstate.Stats, error)) (vmstate.Stats, error) {
 	if err := m.ready("load a state"); err != nil {
 		return vmstate.Stats{}, err
 	}
 	defer m.ramMu.RUnlock()
 	zeroed := false
+	var zerr error
 	zero := func() {
 		if zeroed {
 			return
 		}
 		// The first RAM run comes after the configuration matched: drop what the
-		// board loaded (kernel, ACPI tables) so pages the stream lacks read zero.
+		// board loaded (kernel, ACPI tables) so pages the stream lacks read zero;
+		// fresh anonymous pages, so RAM an earlier lazy restore mapped goes too.
 		for _, sl := range m.RAM.Slots() {
-			if unix.Madvise(sl.Mem, unix.MADV_DONTNEED) != nil {
+			if err := m.RAM.Discard(sl.GPA, uint64(len(sl.Mem))); err != nil {
 				clear(sl.Mem)
+				zerr = err
 			}
 		}
 		zeroed = true
@@ -280,9 +311,12 @@ func (m *Machine) Load(r io.Reader) (vmstate.Stats, error) {
 		zero()
 		return m.RAM.Slice(gpa, n)
 	}}
-	secs, st, err := vmstate.Load(r, t)
+	secs, st, err := read(t)
 	if err != nil {
 		return st, err
+	}
+	if zerr != nil && st.Mapped > 0 {
+		return st, zerr
 	}
 	zero() // a guest whose RAM was all zero
 	// Translated code and the pages' dirty state follow the new contents.

@@ -6,7 +6,8 @@
 // (multiboot.go).
 //
 // control.go is the control surface a run loop drives: pause through the accelerator,
-// host reset, the ACPI power button.
+// host reset, the ACPI power button. migrate.go saves and restores the machine under
+// accel/tcg (hw/vmstate's stream: every vCPU and device, guest RAM).
 //
 // Under KVM the PIC, PIT, IOAPIC and local APICs are the kernel's; the board only
 // describes them (MADT) and raises their GSIs. Under accel/tcg (NewTCG, tcg.go) the

@@ -106,25 +106,15 @@ func irqGuest() (code []byte, handlers [3]int) {
 	return c, handlers
 }
 
-// TestTCGInterrupts runs irqGuest on gemu's translator with the userspace chipset:
-// the PIT's interrupt reaches the vCPU through the 8259 and the LAPIC's ExtINT, then
-// through the IOAPIC, and a host MSI through the LAPIC; every handler EOIs, so each
-// later interrupt also proves the EOI reached the right controller.
-func TestTCGInterrupts(t *testing.T) {
-	code, h := irqGuest()
-	con := &capture{}
-	m, err := NewTCG(Config{MemSize: 64 << 20, CPUs: 1, Kernel: image(guestImage(code)), Cmdline: "console=ttyS0", Serial: con}, TCGConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := m.VM.(accel.Chipset); !ok || m.Chipset() == nil {
-		t.Fatal("TCG board has no userspace chipset")
-	}
+// installIDT writes the 64-bit IDT at tIDT and its IDTR at tIDTR: an interrupt gate
+// per vector to the handler at that offset from the kernel's entry.
+func installIDT(t *testing.T, m *Machine, handlers map[int]int) {
+	t.Helper()
 	entry := m.Boot.State.Regs.RIP
 	sel := m.Boot.State.SRegs.CS.Selector
 	idt := make([]byte, 256*16)
-	for i, vec := range []int{0x20, 0x30, 0x40} {
-		a := entry + uint64(h[i])
+	for vec, off := range handlers {
+		a := entry + uint64(off)
 		g := idt[vec*16:]
 		binary.LittleEndian.PutUint16(g[0:], uint16(a))
 		binary.LittleEndian.PutUint16(g[2:], sel)
@@ -140,6 +130,23 @@ func TestTCGInterrupts(t *testing.T) {
 	if err := m.RAM.WriteAt(idtr, tIDTR); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestTCGInterrupts runs irqGuest on gemu's translator with the userspace chipset:
+// the PIT's interrupt reaches the vCPU through the 8259 and the LAPIC's ExtINT, then
+// through the IOAPIC, and a host MSI through the LAPIC; every handler EOIs, so each
+// later interrupt also proves the EOI reached the right controller.
+func TestTCGInterrupts(t *testing.T) {
+	code, h := irqGuest()
+	con := &capture{}
+	m, err := NewTCG(Config{MemSize: 64 << 20, CPUs: 1, Kernel: image(guestImage(code)), Cmdline: "console=ttyS0", Serial: con}, TCGConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m.VM.(accel.Chipset); !ok || m.Chipset() == nil {
+		t.Fatal("TCG board has no userspace chipset")
+	}
+	installIDT(t, m, map[int]int{0x20: h[0], 0x30: h[1], 0x40: h[2]})
 
 	hung := false
 	t.Cleanup(func() {

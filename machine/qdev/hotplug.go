@@ -71,7 +71,7 @@ var hotpluggable = map[string]bool{
 }
 
 func init() {
-	register(devType{name: "pcie-root-port", bus: "PCIE", desc: "PCI Express Root Port with native hotplug",
+	register(devType{name: "pcie-root-port", bus: "PCI", desc: "PCI Express Root Port",
 		props: []string{"id", "bus", "addr", "multifunction", "chassis", "slot", "port", "hotplug"}, finish: addRootPort})
 }
 

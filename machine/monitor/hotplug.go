@@ -293,7 +293,12 @@ func (s *Server) hmpInfoHotplug(w *strings.Builder, what string) bool {
 			}
 		}
 	case "qtree":
-		fmt.Fprintf(w, "bus: main-system-bus\n  type System\n  dev: gpex-pcihost, id \"\"\n    bus: pcie.0\n      type PCIE\n")
+		host, busName, busType := "gpex-pcihost", "pcie.0", "PCIE"
+		if s.m.Info().Target == "x86_64" {
+			host, busName, busType = "i440FX-pcihost", "pci.0", "PCI"
+		}
+		// The PCI host and the devices with an id (gemu keeps no full QOM tree).
+		fmt.Fprintf(w, "bus: main-system-bus\n  type System\n  dev: %s, id \"\"\n    bus: %s\n      type %s\n", host, busName, busType)
 		if !ok {
 			return true
 		}

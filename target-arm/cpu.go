@@ -130,6 +130,10 @@ type CPU struct {
 	spsel uint64  // PSTATE.SP
 	daif  uint64  // PSTATE.DAIF in SPSR bit positions
 	pss   uint64  // PSTATE.SS (software step), 0 or 1
+	pan   uint64  // PSTATE.PAN, 0 or 1 (pan.go)
+	uao   uint64  // PSTATE.UAO, 0 or 1 (pan.go)
+	midx  uint64  // MMU index of data accesses: el, or mmuEL1PAN
+	uidx  uint64  // MMU index of unprivileged accesses (LDTR/STTR)
 	sp    *uint64 // &SP_EL0 or &SP_EL1 as selected by el/spsel
 	flags uint64  // translation flags of the current mode (see tbFlags)
 
@@ -147,9 +151,9 @@ type CPU struct {
 	// the instruction raised one).
 	excCount uint64
 
-	tlb   [2]tcg.TLB           // per MMU index: 0 = EL0 permissions, 1 = EL1
-	mmu   *tcg.TLB             // &tlb[el]
-	utlb  *tcg.TLB             // &tlb[0]: unprivileged accesses (LDTR/STTR) in IR
+	tlb   [3]tcg.TLB           // per MMU index: 0 = EL0 permissions, 1 = EL1, 2 = EL1 with PAN
+	mmu   *tcg.TLB             // &tlb[midx]
+	utlb  *tcg.TLB             // &tlb[uidx]: unprivileged accesses (LDTR/STTR) in IR
 	temps [tcg.MaxTemps]uint64 // IR scratch temporaries
 	// access is this vCPU's bus.Access for MMIO (banked devices select by it).
 	access bus.Access
@@ -206,7 +210,7 @@ func New(cfg Config) *CPU {
 	}
 	init := func(eng *Engine) {
 		c.eng = eng
-		c.v.Init(eng, c, ops, &c.PC, &c.flags, &c.mmu, &c.tlb[0], &c.tlb[1])
+		c.v.Init(eng, c, ops, &c.PC, &c.flags, &c.mmu, &c.tlb[0], &c.tlb[1], &c.tlb[2])
 	}
 	if cfg.Engine != nil {
 		init(cfg.Engine)
@@ -266,7 +270,7 @@ func (c *CPU) Reset(pc, x0 uint64) {
 func (c *CPU) resetState(pc, x0 uint64) {
 	c.State = State{PC: pc}
 	c.State.X[0] = x0
-	c.el, c.spsel, c.daif, c.pss = 1, 1, pstateDAIF, 0
+	c.el, c.spsel, c.daif, c.pss, c.pan, c.uao = 1, 1, pstateDAIF, 0, 0, 0
 	c.sr = sysRegs{sctlr: sctlrRES1, oslsr: oslsrReset}
 	c.dbg = debugRegs{}
 	c.pmuReset()
@@ -421,7 +425,8 @@ func (c *CPU) modeChanged() {
 	} else {
 		c.sp = &c.SP_EL1
 	}
-	c.mmu, c.utlb = &c.tlb[c.el], &c.tlb[0]
+	c.midx, c.uidx = c.mmuIndices()
+	c.mmu, c.utlb = &c.tlb[c.midx], &c.tlb[c.uidx]
 	c.flags = c.tbFlags()
 }
 

@@ -11,7 +11,7 @@ import (
 // guest never relies on it. Common to every model (and so not repeated per model): EL0
 // and EL1 in AArch64 only (no EL2/EL3, no AArch32), FP and AdvSIMD without FP16, the
 // debug architecture of debug.go (ID_AA64DFR0 of the Cortex-A57), a 4 KiB-granule
-// stage-1 MMU with 16-bit ASIDs and nothing from ARMv8.1+ in ID_AA64MMFR1/2.
+// stage-1 MMU with 16-bit ASIDs and, in ID_AA64MMFR1/2, at most PAN and UAO (pan.go).
 
 // Model is one CPU model.
 type Model struct {
@@ -23,6 +23,8 @@ type Model struct {
 	ISAR0      uint64    // ID_AA64ISAR0_EL1
 	ISAR1      uint64    // ID_AA64ISAR1_EL1
 	PARange    uint64    // ID_AA64MMFR0_EL1.PARange
+	MMFR1      uint64    // ID_AA64MMFR1_EL1 (PAN, pan.go)
+	MMFR2      uint64    // ID_AA64MMFR2_EL1 (UAO, pan.go)
 	// PFR0 holds the ID_AA64PFR0_EL1 fields beyond EL0/EL1, FP, AdvSIMD and GIC
 	// (which readSys fills in): the speculation guarantees CSV2 and CSV3.
 	PFR0 uint64
@@ -90,7 +92,8 @@ var models = []*Model{
 		MIDR: 0x414fd0c1, CTR: 0x8444c004, CLIDR: 0x82000023,
 		CCSIDR: [3]uint64{0x701fe01a, 0x201fe01a, 0x70ffe03a},
 		ISAR0:  isar0Base | isar0Atomic | isar0RDM | isar0DP, ISAR1: isar1LRCPC, PARange: 5, PFR0: pfr0CSV2 | pfr0CSV3,
-		Note: "silicon also has DC CVAP, FP16, RAS, PAN, UAO, VHE, HAFDBS, PMUv3.1 " +
+		MMFR1: mmfr1PAN2, MMFR2: mmfr2UAO,
+		Note: "silicon also has DC CVAP, FP16, RAS, VHE, HAFDBS, PMUv3.1 " +
 			"and debug v8.2, which gemu does not implement and so does not advertise",
 	},
 	{
@@ -98,9 +101,10 @@ var models = []*Model{
 		MIDR: 0x000f0510, CTR: 0x8444c004, CLIDR: 0x02000023,
 		CCSIDR: [3]uint64{0x701fe00a, 0x201fe012, 0x70ffe07a},
 		ISAR0:  isar0Max, ISAR1: isar1LRCPC, PARange: 5, PFR0: pfr0CSV2 | pfr0CSV3,
+		MMFR1: mmfr1PAN2, MMFR2: mmfr2UAO,
 		Note: "everything gemu implements: ARMv8.0 with AES/PMULL, SHA1, SHA256, CRC32, " +
-			"ARMv8.1 LSE atomics and RDM, ARMv8.2 DotProd, SHA512, SHA3, SM3 and SM4, ARMv8.3 LDAPR, ARMv8.5 RNDR/RNDRRS, CSV2/CSV3 (no speculation; CSV2 1, not QEMU's 2: no SCXTNUM registers); not yet FP16, " +
-			"PAN/UAO, pointer authentication or BTI",
+			"ARMv8.1 LSE atomics, RDM and PAN (with AT S1E1RP/WP), ARMv8.2 UAO, DotProd, SHA512, SHA3, SM3 and SM4, ARMv8.3 LDAPR, ARMv8.5 RNDR/RNDRRS, CSV2/CSV3 (no speculation; CSV2 1, not QEMU's 2: no SCXTNUM registers); not yet FP16, " +
+			"pointer authentication or BTI",
 	},
 }
 

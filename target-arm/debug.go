@@ -212,7 +212,7 @@ func (c *CPU) watchCheck(va uint64, size int, write bool, idx uint64) bool {
 		if l == 0 || d.wpAcc[n]&acc == 0 || va >= lo+l || va+uint64(size) <= lo {
 			continue
 		}
-		if !c.ctlMatches(d.wcr[n], idx) {
+		if !c.ctlMatches(d.wcr[n], min(idx, 1)) { // EL1 with PAN is EL1
 			continue
 		}
 		var iss uint64 = fscDebug

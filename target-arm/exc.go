@@ -27,7 +27,7 @@ const (
 
 // pstate returns the PSTATE as saved in SPSR_EL1.
 func (c *CPU) pstate() uint64 {
-	return c.NZCV&0xf0000000 | c.pss<<21 | c.daif | c.el<<2 | c.spsel
+	return c.NZCV&0xf0000000 | c.pstatePANUAO() | c.pss<<21 | c.daif | c.el<<2 | c.spsel
 }
 
 // takeException enters EL1 through the vector table. kind is excSync/IRQ/FIQ/SError;
@@ -70,6 +70,7 @@ func (c *CPU) takeException(kind uint64, esr, far uint64, hasFar bool, ret uint6
 		}
 	}
 	c.el, c.spsel, c.daif, c.pss = 1, 1, pstateDAIF, 0
+	c.panEntry()
 	c.excl.valid = false
 	c.modeChanged()
 	c.PC = c.sr.vbar + off + kind
@@ -96,6 +97,7 @@ func (c *CPU) eret() {
 	c.NZCV = spsr & 0xf0000000
 	c.daif = spsr & pstateDAIF
 	c.pss = spsr >> 21 & 1
+	c.panReturn(spsr)
 	m := spsr & 0x1f
 	switch m {
 	case 0x0: // EL0t

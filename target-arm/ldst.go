@@ -109,7 +109,7 @@ func (c *CPU) ldV(va uint64, size int, rt uint32) bool {
 		c.V[rt] = [2]uint64{lo, hi}
 		return true
 	}
-	v, ok := c.ld(va, size, c.el)
+	v, ok := c.ld(va, size, c.midx)
 	if ok {
 		c.V[rt] = [2]uint64{v, 0}
 	}
@@ -125,7 +125,7 @@ func (c *CPU) stV(va uint64, size int, rt uint32) bool {
 		}
 		return c.st64(va+8, c.V[rt][1])
 	}
-	return c.st(va, size, c.V[rt][0], c.el)
+	return c.st(va, size, c.V[rt][0], c.midx)
 }
 
 func decodeLdStReg(insn uint32, pc uint64) (op, bool) {
@@ -295,7 +295,7 @@ func decodeLdStReg(insn uint32, pc uint64) (op, bool) {
 					return true
 				}
 				c.PC = pc
-				v, ok := c.ldSlow(va, 8, c.el)
+				v, ok := c.ldSlow(va, 8, c.midx)
 				if ok {
 					c.w(rt, v)
 				}
@@ -318,7 +318,7 @@ func decodeLdStReg(insn uint32, pc uint64) (op, bool) {
 					return true
 				}
 				c.PC = pc
-				return c.stSlow(va, 8, c.r(rt), c.el)
+				return c.stSlow(va, 8, c.r(rt), c.midx)
 			}, false
 		case kind == 0 && bytes == 4:
 			return func(c *CPU) bool { c.PC = pc; return c.st32(c.rsp(rn)+off, c.r(rt)) }, false
@@ -327,9 +327,9 @@ func decodeLdStReg(insn uint32, pc uint64) (op, bool) {
 	return func(c *CPU) bool {
 		c.PC = pc
 		va, wb := c.addr(&m)
-		idx := c.el
+		idx := c.midx
 		if unpriv {
-			idx = 0
+			idx = c.uidx
 		}
 		if kind == 0 {
 			if !c.st(va, bytes, c.r(rt), idx) {
@@ -497,11 +497,11 @@ func decodeLdStPair(insn uint32, pc uint64) (op, bool) {
 		return func(c *CPU) bool {
 			c.PC = pc
 			va, wb := c.addr(&m)
-			a, ok := c.ld(va, bytes, c.el)
+			a, ok := c.ld(va, bytes, c.midx)
 			if !ok {
 				return false
 			}
-			b, ok := c.ld(va+step, bytes, c.el)
+			b, ok := c.ld(va+step, bytes, c.midx)
 			if !ok {
 				return false
 			}
@@ -520,7 +520,7 @@ func decodeLdStPair(insn uint32, pc uint64) (op, bool) {
 		c.PC = pc
 		va, wb := c.addr(&m)
 		a, b := c.r(rt), c.r(rt2)
-		if !c.st(va, bytes, a, c.el) || !c.st(va+step, bytes, b, c.el) {
+		if !c.st(va, bytes, a, c.midx) || !c.st(va+step, bytes, b, c.midx) {
 			return false
 		}
 		if m.wback {
@@ -545,7 +545,7 @@ func decodeLdStExcl(insn uint32, pc uint64) (op, bool) {
 					c.alignFault(va, false)
 					return false
 				}
-				v, ok := c.ld(va, bytes, c.el)
+				v, ok := c.ld(va, bytes, c.midx)
 				if ok {
 					c.w(rt, v)
 				}
@@ -560,7 +560,7 @@ func decodeLdStExcl(insn uint32, pc uint64) (op, bool) {
 				return false
 			}
 			c.fence.Add(1) // release: order earlier accesses before the store
-			ok := c.st(va, bytes, c.r(rt), c.el)
+			ok := c.st(va, bytes, c.r(rt), c.midx)
 			c.fence.Add(1) // and the store before later load-acquires
 			return ok
 		}, false

@@ -117,7 +117,7 @@ func decodeLdStMulti(insn uint32, pc uint64) (op, bool) {
 					reg := r + s
 					t := (rt + reg) % 32
 					if load {
-						v, ok := c.ld(addr+off, esize, c.el)
+						v, ok := c.ld(addr+off, esize, c.midx)
 						if !ok {
 							return false
 						}
@@ -130,7 +130,7 @@ func decodeLdStMulti(insn uint32, pc uint64) (op, bool) {
 						for i := 0; i < esize; i++ {
 							v |= uint64(b[e*esize+i]) << (8 * i)
 						}
-						if !c.st(addr+off, esize, v, c.el) {
+						if !c.st(addr+off, esize, v, c.midx) {
 							return false
 						}
 					}
@@ -201,7 +201,7 @@ func decodeLdStSingle(insn uint32, pc uint64) (op, bool) {
 		for k := uint32(0); k < selem; k++ {
 			a := addr + uint64(k)*uint64(esize)
 			if load {
-				v, ok := c.ld(a, esize, c.el)
+				v, ok := c.ld(a, esize, c.midx)
 				if !ok {
 					return false
 				}
@@ -212,7 +212,7 @@ func decodeLdStSingle(insn uint32, pc uint64) (op, bool) {
 				for i := 0; i < esize; i++ {
 					v |= uint64(b[int(index)*esize+i]) << (8 * i)
 				}
-				if !c.st(a, esize, v, c.el) {
+				if !c.st(a, esize, v, c.midx) {
 					return false
 				}
 			}

@@ -28,17 +28,17 @@ var irTarget = newIRTarget(tcg.Target[CPU]{
 	Temps: offTemps,
 	Flags: unsafe.Offsetof(CPU{}.flags),
 	LoadSlow: func(c *CPU, va uint64, size int) (uint64, bool) {
-		return c.ldSlow(va, size, c.el)
+		return c.ldSlow(va, size, c.midx)
 	},
 	StoreSlow: func(c *CPU, va uint64, size int, v uint64) bool {
-		return c.stSlow(va, size, v, c.el)
+		return c.stSlow(va, size, v, c.midx)
 	},
 	UserTLB: unsafe.Offsetof(CPU{}.utlb),
 	UserLoadSlow: func(c *CPU, va uint64, size int) (uint64, bool) {
-		return c.ldSlow(va, size, 0)
+		return c.ldSlow(va, size, c.uidx)
 	},
 	UserStoreSlow: func(c *CPU, va uint64, size int, v uint64) bool {
-		return c.stSlow(va, size, v, 0)
+		return c.stSlow(va, size, v, c.uidx)
 	},
 })
 
@@ -125,7 +125,7 @@ func lower(b *tcg.Builder[CPU], insn uint32, pc uint64, flags uint64) (handled, 
 			}
 			return true, false
 		case op1 == 0 && (crm == 1 || crm == 5) && op2 == 0, op1 == 3 && crm == 5 && op2 == 1,
-			op1 == 0 && crm == 8 && op2 < 4: // IC, AT: helpers
+			op1 == 0 && crm == 8 && op2 < 4, op1 == 0 && crm == 9 && op2 < 2: // IC, AT: helpers
 		default: // the other DC operations: no caches to maintain
 			return true, false
 		}
@@ -520,22 +520,45 @@ func lowerWide(b *tcg.Builder[CPU], insn uint32, flags uint64) bool {
 		b.Bin(tcg.OpAnd, nzcv, nzcv, t6)
 		b.Bin(tcg.OpOr, nzcv, nzcv, t7)
 		return true
-	case insn&0x3fe0fc00 == 0x1a000000: // ADC, SBC
-		if rd == 31 || rn == 31 {
-			return false
+	case insn&0x1fe0fc00 == 0x1a000000: // ADC, SBC, ADCS, SBCS
+		setFlags := insn>>29&1 == 1
+		if rd == 31 && !setFlags {
+			return true // writes XZR only
 		}
 		b.Mov(t1, xzr(insn>>16&31))
-		if insn>>30&1 == 1 {
+		if insn>>30&1 == 1 { // SBC(S): Rn + NOT(Rm) + C
 			b.Bin(tcg.OpXor, t1, t1, tcg.Imm(^uint64(0)))
 		}
-		b.Bin(tcg.OpShr, t0, nzcv, tcg.Imm(29))
-		b.Bin(tcg.OpAnd, t0, t0, tcg.Imm(1))
-		b.Bin(tcg.OpAdd, t0, t0, xreg(rn))
-		if sf {
-			b.Bin(tcg.OpAdd, xreg(rd), t0, t1)
-		} else {
+		if rd != 31 { // computed first: rd may be an operand, and the flags are an input
+			b.Bin(tcg.OpShr, t0, nzcv, tcg.Imm(29))
+			b.Bin(tcg.OpAnd, t0, t0, tcg.Imm(1))
+			b.Bin(tcg.OpAdd, t0, t0, xzr(rn))
 			b.Bin(tcg.OpAdd, t0, t0, t1)
-			b.Un(tcg.OpZext32, xreg(rd), t0)
+			if !sf {
+				b.Un(tcg.OpZext32, t0, t0)
+			}
+		}
+		if setFlags {
+			size := 8
+			if !sf {
+				size = 4
+			}
+			b.Flags(tcg.OpFlagsAddC, nzcv, xzr(rn), t1, size, tcg.FlagsNZCV)
+		}
+		if rd != 31 {
+			b.Mov(xreg(rd), t0)
+		}
+		return true
+	case insn&0xff60fc00 == 0x9b407c00: // UMULH, SMULH
+		rm := insn >> 16 & 31
+		switch {
+		case rd == 31:
+		case rn == 31 || rm == 31:
+			b.Mov(xreg(rd), tcg.Imm(0))
+		case insn>>23&1 == 1:
+			b.Bin(tcg.OpMulHu, xreg(rd), xreg(rn), xreg(rm))
+		default:
+			b.Bin(tcg.OpMulHs, xreg(rd), xreg(rn), xreg(rm))
 		}
 		return true
 	case insn>>21&0xff == 0xd4 && insn>>29&1 == 0 && insn>>11&1 == 0: // CSEL, CSINC, CSINV, CSNEG

@@ -37,6 +37,8 @@ func TestLowerWideMatchesHelpers(t *testing.T) {
 		{"shiftv", 0x7fe0f000, 0x1ac02000},
 		{"ccmp", 0x3fe00410, 0x3a400000},
 		{"adc-sbc", 0x3fe0fc00, 0x1a000000},
+		{"adcs-sbcs", 0x3fe0fc00, 0x3a000000},
+		{"umulh-smulh", 0xff60fc00, 0x9b407c00},
 		{"cbz32", 0xfe000000, 0x34000000},
 		{"prfm", 0xffc00000, 0xf9800000},
 		{"extr", 0x7fa00000, 0x13800000},

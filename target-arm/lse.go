@@ -3,6 +3,8 @@ package arm
 import (
 	"sync/atomic"
 	"unsafe"
+
+	"gemu/tcg"
 )
 
 // ARMv8.1 Large System Extensions (FEAT_LSE): CAS, CASP, the LD<op> atomic memory
@@ -116,10 +118,17 @@ func (c *CPU) atomicHost(va uint64, size int) (unsafe.Pointer, bool) {
 		c.alignFault(va, false) // WnR 0, as QEMU reports it (the read is checked first)
 		return nil, false
 	}
-	if c.dbg.wpOn && c.watchCheck(va, size, true, c.el) {
+	if c.dbg.wpOn && c.watchCheck(va, size, true, c.midx) {
 		return nil, false
 	}
-	host, _, ok := c.writable(va, size, c.el)
+	// An unreadable location faults as a read (WnR 0), as the architecture's
+	// AccType_ATOMICRW permission check and QEMU do; a read-only one as a write.
+	if e := c.tlb[c.midx].Entry(va); e.Read != va&tcg.PageMask {
+		if _, _, ok := c.fill(va, accRead, int(c.midx)); !ok {
+			return nil, false
+		}
+	}
+	host, _, ok := c.writable(va, size, c.midx)
 	if !ok {
 		return nil, false
 	}
@@ -173,7 +182,7 @@ func decodeAtomicMem(insn uint32, pc uint64) (op, bool) {
 					c.alignFault(va, false)
 					return false
 				}
-				v, ok := c.ld(va, bytes, c.el)
+				v, ok := c.ld(va, bytes, c.midx)
 				if ok {
 					c.w(rt, v)
 				}

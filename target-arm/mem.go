@@ -41,7 +41,7 @@ func (c *CPU) ld8(va uint64) (uint64, bool) {
 	if e.Read == va&tcg.PageMask {
 		return uint64(*(*uint8)(unsafe.Add(e.Host, va&0xfff))), true
 	}
-	return c.ldSlow(va, 1, c.el)
+	return c.ldSlow(va, 1, c.midx)
 }
 
 func (c *CPU) ld16(va uint64) (uint64, bool) {
@@ -49,7 +49,7 @@ func (c *CPU) ld16(va uint64) (uint64, bool) {
 	if e.Read == va&(tcg.PageMask|1) {
 		return uint64(*(*uint16)(unsafe.Add(e.Host, va&0xfff))), true
 	}
-	return c.ldSlow(va, 2, c.el)
+	return c.ldSlow(va, 2, c.midx)
 }
 
 func (c *CPU) ld32(va uint64) (uint64, bool) {
@@ -57,7 +57,7 @@ func (c *CPU) ld32(va uint64) (uint64, bool) {
 	if e.Read == va&(tcg.PageMask|3) {
 		return uint64(*(*uint32)(unsafe.Add(e.Host, va&0xfff))), true
 	}
-	return c.ldSlow(va, 4, c.el)
+	return c.ldSlow(va, 4, c.midx)
 }
 
 func (c *CPU) ld64(va uint64) (uint64, bool) {
@@ -65,7 +65,7 @@ func (c *CPU) ld64(va uint64) (uint64, bool) {
 	if e.Read == va&(tcg.PageMask|7) {
 		return *(*uint64)(unsafe.Add(e.Host, va&0xfff)), true
 	}
-	return c.ldSlow(va, 8, c.el)
+	return c.ldSlow(va, 8, c.midx)
 }
 
 func (c *CPU) st8(va, v uint64) bool {
@@ -74,7 +74,7 @@ func (c *CPU) st8(va, v uint64) bool {
 		*(*uint8)(unsafe.Add(e.Host, va&0xfff)) = uint8(v)
 		return true
 	}
-	return c.stSlow(va, 1, v, c.el)
+	return c.stSlow(va, 1, v, c.midx)
 }
 
 func (c *CPU) st16(va, v uint64) bool {
@@ -83,7 +83,7 @@ func (c *CPU) st16(va, v uint64) bool {
 		*(*uint16)(unsafe.Add(e.Host, va&0xfff)) = uint16(v)
 		return true
 	}
-	return c.stSlow(va, 2, v, c.el)
+	return c.stSlow(va, 2, v, c.midx)
 }
 
 func (c *CPU) st32(va, v uint64) bool {
@@ -92,7 +92,7 @@ func (c *CPU) st32(va, v uint64) bool {
 		*(*uint32)(unsafe.Add(e.Host, va&0xfff)) = uint32(v)
 		return true
 	}
-	return c.stSlow(va, 4, v, c.el)
+	return c.stSlow(va, 4, v, c.midx)
 }
 
 func (c *CPU) st64(va, v uint64) bool {
@@ -101,7 +101,7 @@ func (c *CPU) st64(va, v uint64) bool {
 		*(*uint64)(unsafe.Add(e.Host, va&0xfff)) = v
 		return true
 	}
-	return c.stSlow(va, 8, v, c.el)
+	return c.stSlow(va, 8, v, c.midx)
 }
 
 // ld loads size bytes (1, 2, 4, 8) zero-extended, with the permissions of MMU index idx.
@@ -282,7 +282,7 @@ func (c *CPU) ldExcl(va uint64, size int, pair bool) (lo, hi uint64, ok bool) {
 		if hi, ok = c.ld64(va + 8); !ok {
 			return
 		}
-	} else if lo, ok = c.ld(va, size, c.el); !ok {
+	} else if lo, ok = c.ld(va, size, c.midx); !ok {
 		return
 	}
 	c.excl = monitor{valid: true, va: va, size: size, val: lo, hi: hi, pairWide: size == 16}
@@ -296,12 +296,12 @@ func (c *CPU) stExcl(va uint64, size int, lo, hi uint64) (status uint64, ok bool
 		c.alignFault(va, true)
 		return 0, false
 	}
-	if c.dbg.wpOn && c.watchCheck(va, size, true, c.el) {
+	if c.dbg.wpOn && c.watchCheck(va, size, true, c.midx) {
 		return 0, false
 	}
 	m := c.excl
 	c.excl.valid = false
-	host, _, ok := c.writable(va, min(size, 8), c.el)
+	host, _, ok := c.writable(va, min(size, 8), c.midx)
 	if !ok {
 		return 0, false
 	}

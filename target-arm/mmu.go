@@ -112,6 +112,9 @@ func (c *CPU) translate(va uint64, idx int) walkResult {
 			r.w = !ro
 			r.x = !pxn && !(el0 && !ro) // EL0-writable memory is never EL1-executable
 		}
+		if panDenies(idx, el0) {
+			r.r, r.w = false, false // data only: fetches keep r.x
+		}
 		if c.sr.sctlr&sctlrWXN != 0 && r.w {
 			r.x = false
 		}

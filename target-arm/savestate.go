@@ -23,6 +23,7 @@ type cpuSave struct {
 	Regs             State
 	Sys              sysRegs
 	EL, SPSel, DAIF  uint64
+	PAN, UAO         uint64
 	Timers           [2]timerSave
 	On, Starting     bool
 	StartPC, StartX0 uint64
@@ -33,7 +34,7 @@ type cpuSave struct {
 // (a restored vCPU starts with it clear, as after an exception return), nor the guest
 // clock, which is the engine's (the board saves it once for every vCPU).
 func (c *CPU) SaveState() (bus.State, error) {
-	s := cpuSave{Regs: c.State, Sys: c.sr, EL: c.el, SPSel: c.spsel, DAIF: c.daif, On: c.on.Load()}
+	s := cpuSave{Regs: c.State, Sys: c.sr, EL: c.el, SPSel: c.spsel, DAIF: c.daif, PAN: c.pan, UAO: c.uao, On: c.on.Load()}
 	for i := range c.timers {
 		s.Timers[i] = timerSave{c.timers[i].ctl, c.timers[i].cval, c.timers[i].level}
 	}
@@ -59,11 +60,11 @@ func (c *CPU) LoadState(st bus.State) error {
 	if err := vmstate.DecodeFields(st.Data, &s); err != nil {
 		return fmt.Errorf("cpu %d: %v", c.cfg.ID, err)
 	}
-	if s.EL > 1 || s.SPSel > 1 || s.DAIF&^pstateDAIF != 0 {
+	if s.EL > 1 || s.SPSel > 1 || s.DAIF&^pstateDAIF != 0 || s.PAN > 1 || s.UAO > 1 {
 		return fmt.Errorf("cpu %d: saved PSTATE (EL%d, SPSel %d, DAIF %#x) is not one this vCPU models", c.cfg.ID, s.EL, s.SPSel, s.DAIF)
 	}
 	c.State, c.sr = s.Regs, s.Sys
-	c.el, c.spsel, c.daif = s.EL, s.SPSel, s.DAIF
+	c.el, c.spsel, c.daif, c.pan, c.uao = s.EL, s.SPSel, s.DAIF, s.PAN, s.UAO
 	c.excl = monitor{}
 	for i := range c.timers {
 		c.timers[i].ctl, c.timers[i].cval, c.timers[i].level = s.Timers[i].ctl, s.Timers[i].cval, s.Timers[i].level

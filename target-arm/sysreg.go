@@ -311,6 +311,9 @@ func (c *CPU) readSys(op0, op1, crn, crm, op2 uint32) (uint64, bool) {
 			return c.rndr(), true
 		}
 	}
+	if v, ok, mine := c.panReadSys(k); mine {
+		return v, ok
+	}
 	if op0 == 2 {
 		if v, ok := c.debugRead(op1, crn, crm, op2); ok {
 			return v, true
@@ -431,6 +434,9 @@ func (c *CPU) writeSys(op0, op1, crn, crm, op2 uint32, v uint64) (ok, end bool) 
 		kCCSIDR, kCLIDR, kCTR, kDCZID, kCNTFRQ, kCNTPCT, kCNTVCT, kOSLSR, kRVBAR:
 		return false, false // read-only
 	default:
+		if ok, end, mine := c.panWriteSys(k, v); mine {
+			return ok, end
+		}
 		if op0 == 2 && c.debugWrite(op1, crn, crm, op2, v) {
 			return true, false
 		}

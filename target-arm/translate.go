@@ -25,7 +25,7 @@ func (c *CPU) fetch(pc uint64) (pa uint64, host unsafe.Pointer, ok bool) {
 	if e.Exec == pc&tcg.PageMask {
 		return e.Phys | pc&0xfff, e.Host, true
 	}
-	pa, host, ok = c.fill(pc, accExec, int(c.el))
+	pa, host, ok = c.fill(pc, accExec, int(c.midx))
 	if !ok {
 		return 0, nil, false
 	}
@@ -99,7 +99,11 @@ func (c *CPU) translateBlock(k tcg.Key, host unsafe.Pointer) tcg.Translation[CPU
 		if !handled {
 			var o op
 			o, end = c.decode(insn, pc, k.Flags)
-			b.Call(o)
+			if registersOnly(insn) {
+				b.CallPure(o)
+			} else {
+				b.Call(o)
+			}
 		}
 		pc += 4
 		if end {
@@ -165,6 +169,15 @@ func (c *CPU) decode(insn uint32, pc uint64, flags uint64) (op, bool) {
 		}
 	}
 	return undefOp(pc), true
+}
+
+// registersOnly reports whether the helper decode builds for insn touches only
+// registers (tcg.Op.Pure): the data-processing classes, immediate, register and
+// SIMD&FP. Their helpers read and write State (FPCR, FPSR included) and nothing else;
+// one that raises an exception (UNDEFINED, the FP access trap) returns false, which
+// ends the block before anything runs on.
+func registersOnly(insn uint32) bool {
+	return insn>>26&7 == 4 || insn>>25&7 == 5 || insn>>25&7 == 7
 }
 
 func undefOp(pc uint64) op { return func(c *CPU) bool { return c.undef(pc) } }

@@ -101,9 +101,11 @@ type CPU struct {
 	// R holds RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8..R15 in encoding order.
 	R   [16]uint64
 	RIP uint64
-	// RFLAGS holds every flag, always materialized (arithmetic flags are computed
-	// eagerly by the instruction helpers).
+	// RFLAGS holds every flag; its arithmetic bits are stale while cc.op != 0 (lazy
+	// flags of IR-lowered instructions, flags.go), which Go code reading or writing them
+	// mid-block settles with syncFlags first.
 	RFLAGS uint64
+	cc     ccState
 
 	Seg                           [6]Segment // ES, CS, SS, DS, FS, GS
 	TR, LDTR                      Segment
@@ -169,9 +171,11 @@ var irTarget = func() *tcg.Target[CPU] {
 		Temps: unsafe.Offsetof(CPU{}.temps),
 		Flags: unsafe.Offsetof(CPU{}.flags),
 		LoadSlow: func(c *CPU, va uint64, size int) (uint64, bool) {
+			c.syncFlags()
 			return c.ldSlow(va, size, c.mmuIdx())
 		},
 		StoreSlow: func(c *CPU, va uint64, size int, v uint64) bool {
+			c.syncFlags()
 			return c.stSlow(va, size, v, c.mmuIdx())
 		},
 	}

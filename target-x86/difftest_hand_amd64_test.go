@@ -92,6 +92,14 @@ func diffHandPicked(t *testing.T) {
 				if rip != want {
 					t.Errorf("%s: saved RIP %#x, want %#x", hc.asm, rip, want)
 				}
+				// With a flags mask, the RFLAGS pushed must be the host's after the code
+				// before the faulting instruction (lazy flags settled at the fault).
+				if last := lastInsn(hc.code); hc.mask != 0 && !hc.trap && !hc.jump && last > 0 {
+					n := runNative(t, hc.code[:last], &s)
+					if fl, _ := h.ram.Read64(frame + 16); (fl^n.Flags)&hc.mask != 0 {
+						t.Errorf("%s: pushed RFLAGS %#x, want %#x (mask %#x)", hc.asm, fl&hc.mask, n.Flags&hc.mask, hc.mask)
+					}
+				}
 				if cs, _ := h.ram.Read64(frame + 8); cs != 8 {
 					t.Errorf("%s: saved CS %#x", hc.asm, cs)
 				}

@@ -60,6 +60,7 @@ func hasErrorCode(vec int) bool {
 
 // deliver delivers event vec through the IDT; ret is the RIP saved in the frame.
 func (c *CPU) deliver(vec int, err int64, kind int, ret uint64) {
+	c.syncFlags()
 	if c.tflag&TraceInt != 0 {
 		fmt.Fprintf(c.trace, "cpu%d int vec=%#x err=%#x rip=%#x cpl=%d cr2=%#x\n", c.cfg.ID, vec, err, c.RIP, c.cpl, c.CR2)
 	}

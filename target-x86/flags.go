@@ -125,3 +125,82 @@ func cond(fl uint64, cc byte) bool {
 	}
 	return r != (cc&1 != 0)
 }
+
+// Lazy flags (lower.go): a flag-setting instruction lowered to IR does not compute
+// RFLAGS' arithmetic bits; it stores its kind and size (op), operands (a, b), result
+// (r) and carry in or computed carry (c) here, in the style of QEMU's i386 cc_op. The
+// translator materializes RFLAGS from them in IR before anything in the block reads
+// flags or leaves it (Jcc, SETcc, CMOVcc, rotates, every block exit), so RFLAGS is
+// authoritative at block boundaries and op is zero there. Within a block, Go code that
+// may run (helpers, TLB-miss and fault slow paths, exception delivery) calls syncFlags
+// first. op == 0 means RFLAGS holds the flags.
+type ccState struct {
+	op, a, b, r, c uint64
+}
+
+// Lazy flag kinds (ccState.op = kind<<4 | operand size).
+const (
+	ccAdd   = iota + 1 // CF = r < a
+	ccAdc              // CF = r < a || r == a && c
+	ccSub              // CF = a < b
+	ccSbb              // CF = a < b || a == b && c
+	ccInc              // CF = c (kept)
+	ccDec              // CF = c (kept)
+	ccLogic            // CF = OF = AF = 0
+	ccShift            // CF = c, OF = b, AF = 0
+	ccImul             // CF = OF = c, AF = 0
+)
+
+// lazyFlags computes the arithmetic flags s describes (s.op != 0).
+func (s *ccState) lazyFlags() uint64 {
+	kind, size := s.op>>4, int(s.op&0xf)
+	m := sizeMask(size)
+	a, b, r := s.a&m, s.b&m, s.r&m
+	f := szp(r, size)
+	var cf bool
+	switch kind {
+	case ccAdd:
+		cf = r < a
+	case ccAdc:
+		cf = r < a || r == a && s.c != 0
+	case ccSub:
+		cf = a < b
+	case ccSbb:
+		cf = a < b || a == b && s.c != 0
+	case ccInc, ccDec, ccShift, ccImul:
+		cf = s.c&1 != 0
+	}
+	if cf {
+		f |= flagCF
+	}
+	switch kind {
+	case ccAdd, ccAdc, ccInc:
+		if (a^r)&(b^r)&signBit(size) != 0 {
+			f |= flagOF
+		}
+	case ccSub, ccSbb, ccDec:
+		if (a^b)&(a^r)&signBit(size) != 0 {
+			f |= flagOF
+		}
+	case ccShift:
+		if s.b&1 != 0 {
+			f |= flagOF
+		}
+	case ccImul:
+		if cf {
+			f |= flagOF
+		}
+	}
+	if kind <= ccDec {
+		f |= (a ^ b ^ r) & flagAF
+	}
+	return f
+}
+
+// syncFlags materializes lazily computed flags into RFLAGS.
+func (c *CPU) syncFlags() {
+	if c.cc.op != 0 {
+		c.RFLAGS = c.RFLAGS&^flagsArith | c.cc.lazyFlags()
+		c.cc.op = 0
+	}
+}

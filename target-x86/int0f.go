@@ -21,6 +21,10 @@ func (c *CPU) translate0F(in *insn, flags uint64) (op, bool) {
 		return c.priv(func(c *CPU) bool { c.CR0 &^= cr0TS; c.modeChanged(); c.RIP = in.next; return false }), true
 	case o == 0x07:
 		return c.sysret(in), true
+	case o == 0x34:
+		return c.sysenter(in), true
+	case o == 0x35:
+		return c.sysexit(in), true
 	case o == 0x08 || o == 0x09: // INVD, WBINVD
 		return c.priv(func(c *CPU) bool { return true }), false
 	case o == 0x0b:

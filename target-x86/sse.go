@@ -16,8 +16,12 @@ type sseState struct {
 	fsw   uint16 // without TOP (kept in top)
 	ftw   uint8  // abridged tag: bit i set = physical register i valid
 	st    [8]float64
-	top   uint8
-	xcr0  uint64
+	// raw80 holds the exact contents of the physical registers in rawValid (an MMX
+	// write, or an FXRSTOR value a float64 cannot hold; mmx.go).
+	raw80    [8]rawReg
+	rawValid uint8
+	top      uint8
+	xcr0     uint64
 }
 
 // XMM returns XMM register n (low, high quadwords), for tests and debuggers.
@@ -127,6 +131,9 @@ func (c *CPU) translateSSE(in *insn, flags uint64) (op, bool) {
 	o := in.opc
 	form := sseForm(in)
 	reg := in.reg
+	if h := c.translateMMX(in); h != nil { // mmx.go: the no-prefix forms on MMX registers
+		return h, false
+	}
 	if h := c.translateSSE3(in, form); h != nil {
 		return h, false
 	}
@@ -631,7 +638,7 @@ func (c *CPU) group15(in *insn, flags uint64) (op, bool) {
 			c.sse.fsw, c.sse.top = fsw&^0x3800, uint8(fsw>>11&7)
 			c.sse.ftw = img[4]
 			for i := 0; i < 8; i++ {
-				c.sse.st[(int(c.sse.top)+i)&7] = ext80(img[32+16*i:])
+				c.loadExt80((int(c.sse.top)+i)&7, img[32+16*i:])
 			}
 			c.sse.mxcsr = mx
 			for i := 0; i < 16; i++ {
@@ -669,7 +676,7 @@ func (c *CPU) fxsaveImage(img *[512]byte, _ bool) {
 	binary.LittleEndian.PutUint16(img[2:], c.fswValue())
 	img[4] = c.sse.ftw
 	for i := 0; i < 8; i++ {
-		putExt80(img[32+16*i:], c.sse.st[(int(c.sse.top)+i)&7])
+		c.storeExt80((int(c.sse.top)+i)&7, img[32+16*i:])
 	}
 	binary.LittleEndian.PutUint32(img[24:], c.sse.mxcsr)
 	binary.LittleEndian.PutUint32(img[28:], 0xffff) // MXCSR_MASK

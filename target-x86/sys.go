@@ -45,7 +45,10 @@ var amdMSRs = map[uint32]uint64{
 	0xc001001a: 0, // TOP_MEM
 	0xc001001d: 0, // TOP_MEM2
 	0xc001001f: 0, // NB_CFG
+	0xc0010055: 0, // INT_PENDING_MSG: read unchecked for erratum 400 (arch_post_acpi_subsys_init)
+	0xc0010058: 0, // MMIO_CONF_BASE (family 10h+; Linux reads it checked)
 	0xc0010114: 0, // VM_CR
+	0xc0010117: 0, // VM_HSAVE_PA (QEMU keeps what is written)
 	0xc0010140: 0, // OSVW_ID_LENGTH
 	0xc0010141: 0, // OSVW_STATUS
 	0xc0011020: 0, // LS_CFG
@@ -75,7 +78,7 @@ func (c *CPU) rdmsr(n uint32) (uint64, bool) {
 	case msrMTRRcap:
 		return 0x508, true // 8 variable ranges, fixed ranges, WC
 	case msrMCGcap:
-		return 0, true
+		return mcgCap, true
 	case msrSysenterCS:
 		return m.sysenterCS, true
 	case msrSysenterESP:
@@ -107,8 +110,11 @@ func (c *CPU) rdmsr(n uint32) (uint64, bool) {
 	case msrTSCAux:
 		return m.tscAux, true
 	}
-	if n >= 0x200 && n < 0x210 || n >= 0x250 && n <= 0x26f || n >= 0x400 && n < 0x420 {
-		return m.mtrr[n], true // MTRRs and MCE banks: stored, no effect
+	if n >= 0x200 && n < 0x210 || n >= 0x250 && n <= 0x26f {
+		return m.mtrr[n], true // MTRRs: stored, no effect
+	}
+	if v, ok := c.rdmsrModel(n); ok { // msr.go
+		return v, true
 	}
 	if v, ok := amdMSRs[n]; ok {
 		if w, ok := m.mtrr[n]; ok {
@@ -134,7 +140,7 @@ func (c *CPU) wrmsr(n uint32, v uint64) bool {
 		}
 	case msrFeatureCtl, msrTSCAdjust, msrSpecCtrl, msrMCGstatus:
 	case msrSysenterCS:
-		m.sysenterCS = v
+		m.sysenterCS = v & 0xffff // a selector: QEMU keeps 16 bits
 	case msrSysenterESP:
 		m.sysenterESP = v
 	case msrSysenterEIP:
@@ -186,7 +192,10 @@ func (c *CPU) wrmsr(n uint32, v uint64) bool {
 	case msrTSCAux:
 		m.tscAux = v & 0xffffffff
 	default:
-		if _, amd := amdMSRs[n]; amd || n >= 0x200 && n < 0x210 || n >= 0x250 && n <= 0x26f || n >= 0x400 && n < 0x420 {
+		if c.wrmsrModel(n, v) { // msr.go
+			return true
+		}
+		if _, amd := amdMSRs[n]; amd || n >= 0x200 && n < 0x210 || n >= 0x250 && n <= 0x26f {
 			if m.mtrr == nil {
 				m.mtrr = map[uint32]uint64{}
 			}

@@ -30,6 +30,7 @@ func (c *CPU) translateBlock(k tcg.Key, host unsafe.Pointer) tcg.Translation[CPU
 	def32 := k.Flags&flagCS32 != 0
 	var spans bool
 	var page2 uint64
+	var st lowerState
 	for n := 0; n < maxBlockInsns; n++ {
 		r.va, r.n, r.bad = pc, 0, false
 		in, ok := decode(r, mode64, def32)
@@ -68,13 +69,14 @@ func (c *CPU) translateBlock(k tcg.Key, host unsafe.Pointer) tcg.Translation[CPU
 		b.SetPC(pc)
 		handled, end := false, false
 		if lowerIR {
-			handled, end = lower(&b, &in)
+			handled, end = lower(&b, &in, &st)
 		}
 		if !handled {
 			var h op
 			h, end = c.translate(&in, k.Flags)
 			ipc := pc
-			b.Call(func(c *CPU) bool { c.RIP = ipc; return h(c) })
+			b.Call(func(c *CPU) bool { c.RIP = ipc; c.syncFlags(); return h(c) })
+			st.pend = 0 // the helper settled the lazy flags
 		}
 		pc = in.next
 		if in.mapn == 0 && in.opc == 0xfb && n == maxBlockInsns-1 {
@@ -85,6 +87,7 @@ func (c *CPU) translateBlock(k tcg.Key, host unsafe.Pointer) tcg.Translation[CPU
 		}
 	}
 	b.SetPC(pc)
+	flush(&b, &st)
 	b.Exit(tcg.Imm(pc))
 	f, lk, err := tcg.CompileLinked(irTarget, b.Ops)
 	if err != nil {

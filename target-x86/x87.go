@@ -74,7 +74,13 @@ const (
 
 func (c *CPU) fswValue() uint16 { return c.sse.fsw&^0x3800 | uint16(c.sse.top)<<11 }
 
-func (c *CPU) stI(i byte) *float64 { return &c.sse.st[(c.sse.top+i)&7] }
+// stI returns ST(i) for reading or writing; from then on the float64 is the register's
+// value (exact 80-bit contents an MMX write or FXRSTOR left are dropped: mmx.go).
+func (c *CPU) stI(i byte) *float64 {
+	p := (c.sse.top + i) & 7
+	c.sse.rawValid &^= 1 << p
+	return &c.sse.st[p]
+}
 
 func (c *CPU) fpush(v float64) {
 	c.sse.top = (c.sse.top - 1) & 7
@@ -83,6 +89,7 @@ func (c *CPU) fpush(v float64) {
 		v = math.Float64frombits(defNaN64)
 	}
 	c.sse.st[c.sse.top] = v
+	c.sse.rawValid &^= 1 << c.sse.top
 	c.sse.ftw |= 1 << c.sse.top
 }
 

@@ -166,6 +166,8 @@ func compileOp[E any](t *Target[E], op *Op[E]) (func(*E) bool, error) {
 		return compileStore(t, op)
 	case OpFlagsAdd, OpFlagsSub, OpFlagsLogic:
 		return compileSized(t, op, flagsValue)
+	case OpFlagsAddC:
+		return compileFlagsAddC(t, op)
 	case OpUdiv, OpSdiv:
 		return compileSized(t, op, divValue)
 	case OpFence:
@@ -234,6 +236,9 @@ func compileOp[E any](t *Target[E], op *Op[E]) (func(*E) bool, error) {
 			return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = b2u(*word(p, s) == v); return true }, nil
 		case OpSetLtu:
 			return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = b2u(*word(p, s) < v); return true }, nil
+		case OpMulHu, OpMulHs:
+			signed := op.Opc == OpMulHs
+			return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = mulHigh(*word(p, s), v, signed); return true }, nil
 		}
 		return bad()
 	}
@@ -265,8 +270,55 @@ func compileOp[E any](t *Target[E], op *Op[E]) (func(*E) bool, error) {
 		return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = b2u(*word(p, s) == *word(p, x)); return true }, nil
 	case OpSetLtu:
 		return func(e *E) bool { p := unsafe.Pointer(e); *word(p, d) = b2u(*word(p, s) < *word(p, x)); return true }, nil
+	case OpMulHu, OpMulHs:
+		signed := op.Opc == OpMulHs
+		return func(e *E) bool {
+			p := unsafe.Pointer(e)
+			*word(p, d) = mulHigh(*word(p, s), *word(p, x), signed)
+			return true
+		}, nil
 	}
 	return bad()
+}
+
+// mulHigh is the high half of the 128-bit product of a and b (OpMulHu, OpMulHs).
+func mulHigh(a, b uint64, signed bool) uint64 {
+	hi, _ := bits.Mul64(a, b)
+	if signed { // the two's complement correction of each negative operand
+		hi -= a & uint64(int64(b)>>63)
+		hi -= b & uint64(int64(a)>>63)
+	}
+	return hi
+}
+
+// flagsAddCValue computes OpFlagsAddC: the NZCV flags of a + b + (the C bit of old) on
+// size bytes.
+func flagsAddCValue(a, b, old uint64, size int) uint64 {
+	cin := old >> 29 & 1
+	var r, c, v uint64
+	if size == 4 {
+		s := uint64(uint32(a)) + uint64(uint32(b)) + cin
+		r, c = s<<32, s>>32
+		v = ((a ^ s) & (b ^ s)) >> 31 & 1
+	} else {
+		r, c = bits.Add64(a, b, cin)
+		v = ((a ^ r) & (b ^ r)) >> 63
+	}
+	return r>>63<<31 | b2u(r == 0)<<30 | c<<29 | v<<28
+}
+
+func compileFlagsAddC[E any](t *Target[E], op *Op[E]) (func(*E) bool, error) {
+	d, okd := loc(t, op.D)
+	a, b := mkOperand(t, op.A), mkOperand(t, op.B)
+	if !okd || !a.valid || !b.valid || op.Size != 4 && op.Size != 8 || !op.modeOK() {
+		return nil, fmt.Errorf("tcg: malformed IR op %v", op)
+	}
+	size := int(op.Size)
+	return func(e *E) bool {
+		p := unsafe.Pointer(e)
+		*word(p, d) = flagsAddCValue(a.read(p), b.read(p), *word(p, d), size)
+		return true
+	}, nil
 }
 
 func compileLoad[E any](t *Target[E], op *Op[E]) (func(*E) bool, error) {

@@ -56,6 +56,15 @@ const (
 	// division).
 	OpUdiv // D = A / B, unsigned
 	OpSdiv // D = A / B, signed, rounded towards zero
+	// The high 64 bits of the 128-bit product (A64's UMULH/SMULH, x86's one-operand
+	// MUL/IMUL): one host instruction natively.
+	OpMulHu // D = (A * B) >> 64, unsigned
+	OpMulHs // D = (A * B) >> 64, signed
+	// Flags of an add with carry-in on the low Size bytes: D = flags of A + B + C,
+	// where C is the carry bit of D's own value before the op in layout Op.Mode
+	// (FlagsNZCV: bit 29), so a chain of them (A64's ADCS, and SBCS as A + NOT B + C)
+	// reads and writes only the flags word. One host BT and ADC natively.
+	OpFlagsAddC
 )
 
 // FlagLayout is the Op.Mode of a flags op: how the flags are packed in D.
@@ -82,7 +91,7 @@ var opNames = [...]string{OpMov: "mov", OpAdd: "add", OpSub: "sub", OpAnd: "and"
 	OpLoad: "ld", OpStore: "st", OpCall: "call", OpExit: "exit", OpExitZ: "exit_z", OpExitNZ: "exit_nz",
 	OpSetEq: "seteq", OpSetLtu: "setltu", OpBswap: "bswap", OpClz: "clz",
 	OpFlagsAdd: "flags_add", OpFlagsSub: "flags_sub", OpFlagsLogic: "flags_logic", OpFence: "fence",
-	OpUdiv: "udiv", OpSdiv: "sdiv"}
+	OpUdiv: "udiv", OpSdiv: "sdiv", OpMulHu: "mulhu", OpMulHs: "mulhs", OpFlagsAddC: "flags_addc"}
 
 func (o Opcode) String() string {
 	if int(o) < len(opNames) && opNames[o] != "" {
@@ -149,6 +158,11 @@ type Op[E any] struct {
 	// target's PC before anything that can raise a guest exception (memory slow paths).
 	PC     uint64
 	Helper func(env *E) bool // OpCall
+	// Pure (OpCall) promises that the helper reads and writes only the environment's
+	// registers: no guest memory (so no translated code it could invalidate), no mode,
+	// TLB or exit-request change. A backend may then keep running translated code after
+	// it (the native backend compiles such a block whole, and chains and loops it).
+	Pure bool
 }
 
 func (o *Op[E]) String() string {
@@ -159,7 +173,7 @@ func (o *Op[E]) String() string {
 		return fmt.Sprintf("%v [%v+%#x], %v size=%d", o.Opc, o.A, o.Off, o.B, o.Size)
 	case OpCall:
 		return fmt.Sprintf("call helper pc=%#x", o.PC)
-	case OpFlagsAdd, OpFlagsSub, OpFlagsLogic, OpUdiv, OpSdiv:
+	case OpFlagsAdd, OpFlagsSub, OpFlagsLogic, OpFlagsAddC, OpUdiv, OpSdiv:
 		return fmt.Sprintf("%v %v, %v, %v size=%d mode=%d", o.Opc, o.D, o.A, o.B, o.Size, o.Mode)
 	}
 	return fmt.Sprintf("%v %v, %v, %v", o.Opc, o.D, o.A, o.B)
@@ -225,14 +239,16 @@ func (b *Builder[E]) emit(o Op[E]) { o.PC = b.pc; b.Ops = append(b.Ops, o) }
 // Mov emits D = A.
 func (b *Builder[E]) Mov(d, a Arg) { b.emit(Op[E]{Opc: OpMov, D: d, A: a}) }
 
-// Bin emits a two-operand ALU op (OpAdd ... OpMul, OpSetEq, OpSetLtu): D = A op B.
+// Bin emits a two-operand ALU op (OpAdd ... OpMul, OpSetEq, OpSetLtu, OpMulHu,
+// OpMulHs): D = A op B.
 func (b *Builder[E]) Bin(opc Opcode, d, a, x Arg) { b.emit(Op[E]{Opc: opc, D: d, A: a, B: x}) }
 
 // Un emits a one-operand op (OpZext32, OpSext32, OpBswap, OpClz).
 func (b *Builder[E]) Un(opc Opcode, d, a Arg) { b.emit(Op[E]{Opc: opc, D: d, A: a}) }
 
-// Flags emits a flags op (OpFlagsAdd, OpFlagsSub: D = flags of A op B; OpFlagsLogic:
-// of A, x unused) on the low size (4 or 8) bytes, in layout l.
+// Flags emits a flags op (OpFlagsAdd, OpFlagsSub: D = flags of A op B; OpFlagsAddC: of
+// A + B + D's carry; OpFlagsLogic: of A, x unused) on the low size (4 or 8) bytes, in
+// layout l.
 func (b *Builder[E]) Flags(opc Opcode, d, a, x Arg, size int, l FlagLayout) {
 	b.emit(Op[E]{Opc: opc, D: d, A: a, B: x, Size: uint8(size), Mode: uint8(l)})
 }
@@ -246,7 +262,7 @@ func (b *Builder[E]) Div(opc Opcode, d, a, x Arg, size int, r DivResults) {
 // modeOK reports whether op's Mode is one the backends implement.
 func (o *Op[E]) modeOK() bool {
 	switch o.Opc {
-	case OpFlagsAdd, OpFlagsSub, OpFlagsLogic:
+	case OpFlagsAdd, OpFlagsSub, OpFlagsLogic, OpFlagsAddC:
 		return FlagLayout(o.Mode) == FlagsNZCV
 	case OpUdiv, OpSdiv:
 		return DivResults(o.Mode) == DivZeroIsZero
@@ -279,6 +295,10 @@ func (b *Builder[E]) Unprivileged(n int) {
 
 // Call emits a helper call.
 func (b *Builder[E]) Call(h func(env *E) bool) { b.emit(Op[E]{Opc: OpCall, Helper: h}) }
+
+// CallPure emits a call of a helper that touches only the environment's registers
+// (Op.Pure).
+func (b *Builder[E]) CallPure(h func(env *E) bool) { b.emit(Op[E]{Opc: OpCall, Helper: h, Pure: true}) }
 
 // Exit emits PC = A and ends the block.
 func (b *Builder[E]) Exit(a Arg) { b.emit(Op[E]{Opc: OpExit, A: a}) }

@@ -66,6 +66,7 @@ func init() {
 const (
 	exLoad = iota
 	exStore
+	exCall // a helper call (OpCall) inside the segment
 )
 
 type nativeExit struct {
@@ -90,6 +91,7 @@ type emitter struct {
 	b                 []byte
 	exits             []nativeExit
 	stubs             []stub // out-of-line slow-path exits
+	calls             []int  // imm32 fields of helper-call exits' statuses, patched with the table's first status
 	links             []pendingLink
 	// Temporaries t0..t4 live in R9..R13 within a segment (the rest, and globals, in
 	// the environment): temps is their environment offset, inReg the ones whose
@@ -507,6 +509,8 @@ type exitEntry struct {
 	signed bool
 	store  bool
 	user   bool // unprivileged: the target's user slow paths
+	pure   bool // call: Op.Pure, the helper leaves memory and translation state alone
+	call   any  // exCall: the helper, a func(*E) bool
 }
 
 const (
@@ -554,6 +558,9 @@ func exitAt(st uint64) *exitEntry {
 // the block then uses the closure backend. ops has been validated by the closure
 // compiler. A block that is one native segment reports its Linkage for chaining.
 func compileNative[E any](t *Target[E], ops []Op[E]) (func(env *E), Linkage, bool) {
+	if f, lk, ok := compileWhole(t, ops); ok {
+		return f, lk, true
+	}
 	var fs []func(*E) bool
 	var lk Linkage
 	native := false
@@ -592,6 +599,31 @@ func compileNative[E any](t *Target[E], ops []Op[E]) (func(env *E), Linkage, boo
 	return unroll(fs), Linkage{}, true
 }
 
+// compileWhole compiles a block whose helper calls are all pure (Op.Pure) into one
+// native segment, the helpers called from its exits, so that the block chains and
+// loops as a block without helpers does (the split at helper calls keeps a block out
+// of both, and each of its ends goes back to the run loop). A block with no helper
+// call is compiled whole as well; one with an impure helper is not (ok false).
+func compileWhole[E any](t *Target[E], ops []Op[E]) (func(env *E), Linkage, bool) {
+	calls := 0
+	for i := range ops {
+		if ops[i].Opc == OpCall {
+			if ops[i].Helper == nil || !ops[i].Pure {
+				return nil, Linkage{}, false
+			}
+			calls++
+		}
+	}
+	if len(ops) < 2 || calls == len(ops)-1 && calls < 2 {
+		return nil, Linkage{}, false // a helper and the exit: closures are as good
+	}
+	f, lk, ok := nativeSegment(t, ops, true)
+	if !ok {
+		return nil, Linkage{}, false
+	}
+	return func(e *E) { f(e) }, lk, true
+}
+
 // nativeSegment compiles a run of ops without helper calls into one function that
 // returns false when the run ended the block. A whole block on a target with exit
 // requests and LastExit gets chainable exits and a Linkage.
@@ -624,6 +656,9 @@ func nativeSegment[E any](t *Target[E], ops []Op[E], whole bool) (func(*E) bool,
 			return nil, Linkage{}, false
 		}
 	}
+	for _, at := range a.calls {
+		binary.LittleEndian.PutUint32(a.b[at:], binary.LittleEndian.Uint32(a.b[at:])+first)
+	}
 	for _, s := range a.stubs {
 		for _, at := range s.patch {
 			a.patch(at, len(a.b))
@@ -653,7 +688,11 @@ func nativeSegment[E any](t *Target[E], ops []Op[E], whole bool) (func(*E) bool,
 	for i, x := range a.exits {
 		o := &ops[x.op]
 		d, _ := loc(t, o.D)
-		*exitAt(uint64(first) + uint64(i)) = exitEntry{o.PC, d, base + uintptr(x.resume), o.Size, o.Signed && o.Size < 8, x.kind == exStore, o.User}
+		en := exitEntry{o.PC, d, base + uintptr(x.resume), o.Size, o.Signed && o.Size < 8, x.kind == exStore, o.User, o.Pure, nil}
+		if x.kind == exCall {
+			en.call = o.Helper
+		}
+		*exitAt(uint64(first) + uint64(i)) = en
 	}
 	var lk Linkage
 	if a.canLink {
@@ -682,6 +721,23 @@ func nativeSegment[E any](t *Target[E], ops []Op[E], whole bool) (func(*E) bool,
 				return false
 			}
 			x := exitAt(st)
+			if x.call != nil {
+				if !x.call.(func(*E) bool)(e) {
+					if report {
+						*word(p, lastExit) = 0
+					}
+					return false // the helper ended the block
+				}
+				// Resume with the budget the code had left (BX), so that a loop
+				// calling helpers still returns to the run loop after a budget's
+				// worth of iterations; after an impure one, take no loop or link.
+				budget = max(va, 1)
+				if !x.pure {
+					budget = 1
+				}
+				code = x.resume
+				continue
+			}
 			*word(p, pcOff) = x.pc
 			if x.store {
 				st := storeSlow
@@ -717,6 +773,21 @@ func nativeSegment[E any](t *Target[E], ops []Op[E], whole bool) (func(*E) bool,
 // emitOp emits op (ops[i] of the block); false means unsupported.
 func emitOp[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 	switch op.Opc {
+	case OpCall:
+		// Leave with the call's status (the imm32 is the exit's index until the
+		// table's first status is known), then resume just after with the register
+		// temporaries in use reloaded: the helper may read and write any of them.
+		a.spill(a.dirty)
+		a.dirty = 0
+		st := a.exit(exCall, i)
+		a.bytes(0x4c, 0x89, 0xc3) // mov rbx, r8: the loop budget left
+		a.bytes(0xb8)             // mov eax, status
+		a.calls = append(a.calls, len(a.b))
+		a.u32(st - 1)
+		a.bytes(0xc3) // ret
+		x := &a.exits[len(a.exits)-1]
+		x.resume, x.reload = len(a.b), a.inReg
+		return true
 	case OpExit:
 		o := a.src(op.A)
 		if o.imm {
@@ -757,7 +828,7 @@ func emitOp[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 		return emitLoad(a, t, op, i)
 	case OpStore:
 		return emitStore(a, t, op, i)
-	case OpFlagsAdd, OpFlagsSub, OpFlagsLogic:
+	case OpFlagsAdd, OpFlagsSub, OpFlagsLogic, OpFlagsAddC:
 		return emitFlags(a, op)
 	case OpFence:
 		a.bytes(0x0f, 0xae, 0xf0) // mfence
@@ -863,6 +934,20 @@ func emitOp[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 		}
 		a.bytes(0x0f, cc, 0xc0)         // setcc al
 		a.bytes(0x48, 0x0f, 0xb6, 0xc0) // movzx rax, al
+		a.put(d)
+		return true
+	}
+	if op.Opc == OpMulHu || op.Opc == OpMulHs {
+		ext := byte(4) // mul r/m64: RDX:RAX = RAX * r/m64
+		if op.Opc == OpMulHs {
+			ext = 5 // imul r/m64
+		}
+		if y.imm {
+			a.movImm(rCX, y.v)
+			y = nop{reg: rCX, tmp: -1}
+		}
+		a.rm(true, int(ext), y, 0xf7)
+		a.bytes(0x48, 0x89, 0xd0) // mov rax, rdx
 		a.put(d)
 		return true
 	}
@@ -994,9 +1079,29 @@ func emitFlags[E any](a *emitter, op *Op[E]) bool {
 	if op.Opc != OpFlagsLogic {
 		y = a.src(op.B)
 	}
+	var c nop
+	if op.Opc == OpFlagsAddC {
+		c = a.src(op.D) // its carry bit is the carry-in
+	}
 	d := a.opnd(op.D)
 	a.load(rAX, x)
+	if op.Opc == OpFlagsAddC {
+		if y.imm && w && !fitsI32(y.v) {
+			a.movImm(rCX, y.v)
+			y = nop{reg: rCX, tmp: -1}
+		}
+		a.rm(false, 4, c, 0x0f, 0xba) // bt dword D, 29: CF = C
+		a.bytes(29)
+		if y.imm {
+			a.rex(w, 0, rAX)
+			a.bytes(0x81, 0xd0) // adc eax/rax, imm32
+			a.u32(uint32(y.v))
+		} else {
+			a.rm(w, rAX, y, 0x13) // adc eax/rax, B
+		}
+	}
 	switch op.Opc {
+	case OpFlagsAddC:
 	case OpFlagsLogic:
 		a.rex(w, rAX, rAX)
 		a.bytes(0x85, 0xc0) // test eax/rax, itself

@@ -60,10 +60,10 @@ func randBlock(r *rand.Rand) []Op[testEnv] {
 		b.SetPC(0x1000 + 4*uint64(i))
 		switch k := r.Intn(10); {
 		case k < 3 && r.Intn(3) == 0:
-			opc := []Opcode{OpFlagsAdd, OpFlagsSub, OpFlagsLogic}[r.Intn(3)]
+			opc := []Opcode{OpFlagsAdd, OpFlagsSub, OpFlagsLogic, OpFlagsAddC}[r.Intn(4)]
 			b.Flags(opc, randLoc(r), randOperand(r), randOperand(r), 4<<r.Intn(2), FlagsNZCV)
 		case k < 3:
-			opc := []Opcode{OpAdd, OpSub, OpAnd, OpOr, OpXor, OpShl, OpShr, OpSar, OpMul, OpSetEq, OpSetLtu}[r.Intn(11)]
+			opc := []Opcode{OpAdd, OpSub, OpAnd, OpOr, OpXor, OpShl, OpShr, OpSar, OpMul, OpSetEq, OpSetLtu, OpMulHu, OpMulHs}[r.Intn(13)]
 			b.Bin(opc, randLoc(r), randLoc(r), randOperand(r))
 		case k == 3 && r.Intn(8) == 0:
 			b.Fence()
@@ -90,14 +90,20 @@ func randBlock(r *rand.Rand) []Op[testEnv] {
 		case k == 7:
 			x := r.Uint64()
 			end := r.Intn(4) == 0
-			b.Call(func(e *testEnv) bool {
+			h := func(e *testEnv) bool {
 				e.R[int(x%4)] ^= x
-				e.slow = append(e.slow, ^e.R[int(x>>8%4)])
+				e.temps[int(x>>16%MaxTemps)] += x // helpers may use the temporaries too
+				e.slow = append(e.slow, ^e.R[int(x>>8%4)]^e.temps[int(x>>24%MaxTemps)])
 				if end {
 					e.PC = x
 				}
 				return !end
-			})
+			}
+			if r.Intn(2) == 0 {
+				b.CallPure(h) // compiled into a whole native block
+			} else {
+				b.Call(h)
+			}
 		case k == 8:
 			b.ExitIf(randOperand(r), r.Intn(2) == 0, randImm(r))
 		default:
@@ -133,7 +139,7 @@ func newWorld(seed int64) *memWorld {
 // piece of state: registers, temporaries, PC, slow-path calls and memory.
 func TestNativeMatchesClosure(t *testing.T) {
 	r := rand.New(rand.NewSource(1))
-	native := 0
+	native, whole := 0, 0
 	for iter := 0; iter < 3000; iter++ {
 		ops := randBlock(r)
 		init := [4]uint64{r.Uint64(), randImm(r), 0x10000, 0x11008}
@@ -143,6 +149,9 @@ func TestNativeMatchesClosure(t *testing.T) {
 			if be == BackendNative {
 				if _, _, ok := compileNative(testTarget(), ops); ok {
 					native++
+				}
+				if _, _, ok := compileWhole(testTarget(), ops); ok && hasCall(ops) {
+					whole++
 				}
 			}
 			f, _, err := compileWith(be, testTarget(), ops)
@@ -171,6 +180,9 @@ func TestNativeMatchesClosure(t *testing.T) {
 	}
 	if native < 2000 {
 		t.Errorf("only %d of 3000 random blocks compiled natively", native)
+	}
+	if whole < 200 {
+		t.Errorf("only %d of 3000 random blocks compiled whole with pure helper calls", whole)
 	}
 }
 
@@ -239,5 +251,90 @@ func TestNativeSelfLoop(t *testing.T) {
 		if calls != c.wantCalls {
 			t.Errorf("iters=%d code=%d req=%d: native block ran in %d calls, want %d", c.iters, c.code, c.req, calls, c.wantCalls)
 		}
+	}
+}
+
+func hasCall[E any](ops []Op[E]) bool {
+	for i := range ops {
+		if ops[i].Opc == OpCall {
+			return true
+		}
+	}
+	return false
+}
+
+// TestNativePureHelperLoop checks a self-looping block that calls a pure helper (one
+// native segment, the helper called from an exit): it loops a budget's worth of
+// iterations per call as a block without helpers does, stops at once on an exit
+// request, ends exactly where the closure backend does when the helper ends the block
+// mid-way (a guest exception: the ops before it committed, the ones after it not), and
+// an impure helper keeps the block out of the loop (one iteration per call).
+func TestNativePureHelperLoop(t *testing.T) {
+	base := testTarget()
+	var e loopEnv
+	tgt := &Target[loopEnv]{PC: base.PC, TLB: base.TLB, Temps: base.Temps, ExitReq: unsafe.Offsetof(e.req),
+		LoadSlow:  func(e *loopEnv, va uint64, size int) (uint64, bool) { return base.LoadSlow(&e.testEnv, va, size) },
+		StoreSlow: func(e *loopEnv, va uint64, size int, v uint64) bool { return base.StoreSlow(&e.testEnv, va, size, v) }}
+	r0, r1, r2 := reg(0), reg(1), reg(2)
+	block := func(pure bool, stopAt uint64) []Op[loopEnv] {
+		var b Builder[loopEnv]
+		b.SetPC(0x1000)
+		b.Bin(OpAdd, Temp(0), r0, Imm(3)) // a register temporary live across the call
+		b.Mov(r0, Temp(0))
+		h := func(e *loopEnv) bool {
+			e.R[2] += e.R[0] ^ e.temps[0]<<1
+			if e.R[0] == stopAt {
+				e.PC = 0x5000
+				return false
+			}
+			return true
+		}
+		if pure {
+			b.CallPure(h)
+		} else {
+			b.Call(h)
+		}
+		b.Bin(OpAdd, r2, r2, Temp(0))
+		b.Bin(OpSub, r1, r1, Imm(1))
+		b.ExitIf(r1, true, 0x1000)
+		b.Exit(Imm(0x2000))
+		return b.Ops
+	}
+	run := func(be Backend, ops []Op[loopEnv], iters uint64, req uint32) (*loopEnv, int) {
+		f, _, err := compileWith(be, tgt, ops)
+		if err != nil {
+			t.Fatal(err)
+		}
+		env := &loopEnv{testEnv: testEnv{R: [4]uint64{0, iters, 0, 0}}, req: req}
+		calls := 0
+		for env.PC = 0x1000; env.PC == 0x1000; calls++ {
+			f(env)
+		}
+		return env, calls
+	}
+	for _, c := range []struct {
+		pure      bool
+		iters     uint64
+		stopAt    uint64
+		req       uint32
+		wantCalls int // native backend
+	}{
+		{true, 5000, 0, 0, (5000 + loopBudget - 1) / loopBudget},
+		{true, 5000, 0, 1, 5000},
+		{true, 5000, 3 * 1500, 0, 2}, // the helper ends the block in the 1500th iteration
+		{false, 300, 0, 0, 300},
+	} {
+		ops := block(c.pure, c.stopAt)
+		want, _ := run(BackendClosure, ops, c.iters, c.req)
+		got, calls := run(BackendNative, ops, c.iters, c.req)
+		if got.R != want.R || got.PC != want.PC || got.temps != want.temps {
+			t.Errorf("%+v: native R=%#x PC=%#x T=%#x, closure R=%#x PC=%#x T=%#x", c, got.R, got.PC, got.temps, want.R, want.PC, want.temps)
+		}
+		if calls != c.wantCalls {
+			t.Errorf("%+v: native block ran in %d calls, want %d", c, calls, c.wantCalls)
+		}
+	}
+	if _, _, ok := compileWhole(tgt, block(true, 0)); !ok {
+		t.Error("a block with a pure helper call was not compiled whole")
 	}
 }

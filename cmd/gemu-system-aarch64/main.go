@@ -228,6 +228,7 @@ func run(args []string) (int, error) {
 		Info:     machineInfo(o.Name, o.UUID),
 		Blocks:   runloop.Blocks(wiring, &o.Common, attached),
 		Chardevs: chardevs,
+		Hotplug:  wiring,
 		Restore:  func() { be.Close() },
 		BeforeRun: func() error {
 			if o.loadvm != "" {

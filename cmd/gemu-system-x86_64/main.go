@@ -217,8 +217,14 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 		Info:     machineInfo(o.name, o.UUID, acc.Name() == "kvm"),
 		Chardevs: chardevs,
 		Blocks:   runloop.Blocks(wiring, &o.Common, attached),
+		Hotplug:  wiring,
 		Restore:  func() { be.Close() },
 		BeforeRun: func() error {
+			if o.loadvm != "" {
+				if err := loop.LoadVMAtStart(o.loadvm); err != nil {
+					return err
+				}
+			}
 			if err := loop.OpenMonitors(&o.Common, monChardevs, spec == "stdio"); err != nil {
 				return err
 			}
@@ -273,6 +279,7 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer) int {
 			return &pcGuest{vm: vm, m: m}, nil
 		},
 	})
+	loop.SetDrives(wiring.Drives) // savevm, loadvm, delvm
 	code, err := loop.Run()
 	if err != nil {
 		return fail(stderr, "%v", err)

@@ -36,6 +36,7 @@ type options struct {
 	trace    string   // -d in_asm,exec,int (TCG only)
 	traceLog string   // -D FILE: the -d output (default stderr)
 	incoming string   // -incoming URI|defer
+	loadvm   string   // -loadvm NAME
 	warnings []string // one line each, printed before the guest starts
 }
 
@@ -76,6 +77,7 @@ or on gemu's own x86-64 translator (TCG).
   -S                    start stopped (cont on a monitor starts the guest)
   -no-shutdown          on guest power-off, stop instead of exiting (system_reset restarts)
   -incoming URI|defer    load the guest from URI (file:, exec:, unix:, tcp:) before it runs
+  -loadvm NAME           start from the internal snapshot NAME of the qcow2 drives (savevm)
                         (-accel tcg)
   -drive, -hda FILE, -cdrom FILE, -blockdev, -device, -netdev, -nic, -chardev, -object,
   -global, -snapshot
@@ -111,7 +113,7 @@ var honouredCPUFlags = map[string]bool{"x2apic": true, "hypervisor": true}
 // parseArgs parses QEMU-style options. Errors name the option and are one line.
 func parseArgs(args []string) (*options, error) {
 	o := &options{machine: "pc", memSize: 128 << 20, cpus: 1, cpuModel: "host"}
-	own := map[string]bool{"d": true, "D": true, "incoming": true}
+	own := map[string]bool{"d": true, "D": true, "incoming": true, "loadvm": true}
 	if err := o.Parse(args, own, func(name, v string) error {
 		switch name {
 		case "d":
@@ -120,6 +122,8 @@ func parseArgs(args []string) (*options, error) {
 			o.traceLog = v
 		case "incoming":
 			o.incoming = v
+		case "loadvm":
+			o.loadvm = v
 		}
 		return nil
 	}); err != nil {

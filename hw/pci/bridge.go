@@ -55,7 +55,11 @@ func NewBridge(parent *Bus, vendor, device uint16, rev byte) *Bridge {
 	le.PutUint16(c.wmask[regMemBase+2:], 0xfff0)
 	le.PutUint16(c.wmask[regPrefBase:], 0xfff0)
 	le.PutUint16(c.wmask[regPrefBase+2:], 0xfff0)
-	c.init16(regPrefBase, 0x0001) // 64-bit prefetchable window
+	// Windows closed at power-on (base above limit), as QEMU's pci_bridge_reset leaves
+	// them; the prefetchable one is 64-bit.
+	c.init8(regIOBase, 0xf0)
+	c.init16(regMemBase, 0xfff0)
+	c.init16(regPrefBase, 0xfff1)
 	c.init16(regPrefBase+2, 0x0001)
 	le.PutUint32(c.wmask[regPrefBaseUpper:], 0xffffffff)
 	le.PutUint32(c.wmask[regPrefBaseUpper+4:], 0xffffffff)

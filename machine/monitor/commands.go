@@ -239,46 +239,87 @@ var pciClassDesc = map[uint16]string{
 }
 
 func pciInfo(ds []PCIDevice) any {
-	type region struct {
-		Prefetch *bool  `json:"prefetch,omitempty"`
-		Mem64    *bool  `json:"mem_type_64,omitempty"`
-		BAR      int    `json:"bar"`
-		Size     uint64 `json:"size"`
-		Address  int64  `json:"address"`
-		Type     string `json:"type"`
-	}
-	type classInfo struct {
+	return []struct {
+		Bus     int       `json:"bus"`
+		Devices []pciJSON `json:"devices"`
+	}{{0, pciDevs(ds)}}
+}
+
+type pciRegionJSON struct {
+	Prefetch *bool  `json:"prefetch,omitempty"`
+	Mem64    *bool  `json:"mem_type_64,omitempty"`
+	BAR      int    `json:"bar"`
+	Size     uint64 `json:"size"`
+	Address  int64  `json:"address"`
+	Type     string `json:"type"`
+}
+
+type pciRange struct {
+	Limit int64 `json:"limit"`
+	Base  int64 `json:"base"`
+}
+
+type pciBridgeJSON struct {
+	Bus struct {
+		Prefetchable pciRange `json:"prefetchable_range"`
+		Memory       pciRange `json:"memory_range"`
+		Secondary    int      `json:"secondary"`
+		IO           pciRange `json:"io_range"`
+		Number       int      `json:"number"`
+		Subordinate  int      `json:"subordinate"`
+	} `json:"bus"`
+	Devices []pciJSON `json:"devices,omitempty"`
+}
+
+type pciJSON struct {
+	IRQPin    int            `json:"irq_pin"`
+	Bus       int            `json:"bus"`
+	Bridge    *pciBridgeJSON `json:"pci_bridge,omitempty"`
+	QDevID    string         `json:"qdev_id"`
+	IRQ       *int           `json:"irq,omitempty"`
+	Slot      int            `json:"slot"`
+	ClassInfo struct {
 		Class int    `json:"class"`
 		Desc  string `json:"desc,omitempty"`
-	}
-	type id struct {
-		Device    int `json:"device"`
-		SubVendor int `json:"subsystem-vendor"`
-		Vendor    int `json:"vendor"`
-		Subsystem int `json:"subsystem"`
-	}
-	type dev struct {
-		IRQPin    int       `json:"irq_pin"`
-		Bus       int       `json:"bus"`
-		QDevID    string    `json:"qdev_id"`
-		IRQ       *int      `json:"irq,omitempty"`
-		Slot      int       `json:"slot"`
-		ClassInfo classInfo `json:"class_info"`
-		ID        id        `json:"id"`
-		Function  int       `json:"function"`
-		Regions   []region  `json:"regions"`
-	}
-	devs := []dev{}
+	} `json:"class_info"`
+	ID struct {
+		Device    int  `json:"device"`
+		SubVendor *int `json:"subsystem-vendor,omitempty"`
+		Vendor    int  `json:"vendor"`
+		Subsystem *int `json:"subsystem,omitempty"`
+	} `json:"id"`
+	Function int             `json:"function"`
+	Regions  []pciRegionJSON `json:"regions"`
+}
+
+// pciDevs renders functions as query-pci's PciDeviceInfo, a bridge with its bus and
+// the functions behind it (QEMU gives a bridge no subsystem ids).
+func pciDevs(ds []PCIDevice) []pciJSON {
+	devs := []pciJSON{}
 	for _, d := range ds {
-		x := dev{IRQPin: d.IRQPin, Bus: d.Bus, QDevID: d.QDevID, Slot: d.Slot, Function: d.Function,
-			ClassInfo: classInfo{int(d.Class), pciClassDesc[d.Class]},
-			ID:        id{int(d.Device), int(d.SubVendor), int(d.Vendor), int(d.SubID)}, Regions: []region{}}
+		x := pciJSON{IRQPin: d.IRQPin, Bus: d.Bus, QDevID: d.QDevID, Slot: d.Slot, Function: d.Function, Regions: []pciRegionJSON{}}
+		x.ClassInfo.Class, x.ClassInfo.Desc = int(d.Class), pciClassDesc[d.Class]
+		x.ID.Device, x.ID.Vendor = int(d.Device), int(d.Vendor)
 		if d.IRQPin != 0 {
 			irq := d.IRQ
 			x.IRQ = &irq
 		}
+		if br := d.Bridge; br != nil {
+			j := &pciBridgeJSON{Devices: pciDevs(br.Devices)}
+			if br.Devices == nil {
+				j.Devices = nil
+			}
+			j.Bus.Number, j.Bus.Secondary, j.Bus.Subordinate = br.Number, br.Secondary, br.Subordinate
+			j.Bus.IO = pciRange{br.IOLimit, br.IOBase}
+			j.Bus.Memory = pciRange{br.MemLimit, br.MemBase}
+			j.Bus.Prefetchable = pciRange{br.PrefLimit, br.PrefBase}
+			x.Bridge = j
+		} else {
+			sv, ss := int(d.SubVendor), int(d.SubID)
+			x.ID.SubVendor, x.ID.Subsystem = &sv, &ss
+		}
 		for _, r := range d.Regions {
-			rg := region{BAR: r.BAR, Size: r.Size, Address: r.Address, Type: "memory"}
+			rg := pciRegionJSON{BAR: r.BAR, Size: r.Size, Address: r.Address, Type: "memory"}
 			if r.IO {
 				rg.Type = "io"
 			} else {
@@ -289,8 +330,5 @@ func pciInfo(ds []PCIDevice) any {
 		}
 		devs = append(devs, x)
 	}
-	return []struct {
-		Bus     int   `json:"bus"`
-		Devices []dev `json:"devices"`
-	}{{0, devs}}
+	return devs
 }

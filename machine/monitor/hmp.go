@@ -19,12 +19,16 @@ var hmpHelp = []struct{ name, args, help string }{
 	{"balloon", "target", "request VM to change its memory allocation (in MB)"},
 	{"cont|c", "", "resume emulation"},
 	{"delvm", "tag", "delete a VM snapshot from its tag"},
+	{"device_add", "driver[,prop=value][,...]", "add device, like -device on the command line"},
+	{"device_del", "device", "remove device"},
 	{"help|?", "[cmd]", "show the help"},
 	{"info", "[subcommand]", "show various information about the system state"},
 	{"loadvm", "tag", "restore a VM snapshot from its tag"},
 	{"migrate", "[-d] uri", "migrate to URI (file:, exec:, unix:, tcp:)"},
 	{"migrate_cancel", "", "cancel the current VM migration"},
 	{"migrate_incoming", "uri", "Continue an incoming migration from an -incoming defer"},
+	{"netdev_add", "[user|tap|socket|stream|dgram],id=str[,prop=value][,...]", "add host network device"},
+	{"netdev_del", "id", "remove host network device"},
 	{"quit|q", "", "quit the emulator"},
 	{"savevm", "[tag]", "save a VM snapshot. If no tag is provided, a new snapshot is created"},
 	{"stop", "", "stop emulation"},
@@ -42,7 +46,9 @@ var hmpInfo = []struct{ name, help string }{
 	{"kvm", "show KVM information"},
 	{"migrate", "show migration status"},
 	{"name", "show the current VM name"},
+	{"network", "show the network state"},
 	{"pci", "show PCI info"},
+	{"qtree", "show device tree"},
 	{"snapshots", "show the currently saved VM snapshots"},
 	{"status", "show the current VM status (running|paused)"},
 	{"uuid", "show the current VM UUID"},
@@ -107,7 +113,7 @@ func (s *Server) hmpRun(w *strings.Builder, line string, c *call) {
 	case "savevm", "loadvm", "delvm":
 		s.hmpSnapshot(w, cmd, rest) // snapshot.go
 	default:
-		if !s.hmpMigrate(w, cmd, rest) && !s.hmpBalloon(w, cmd, rest) {
+		if !s.hmpMigrate(w, cmd, rest) && !s.hmpBalloon(w, cmd, rest) && !s.hmpHotplug(w, cmd, rest, c) {
 			fmt.Fprintf(w, "unknown command: '%s'\n", cmd)
 		}
 	}
@@ -239,7 +245,9 @@ func (s *Server) hmpInfo(w *strings.Builder, what string) {
 	case "snapshots":
 		s.hmpInfoSnapshots(w)
 	default:
-		fmt.Fprintf(w, "unknown command: 'info %s'\n", what)
+		if !s.hmpInfoHotplug(w, what) {
+			fmt.Fprintf(w, "unknown command: 'info %s'\n", what)
+		}
 	}
 }
 

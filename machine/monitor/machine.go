@@ -122,6 +122,17 @@ type PCIDevice struct {
 	IRQ                 int
 	QDevID              string
 	Regions             []PCIRegion
+	Bridge              *PCIBridge // a PCI-to-PCI bridge's bus and windows; nil for others
+}
+
+// PCIBridge is a bridge's side of query-pci: its bus numbers, windows (base > limit
+// when closed) and the functions behind it.
+type PCIBridge struct {
+	Number, Secondary, Subordinate int
+	IOBase, IOLimit                int64
+	MemBase, MemLimit              int64
+	PrefBase, PrefLimit            int64
+	Devices                        []PCIDevice // nil until the guest numbers the secondary bus
 }
 
 // PCIRegion is one BAR.

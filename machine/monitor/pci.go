@@ -9,8 +9,10 @@ import (
 // PCIFromBus describes the functions of a board's PCI bus 0 as query-pci does, from
 // their configuration space (read as the guest would, without side effects: the
 // header registers read here have none) and the BARs they declared.
-func PCIFromBus(b *pci.Bus) []PCIDevice {
-	if b == nil {
+func PCIFromBus(b *pci.Bus) []PCIDevice { return pciFromBus(b, 0, 0) }
+
+func pciFromBus(b *pci.Bus, num, depth int) []PCIDevice {
+	if b == nil || depth > 8 {
 		return nil
 	}
 	var out []PCIDevice
@@ -37,7 +39,40 @@ func PCIFromBus(b *pci.Bus) []PCIDevice {
 				*out2 = append(*out2, rg)
 			}
 		}
+		d.Bus = num
+		if hdr[0x0e]&0x7f == 1 {
+			d.SubVendor, d.SubID = 0, 0
+			d.Bridge = bridgeInfo(hdr[:], num)
+			if sb, ok := f.(interface{ Secondary() *pci.Bus }); ok && d.Bridge.Secondary != 0 {
+				d.Bridge.Devices = pciFromBus(sb.Secondary(), d.Bridge.Secondary, depth+1)
+				if d.Bridge.Devices == nil {
+					d.Bridge.Devices = []PCIDevice{}
+				}
+			}
+		}
 		out = append(out, d)
 	}
 	return out
+}
+
+// bridgeInfo decodes a type-1 header's bus numbers and windows as QEMU's
+// pci_bridge_get_base/limit do.
+func bridgeInfo(h []byte, num int) *PCIBridge {
+	le := binary.LittleEndian
+	br := &PCIBridge{Number: num, Secondary: int(h[0x19]), Subordinate: int(h[0x1a])}
+	br.IOBase = int64(h[0x1c]&0xf0) << 8
+	br.IOLimit = int64(h[0x1d]&0xf0)<<8 | 0xfff
+	if h[0x1c]&0xf == 1 { // 32-bit I/O
+		br.IOBase |= int64(le.Uint16(h[0x30:])) << 16
+		br.IOLimit |= int64(le.Uint16(h[0x32:])) << 16
+	}
+	br.MemBase = int64(le.Uint16(h[0x20:])&0xfff0) << 16
+	br.MemLimit = int64(le.Uint16(h[0x22:])&0xfff0)<<16 | 0xfffff
+	br.PrefBase = int64(le.Uint16(h[0x24:])&0xfff0) << 16
+	br.PrefLimit = int64(le.Uint16(h[0x26:])&0xfff0)<<16 | 0xfffff
+	if h[0x24]&0xf == 1 { // 64-bit prefetchable
+		br.PrefBase |= int64(le.Uint32(h[0x28:])) << 32
+		br.PrefLimit |= int64(le.Uint32(h[0x2c:])) << 32
+	}
+	return br
 }

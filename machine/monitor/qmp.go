@@ -41,6 +41,8 @@ type command struct {
 	args []arg
 	ret  string // schema hint: "empty", "any"
 	run  func(c *call) (any, error)
+	// open: arguments beyond args are the command's to check (device_add's properties).
+	open bool
 }
 
 // call is one command invocation.
@@ -256,7 +258,7 @@ func checkArgs(cmd *command, args map[string]json.RawMessage) error {
 	}
 	var extra []string
 	for k := range args {
-		if !declared[k] {
+		if !declared[k] && !cmd.open {
 			extra = append(extra, k)
 		}
 	}

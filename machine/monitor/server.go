@@ -67,7 +67,8 @@ func NewServer(m Machine, o Options) *Server {
 	s.registerQMP()
 	s.registerMigrate()
 	s.registerBalloon()
-	s.registerProbe() // probe.go
+	s.registerHotplug() // hotplug.go
+	s.registerProbe()   // probe.go
 	s.registerSnapshot()
 	return s
 }

@@ -69,7 +69,7 @@ func (s *Server) hmpSnapshot(w *strings.Builder, cmd, rest string) bool {
 	}
 	args := strings.Fields(rest)
 	if len(args) > 1 {
-		fmt.Fprintf(w, "%s: extraneous characters at the end of line\n", cmd)
+		fmt.Fprintf(w, "%s: extraneous characters at the end of line\nTry \"help %s\" for more information\n", cmd, cmd)
 		return true
 	}
 	if len(args) == 0 && cmd != "savevm" {
@@ -108,7 +108,7 @@ func errText(err error) string {
 
 // hmpInfoSnapshots is info snapshots, as QEMU 7.2 prints it: the snapshots of the VM
 // state drive that every other drive has too (IDs shown as "--": they may differ
-// between images), after the lists of each drive's partial ones.
+// between images), then each drive's partial ones.
 func (s *Server) hmpInfoSnapshots(w *strings.Builder) {
 	sn, err := s.snapshotter()
 	var disks []SnapshotDisk
@@ -145,6 +145,16 @@ func (s *Server) hmpInfoSnapshots(w *strings.Builder) {
 			global = append(global, x)
 		}
 	}
+	w.WriteString("List of snapshots present on all disks:\n")
+	if len(global) == 0 {
+		w.WriteString("None\n")
+	}
+	for i := range global {
+		global[i].ID = "--"
+	}
+	if len(global) > 0 {
+		snapshotRows(w, global)
+	}
 	for _, d := range disks {
 		var partial []DiskSnapshot
 		for _, x := range d.Snapshots {
@@ -152,21 +162,11 @@ func (s *Server) hmpInfoSnapshots(w *strings.Builder) {
 				partial = append(partial, x)
 			}
 		}
-		if len(partial) == 0 {
-			continue
+		if len(partial) > 0 {
+			fmt.Fprintf(w, "List of partial (non-loadable) snapshots on '%s':\n", d.Drive)
+			snapshotRows(w, partial)
 		}
-		fmt.Fprintf(w, "List of partial (non-loadable) snapshots on '%s':\n", d.Drive)
-		snapshotRows(w, partial)
 	}
-	w.WriteString("List of snapshots present on all disks:\n")
-	if len(global) == 0 {
-		w.WriteString("None\n")
-		return
-	}
-	for i := range global {
-		global[i].ID = "--"
-	}
-	snapshotRows(w, global)
 }
 
 func hasName(l []DiskSnapshot, name string) bool {
@@ -186,7 +186,7 @@ func snapshotRows(w *strings.Builder, l []DiskSnapshot) {
 		clock := fmt.Sprintf("%02d:%02d:%02d.%03d", ns/3600e9, ns/60e9%60, ns/1e9%60, ns/1e6%1000)
 		ic := ""
 		if x.ICount >= 0 {
-			ic = fmt.Sprintf("%-10d", x.ICount)
+			ic = fmt.Sprint(x.ICount)
 		}
 		fmt.Fprintf(w, "%-9s %-16s %8s%20s%13s%11s\n", x.ID, x.Name, sizeToStr(x.VMStateSize),
 			x.Date.Format("2006-01-02 15:04:05"), clock, ic)

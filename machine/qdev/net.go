@@ -106,13 +106,13 @@ func buildNet(e *Env, p Props) (virtio.Device, error) {
 	if hasNetdev {
 		be := e.Netdevs[id]
 		if be == nil {
-			return nil, fmt.Errorf("Property '%s.netdev' can't find value '%s'", drv, id)
+			return nil, fmt.Errorf("Property 'virtio-net-device.netdev' can't find value '%s'", id) // QEMU's words: the property is the inner device's
 		}
 		e.mu.Lock()
-		other, taken := e.net.used[id]
+		_, taken := e.net.used[id]
 		e.mu.Unlock()
 		if taken {
-			return nil, fmt.Errorf("Property '%s.netdev' can't take value '%s', it's in use (by %s)", drv, id, other)
+			return nil, fmt.Errorf("Property 'virtio-net-device.netdev' can't take value '%s', it's in use", id)
 		}
 		c.Backend = be
 		if o, ok := be.(netdev.Offloader); ok {
@@ -124,7 +124,9 @@ func buildNet(e *Env, p Props) (virtio.Device, error) {
 		}
 	} else {
 		c.Backend = nullNet{}
-		e.Warn(fmt.Sprintf("-device %s: nic %s has no peer (add netdev=ID)", drv, drv))
+		if !e.hotplugging() { // device_add's NIC without a netdev is not warned about (QEMU's neither)
+			e.Warn(fmt.Sprintf("-device %s: nic %s has no peer (add netdev=ID)", drv, drv))
+		}
 	}
 	if v, ok := p.Get("mac"); ok {
 		m, err := ParseMAC(v)
@@ -189,6 +191,7 @@ func buildNet(e *Env, p Props) (virtio.Device, error) {
 		e.net.used[id] = drv
 		e.mu.Unlock()
 	}
+	e.noteNIC(p, c.MAC)
 	return dev, nil
 }
 

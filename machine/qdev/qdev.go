@@ -78,6 +78,7 @@ type Env struct {
 	attached map[string]string // drive id → device that took it
 	net      netState          // NICs (net.go)
 	vsock    vsockState        // vsock devices (vsock.go)
+	hp       hotplugState      // root ports and devices by id (hotplug.go)
 }
 
 // NewEnv returns an Env for board.
@@ -204,8 +205,18 @@ func PropHelp(name string) (string, error) {
 func Known(name string) bool { _, ok := types[name]; return ok }
 
 // Add creates the device p describes (driver= names the type) and plugs it in.
-func (e *Env) Add(p Props) error {
+func (e *Env) Add(p Props) error { return e.add(p, true) }
+
+// add is Add for the command line (cli: errors carry the -device prefix) or for
+// device_add (QEMU's texts alone).
+func (e *Env) add(p Props, cli bool) error {
 	name, _ := p.Get("driver")
+	wrap := func(err error) error {
+		if cli {
+			return fmt.Errorf("-device %s: %w", name, err)
+		}
+		return err
+	}
 	d, ok := types[name]
 	if !ok {
 		if name == "" {
@@ -219,15 +230,18 @@ func (e *Env) Add(p Props) error {
 	}
 	for _, k := range p.Keys() {
 		if !allowed[k] {
-			return fmt.Errorf("-device %s: Property '%s.%s' not found", name, name, k)
+			return wrap(fmt.Errorf("Property '%s.%s' not found", name, k))
 		}
 	}
 	if d.finish != nil {
 		return d.finish(e, p)
 	}
+	if err := e.claimID(p); err != nil {
+		return wrap(err)
+	}
 	dev, err := d.build(e, p)
 	if err != nil {
-		return fmt.Errorf("-device %s: %w", name, err)
+		return wrap(err)
 	}
 	if strings.HasSuffix(d.bus, "PCI") {
 		err = e.plugPCI(p, dev)
@@ -235,7 +249,8 @@ func (e *Env) Add(p Props) error {
 		err = e.Board.VirtioMMIO(dev)
 	}
 	if err != nil {
-		return fmt.Errorf("-device %s: %w", name, err)
+		e.releaseClaims(p)
+		return wrap(err)
 	}
 	return nil
 }
@@ -252,8 +267,10 @@ func (e *Env) plugPCI(p Props, dev virtio.Device) error {
 	if v, ok := p.Get("disable-legacy"); ok && !isOn(v) {
 		return errors.New("disable-legacy=off is not supported: gemu's virtio-pci is modern-only")
 	}
-	if b, ok := p.Get("bus"); ok && b != "pcie.0" && b != "pci.0" {
-		return fmt.Errorf("Bus '%s' not found", b)
+	drv, _ := p.Get("driver")
+	target, port, busName, err := e.pciTarget(p, drv)
+	if err != nil {
+		return err
 	}
 	vectors := 0
 	if v, ok := p.Get("vectors"); ok {
@@ -263,39 +280,28 @@ func (e *Env) plugPCI(p Props, dev virtio.Device) error {
 		}
 		vectors = n
 	}
-	slot, fn := -1, 0
-	if a, ok := p.Get("addr"); ok {
-		s, f, err := parseAddr(a)
-		if err != nil {
+	slot, fn := 0, 0
+	if port == nil {
+		if slot, fn, err = e.pickSlot(p); err != nil {
 			return err
 		}
-		slot, fn = s, f
 	}
-	e.mu.Lock()
-	if slot < 0 {
-		for s := e.Board.FirstPCISlot(); s < 32; s++ {
-			if !e.usedPCI[s] && pb.Function(uint8(s), 0) == nil {
-				slot = s
-				break
-			}
-		}
-		if slot < 0 {
-			e.mu.Unlock()
-			return errors.New("PCI: no slot available for the device")
-		}
-	}
-	e.usedPCI[slot] = true
-	e.mu.Unlock()
-	vd, err := virtiopci.New(dev, e.Board.Memory(), virtiopci.Config{Vectors: vectors, Express: e.Board.Express(), Hooks: e.Board.PCIHooks()})
+	vd, err := virtiopci.New(dev, e.Board.Memory(), virtiopci.Config{Vectors: vectors, Express: port != nil || e.Board.Express(), Hooks: e.Board.PCIHooks()})
 	if err != nil {
 		return err
 	}
-	if err := pb.Add(uint8(slot), uint8(fn), vd.Function()); err != nil {
+	if err := target.Add(uint8(slot), uint8(fn), vd.Function()); err != nil {
 		return fmt.Errorf("PCI: slot %d function %d not available for the device: %v", slot, fn, err)
 	}
 	e.mu.Lock()
 	e.resets = append(e.resets, vd.Reset)
 	e.mu.Unlock()
+	if err := e.recordPCI(p, busName, port, vd); err != nil {
+		return err
+	}
+	if port != nil {
+		return nil // the board records root-bus functions only (by slot and function)
+	}
 	if r, ok := e.Board.(VirtioPCIRecorder); ok {
 		r.VirtioPCIAdded(slot, fn, vd)
 	}
@@ -356,9 +362,9 @@ func buildBlk(e *Env, p Props) (virtio.Device, error) {
 	}
 	be := e.Drives[id]
 	if be == nil {
-		return nil, fmt.Errorf("Property 'drive' can't find value '%s'", id)
+		return nil, fmt.Errorf("Property 'virtio-blk-device.drive' can't find value '%s'", id)
 	}
-	c := blk.Config{Backend: be, Discard: true, WriteZeroes: true, WriteZeroesMayUnmap: true}
+	c := blk.Config{Backend: countIO(be), Discard: true, WriteZeroes: true, WriteZeroesMayUnmap: true}
 	c.Serial, _ = p.Get("serial")
 	if len(c.Serial) > blk.IDBytes {
 		c.Serial = c.Serial[:blk.IDBytes]

@@ -23,8 +23,9 @@ import (
 // maxPasses bounds a migration that never converges even with throttling.
 const maxPasses = 10000
 
-// stuckPasses is how many syncs in a row may find at least as much dirty as the pass
-// before sent, without auto-converge, before the migration fails.
+// stuckPasses is how many syncs in a row may find at least 90% of what the pass before
+// sent dirty again (the guest dirties about as fast as the link carries), without
+// auto-converge, before the migration fails.
 const stuckPasses = 5
 
 // minMeasure is the least a pass must send for its bandwidth to replace the estimate.
@@ -130,7 +131,7 @@ func (m *Machine) SaveLive(w io.Writer, p vmstate.LiveParams) (vmstate.Stats, ti
 		} else {
 			high = 0
 		}
-		if dirtyBytes >= passBytes {
+		if dirtyBytes*10 >= passBytes*9 {
 			stuck++
 		} else {
 			stuck = 0

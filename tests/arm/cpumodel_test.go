@@ -64,7 +64,7 @@ _start:
 // TestCPUModelIDsAsQEMU runs cpuIDProgram on every gemu model and on
 // qemu-system-aarch64 -cpu of the same name: the identification registers (MIDR,
 // REVIDR, CTR, CLIDR, DCZID, CCSIDR) must be QEMU's, except max's cache geometry
-// ; every unsigned ID_AA64ISAR0/ISAR1 field gemu advertises must be at most
+// ; every unsigned ID_AA64ISAR0/ISAR1/MMFR1/MMFR2 field gemu advertises must be at most
 // QEMU's (a model never claims more than its silicon), and ID_AA64PFR0's CSV2/CSV3
 // set where QEMU's are, at most to QEMU's level.
 func TestCPUModelIDsAsQEMU(t *testing.T) {
@@ -97,7 +97,7 @@ func TestCPUModelIDsAsQEMU(t *testing.T) {
 					t.Errorf("%s: gemu %#x, QEMU %#x", names[i], g[i], q[i])
 				}
 			}
-			for _, i := range []int{8, 9} {
+			for _, i := range []int{8, 9, 13, 14} { // ISAR0, ISAR1, MMFR1, MMFR2
 				for sh := 0; sh < 64; sh += 4 {
 					if gf, qf := g[i]>>sh&0xf, q[i]>>sh&0xf; gf > qf {
 						t.Errorf("%s[%d:%d] = %d, QEMU's %s has %d", names[i], sh+3, sh, gf, m.Name, qf)

@@ -77,9 +77,15 @@ func startBin(t *testing.T, bin, dir, name string, mem string, extra ...string) 
 // startScript is startBin with the guest running script instead of the counter.
 func startScript(t *testing.T, bin, dir, name string, mem string, script string, extra ...string) *guest {
 	t.Helper()
+	return startInitrd(t, bin, dir, name, mem, assets.Initrd("arm64"), script, extra...)
+}
+
+// startInitrd is startScript with another initramfs.
+func startInitrd(t *testing.T, bin, dir, name, mem, initrd, script string, extra ...string) *guest {
+	t.Helper()
 	sock := filepath.Join(dir, name+".qmp")
 	return launch(t, bin, sock, append([]string{"-M", "virt", "-cpu", "cortex-a57", "-m", mem, "-nographic",
-		"-kernel", assets.Kernel("arm64"), "-initrd", assets.Initrd("arm64"),
+		"-kernel", assets.Kernel("arm64"), "-initrd", initrd,
 		"-append", "console=ttyAMA0 " + assets.CmdArg(script),
 		"-qmp", "unix:" + sock + ",server=on,wait=off"}, extra...))
 }
@@ -191,8 +197,10 @@ func dial(t *testing.T, g *guest) (*raw.Monitor, *qmp.SocketMonitor) {
 func waitMigration(t *testing.T, r *raw.Monitor) raw.MigrationInfo {
 	t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
+	var last raw.MigrationInfo
 	for time.Now().Before(deadline) {
 		info, err := r.QueryMigrate()
+		last = info
 		if err != nil {
 			t.Fatalf("query-migrate: %v", err)
 		}
@@ -202,7 +210,11 @@ func waitMigration(t *testing.T, r *raw.Monitor) raw.MigrationInfo {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatal("migration did not finish within 2 minutes")
+	ram := any(nil)
+	if last.RAM != nil {
+		ram = *last.RAM
+	}
+	t.Fatalf("migration did not finish within 2 minutes: %+v, ram %+v", last, ram)
 	return raw.MigrationInfo{}
 }
 

@@ -21,14 +21,18 @@ import (
 	"gemu/tests/testbin"
 )
 
-func binary(t *testing.T) string {
+func binary(t *testing.T) string { return binaryFor(t, "arm64") }
+
+// binaryFor is the system emulator of a guest architecture (arm64, amd64).
+func binaryFor(t *testing.T, arch string) string {
 	t.Helper()
+	name := map[string]string{"arm64": "gemu-system-aarch64", "amd64": "gemu-system-x86_64"}[arch]
 	if d := os.Getenv("GEMU_BIN"); d != "" {
-		if p := filepath.Join(d, "gemu-system-aarch64"); fileExists(p) {
+		if p := filepath.Join(d, name); fileExists(p) {
 			return p
 		}
 	}
-	return testbin.MustBuild(t, "gemu/cmd/gemu-system-aarch64")
+	return testbin.MustBuild(t, "gemu/cmd/"+name)
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
@@ -42,12 +46,12 @@ func need(t *testing.T, tools ...string) {
 	}
 }
 
-func needGuest(t *testing.T) {
+func needGuest(t *testing.T, arch string) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("boots a Linux guest: skipped under -short")
 	}
-	if why := assets.Missing("arm64"); why != "" {
+	if why := assets.Missing(arch); why != "" {
 		t.Skip(why)
 	}
 }

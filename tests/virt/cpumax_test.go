@@ -17,13 +17,14 @@ import (
 )
 
 // cpuFeatures boots Debian's arm64 kernel on prog with -cpu cpu, has /init print the
-// kernel's "CPU features: detected: ..." lines and power off, and returns the
-// features (sorted) and the console output.
-func cpuFeatures(t *testing.T, prog, cpu, initrd string) ([]string, string) {
+// kernel's "CPU features: detected: ..." lines and the hwcaps of /proc/cpuinfo and
+// power off, and returns the features and hwcaps (each sorted) and the console output.
+func cpuFeatures(t *testing.T, prog, cpu, initrd string) (features, hwcaps []string, console string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	script := "dmesg | grep 'CPU features: detected' | sed 's/^.*CPU features: detected: /FEATURE /'\n"
+	script := "dmesg | grep 'CPU features: detected' | sed 's/^.*CPU features: detected: /FEATURE /'\n" +
+		"grep -m1 '^Features' /proc/cpuinfo | sed 's/^Features[^:]*: /HWCAPS /'\n"
 	cmd := exec.CommandContext(ctx, prog, "-M", "virt", "-cpu", cpu, "-m", "512", "-kernel", assets.Kernel("arm64"),
 		"-initrd", initrd, "-nographic", "-no-reboot", "-append", "console=ttyAMA0 "+assets.CmdArg(script))
 	var out bytes.Buffer
@@ -40,14 +41,22 @@ func cpuFeatures(t *testing.T, prog, cpu, initrd string) ([]string, string) {
 		f = append(f, m[1])
 	}
 	slices.Sort(f)
-	return f, s
+	m := regexp.MustCompile(`(?m)^HWCAPS (.*?)\r?$`).FindStringSubmatch(s)
+	if m == nil {
+		t.Fatalf("%s -cpu %s: no Features line from /proc/cpuinfo; console:\n%s", prog, cpu, s)
+	}
+	h := strings.Fields(m[1])
+	slices.Sort(h)
+	return f, h, s
 }
 
 // TestGuestCPUMax boots Debian's kernel with -cpu max: it must detect the LSE atomics
 // (and use them: the kernel patches its atomics to LSE from then on, so the rest of
-// the boot runs on them), and every CPU feature it detects on gemu it also detects
-// on qemu-system-aarch64 -cpu max with the same kernel (gemu's max advertises a
-// subset of QEMU's: only what gemu implements).
+// the boot runs on them) and PAN (and run with it: user accesses go through LDTR/STTR
+// and PAN toggling from then on), report the hwcaps of what gemu implements, and every
+// CPU feature and hwcap it detects on gemu it also detects on qemu-system-aarch64
+// -cpu max with the same kernel (gemu's max advertises a subset of QEMU's: only what
+// gemu implements).
 func TestGuestCPUMax(t *testing.T) {
 	needAssets(t)
 	qemu, err := exec.LookPath("qemu-system-aarch64")
@@ -60,10 +69,26 @@ func TestGuestCPUMax(t *testing.T) {
 	if err := im.WriteFile(initrd); err != nil {
 		t.Fatal(err)
 	}
-	g, gout := cpuFeatures(t, binary(t), "max", initrd)
-	q, _ := cpuFeatures(t, qemu, "max", initrd)
-	t.Logf("gemu -cpu max: %q", g)
-	t.Logf("QEMU -cpu max: %q", q)
+	g, gh, gout := cpuFeatures(t, binary(t), "max", initrd)
+	q, qh, _ := cpuFeatures(t, qemu, "max", initrd)
+	t.Logf("gemu -cpu max: %q, hwcaps %q", g, gh)
+	t.Logf("QEMU -cpu max: %q, hwcaps %q", q, qh)
+	// What gemu's max implements, as the kernel names it: the hwcaps of the
+	// FP/AdvSIMD extensions and the PAN capability.
+	for _, h := range []string{"atomics", "asimdrdm", "asimddp", "sha512", "sha3", "sm3", "sm4", "crc32", "lrcpc", "rng"} {
+		if !slices.Contains(gh, h) {
+			t.Errorf("gemu's guest lacks hwcap %q", h)
+		}
+	}
+	for _, h := range gh {
+		if !slices.Contains(qh, h) {
+			t.Errorf("gemu's guest has hwcap %q, QEMU's -cpu max guest does not", h)
+		}
+	}
+	const pan = "Privileged Access Never"
+	if slices.Contains(q, pan) && !slices.Contains(g, pan) {
+		t.Errorf("gemu's guest does not report %q", pan)
+	}
 	const lse = "LSE atomic instructions"
 	if !slices.Contains(q, lse) {
 		t.Fatalf("QEMU's guest does not report %q (kernel or oracle changed): %q", lse, q)

@@ -14,14 +14,15 @@ import (
 // reports whether the current guest's devices took a drive (nil: none did).
 func Blocks(w *sysdev.Wiring, c *qemuopts.Common, attached func(id string) bool) func() []monitor.Block {
 	return func() []monitor.Block {
-		ids := make([]string, 0, len(w.Drives))
-		for id := range w.Drives {
+		drives := w.DrivesNow()
+		ids := make([]string, 0, len(drives))
+		for id := range drives {
 			ids = append(ids, id)
 		}
 		sort.Strings(ids)
 		var out []monitor.Block
 		for n, id := range ids {
-			be := w.Drives[id]
+			be := drives[id]
 			d := be.Driver()
 			in := &monitor.Inserted{File: d.Filename(), NodeName: fmt.Sprintf("#block%d", 100+n), Format: d.Format(),
 				ReadOnly: be.ReadOnly(), VirtualSize: be.Size(), Writeback: be.WriteCache()}
@@ -42,7 +43,16 @@ func Blocks(w *sysdev.Wiring, c *qemuopts.Common, attached func(id string) bool)
 				in.BackingDepth = depth + 1
 			}
 			blk := monitor.Block{Device: id, Inserted: in}
-			if attached != nil && attached(id) {
+			if owned, dev := w.HotNode(id); owned || dev != "" {
+				// blockdev-add'ed (QEMU lists the node with no device name) or
+				// taken by a device_add'ed device.
+				if owned {
+					blk.Device, in.NodeName = "", id
+				}
+				if dev != "" {
+					blk.QDev = "/machine/peripheral/" + dev + "/virtio-backend"
+				}
+			} else if attached != nil && attached(id) {
 				blk.QDev = qdevPath(c, id)
 			}
 			out = append(out, blk)

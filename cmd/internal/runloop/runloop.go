@@ -79,6 +79,9 @@ type Config struct {
 	// Incoming is -incoming: a URI the first guest's state is loaded from before it
 	// runs (migrate.go), or "defer" to wait for migrate-incoming; "" for none.
 	Incoming string
+	// Hotplug serves device_add, device_del, netdev_add, blockdev-add and the rest
+	// (hotplug.go); nil: the monitors refuse them.
+	Hotplug monitor.Hotplugger
 }
 
 // Loop runs guests one after the other and is the monitors' Machine.

@@ -55,11 +55,7 @@ func (d snapDrive) canSnapshot() bool { return d.img != nil && !d.be.ReadOnly() 
 // drivesFor resolves the drives of r (every writable one when r.Devices is nil) and
 // checks they can take a snapshot (bdrv_all_can_snapshot).
 func (l *Loop) drivesFor(r monitor.SnapshotRequest) ([]snapDrive, error) {
-	ids := make([]string, 0, len(l.snap.drives))
-	for id := range l.snap.drives {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
+	ids := l.driveIDs()
 	nodes := map[string]string{} // query-block's node names → drive ids
 	if l.cfg.Blocks != nil {
 		for _, b := range l.cfg.Blocks() {
@@ -68,11 +64,7 @@ func (l *Loop) drivesFor(r monitor.SnapshotRequest) ([]snapDrive, error) {
 			}
 		}
 	}
-	mk := func(id string) snapDrive {
-		be := l.snap.drives[id]
-		img, _ := be.Driver().(vmStateImage)
-		return snapDrive{id, be, img}
-	}
+	mk := l.snapDrive
 	var out []snapDrive
 	if r.Devices == nil {
 		for _, id := range ids {
@@ -98,6 +90,22 @@ func (l *Loop) drivesFor(r monitor.SnapshotRequest) ([]snapDrive, error) {
 		}
 	}
 	return out, nil
+}
+
+// driveIDs lists the drives in a fixed order (query-block's).
+func (l *Loop) driveIDs() []string {
+	ids := make([]string, 0, len(l.snap.drives))
+	for id := range l.snap.drives {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+func (l *Loop) snapDrive(id string) snapDrive {
+	be := l.snap.drives[id]
+	img, _ := be.Driver().(vmStateImage)
+	return snapDrive{id, be, img}
 }
 
 // vmStateDrive is bdrv_all_find_vmstate_bs.
@@ -206,11 +214,11 @@ func (l *Loop) restart(running bool) {
 func (l *Loop) SaveSnapshot(r monitor.SnapshotRequest) error {
 	l.snap.mu.Lock()
 	defer l.snap.mu.Unlock()
-	g, err := l.snapGuest()
+	ds, err := l.drivesFor(r)
 	if err != nil {
 		return err
 	}
-	ds, err := l.drivesFor(r)
+	g, err := l.snapGuest()
 	if err != nil {
 		return err
 	}
@@ -346,7 +354,7 @@ func (l *Loop) loadSnapshot(g Migratable, r monitor.SnapshotRequest) error {
 		return err
 	}
 	if sn.VMStateSize == 0 {
-		return errors.New("This is a disk-only snapshot. Revert to it offline using qemu-img")
+		return errors.New("This is a disk-only snapshot. Revert to it  offline using qemu-img") // sic: QEMU's two spaces
 	}
 	if q, ok := g.(Quiescer); ok {
 		thaw, err := q.QuiesceDevices()
@@ -388,11 +396,19 @@ func (l *Loop) DeleteSnapshot(r monitor.SnapshotRequest) error {
 func (l *Loop) SnapshotDisks() ([]monitor.SnapshotDisk, error) {
 	l.snap.mu.Lock()
 	defer l.snap.mu.Unlock()
-	ds, err := l.drivesFor(monitor.SnapshotRequest{})
-	if err == nil {
-		_, err = vmStateDrive(ds, "")
+	var ds []snapDrive
+	if all, err := l.drivesFor(monitor.SnapshotRequest{}); err == nil {
+		ds = all
+	} else {
+		// A drive that cannot take snapshots is left out of the list (QEMU lists
+		// those bdrv_can_snapshot accepts), not an error here.
+		for _, id := range l.driveIDs() {
+			if d := l.snapDrive(id); d.canSnapshot() {
+				ds = append(ds, d)
+			}
+		}
 	}
-	if err != nil {
+	if _, err := vmStateDrive(ds, ""); err != nil {
 		return nil, err
 	}
 	var out []monitor.SnapshotDisk

@@ -3,8 +3,6 @@ package sysdev
 import (
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"gemu/cmd/internal/qemuopts"
@@ -46,9 +44,7 @@ func netHelp(c *qemuopts.Common) (string, bool) {
 
 // openNetdevs opens every -netdev, and the netdev of every -nic, once per process.
 func (w *Wiring) openNetdevs() error {
-	o := netdev.Options{DNSUpstream: os.Getenv(DNSUpstreamEnv), Notify: func(msg string) {
-		fmt.Fprintf(os.Stderr, "%s: %s\n", filepath.Base(os.Args[0]), msg)
-	}}
+	o := w.netdevOptions()
 	open := func(opt *qemuopts.Opts, id, typ string, extra ...string) error {
 		if w.Netdevs[id] != nil {
 			return fmt.Errorf("-%s %s: Duplicate ID '%s' for netdev", opt.Option, opt.Spec, id)

@@ -42,6 +42,7 @@ type Wiring struct {
 	// StdioUsed reports that a -chardev took stdio (the main then leaves its serial
 	// port off stdio instead of failing as QEMU does).
 	StdioUsed bool
+	hp        hotplug // the monitors' device_add & co. (hotplug.go)
 }
 
 // Help answers `-device help` and `-device TYPE,help`: the text and whether one was
@@ -171,8 +172,12 @@ func (w *Wiring) open(defIf string, co chardev.Options) error {
 }
 
 // Plug builds the devices on board b: a virtio-blk-pci for every -drive if=virtio (as
-// QEMU's if=virtio does), then every -device in command-line order.
+// QEMU's if=virtio does), then every -device in command-line order, then the devices
+// the monitors added that are still plugged; the monitors' hotplug commands reach the
+// machine built last.
 func (w *Wiring) Plug(b qdev.Board, warn func(string)) (*qdev.Env, error) {
+	w.lockPlug()
+	defer w.unlockPlug()
 	env := qdev.NewEnv(b, w.Drives, w.Chardevs)
 	env.RNGObjects = w.rngObjects
 	env.Vsock = w.vsock
@@ -203,6 +208,9 @@ func (w *Wiring) Plug(b qdev.Board, warn func(string)) (*qdev.Env, error) {
 		if err := env.Add(o); err != nil {
 			return nil, err
 		}
+	}
+	if err := w.replayHotplugged(env); err != nil {
+		return nil, err
 	}
 	if err := env.Finish(); err != nil {
 		return nil, err

@@ -142,6 +142,10 @@ cases = [
     ("lea -0x200(%rsp),%rdi; mov -0x1f8(%rsp),%al; mov $40,%ecx; repne scasb", AD, ""),
     ("lea -0x200(%rsp),%rdi; mov $40,%ecx; repne scasl", AD, ""),
     ("std; lea 0x100(%rsp),%rdi; mov $5,%ecx; rep stosq; cld", AD, ""),
+    ("lea -0x200(%rsp),%rsi; lea -0x1ff(%rsp),%rdi; mov $40,%ecx; rep movsb", AD, ""),
+    ("lea -0x200(%rsp),%rsi; lea -0x1fc(%rsp),%rdi; mov $20,%ecx; rep movsq", AD, ""),
+    ("lea -0x300(%rsp),%rsi; lea -0x200(%rsp),%rdi; mov $100,%ecx; rep movsq", AD, ""),
+    ("lea -0x301(%rsp),%rdi; mov $333,%ecx; rep stosw", AD, ""),
     # SSE2 moves and integer ops.
     ("movdqu (%rsp),%xmm0; pxor %xmm1,%xmm0; movdqu %xmm0,16(%rsp)", A, "x"),
     ("and $-16,%rsp; movdqa (%rsp),%xmm2; movaps %xmm2,%xmm3; movaps %xmm3,32(%rsp)", A, "x"),

@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -332,6 +333,10 @@ func (g *pcGuest) Close() {
 func (g *pcGuest) SaveVM(w io.Writer) (vmstate.Stats, error) { return g.m.Save(w) }
 func (g *pcGuest) LoadVM(r io.Reader) (vmstate.Stats, error) { return g.m.Load(r) }
 func (g *pcGuest) RAMSize() uint64                           { return g.m.RAMSize() }
+
+// GuestTime and QuiesceDevices serve savevm/loadvm (runloop.GuestClocked, runloop.Quiescer).
+func (g *pcGuest) GuestTime() time.Duration        { return g.m.GuestTime() }
+func (g *pcGuest) QuiesceDevices() (func(), error) { return g.m.QuiesceDevices() }
 
 // LoadVMFile makes the board runloop.FileLoader (file: restores map RAM lazily).
 func (g *pcGuest) LoadVMFile(f *os.File, lazy bool) (vmstate.Stats, error) {

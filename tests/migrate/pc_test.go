@@ -204,3 +204,48 @@ func (g *guest) hasLine(line string) bool {
 	}
 	return false
 }
+
+// TestPCSaveVMLoadVM: HMP savevm on the counting x86-64 guest with a qcow2
+// virtio-blk-pci drive stores the VM state in the image (info snapshots lists it with
+// its VM size); after more TICKs, loadvm takes the guest back: the next TICK follows
+// the one printed before the savevm, not the latest. qemu-img check is clean after.
+func TestPCSaveVMLoadVM(t *testing.T) {
+	needPCAssets(t)
+	diskimg.Need(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "d.qcow2")
+	diskimg.Create(t, img, "qcow2", 16<<20)
+	g := startPC(t, dir, "vm", "256", counterScript,
+		"-drive", "file="+img+",if=none,id=d0,format=qcow2", "-device", "virtio-blk-pci,drive=d0")
+	r, _ := dial(t, g)
+	for g.tick(t, 5*time.Minute) < 3 {
+	}
+	before := g.drain()
+	if out, err := r.HumanMonitorCommand("savevm s1", nil); err != nil || out != "" {
+		t.Fatalf("savevm: %q %v", out, err)
+	}
+	after := g.drain() // TICKs printed while savevm ran are after the snapshot's state
+	if out, err := r.HumanMonitorCommand("info snapshots", nil); err != nil || !strings.Contains(out, "s1") || !strings.Contains(out, "MiB") {
+		t.Fatalf("info snapshots: %q %v", out, err)
+	}
+	for g.tick(t, time.Minute) < after+5 {
+	}
+	latest := g.drain()
+	if out, err := r.HumanMonitorCommand("loadvm s1", nil); err != nil || out != "" {
+		t.Fatalf("loadvm: %q %v", out, err)
+	}
+	next := g.tick(t, time.Minute)
+	if next < before || next > after+1 || next >= latest {
+		t.Fatalf("after loadvm the guest printed TICK %d; before savevm %d, after it %d, before loadvm %d", next, before, after, latest)
+	}
+	if n := g.tick(t, 30*time.Second); n != next+1 {
+		t.Fatalf("TICK %d after %d", n, next)
+	}
+	t.Logf("savevm at TICK %d..%d, loadvm at %d, went on at %d", before, after, latest, next)
+	g.cmd.Process.Kill()
+	<-g.exited
+	g.exited <- nil
+	if c := diskimg.Check(t, img, "qcow2"); !c.Clean() {
+		t.Fatalf("qemu-img check:\n%s", c.Text)
+	}
+}

@@ -3,6 +3,7 @@ package qcow2
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math/rand"
 	"os/exec"
@@ -19,8 +20,14 @@ import (
 // snapshot leaves check clean too.
 func TestVMStateArea(t *testing.T) {
 	needQemu(t)
+	for _, opts := range []map[string]string{nil, {"cluster_size": "4096"}, {"extended_l2": "on"}, {"cluster_size": "512", "compat": "0.10"}} {
+		t.Run(fmt.Sprint(opts), func(t *testing.T) { vmStateArea(t, opts) })
+	}
+}
+
+func vmStateArea(t *testing.T, opts map[string]string) {
 	p := filepath.Join(t.TempDir(), "v.qcow2")
-	d := create(t, p, 3<<20+4096, nil, "", "")
+	d := create(t, p, 3<<20+4096, opts, "", "")
 	img := d.(*Image)
 	m := &model{t: t, d: d, ref: make([]byte, 3<<20+4096)}
 	m.write(0, 100<<10, 1)

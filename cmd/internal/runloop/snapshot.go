@@ -210,7 +210,13 @@ func (l *Loop) restart(running bool) {
 	l.emit("RESUME", nil)
 }
 
-// SaveSnapshot implements monitor.Snapshotter (savevm, snapshot-save).
+// SaveSnapshot implements monitor.Snapshotter (savevm, snapshot-save). The vCPUs stay
+// paused from before the stream is written until every drive has its snapshot, and
+// the save drains the virtio requests in flight, so the disks are snapshotted as the
+// saved guest left them. A request the guest had queued but no device had taken yet
+// is in the saved rings as not taken: the device may still run it before the disk
+// snapshot, and after a load it runs again (a write of the same data, a read of the
+// same blocks), as QEMU replays its requests in flight after a migration.
 func (l *Loop) SaveSnapshot(r monitor.SnapshotRequest) error {
 	l.snap.mu.Lock()
 	defer l.snap.mu.Unlock()

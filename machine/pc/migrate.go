@@ -382,19 +382,3 @@ func loadSections(secs []bus.State, want []section) error {
 
 // RAMSize returns the guest's RAM size in bytes.
 func (m *Machine) RAMSize() uint64 { return m.Layout.LowSize + m.Layout.HighSize }
-
-// GuestTime is the guest clock under accel/tcg (the TSC's time base; QEMU's
-// QEMU_CLOCK_VIRTUAL), which an internal snapshot (savevm) records as its VM CLOCK;
-// 0 under KVM.
-func (m *Machine) GuestTime() time.Duration {
-	if m.tcg == nil {
-		return 0
-	}
-	return m.tcg.eng.GuestTime()
-}
-
-// QuiesceDevices drains every virtio-pci device's requests in flight and keeps their
-// queues from taking new ones until the returned function (or a Save or Load, which
-// quiesce and thaw themselves) lets them go: loadvm reverts the disks while nothing
-// the old guest asked for can still reach them.
-func (m *Machine) QuiesceDevices() (func(), error) { return m.quiesceVirtio() }

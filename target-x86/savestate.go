@@ -61,7 +61,7 @@ type cpuSave struct {
 // storedMSR reports whether the vCPU keeps MSR n in msrState.mtrr.
 func storedMSR(n uint32) bool {
 	_, amd := amdMSRs[n]
-	return amd || n >= 0x200 && n < 0x210 || n >= 0x250 && n <= 0x26f || n >= 0x400 && n < 0x420
+	return amd || n >= 0x200 && n < 0x210 || n >= 0x250 && n <= 0x26f || n == msrMCGctl || n >= msrMC0ctl && n < mceEnd
 }
 
 // SaveState implements bus.Stateful: the vCPU's complete architectural state. Call it

@@ -10,9 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/digitalocean/go-qemu/qmp"
-	"github.com/digitalocean/go-qemu/qmp/raw"
-
 	"gemu/tests/assets"
 	"gemu/tests/testbin"
 )
@@ -60,44 +57,9 @@ func runPC(t *testing.T, emu string, e *env) pcResult {
 		"-kernel", assets.Kernel("amd64"), "-initrd", initrd,
 		"-append", "console=ttyS0 "+assets.CmdArg(strings.ReplaceAll(pcGuestScript, "PORT", e.port)),
 		"-qmp", "unix:"+sock+",server=on,wait=off", "-qmp", "unix:"+sock2+",server=on,wait=off")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	con := newConsole(out)
-	var mon *qmp.SocketMonitor
-	for i := 0; ; i++ {
-		if mon, err = qmp.NewSocketMonitor("unix", sock, 5*time.Second); err == nil {
-			break
-		}
-		if i > 300 {
-			t.Fatal(err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err := mon.Connect(); err != nil {
-		t.Fatal(err)
-	}
-	defer mon.Disconnect()
-	evs, err := mon.Events(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	deleted := make(chan map[string]any, 16)
-	go func() {
-		for ev := range evs {
-			if ev.Event == "DEVICE_DELETED" {
-				deleted <- ev.Data
-			}
-		}
-	}()
-	rq := dialRaw(t, sock2)
-	r := raw.NewMonitor(mon)
+	g := startQMP(t, ctx, cmd, sock, sock2)
+	defer g.stop()
+	con, mon, deleted, rq, r := g.con, g.mon, g.deleted, g.rq, g.r
 	var res pcResult
 	expect := func(marker string, d time.Duration) string {
 		t.Helper()

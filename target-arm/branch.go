@@ -306,6 +306,8 @@ func (c *CPU) decodeSys(insn uint32, pc uint64, op1, crn, crm, op2, rt uint32) (
 		f = func(c *CPU) bool { c.atS1(c.r(rt), idx, write); return true }
 	case crn == 7 && op1 == 0 && crm == 9 && op2 < 2 && c.model.hasPAN2(): // AT S1E1RP/WP (pan.go)
 		f = atS1PANOp(rt, op2 == 1)
+	case crn == 7 && op1 == 0 && crm == 9 && op2 < 2: // AT S1E1RP/WP without PAN2
+		return undefOp(pc), true
 	case crn == 7: // DC (clean/invalidate by VA or set/way): no caches to maintain
 		el0ok = op1 == 3 && (crm == 10 || crm == 11 || crm == 14) && op2 == 1
 		f = func(c *CPU) bool { return true }

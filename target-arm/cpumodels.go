@@ -9,7 +9,7 @@ import (
 // CLIDR, CCSIDR; QEMU 7.2's values) and ID registers restricted to what gemu
 // implements: a feature the silicon has but gemu does not stays unadvertised, so the
 // guest never relies on it. Common to every model (and so not repeated per model): EL0
-// and EL1 in AArch64 only (no EL2/EL3, no AArch32), FP and AdvSIMD without FP16, the
+// and EL1 in AArch64 only (no EL2/EL3, no AArch32), FP and AdvSIMD (with FP16 on max), the
 // debug architecture of debug.go (ID_AA64DFR0 of the Cortex-A57), a 4 KiB-granule
 // stage-1 MMU with 16-bit ASIDs and, in ID_AA64MMFR1/2, at most PAN and UAO (pan.go).
 
@@ -25,8 +25,9 @@ type Model struct {
 	PARange    uint64    // ID_AA64MMFR0_EL1.PARange
 	MMFR1      uint64    // ID_AA64MMFR1_EL1 (PAN, pan.go)
 	MMFR2      uint64    // ID_AA64MMFR2_EL1 (UAO, pan.go)
-	// PFR0 holds the ID_AA64PFR0_EL1 fields beyond EL0/EL1, FP, AdvSIMD and GIC
-	// (which readSys fills in): the speculation guarantees CSV2 and CSV3.
+	// PFR0 holds the ID_AA64PFR0_EL1 fields beyond EL0/EL1 and GIC (which readSys
+	// fills in): FP and AdvSIMD 1 with FP16 arithmetic (fp16.go), the speculation
+	// guarantees CSV2 and CSV3.
 	PFR0 uint64
 	// Note says where the ID registers differ from the silicon's.
 	Note string
@@ -100,10 +101,10 @@ var models = []*Model{
 		Name: "max", Compatible: "arm,cortex-a57", // as QEMU's max (an "A57 with extras")
 		MIDR: 0x000f0510, CTR: 0x8444c004, CLIDR: 0x02000023,
 		CCSIDR: [3]uint64{0x701fe00a, 0x201fe012, 0x70ffe07a},
-		ISAR0:  isar0Max, ISAR1: isar1LRCPC, PARange: 5, PFR0: pfr0CSV2 | pfr0CSV3,
+		ISAR0:  isar0Max, ISAR1: isar1LRCPC, PARange: 5, PFR0: pfr0CSV2 | pfr0CSV3 | pfr0FP16,
 		MMFR1: mmfr1PAN2, MMFR2: mmfr2UAO,
 		Note: "everything gemu implements: ARMv8.0 with AES/PMULL, SHA1, SHA256, CRC32, " +
-			"ARMv8.1 LSE atomics, RDM and PAN (with AT S1E1RP/WP), ARMv8.2 UAO, DotProd, SHA512, SHA3, SM3 and SM4, ARMv8.3 LDAPR, ARMv8.5 RNDR/RNDRRS, CSV2/CSV3 (no speculation; CSV2 1, not QEMU's 2: no SCXTNUM registers); not yet FP16, " +
+			"ARMv8.1 LSE atomics, RDM and PAN (with AT S1E1RP/WP), ARMv8.2 UAO, DotProd, SHA512, SHA3, SM3, SM4 and FP16 arithmetic, ARMv8.3 LDAPR, ARMv8.5 RNDR/RNDRRS, CSV2/CSV3 (no speculation; CSV2 1, not QEMU's 2: no SCXTNUM registers); not yet FHM, " +
 			"pointer authentication or BTI",
 	},
 }

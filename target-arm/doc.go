@@ -1,6 +1,7 @@
 // Package arm owns gemu's AArch64 CPU for TCG: an ARMv8.0 vCPU (EL0 and EL1, AArch64
 // only) in the CPU models of cpumodels.go (Cortex-A57 by default; max and neoverse-n1
-// add the ARMv8.1 LSE atomics of lse.go, LDAPR and, for max, RNDR) with its
+// add the ARMv8.1 LSE atomics of lse.go, LDAPR, RDM, DotProd and PAN/UAO of pan.go;
+// max also RNDR, SHA512, SHA3, SM3, SM4 and FP16 arithmetic: isaext.go) with its
 // architectural state, the A64 decoder/frontend that turns
 // guest instructions into tcg backend code, the stage-1 MMU and softmmu slow paths,
 // exceptions and the vector table, system registers, the exclusive monitor, the

@@ -5,9 +5,9 @@ package arm
 // decodeFPSIMD turns one instruction word into a closure over its decoded
 // fields; the closure only reads and writes State.X, V, FPCR, FPSR and NZCV.
 // SIMD&FP loads and stores are not here (they belong to the load/store
-// decoder). The Cryptographic Extension is included (fpsimd_crypto.go); FP16
-// arithmetic (ARMv8.2), SQRDMLAH (ARMv8.1) and other post-v8.0 additions decode
-// as nil.
+// decoder). The Cryptographic Extension is included (fpsimd_crypto.go); the
+// post-v8.0 additions (RDM, DotProd, SHA512/SHA3/SM3/SM4, FP16) decode as nil here
+// and are decodeFPSIMDFeat's, for the models that have them (isaext.go).
 
 import "math"
 
@@ -76,7 +76,11 @@ func fpMask(sz int) uint64 {
 	return math.MaxUint64
 }
 
-func decodeFPScalar(insn uint32) func(*State) {
+func decodeFPScalar(insn uint32) func(*State) { return decodeFPScalarH(insn, false) }
+
+// decodeFPScalarH is decodeFPScalar, with the half-precision arithmetic and
+// conversions of ARMv8.2 FEAT_FP16 if fp16 (fp16.go wraps them).
+func decodeFPScalarH(insn uint32, fp16 bool) func(*State) {
 	if insn>>29&1 != 0 {
 		return nil
 	}
@@ -91,12 +95,12 @@ func decodeFPScalar(insn uint32) func(*State) {
 	if sz < 0 {
 		return nil
 	}
-	if sz == fpH && insn&0x801e7c00 != 0x00024000 {
+	if sz == fpH && !fp16 && insn&0x801e7c00 != 0x00024000 {
 		// ARMv8.0 has no FP16 arithmetic: only FCVT from half precision.
 		return nil
 	}
 	if insn>>21&1 == 0 {
-		return decodeFPFixed(insn, sz, d, n)
+		return decodeFPFixed(insn, sz, d, n, fp16)
 	}
 	if insn>>31 != 0 && fld(insn, 10, 6) != 0 {
 		return nil
@@ -150,7 +154,7 @@ func decodeFPScalar(insn uint32) func(*State) {
 	case fld(insn, 10, 5) == 0b10000:
 		return decodeFP1Src(insn, sz, d, n)
 	case fld(insn, 10, 6) == 0:
-		return decodeFPInt(insn, sz, d, n)
+		return decodeFPInt(insn, sz, d, n, fp16)
 	}
 	return nil
 }
@@ -281,12 +285,15 @@ func fp2Op(opc uint32, sz int) fpBinFn {
 	return nil
 }
 
-func decodeFP3Src(insn uint32) func(*State) {
+func decodeFP3Src(insn uint32) func(*State) { return decodeFP3SrcH(insn, false) }
+
+// decodeFP3SrcH is decodeFP3Src, with half precision if fp16.
+func decodeFP3SrcH(insn uint32, fp16 bool) func(*State) {
 	if insn>>29&7 != 0 {
 		return nil
 	}
 	sz := ftypeSize(fld(insn, 22, 2))
-	if sz < 0 || sz == fpH {
+	if sz < 0 || sz == fpH && !fp16 {
 		return nil
 	}
 	d, n, m, a := int(fld(insn, 0, 5)), int(fld(insn, 5, 5)), int(fld(insn, 16, 5)), int(fld(insn, 10, 5))
@@ -308,7 +315,7 @@ func decodeFP3Src(insn uint32) func(*State) {
 }
 
 // decodeFPInt decodes conversions between FP and integer and FMOV (general).
-func decodeFPInt(insn uint32, sz, d, n int) func(*State) {
+func decodeFPInt(insn uint32, sz, d, n int, fp16 bool) func(*State) {
 	sf := insn>>31 != 0
 	width := uint(32)
 	if sf {
@@ -320,7 +327,7 @@ func decodeFPInt(insn uint32, sz, d, n int) func(*State) {
 	switch {
 	case opc == 6 || opc == 7: // FMOV
 		toFP := opc == 7
-		if rmode != 0 || (sz == fpS) == sf || sz == fpH {
+		if rmode != 0 || sz == fpS && sf || sz == fpD && !sf || sz == fpH && !fp16 {
 			return nil
 		}
 		if toFP {
@@ -329,7 +336,7 @@ func decodeFPInt(insn uint32, sz, d, n int) func(*State) {
 		return func(s *State) { setX(s, d, s.V[n][0]&mask) }
 	case rmode != 0 && opc >= 2 && opc <= 5:
 		return nil
-	case sz == fpH:
+	case sz == fpH && !fp16:
 		return nil
 	case opc == 2 || opc == 3: // SCVTF, UCVTF
 		unsigned := opc == 3
@@ -357,8 +364,8 @@ func decodeFPInt(insn uint32, sz, d, n int) func(*State) {
 }
 
 // decodeFPFixed decodes conversions between FP and fixed-point.
-func decodeFPFixed(insn uint32, sz, d, n int) func(*State) {
-	if sz == fpH {
+func decodeFPFixed(insn uint32, sz, d, n int, fp16 bool) func(*State) {
+	if sz == fpH && !fp16 {
 		return nil
 	}
 	sf := insn>>31 != 0

@@ -233,6 +233,9 @@ func diffFPCR(r *rand.Rand) uint64 {
 	if r.Intn(8) == 0 {
 		v |= fpcrAHP
 	}
+	if r.Intn(5) == 0 {
+		v |= fpcrFZ16 // FP16 arithmetic only (fp16.go)
+	}
 	return v
 }
 
@@ -535,6 +538,7 @@ func TestFPSIMDRandomEncodings(t *testing.T) {
 // runRandomDiff runs n words from gen (Rd, Rn < 16) with random inputs under
 // qemu-aarch64 -cpu cpu and through dec: dec must return nil exactly for the words
 // that raise SIGILL there and otherwise give the same registers and flags.
+// FPSIMD_KEEP=DIR keeps the program (r, r.S, in.bin) in DIR.
 func runRandomDiff(t *testing.T, n int, cpu string, dec func(uint32) func(*State), gen func(*rand.Rand) uint32) {
 	for _, tool := range []string{"qemu-aarch64", "aarch64-linux-gnu-gcc"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -559,6 +563,9 @@ func runRandomDiff(t *testing.T, n int, cpu string, dec func(uint32) func(*State
 	}
 	dir := t.TempDir()
 	bin := buildRandomProgram(t, dir, words, in)
+	if d := os.Getenv("FPSIMD_KEEP"); d != "" {
+		exec.Command("cp", bin, filepath.Join(dir, "in.bin"), filepath.Join(dir, "r.S"), d).Run()
+	}
 	out, err := exec.Command("qemu-aarch64", "-cpu", cpu, bin).Output()
 	if err != nil {
 		t.Fatalf("qemu-aarch64: %v", err)

@@ -116,6 +116,9 @@ func fpUnpack(sz int, op uint64, fpcr uint64, fl *uint64) (typ int, neg bool, v 
 			*fl |= fpIDC
 			return fpZero, neg, math.Copysign(0, signF(neg))
 		}
+		if fpcr&fpcrFlush16 != 0 && sz == fpH { // FZ16 flushes without IDC
+			return fpZero, neg, math.Copysign(0, signF(neg))
+		}
 	case exp == 1<<eb-1 && !(sz == fpH && fpcr&fpcrAHP != 0):
 		// (The alternative half-precision format has no infinities or NaNs.)
 		if frac == 0 {
@@ -229,7 +232,7 @@ func fpRound(sz int, x *big.Float, sticky bool, rmode int, fpcr uint64, fl *uint
 	emin := fmtEmin[sz]
 	ax := new(big.Float).SetPrec(x.Prec()).Abs(x)
 	e := ax.MantExp(nil) - 1 // ax in [2^e, 2^(e+1))
-	if e < emin && fpcr&fpcrFZ != 0 && sz != fpH {
+	if e < emin && (fpcr&fpcrFZ != 0 && sz != fpH || fpcr&fpcrFlush16 != 0 && sz == fpH) {
 		*fl |= fpUFC
 		return fpZeroBits(sz, neg)
 	}
@@ -922,20 +925,24 @@ func fpRecipEstimate(sz int, a uint64, fpcr uint64, fl *uint64) uint64 {
 	case t == fpZero:
 		*fl |= fpDZC
 		return fpInfBits(sz, s)
-	case (sz == fpS && math.Abs(v) < 0x1p-128) || (sz == fpD && math.Abs(v) < 0x1p-1024):
+	case (sz == fpS && math.Abs(v) < 0x1p-128) || (sz == fpD && math.Abs(v) < 0x1p-1024) || (sz == fpH && math.Abs(v) < 0x1p-16):
 		rm := fpcrRMode(fpcr)
 		*fl |= fpOFC | fpIXC
 		if rm == rmNearest || (rm == rmPlusInf && !s) || (rm == rmMinusInf && s) {
 			return fpInfBits(sz, s)
 		}
 		return fpMaxNormal(sz, s)
-	case fpcr&fpcrFZ != 0 && ((sz == fpS && math.Abs(v) >= 0x1p126) || (sz == fpD && math.Abs(v) >= 0x1p1022)):
+	case fpcr&fpcrFZ != 0 && ((sz == fpS && math.Abs(v) >= 0x1p126) || (sz == fpD && math.Abs(v) >= 0x1p1022)),
+		fpcr&fpcrFlush16 != 0 && sz == fpH && math.Abs(v) >= 0x1p14:
 		*fl |= fpUFC
 		return fpZeroBits(sz, s)
 	}
 	var frac uint64
 	var exp int
-	if sz == fpS {
+	if sz == fpH {
+		frac = (a & (1<<10 - 1)) << 42
+		exp = int(a>>10) & 0x1f
+	} else if sz == fpS {
 		frac = (a & (1<<23 - 1)) << 29
 		exp = int(a>>23) & 0xff
 	} else {
@@ -954,6 +961,8 @@ func fpRecipEstimate(sz int, a uint64, fpcr uint64, fl *uint64) uint64 {
 	resultExp := 253 - exp
 	if sz == fpD {
 		resultExp = 2045 - exp
+	} else if sz == fpH {
+		resultExp = 29 - exp
 	}
 	est := recipEstimate(scaled)
 	frac = (est & 0xff) << 44
@@ -964,7 +973,9 @@ func fpRecipEstimate(sz int, a uint64, fpcr uint64, fl *uint64) uint64 {
 		resultExp = 0
 	}
 	var r uint64
-	if sz == fpS {
+	if sz == fpH {
+		r = uint64(resultExp&0x1f)<<10 | frac>>42
+	} else if sz == fpS {
 		r = uint64(resultExp&0xff)<<23 | frac>>29
 	} else {
 		r = uint64(resultExp&0x7ff)<<52 | frac
@@ -992,7 +1003,10 @@ func fpRSqrtEstimate(sz int, a uint64, fpcr uint64, fl *uint64) uint64 {
 	}
 	var frac uint64
 	var exp int
-	if sz == fpS {
+	if sz == fpH {
+		frac = (a & (1<<10 - 1)) << 42
+		exp = int(a>>10) & 0x1f
+	} else if sz == fpS {
 		frac = (a & (1<<23 - 1)) << 29
 		exp = int(a>>23) & 0xff
 	} else {
@@ -1013,12 +1027,18 @@ func fpRSqrtEstimate(sz int, a uint64, fpcr uint64, fl *uint64) uint64 {
 		scaled = 1<<7 | frac>>45
 	}
 	var resultExp int
-	if sz == fpS {
+	switch sz {
+	case fpH:
+		resultExp = (44 - exp) / 2
+	case fpS:
 		resultExp = (380 - exp) / 2
-	} else {
+	default:
 		resultExp = (3068 - exp) / 2
 	}
 	est := recipSqrtEstimate(scaled)
+	if sz == fpH {
+		return uint64(resultExp&0x1f)<<10 | (est&0xff)<<2
+	}
 	if sz == fpS {
 		return uint64(resultExp&0xff)<<23 | (est&0xff)<<15
 	}

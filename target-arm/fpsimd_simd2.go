@@ -68,7 +68,7 @@ func fpMiscOp(opc, u, a uint32, sz int) unFn {
 			return boolMask(fpCompareVec(sz, x, 0, kind, false, s.FPCR, &s.FPSR))
 		}
 	}
-	width := uint(32) << (sz - fpS)
+	width := uint(16) << sz
 	cvt := func(rm int, unsigned bool) unFn {
 		return func(x uint64, s *State) uint64 {
 			return fpToFixed(sz, x, 0, unsigned, width, rm, s.FPCR, &s.FPSR)
@@ -114,6 +114,8 @@ func fpMiscOp(opc, u, a uint32, sz int) unFn {
 		return func(x uint64, s *State) uint64 {
 			if !unsigned && sz == fpS {
 				x = uint64(int64(int32(uint32(x))))
+			} else if !unsigned && sz == fpH {
+				x = uint64(int64(int16(uint16(x))))
 			}
 			return fixedToFP(sz, x, unsigned, 0, s.FPCR, &s.FPSR)
 		}
@@ -324,7 +326,9 @@ func decodeTwoMisc(insn uint32, scalar bool) func(*State) {
 				return satS(x+int64(a), size, s)
 			}
 			r := uint64(x) + a
-			if x >= 0 && (r < a || r > 1<<63-1) {
+			// Vd + Vn exceeds INT64_MAX: for Vd >= 0 the sum wraps or passes it; for
+			// Vd < 0 it does when Vn > INT64_MAX + |Vd| (which fits in 64 bits).
+			if x >= 0 && (r < a || r > 1<<63-1) || x < 0 && a > 1<<63-1+uint64(-x) {
 				s.FPSR |= fpQC
 				return 1<<63 - 1
 			}

@@ -16,6 +16,7 @@ const (
 	featSHA3                        // ARMv8.2 EOR3, RAX1, XAR, BCAX (sha512.go)
 	featSM3                         // ARMv8.2 SM3SS1, SM3TT*, SM3PARTW* (sm.go)
 	featSM4                         // ARMv8.2 SM4E, SM4EKEY (sm.go)
+	featFP16                        // ARMv8.2 half-precision arithmetic (fp16.go)
 )
 
 // isaFeatures returns the extensions the model's ID registers advertise.
@@ -40,6 +41,9 @@ func (m *Model) isaFeatures() isaFeat {
 	if field(m.ISAR0, 40) >= 1 {
 		f |= featSM4
 	}
+	if m.hasFP16() {
+		f |= featFP16
+	}
 	return f
 }
 
@@ -55,6 +59,11 @@ func decodeFPSIMDFeat(insn uint32, f isaFeat) func(*State) {
 
 // decodeFPSIMDExt decodes the extension encodings of f (nil: not one of them).
 func decodeFPSIMDExt(insn uint32, f isaFeat) func(*State) {
+	if f&featFP16 != 0 {
+		if g := decodeFP16(insn); g != nil {
+			return g
+		}
+	}
 	switch {
 	case insn&0x9f208400 == 0x0e008400, insn&0xdf208400 == 0x5e008400:
 		// AdvSIMD (scalar) three same extra: SQRDMLAH/SQRDMLSH, SDOT/UDOT

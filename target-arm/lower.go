@@ -40,6 +40,8 @@ var irTarget = newIRTarget(tcg.Target[CPU]{
 	UserStoreSlow: func(c *CPU, va uint64, size int, v uint64) bool {
 		return c.stSlow(va, size, v, c.uidx)
 	},
+	FPStatus:  offFPSR,
+	FPInexact: fpIXC,
 })
 
 func newIRTarget(t tcg.Target[CPU]) *tcg.Target[CPU] {
@@ -140,6 +142,12 @@ func lower(b *tcg.Builder[CPU], insn uint32, pc uint64, flags uint64) (handled, 
 			return false, false
 		}
 		emitLdStV(b, true, 4<<(insn>>30), insn&31, tcg.Imm(addr), 0, func() {})
+		return true, false
+	}
+	if insn>>24&0xfe == 0x1e && flags&flagFP != 0 && lowerFP(b, insn) { // FP data processing
+		return true, false
+	}
+	if insn>>24&0x9f == 0x0e && flags&flagFP != 0 && lowerVec(b, insn) { // AdvSIMD three-same
 		return true, false
 	}
 	return lowerWide(b, insn, flags), false

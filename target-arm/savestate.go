@@ -10,7 +10,7 @@ import (
 // cpuStateVersion is the version of the vCPU's saved state. The data is
 // vmstate.EncodeFields of cpuSave: every field of State and of sysRegs by name (a
 // system register added to sysRegs is saved with no change here; a stream without it
-// leaves it at its reset value), PSTATE's EL, SPSel and DAIF, the generic timers'
+// leaves it at its reset value), PSTATE's EL, SPSel, DAIF, PAN and UAO, the generic timers'
 // control and compare values and output levels, and the PSCI power state.
 const cpuStateVersion = 1
 
@@ -60,8 +60,9 @@ func (c *CPU) LoadState(st bus.State) error {
 	if err := vmstate.DecodeFields(st.Data, &s); err != nil {
 		return fmt.Errorf("cpu %d: %v", c.cfg.ID, err)
 	}
-	if s.EL > 1 || s.SPSel > 1 || s.DAIF&^pstateDAIF != 0 || s.PAN > 1 || s.UAO > 1 {
-		return fmt.Errorf("cpu %d: saved PSTATE (EL%d, SPSel %d, DAIF %#x) is not one this vCPU models", c.cfg.ID, s.EL, s.SPSel, s.DAIF)
+	if s.EL > 1 || s.SPSel > 1 || s.DAIF&^pstateDAIF != 0 || s.PAN > 1 || s.UAO > 1 ||
+		s.PAN != 0 && !c.model.hasPAN() || s.UAO != 0 && !c.model.hasUAO() {
+		return fmt.Errorf("cpu %d: saved PSTATE (EL%d, SPSel %d, DAIF %#x, PAN %d, UAO %d) is not one this vCPU models", c.cfg.ID, s.EL, s.SPSel, s.DAIF, s.PAN, s.UAO)
 	}
 	c.State, c.sr = s.Regs, s.Sys
 	c.el, c.spsel, c.daif, c.pan, c.uao = s.EL, s.SPSel, s.DAIF, s.PAN, s.UAO

@@ -103,6 +103,41 @@ func TestCPUStateRoundTrip(t *testing.T) {
 	}
 }
 
+// TestCPUStatePANUAO: PSTATE.PAN and UAO survive a round trip on -cpu max, with the
+// data and unprivileged MMU indices recomputed (EL1 with PAN, and UAO giving LDTR/STTR
+// that index too); a model without PAN refuses a state with PAN set.
+func TestCPUStatePANUAO(t *testing.T) {
+	ram := memory.New()
+	defer ram.Close()
+	if _, err := ram.Add("ram", 0x4000_0000, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	maxModel, _ := LookupModel("max")
+	a := New(Config{ID: 0, RAM: ram, Model: maxModel})
+	defer a.Close()
+	b := New(Config{ID: 1, RAM: ram, Model: maxModel})
+	defer b.Close()
+	a57 := New(Config{ID: 2, RAM: ram})
+	defer a57.Close()
+	a.el, a.spsel, a.pan, a.uao = 1, 1, 1, 1
+	s, err := a.SaveState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.LoadState(s); err != nil {
+		t.Fatal(err)
+	}
+	if b.pan != 1 || b.uao != 1 || b.midx != mmuEL1PAN || b.uidx != mmuEL1PAN || b.mmu != &b.tlb[mmuEL1PAN] || b.utlb != &b.tlb[mmuEL1PAN] {
+		t.Fatalf("after the round trip: PAN %d UAO %d, MMU indices %d/%d", b.pan, b.uao, b.midx, b.uidx)
+	}
+	if b.pstate()&(pstatePAN|pstateUAO) != pstatePAN|pstateUAO {
+		t.Fatalf("PSTATE %#x lacks PAN/UAO", b.pstate())
+	}
+	if err := a57.LoadState(s); err == nil {
+		t.Fatal("cortex-a57 accepted a state with PSTATE.PAN set")
+	}
+}
+
 // TestCPUSaveRestoreRuns: a vCPU counting in a loop is parked and saved; a new vCPU
 // on a copy of its RAM restores the state and goes on counting from the saved count,
 // not from zero.

@@ -406,6 +406,9 @@ func (c *CPU) writeSys(op0, op1, crn, crm, op2 uint32, v uint64) (ok, end bool) 
 		return true, true
 	case kFPCR:
 		c.FPCR = v & 0x07ff9f00
+		if !c.model.hasFP16() {
+			c.FPCR &^= fpcrFZ16 // RES0 without FEAT_FP16
+		}
 	case kFPSR:
 		c.FPSR = v & 0xf800009f
 	case kTPIDR_EL0:

@@ -15,8 +15,9 @@ import (
 // image), then MOVQ of MM0-MM7 to data[0x40..0x7f].
 
 const (
-	mmxSave = 0xc00 // data-page offset of the FXSAVE image
-	rspOff  = 0x800 // the harness's RSP is data+0x800
+	mmxSave  = 0xc00 // data-page offset of the FXSAVE image
+	mmxMXCSR = 0x7f0 // data-page offset of the MXCSR value each case loads
+	rspOff   = 0x800 // the harness's RSP is data+0x800
 )
 
 // rspMem is the ModRM/SIB/disp32 of [rsp+d] with register field reg, where d is a
@@ -29,6 +30,9 @@ func rspMem(reg byte, off int) []byte {
 
 func mmxCase(body []byte) []byte {
 	code := []byte{0xdb, 0xe3} // fninit
+	// ldmxcsr [data+0x7f0] (0x1f80, mmxState): earlier cases may leave the host's
+	// rounding mode changed
+	code = append(append(code, 0x0f, 0xae), rspMem(2, mmxMXCSR)...)
 	for i := byte(0); i < 8; i++ {
 		code = append(append(code, 0x0f, 0x6f), rspMem(i, 8*int(i))...) // movq mmI, [data+8i]
 	}
@@ -53,6 +57,7 @@ func mmxCase(body []byte) []byte {
 	for i := byte(0); i < 8; i++ { // last: these MOVQs make every tag valid again
 		code = append(append(code, 0x0f, 0x7f), rspMem(i, 0x40+8*int(i))...) // movq [data+0x40+8i], mmI
 	}
+	code = append(code, 0x0f, 0x77) // emms: the host's x87 stack empty for later tests
 	return code
 }
 
@@ -140,7 +145,8 @@ func (f mmxOp) gen(r *rand.Rand) []byte {
 
 func mmxState(r *rand.Rand) dtState {
 	s := randomState(r)
-	s.R[7] = dtData + 0x600      // MASKMOVQ's destination
+	s.R[7] = dtData + 0x600 // MASKMOVQ's destination
+	binary.LittleEndian.PutUint32(s.Data[mmxMXCSR:], 0x1f80)
 	for i := 0; i < 64; i += 8 { // some lanes at the saturation and sign edges
 		if r.Intn(3) == 0 {
 			v := []uint64{0x7f7f7f7f7f7f7f7f, 0x8080808080808080, 0x7fff80007fff8000, 0xffffffffffffffff, 0, 0x00ff00ff00ff00ff}[r.Intn(6)]
@@ -197,6 +203,58 @@ func TestDiffMMXx87(t *testing.T) {
 				clear(img[160+4*16:]) // XMM4-15 zero: the host's X15 is Go's zero register
 			}
 			compare(t, h, &dtCase{name: name, code: mmxCase(body), in: s, mask: flagsArith, xmm: true})
+		}
+	}
+}
+
+// TestDiffMMXConv runs the conversions and moves between XMM and MMX registers
+// (CVTPI2PS/PD, CVT(T)PS2PI, CVT(T)PD2PI, MOVQ2DQ, MOVDQ2Q) with register and memory
+// operands and special floating-point values; XMM0-3 and the MMX state are compared.
+func TestDiffMMXConv(t *testing.T) {
+	h := newGemuHarness(t, nil)
+	r := rand.New(rand.NewSource(9))
+	type conv struct {
+		pfx, op   byte
+		regXMM    bool // reg names an XMM register (else MMX)
+		rmXMM     bool // a register r/m names an XMM register
+		mem, regs bool // memory / register r/m allowed
+	}
+	for _, f := range []conv{
+		{0, 0x2a, true, false, true, true}, {0x66, 0x2a, true, false, true, true},
+		{0, 0x2c, false, true, true, true}, {0, 0x2d, false, true, true, true},
+		{0x66, 0x2c, false, true, true, true}, {0x66, 0x2d, false, true, true, true},
+		{0xf3, 0xd6, true, false, false, true}, {0xf2, 0xd6, false, true, false, true},
+	} {
+		for i := 0; i < 80; i++ {
+			s := mmxState(r)
+			for n := range s.XMM {
+				s.XMM[n] = [2]uint64{fpValue(r), fpValue(r)}
+			}
+			off := 0x100 + 16*r.Intn(0x40)
+			binary.LittleEndian.PutUint64(s.Data[off:], fpValue(r))
+			binary.LittleEndian.PutUint64(s.Data[off+8:], fpValue(r))
+			reg := byte(r.Intn(8))
+			if f.regXMM {
+				reg = byte(r.Intn(4))
+			}
+			var b []byte
+			if r.Intn(2) == 0 {
+				b = append(b, 0x0f, 0x77) // EMMS first: does the conversion make the MMX transition?
+			}
+			if f.pfx != 0 {
+				b = append(b, f.pfx)
+			}
+			b = append(b, 0x0f, f.op)
+			if f.mem && (!f.regs || r.Intn(2) == 0) {
+				b = append(b, rspMem(reg, off)...)
+			} else {
+				rm := byte(r.Intn(8))
+				if f.rmXMM {
+					rm = byte(r.Intn(4))
+				}
+				b = append(b, 0xc0|reg<<3|rm)
+			}
+			compare(t, h, &dtCase{name: "mmx conv", code: mmxCase(b), in: s, mask: flagsArith, xmm: true})
 		}
 	}
 }

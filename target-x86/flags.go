@@ -136,7 +136,13 @@ func cond(fl uint64, cc byte) bool {
 // first. op == 0 means RFLAGS holds the flags.
 type ccState struct {
 	op, a, b, r, c uint64
+	// rc and ro are CF and OF of rotates run since the record was made (ccRot set in
+	// op): a rotate changes only those two, so it leaves the record in place.
+	rc, ro uint64
 }
+
+// ccRot in ccState.op: CF and OF are rc and ro, not the record's.
+const ccRot = 1 << 12
 
 // Lazy flag kinds (ccState.op = kind<<4 | operand size).
 const (
@@ -153,7 +159,7 @@ const (
 
 // lazyFlags computes the arithmetic flags s describes (s.op != 0).
 func (s *ccState) lazyFlags() uint64 {
-	kind, size := s.op>>4, int(s.op&0xf)
+	kind, size := s.op>>4&0xff, int(s.op&0xf)
 	m := sizeMask(size)
 	a, b, r := s.a&m, s.b&m, s.r&m
 	f := szp(r, size)
@@ -193,6 +199,9 @@ func (s *ccState) lazyFlags() uint64 {
 	}
 	if kind <= ccDec {
 		f |= (a ^ b ^ r) & flagAF
+	}
+	if s.op&ccRot != 0 {
+		f = f&^(flagCF|flagOF) | s.rc&1 | (s.ro&1)<<11
 	}
 	return f
 }

@@ -42,6 +42,7 @@ var (
 	ccOpArg                = tcg.Global(offCC + unsafe.Offsetof(ccState{}.op))
 	ccAArg, ccBArg, ccRArg = tcg.Global(offCC + unsafe.Offsetof(ccState{}.a)), tcg.Global(offCC + unsafe.Offsetof(ccState{}.b)), tcg.Global(offCC + unsafe.Offsetof(ccState{}.r))
 	ccCArg                 = tcg.Global(offCC + unsafe.Offsetof(ccState{}.c))
+	ccRCArg, ccROArg       = tcg.Global(offCC + unsafe.Offsetof(ccState{}.rc)), tcg.Global(offCC + unsafe.Offsetof(ccState{}.ro))
 )
 
 // lowerState is what the translator knows while lowering a block: the kind and size
@@ -69,7 +70,7 @@ func flush(b *bld, st *lowerState) {
 	if st.pend == 0 {
 		return
 	}
-	kind, size := st.pend>>4, int(st.pend&0xf)
+	kind, size, rot := st.pend>>4&0xff, int(st.pend&0xf), st.pend&ccRot != 0
 	st.pend = 0
 	sh := uint64(8*size - 1)
 	gA, gB, gR, gC := ccAArg, ccBArg, ccRArg, ccCArg
@@ -118,6 +119,12 @@ func flush(b *bld, st *lowerState) {
 		b.Bin(tcg.OpShl, tS, tF, tcg.Imm(11))
 		b.Bin(tcg.OpOr, tF, tF, tS)
 	}
+	if rot {
+		b.Bin(tcg.OpAnd, tF, tF, tcg.Imm(^uint64(flagCF|flagOF)))
+		b.Bin(tcg.OpOr, tF, tF, ccRCArg)
+		b.Bin(tcg.OpShl, tS, ccROArg, tcg.Imm(11))
+		b.Bin(tcg.OpOr, tF, tF, tS)
+	}
 	emitSZP(b, size, gR, tF, true)
 	b.Bin(tcg.OpAnd, tS, rflagsArg, tcg.Imm(^uint64(flagsArith)))
 	b.Bin(tcg.OpOr, rflagsArg, tS, tF)
@@ -127,6 +134,10 @@ func flush(b *bld, st *lowerState) {
 // carryIn emits d = CF as it stands (pending lazy flags or RFLAGS); scratch tV.
 func carryIn(b *bld, st *lowerState, d tcg.Arg) {
 	gA, gB, gR, gC := ccAArg, ccBArg, ccRArg, ccCArg
+	if st.pend&ccRot != 0 {
+		b.Mov(d, ccRCArg)
+		return
+	}
 	switch st.pend >> 4 {
 	case 0:
 		b.Bin(tcg.OpAnd, d, rflagsArg, tcg.Imm(flagCF))
@@ -633,6 +644,8 @@ func lowerALU(b *bld, in *insn, st *lowerState) bool {
 		n = aluInc + int(in.reg&7)
 	case o == 0xc0 || o == 0xc1 || o >= 0xd0 && o <= 0xd1:
 		return lowerShift(b, in, st)
+	case o == 0xd2 || o == 0xd3:
+		return lowerShiftCL(b, in, st)
 	default:
 		return false
 	}
@@ -782,9 +795,6 @@ func lowerShift(b *bld, in *insn, st *lowerState) bool {
 	if cnt == 0 || n == 2 || n == 3 || cnt >= bitsN && (n >= 4 || cnt%bitsN == 0) {
 		return false
 	}
-	if n < 2 {
-		flush(b, st) // rotates keep SF, ZF, AF, PF: computed eagerly on RFLAGS
-	}
 	rmRead(b, in, size, false, tA)
 	mask := uint64(flagCF | flagOF)
 	switch n {
@@ -844,6 +854,13 @@ func lowerShift(b *bld, in *insn, st *lowerState) bool {
 		setLazy(b, st, ccShift, size, tcg.Arg{}, tS, tR, tF)
 		return true
 	}
+	if st.pend != 0 { // a rotate keeps the pending record, overriding its CF and OF
+		b.Mov(ccRCArg, tF)
+		b.Mov(ccROArg, tS)
+		st.pend |= ccRot
+		b.Mov(ccOpArg, tcg.Imm(st.pend))
+		return true
+	}
 	b.Bin(tcg.OpShl, tS, tS, tcg.Imm(11))
 	b.Bin(tcg.OpOr, tF, tF, tS)
 	b.Bin(tcg.OpAnd, tS, rflagsArg, tcg.Imm(^mask))
@@ -878,4 +895,71 @@ func emitImul(b *bld, st *lowerState, size int) {
 	b.Bin(tcg.OpSetEq, tF, tF, tcg.Imm(0))
 	b.Bin(tcg.OpXor, tF, tF, tcg.Imm(1))
 	setLazy(b, st, ccImul, size, tcg.Arg{}, tcg.Arg{}, tR, tF)
+}
+
+// lowerShiftCL emits SHL, SHR and SAR by CL (D2, D3) with the helpers' flags. A
+// masked count of zero leaves the flags alone (the operand is still written back, as
+// the helper does), so the flags are computed eagerly and selected by the count.
+func lowerShiftCL(b *bld, in *insn, st *lowerState) bool {
+	size := opSize8(in)
+	n := in.reg & 7
+	if n < 4 {
+		return false
+	}
+	flush(b, st)
+	bitsN := uint64(8 * size)
+	sh := bitsN - 1
+	m := sizeMask(size)
+	cm := uint64(31)
+	if size == 8 {
+		cm = 63
+	}
+	rmRead(b, in, size, false, tA)
+	b.Bin(tcg.OpAnd, tV, greg(1), tcg.Imm(cm))
+	switch n {
+	case 4, 6: // CF: the last bit shifted out
+		b.Bin(tcg.OpShl, tR, tA, tV)
+		if size < 8 {
+			b.Bin(tcg.OpShr, tF, tR, tcg.Imm(bitsN))
+			b.Bin(tcg.OpAnd, tR, tR, tcg.Imm(m))
+		} else {
+			b.Mov(tU, tcg.Imm(64))
+			b.Bin(tcg.OpSub, tU, tU, tV)
+			b.Bin(tcg.OpShr, tF, tA, tU)
+		}
+	case 5:
+		b.Bin(tcg.OpShr, tR, tA, tV)
+		b.Bin(tcg.OpSub, tU, tV, tcg.Imm(1))
+		b.Bin(tcg.OpShr, tF, tA, tU)
+	case 7:
+		sextTo64(b, tX, tA, size)
+		b.Bin(tcg.OpSar, tR, tX, tV)
+		if size < 8 {
+			b.Bin(tcg.OpAnd, tR, tR, tcg.Imm(m))
+		}
+		b.Bin(tcg.OpSub, tU, tV, tcg.Imm(1))
+		b.Bin(tcg.OpShr, tF, tX, tU)
+	}
+	b.Bin(tcg.OpAnd, tF, tF, tcg.Imm(1))
+	rmWrite(b, in, size, tR, false)
+	switch n { // OF
+	case 4, 6:
+		b.Bin(tcg.OpShr, tS, tR, tcg.Imm(sh))
+		b.Bin(tcg.OpXor, tS, tS, tF)
+		b.Bin(tcg.OpShl, tS, tS, tcg.Imm(11))
+		b.Bin(tcg.OpOr, tF, tF, tS)
+	case 5:
+		b.Bin(tcg.OpShr, tS, tA, tcg.Imm(sh))
+		b.Bin(tcg.OpShl, tS, tS, tcg.Imm(11))
+		b.Bin(tcg.OpOr, tF, tF, tS)
+	}
+	emitSZP(b, size, tR, tF, true)
+	b.Bin(tcg.OpAnd, tS, rflagsArg, tcg.Imm(^uint64(flagsArith)))
+	b.Bin(tcg.OpOr, tF, tF, tS) // the new RFLAGS
+	b.Bin(tcg.OpXor, tF, tF, rflagsArg)
+	b.Bin(tcg.OpSetEq, tU, tV, tcg.Imm(0))
+	b.Bin(tcg.OpSub, tU, tU, tcg.Imm(1)) // all ones when the count is not zero
+	b.Bin(tcg.OpAnd, tF, tF, tU)
+	b.Bin(tcg.OpXor, rflagsArg, rflagsArg, tF)
+	return true
 }

@@ -1,5 +1,7 @@
 package x86
 
+import "math"
+
 // MMX and the SSE/SSE2 instructions on MMX registers (the 0F 6x/7x/Cx/Dx-Fx forms with
 // no mandatory prefix): moves (MOVD/MOVQ to and from GPRs and memory, MOVNTQ,
 // MASKMOVQ), integer arithmetic, compares, logic, shifts, packs and unpacks, PSHUFW,
@@ -283,4 +285,93 @@ func (c *CPU) maskMovQ(in *insn) bool {
 		}
 	}
 	return true
+}
+
+// translateMMXConv returns the helper of an SSE/SSE2 instruction between XMM and MMX
+// registers — CVTPI2PS/PD, CVT(T)PS2PI, CVT(T)PD2PI, MOVQ2DQ, MOVDQ2Q — or nil. They
+// need SSE enabled (sseOK) and, reading or writing an MMX register, make the MMX
+// transition; CVTPI2PS/PD from memory do not (SDM). Rounding is to nearest even, as the
+// other SSE conversions here (ssefp.go).
+func (c *CPU) translateMMXConv(in *insn) op {
+	o := in.opc
+	if in.mapn != 1 {
+		return nil
+	}
+	form := sseForm(in)
+	reg := in.reg
+	cvtLanes := func(f0, f1 float64, trunc bool) uint64 {
+		return cvtToInt(f0, 4, trunc) | cvtToInt(f1, 4, trunc)<<32
+	}
+	switch {
+	case o == 0x2a && (form == ssePS || form == ssePD): // CVTPI2PS, CVTPI2PD xmm, mm/m64
+		return func(c *CPU) bool {
+			if !c.sseOK() {
+				return false
+			}
+			var v uint64
+			if in.hasMem {
+				var ok bool
+				if v, ok = c.ld(c.ea(in), 8); !ok {
+					return false
+				}
+			} else {
+				c.mmxEnter()
+				v = c.mmReg(in.rm)
+			}
+			lo, hi := int32(v), int32(v>>32)
+			d := &c.sse.xmm[reg]
+			if form == ssePD {
+				d[0], d[1] = math.Float64bits(float64(lo)), math.Float64bits(float64(hi))
+			} else {
+				d[0] = uint64(math.Float32bits(float32(lo))) | uint64(math.Float32bits(float32(hi)))<<32
+			}
+			return true
+		}
+	case (o == 0x2c || o == 0x2d) && (form == ssePS || form == ssePD): // CVT(T)PS2PI, CVT(T)PD2PI mm, xmm/m
+		trunc := o == 0x2c
+		return func(c *CPU) bool {
+			if !c.sseOK() {
+				return false
+			}
+			var v [2]uint64
+			switch {
+			case !in.hasMem:
+				v = c.sse.xmm[in.rm]
+			case form == ssePD:
+				var ok bool
+				if v, ok = c.xmmRM(in, true); !ok {
+					return false
+				}
+			default:
+				var ok bool
+				if v[0], ok = c.ld(c.ea(in), 8); !ok {
+					return false
+				}
+			}
+			c.mmxEnter()
+			if form == ssePD {
+				c.setMM(reg, cvtLanes(math.Float64frombits(v[0]), math.Float64frombits(v[1]), trunc))
+			} else {
+				c.setMM(reg, cvtLanes(float64(math.Float32frombits(uint32(v[0]))), float64(math.Float32frombits(uint32(v[0]>>32))), trunc))
+			}
+			return true
+		}
+	case o == 0xd6 && (form == sseSS || form == sseSD): // MOVQ2DQ xmm, mm; MOVDQ2Q mm, xmm
+		if in.hasMem {
+			return ud
+		}
+		return func(c *CPU) bool {
+			if !c.sseOK() {
+				return false
+			}
+			c.mmxEnter()
+			if form == sseSS {
+				c.sse.xmm[reg] = [2]uint64{c.mmReg(in.rm), 0}
+			} else {
+				c.setMM(reg, c.sse.xmm[in.rm][0])
+			}
+			return true
+		}
+	}
+	return nil
 }

@@ -13,15 +13,17 @@ import (
 // cpuSave, every field by name (a field added later is absent from older records and
 // keeps its reset value on load). RIP is saved in the vCPU's own form (the linear PC,
 // CS.Base included outside 64-bit mode) next to the segment caches it depends on;
-// RFLAGS is the materialised architectural value (Regs().RFLAGS). The MSRs the vCPU
-// stores without giving them an effect (MTRRs, MCE banks, the AMD model registers) are
-// saved as (index, value) pairs. The debug registers are not saved: the vCPU ignores
+// RFLAGS is the materialised architectural value (lazy flags settled first, flags.go).
+// The MSRs the vCPU keeps in msrState.mtrr (MTRRs, MCG_CTL and the MCE banks, the AMD
+// model registers) are saved as (index, value) pairs. The x87 registers are their
+// float64 bits plus the exact 80-bit contents of those an MMX write or FXRSTOR set. The debug registers are not saved: the vCPU ignores
 // writes to them and reads fixed values. The guest clock (the TSC's time base) is the
 // engine's, saved once by the board for every vCPU; the TSC offset is per vCPU.
 const cpuStateVersion = 1
 
 // maxStoredMSRs bounds the (index, value) pairs of msrState.mtrr a save holds: 16
-// variable and 32 fixed MTRR slots, 32 MCE bank registers and the AMD registers.
+// variable and 32 fixed MTRR slots, MCG_CTL and 40 MCE bank registers, and the AMD
+// registers.
 const maxStoredMSRs = 128
 
 type msrSave struct {
@@ -41,6 +43,9 @@ type fpuSave struct {
 	FTW, Top uint8
 	ST       [8]uint64 // float64 bits of ST(physical i)
 	XCR0     uint64
+	RawMant  [8]uint64 // the 80-bit contents of physical register i, where RawValid bit i is set
+	RawSE    [8]uint16
+	RawValid uint8
 }
 
 type cpuSave struct {
@@ -71,18 +76,20 @@ func (c *CPU) SaveState() (bus.State, error) {
 	if c.delivering != 0 {
 		return bus.State{}, fmt.Errorf("cpu %d: saved in the middle of an exception delivery", c.cfg.ID)
 	}
+	c.syncFlags()
 	m := &c.msr
-	s := cpuSave{R: c.R, RIP: c.RIP, RFLAGS: c.Regs().RFLAGS, Seg: c.Seg, TR: c.TR, LDTR: c.LDTR, GDT: c.GDT, IDT: c.IDT,
+	s := cpuSave{R: c.R, RIP: c.RIP, RFLAGS: c.RFLAGS, Seg: c.Seg, TR: c.TR, LDTR: c.LDTR, GDT: c.GDT, IDT: c.IDT,
 		CR0: c.CR0, CR2: c.CR2, CR3: c.CR3, CR4: c.CR4, CR8: c.CR8, EFER: c.EFER, CPL: c.cpl,
 		MSR: msrSave{APICBase: m.apicBase, PAT: m.pat, MiscEnable: m.miscEnable,
 			STAR: m.star, LSTAR: m.lstar, CSTAR: m.cstar, FMASK: m.fmask,
 			KernelGSBase: m.kernelGSBase, TSCAux: m.tscAux, TSCOffset: m.tscOffset,
 			SysenterCS: m.sysenterCS, SysenterESP: m.sysenterESP, SysenterEIP: m.sysenter, MTRRDefType: m.mtrrDef},
 		FPU: fpuSave{XMM: c.sse.xmm, MXCSR: c.sse.mxcsr, FCW: c.sse.fcw, FSW: c.sse.fsw, FTW: c.sse.ftw,
-			Top: c.sse.top, XCR0: c.sse.xcr0},
+			Top: c.sse.top, XCR0: c.sse.xcr0, RawValid: c.sse.rawValid},
 		On: c.on.Load(), Halted: c.halted.Load(), NMI: c.nmi.Load(), NMIMasked: c.nmiMasked}
 	for i, v := range c.sse.st {
 		s.FPU.ST[i] = math.Float64bits(v)
+		s.FPU.RawMant[i], s.FPU.RawSE[i] = c.sse.raw80[i].mant, c.sse.raw80[i].se
 	}
 	keys := make([]uint32, 0, len(m.mtrr))
 	for n := range m.mtrr {
@@ -120,7 +127,7 @@ func (c *CPU) LoadState(st bus.State) error {
 	if err := s.check(); err != nil {
 		return fmt.Errorf("cpu %d: %v", c.cfg.ID, err)
 	}
-	c.R, c.RIP, c.RFLAGS = s.R, s.RIP, s.RFLAGS|RFLAGS_RESERVED
+	c.R, c.RIP, c.RFLAGS, c.cc = s.R, s.RIP, s.RFLAGS|RFLAGS_RESERVED, ccState{}
 	c.Seg, c.TR, c.LDTR, c.GDT, c.IDT = s.Seg, s.TR, s.LDTR, s.GDT, s.IDT
 	c.CR0, c.CR2, c.CR3, c.CR4, c.CR8, c.EFER, c.cpl = s.CR0, s.CR2, s.CR3, s.CR4, s.CR8, s.EFER, s.CPL
 	sm := &s.MSR
@@ -137,9 +144,11 @@ func (c *CPU) LoadState(st bus.State) error {
 		}
 	}
 	f := &s.FPU
-	c.sse = sseState{xmm: f.XMM, mxcsr: f.MXCSR, fcw: f.FCW, fsw: f.FSW, ftw: f.FTW, top: f.Top, xcr0: f.XCR0}
+	c.sse = sseState{xmm: f.XMM, mxcsr: f.MXCSR, fcw: f.FCW, fsw: f.FSW, ftw: f.FTW, top: f.Top, xcr0: f.XCR0,
+		rawValid: f.RawValid}
 	for i, b := range f.ST {
 		c.sse.st[i] = math.Float64frombits(b)
+		c.sse.raw80[i] = rawReg{mant: f.RawMant[i], se: f.RawSE[i]}
 	}
 	c.nmiMasked = s.NMIMasked
 	c.nmi.Store(s.NMI)

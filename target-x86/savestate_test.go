@@ -57,7 +57,7 @@ func TestSaveStateRoundTrip(t *testing.T) {
 		msrFMASK: 0x47700, msrKernelGSBase: 0xffff888000000000, msrTSCAux: 7, msrSysenterCS: 0x10, msrSysenterESP: 0x9000,
 		msrSysenterEIP: 0xffffffff81000200, msrMiscEnable: 0x81, msrPAT: 0x0007010600070106, msrMTRRdefType: 0xc06,
 		0x200: 0x6, 0x201: 0xff0000800, 0x250: 0x0606060606060606, 0x26f: 0x0505050505050505, 0x401: 0x1234,
-		msrMCGctl: 0, 0x425: 0x55,
+		msrMCGctl: 0, 0x404: 0,
 		0xc0010015: 0x1000000, msrGSBase: 0xffff888000001000, msrTSC: 1 << 40} {
 		if !a.wrmsr(n, v) {
 			t.Fatalf("wrmsr %#x refused", n)
@@ -68,6 +68,7 @@ func TestSaveStateRoundTrip(t *testing.T) {
 	}
 	a.sse.mxcsr, a.sse.fcw, a.sse.fsw, a.sse.ftw, a.sse.top, a.sse.xcr0 = 0x9fc0, 0x27f, 0x20, 0xc1, 6, 7
 	a.sse.st = [8]float64{1.5, -2, 3e300, 0, 0.1, -7, 1e-310, 42}
+	a.sse.raw80[3], a.sse.rawValid = rawReg{mant: 0x8000_0000_dead_beef, se: 0x7ffe}, 1<<3 // an MMX write
 	a.nmiMasked = true
 	a.halted.Store(true)
 	a.startMu.Lock()
@@ -87,7 +88,7 @@ func TestSaveStateRoundTrip(t *testing.T) {
 	}
 	for _, n := range []uint32{msrSTAR, msrLSTAR, msrCSTAR, msrFMASK, msrKernelGSBase, msrTSCAux, msrSysenterCS,
 		msrSysenterESP, msrSysenterEIP, msrMiscEnable, msrPAT, msrMTRRdefType, msrAPICBase, msrFSBase, msrGSBase,
-		0x200, 0x201, 0x250, 0x26f, 0x401, msrMCGctl, 0x425, 0xc0010015, 0xc0010010} {
+		0x200, 0x201, 0x250, 0x26f, 0x401, msrMCGctl, 0x404, 0x408, 0xc0010015, 0xc0010010} {
 		va, oka := a.rdmsr(n)
 		vc, okc := c.rdmsr(n)
 		if va != vc || oka != okc {
@@ -165,9 +166,10 @@ func TestSaveStateRefusesBadData(t *testing.T) {
 // its own engine and a copy of the RAM: both must end with the same registers, FP
 // state and memory.
 func TestSaveStateResumesProgram(t *testing.T) {
-	// 1: add %rcx,%rax; xor %rax,%rdx; shl $3,%rdx; mov %rdx,(%rsi); mov (%rsi),%rbx;
+	// 1: adc %rcx,%rax; xor %rax,%rdx; shl $3,%rdx; mov %rdx,(%rsi); mov (%rsi),%rbx;
 	//    paddq %xmm1,%xmm0; fadd %st(1),%st; inc %rcx; cmp %rdi,%rcx; jb 1b; hlt
-	code := []byte{0x48, 0x01, 0xc8, 0x48, 0x31, 0xc2, 0x48, 0xc1, 0xe2, 0x03, 0x48, 0x89, 0x16,
+	// (ADC reads the CF the previous iteration's CMP left across the block boundary.)
+	code := []byte{0x48, 0x11, 0xc8, 0x48, 0x31, 0xc2, 0x48, 0xc1, 0xe2, 0x03, 0x48, 0x89, 0x16,
 		0x48, 0x8b, 0x1e, 0x66, 0x0f, 0xd4, 0xc1, 0xd8, 0xc1, 0x48, 0xff, 0xc1, 0x48, 0x39, 0xf9, 0x72, 0xe2, 0xf4}
 	// fld1; fld1 before the loop: ST(0) accumulates ST(1)=1.
 	prologue := []byte{0xd9, 0xe8, 0xd9, 0xe8}

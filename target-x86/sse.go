@@ -134,6 +134,9 @@ func (c *CPU) translateSSE(in *insn, flags uint64) (op, bool) {
 	if h := c.translateMMX(in); h != nil { // mmx.go: the no-prefix forms on MMX registers
 		return h, false
 	}
+	if h := c.translateMMXConv(in); h != nil { // mmx.go: between XMM and MMX registers
+		return h, false
+	}
 	if h := c.translateSSE3(in, form); h != nil {
 		return h, false
 	}

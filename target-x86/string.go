@@ -1,5 +1,12 @@
 package x86
 
+import (
+	"sync/atomic"
+	"unsafe"
+
+	"gemu/tcg"
+)
+
 // String instructions (MOVS, CMPS, STOS, LODS, SCAS, INS, OUTS) with REP/REPE/REPNE.
 // A REP form runs a bounded number of iterations per helper call and then re-executes
 // itself (RIP stays on the instruction), so interrupts and exit requests are served
@@ -100,12 +107,19 @@ func (c *CPU) translateString(in *insn) (op, bool) {
 		return one, false
 	}
 	repne := in.rep == 0xf2
+	bulk := in.mode64 && in.adsz == 8 && (o == 0xa4 || o == 0xa5 || o == 0xaa || o == 0xab)
 	return func(c *CPU) bool {
 		am := sizeMask(in.adsz)
 		for i := 0; i < repChunk; i++ {
 			if c.R[1]&am == 0 {
 				c.RIP = in.next
 				return false
+			}
+			if bulk {
+				if n := c.repBulk(in, o, size, uint64(repChunk-i)); n > 0 {
+					i += int(n) - 1
+					continue
+				}
 			}
 			if !one(c) {
 				return false
@@ -121,6 +135,55 @@ func (c *CPU) translateString(in *insn) (op, bool) {
 		}
 		return false // RIP still on the instruction: run it again (after any interrupt)
 	}, true
+}
+
+// repBulk runs up to max iterations of REP MOVS or STOS (64-bit addressing) directly
+// on host memory while source and destination stay within pages the TLB holds as RAM
+// (the destination writable and not holding translated code) and do not overlap,
+// updating rCX, rSI and rDI; it returns the iterations done, 0 when the next one must
+// take the ordinary path (DF set, a page or TLB miss, an element across a page, MMIO).
+func (c *CPU) repBulk(in *insn, o byte, size int, max uint64) uint64 {
+	if c.RFLAGS&flagDF != 0 {
+		return 0
+	}
+	sz := uint64(size)
+	di := c.R[7]
+	n := min(c.R[1], max, (0x1000-di&0xfff)/sz)
+	movs := o == 0xa4 || o == 0xa5
+	si := c.R[6]
+	if movs {
+		n = min(n, (0x1000-si&0xfff)/sz)
+	}
+	if n == 0 {
+		return 0
+	}
+	ed := c.mmu.Entry(di)
+	if ed.Write != di&tcg.PageMask || atomic.LoadUint32(ed.Code)&tcg.CodeBit != 0 {
+		return 0
+	}
+	dst := unsafe.Slice((*byte)(unsafe.Add(ed.Host, di&0xfff)), n*sz)
+	if movs {
+		src := c.linear(in, si, false)
+		es := c.mmu.Entry(src)
+		if es.Read != src&tcg.PageMask {
+			return 0
+		}
+		sp := unsafe.Add(es.Host, src&0xfff)
+		lo, hi := uintptr(sp), uintptr(sp)+uintptr(n*sz)
+		if d := uintptr(unsafe.Pointer(&dst[0])); d < hi && lo < d+uintptr(n*sz) {
+			return 0 // overlapping: element by element
+		}
+		copy(dst, unsafe.Slice((*byte)(sp), n*sz))
+		c.R[6] = si + n*sz
+	} else {
+		v := c.R[0]
+		for i := uint64(0); i < n*sz; i += sz {
+			tcg.StoreHost(unsafe.Pointer(&dst[i]), size, v)
+		}
+	}
+	c.R[7] = di + n*sz
+	c.R[1] -= n
+	return n
 }
 
 // setIdx writes rSI/rDI/rCX with the address size.

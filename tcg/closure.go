@@ -168,6 +168,10 @@ func compileOp[E any](t *Target[E], op *Op[E]) (func(*E) bool, error) {
 		return compileSized(t, op, flagsValue)
 	case OpFlagsAddC:
 		return compileFlagsAddC(t, op)
+	case OpFloat:
+		return compileFloat(t, op)
+	case OpVec:
+		return compileVec(t, op)
 	case OpUdiv, OpSdiv:
 		return compileSized(t, op, divValue)
 	case OpFence:

@@ -37,7 +37,10 @@
 // reversal and count-leading-zeros (one host instruction each natively), condition
 // flags of an add, subtract or value in a layout the op names (FlagsNZCV, A-profile,
 // is the only one: one host ALU instruction and setcc), 32/64-bit division whose
-// zero-divisor and overflow results the op names (DivZeroIsZero, A64's), a full
+// zero-divisor and overflow results the op names (DivZeroIsZero, A64's), the high
+// half of a 128-bit product, add-with-carry flags (OpFlagsAddC), scalar IEEE
+// arithmetic with the frontend's exact helper as the slow path (OpFloat, float.go:
+// one SSE or FMA instruction natively for ordinary operands), a full
 // fence, loads and stores through the softmmu TLB (size, sign; little-endian guests;
 // unprivileged ones through a second TLB), conditional and unconditional block exits
 // (goto-tb: direct links between native blocks, else a jump-table probe, else the run
@@ -93,10 +96,14 @@
 // in R8 and calls the code, which uses only caller-saved scratch registers and never
 // calls Go. Every IR global and temporary stays in the environment ([DI+off] memory
 // operands), so leaving the code at any op needs no write-back and guest exceptions
-// stay precise exactly as with closures. A block is split at helper calls: each run of
-// IR ops between helpers that would take at least two closures becomes one native
-// segment; helpers stay direct Go calls from the block function (one call site per
-// position, as in the closure backend). Loads and stores inline the softmmu fast path
+// stay precise exactly as with closures. A block whose helper calls are all pure
+// (Op.Pure: they touch only the environment's registers, as target-arm's
+// data-processing helpers) is one native segment that calls its helpers from exits
+// (the status names the helper in the exit table, RBX carries the loop budget left),
+// so it chains and loops like a block without helpers. Any other block is split at
+// helper calls: each run of IR ops between helpers that would take at least two
+// closures becomes one native segment; helpers stay direct Go calls from the block
+// function (one call site per position, as in the closure backend). Loads and stores inline the softmmu fast path
 // (index, tag compare including the alignment bits, host pointer plus page offset, the
 // code bit of the page's flag word on stores); misses, MMIO, misaligned accesses and
 // stores to code pages leave the segment with an exit status naming an exit-table entry, Go performs

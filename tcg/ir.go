@@ -91,7 +91,7 @@ var opNames = [...]string{OpMov: "mov", OpAdd: "add", OpSub: "sub", OpAnd: "and"
 	OpLoad: "ld", OpStore: "st", OpCall: "call", OpExit: "exit", OpExitZ: "exit_z", OpExitNZ: "exit_nz",
 	OpSetEq: "seteq", OpSetLtu: "setltu", OpBswap: "bswap", OpClz: "clz",
 	OpFlagsAdd: "flags_add", OpFlagsSub: "flags_sub", OpFlagsLogic: "flags_logic", OpFence: "fence",
-	OpUdiv: "udiv", OpSdiv: "sdiv", OpMulHu: "mulhu", OpMulHs: "mulhs", OpFlagsAddC: "flags_addc"}
+	OpUdiv: "udiv", OpSdiv: "sdiv", OpMulHu: "mulhu", OpMulHs: "mulhs", OpFlagsAddC: "flags_addc", OpFloat: "float", OpVec: "vec"}
 
 func (o Opcode) String() string {
 	if int(o) < len(opNames) && opNames[o] != "" {
@@ -173,7 +173,7 @@ func (o *Op[E]) String() string {
 		return fmt.Sprintf("%v [%v+%#x], %v size=%d", o.Opc, o.A, o.Off, o.B, o.Size)
 	case OpCall:
 		return fmt.Sprintf("call helper pc=%#x", o.PC)
-	case OpFlagsAdd, OpFlagsSub, OpFlagsLogic, OpFlagsAddC, OpUdiv, OpSdiv:
+	case OpFlagsAdd, OpFlagsSub, OpFlagsLogic, OpFlagsAddC, OpUdiv, OpSdiv, OpFloat, OpVec:
 		return fmt.Sprintf("%v %v, %v, %v size=%d mode=%d", o.Opc, o.D, o.A, o.B, o.Size, o.Mode)
 	}
 	return fmt.Sprintf("%v %v, %v, %v", o.Opc, o.D, o.A, o.B)
@@ -214,6 +214,10 @@ type Target[E any] struct {
 	UserTLB       uintptr
 	UserLoadSlow  func(env *E, va uint64, size int) (uint64, bool)
 	UserStoreSlow func(env *E, va uint64, size int, v uint64) bool
+	// FPStatus is the byte offset in E of the guest's FP status word and FPInexact
+	// its inexact-flag bits, for OpFloat (float.go); zero means OpFloat is malformed.
+	FPStatus  uintptr
+	FPInexact uint64
 }
 
 // memPath returns the TLB pointer offset and slow paths a memory op uses, ok false
@@ -266,6 +270,10 @@ func (o *Op[E]) modeOK() bool {
 		return FlagLayout(o.Mode) == FlagsNZCV
 	case OpUdiv, OpSdiv:
 		return DivResults(o.Mode) == DivZeroIsZero
+	case OpFloat:
+		return o.Mode >= uint8(FloatAdd) && o.Mode <= uint8(FloatMulAdd)
+	case OpVec:
+		return o.Mode >= uint8(VecAdd) && o.Mode <= uint8(VecAndNot)
 	}
 	return o.Mode == 0
 }

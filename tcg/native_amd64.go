@@ -227,9 +227,10 @@ type pendingLink struct {
 }
 
 type stub struct {
-	patch []int // rel32 fields that jump to the stub
-	exit  int
-	spill uint8 // dirty register temporaries at the access
+	patch  []int // rel32 fields that jump to the stub
+	exit   int
+	spill  uint8 // dirty register temporaries at the access
+	budget bool  // a helper-call exit: report the loop budget left in RBX
 }
 
 func (a *emitter) bytes(x ...byte) { a.b = append(a.b, x...) }
@@ -664,6 +665,9 @@ func nativeSegment[E any](t *Target[E], ops []Op[E], whole bool) (func(*E) bool,
 			a.patch(at, len(a.b))
 		}
 		a.spill(s.spill)
+		if s.budget {
+			a.bytes(0x4c, 0x89, 0xc3) // mov rbx, r8
+		}
 		a.leave(first + uint32(s.exit))
 	}
 	// Resuming after a slow path goes through a reload of the register temporaries
@@ -833,6 +837,10 @@ func emitOp[E any](a *emitter, t *Target[E], op *Op[E], i int) bool {
 	case OpFence:
 		a.bytes(0x0f, 0xae, 0xf0) // mfence
 		return true
+	case OpFloat:
+		return emitFloat(a, t, op, i)
+	case OpVec:
+		return emitVec(a, op)
 	case OpUdiv, OpSdiv:
 		return emitDiv(a, op)
 	}

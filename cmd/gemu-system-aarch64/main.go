@@ -111,6 +111,8 @@ type options struct {
 	loadvm    string   // -loadvm NAME
 	none      bool     // -machine none: no guest, the monitors only (none.go)
 	warnings  []string // one line each, printed before the guest starts
+	// incomingBuilt: the first board, the one -incoming loads into, is built.
+	incomingBuilt bool
 }
 
 func main() {
@@ -246,7 +248,10 @@ func run(args []string) (int, error) {
 			if last != nil {
 				o.cfg.RTCBase = last.RTCBase() // the RTC keeps what the guest set across a reset, as QEMU's
 			}
-			m, err := virt.New(o.cfg)
+			cfg := o.cfg
+			// The first board of -incoming takes its RAM from the stream (not loaded).
+			cfg.Incoming, o.incomingBuilt = o.incoming != "" && !o.incomingBuilt, true
+			m, err := virt.New(cfg)
 			if err != nil {
 				return nil, err
 			}

@@ -157,10 +157,13 @@ func (s *Server) registerHotplug() {
 // as QEMU's) refuses the command as QEMU does.
 func (s *Server) hotpluggableCPUs() (any, error) {
 	i := s.m.Info()
-	hot := false
+	hot, typ := false, i.Target+"-cpu"
 	for _, t := range i.Machines {
 		if t.IsDefault {
 			hot = t.HotpluggableCPUs
+			if t.DefaultCPUType != "" {
+				typ = t.DefaultCPUType
+			}
 		}
 	}
 	if !hot {
@@ -176,11 +179,13 @@ func (s *Server) hotpluggableCPUs() (any, error) {
 	cs := s.m.CPUs()
 	for j := len(cs) - 1; j >= 0; j-- { // QEMU lists the highest CPU first
 		c := cs[j]
-		p := c.Props
-		if p == nil {
-			p = map[string]int{}
+		p := map[string]int{}
+		for k, v := range c.Props {
+			if k != "die-id" { // QEMU 7.2 leaves it out with one die per socket
+				p[k] = v
+			}
 		}
-		out = append(out, cpu{p, 1, c.QOMPath, i.Target + "-cpu"})
+		out = append(out, cpu{p, 1, c.QOMPath, typ})
 	}
 	return out, nil
 }
@@ -288,7 +293,12 @@ func (s *Server) hmpInfoHotplug(w *strings.Builder, what string) bool {
 			}
 		}
 	case "qtree":
-		fmt.Fprintf(w, "bus: main-system-bus\n  type System\n  dev: gpex-pcihost, id \"\"\n    bus: pcie.0\n      type PCIE\n")
+		host, busName, busType := "gpex-pcihost", "pcie.0", "PCIE"
+		if s.m.Info().Target == "x86_64" {
+			host, busName, busType = "i440FX-pcihost", "pci.0", "PCI"
+		}
+		// The PCI host and the devices with an id (gemu keeps no full QOM tree).
+		fmt.Fprintf(w, "bus: main-system-bus\n  type System\n  dev: %s, id \"\"\n    bus: %s\n      type %s\n", host, busName, busType)
 		if !ok {
 			return true
 		}

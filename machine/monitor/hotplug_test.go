@@ -159,3 +159,28 @@ func TestQueryPCIBridge(t *testing.T) {
 		t.Fatalf("query-pci with a device behind the port: %s", s)
 	}
 }
+
+type fakePC struct{ fakeHot }
+
+func (f *fakePC) Info() Info {
+	return Info{Target: "x86_64", Machines: []MachineType{{Name: "pc-i440fx-7.2", IsDefault: true, HotpluggableCPUs: true, DefaultCPUType: "qemu64-x86_64-cpu"}}}
+}
+func (f *fakePC) CPUs() []CPU {
+	return []CPU{{Index: 0, QOMPath: "/machine/unattached/device[0]", Props: map[string]int{"core-id": 0, "thread-id": 0, "socket-id": 0, "die-id": 0}},
+		{Index: 1, QOMPath: "/machine/unattached/device[1]", Props: map[string]int{"core-id": 1, "thread-id": 0, "socket-id": 0, "die-id": 0}}}
+}
+
+// TestHotpluggableCPUsPC: the PC lists its vCPUs, highest first, as QEMU 7.2's pc does
+// for -smp 2 (recorded: props core-id/thread-id/socket-id, vcpus-count 1, the CPU type).
+func TestHotpluggableCPUsPC(t *testing.T) {
+	f := &fakePC{fakeHot{fake: fake{status: Running}}}
+	s := NewServer(f, Options{})
+	f.srv = s
+	t.Cleanup(s.Close)
+	c := qmpClient(t, s)
+	out, _ := json.Marshal(c.do(`{"execute":"query-hotpluggable-cpus"}`)["return"])
+	want := `[{"props":{"core-id":1,"socket-id":0,"thread-id":0},"qom-path":"/machine/unattached/device[1]","type":"qemu64-x86_64-cpu","vcpus-count":1},{"props":{"core-id":0,"socket-id":0,"thread-id":0},"qom-path":"/machine/unattached/device[0]","type":"qemu64-x86_64-cpu","vcpus-count":1}]`
+	if string(out) != want {
+		t.Fatalf("query-hotpluggable-cpus %s\nwant %s", out, want)
+	}
+}

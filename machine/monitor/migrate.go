@@ -395,11 +395,23 @@ func (s *Server) hmpInfoMigrate(w *strings.Builder) {
 	fmt.Fprintf(w, "total time: %d ms\n", i.Total.Milliseconds())
 	if i.Status == MigCompleted {
 		fmt.Fprintf(w, "downtime: %d ms\n", i.Downtime.Milliseconds())
+	} else if i.Live {
+		fmt.Fprintf(w, "expected downtime: %d ms\n", i.ExpectedDowntime.Milliseconds())
 	}
 	fmt.Fprintf(w, "setup: %d ms\n", i.Setup.Milliseconds())
 	fmt.Fprintf(w, "transferred ram: %d kbytes\n", i.Sent>>10)
+	if i.Live && i.Status != MigCompleted {
+		fmt.Fprintf(w, "remaining ram: %d kbytes\n", i.Remaining>>10)
+	}
 	fmt.Fprintf(w, "total ram: %d kbytes\n", i.RAMTotal>>10)
 	fmt.Fprintf(w, "duplicate: %d pages\n", i.Duplicate)
 	fmt.Fprintf(w, "normal: %d pages\n", i.Normal)
 	fmt.Fprintf(w, "normal bytes: %d kbytes\n", i.Normal*4)
+	fmt.Fprintf(w, "dirty sync count: %d\n", max(i.Syncs, 1))
+	if i.DirtyRate > 0 {
+		fmt.Fprintf(w, "dirty pages rate: %d pages\n", i.DirtyRate)
+	}
+	if i.Throttle > 0 && i.Status == MigActive {
+		fmt.Fprintf(w, "cpu throttle percentage: %d\n", i.Throttle)
+	}
 }

@@ -22,6 +22,13 @@ type ExpressHost interface {
 	PCIeRoot() bool
 }
 
+// MSIController is implemented by a Board that says whether its guest can use MSIs.
+// QEMU's pcie-root-port needs MSI-X and is refused where there is none (its hotplug
+// interrupt would otherwise share the INTx line of the device below it).
+type MSIController interface {
+	MSIAvailable() bool
+}
+
 // ErrDeviceNotFound is wrapped by Unplug's error for an id no device has (QMP's
 // DeviceNotFound class).
 var ErrDeviceNotFound = errors.New("device not found")
@@ -64,7 +71,7 @@ var hotpluggable = map[string]bool{
 }
 
 func init() {
-	register(devType{name: "pcie-root-port", bus: "PCIE", desc: "PCI Express Root Port with native hotplug",
+	register(devType{name: "pcie-root-port", bus: "PCI", desc: "PCI Express Root Port",
 		props: []string{"id", "bus", "addr", "multifunction", "chassis", "slot", "port", "hotplug"}, finish: addRootPort})
 }
 
@@ -97,6 +104,9 @@ func addRootPort(e *Env, p Props) error {
 	}
 	if e.hotplugging() {
 		return errors.New("Bus 'pcie.0' does not support hotplugging")
+	}
+	if mc, ok := e.Board.(MSIController); ok && !mc.MSIAvailable() {
+		return fail(errors.New("MSI-X is not supported by interrupt controller"))
 	}
 	if err := e.claimID(p); err != nil {
 		return fail(err)

@@ -34,10 +34,12 @@ func Types() []TypeInfo {
 	out := make([]TypeInfo, 0, len(types))
 	for _, d := range types {
 		t := TypeInfo{Name: d.name, Desc: d.desc}
-		switch d.bus {
-		case "PCI":
+		switch {
+		case d.name == "pcie-root-port":
+			t.Parent = "pcie-root-port-base"
+		case d.bus == "PCI":
 			t.Parent = "virtio-pci"
-		case "virtio-bus":
+		case d.bus == "virtio-bus":
 			t.Parent = "virtio-device"
 		default:
 			t.Parent = "device"

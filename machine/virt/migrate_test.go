@@ -137,7 +137,8 @@ func TestSaveLoadCounter(t *testing.T) {
 	if _, err := d.m.Save(&withRng); err != nil {
 		t.Fatalf("save with a virtio-rng: %v", err)
 	}
-	if _, err := c.m.Load(bytes.NewReader(withRng.Bytes())); !errors.Is(err, vmstate.ErrConfig) {
+	if _, err := b.m.Load(bytes.NewReader(withRng.Bytes())); !errors.Is(err, vmstate.ErrConfig) ||
+		!strings.Contains(err.Error(), "the saved machine has virtio-mmio@") || !strings.Contains(err.Error(), "=virtio-device-4, this one has no virtio-mmio@") {
 		t.Fatalf("restore of a board with a virtio-rng into one without: %v", err)
 	}
 	d2 := start(t, cfg, true)

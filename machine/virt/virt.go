@@ -69,6 +69,10 @@ type Config struct {
 	Trace      io.Writer
 	TraceFlags arm.TraceFlags
 	CPU        *arm.Model // -cpu; nil: arm.DefaultModel
+	// Incoming: the guest's state will come from a migration stream (-incoming), so
+	// the kernel, initrd and device tree are not loaded into RAM, which the stream
+	// replaces (the kernel file must still exist; a reset builds a board without it).
+	Incoming bool
 }
 
 // Exit is why Run returned.

@@ -142,6 +142,10 @@ cases = [
     ("lea -0x200(%rsp),%rdi; mov -0x1f8(%rsp),%al; mov $40,%ecx; repne scasb", AD, ""),
     ("lea -0x200(%rsp),%rdi; mov $40,%ecx; repne scasl", AD, ""),
     ("std; lea 0x100(%rsp),%rdi; mov $5,%ecx; rep stosq; cld", AD, ""),
+    ("lea -0x200(%rsp),%rsi; lea -0x1ff(%rsp),%rdi; mov $40,%ecx; rep movsb", AD, ""),
+    ("lea -0x200(%rsp),%rsi; lea -0x1fc(%rsp),%rdi; mov $20,%ecx; rep movsq", AD, ""),
+    ("lea -0x300(%rsp),%rsi; lea -0x200(%rsp),%rdi; mov $100,%ecx; rep movsq", AD, ""),
+    ("lea -0x301(%rsp),%rdi; mov $333,%ecx; rep stosw", AD, ""),
     # SSE2 moves and integer ops.
     ("movdqu (%rsp),%xmm0; pxor %xmm1,%xmm0; movdqu %xmm0,16(%rsp)", A, "x"),
     ("and $-16,%rsp; movdqa (%rsp),%xmm2; movaps %xmm2,%xmm3; movaps %xmm3,32(%rsp)", A, "x"),
@@ -234,6 +238,23 @@ cases = [
     ("movslq 4(%rsp),%rcx; movsxd %eax,%edx", A, ""),
     ("pushq $-5; pushq 8(%rsp); pop %rax; pop %rcx", A, ""),
     ("lea 1f(%rip),%rax; push %rax; call *(%rsp); 1: pop %rbx; pop %rcx", A, ""),
+    # Rotates after a pending lazy record keep its SF/ZF/AF/PF and override CF/OF.
+    ("add %rbx,%rax; rol $1,%rcx", A, ""),
+    ("sub %ebx,%eax; ror $1,%dx; rol $5,%esi", "flagsArith &^ flagOF", ""),
+    ("cmp %al,%bl; rolb $1,(%rsp); adc %rcx,%rdx", A, ""),
+    ("xor %ecx,%ecx; ror $1,%rax; setc %dl; seto %sil; sete %dil", A, ""),
+    ("inc %rax; rol $1,%bx; dec %rcx", A, ""),
+    ("mov $0x80,%al; shl $1,%al; ror $1,%r9; sbb %r10,%r11", A, ""),
+    # Shifts by CL: a masked count of zero keeps the flags (here XOR's, or the input's).
+    ("add %rbx,%rax; xor %ecx,%ecx; shl %cl,%rdx", A, ""),
+    ("mov $64,%cl; shr %cl,%rax", A, ""),
+    ("mov $32,%cl; sar %cl,%edx", A, ""),
+    ("mov $1,%cl; sar %cl,%bx", "flagsArith &^ flagAF", ""),
+    ("mov $1,%cl; shlq %cl,8(%rsp)", "flagsArith &^ flagAF", ""),
+    ("mov $16,%cl; shrw %cl,2(%rsp)", "flagsArith &^ (flagAF | flagOF)", ""),
+    ("mov $63,%cl; shl %cl,%rax", "flagsArith &^ (flagAF | flagOF)", ""),
+    ("mov $8,%cl; sarb %cl,%ah", "flagsArith &^ (flagAF | flagOF)", ""),
+    ("mov $31,%cl; sar %cl,%r9d; mov $5,%cl; shr %cl,%r10", "flagsArith &^ (flagAF | flagOF)", ""),
     # Faults and traps (translator only): vector, error code, CR2.
     ("ud2", N, "F6"),
     (".byte 0xf0,0x01,0xc3", N, "F6"),
@@ -265,6 +286,7 @@ cases = [
     ("mov $0x1000,%ecx; shr $3,%eax; addl (%rcx),%eax", A + " &^ (flagAF | flagOF)", "F14:0 c2"),
     ("mov $0x1000,%ecx; imul %rbx,%rax; push %rax; pop %rax; mov (%rcx),%edx", CO, "F14:0 c2"),
     ("mov $0x1000,%ecx; cmp %bl,%al; subl $1,(%rcx)", A, "F14:0 c2"),
+    ("mov $0x1000,%ecx; add %rbx,%rax; rol $1,%rdx; mov (%rcx),%rdx", A, "F14:0 c2"),
     # INT n beyond the IDT limit: #GP(n*8+2), not #DF (a software interrupt is benign).
     ("int $0x40", N, "F13:514"),
 ]

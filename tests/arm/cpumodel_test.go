@@ -104,6 +104,11 @@ func TestCPUModelIDsAsQEMU(t *testing.T) {
 					}
 				}
 			}
+			for _, sh := range []int{16, 20} { // FP, AdvSIMD: 1 = with FP16
+				if gf, qf := g[10]>>sh&0xf, q[10]>>sh&0xf; gf > qf {
+					t.Errorf("PFR0[%d:%d] = %d, QEMU %d", sh+3, sh, gf, qf)
+				}
+			}
 			for _, sh := range []int{56, 60} {
 				if gf, qf := g[10]>>sh&0xf, q[10]>>sh&0xf; gf > qf || (gf == 0) != (qf == 0) {
 					t.Errorf("PFR0[%d:%d] = %d, QEMU %d", sh+3, sh, gf, qf)

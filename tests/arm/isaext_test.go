@@ -10,13 +10,13 @@ import (
 	"time"
 )
 
-// The FP/AdvSIMD extensions of -cpu max (RDM, DotProd, SHA512, SHA3, SM3, SM4) through the whole
+// The FP/AdvSIMD extensions of -cpu max (RDM, DotProd, SHA512, SHA3, SM3, SM4, FP16) through the whole
 // translator (target-arm's own tests check each instruction's semantics against
 // qemu-aarch64 through the decoder): a snippet fills v1-v7 with boundary and random
 // values and runs every class into v16-v31, under gemu and qemu-aarch64 -cpu max; and
 // on the Cortex-A57 (ARMv8.0) each is UNDEFINED on both.
 
-const isaExtMarch = "armv8.2-a+crypto+rdma+dotprod+sha3+sm4"
+const isaExtMarch = "armv8.2-a+crypto+rdma+dotprod+sha3+sm4+fp16"
 
 var isaExtInsns = []string{
 	"sqrdmlah v16.8h, v1.8h, v2.8h", "sqrdmlsh v17.4s, v3.4s, v4.4s", "sqrdmlah h18, h5, h6",
@@ -27,6 +27,8 @@ var isaExtInsns = []string{
 	"xar v16.2d, v2.2d, v3.2d, #17", "sm3ss1 v17.4s, v1.4s, v2.4s, v3.4s", "sm3tt1b v18.4s, v4.4s, v5.s[2]",
 	"sm3tt2a v19.4s, v6.4s, v7.s[1]", "sm3partw1 v20.4s, v1.4s, v2.4s", "sm3partw2 v21.4s, v3.4s, v4.4s",
 	"sm4e v22.4s, v5.4s", "sm4ekey v23.4s, v6.4s, v7.4s",
+	"fadd v24.8h, v1.8h, v2.8h", "fmla v25.4h, v3.4h, v4.h[5]", "fmadd h26, h5, h6, h7", "fsqrt v27.8h, v1.8h",
+	"fcvtzs w12, h2", "scvtf h28, x9", "fmaxnmv h29, v3.8h", "frecpe v30.8h, v4.8h", "fcmgt v31.8h, v5.8h, #0.0",
 }
 
 func isaExtSnippet(rng *rand.Rand) string {
@@ -48,7 +50,9 @@ func isaExtSnippet(rng *rand.Rand) string {
 	for _, in := range isaExtInsns {
 		fmt.Fprintf(&b, "\t%s\n", in)
 	}
-	b.WriteString("\tmrs x11, fpsr\n") // QC from the saturating RDM forms
+	b.WriteString("\tmrs x11, fpsr\n") // QC from the saturating RDM forms, FP16 exceptions
+	// FZ16: the same FP16 operations flushing denormals (FPCR.FZ16, bit 19).
+	b.WriteString("\tmov x9, #(1 << 19)\n\tmsr fpcr, x9\n\tmsr fpsr, xzr\n\tfmul v20.8h, v1.8h, v2.8h\n\tfadd h21, h3, h4\n\tmrs x13, fpsr\n\tmrs x14, fpcr\n")
 	return b.String()
 }
 

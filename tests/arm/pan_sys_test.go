@@ -289,8 +289,9 @@ func TestPANUAOAsQEMU(t *testing.T) {
 	}
 }
 
-// panA57Program: on the Cortex-A57 (ARMv8.0) MSR PAN/UAO (immediate) and MRS/MSR of
-// the PAN and UAO registers are UNDEFINED, on gemu as on qemu-system-aarch64.
+// panA57Program: on the Cortex-A57 (ARMv8.0) MSR PAN/UAO (immediate), MRS/MSR of
+// the PAN and UAO registers and AT S1E1RP/WP are UNDEFINED, on gemu as on
+// qemu-system-aarch64.
 const panA57Program = `
 	.arch armv8.2-a
 	.text
@@ -307,6 +308,8 @@ _start:
 	mrs x0, pan
 	mrs x0, uao
 	msr pan, xzr
+	at s1e1rp, x0
+	at s1e1wp, x0
 	mrs x0, spsr_el1
 	bl puthex
 	ldr x0, =0x84000008
@@ -343,7 +346,7 @@ func TestPANUndefinedOnCortexA57(t *testing.T) {
 	if q := runSysQEMUCPU(t, bin, 1, "cortex-a57"); g != q {
 		t.Errorf("gemu:\n%s\nQEMU:\n%s", g, q)
 	}
-	if strings.Count(g, " 0000000002000000") != 5 {
-		t.Errorf("want five UNDEFINED exceptions (ESR 0x2000000): %s", g)
+	if strings.Count(g, " 0000000002000000") != 7 {
+		t.Errorf("want seven UNDEFINED exceptions (ESR 0x2000000): %s", g)
 	}
 }

@@ -224,12 +224,13 @@ func newEnv(t *testing.T) *env {
 }
 
 // run boots emu with two root ports and plays the hotplug script through go-qemu.
-func run(t *testing.T, emu string, e *env) result {
+// machine is the -M value.
+func run(t *testing.T, emu, machine string, e *env) result {
 	dir := t.TempDir()
 	sock, sock2 := filepath.Join(dir, "qmp.sock"), filepath.Join(dir, "qmp2.sock")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, emu, "-M", "virt", "-cpu", "cortex-a57", "-m", "512", "-nographic", "-nic", "none",
+	cmd := exec.CommandContext(ctx, emu, "-M", machine, "-cpu", "cortex-a57", "-m", "512", "-nographic", "-nic", "none",
 		"-kernel", assets.Kernel("arm64"), "-initrd", assets.Initrd("arm64"),
 		"-append", "console=ttyAMA0 "+assets.CmdArg(strings.ReplaceAll(guestScript, "PORT", e.port)),
 		"-qmp", "unix:"+sock+",server=on,wait=off", "-qmp", "unix:"+sock2+",server=on,wait=off",
@@ -363,7 +364,7 @@ func TestHotplugNICAndDisk(t *testing.T) {
 		t.Skip(why)
 	}
 	e := newEnv(t)
-	g := run(t, gemuBinary(t), e)
+	g := run(t, gemuBinary(t), "virt", e)
 	if !strings.HasPrefix(g.lease, "DHCP-OK 10.0.2.15 10.0.2.2") {
 		t.Errorf("lease %q, want 10.0.2.15 via 10.0.2.2", g.lease)
 	}
@@ -388,7 +389,7 @@ func TestHotplugNICAndDisk(t *testing.T) {
 	if _, err := exec.LookPath("qemu-system-aarch64"); err != nil {
 		t.Skip("qemu-system-aarch64 not installed: no comparison with QEMU 7.2")
 	}
-	q := run(t, "qemu-system-aarch64", e)
+	q := run(t, "qemu-system-aarch64", "virt", e)
 	if q.fetch != e.blobSum || q.disk != e.diskSum {
 		t.Errorf("QEMU's guest: fetch %s disk %s (the oracle run itself failed)", q.fetch, q.disk)
 	}
@@ -405,5 +406,34 @@ func TestHotplugNICAndDisk(t *testing.T) {
 	}
 	if g.network != q.network {
 		t.Errorf("info network: gemu %q, QEMU %q", g.network, q.network)
+	}
+}
+
+// TestRootPortNeedsMSI: on a GICv3 virt gemu has no ITS, hence no MSI, and
+// -device pcie-root-port is refused as QEMU 7.2 refuses it with gic-version=3,its=off
+// (its hotplug interrupt is MSI-X only there).
+func TestRootPortNeedsMSI(t *testing.T) {
+	if why := assets.Missing("arm64"); why != "" {
+		t.Skip(why)
+	}
+	try := func(emu, machine string) string {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, emu, "-M", machine, "-cpu", "cortex-a57", "-m", "256", "-nographic", "-S",
+			"-kernel", assets.Kernel("arm64"), "-device", "pcie-root-port,id=rp1,chassis=1,slot=1").CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+			t.Fatalf("%s -M %s: %v (want exit status 1); output %q", emu, machine, err, out)
+		}
+		return string(out)
+	}
+	const want = "MSI-X is not supported by interrupt controller"
+	if out := try(gemuBinary(t), "virt,gic-version=3"); !strings.Contains(out, want) || strings.Count(strings.TrimSpace(out), "\n") != 0 {
+		t.Errorf("gemu: %q, want one line with %q", out, want)
+	}
+	if _, err := exec.LookPath("qemu-system-aarch64"); err != nil {
+		t.Skip("qemu-system-aarch64 not installed")
+	}
+	if out := try("qemu-system-aarch64", "virt,gic-version=3,its=off"); !strings.Contains(out, want) {
+		t.Errorf("QEMU 7.2 (the oracle): %q", out)
 	}
 }

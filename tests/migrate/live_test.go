@@ -79,14 +79,12 @@ func (g *guest) nlines() int {
 	return len(g.lines)
 }
 
-// round parses a MEMW ROUND line.
+// round parses the MEMW ROUND line i.
 func (g *guest) round(t *testing.T, i int) int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	var n int
-	var sum string
-	if _, err := fmt.Sscanf(g.lines[i], "MEMW ROUND %d SUM %s", &n, &sum); err != nil {
-		t.Fatalf("console line %q: %v", g.lines[i], err)
+	t.Helper()
+	n, ok := lineRound(g, i)
+	if !ok {
+		t.Fatalf("console line %d is not a MEMW ROUND line:\n%s", i, g.console())
 	}
 	return n
 }

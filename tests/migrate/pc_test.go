@@ -1,6 +1,7 @@
 package migrate
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -143,9 +144,10 @@ func TestPCSaveRestoreFile(t *testing.T) {
 	}
 }
 
-// TestPCMigrateTCP: the counting x86-64 guest migrates between two live processes over
-// loopback TCP, the destination started with -incoming defer and migrate-incoming; the
-// source stops counting, the destination goes on.
+// TestPCMigrateTCP: the counting x86-64 guest on two vCPUs (-smp 2: both LAPICs, the
+// AP's state) migrates between two live processes over loopback TCP, the destination
+// started with -incoming defer and migrate-incoming; the source stops counting, the
+// destination goes on with both CPUs online.
 func TestPCMigrateTCP(t *testing.T) {
 	needPCAssets(t)
 	dir := t.TempDir()
@@ -155,7 +157,8 @@ func TestPCMigrateTCP(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	dst := startPC(t, dir, "dst", "256", counterScript, "-incoming", "defer")
+	script := strings.Replace(counterScript, "echo TICK $i;", "echo TICK $i CPUS $(cat /sys/devices/system/cpu/online);", 1)
+	dst := startPC(t, dir, "dst", "256", script, "-smp", "2", "-incoming", "defer")
 	dr, _ := dial(t, dst)
 	if st, err := dr.QueryStatus(); err != nil || st.Status != raw.RunStateInmigrate {
 		t.Fatalf("destination status: %+v %v", st, err)
@@ -163,9 +166,9 @@ func TestPCMigrateTCP(t *testing.T) {
 	if err := dr.MigrateIncoming("tcp:" + addr); err != nil {
 		t.Fatalf("migrate-incoming: %v", err)
 	}
-	src := startPC(t, dir, "src", "256", counterScript)
+	src := startPC(t, dir, "src", "256", script, "-smp", "2")
 	r, _ := dial(t, src)
-	for src.tick(t, 5*time.Minute) < 5 {
+	for src.tick(t, 10*time.Minute) < 5 {
 	}
 	if err := r.Migrate("tcp:"+addr, nil, nil, nil); err != nil {
 		t.Fatalf("migrate: %v", err)
@@ -184,5 +187,20 @@ func TestPCMigrateTCP(t *testing.T) {
 	if st, err := dr.QueryStatus(); err != nil || st.Status != raw.RunStateRunning {
 		t.Fatalf("destination status after the migration: %+v %v", st, err)
 	}
+	if n := dst.drain(); !dst.hasLine(fmt.Sprintf("TICK %d CPUS 0-1", n)) {
+		t.Fatalf("the destination's TICK %d does not report CPUs 0-1 online:\n%s", n, dst.console())
+	}
 	t.Logf("migrated at TICK %d: %d bytes, total %d ms, downtime %d ms", last, info.RAM.Transferred, *info.TotalTime, *info.Downtime)
+}
+
+// hasLine reports whether the guest printed line.
+func (g *guest) hasLine(line string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, l := range g.lines {
+		if l == line {
+			return true
+		}
+	}
+	return false
 }

@@ -75,7 +75,7 @@ func TestGuestCPUMax(t *testing.T) {
 	t.Logf("QEMU -cpu max: %q, hwcaps %q", q, qh)
 	// What gemu's max implements, as the kernel names it: the hwcaps of the
 	// FP/AdvSIMD extensions and the PAN capability.
-	for _, h := range []string{"atomics", "asimdrdm", "asimddp", "sha512", "sha3", "sm3", "sm4", "crc32", "lrcpc", "rng"} {
+	for _, h := range []string{"atomics", "asimdrdm", "asimddp", "sha512", "sha3", "sm3", "sm4", "crc32", "lrcpc", "rng", "fphp", "asimdhp"} {
 		if !slices.Contains(gh, h) {
 			t.Errorf("gemu's guest lacks hwcap %q", h)
 		}

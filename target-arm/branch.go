@@ -64,6 +64,9 @@ func (c *CPU) decodeBranchSys(insn uint32, pc uint64) (op, bool) {
 	case insn>>22 == 0x354: // system
 		return c.decodeSystem(insn, pc)
 	case insn>>25 == 0x6b: // unconditional branch (register)
+		if o, ok := c.decodePACBranch(insn, pc); ok { // pauth.go
+			return o, true
+		}
 		opc := insn >> 21 & 15
 		if insn>>16&31 != 31 || insn>>10&63 != 0 || insn&31 != 0 {
 			return undefOp(pc), true
@@ -165,6 +168,9 @@ func (c *CPU) decodeSystem(insn uint32, pc uint64) (op, bool) {
 				c.wfi()
 				return false
 			}, true
+		}
+		if isPACHint(crm<<3|op2) && c.model.hasPAuth() {
+			return pacHint(crm<<3 | op2), false // pauth.go
 		}
 		return func(c *CPU) bool { return true }, false // NOP, SEV, SEVL and other hints
 	case l == 0 && op0 == 0 && crn == 3 && rt == 31: // barriers

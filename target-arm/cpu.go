@@ -143,6 +143,8 @@ type CPU struct {
 	// rndrOn: model has RNDR/RNDRRS (MRS sets NZCV).
 	rndrOn bool
 	isa    isaFeat // FP/AdvSIMD extensions the model has (isaext.go)
+	// pacHints: the model has FEAT_PAuth, so the PAC hints are not NOPs (pauth.go)
+	pacHints bool
 
 	sr  sysRegs
 	dbg debugRegs // debug.go
@@ -201,6 +203,7 @@ func New(cfg Config) *CPU {
 	}
 	c.lse, c.rcpc, c.rndrOn = c.model.hasLSE(), c.model.hasRCpc(), c.model.hasRNDR()
 	c.isa = c.model.isaFeatures()
+	c.pacHints = c.model.hasPAuth()
 	if c.trace == nil {
 		c.tflag = 0
 	}

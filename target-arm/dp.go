@@ -404,8 +404,14 @@ func decodeDPReg(insn uint32, pc uint64) (op, bool) {
 		if insn>>29&1 != 0 {
 			return undefOp(pc), true
 		}
+		if insn&0xffe0fc00 == 0x9ac03000 { // PACGA (pauth.go)
+			return pacga(rd, rn, rm, pc), false
+		}
 		if insn>>30&1 == 0 {
 			return decodeDP2(insn, pc, sf, rd, rn, rm, mask)
+		}
+		if insn&0xffff0000 == 0xdac10000 { // PAC, AUT, XPAC (pauth.go)
+			return decodePAC1(insn, pc)
 		}
 		return decodeDP1(insn, pc, sf, rd, rn)
 	case op2&8 != 0:

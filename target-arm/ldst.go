@@ -177,8 +177,8 @@ func decodeLdStReg(insn uint32, pc uint64) (op, bool) {
 		}
 	case !vec && insn>>10&3 == 0: // atomic memory operations (LSE, lse.go)
 		return decodeAtomicMem(insn, pc)
-	default: // PAC loads (LDRAA/LDRAB): not implemented
-		return undefOp(pc), true
+	default: // LDRAA, LDRAB (pauth.go)
+		return ldraa(insn, pc)
 	}
 	if vec {
 		bytes := 1 << scale

@@ -16,6 +16,7 @@ type sysRegs struct {
 	cntkctl                   uint64
 	mdscr, oslsr, csselr      uint64
 	mdccint                   uint64
+	pacKeys                   [10]uint64 // APIAKeyLo_EL1 ... APGAKeyHi_EL1 (pauth.go)
 }
 
 // SCTLR_EL1 bits.
@@ -314,6 +315,9 @@ func (c *CPU) readSys(op0, op1, crn, crm, op2 uint32) (uint64, bool) {
 	if v, ok, mine := c.panReadSys(k); mine {
 		return v, ok
 	}
+	if v, ok, mine := c.pacReadSys(k); mine {
+		return v, ok
+	}
 	if op0 == 2 {
 		if v, ok := c.debugRead(op1, crn, crm, op2); ok {
 			return v, true
@@ -439,6 +443,9 @@ func (c *CPU) writeSys(op0, op1, crn, crm, op2 uint32, v uint64) (ok, end bool) 
 	default:
 		if ok, end, mine := c.panWriteSys(k, v); mine {
 			return ok, end
+		}
+		if ok, mine := c.pacWriteSys(k, v); mine {
+			return ok, false
 		}
 		if op0 == 2 && c.debugWrite(op1, crn, crm, op2, v) {
 			return true, false

@@ -95,7 +95,10 @@ func (c *CPU) translateBlock(k tcg.Key, host unsafe.Pointer) tcg.Translation[CPU
 				break
 			}
 		}
-		handled, end := lower(&b, insn, pc, k.Flags)
+		handled, end := false, false
+		if !c.pacHints || !pacHintInsn(insn) { // lower turns every PAC hint into a NOP
+			handled, end = lower(&b, insn, pc, k.Flags)
+		}
 		if !handled {
 			var o op
 			o, end = c.decode(insn, pc, k.Flags)

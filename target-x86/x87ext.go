@@ -139,10 +139,11 @@ func (c *CPU) farithExt(n byte, a, b rawReg) rawReg {
 		r.Add(x, y)
 	case 1:
 		r.Mul(x, y)
-	case 4:
-		r.Sub(x, y)
+	case 4: // x + (-y): big's Sub with a zero operand rounds before negating, wrong
+		// under directed rounding (measured)
+		r.Add(x, new(big.Float).Neg(y))
 	case 5:
-		r.Sub(y, x)
+		r.Add(y, new(big.Float).Neg(x))
 	case 6:
 		r.Quo(x, y)
 	case 7:
@@ -337,7 +338,7 @@ var x87Const = [7]rawReg{
 }
 
 // extStoreReal is the m32/m64 image of a (FST/FSTP), rounded from the exact value per
-// the FCW rounding control (overflow and denormal results round to nearest).
+// the FCW rounding control (overflow goes to infinity whatever the mode).
 func (c *CPU) extStoreReal(a rawReg, size int) uint64 {
 	if a.special() || a.zero() {
 		f := raw80Float(a.mant, a.se)
@@ -346,11 +347,37 @@ func (c *CPU) extStoreReal(a rawReg, size int) uint64 {
 		}
 		return math.Float64bits(f)
 	}
-	prec := uint(53)
+	prec, minExp := 53, -1074
 	if size == 4 {
-		prec = 24
+		prec, minExp = 24, -149
 	}
-	b := new(big.Float).SetPrec(prec).SetMode(c.roundMode()).Set(extBig(a))
+	x, mode := extBig(a), c.roundMode()
+	// A denormal result has fewer bits: those down to 2^minExp (big's Float32/Float64
+	// would round it to nearest whatever the mode).
+	if p := x.MantExp(nil) - minExp; p < prec {
+		if p <= 0 {
+			up := false
+			switch mode {
+			case big.ToNearestEven:
+				half := new(big.Float).SetMantExp(big.NewFloat(1), minExp-1)
+				up = p == 0 && new(big.Float).Abs(x).Cmp(half) > 0
+			case big.ToPositiveInf:
+				up = !x.Signbit()
+			case big.ToNegativeInf:
+				up = x.Signbit()
+			}
+			var bits uint64
+			if up {
+				bits = 1
+			}
+			if x.Signbit() {
+				bits |= 1 << (8*uint(size) - 1)
+			}
+			return bits
+		}
+		prec = p
+	}
+	b := new(big.Float).SetPrec(uint(prec)).SetMode(mode).Set(x)
 	if size == 4 {
 		f, _ := b.Float32()
 		return uint64(math.Float32bits(f))

@@ -47,7 +47,7 @@ type pcResult struct {
 func runPC(t *testing.T, emu string, e *env) pcResult {
 	dir := t.TempDir()
 	initrd := filepath.Join(dir, "initrd.gz")
-	if err := assets.InitrdWith("amd64", initrd); err != nil {
+	if err := assets.InitrdWith("amd64", initrd, "virtio_pci", "virtio_net"); err != nil {
 		t.Fatal(err)
 	}
 	sock, sock2 := filepath.Join(dir, "qmp.sock"), filepath.Join(dir, "qmp2.sock")
@@ -151,6 +151,7 @@ func TestPCHotplugNIC(t *testing.T) {
 	if q.fetch != e.blobSum {
 		t.Errorf("QEMU's guest fetched %s (the oracle run itself failed)", q.fetch)
 	}
+	t.Logf("QEMU: %s; %s", q.slots, q.lease)
 	if g.slots != q.slots {
 		t.Errorf("acpiphp slots: gemu %q, QEMU %q", g.slots, q.slots)
 	}

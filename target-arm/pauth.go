@@ -26,9 +26,6 @@ const (
 	sctlrEnIB = 1 << 30
 	sctlrEnDA = 1 << 27
 	sctlrEnDB = 1 << 13
-
-	isar1APA = 1 << 4  // ID_AA64ISAR1_EL1.APA: address authentication, QARMA5
-	isar1GPA = 1 << 24 // ID_AA64ISAR1_EL1.GPA: generic authentication, QARMA5
 )
 
 // PAC keys, indices into sysRegs.pacKeys (two words each: lo, hi).

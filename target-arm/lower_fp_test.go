@@ -52,31 +52,18 @@ func TestLowerFPMatchesHelpers(t *testing.T) {
 				t.Fatalf("%s %#08x not lowered", fm.name, insn)
 			}
 			lowered++
-			b.Exit(tcg.Imm(0x1004))
-			f, err := tcg.Compile(irTarget, b.Ops)
-			if err != nil {
-				t.Fatal(err)
-			}
-			a, c := &CPU{}, &CPU{}
+			var st State
 			single := insn>>22&1 == 0
-			for k := range a.State.V {
-				a.State.V[k] = [2]uint64{val(single), r.Uint64()}
+			for k := range st.V {
+				st.V[k] = [2]uint64{val(single), r.Uint64()}
 			}
 			if r.Intn(6) == 0 {
-				a.State.FPCR = uint64(r.Intn(4))<<22 | uint64(r.Intn(2))<<24 | uint64(r.Intn(2))<<25
+				st.FPCR = uint64(r.Intn(4))<<22 | uint64(r.Intn(2))<<24 | uint64(r.Intn(2))<<25
 			}
 			if r.Intn(4) != 0 {
-				a.State.FPSR = fpIXC
+				st.FPSR = fpIXC
 			}
-			a.PC, a.el = 0x1000, 1
-			a.modeChanged()
-			c.State, c.el = a.State, 1
-			c.modeChanged()
-			h, _ := a.decode(insn, 0x1000, flagEL1|flagFP)
-			if h(a) {
-				a.PC = 0x1004
-			}
-			f(c)
+			a, c := helperAndLowered(t, &b, insn, st)
 			if a.State != c.State {
 				t.Fatalf("%s %#08x: FPCR %#x FPSR %#x\nhelper  V=%#x FPSR=%#x\nlowered V=%#x FPSR=%#x",
 					fm.name, insn, a.State.FPCR, a.State.FPSR, a.State.V, a.State.FPSR, c.State.V, c.State.FPSR)
@@ -104,24 +91,11 @@ func TestLowerVecMatchesHelpers(t *testing.T) {
 			continue
 		}
 		lowered[insn>>11&31|insn>>29&1<<5]++
-		b.Exit(tcg.Imm(0x1004))
-		f, err := tcg.Compile(irTarget, b.Ops)
-		if err != nil {
-			t.Fatal(err)
+		var st State
+		for k := range st.V {
+			st.V[k] = [2]uint64{r.Uint64(), r.Uint64() >> uint(r.Intn(64))}
 		}
-		a, c := &CPU{}, &CPU{}
-		for k := range a.State.V {
-			a.State.V[k] = [2]uint64{r.Uint64(), r.Uint64() >> uint(r.Intn(64))}
-		}
-		a.PC, a.el = 0x1000, 1
-		a.modeChanged()
-		c.State, c.el = a.State, 1
-		c.modeChanged()
-		h, _ := a.decode(insn, 0x1000, flagEL1|flagFP)
-		if h(a) {
-			a.PC = 0x1004
-		}
-		f(c)
+		a, c := helperAndLowered(t, &b, insn, st)
 		if a.State != c.State {
 			t.Fatalf("%#08x:\nhelper  V=%#x\nlowered V=%#x", insn, a.State.V, c.State.V)
 		}
@@ -131,4 +105,27 @@ func TestLowerVecMatchesHelpers(t *testing.T) {
 			t.Errorf("opcode/U %#x: only %d instructions lowered", k, lowered[k])
 		}
 	}
+}
+
+// helperAndLowered runs insn at 0x1000 at EL1 with FP enabled from state st, once as
+// the decoder's helper and once as the IR in b (lowered by the caller) compiled with the
+// selected backend, and returns both CPUs.
+func helperAndLowered(t *testing.T, b *tcg.Builder[CPU], insn uint32, st State) (helper, lowered *CPU) {
+	t.Helper()
+	b.Exit(tcg.Imm(0x1004))
+	f, err := tcg.Compile(irTarget, b.Ops)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, c := &CPU{}, &CPU{}
+	a.State, a.PC, a.el = st, 0x1000, 1
+	a.modeChanged()
+	c.State, c.el = a.State, 1
+	c.modeChanged()
+	h, _ := a.decode(insn, 0x1000, flagEL1|flagFP)
+	if h(a) {
+		a.PC = 0x1004
+	}
+	f(c)
+	return a, c
 }

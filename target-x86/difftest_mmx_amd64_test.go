@@ -166,7 +166,7 @@ func TestDiffMMX(t *testing.T) {
 		for i := 0; i < 60 && fails < 20; i++ {
 			s := mmxState(r)
 			tc := &dtCase{name: "mmx", code: mmxCase(f.gen(r)), in: s, mask: flagsArith, xmm: true}
-			if !compare(t, h, tc) {
+			if !compareLong(t, h, tc) {
 				fails++
 			}
 		}
@@ -202,7 +202,7 @@ func TestDiffMMXx87(t *testing.T) {
 				binary.LittleEndian.PutUint32(img[24:], 0x1f80)
 				clear(img[160+4*16:]) // XMM4-15 zero: the host's X15 is Go's zero register
 			}
-			compare(t, h, &dtCase{name: name, code: mmxCase(body), in: s, mask: flagsArith, xmm: true})
+			compareLong(t, h, &dtCase{name: name, code: mmxCase(body), in: s, mask: flagsArith, xmm: true})
 		}
 	}
 }
@@ -254,7 +254,7 @@ func TestDiffMMXConv(t *testing.T) {
 				}
 				b = append(b, 0xc0|reg<<3|rm)
 			}
-			compare(t, h, &dtCase{name: "mmx conv", code: mmxCase(b), in: s, mask: flagsArith, xmm: true})
+			compareLong(t, h, &dtCase{name: "mmx conv", code: mmxCase(b), in: s, mask: flagsArith, xmm: true})
 		}
 	}
 }

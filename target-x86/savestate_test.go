@@ -57,7 +57,7 @@ func TestSaveStateRoundTrip(t *testing.T) {
 		msrFMASK: 0x47700, msrKernelGSBase: 0xffff888000000000, msrTSCAux: 7, msrSysenterCS: 0x10, msrSysenterESP: 0x9000,
 		msrSysenterEIP: 0xffffffff81000200, msrMiscEnable: 0x81, msrPAT: 0x0007010600070106, msrMTRRdefType: 0xc06,
 		0x200: 0x6, 0x201: 0xff0000800, 0x250: 0x0606060606060606, 0x26f: 0x0505050505050505, 0x401: 0x1234,
-		msrMCGctl: 0, 0x404: 0,
+		msrMCGctl: 0, 0x404: 0, 0x425: 0x55,
 		0xc0010015: 0x1000000, msrGSBase: 0xffff888000001000, msrTSC: 1 << 40} {
 		if !a.wrmsr(n, v) {
 			t.Fatalf("wrmsr %#x refused", n)
@@ -88,7 +88,7 @@ func TestSaveStateRoundTrip(t *testing.T) {
 	}
 	for _, n := range []uint32{msrSTAR, msrLSTAR, msrCSTAR, msrFMASK, msrKernelGSBase, msrTSCAux, msrSysenterCS,
 		msrSysenterESP, msrSysenterEIP, msrMiscEnable, msrPAT, msrMTRRdefType, msrAPICBase, msrFSBase, msrGSBase,
-		0x200, 0x201, 0x250, 0x26f, 0x401, msrMCGctl, 0x404, 0x408, 0xc0010015, 0xc0010010} {
+		0x200, 0x201, 0x250, 0x26f, 0x401, msrMCGctl, 0x404, 0x408, 0x425, 0xc0010015, 0xc0010010} {
 		va, oka := a.rdmsr(n)
 		vc, okc := c.rdmsr(n)
 		if va != vc || oka != okc {

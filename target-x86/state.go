@@ -3,8 +3,8 @@
 // (BootState, Regs, SRegs, Segment), and the x86-64 frontend for gemu's TCG engine:
 // the decoder (legacy prefixes, REX, the 1-byte/0F/0F38/0F3A maps, ModRM/SIB/RIP-
 // relative addressing; decode.go), instruction semantics as helpers the translator
-// emits into tcg IR (integer, string, system, SSE/SSE2/SSE3, MMX, x87 on float64; int.go,
-// int0f.go, string.go, sys.go, sysenter.go, msr.go, sse*.go, mmx.go, x87.go) with the flag-free commonest forms
+// emits into tcg IR (integer, string, system, SSE/SSE2/SSE3, MMX, x87 with 80-bit values where float64 differs; int.go,
+// int0f.go, string.go, sys.go, sysenter.go, msr.go, sse*.go, mmx.go, x87.go, x87ext.go) with the flag-free commonest forms
 // (MOV, LEA, PUSH/POP, JMP/CALL, Jcc) lowered to IR ops (lower.go), the softmmu MMU (4-level, PAE and 32-bit paging with
 // NX/WP/U and A/D bits, #PF with CR2; mem.go), exception and interrupt delivery
 // (long-mode IDT with IST and RSP0 stack switches, protected-mode and real-mode

@@ -10,9 +10,12 @@ import (
 // reals and 16/32/64-bit integers, arithmetic, compares (FCOM*, FUCOM*, FCOMI*,
 // FUCOMI*, FTST, FXAM), constants, FXCH, FCMOVcc, FCHS/FABS/FSQRT/FRNDINT/FSCALE,
 // FNSTENV/FLDENV, FNSTSW, FNINIT/FNCLEX, FFREE and FISTTP (SSE3). The registers hold
-// float64, not 80-bit extended values: results are rounded to double precision (and
-// 80-bit loads/stores convert through it), so long-double code sees double precision;
-// transcendental instructions (FSIN, FPTAN, FYL2X, ...) and FSAVE/FRSTOR raise #UD.
+// float64 values, with the exact 80-bit value beside them when a float64 cannot hold
+// it (x87ext.go): m80 loads and stores, register moves, FILD/FIST of 64-bit integers,
+// the constants, FADD/FSUB/FMUL/FDIV/FSQRT/FRNDINT at the FCW's precision and
+// rounding, compares and the NaN rules are extended precision; FSCALE and FXAM work on
+// the float64. Transcendental instructions (FSIN, FPTAN, FYL2X, ...) and FSAVE/FRSTOR
+// raise #UD.
 
 // ext80 converts an 80-bit extended real to float64.
 func ext80(b []byte) float64 {
@@ -150,35 +153,6 @@ func farith(n byte, a, b float64) float64 {
 	return r
 }
 
-// fround rounds f to an integer per the FCW rounding control.
-func (c *CPU) fround(f float64) float64 {
-	switch c.sse.fcw >> 10 & 3 {
-	case 1:
-		return math.Floor(f)
-	case 2:
-		return math.Ceil(f)
-	case 3:
-		return math.Trunc(f)
-	}
-	return math.RoundToEven(f)
-}
-
-// fistValue converts f to a size-byte integer with rounding (or truncation); out of
-// range and NaN give the integer indefinite value and set IE.
-func (c *CPU) fistValue(f float64, size int, trunc bool) uint64 {
-	if trunc {
-		f = math.Trunc(f)
-	} else {
-		f = c.fround(f)
-	}
-	lim := math.Ldexp(1, 8*size-1)
-	if f != f || f >= lim || f < -lim {
-		c.sse.fsw |= fswIE
-		return 1 << (8*uint(size) - 1)
-	}
-	return uint64(int64(f)) & sizeMask(size)
-}
-
 func (c *CPU) translateX87(in *insn, flags uint64) (op, bool) {
 	o := in.opc
 	n := in.reg & 7
@@ -216,18 +190,6 @@ func (c *CPU) translateX87(in *insn, flags uint64) (op, bool) {
 		v, ok := c.ld(c.ea(in), size)
 		return float64(int64(sext(v, size))), ok
 	}
-	stReal := func(c *CPU, size int, f float64) bool {
-		ea := c.ea(in)
-		switch size {
-		case 4:
-			return c.st(ea, 4, uint64(math.Float32bits(float32(f))))
-		case 8:
-			return c.st(ea, 8, math.Float64bits(f))
-		}
-		var b [10]byte
-		putExt80(b[:], f)
-		return c.st(ea+8, 2, uint64(binary.LittleEndian.Uint16(b[8:]))) && c.st(ea, 8, binary.LittleEndian.Uint64(b[:]))
-	}
 	if in.hasMem {
 		switch {
 		case o == 0xd8 || o == 0xdc || o == 0xda || o == 0xde: // arithmetic with memory
@@ -248,18 +210,30 @@ func (c *CPU) translateX87(in *insn, flags uint64) (op, bool) {
 					return false
 				}
 				if n == 2 || n == 3 {
-					c.fcompare(*c.stI(0), v, false, false)
+					c.fcompareExt(c.extI(0), extOf(v), false, false)
 					if n == 3 {
 						c.fpop()
 					}
 					return true
 				}
-				*c.stI(0) = farith(n, *c.stI(0), v)
+				c.setExtI(0, c.farithExt(n, c.extI(0), extOf(v)))
 				return true
 			})
 		case o == 0xd9 && n == 0, o == 0xdd && n == 0, o == 0xdb && n == 5: // FLD m32/m64/m80
 			size := map[byte]int{0xd9: 4, 0xdd: 8, 0xdb: 10}[o]
 			return wrap(func(c *CPU) bool {
+				if size == 10 { // exact (x87ext.go)
+					ea := c.ea(in)
+					lo, ok := c.ld(ea, 8)
+					if !ok {
+						return false
+					}
+					hi, ok := c.ld(ea+8, 2)
+					if ok {
+						c.fpushExt(rawReg{mant: lo, se: uint16(hi)})
+					}
+					return ok
+				}
 				v, ok := ldReal(c, size)
 				if ok {
 					c.fpush(v)
@@ -275,6 +249,13 @@ func (c *CPU) translateX87(in *insn, flags uint64) (op, bool) {
 				}
 			}
 			return wrap(func(c *CPU) bool {
+				if size == 8 { // every int64 exactly (x87ext.go)
+					v, ok := c.ld(c.ea(in), 8)
+					if ok {
+						c.fpushExt(extInt64(int64(v)))
+					}
+					return ok
+				}
 				v, ok := ldInt(c, size)
 				if ok {
 					c.fpush(v)
@@ -285,7 +266,14 @@ func (c *CPU) translateX87(in *insn, flags uint64) (op, bool) {
 			size := map[byte]int{0xd9: 4, 0xdd: 8, 0xdb: 10}[o]
 			pop := n != 2
 			return wrap(func(c *CPU) bool {
-				if !stReal(c, size, *c.stI(0)) {
+				a, ea := c.extI(0), c.ea(in)
+				ok := false
+				if size == 10 {
+					ok = c.st(ea+8, 2, uint64(a.se)) && c.st(ea, 8, a.mant)
+				} else {
+					ok = c.st(ea, size, c.extStoreReal(a, size))
+				}
+				if !ok {
 					return false
 				}
 				if pop {
@@ -300,7 +288,7 @@ func (c *CPU) translateX87(in *insn, flags uint64) (op, bool) {
 			}
 			trunc, pop := n == 1, n != 2
 			return wrap(func(c *CPU) bool {
-				if !c.st(c.ea(in), size, c.fistValue(*c.stI(0), size, trunc)) {
+				if !c.st(c.ea(in), size, c.fistExt(c.extI(0), size, trunc)) {
 					return false
 				}
 				if pop {
@@ -365,14 +353,14 @@ func (c *CPU) translateX87(in *insn, flags uint64) (op, bool) {
 	case 0xd8: // ST0 = ST0 op ST(i); FCOM/FCOMP ST(i)
 		return wrap(func(c *CPU) bool {
 			if n == 2 || n == 3 {
-				c.fcompare(*c.stI(0), *c.stI(sti), false, false)
+				c.fcompareExt(c.extI(0), c.extI(sti), false, false)
 				c.fchk(0, sti)
 				if n == 3 {
 					c.fpop()
 				}
 				return true
 			}
-			*c.stI(0) = farith(n, *c.stI(0), *c.stI(sti))
+			c.setExtI(0, c.farithExt(n, c.extI(0), c.extI(sti)))
 			return true
 		})
 	case 0xdc, 0xde: // ST(i) = ST(i) op ST0 (DE: and pop)
@@ -381,7 +369,7 @@ func (c *CPU) translateX87(in *insn, flags uint64) (op, bool) {
 				return ud, true
 			}
 			return wrap(func(c *CPU) bool { // FCOMPP
-				c.fcompare(*c.stI(0), *c.stI(1), false, false)
+				c.fcompareExt(c.extI(0), c.extI(1), false, false)
 				c.fpop()
 				c.fpop()
 				return true
@@ -404,8 +392,7 @@ func (c *CPU) translateX87(in *insn, flags uint64) (op, bool) {
 		}
 		pop := o == 0xde
 		return wrap(func(c *CPU) bool {
-			d := c.stI(sti)
-			*d = farith(m, *d, *c.stI(0))
+			c.setExtI(sti, c.farithExt(m, c.extI(sti), c.extI(0)))
 			if pop {
 				c.fpop()
 			}
@@ -414,11 +401,12 @@ func (c *CPU) translateX87(in *insn, flags uint64) (op, bool) {
 	case 0xd9:
 		switch {
 		case n == 0: // FLD ST(i)
-			return wrap(func(c *CPU) bool { c.fpush(*c.stI(sti)); return true })
+			return wrap(func(c *CPU) bool { c.fpushExt(c.extI(sti)); return true })
 		case n == 1: // FXCH
 			return wrap(func(c *CPU) bool {
-				a, b := c.stI(0), c.stI(sti)
-				*a, *b = *b, *a
+				a, b := c.extI(0), c.extI(sti)
+				c.setExtI(0, b)
+				c.setExtI(sti, a)
 				return true
 			})
 		case in.rm&7 == 0 && n == 2: // FNOP
@@ -426,12 +414,12 @@ func (c *CPU) translateX87(in *insn, flags uint64) (op, bool) {
 		case n == 4:
 			switch rm {
 			case 0:
-				return wrap(func(c *CPU) bool { *c.stI(0) = -*c.stI(0); return true })
+				return wrap(func(c *CPU) bool { a := c.extI(0); a.se ^= 0x8000; c.setExtI(0, a); return true })
 			case 1:
-				return wrap(func(c *CPU) bool { *c.stI(0) = math.Abs(*c.stI(0)); return true })
+				return wrap(func(c *CPU) bool { a := c.extI(0); a.se &^= 0x8000; c.setExtI(0, a); return true })
 			case 4: // FTST
 				return wrap(func(c *CPU) bool {
-					c.fcompare(*c.stI(0), 0, false, false)
+					c.fcompareExt(c.extI(0), rawReg{}, false, false)
 					c.fchk(0)
 					return true
 				})
@@ -459,14 +447,14 @@ func (c *CPU) translateX87(in *insn, flags uint64) (op, bool) {
 				})
 			}
 		case n == 5 && rm != 7: // constants
-			k := [7]float64{1, math.Log2(10), math.Log2E, math.Pi, math.Log10(2), math.Ln2, 0}[rm]
-			return wrap(func(c *CPU) bool { c.fpush(k); return true })
+			k := x87Const[rm]
+			return wrap(func(c *CPU) bool { c.fpushExt(k); return true })
 		case n == 7:
 			switch rm {
 			case 2: // FSQRT
-				return wrap(func(c *CPU) bool { *c.stI(0) = math.Sqrt(*c.stI(0)); return true })
+				return wrap(func(c *CPU) bool { c.setExtI(0, c.fsqrtExt(c.extI(0))); return true })
 			case 4: // FRNDINT
-				return wrap(func(c *CPU) bool { *c.stI(0) = c.fround(*c.stI(0)); return true })
+				return wrap(func(c *CPU) bool { c.setExtI(0, c.frndintExt(c.extI(0))); return true })
 			case 5: // FSCALE
 				return wrap(func(c *CPU) bool {
 					*c.stI(0) = math.Ldexp(*c.stI(0), int(math.Trunc(*c.stI(1))))
@@ -479,7 +467,7 @@ func (c *CPU) translateX87(in *insn, flags uint64) (op, bool) {
 		switch {
 		case o == 0xda && n == 5 && sti == 1: // FUCOMPP
 			return wrap(func(c *CPU) bool {
-				c.fcompare(*c.stI(0), *c.stI(1), true, false)
+				c.fcompareExt(c.extI(0), c.extI(1), true, false)
 				c.fpop()
 				c.fpop()
 				return true
@@ -491,7 +479,7 @@ func (c *CPU) translateX87(in *insn, flags uint64) (op, bool) {
 			}
 			return wrap(func(c *CPU) bool {
 				if cond(c.RFLAGS, cc) {
-					*c.stI(0) = *c.stI(sti)
+					c.setExtI(0, c.extI(sti))
 				}
 				return true
 			})
@@ -503,7 +491,7 @@ func (c *CPU) translateX87(in *insn, flags uint64) (op, bool) {
 				return true
 			})
 		case o == 0xdb && (n == 5 || n == 6):
-			return wrap(func(c *CPU) bool { c.fcompare(*c.stI(0), *c.stI(sti), n == 5, true); return true })
+			return wrap(func(c *CPU) bool { c.fcompareExt(c.extI(0), c.extI(sti), n == 5, true); return true })
 		}
 		return ud, true
 	case 0xdd:
@@ -512,7 +500,7 @@ func (c *CPU) translateX87(in *insn, flags uint64) (op, bool) {
 			return wrap(func(c *CPU) bool { c.sse.ftw &^= 1 << ((c.sse.top + sti) & 7); return true })
 		case 2, 3: // FST/FSTP ST(i)
 			return wrap(func(c *CPU) bool {
-				*c.stI(sti) = *c.stI(0)
+				c.setExtI(sti, c.extI(0))
 				if n == 3 {
 					c.fpop()
 				}
@@ -520,7 +508,7 @@ func (c *CPU) translateX87(in *insn, flags uint64) (op, bool) {
 			})
 		case 4, 5: // FUCOM/FUCOMP
 			return wrap(func(c *CPU) bool {
-				c.fcompare(*c.stI(0), *c.stI(sti), true, false)
+				c.fcompareExt(c.extI(0), c.extI(sti), true, false)
 				if n == 5 {
 					c.fpop()
 				}
@@ -534,7 +522,7 @@ func (c *CPU) translateX87(in *insn, flags uint64) (op, bool) {
 			return wrap(func(c *CPU) bool { c.setReg(0, 2, 1, uint64(c.fswValue())); return true })
 		case n == 5 || n == 6: // FUCOMIP, FCOMIP
 			return wrap(func(c *CPU) bool {
-				c.fcompare(*c.stI(0), *c.stI(sti), n == 5, true)
+				c.fcompareExt(c.extI(0), c.extI(sti), n == 5, true)
 				c.fpop()
 				return true
 			})

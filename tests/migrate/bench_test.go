@@ -55,12 +55,17 @@ func TestBenchMigrate(t *testing.T) {
 				rr.eager = append(rr.eager, eager)
 			}
 			total, down := benchLive(t, bins[emu], emu, initrd)
-			rr.total, rr.downtime = append(rr.total, total), append(rr.downtime, down)
+			if total > 0 {
+				rr.total, rr.downtime = append(rr.total, total), append(rr.downtime, down)
+			}
 			t.Logf("run %d %s: save %v, stream %d bytes, restore to running %v (eager %v); live: total %v, downtime %v",
 				i+1, emu, save, size, restore, eager, total, down)
 		}
 	}
 	med := func(d []time.Duration) time.Duration {
+		if len(d) == 0 {
+			return 0
+		}
 		s := append([]time.Duration(nil), d...)
 		sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 		return s[len(s)/2]
@@ -158,6 +163,10 @@ func benchLive(t *testing.T, bin, emu, initrd string) (total, downtime time.Dura
 	info := waitMigration(t, r)
 	if *info.Status != raw.MigrationStatusCompleted || info.TotalTime == nil || info.Downtime == nil {
 		t.Fatalf("%s live migration: %s (%s)", emu, *info.Status, deref(info.ErrorDesc))
+	}
+	if *info.TotalTime == 0 {
+		// Seen once from QEMU 7.2 under heavy load; logged, and left out of the medians.
+		t.Logf("%s: query-migrate reported a total time of 0: %+v, ram %+v", emu, info, info.RAM)
 	}
 	k := dst.waitLine(t, 0, "MEMW ROUND", 2*time.Minute)
 	dst.waitLine(t, k+1, "MEMW ROUND", 2*time.Minute)

@@ -38,8 +38,8 @@ const (
 )
 
 // hasPAuth reports whether the model advertises (and so executes) address and generic
-// authentication.
-func (m *Model) hasPAuth() bool { return m.ISAR1>>4&0xf != 0 || m.ISAR1>>8&0xf != 0 }
+// authentication (nil, as in unit tests' bare CPUs: no).
+func (m *Model) hasPAuth() bool { return m != nil && (m.ISAR1>>4&0xf != 0 || m.ISAR1>>8&0xf != 0) }
 
 // pacEnable is the SCTLR_EL1 enable bit of each address key.
 var pacEnable = [4]uint64{sctlrEnIA, sctlrEnIB, sctlrEnDA, sctlrEnDB}
@@ -266,7 +266,24 @@ func pacOriginal(ptr uint64, bot, top uint) uint64 {
 	return ptr&^m | -(ptr>>55&1)&m
 }
 
-func (c *CPU) key(k int) (hi, lo uint64) { return c.sr.pacKeys[2*k+1], c.sr.pacKeys[2*k] }
+// pacCache remembers recent PACs: a function's AUTIASP recomputes the PAC of its
+// PACIASP, and a function called again from the same site with the same stack
+// pointer signs the same return address. Entries carry the key itself, so a key
+// write (or a snapshot restore) needs no invalidation.
+type pacCache [256]struct{ data, mod, hi, lo, pac uint64 }
+
+// pac is computePAC(data, mod, key k), through the CPU's pacCache.
+func (c *CPU) pac(data, mod uint64, k int) uint64 {
+	hi, lo := c.sr.pacKeys[2*k+1], c.sr.pacKeys[2*k]
+	h := (data ^ mod*0x9e3779b97f4a7c15 ^ lo) * 0xff51afd7ed558ccd >> 56
+	e := &c.pacCache[h]
+	if e.data == data && e.mod == mod && e.hi == hi && e.lo == lo && (e.pac|data|mod|hi|lo) != 0 {
+		return e.pac
+	}
+	p := computePAC(data, mod, hi, lo)
+	e.data, e.mod, e.hi, e.lo, e.pac = data, mod, hi, lo, p
+	return p
+}
 
 // addPAC is AddPAC with key k.
 func (c *CPU) addPAC(ptr, mod uint64, k int, data bool) uint64 {
@@ -277,8 +294,7 @@ func (c *CPU) addPAC(ptr, mod uint64, k int, data bool) uint64 {
 	}
 	ext := -(ptr >> extBit & 1)
 	m := fieldMask(bot, top)
-	hi, lo := c.key(k)
-	pac := computePAC(ptr&^m|ext&m, mod, hi, lo)
+	pac := c.pac(ptr&^m|ext&m, mod, k)
 	if f := ptr & m; f != 0 && f != m {
 		pac ^= 1 << (top - 2) // non-canonical pointer: a PAC that cannot authenticate
 	}
@@ -293,8 +309,7 @@ func (c *CPU) addPAC(ptr, mod uint64, k int, data bool) uint64 {
 func (c *CPU) auth(ptr, mod uint64, k int, data bool) uint64 {
 	bot, top := c.pacField(ptr, data)
 	orig := pacOriginal(ptr, bot, top)
-	hi, lo := c.key(k)
-	pac := computePAC(orig, mod, hi, lo)
+	pac := c.pac(orig, mod, k)
 	if (pac^ptr)&^(1<<55)&fieldMask(bot, top) == 0 {
 		return orig
 	}
@@ -370,8 +385,7 @@ func pacga(rd, rn, rm uint32, pc uint64) op {
 		if !c.model.hasPAuth() {
 			return c.undef(pc)
 		}
-		hi, lo := c.key(keyGA)
-		c.w(rd, computePAC(c.r(rn), c.rsp(rm), hi, lo)&0xffffffff00000000)
+		c.w(rd, c.pac(c.r(rn), c.rsp(rm), keyGA)&0xffffffff00000000)
 		return true
 	}
 }

@@ -45,3 +45,26 @@ func TestComputePACTables(t *testing.T) {
 		}
 	}
 }
+
+// TestPACCacheKeyChange checks that the PAC cache never answers for another key or
+// input: every result through c.pac equals computePAC with the current key.
+func TestPACCacheKeyChange(t *testing.T) {
+	c := &CPU{pacCache: new(pacCache)}
+	v := uint64(7)
+	next := func() uint64 { v = v*6364136223846793005 + 1442695040888963407; return v }
+	data, mod := []uint64{0, 0x40201234, next(), next()}, []uint64{0, next()}
+	for range 50 {
+		k := int(next() % 5)
+		if next()&1 == 0 {
+			c.sr.pacKeys[2*k+int(next()&1)] = next()
+		}
+		for _, d := range data {
+			for _, m := range mod {
+				want := computePAC(d, m, c.sr.pacKeys[2*k+1], c.sr.pacKeys[2*k])
+				if g := c.pac(d, m, k); g != want {
+					t.Fatalf("key %d: pac(%#x, %#x) = %#x, want %#x", k, d, m, g, want)
+				}
+			}
+		}
+	}
+}

@@ -232,6 +232,7 @@ fail:
 	bl puthex
 	ldr x0, =0x84000008
 	hvc #0
+	b .
 newline:
 	ldr x1, =0x09000000
 	mov w2, #'\n'
@@ -244,6 +245,7 @@ sync:
 	bl puthex
 	ldr x0, =0x84000008
 	hvc #0
+	b .
 	.ltorg
 	.balign 2048
 vectors:
@@ -507,5 +509,98 @@ func TestPAuthFaultsAsQEMU(t *testing.T) {
 	}
 	q := runSysQEMUCPU(t, bin, 1, "max")
 	diffTranscripts(t, g, q)
-	t.Logf("qemu:\n%s", q)
+	if strings.Count(q, " 0000000086000000") != 6 || strings.Count(q, " 0000000096000000") != 4 {
+		t.Errorf("QEMU did not take 6 instruction and 4 data aborts:\n%s", q)
+	}
+}
+
+// pauthEL0Program: at EL0 (MMU off) the PAC instructions use the same keys and
+// SCTLR_EL1 enables as at EL1, the key registers are UNDEFINED, and an SVC returns
+// to EL1. The handler prints ESR and resumes after the instruction (EL0) or powers
+// off (SVC).
+const pauthEL0Program = `
+	.arch armv8.3-a
+	.text
+	.global _start
+_start:
+	adr x0, stack_top
+	mov sp, x0
+	adr x0, vectors
+	msr vbar_el1, x0
+	ldr x0, =0x0123456789abcdef
+	msr apiakeylo_el1, x0
+	msr apibkeyhi_el1, x0
+	msr apgakeylo_el1, x0
+	ldr x0, =(0x30d00800 | 1 << 31 | 1 << 30 | 1 << 27 | 1 << 13)
+	msr sctlr_el1, x0
+	ldr x0, =(25 | 25 << 16 | 1 << 37)
+	msr tcr_el1, x0
+	adr x0, el0_stack_top
+	msr sp_el0, x0
+	adr x0, el0
+	msr elr_el1, x0
+	msr spsr_el1, xzr
+	isb
+	eret
+el0:
+	ldr x20, =0x40201234
+	mov x21, sp
+	mov x22, x20
+	pacia x22, x21
+	mov x0, x22
+	bl puthex
+	autia x22, x21
+	mov x0, x22
+	bl puthex
+	mov x30, x20
+	pacibsp
+	mov x0, x30
+	bl puthex
+	pacga x0, x20, x21
+	bl puthex
+	mrs x0, apiakeylo_el1
+	bl puthex
+	svc #0
+	b .
+sync:
+	mrs x0, esr_el1
+	bl puthex
+	lsr x0, x0, #26
+	cmp x0, #0x15
+	b.eq 1f
+	mrs x0, elr_el1
+	add x0, x0, #4
+	msr elr_el1, x0
+	eret
+1:	ldr x0, =0x84000008
+	hvc #0
+	b .
+	.ltorg
+	.balign 2048
+vectors:
+	.rept 16
+	b sync
+	.balign 128
+	.endr
+	.data
+	.balign 16
+	.space 4096
+stack_top:
+	.space 4096
+el0_stack_top:
+`
+
+// TestPAuthEL0AsQEMU compares pauthEL0Program on gemu and qemu-system-aarch64 -cpu max.
+func TestPAuthEL0AsQEMU(t *testing.T) {
+	bin := BuildSys(t, t.TempDir(), pauthEL0Program)
+	m := pauthModel()
+	g, err := runSysGemu(bin, 60*time.Second, func(cfg *arm.Config, _ func() *arm.CPU) { cfg.Model = m })
+	if err != nil {
+		t.Fatalf("gemu: %v (output %q)", err, g)
+	}
+	q := runSysQEMUCPU(t, bin, 1, "max")
+	diffTranscripts(t, g, q)
+	if !strings.Contains(q, " 0000000002000000 ") || !strings.HasSuffix(q, " 0000000056000000") { // MRS UNDEFINED, then SVC
+		t.Errorf("unexpected QEMU transcript %q", q)
+	}
 }

@@ -144,3 +144,12 @@ func (p *PM) updateSCILocked() {
 		p.sci.Set(level)
 	}
 }
+
+// RaiseGPE sets GPE0 status bit n (a general-purpose event, such as PCI hotplug's
+// GPE 1); the SCI is raised if the guest has enabled it.
+func (p *PM) RaiseGPE(n int) {
+	p.mu.Lock()
+	p.gpeSts |= 1 << n
+	p.updateSCILocked()
+	p.mu.Unlock()
+}

@@ -31,6 +31,9 @@ type Config struct {
 	// PCIRouting, if set, gives PCI0 a _PRT sending INTA-INTD of slots 1-31 to
 	// IOAPIC GSIs per PCIIntxGSI, so INTx devices (virtio-pci without MSI-X) work.
 	PCIRouting bool
+	// PCIHotplug, if non-zero, adds ACPI PCI hotplug (see PCIHotplug) for the bus-0
+	// slots whose bits are set: a device per slot under PCI0 and the GPE 1 handler.
+	PCIHotplug uint32
 
 	// HPET, if set, adds an HPET table (after the MADT in the RSDT/XSDT) announcing
 	// the event timer block at HPETAddr (0xfed00000) whose capabilities register's
@@ -297,7 +300,13 @@ func buildDSDT(c Config) []byte {
 			}
 			terms = append(terms, amlNameDef("_PRT", amlPackageOf(prt...)))
 		}
+		if c.PCIHotplug != 0 {
+			terms = append(terms, pcihpAML(c.PCIHotplug)...)
+		}
 		aml = append(aml, amlScopeOf(`\_SB`, amlDeviceOf("PCI0", terms...))...)
+		if c.PCIHotplug != 0 {
+			aml = append(aml, pcihpGPE()...)
+		}
 	}
 	d := header("DSDT", 2) // revision 2: 64-bit AML integers
 	return finish(append(d, aml...))

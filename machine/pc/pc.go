@@ -84,8 +84,9 @@ type Machine struct {
 	PCIBus    *pci.Bus
 	rtc       *rtc.RTC
 	onRelease []func()
-	pm        *acpi.PM  // the power button (control.go)
-	tcg       *tcgBoard // the userspace chipset and vCPUs under accel/tcg (tcg.go); nil under KVM
+	pm        *acpi.PM   // the power button (control.go)
+	hp        pciHotplug // ACPI PCI hotplug of bus 0 (hotplug.go)
+	tcg       *tcgBoard  // the userspace chipset and vCPUs under accel/tcg (tcg.go); nil under KVM
 	chip      *pcirq.Chipset
 	hpet      *timer.HPET
 	kbc       *i8042.I8042
@@ -150,6 +151,7 @@ func (m *Machine) build(vm accel.X86VM, c Config) error {
 		PM: acpi.PMPorts{Base: PMBase}, ResetPort: PCIConfig + 1, ResetValue: 0x06,
 		CenturyReg: rtcCentury,
 		PCI:        true, PCIMem32Start: LowRAMTop, PCIMem32Length: PCIHoleEnd - LowRAMTop, PCIRouting: true,
+		PCIHotplug: pcihpSlots,
 	}
 	if m.chip != nil {
 		ac.HPET, ac.HPETAddr, ac.HPETID = true, HPETBase, hpetID
@@ -216,6 +218,7 @@ func (m *Machine) addDevices(c Config) error {
 		{&systemPortA{reset: reset}, "port-a", portA, 1},
 		{pci.NewConfigIO(m.PCIBus, reset), "pci-config", PCIConfig, 8},
 		{pm, "acpi-pm", PMBase, acpi.PMBlockSize},
+		{m.newPCIHotplug(), "acpi-pcihp", acpi.PCIHPBase, acpi.PCIHPSize},
 	} {
 		if err := m.PIO.Insert(d.dev, d.name, d.base, d.size); err != nil {
 			return err

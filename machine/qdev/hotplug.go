@@ -29,6 +29,31 @@ type MSIController interface {
 	MSIAvailable() bool
 }
 
+// RootHotplug is implemented by a Board whose root PCI bus itself takes hotplugged
+// devices, as QEMU's pc does through ACPI PCI hotplug (the PIIX4 PM function's
+// registers and the DSDT's slot devices): device_add with no bus= picks a free slot
+// and the board tells the guest; device_del asks the guest to eject the slot.
+type RootHotplug interface {
+	// RootHotplugSlot reports whether slot of the root bus has hotplug.
+	RootHotplugSlot(slot int) bool
+	// PlugRootSlot tells the guest a device appeared in slot.
+	PlugRootSlot(slot int)
+	// RequestRootUnplug asks the guest to eject slot; done runs (from the vCPU
+	// thread of the guest's eject) once it has.
+	RequestRootUnplug(slot int, done func()) error
+}
+
+// VirtioPCIRemover is optionally implemented by a VirtioPCIRecorder Board that wants
+// to know when a root-bus function it was given leaves (unplugged).
+type VirtioPCIRemover interface {
+	VirtioPCIRemoved(slot, fn int)
+}
+
+func (e *Env) rootHotplug() RootHotplug {
+	rh, _ := e.Board.(RootHotplug)
+	return rh
+}
+
 // ErrDeviceNotFound is wrapped by Unplug's error for an id no device has (QMP's
 // DeviceNotFound class).
 var ErrDeviceNotFound = errors.New("device not found")
@@ -48,6 +73,7 @@ type plugged struct {
 	id, driver string
 	busName    string
 	port       *pci.RootPort // nil: not behind a root port
+	slot       int           // its root-bus slot when port is nil
 	vd         *virtiopci.Device
 	drive      string // the drive it took, "" for none
 	netdev     string // the netdev it took, "" for none
@@ -184,9 +210,12 @@ func (e *Env) pciTarget(p Props, drv string) (pb *pci.Bus, port *pci.RootPort, b
 				return rp.Secondary(), rp, id, nil
 			}
 		}
+		if e.rootHotplug() != nil {
+			return e.Board.PCI(), nil, e.rootBusName(), nil
+		}
 		return nil, nil, "", fmt.Errorf("Bus '%s' does not support hotplugging", e.rootBusName())
 	case !ok, b == "pcie.0", b == "pci.0":
-		if e.hp.hot {
+		if e.hp.hot && (e.rootHotplug() == nil || b != e.rootBusName()) {
 			return nil, nil, "", fmt.Errorf("Bus '%s' does not support hotplugging", e.rootBusName())
 		}
 		return e.Board.PCI(), nil, e.rootBusName(), nil
@@ -234,8 +263,8 @@ func (e *Env) pickSlot(p Props) (slot, fn int, err error) {
 
 // recordPCI notes a virtio-pci device just added (by id, for device_del) and tells
 // its root port, if it has one, that the slot is occupied.
-func (e *Env) recordPCI(p Props, busName string, port *pci.RootPort, vd *virtiopci.Device) error {
-	d := &plugged{busName: busName, port: port, vd: vd}
+func (e *Env) recordPCI(p Props, busName string, port *pci.RootPort, slot int, vd *virtiopci.Device) error {
+	d := &plugged{busName: busName, port: port, slot: slot, vd: vd}
 	d.id, _ = p.Get("id")
 	d.driver, _ = p.Get("driver")
 	d.drive, _ = p.Get("drive")
@@ -249,6 +278,25 @@ func (e *Env) recordPCI(p Props, busName string, port *pci.RootPort, vd *virtiop
 	e.mu.Unlock()
 	if port != nil {
 		return port.Plug(hot)
+	}
+	if rh := e.rootHotplug(); hot && rh != nil {
+		rh.PlugRootSlot(slot)
+	}
+	return nil
+}
+
+// checkRootHotplug refuses a device_add into a root-bus slot or function the board
+// cannot announce to the guest.
+func (e *Env) checkRootHotplug(slot, fn int, drv string) error {
+	rh := e.rootHotplug()
+	if rh == nil || !e.hotplugging() {
+		return nil
+	}
+	if !rh.RootHotplugSlot(slot) {
+		return fmt.Errorf("PCI: slot %d of bus '%s' has no hotplug for %s", slot, e.rootBusName(), drv)
+	}
+	if fn != 0 {
+		return fmt.Errorf("PCI: hotplug of function %d is not supported (only function 0 of slot %d)", fn, slot)
 	}
 	return nil
 }
@@ -300,7 +348,7 @@ func (e *Env) Unplug(id string, deleted func()) error {
 		return errors.New("Bus 'pcie.0' does not support hotplugging")
 	case d == nil:
 		return fmt.Errorf("Device '%s' not found: %w", id, ErrDeviceNotFound)
-	case d.port == nil:
+	case d.port == nil && (e.rootHotplug() == nil || d.busName != e.rootBusName() || !e.rootHotplug().RootHotplugSlot(d.slot)):
 		return fmt.Errorf("Bus '%s' does not support hotplugging", d.busName)
 	}
 	e.mu.Lock()
@@ -310,19 +358,33 @@ func (e *Env) Unplug(id string, deleted func()) error {
 	}
 	d.request = time.Now()
 	e.mu.Unlock()
-	return d.port.RequestUnplug(func() {
+	done := func() {
 		e.finishUnplug(d)
 		if deleted != nil {
 			deleted()
 		}
-	})
+	}
+	if d.port == nil {
+		return e.rootHotplug().RequestRootUnplug(d.slot, done)
+	}
+	return d.port.RequestUnplug(done)
 }
 
 func (e *Env) finishUnplug(d *plugged) {
-	d.port.Secondary().Remove(0, 0)
+	if d.port != nil {
+		d.port.Secondary().Remove(0, 0)
+	} else {
+		e.Board.PCI().Remove(uint8(d.slot), 0)
+		if r, ok := e.Board.(VirtioPCIRemover); ok {
+			r.VirtioPCIRemoved(d.slot, 0)
+		}
+	}
 	d.vd.Reset()
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if d.port == nil {
+		delete(e.usedPCI, d.slot)
+	}
 	if e.hp.devices[d.id] == d {
 		delete(e.hp.devices, d.id)
 	}

@@ -285,6 +285,12 @@ func (e *Env) plugPCI(p Props, dev virtio.Device) error {
 		if slot, fn, err = e.pickSlot(p); err != nil {
 			return err
 		}
+		if err := e.checkRootHotplug(slot, fn, drv); err != nil {
+			e.mu.Lock()
+			delete(e.usedPCI, slot)
+			e.mu.Unlock()
+			return err
+		}
 	}
 	vd, err := virtiopci.New(dev, e.Board.Memory(), virtiopci.Config{Vectors: vectors, Express: port != nil || e.Board.Express(), Hooks: e.Board.PCIHooks()})
 	if err != nil {
@@ -296,7 +302,7 @@ func (e *Env) plugPCI(p Props, dev virtio.Device) error {
 	e.mu.Lock()
 	e.resets = append(e.resets, vd.Reset)
 	e.mu.Unlock()
-	if err := e.recordPCI(p, busName, port, vd); err != nil {
+	if err := e.recordPCI(p, busName, port, slot, vd); err != nil {
 		return err
 	}
 	if port != nil {

@@ -223,18 +223,20 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
-// run boots emu with two root ports and plays the hotplug script through go-qemu.
-// machine is the -M value.
-func run(t *testing.T, emu, machine string, e *env) result {
-	dir := t.TempDir()
-	sock, sock2 := filepath.Join(dir, "qmp.sock"), filepath.Join(dir, "qmp2.sock")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, emu, "-M", machine, "-cpu", "cortex-a57", "-m", "512", "-nographic", "-nic", "none",
-		"-kernel", assets.Kernel("arm64"), "-initrd", assets.Initrd("arm64"),
-		"-append", "console=ttyAMA0 "+assets.CmdArg(strings.ReplaceAll(guestScript, "PORT", e.port)),
-		"-qmp", "unix:"+sock+",server=on,wait=off", "-qmp", "unix:"+sock2+",server=on,wait=off",
-		"-device", "pcie-root-port,id=rp1,chassis=1,slot=1", "-device", "pcie-root-port,id=rp2,chassis=2,slot=2")
+// qmpGuest is a started emulator with its console, a go-qemu monitor whose
+// DEVICE_DELETED events arrive on deleted, and a raw QMP connection for error replies.
+type qmpGuest struct {
+	con     *console
+	mon     *qmp.SocketMonitor
+	r       *raw.Monitor
+	rq      *rawQMP
+	deleted chan map[string]any
+	stop    func() // disconnects and kills the emulator (also at the test's end)
+}
+
+// startQMP starts cmd, whose two -qmp servers listen on sock and sock2, and connects.
+func startQMP(t *testing.T, ctx context.Context, cmd *exec.Cmd, sock, sock2 string) *qmpGuest {
+	t.Helper()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -243,8 +245,18 @@ func run(t *testing.T, emu, machine string, e *env) result {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	con := newConsole(out)
+	g := &qmpGuest{con: newConsole(out), deleted: make(chan map[string]any, 16)}
+	var once sync.Once
+	g.stop = func() {
+		once.Do(func() {
+			if g.mon != nil {
+				g.mon.Disconnect()
+			}
+			cmd.Process.Kill()
+			cmd.Wait()
+		})
+	}
+	t.Cleanup(g.stop)
 	var mon *qmp.SocketMonitor
 	for i := 0; ; i++ {
 		if mon, err = qmp.NewSocketMonitor("unix", sock, 5*time.Second); err == nil {
@@ -258,21 +270,38 @@ func run(t *testing.T, emu, machine string, e *env) result {
 	if err := mon.Connect(); err != nil {
 		t.Fatal(err)
 	}
-	defer mon.Disconnect()
+	g.mon = mon
 	evs, err := mon.Events(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	deleted := make(chan map[string]any, 16)
 	go func() {
 		for ev := range evs {
 			if ev.Event == "DEVICE_DELETED" {
-				deleted <- ev.Data
+				g.deleted <- ev.Data
 			}
 		}
 	}()
-	rq := dialRaw(t, sock2)
-	r := raw.NewMonitor(mon)
+	g.rq = dialRaw(t, sock2)
+	g.r = raw.NewMonitor(mon)
+	return g
+}
+
+// run boots emu with two root ports and plays the hotplug script through go-qemu.
+// machine is the -M value.
+func run(t *testing.T, emu, machine string, e *env) result {
+	dir := t.TempDir()
+	sock, sock2 := filepath.Join(dir, "qmp.sock"), filepath.Join(dir, "qmp2.sock")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, emu, "-M", machine, "-cpu", "cortex-a57", "-m", "512", "-nographic", "-nic", "none",
+		"-kernel", assets.Kernel("arm64"), "-initrd", assets.Initrd("arm64"),
+		"-append", "console=ttyAMA0 "+assets.CmdArg(strings.ReplaceAll(guestScript, "PORT", e.port)),
+		"-qmp", "unix:"+sock+",server=on,wait=off", "-qmp", "unix:"+sock2+",server=on,wait=off",
+		"-device", "pcie-root-port,id=rp1,chassis=1,slot=1", "-device", "pcie-root-port,id=rp2,chassis=2,slot=2")
+	g := startQMP(t, ctx, cmd, sock, sock2)
+	defer g.stop()
+	con, mon, deleted, rq, r := g.con, g.mon, g.deleted, g.rq, g.r
 	var res result
 	expect := func(marker string, d time.Duration) string {
 		t.Helper()

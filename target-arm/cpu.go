@@ -145,6 +145,7 @@ type CPU struct {
 	isa    isaFeat // FP/AdvSIMD extensions the model has (isaext.go)
 	// pacHints: the model has FEAT_PAuth, so the PAC hints are not NOPs (pauth.go)
 	pacHints bool
+	pacCache *pacCache // recent PACs (pauth.go)
 
 	sr  sysRegs
 	dbg debugRegs // debug.go
@@ -204,6 +205,7 @@ func New(cfg Config) *CPU {
 	c.lse, c.rcpc, c.rndrOn = c.model.hasLSE(), c.model.hasRCpc(), c.model.hasRNDR()
 	c.isa = c.model.isaFeatures()
 	c.pacHints = c.model.hasPAuth()
+	c.pacCache = new(pacCache)
 	if c.trace == nil {
 		c.tflag = 0
 	}

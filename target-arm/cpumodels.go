@@ -63,6 +63,8 @@ const (
 // ID_AA64ISAR1_EL1 fields gemu implements.
 const (
 	isar1LRCPC = 1 << 20 // ARMv8.3 LDAPR/LDAPRB/LDAPRH (lse.go)
+	isar1APA   = 1 << 4  // ARMv8.3 address authentication, QARMA5 (pauth.go)
+	isar1GPA   = 1 << 24 // ARMv8.3 generic authentication (PACGA), QARMA5
 )
 
 // models lists the models in -cpu help order; the first is the default.
@@ -101,11 +103,10 @@ var models = []*Model{
 		Name: "max", Compatible: "arm,cortex-a57", // as QEMU's max (an "A57 with extras")
 		MIDR: 0x000f0510, CTR: 0x8444c004, CLIDR: 0x02000023,
 		CCSIDR: [3]uint64{0x701fe00a, 0x201fe012, 0x70ffe07a},
-		ISAR0:  isar0Max, ISAR1: isar1LRCPC, PARange: 5, PFR0: pfr0CSV2 | pfr0CSV3 | pfr0FP16,
+		ISAR0:  isar0Max, ISAR1: isar1LRCPC | isar1APA | isar1GPA, PARange: 5, PFR0: pfr0CSV2 | pfr0CSV3 | pfr0FP16,
 		MMFR1: mmfr1PAN2, MMFR2: mmfr2UAO,
 		Note: "everything gemu implements: ARMv8.0 with AES/PMULL, SHA1, SHA256, CRC32, " +
-			"ARMv8.1 LSE atomics, RDM and PAN (with AT S1E1RP/WP), ARMv8.2 UAO, DotProd, SHA512, SHA3, SM3, SM4 and FP16 arithmetic, ARMv8.3 LDAPR, ARMv8.5 RNDR/RNDRRS, CSV2/CSV3 (no speculation; CSV2 1, not QEMU's 2: no SCXTNUM registers); not yet FHM, " +
-			"pointer authentication or BTI",
+			"ARMv8.1 LSE atomics, RDM and PAN (with AT S1E1RP/WP), ARMv8.2 UAO, DotProd, SHA512, SHA3, SM3, SM4 and FP16 arithmetic, ARMv8.3 LDAPR and pointer authentication (QARMA5, PACGA; no EPAC/PAuth2/FPAC, as QEMU 7.2), ARMv8.5 RNDR/RNDRRS, CSV2/CSV3 (no speculation; CSV2 1, not QEMU's 2: no SCXTNUM registers); not yet FHM or BTI",
 	},
 }
 

@@ -29,11 +29,37 @@ type walkResult struct {
 	faulted    bool
 }
 
+// fscAddrSize is the address size fault (the level is added as for the others).
+const fscAddrSize = 0x00
+
+// paBits is the physical address size of each ID_AA64MMFR0_EL1.PARange.
+var paBits = [...]uint{32, 36, 40, 42, 44, 48, 52}
+
+// translateOff is the translation with stage 1 disabled: the identity, but an address
+// with bits set between the top of the physical address range and bit 63 (bit 55
+// with TBI) takes an address size fault at level 0, as
+// AArch64.TranslateAddressS1Off says (QEMU 7.2 alike): an address an authentication
+// failure corrupted (pauth.go) faults there.
+func (c *CPU) translateOff(va uint64) walkResult {
+	tbi := c.sr.tcr >> 37 & 1
+	if va>>55&1 != 0 {
+		tbi = c.sr.tcr >> 38 & 1
+	}
+	v := va
+	if tbi != 0 {
+		v &= 1<<56 - 1
+	}
+	if v>>paBits[min(c.model.PARange, 6)] != 0 {
+		return walkResult{faulted: true, fault: fscAddrSize, lvl: 0}
+	}
+	return walkResult{pa: va & (1<<52 - 1), r: true, w: true, x: true}
+}
+
 // translate walks the stage-1 tables for va as seen from MMU index idx (0 = EL0
 // permissions, 1 = EL1) and returns the page's permissions.
 func (c *CPU) translate(va uint64, idx int) walkResult {
 	if c.sr.sctlr&sctlrM == 0 {
-		return walkResult{pa: va & (1<<48 - 1), r: true, w: true, x: true}
+		return c.translateOff(va)
 	}
 	tcr := c.sr.tcr
 	var ttbr, tsz uint64

@@ -26,9 +26,6 @@ const (
 	sctlrEnIB = 1 << 30
 	sctlrEnDA = 1 << 27
 	sctlrEnDB = 1 << 13
-
-	isar1APA = 1 << 4  // ID_AA64ISAR1_EL1.APA: address authentication, QARMA5
-	isar1GPA = 1 << 24 // ID_AA64ISAR1_EL1.GPA: generic authentication, QARMA5
 )
 
 // PAC keys, indices into sysRegs.pacKeys (two words each: lo, hi).
@@ -41,8 +38,8 @@ const (
 )
 
 // hasPAuth reports whether the model advertises (and so executes) address and generic
-// authentication.
-func (m *Model) hasPAuth() bool { return m.ISAR1>>4&0xf != 0 || m.ISAR1>>8&0xf != 0 }
+// authentication (nil, as in unit tests' bare CPUs: no).
+func (m *Model) hasPAuth() bool { return m != nil && (m.ISAR1>>4&0xf != 0 || m.ISAR1>>8&0xf != 0) }
 
 // pacEnable is the SCTLR_EL1 enable bit of each address key.
 var pacEnable = [4]uint64{sctlrEnIA, sctlrEnIB, sctlrEnDA, sctlrEnDB}
@@ -56,17 +53,18 @@ var (
 	tweakOrder  = [16]uint8{4, 5, 6, 7, 11, 2, 3, 8, 12, 13, 14, 15, 0, 1, 10, 9} // the same for TweakShuffle
 	tweakRotate = uint16(1<<2 | 1<<4 | 1<<7 | 1<<11 | 1<<12 | 1<<14 | 1<<15)      // output cells TweakShuffle rotates
 
-	pacInvSbox    [16]uint8
-	pacInvShuffle [16]uint8
-	tweakInvOrder [16]uint8
+	pacInvSbox    = inverse(&pacSbox)
+	pacInvShuffle = inverse(&pacShuffle)
+	tweakInvOrder = inverse(&tweakOrder)
 )
 
-func init() {
+// inverse is the inverse of the permutation p of 0..15 (as a variable initializer, so
+// that the tables built from it below see it).
+func inverse(p *[16]uint8) (q [16]uint8) {
 	for i := range 16 {
-		pacInvSbox[pacSbox[i]] = uint8(i)
-		pacInvShuffle[pacShuffle[i]] = uint8(i)
-		tweakInvOrder[tweakOrder[i]] = uint8(i)
+		q[p[i]] = uint8(i)
 	}
+	return q
 }
 
 func cell(v uint64, i uint8) uint64 { return v >> (4 * i) & 0xf }
@@ -135,8 +133,9 @@ var pacRC = [5]uint64{0, 0x13198a2e03707344, 0xa4093822299f31d0, 0x082efa98ec4e6
 
 const pacAlpha = 0xc0ac29b7c97c50dd
 
-// computePAC is ComputePAC(data, modifier, key<127:64>, key<63:0>).
-func computePAC(data, modifier, hi, lo uint64) uint64 {
+// computePACRef is ComputePAC(data, modifier, key<127:64>, key<63:0>) layer by layer as
+// the Arm ARM writes it; computePAC is the same with table-driven layers.
+func computePACRef(data, modifier, hi, lo uint64) uint64 {
 	k0, k1 := hi, lo
 	modk0 := k0<<63 | (k0>>1 ^ k0>>63)
 	mod := modifier
@@ -169,6 +168,79 @@ func computePAC(data, modifier, hi, lo uint64) uint64 {
 	return w ^ modk0
 }
 
+// QARMA5's layers but the S-box are linear over GF(2) (cell permutations, PACMult's
+// cell rotations and XORs, the tweak LFSR), so each is the XOR of eight 256-entry
+// tables, one per input byte (pacTables, built from the layer-by-layer functions).
+type byteTables [8][256]uint64
+
+func (t *byteTables) apply(v uint64) uint64 {
+	return t[0][v&0xff] ^ t[1][v>>8&0xff] ^ t[2][v>>16&0xff] ^ t[3][v>>24&0xff] ^
+		t[4][v>>32&0xff] ^ t[5][v>>40&0xff] ^ t[6][v>>48&0xff] ^ t[7][v>>56]
+}
+
+func newByteTables(f func(uint64) uint64) *byteTables {
+	t := new(byteTables)
+	for k := range 8 {
+		for b := range 256 {
+			t[k][b] = f(uint64(b) << (8 * k))
+		}
+	}
+	return t
+}
+
+var (
+	pacLin      = newByteTables(func(v uint64) uint64 { return pacMult(pacPermute(v, &pacShuffle)) })
+	pacInvLin   = newByteTables(func(v uint64) uint64 { return pacPermute(pacMult(v), &pacInvShuffle) })
+	pacInvPerm  = newByteTables(func(v uint64) uint64 { return pacPermute(v, &pacInvShuffle) })
+	pacTweak    = newByteTables(tweakShuffle)
+	pacInvTweak = newByteTables(tweakInvShuffle)
+
+	pacSbox8, pacInvSbox8 = sbox8(&pacSbox), sbox8(&pacInvSbox) // the S-boxes on two cells
+)
+
+func sbox8(box *[16]uint8) (t [256]uint8) {
+	for b := range 256 {
+		t[b] = box[b>>4]<<4 | box[b&15]
+	}
+	return t
+}
+
+func sub8(v uint64, box *[256]uint8) uint64 {
+	return uint64(box[v&0xff]) | uint64(box[v>>8&0xff])<<8 | uint64(box[v>>16&0xff])<<16 |
+		uint64(box[v>>24&0xff])<<24 | uint64(box[v>>32&0xff])<<32 | uint64(box[v>>40&0xff])<<40 |
+		uint64(box[v>>48&0xff])<<48 | uint64(box[v>>56])<<56
+}
+
+// computePAC is ComputePAC(data, modifier, key<127:64>, key<63:0>).
+func computePAC(data, modifier, hi, lo uint64) uint64 {
+	k0, k1 := hi, lo
+	modk0 := k0<<63 | (k0>>1 ^ k0>>63)
+	mod := modifier
+	w := data ^ k0
+	for i := range 5 {
+		w ^= k1 ^ mod ^ pacRC[i]
+		if i > 0 {
+			w = pacLin.apply(w)
+		}
+		w = sub8(w, &pacSbox8)
+		mod = pacTweak.apply(mod)
+	}
+	w ^= modk0 ^ mod
+	w = sub8(pacLin.apply(w), &pacSbox8)
+	w = pacLin.apply(w) ^ k1
+	w = sub8(pacInvPerm.apply(w), &pacInvSbox8)
+	w = pacInvLin.apply(w) ^ k0 ^ mod
+	for i := range 5 {
+		w = sub8(w, &pacInvSbox8)
+		if i < 4 {
+			w = pacInvLin.apply(w)
+		}
+		mod = pacInvTweak.apply(mod)
+		w ^= pacRC[4-i] ^ k1 ^ mod ^ pacAlpha
+	}
+	return w ^ modk0
+}
+
 // pacField returns the PAC field of ptr, bits top-1:bot, for an instruction (data
 // false) or data address in the EL1&0 regime: bot = 64 - TnSZ (TnSZ limited to the
 // 16..39 gemu's MMU implements), top = 56 with TBI, 64 without; bit 55 selects TTBR0
@@ -194,7 +266,24 @@ func pacOriginal(ptr uint64, bot, top uint) uint64 {
 	return ptr&^m | -(ptr>>55&1)&m
 }
 
-func (c *CPU) key(k int) (hi, lo uint64) { return c.sr.pacKeys[2*k+1], c.sr.pacKeys[2*k] }
+// pacCache remembers recent PACs: a function's AUTIASP recomputes the PAC of its
+// PACIASP, and a function called again from the same site with the same stack
+// pointer signs the same return address. Entries carry the key itself, so a key
+// write (or a snapshot restore) needs no invalidation.
+type pacCache [256]struct{ data, mod, hi, lo, pac uint64 }
+
+// pac is computePAC(data, mod, key k), through the CPU's pacCache.
+func (c *CPU) pac(data, mod uint64, k int) uint64 {
+	hi, lo := c.sr.pacKeys[2*k+1], c.sr.pacKeys[2*k]
+	h := (data ^ mod*0x9e3779b97f4a7c15 ^ lo) * 0xff51afd7ed558ccd >> 56
+	e := &c.pacCache[h]
+	if e.data == data && e.mod == mod && e.hi == hi && e.lo == lo && (e.pac|data|mod|hi|lo) != 0 {
+		return e.pac
+	}
+	p := computePAC(data, mod, hi, lo)
+	e.data, e.mod, e.hi, e.lo, e.pac = data, mod, hi, lo, p
+	return p
+}
 
 // addPAC is AddPAC with key k.
 func (c *CPU) addPAC(ptr, mod uint64, k int, data bool) uint64 {
@@ -205,8 +294,7 @@ func (c *CPU) addPAC(ptr, mod uint64, k int, data bool) uint64 {
 	}
 	ext := -(ptr >> extBit & 1)
 	m := fieldMask(bot, top)
-	hi, lo := c.key(k)
-	pac := computePAC(ptr&^m|ext&m, mod, hi, lo)
+	pac := c.pac(ptr&^m|ext&m, mod, k)
 	if f := ptr & m; f != 0 && f != m {
 		pac ^= 1 << (top - 2) // non-canonical pointer: a PAC that cannot authenticate
 	}
@@ -221,8 +309,7 @@ func (c *CPU) addPAC(ptr, mod uint64, k int, data bool) uint64 {
 func (c *CPU) auth(ptr, mod uint64, k int, data bool) uint64 {
 	bot, top := c.pacField(ptr, data)
 	orig := pacOriginal(ptr, bot, top)
-	hi, lo := c.key(k)
-	pac := computePAC(orig, mod, hi, lo)
+	pac := c.pac(orig, mod, k)
 	if (pac^ptr)&^(1<<55)&fieldMask(bot, top) == 0 {
 		return orig
 	}
@@ -298,8 +385,7 @@ func pacga(rd, rn, rm uint32, pc uint64) op {
 		if !c.model.hasPAuth() {
 			return c.undef(pc)
 		}
-		hi, lo := c.key(keyGA)
-		c.w(rd, computePAC(c.r(rn), c.rsp(rm), hi, lo)&0xffffffff00000000)
+		c.w(rd, c.pac(c.r(rn), c.rsp(rm), keyGA)&0xffffffff00000000)
 		return true
 	}
 }

@@ -102,7 +102,7 @@ func (c *CPU) translateBlock(k tcg.Key, host unsafe.Pointer) tcg.Translation[CPU
 		if !handled {
 			var o op
 			o, end = c.decode(insn, pc, k.Flags)
-			if registersOnly(insn) {
+			if registersOnly(insn) || c.pacHints && pacHintInsn(insn) { // PAC hints: registers and keys only
 				b.CallPure(o)
 			} else {
 				b.Call(o)

@@ -267,23 +267,7 @@ func TestPANUAOAsQEMU(t *testing.T) {
 		t.Fatalf("gemu: %v (output %q)", err, g)
 	}
 	q := runSysQEMUCPU(t, bin, 1, "max")
-	if g != q {
-		ql, gl := strings.Split(q, "\n"), strings.Split(g, "\n")
-		var d []string
-		for i := 0; i < max(len(ql), len(gl)); i++ {
-			var a, b string
-			if i < len(ql) {
-				a = ql[i]
-			}
-			if i < len(gl) {
-				b = gl[i]
-			}
-			if a != b {
-				d = append(d, "qemu: "+a, "gemu: "+b)
-			}
-		}
-		t.Errorf("transcripts differ:\n%s\nfull qemu transcript:\n%s", strings.Join(d, "\n"), q)
-	}
+	diffTranscripts(t, g, q)
 	if !strings.Contains(q, "\n 0000000000000001 0000000000000000") {
 		t.Logf("QEMU transcript:\n%s", q)
 	}

@@ -232,6 +232,7 @@ fail:
 	bl puthex
 	ldr x0, =0x84000008
 	hvc #0
+	b .
 newline:
 	ldr x1, =0x09000000
 	mov w2, #'\n'
@@ -244,6 +245,7 @@ sync:
 	bl puthex
 	ldr x0, =0x84000008
 	hvc #0
+	b .
 	.ltorg
 	.balign 2048
 vectors:
@@ -265,12 +267,11 @@ stack_top:
 	return b.String()
 }
 
-// pauthModel is -cpu max with FEAT_PAuth advertised (ID_AA64ISAR1 APA 1, GPA 1).
+// pauthModel is -cpu max, which advertises FEAT_PAuth (ID_AA64ISAR1 APA 1, GPA 1) as
+// QEMU 7.2's does.
 func pauthModel() *arm.Model {
 	m, _ := arm.LookupModel("max")
-	c := *m
-	c.ISAR1 |= 1<<4 | 1<<24
-	return &c
+	return m
 }
 
 // TestPAuthAsQEMU compares pauthProgram's transcript on gemu and qemu-system-aarch64.
@@ -309,4 +310,297 @@ func diffTranscripts(t *testing.T, g, q string) {
 		}
 	}
 	t.Errorf("transcripts differ:\n%s", strings.Join(d, "\n"))
+}
+
+// pauthA57Program: on the Cortex-A57 (ARMv8.0) the PAC hints are NOPs (X30, X17
+// unchanged) and every other pointer authentication instruction, the key registers
+// included, is UNDEFINED, on gemu as on qemu-system-aarch64 -cpu cortex-a57. The
+// handler prints ESR and the offset of ELR from _start and skips the instruction.
+const pauthA57Program = `
+	.arch armv8.3-a
+	.text
+	.global _start
+_start:
+	adr x0, stack_top
+	mov sp, x0
+	adr x0, vectors
+	msr vbar_el1, x0
+	ldr x0, =(0x30d00800 | 1 << 31 | 1 << 30 | 1 << 27 | 1 << 13)
+	msr sctlr_el1, x0
+	isb
+	ldr x30, =0x40201234
+	ldr x17, =0x40205678
+	ldr x16, =0x99
+	paciasp
+	pacibsp
+	paciaz
+	pacibz
+	pacia1716
+	pacib1716
+	autiasp
+	autib1716
+	xpaclri
+	mov x0, x30
+	bl puthex
+	mov x0, x17
+	bl puthex
+	ldr x0, =0x40201234
+	pacia x0, x1
+	autdb x0, x1
+	paciza x0
+	xpaci x0
+	pacga x0, x0, x1
+	mrs x0, apiakeylo_el1
+	msr apgakeyhi_el1, x0
+	ldraa x0, [sp]
+	ldrab x0, [sp, #8]!
+	braaz x0
+	blrab x0, x1
+	retaa
+	eretab
+	mov x0, #0xdd
+	bl puthex
+	ldr x0, =0x84000008
+	hvc #0
+	b .
+sync:
+	mov x20, x30
+	mrs x0, esr_el1
+	bl puthex
+	mrs x0, elr_el1
+	adr x1, _start
+	sub x0, x0, x1
+	bl puthex
+	mrs x0, elr_el1
+	add x0, x0, #4
+	msr elr_el1, x0
+	mov x30, x20
+	eret
+	.ltorg
+	.balign 2048
+vectors:
+	.rept 16
+	b sync
+	.balign 128
+	.endr
+	.data
+	.balign 16
+	.space 4096
+stack_top:
+`
+
+// TestPAuthA57AsQEMU runs pauthA57Program on gemu's and QEMU's Cortex-A57.
+func TestPAuthA57AsQEMU(t *testing.T) {
+	bin := BuildSys(t, t.TempDir(), pauthA57Program)
+	g := RunSysGemu(t, bin)
+	q := runSysQEMUCPU(t, bin, 1, "cortex-a57")
+	diffTranscripts(t, g, q)
+	if !strings.HasPrefix(q, " 0000000040201234 0000000040205678 0000000002000000") || !strings.Contains(q, " 00000000000000dd") {
+		t.Errorf("unexpected QEMU transcript %q", q)
+	}
+}
+
+// pauthFaultProgram: an authentication failure corrupts the pointer (no FEAT_FPAC:
+// AUT itself does not fault), so the branch or load that uses it faults on the
+// non-canonical address: BRAA, RETAB, BLRAAZ, LDRAA and LDRAB with wrong modifiers or
+// keys, MMU off, TBI0 on then off. The handler prints ESR, ELR and FAR and returns
+// to the address in x19.
+const pauthFaultProgram = `
+	.arch armv8.3-a
+	.text
+	.global _start
+_start:
+	adr x0, stack_top
+	mov sp, x0
+	adr x0, vectors
+	msr vbar_el1, x0
+	ldr x0, =0x1111
+	msr apiakeylo_el1, x0
+	msr apibkeyhi_el1, x0
+	msr apdakeylo_el1, x0
+	msr apdbkeyhi_el1, x0
+	ldr x0, =(0x30d00800 | 1 << 31 | 1 << 30 | 1 << 27 | 1 << 13)
+	msr sctlr_el1, x0
+	ldr x0, =(25 | 25 << 16 | 1 << 37)
+	msr tcr_el1, x0
+	isb
+	bl faults
+	ldr x0, =(25 | 25 << 16)
+	msr tcr_el1, x0
+	isb
+	bl faults
+	ldr x0, =0x84000008
+	hvc #0
+	b .
+faults:
+	mov x28, x30
+	adr x19, 1f
+	adr x5, target
+	mov x1, #5
+	pacia x5, x1
+	mov x1, #6
+	braa x5, x1
+1:	adr x19, 1f
+	adr x30, target
+	pacibsp
+	mov x0, sp
+	sub sp, sp, #16
+	retab
+1:	add sp, sp, #16
+	adr x19, 1f
+	adr x5, target
+	pacizb x5
+	blraaz x5
+1:	adr x19, 1f
+	adr x5, data
+	pacdzb x5
+	ldraa x0, [x5]
+1:	adr x19, 1f
+	adr x5, data
+	mov x1, #1
+	pacda x5, x1
+	ldrab x0, [x5, #8]!
+1:	mov x0, #0xee
+	bl puthex
+	bl newline
+	br x28
+target:
+	mov x0, #0xbad
+	bl puthex
+	br x19
+newline:
+	ldr x1, =0x09000000
+	mov w2, #'\n'
+	str w2, [x1]
+	ret
+sync:
+	mrs x0, esr_el1
+	bl puthex
+	mrs x0, elr_el1
+	bl puthex
+	mrs x0, far_el1
+	bl puthex
+	msr elr_el1, x19
+	eret
+	.ltorg
+	.balign 2048
+vectors:
+	.rept 16
+	b sync
+	.balign 128
+	.endr
+	.data
+	.balign 16
+data:
+	.quad 0x2222222222222222
+	.quad 0x3333333333333333
+	.balign 16
+	.space 4096
+stack_top:
+`
+
+// TestPAuthFaultsAsQEMU compares pauthFaultProgram on gemu and qemu-system-aarch64.
+func TestPAuthFaultsAsQEMU(t *testing.T) {
+	bin := BuildSys(t, t.TempDir(), pauthFaultProgram)
+	m := pauthModel()
+	g, err := runSysGemu(bin, 60*time.Second, func(cfg *arm.Config, _ func() *arm.CPU) { cfg.Model = m })
+	if err != nil {
+		t.Fatalf("gemu: %v (output %q)", err, g)
+	}
+	q := runSysQEMUCPU(t, bin, 1, "max")
+	diffTranscripts(t, g, q)
+	if strings.Count(q, " 0000000086000000") != 6 || strings.Count(q, " 0000000096000000") != 4 {
+		t.Errorf("QEMU did not take 6 instruction and 4 data aborts:\n%s", q)
+	}
+}
+
+// pauthEL0Program: at EL0 (MMU off) the PAC instructions use the same keys and
+// SCTLR_EL1 enables as at EL1, the key registers are UNDEFINED, and an SVC returns
+// to EL1. The handler prints ESR and resumes after the instruction (EL0) or powers
+// off (SVC).
+const pauthEL0Program = `
+	.arch armv8.3-a
+	.text
+	.global _start
+_start:
+	adr x0, stack_top
+	mov sp, x0
+	adr x0, vectors
+	msr vbar_el1, x0
+	ldr x0, =0x0123456789abcdef
+	msr apiakeylo_el1, x0
+	msr apibkeyhi_el1, x0
+	msr apgakeylo_el1, x0
+	ldr x0, =(0x30d00800 | 1 << 31 | 1 << 30 | 1 << 27 | 1 << 13)
+	msr sctlr_el1, x0
+	ldr x0, =(25 | 25 << 16 | 1 << 37)
+	msr tcr_el1, x0
+	adr x0, el0_stack_top
+	msr sp_el0, x0
+	adr x0, el0
+	msr elr_el1, x0
+	msr spsr_el1, xzr
+	isb
+	eret
+el0:
+	ldr x20, =0x40201234
+	mov x21, sp
+	mov x22, x20
+	pacia x22, x21
+	mov x0, x22
+	bl puthex
+	autia x22, x21
+	mov x0, x22
+	bl puthex
+	mov x30, x20
+	pacibsp
+	mov x0, x30
+	bl puthex
+	pacga x0, x20, x21
+	bl puthex
+	mrs x0, apiakeylo_el1
+	bl puthex
+	svc #0
+	b .
+sync:
+	mrs x0, esr_el1
+	bl puthex
+	lsr x0, x0, #26
+	cmp x0, #0x15
+	b.eq 1f
+	mrs x0, elr_el1
+	add x0, x0, #4
+	msr elr_el1, x0
+	eret
+1:	ldr x0, =0x84000008
+	hvc #0
+	b .
+	.ltorg
+	.balign 2048
+vectors:
+	.rept 16
+	b sync
+	.balign 128
+	.endr
+	.data
+	.balign 16
+	.space 4096
+stack_top:
+	.space 4096
+el0_stack_top:
+`
+
+// TestPAuthEL0AsQEMU compares pauthEL0Program on gemu and qemu-system-aarch64 -cpu max.
+func TestPAuthEL0AsQEMU(t *testing.T) {
+	bin := BuildSys(t, t.TempDir(), pauthEL0Program)
+	m := pauthModel()
+	g, err := runSysGemu(bin, 60*time.Second, func(cfg *arm.Config, _ func() *arm.CPU) { cfg.Model = m })
+	if err != nil {
+		t.Fatalf("gemu: %v (output %q)", err, g)
+	}
+	q := runSysQEMUCPU(t, bin, 1, "max")
+	diffTranscripts(t, g, q)
+	if !strings.Contains(q, " 0000000002000000 ") || !strings.HasSuffix(q, " 0000000056000000") { // MRS UNDEFINED, then SVC
+		t.Errorf("unexpected QEMU transcript %q", q)
+	}
 }

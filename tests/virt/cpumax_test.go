@@ -53,7 +53,7 @@ func cpuFeatures(t *testing.T, prog, cpu, initrd string) (features, hwcaps []str
 // TestGuestCPUMax boots Debian's kernel with -cpu max: it must detect the LSE atomics
 // (and use them: the kernel patches its atomics to LSE from then on, so the rest of
 // the boot runs on them) and PAN (and run with it: user accesses go through LDTR/STTR
-// and PAN toggling from then on), report the hwcaps of what gemu implements, and every
+// and PAN toggling from then on) and pointer authentication, report the hwcaps of what gemu implements, and every
 // CPU feature and hwcap it detects on gemu it also detects on qemu-system-aarch64
 // -cpu max with the same kernel (gemu's max advertises a subset of QEMU's: only what
 // gemu implements).
@@ -75,7 +75,7 @@ func TestGuestCPUMax(t *testing.T) {
 	t.Logf("QEMU -cpu max: %q, hwcaps %q", q, qh)
 	// What gemu's max implements, as the kernel names it: the hwcaps of the
 	// FP/AdvSIMD extensions and the PAN capability.
-	for _, h := range []string{"atomics", "asimdrdm", "asimddp", "sha512", "sha3", "sm3", "sm4", "crc32", "lrcpc", "rng", "fphp", "asimdhp"} {
+	for _, h := range []string{"atomics", "asimdrdm", "asimddp", "sha512", "sha3", "sm3", "sm4", "crc32", "lrcpc", "rng", "fphp", "asimdhp", "paca", "pacg"} {
 		if !slices.Contains(gh, h) {
 			t.Errorf("gemu's guest lacks hwcap %q", h)
 		}
@@ -88,6 +88,17 @@ func TestGuestCPUMax(t *testing.T) {
 	const pan = "Privileged Access Never"
 	if slices.Contains(q, pan) && !slices.Contains(g, pan) {
 		t.Errorf("gemu's guest does not report %q", pan)
+	}
+	// Pointer authentication (ARMv8.3, QARMA5): the kernel signs its own return
+	// addresses from then on (PACIASP/AUTIASP in every non-leaf function), so the
+	// rest of the boot runs on it.
+	for _, f := range []string{"Address authentication (architected QARMA5 algorithm)", "Generic authentication (architected QARMA5 algorithm)"} {
+		if !slices.Contains(q, f) {
+			t.Fatalf("QEMU's guest does not report %q (kernel or oracle changed): %q", f, q)
+		}
+		if !slices.Contains(g, f) {
+			t.Errorf("gemu's guest does not report %q", f)
+		}
 	}
 	const lse = "LSE atomic instructions"
 	if !slices.Contains(q, lse) {

@@ -141,11 +141,9 @@ func TestPCHotplugNIC(t *testing.T) {
 	for _, l := range g.errors {
 		t.Logf("gemu: %s", l)
 	}
-	if os.Getenv("GEMU_PC_HOTPLUG_QEMU") == "" {
-		t.Skip("the QEMU 7.2 comparison boots a second guest: set GEMU_PC_HOTPLUG_QEMU=1")
-	}
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("qemu-system-x86_64 not installed: no comparison with QEMU 7.2")
+		t.Log("qemu-system-x86_64 not installed: gemu's half checked, no comparison with QEMU 7.2")
+		return
 	}
 	q := runPC(t, "qemu-system-x86_64", e)
 	if q.fetch != e.blobSum {

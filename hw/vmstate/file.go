@@ -2,6 +2,7 @@ package vmstate
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -26,6 +27,30 @@ func LoadFile(f *os.File, t Target) ([]bus.State, Stats, error) {
 	src := &fileSrc{f: f}
 	src.r = bufio.NewReaderSize(f, 64<<10)
 	return load(src, t)
+}
+
+// FileRAM is guest RAM that a lazy restore maps a stream file over (hw/memory.RAM).
+type FileRAM interface {
+	MapFile(gpa, n uint64, f *os.File, off int64) error
+	Discard(gpa, n uint64) error
+}
+
+// maxFileMaps bounds the mappings a lazy restore makes (each is a kernel VMA, and a
+// process has vm.max_map_count of them, 65530 by default); the runs past it are copied.
+const maxFileMaps = 20000
+
+// MapFrom makes a LoadFile through t map guest RAM from f copy-on-write instead of
+// copying it, and discard pages a batch sends as zero: a board's lazy restore.
+func (t *Target) MapFrom(ram FileRAM, f *os.File) {
+	maps := 0
+	t.Map = func(gpa, n uint64, off int64) error {
+		if maps >= maxFileMaps {
+			return errors.New("too many mappings")
+		}
+		maps++
+		return ram.MapFile(gpa, n, f, off)
+	}
+	t.Zero = ram.Discard
 }
 
 // fileSrc reads a stream from a file and can skip data without reading it.

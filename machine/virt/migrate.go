@@ -259,10 +259,6 @@ func (m *Machine) Load(r io.Reader) (vmstate.Stats, error) {
 	return m.loadState(func(t vmstate.Target) ([]bus.State, vmstate.Stats, error) { return vmstate.Load(r, t) })
 }
 
-// maxFileMaps bounds the mappings a lazy restore makes (each is a kernel VMA, and a
-// process has vm.max_map_count of them, 65530 by default); the runs past it are copied.
-const maxFileMaps = 20000
-
 // LoadFile is Load from a stream in a file. With lazy set, guest RAM is mapped from the
 // file (copy-on-write, hw/vmstate.LoadFile) rather than copied, so the restore costs
 // neither the copy nor host memory for pages the guest does not touch; the file must
@@ -271,15 +267,7 @@ const maxFileMaps = 20000
 func (m *Machine) LoadFile(f *os.File, lazy bool) (vmstate.Stats, error) {
 	return m.loadState(func(t vmstate.Target) ([]bus.State, vmstate.Stats, error) {
 		if lazy {
-			maps := 0
-			t.Map = func(gpa, n uint64, off int64) error {
-				if maps >= maxFileMaps {
-					return errors.New("too many mappings")
-				}
-				maps++
-				return m.ram.MapFile(gpa, n, f, off)
-			}
-			t.Zero = m.ram.Discard
+			t.MapFrom(m.ram, f)
 		}
 		return vmstate.LoadFile(f, t)
 	})

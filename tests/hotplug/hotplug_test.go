@@ -39,15 +39,8 @@ import (
 
 func gemuBinary(t *testing.T) string {
 	t.Helper()
-	if d := os.Getenv("GEMU_BIN"); d != "" {
-		if p := filepath.Join(d, "gemu-system-aarch64"); exists(p) {
-			return p
-		}
-	}
-	return testbin.MustBuild(t, "gemu/cmd/gemu-system-aarch64")
+	return testbin.Command(t, "gemu-system-aarch64")
 }
-
-func exists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 // guestScript waits for eth0 (a hot-added NIC), takes a lease, fetches the blob,
 // waits for eth0 to go, then waits for vda, hashes its first MiB and waits for it to

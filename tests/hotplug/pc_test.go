@@ -2,7 +2,6 @@ package hotplug
 
 import (
 	"context"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
@@ -117,13 +116,7 @@ func TestPCHotplugNIC(t *testing.T) {
 		t.Skip(why)
 	}
 	e := newEnv(t)
-	emu := ""
-	if d := os.Getenv("GEMU_BIN"); d != "" && exists(filepath.Join(d, "gemu-system-x86_64")) {
-		emu = filepath.Join(d, "gemu-system-x86_64")
-	} else {
-		emu = testbin.MustBuild(t, "gemu/cmd/gemu-system-x86_64")
-	}
-	g := runPC(t, emu, e)
+	g := runPC(t, testbin.Command(t, "gemu-system-x86_64"), e)
 	if !strings.Contains(g.slots, " 2 ") || !strings.Contains(g.slots, " 31") {
 		t.Errorf("acpiphp slots %q, want 2..31", g.slots)
 	}

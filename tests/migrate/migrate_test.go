@@ -27,15 +27,8 @@ import (
 
 func binary(t *testing.T) string {
 	t.Helper()
-	if d := os.Getenv("GEMU_BIN"); d != "" {
-		if p := filepath.Join(d, "gemu-system-aarch64"); fileExists(p) {
-			return p
-		}
-	}
-	return testbin.MustBuild(t, "gemu/cmd/gemu-system-aarch64")
+	return testbin.Command(t, "gemu-system-aarch64")
 }
-
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 func needAssets(t *testing.T) {
 	t.Helper()

@@ -22,12 +22,7 @@ import (
 
 func pcBinary(t *testing.T) string {
 	t.Helper()
-	if d := os.Getenv("GEMU_BIN"); d != "" {
-		if p := filepath.Join(d, "gemu-system-x86_64"); fileExists(p) {
-			return p
-		}
-	}
-	return testbin.MustBuild(t, "gemu/cmd/gemu-system-x86_64")
+	return testbin.Command(t, "gemu-system-x86_64")
 }
 
 func needPCAssets(t *testing.T) {

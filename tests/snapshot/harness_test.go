@@ -9,9 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -27,15 +25,8 @@ func binary(t *testing.T) string { return binaryFor(t, "arm64") }
 func binaryFor(t *testing.T, arch string) string {
 	t.Helper()
 	name := map[string]string{"arm64": "gemu-system-aarch64", "amd64": "gemu-system-x86_64"}[arch]
-	if d := os.Getenv("GEMU_BIN"); d != "" {
-		if p := filepath.Join(d, name); fileExists(p) {
-			return p
-		}
-	}
-	return testbin.MustBuild(t, "gemu/cmd/"+name)
+	return testbin.Command(t, name)
 }
-
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 func need(t *testing.T, tools ...string) {
 	t.Helper()

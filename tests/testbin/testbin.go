@@ -33,3 +33,16 @@ func MustBuild(t testing.TB, pkg string) string {
 	}
 	return p
 }
+
+// Command returns the path of gemu's command name (e.g. "gemu-system-x86_64"): the one
+// in $GEMU_BIN when it is there (make test builds them first), else a fresh MustBuild.
+func Command(t testing.TB, name string) string {
+	t.Helper()
+	if d := os.Getenv("GEMU_BIN"); d != "" {
+		p := filepath.Join(d, name)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return MustBuild(t, "gemu/cmd/"+name)
+}
